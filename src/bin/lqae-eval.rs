@@ -1,0 +1,213 @@
+//! `lqae-eval`: fetch assets, list and run suites, and turn images into text tokens.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lqae::assets;
+use lqae::data::{self, Split, FASHION_MNIST_CLASSES};
+use lqae::device::{device_name, parse_device};
+use lqae::lm::FrozenLm;
+use lqae::quantizer::{Quantizer, QuantizerConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "lqae-eval", version, about = "Language-Quantized AutoEncoder: evaluation suites and tools")]
+struct Cli {
+    /// Run the named suite(s) from suites/.
+    #[arg(long, num_args = 1..)]
+    suite: Vec<String>,
+    /// Override a suite setting, `key=value` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the suites under suites/ with a one-line description.
+    Ls,
+    /// Fetch, verify and cache assets (all when none is named).
+    Fetch {
+        names: Vec<String>,
+        /// Print only the asset folders, one per line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Turn Fashion-MNIST images into text tokens of the frozen LM and print them. Until a
+    /// trained LQAE encoder exists, patches go through a seeded random (untrained) projection.
+    Tokens {
+        /// How many test images.
+        #[arg(long, default_value_t = 6)]
+        n: usize,
+        /// Language model folder (config.json, model.safetensors, tokenizer.json); default: the fetched MiniLM.
+        #[arg(long)]
+        lm: Option<PathBuf>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Patch side in pixels (28 must be divisible by it).
+        #[arg(long, default_value_t = 4)]
+        patch: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if !cli.suite.is_empty() {
+        let dir = lqae::suites::suites_dir();
+        for name in &cli.suite {
+            let s = lqae::suites::find(&dir, name)?;
+            bail!("suite `{}` ({}) found, but no runner for suites exists in this build yet", s.name, s.path.display());
+        }
+    }
+    match cli.command {
+        None if cli.suite.is_empty() => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+        None => Ok(()),
+        Some(Cmd::Ls) => ls(),
+        Some(Cmd::Fetch { names, quiet }) => fetch(&names, quiet),
+        Some(Cmd::Tokens { n, lm, device, patch, seed }) => tokens(n, lm, &device, patch, seed),
+    }
+}
+
+fn ls() -> Result<()> {
+    let dir = lqae::suites::suites_dir();
+    let all = lqae::suites::list(&dir)?;
+    if all.is_empty() {
+        println!("no suites in {}", dir.display());
+    }
+    let w = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in all {
+        println!("{:w$}  {}", s.name, s.description);
+    }
+    Ok(())
+}
+
+fn spinner(msg: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").unwrap());
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb.set_message(msg);
+    pb
+}
+
+fn ensure(asset: &assets::Asset, quiet: bool) -> Result<PathBuf> {
+    let pb = if quiet { ProgressBar::hidden() } else { spinner(format!("{}: checking", asset.name)) };
+    let dir = assets::ensure_in(asset, &assets::cache_dir(), &mut |m| pb.set_message(format!("{}: {m}", asset.name)))?;
+    pb.finish_and_clear();
+    Ok(dir)
+}
+
+fn fetch(names: &[String], quiet: bool) -> Result<()> {
+    let list: Vec<&assets::Asset> = if names.is_empty() {
+        assets::ALL.to_vec()
+    } else {
+        names.iter().map(|n| assets::by_name(n)).collect::<lqae::Result<_>>()?
+    };
+    for a in list {
+        let dir = ensure(a, quiet)?;
+        if quiet {
+            println!("{}", dir.display());
+        } else {
+            println!("{:14} {}  ({})", a.name, dir.display(), a.description);
+        }
+    }
+    Ok(())
+}
+
+/// Deterministic N(0, 1) numbers (SplitMix64 + Box-Muller), independent of any RNG crate.
+fn gaussian(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (next().max(1e-300), next());
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u64) -> Result<()> {
+    let device: Device = parse_device(device)?;
+    let t0 = Instant::now();
+    let lm_dir = match lm_dir {
+        Some(d) => d,
+        None => ensure(&assets::MINILM, false)?,
+    };
+    let data_dir = ensure(&assets::FASHION_MNIST, false)?;
+    let lm = FrozenLm::load(&lm_dir, &device)?;
+    let test = data::load_mnist_like(&data_dir, Split::Test, &FASHION_MNIST_CLASSES)?;
+    let im = &test.images;
+    if patch == 0 || im.rows % patch != 0 || im.cols % patch != 0 {
+        bail!("setting `--patch`: {patch} does not divide the {}x{} images", im.rows, im.cols);
+    }
+    let n = n.min(im.n);
+    let (gh, gw, pd, h) = (im.rows / patch, im.cols / patch, patch * patch, lm.hidden_size());
+    println!(
+        "LM {} ({:?}, {} layers, width {h}, vocab {}), device {}, {n} Fashion-MNIST test images -> {}x{} = {} tokens each",
+        lm_dir.display(),
+        lm.family(),
+        lm.config().num_hidden_layers,
+        lm.config().vocab_size,
+        device_name(&device),
+        gh,
+        gw,
+        gh * gw
+    );
+    println!("encoder: untrained random patch projection (seed {seed}); a trained LQAE encoder replaces it");
+    let proj = Tensor::from_vec(gaussian(seed, pd * h), (pd, h), &device)?;
+    let bias = Tensor::from_vec(gaussian(seed ^ 0xB1A5, h), h, &device)?;
+    let quantizer = Quantizer::new(lm.word_embeddings(), QuantizerConfig::default())?;
+
+    let pb = ProgressBar::new(n as u64);
+    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} images {elapsed}").unwrap());
+    let mut distinct = std::collections::BTreeSet::new();
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let img = im.image(i);
+        let mut patches = Vec::with_capacity(gh * gw * pd);
+        for gy in 0..gh {
+            for gx in 0..gw {
+                for y in 0..patch {
+                    for x in 0..patch {
+                        patches.push(img[(gy * patch + y) * im.cols + gx * patch + x] as f32 / 255.0);
+                    }
+                }
+            }
+        }
+        let x = Tensor::from_vec(patches, (gh * gw, pd), &device)?;
+        let z = x.matmul(&proj)?.broadcast_add(&bias)?;
+        let ids: Vec<u32> = quantizer.nearest(&z)?.to_vec1()?;
+        distinct.extend(ids.iter().copied());
+        let text: Vec<String> = ids.iter().take(24).map(|&t| lm.vocab().token_text(t).text).collect();
+        lines.push(format!("#{i:<3} {:12} {}{}", test.class_names[test.labels[i] as usize], text.join(" "), if ids.len() > 24 { " ..." } else { "" }));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    for l in lines {
+        println!("{l}");
+    }
+    println!("{} distinct tokens over {n} images; {:.1} s", distinct.len(), t0.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! A BERT/RoBERTa encoder in the candle-transformers style that, unlike candle's `BertModel`,
+//! takes either token ids or **input embeddings** and returns **every hidden state**.
+//!
+//! Every operation here has a backward pass: LayerNorm is built from primitive ops and softmax
+//! is the composite one, because candle's fused `LayerNorm`/`softmax_last_dim` silently stop
+//! the gradient (candle #2977, #3011) and LQAE's encoder learns through this frozen model.
+//! The weights are plain tensors (never `Var`s), so they get no gradient and never change.
+
+use super::config::{HiddenAct, LmConfig};
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// LayerNorm from primitive ops, so that gradients cross it.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear::new(vb.get((out, inp), "weight")?, Some(vb.get(out, "bias")?)))
+}
+
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    layer_norm: LayerNorm,
+    position_offset: usize,
+}
+
+impl Embeddings {
+    pub fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            word_embeddings: vb.get((cfg.vocab_size, cfg.hidden_size), "word_embeddings.weight")?,
+            position_embeddings: vb.get((cfg.max_position_embeddings, cfg.hidden_size), "position_embeddings.weight")?,
+            token_type_embeddings: vb.get((cfg.type_vocab_size, cfg.hidden_size), "token_type_embeddings.weight")?,
+            layer_norm: LayerNorm::new(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
+            position_offset: cfg.position_offset(),
+        })
+    }
+
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word_embeddings
+    }
+
+    /// Input embeddings `(b, s, h)` + position `offset..offset+s` + token type 0, then LayerNorm.
+    pub fn forward(&self, inputs_embeds: &Tensor) -> Result<Tensor> {
+        let (_b, s, _h) = inputs_embeds.dims3()?;
+        let max = self.position_embeddings.dim(0)?;
+        if self.position_offset + s > max {
+            candle_core::bail!(
+                "sequence of {s} tokens is longer than the model allows ({} positions from offset {})",
+                max - self.position_offset.min(max),
+                self.position_offset
+            );
+        }
+        let pos = self.position_embeddings.narrow(0, self.position_offset, s)?;
+        let ty = self.token_type_embeddings.get(0)?;
+        let x = inputs_embeds.broadcast_add(&pos)?.broadcast_add(&ty)?;
+        self.layer_norm.forward(&x)
+    }
+
+    /// Word-embedding lookup of `ids` `(b, s)` -> `(b, s, h)`.
+    pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let flat = self.word_embeddings.index_select(&ids.flatten_all()?, 0)?;
+        flat.reshape((b, s, self.word_embeddings.dim(1)?))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            query: linear(h, h, vb.pp("query"))?,
+            key: linear(h, h, vb.pp("key"))?,
+            value: linear(h, h, vb.pp("value"))?,
+            heads: cfg.num_attention_heads,
+            head_dim: h / cfg.num_attention_heads,
+        })
+    }
+
+    fn split(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        x.reshape((b, s, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+    }
+
+    fn forward(&self, x: &Tensor, additive_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let q = self.split(&self.query.forward(x)?)?;
+        let k = self.split(&self.key.forward(x)?)?;
+        let v = self.split(&self.value.forward(x)?)?;
+        let mut scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        if let Some(m) = additive_mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attention: SelfAttention,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    act: HiddenAct,
+}
+
+impl Layer {
+    fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            attention: SelfAttention::new(cfg, vb.pp("attention.self"))?,
+            attention_output: linear(h, h, vb.pp("attention.output.dense"))?,
+            attention_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("attention.output.LayerNorm"))?,
+            intermediate: linear(h, i, vb.pp("intermediate.dense"))?,
+            output: linear(i, h, vb.pp("output.dense"))?,
+            output_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
+            act: cfg.hidden_act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, additive_mask: Option<&Tensor>) -> Result<Tensor> {
+        let a = self.attention.forward(x, additive_mask)?;
+        let x = self.attention_norm.forward(&(self.attention_output.forward(&a)? + x)?)?;
+        let f = self.intermediate.forward(&x)?;
+        let f = match self.act {
+            HiddenAct::Gelu => f.gelu_erf()?,
+            HiddenAct::GeluTanh => f.gelu()?,
+            HiddenAct::Relu => f.relu()?,
+        };
+        self.output_norm.forward(&(self.output.forward(&f)? + x)?)
+    }
+}
+
+/// Embeddings + the layer stack. `forward_*` return `num_hidden_layers + 1` hidden states:
+/// the embedding output first, then each layer's output, each `(b, s, h)`.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    /// `vb` points at the model root (the `bert.`/`roberta.` prefix already applied).
+    pub fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
+        let embeddings = Embeddings::new(cfg, vb.pp("embeddings"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::new(cfg, vb.pp(format!("encoder.layer.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { embeddings, layers })
+    }
+
+    pub fn embeddings(&self) -> &Embeddings {
+        &self.embeddings
+    }
+
+    pub fn forward_ids(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        self.forward_embeds(&self.embeddings.lookup(ids)?, attention_mask)
+    }
+
+    /// `inputs_embeds` `(b, s, h)`; `attention_mask` `(b, s)`, 1 for real tokens, 0 for padding.
+    pub fn forward_embeds(&self, inputs_embeds: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let additive = match attention_mask {
+            Some(m) => {
+                let (b, s) = m.dims2()?;
+                let m = m.to_dtype(inputs_embeds.dtype())?.reshape((b, 1, 1, s))?;
+                // (1 - m) * most-negative, as Hugging Face does.
+                Some(((m.ones_like()? - &m)? * f32::MIN as f64)?)
+            }
+            None => None,
+        };
+        let mut h = self.embeddings.forward(inputs_embeds)?;
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        states.push(h.clone());
+        for layer in &self.layers {
+            h = layer.forward(&h, additive.as_ref())?;
+            states.push(h.clone());
+        }
+        Ok(states)
+    }
+}

@@ -1,0 +1,117 @@
+//! Suites are files under `suites/` (TOML). This module finds and lists them; the suite
+//! schema and runners are built on top of it.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// `$LQAE_SUITES`, else `./suites`, else the `suites/` folder of the source tree.
+pub fn suites_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LQAE_SUITES").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let local = PathBuf::from("suites");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suites"))
+}
+
+#[derive(Debug, Clone)]
+pub struct SuiteEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub description: String,
+}
+
+/// Every `*.toml` in `dir`, sorted by name, with its `description` (or the parse error).
+pub fn list(dir: &Path) -> Result<Vec<SuiteEntry>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::file(dir, format!("cannot list suites: {e}"))),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let path = entry.map_err(|e| Error::file(dir, e.to_string()))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let description = match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| {
+            toml::from_str::<toml::Table>(&t).map_err(|e| e.message().to_string())
+        }) {
+            Ok(t) => t.get("description").and_then(|d| d.as_str()).unwrap_or("(no description)").to_string(),
+            Err(e) => format!("(invalid: {e})"),
+        };
+        out.push(SuiteEntry { name, path, description });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Find a suite by name; an unknown name gets the closest known names.
+pub fn find(dir: &Path, name: &str) -> Result<SuiteEntry> {
+    let all = list(dir)?;
+    if let Some(s) = all.iter().find(|s| s.name == name) {
+        return Ok(s.clone());
+    }
+    let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    Err(Error::setting("suite", unknown_name_message(name, &known, &dir.display().to_string())))
+}
+
+/// "no suite named X; did you mean Y?" with the list of known names.
+pub fn unknown_name_message(name: &str, known: &[&str], place: &str) -> String {
+    if known.is_empty() {
+        return format!("no suite named `{name}`: {place} holds no suite files yet");
+    }
+    let mut scored: Vec<(usize, &str)> = known.iter().map(|k| (edit_distance(name, k), *k)).collect();
+    scored.sort();
+    let close: Vec<&str> = scored.iter().filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(2)).map(|(_, k)| *k).take(3).collect();
+    let mut msg = format!("no suite named `{name}` in {place}");
+    if !close.is_empty() {
+        msg.push_str(&format!("; did you mean {}?", close.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" or ")));
+    }
+    msg.push_str(&format!(" (known: {})", known.join(", ")));
+    msg
+}
+
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn did_you_mean_picks_the_close_name() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let m = unknown_name_message("linear-fashionmnst", &["linear-fashionmnist", "recon-fashionmnist", "x"], "suites");
+        assert!(m.contains("did you mean `linear-fashionmnist`"), "{m}");
+        assert!(!m.contains("did you mean `x`"), "{m}");
+    }
+
+    #[test]
+    fn lists_toml_files_with_descriptions() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("b.toml"), "description = \"second\"\n").unwrap();
+        std::fs::write(d.path().join("a.toml"), "description = \"first\"\n").unwrap();
+        std::fs::write(d.path().join("notes.md"), "not a suite").unwrap();
+        std::fs::write(d.path().join("c.toml"), "description = \n").unwrap();
+        let l = list(d.path()).unwrap();
+        let names: Vec<_> = l.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(l[0].description, "first");
+        assert!(l[2].description.starts_with("(invalid"), "{}", l[2].description);
+        assert!(list(&d.path().join("none")).unwrap().is_empty());
+    }
+}
