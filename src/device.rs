@@ -11,10 +11,16 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "cuda" | "gpu" => 0,
         s => match s.strip_prefix("cuda:") {
             Some(n) => n.parse::<usize>().map_err(|_| {
-                Error::setting("device", format!("`{spec}`: the CUDA ordinal must be a number, e.g. cuda:0"))
+                Error::setting(
+                    "device",
+                    format!("`{spec}`: the CUDA ordinal must be a number, e.g. cuda:0"),
+                )
             })?,
             None => {
-                return Err(Error::setting("device", format!("`{spec}` is not a device; use cpu, cuda or cuda:N")))
+                return Err(Error::setting(
+                    "device",
+                    format!("`{spec}` is not a device; use cpu, cuda or cuda:N"),
+                ))
             }
         },
     };

@@ -16,20 +16,42 @@ pub enum Error {
     #[error("asset `{name}`: {msg}")]
     Asset { name: String, msg: String },
 
+    /// A tensor operation failed (backtraces stripped: the message is for people).
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
 
     #[error("{0}")]
     Msg(String),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(strip_backtrace(e))
+    }
+}
+
+/// candle wraps errors in a captured backtrace when RUST_BACKTRACE is set; its Display then
+/// prints the whole trace. Keep the message.
+pub fn strip_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => strip_backtrace(*inner),
+        e => e,
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File { path: path.into(), msg: msg.into() }
+        Error::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     pub fn setting(key: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Setting { key: key.into(), msg: msg.into() }
+        Error::Setting {
+            key: key.into(),
+            msg: msg.into(),
+        }
     }
 }

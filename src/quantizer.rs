@@ -6,6 +6,11 @@
 //! codebook is normalised once at construction (it is frozen). The inputs are not normalised:
 //! a positive scale of a row does not change its arg-max. Ties go to the lowest id.
 //!
+//! On the CPU the search is fused: each thread takes a slice of the vocabulary, fills a
+//! cache-sized tile of similarities with one `gemm` call against a transposed copy of the
+//! normalised codebook, and folds it into a running arg-max at once; no per-call `N x V`
+//! allocation and no single-threaded arg-max pass. Other devices use candle ops tile by tile.
+//!
 //! What passes on is the **raw** embedding row, through the straight-through estimator
 //! `q = x + stopgrad(e - x)`, with the commitment loss `beta * mean((stopgrad(e) - x)^2)`.
 
@@ -18,19 +23,32 @@ pub struct QuantizerConfig {
     pub beta: f64,
     /// Largest similarity tile held at once, in elements. Default 4M (16 MiB of f32).
     pub max_block_elems: usize,
+    /// Use the fused CPU kernel when the codebook is on the CPU (default). Off: candle ops
+    /// tile by tile, the path every other device takes.
+    pub fused_cpu: bool,
 }
 
 impl Default for QuantizerConfig {
     fn default() -> Self {
-        Self { beta: 0.01, max_block_elems: 1 << 22 }
+        Self {
+            beta: 0.01,
+            max_block_elems: 1 << 22,
+            fused_cpu: true,
+        }
     }
 }
 
 pub struct Quantizer {
     raw: Tensor,
     normed: Tensor,
+    /// The normalised codebook transposed to `(D, V)`, row-major: the fused CPU kernel's
+    /// operand (columns of one tile are contiguous in memory).
+    normed_t_cpu: Option<Vec<f32>>,
     cfg: QuantizerConfig,
 }
+
+/// Codes per tile column block of the fused kernel: 2048 x 256 tokens x 4 B = 2 MiB.
+const CODE_TILE: usize = 2048;
 
 /// The result of `Quantizer::quantize` for input `x` of shape `(..., D)`.
 pub struct Quantized {
@@ -54,7 +72,9 @@ pub struct SearchStats {
 impl Quantizer {
     /// `codebook` `(V, D)`, e.g. `FrozenLm::word_embeddings()`. It is detached: it never learns.
     pub fn new(codebook: &Tensor, cfg: QuantizerConfig) -> Result<Self> {
-        let (v, _d) = codebook.dims2().map_err(|e| Error::Msg(format!("codebook must be (vocab, dim): {e}")))?;
+        let (v, _d) = codebook
+            .dims2()
+            .map_err(|e| Error::Msg(format!("codebook must be (vocab, dim): {e}")))?;
         if v == 0 {
             return Err(Error::Msg("codebook is empty".into()));
         }
@@ -62,9 +82,23 @@ impl Quantizer {
             return Err(Error::setting("max_block_elems", "must be at least 1"));
         }
         let raw = codebook.detach().to_dtype(DType::F32)?.contiguous()?;
-        let norm = raw.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+        let norm = raw
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
         let normed = raw.broadcast_div(&norm)?.contiguous()?;
-        Ok(Self { raw, normed, cfg })
+        let normed_t_cpu = if cfg.fused_cpu && raw.device().is_cpu() {
+            Some(normed.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            raw,
+            normed,
+            normed_t_cpu,
+            cfg,
+        })
     }
 
     pub fn codebook(&self) -> &Tensor {
@@ -87,7 +121,9 @@ impl Quantizer {
 
     pub fn nearest_with_stats(&self, x: &Tensor) -> Result<(Tensor, SearchStats)> {
         let dims = x.dims().to_vec();
-        let d = *dims.last().ok_or_else(|| Error::Msg("quantizer input is a scalar".into()))?;
+        let d = *dims
+            .last()
+            .ok_or_else(|| Error::Msg("quantizer input is a scalar".into()))?;
         if d != self.dim() {
             return Err(Error::Msg(format!(
                 "quantizer input has width {d} but the codebook rows have {}; project the encoder output to the LM width",
@@ -96,6 +132,14 @@ impl Quantizer {
         }
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.detach().to_dtype(DType::F32)?.reshape((n, d))?;
+        if let (Some(et), true) = (&self.normed_t_cpu, x.device().is_cpu()) {
+            let xv = x2.flatten_all()?.to_vec1::<f32>()?;
+            let (ids, stats) = self.nearest_fused_cpu(&xv, n, d, et)?;
+            return Ok((
+                Tensor::from_vec(ids, &dims[..dims.len() - 1], x.device())?,
+                stats,
+            ));
+        }
         let v = self.vocab_size();
         let cv = v.min(self.cfg.max_block_elems);
         let nt = (self.cfg.max_block_elems / cv).max(1);
@@ -113,7 +157,11 @@ impl Quantizer {
                 let idx = sims.argmax_keepdim(D::Minus1)?;
                 let val = sims.gather(&idx, D::Minus1)?;
                 drop(sims);
-                let idx = if c0 == 0 { idx } else { idx.broadcast_add(&Tensor::new(c0 as u32, x.device())?)? };
+                let idx = if c0 == 0 {
+                    idx
+                } else {
+                    idx.broadcast_add(&Tensor::new(c0 as u32, x.device())?)?
+                };
                 best = Some(match best {
                     None => (val, idx),
                     // Strictly greater: on a tie the earlier chunk, hence the lower id, wins.
@@ -123,10 +171,73 @@ impl Quantizer {
                     }
                 });
             }
-            out.push(best.expect("vocab is not empty").1);
+            let (bv, bi) = best.expect("vocab is not empty");
+            if !bv.sum_all()?.to_scalar::<f32>()?.is_finite() {
+                return Err(Error::Msg(format!(
+                    "quantizer input rows {t0}..{} include one with no finite similarity to any code (NaN or infinite values in the encoder output)",
+                    t0 + tn
+                )));
+            }
+            out.push(bi);
         }
-        let ids = if out.is_empty() { Tensor::zeros(0, DType::U32, x.device())? } else { Tensor::cat(&out, 0)? };
+        let ids = if out.is_empty() {
+            Tensor::zeros(0, DType::U32, x.device())?
+        } else {
+            Tensor::cat(&out, 0)?
+        };
         Ok((ids.reshape(&dims[..dims.len() - 1])?, stats))
+    }
+
+    fn nearest_fused_cpu(
+        &self,
+        x: &[f32],
+        n: usize,
+        d: usize,
+        et: &[f32],
+    ) -> Result<(Vec<u32>, SearchStats)> {
+        let v = self.vocab_size();
+        let max_block = self.cfg.max_block_elems;
+        let threads = candle_core::utils::get_num_threads()
+            .min(max_block)
+            .min(v)
+            .max(1);
+        let budget = (max_block / threads).max(1);
+        let part = v.div_ceil(threads);
+        let cv = part.min(CODE_TILE).min(budget);
+        let nt = (budget / cv).max(1).min(n.max(1));
+        let per_thread: Vec<(Vec<(f32, u32)>, usize)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (lo, hi) = (t * part, ((t + 1) * part).min(v));
+                    s.spawn(move || search_slice(x, n, d, et, v, lo, hi, nt, cv))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("quantizer worker panicked"))
+                .collect()
+        });
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            // Threads hold ascending id ranges: strictly greater keeps the lowest id on ties.
+            let mut best = per_thread[0].0[i];
+            for (b, _) in &per_thread[1..] {
+                if b[i].0 > best.0 {
+                    best = b[i];
+                }
+            }
+            if !best.0.is_finite() {
+                return Err(Error::Msg(format!(
+                    "quantizer input row {i} has no finite similarity to any code (NaN or infinite values in the encoder output)"
+                )));
+            }
+            ids.push(best.1);
+        }
+        let stats = SearchStats {
+            peak_block_elems: threads.min(v.div_ceil(cv)) * nt.min(n) * cv,
+            blocks: per_thread.iter().map(|(_, b)| b).sum(),
+        };
+        Ok((ids, stats))
     }
 
     /// Quantize `x` `(..., D)`: ids, raw codes, straight-through output and commitment loss.
@@ -136,13 +247,103 @@ impl Quantizer {
         let x32 = x.to_dtype(DType::F32)?;
         let straight_through = (&x32 + (&codes - &x32)?.detach())?;
         let commit_loss = ((codes.detach() - &x32)?.sqr()?.mean_all()? * self.cfg.beta)?;
-        Ok(Quantized { ids, codes, straight_through, commit_loss })
+        Ok(Quantized {
+            ids,
+            codes,
+            straight_through,
+            commit_loss,
+        })
     }
 
     /// Raw codebook rows for `ids` of any shape -> `ids.shape + (D,)`.
     pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
         let mut shape = ids.dims().to_vec();
         shape.push(self.dim());
-        Ok(self.raw.index_select(&ids.flatten_all()?, 0)?.reshape(shape)?)
+        Ok(self
+            .raw
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape(shape)?)
     }
+}
+
+/// Best (similarity, id) per token over codes `lo..hi`, one `tn x cn` tile at a time.
+#[allow(clippy::too_many_arguments)]
+fn search_slice(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    et: &[f32],
+    v: usize,
+    lo: usize,
+    hi: usize,
+    nt: usize,
+    cv: usize,
+) -> (Vec<(f32, u32)>, usize) {
+    let mut best = vec![(f32::NEG_INFINITY, 0u32); n];
+    if lo >= hi || n == 0 {
+        return (best, 0);
+    }
+    let mut tile = vec![0f32; nt * cv];
+    let mut blocks = 0;
+    for t0 in (0..n).step_by(nt) {
+        let tn = nt.min(n - t0);
+        for c0 in (lo..hi).step_by(cv) {
+            let cn = cv.min(hi - c0);
+            // SAFETY: all pointers stay inside their slices: x rows t0..t0+tn of width d,
+            // et columns c0..c0+cn of its d rows of length v, tile rows of length cn.
+            unsafe {
+                gemm::gemm(
+                    tn,
+                    cn,
+                    d,
+                    tile.as_mut_ptr(),
+                    1,
+                    cn as isize,
+                    false,
+                    x.as_ptr().add(t0 * d),
+                    1,
+                    d as isize,
+                    et.as_ptr().add(c0),
+                    1,
+                    v as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            blocks += 1;
+            for r in 0..tn {
+                let row = &tile[r * cn..(r + 1) * cn];
+                let m = row_max(row);
+                let b = &mut best[t0 + r];
+                if m > b.0 {
+                    let j = row.iter().position(|&s| s == m).expect("max is in the row");
+                    *b = (m, (c0 + j) as u32);
+                }
+            }
+        }
+    }
+    (best, blocks)
+}
+
+/// Maximum of a row (NaNs ignored), with independent lanes so the compiler vectorises it.
+fn row_max(row: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [f32::NEG_INFINITY; L];
+    let mut chunks = row.chunks_exact(L);
+    for c in &mut chunks {
+        for k in 0..L {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &s in acc.iter().chain(chunks.remainder()) {
+        if s > m {
+            m = s;
+        }
+    }
+    m
 }

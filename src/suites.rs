@@ -36,14 +36,27 @@ pub fn list(dir: &Path) -> Result<Vec<SuiteEntry>> {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
-        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        let description = match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| {
-            toml::from_str::<toml::Table>(&t).map_err(|e| e.message().to_string())
-        }) {
-            Ok(t) => t.get("description").and_then(|d| d.as_str()).unwrap_or("(no description)").to_string(),
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let description = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<toml::Table>(&t).map_err(|e| e.message().to_string()))
+        {
+            Ok(t) => t
+                .get("description")
+                .and_then(|d| d.as_str())
+                .unwrap_or("(no description)")
+                .to_string(),
             Err(e) => format!("(invalid: {e})"),
         };
-        out.push(SuiteEntry { name, path, description });
+        out.push(SuiteEntry {
+            name,
+            path,
+            description,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
@@ -56,7 +69,10 @@ pub fn find(dir: &Path, name: &str) -> Result<SuiteEntry> {
         return Ok(s.clone());
     }
     let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-    Err(Error::setting("suite", unknown_name_message(name, &known, &dir.display().to_string())))
+    Err(Error::setting(
+        "suite",
+        unknown_name_message(name, &known, &dir.display().to_string()),
+    ))
 }
 
 /// "no suite named X; did you mean Y?" with the list of known names.
@@ -64,12 +80,25 @@ pub fn unknown_name_message(name: &str, known: &[&str], place: &str) -> String {
     if known.is_empty() {
         return format!("no suite named `{name}`: {place} holds no suite files yet");
     }
-    let mut scored: Vec<(usize, &str)> = known.iter().map(|k| (edit_distance(name, k), *k)).collect();
+    let mut scored: Vec<(usize, &str)> =
+        known.iter().map(|k| (edit_distance(name, k), *k)).collect();
     scored.sort();
-    let close: Vec<&str> = scored.iter().filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(2)).map(|(_, k)| *k).take(3).collect();
+    let close: Vec<&str> = scored
+        .iter()
+        .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(2))
+        .map(|(_, k)| *k)
+        .take(3)
+        .collect();
     let mut msg = format!("no suite named `{name}` in {place}");
     if !close.is_empty() {
-        msg.push_str(&format!("; did you mean {}?", close.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" or ")));
+        msg.push_str(&format!(
+            "; did you mean {}?",
+            close
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
     }
     msg.push_str(&format!(" (known: {})", known.join(", ")));
     msg
@@ -81,7 +110,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -95,7 +126,11 @@ mod tests {
     #[test]
     fn did_you_mean_picks_the_close_name() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
-        let m = unknown_name_message("linear-fashionmnst", &["linear-fashionmnist", "recon-fashionmnist", "x"], "suites");
+        let m = unknown_name_message(
+            "linear-fashionmnst",
+            &["linear-fashionmnist", "recon-fashionmnist", "x"],
+            "suites",
+        );
         assert!(m.contains("did you mean `linear-fashionmnist`"), "{m}");
         assert!(!m.contains("did you mean `x`"), "{m}");
     }
@@ -111,7 +146,11 @@ mod tests {
         let names: Vec<_> = l.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert_eq!(l[0].description, "first");
-        assert!(l[2].description.starts_with("(invalid"), "{}", l[2].description);
+        assert!(
+            l[2].description.starts_with("(invalid"),
+            "{}",
+            l[2].description
+        );
         assert!(list(&d.path().join("none")).unwrap().is_empty());
     }
 }

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "lqae-eval", version, about = "Language-Quantized AutoEncoder: evaluation suites and tools")]
+#[command(
+    name = "lqae-eval",
+    version,
+    about = "Language-Quantized AutoEncoder: evaluation suites and tools"
+)]
 struct Cli {
     /// Run the named suite(s) from suites/.
     #[arg(long, num_args = 1..)]
@@ -67,10 +71,20 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     if !cli.suite.is_empty() {
         let dir = lqae::suites::suites_dir();
-        for name in &cli.suite {
-            let s = lqae::suites::find(&dir, name)?;
-            bail!("suite `{}` ({}) found, but no runner for suites exists in this build yet", s.name, s.path.display());
-        }
+        // Resolve every name first, so that all unknown names are reported with suggestions.
+        let found = cli
+            .suite
+            .iter()
+            .map(|n| lqae::suites::find(&dir, n))
+            .collect::<lqae::Result<Vec<_>>>()?;
+        let names: Vec<String> = found
+            .iter()
+            .map(|s| format!("`{}` ({})", s.name, s.path.display()))
+            .collect();
+        bail!(
+            "suite runner not built yet: found {}, but this build cannot run suites",
+            names.join(", ")
+        );
     }
     match cli.command {
         None if cli.suite.is_empty() => {
@@ -81,7 +95,13 @@ fn run(cli: Cli) -> Result<()> {
         None => Ok(()),
         Some(Cmd::Ls) => ls(),
         Some(Cmd::Fetch { names, quiet }) => fetch(&names, quiet),
-        Some(Cmd::Tokens { n, lm, device, patch, seed }) => tokens(n, lm, &device, patch, seed),
+        Some(Cmd::Tokens {
+            n,
+            lm,
+            device,
+            patch,
+            seed,
+        }) => tokens(n, lm, &device, patch, seed),
     }
 }
 
@@ -107,8 +127,14 @@ fn spinner(msg: String) -> ProgressBar {
 }
 
 fn ensure(asset: &assets::Asset, quiet: bool) -> Result<PathBuf> {
-    let pb = if quiet { ProgressBar::hidden() } else { spinner(format!("{}: checking", asset.name)) };
-    let dir = assets::ensure_in(asset, &assets::cache_dir(), &mut |m| pb.set_message(format!("{}: {m}", asset.name)))?;
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        spinner(format!("{}: checking", asset.name))
+    };
+    let dir = assets::ensure_in(asset, &assets::cache_dir(), &mut |m| {
+        pb.set_message(format!("{}: {m}", asset.name))
+    })?;
     pb.finish_and_clear();
     Ok(dir)
 }
@@ -117,7 +143,10 @@ fn fetch(names: &[String], quiet: bool) -> Result<()> {
     let list: Vec<&assets::Asset> = if names.is_empty() {
         assets::ALL.to_vec()
     } else {
-        names.iter().map(|n| assets::by_name(n)).collect::<lqae::Result<_>>()?
+        names
+            .iter()
+            .map(|n| assets::by_name(n))
+            .collect::<lqae::Result<_>>()?
     };
     for a in list {
         let dir = ensure(a, quiet)?;
@@ -160,10 +189,19 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
     let test = data::load_mnist_like(&data_dir, Split::Test, &FASHION_MNIST_CLASSES)?;
     let im = &test.images;
     if patch == 0 || im.rows % patch != 0 || im.cols % patch != 0 {
-        bail!("setting `--patch`: {patch} does not divide the {}x{} images", im.rows, im.cols);
+        bail!(
+            "setting `--patch`: {patch} does not divide the {}x{} images",
+            im.rows,
+            im.cols
+        );
     }
     let n = n.min(im.n);
-    let (gh, gw, pd, h) = (im.rows / patch, im.cols / patch, patch * patch, lm.hidden_size());
+    let (gh, gw, pd, h) = (
+        im.rows / patch,
+        im.cols / patch,
+        patch * patch,
+        lm.hidden_size(),
+    );
     println!(
         "LM {} ({:?}, {} layers, width {h}, vocab {}), device {}, {n} Fashion-MNIST test images -> {}x{} = {} tokens each",
         lm_dir.display(),
@@ -191,7 +229,8 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
             for gx in 0..gw {
                 for y in 0..patch {
                     for x in 0..patch {
-                        patches.push(img[(gy * patch + y) * im.cols + gx * patch + x] as f32 / 255.0);
+                        patches
+                            .push(img[(gy * patch + y) * im.cols + gx * patch + x] as f32 / 255.0);
                     }
                 }
             }
@@ -200,14 +239,27 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
         let z = x.matmul(&proj)?.broadcast_add(&bias)?;
         let ids: Vec<u32> = quantizer.nearest(&z)?.to_vec1()?;
         distinct.extend(ids.iter().copied());
-        let text: Vec<String> = ids.iter().take(24).map(|&t| lm.vocab().token_text(t).text).collect();
-        lines.push(format!("#{i:<3} {:12} {}{}", test.class_names[test.labels[i] as usize], text.join(" "), if ids.len() > 24 { " ..." } else { "" }));
+        let text: Vec<String> = ids
+            .iter()
+            .take(24)
+            .map(|&t| lm.vocab().token_text(t).text)
+            .collect();
+        lines.push(format!(
+            "#{i:<3} {:12} {}{}",
+            test.class_names[test.labels[i] as usize],
+            text.join(" "),
+            if ids.len() > 24 { " ..." } else { "" }
+        ));
         pb.inc(1);
     }
     pb.finish_and_clear();
     for l in lines {
         println!("{l}");
     }
-    println!("{} distinct tokens over {n} images; {:.1} s", distinct.len(), t0.elapsed().as_secs_f64());
+    println!(
+        "{} distinct tokens over {n} images; {:.1} s",
+        distinct.len(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -40,29 +40,47 @@ fn parse(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         return Err(Error::file(path, "not an IDX file (bad magic number)"));
     }
     if bytes[2] != 0x08 {
-        return Err(Error::file(path, format!("IDX element type 0x{:02x} is not unsigned bytes (0x08)", bytes[2])));
+        return Err(Error::file(
+            path,
+            format!(
+                "IDX element type 0x{:02x} is not unsigned bytes (0x08)",
+                bytes[2]
+            ),
+        ));
     }
     let nd = bytes[3] as usize;
     if nd != want_dims {
-        return Err(Error::file(path, format!("IDX file has {nd} dimensions, expected {want_dims}")));
+        return Err(Error::file(
+            path,
+            format!("IDX file has {nd} dimensions, expected {want_dims}"),
+        ));
     }
     let header = 4 + 4 * nd;
     if bytes.len() < header {
         return Err(Error::file(path, "truncated IDX header"));
     }
-    let dims: Vec<usize> =
-        (0..nd).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
     let want: usize = dims.iter().product();
     let have = bytes.len() - header;
     if have != want {
-        return Err(Error::file(path, format!("IDX header promises {dims:?} = {want} bytes of data, the file has {have}")));
+        return Err(Error::file(
+            path,
+            format!("IDX header promises {dims:?} = {want} bytes of data, the file has {have}"),
+        ));
     }
     Ok((dims, bytes[header..].to_vec()))
 }
 
 pub fn read_idx_images(path: &Path) -> Result<GreyImages> {
     let (dims, pixels) = parse(path, 3)?;
-    Ok(GreyImages { n: dims[0], rows: dims[1], cols: dims[2], pixels })
+    Ok(GreyImages {
+        n: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels,
+    })
 }
 
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
@@ -90,7 +108,8 @@ mod tests {
         let plain = dir.path().join("img");
         std::fs::write(&plain, idx_bytes(&[2, 3, 4], &data)).unwrap();
         let gz = dir.path().join("img.gz");
-        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
+        let mut enc =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
         enc.write_all(&idx_bytes(&[2, 3, 4], &data)).unwrap();
         enc.finish().unwrap();
         for p in [&plain, &gz] {

@@ -7,8 +7,18 @@ pub use idx::{read_idx_images, read_idx_labels, GreyImages};
 use crate::error::{Error, Result};
 use std::path::Path;
 
-pub const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -38,7 +48,10 @@ pub fn load_mnist_like(dir: &Path, split: Split, class_names: &[&str]) -> Result
         } else if plain.is_file() {
             Ok(plain)
         } else {
-            Err(Error::file(gz, "missing (neither the .gz nor the plain IDX file is there)"))
+            Err(Error::file(
+                gz,
+                "missing (neither the .gz nor the plain IDX file is there)",
+            ))
         }
     };
     let images_path = find("images-idx3")?;
@@ -48,11 +61,26 @@ pub fn load_mnist_like(dir: &Path, split: Split, class_names: &[&str]) -> Result
     if labels.len() != images.n {
         return Err(Error::file(
             &labels_path,
-            format!("{} labels but {} has {} images", labels.len(), images_path.display(), images.n),
+            format!(
+                "{} labels but {} has {} images",
+                labels.len(),
+                images_path.display(),
+                images.n
+            ),
         ));
     }
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= class_names.len()) {
-        return Err(Error::file(&labels_path, format!("label {bad} is out of range for {} classes", class_names.len())));
+        return Err(Error::file(
+            &labels_path,
+            format!(
+                "label {bad} is out of range for {} classes",
+                class_names.len()
+            ),
+        ));
     }
-    Ok(LabelledImages { images, labels, class_names: class_names.iter().map(|s| s.to_string()).collect() })
+    Ok(LabelledImages {
+        images,
+        labels,
+        class_names: class_names.iter().map(|s| s.to_string()).collect(),
+    })
 }

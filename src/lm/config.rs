@@ -63,9 +63,15 @@ pub struct LmConfig {
 impl LmConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::file(path, format!("cannot read the model config ({e}); a checkpoint folder needs config.json"))
+            Error::file(
+                path,
+                format!(
+                    "cannot read the model config ({e}); a checkpoint folder needs config.json"
+                ),
+            )
         })?;
-        let cfg: LmConfig = serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not a valid BERT/RoBERTa config: {e}")))?;
+        let cfg: LmConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::file(path, format!("not a valid BERT/RoBERTa config: {e}")))?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -87,7 +93,8 @@ impl LmConfig {
 
     /// The longest token sequence the position table allows.
     pub fn max_tokens(&self) -> usize {
-        self.max_position_embeddings.saturating_sub(self.position_offset())
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset())
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -103,13 +110,19 @@ impl LmConfig {
         }
         if let Some(p) = &self.position_embedding_type {
             if p != "absolute" {
-                return Err(Error::file(path, format!("position_embedding_type `{p}` is not supported; only `absolute`")));
+                return Err(Error::file(
+                    path,
+                    format!("position_embedding_type `{p}` is not supported; only `absolute`"),
+                ));
             }
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::file(
                 path,
-                format!("hidden_size {} is not divisible by num_attention_heads {}", self.hidden_size, self.num_attention_heads),
+                format!(
+                    "hidden_size {} is not divisible by num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
             ));
         }
         Ok(())

@@ -20,7 +20,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
     }
 }
 
@@ -35,7 +39,10 @@ impl Module for LayerNorm {
 }
 
 fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear::new(vb.get((out, inp), "weight")?, Some(vb.get(out, "bias")?)))
+    Ok(Linear::new(
+        vb.get((out, inp), "weight")?,
+        Some(vb.get(out, "bias")?),
+    ))
 }
 
 #[derive(Debug, Clone)]
@@ -51,8 +58,14 @@ impl Embeddings {
     pub fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             word_embeddings: vb.get((cfg.vocab_size, cfg.hidden_size), "word_embeddings.weight")?,
-            position_embeddings: vb.get((cfg.max_position_embeddings, cfg.hidden_size), "position_embeddings.weight")?,
-            token_type_embeddings: vb.get((cfg.type_vocab_size, cfg.hidden_size), "token_type_embeddings.weight")?,
+            position_embeddings: vb.get(
+                (cfg.max_position_embeddings, cfg.hidden_size),
+                "position_embeddings.weight",
+            )?,
+            token_type_embeddings: vb.get(
+                (cfg.type_vocab_size, cfg.hidden_size),
+                "token_type_embeddings.weight",
+            )?,
             layer_norm: LayerNorm::new(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
             position_offset: cfg.position_offset(),
         })
@@ -73,7 +86,9 @@ impl Embeddings {
                 self.position_offset
             );
         }
-        let pos = self.position_embeddings.narrow(0, self.position_offset, s)?;
+        let pos = self
+            .position_embeddings
+            .narrow(0, self.position_offset, s)?;
         let ty = self.token_type_embeddings.get(0)?;
         let x = inputs_embeds.broadcast_add(&pos)?.broadcast_add(&ty)?;
         self.layer_norm.forward(&x)
@@ -110,7 +125,9 @@ impl SelfAttention {
 
     fn split(&self, x: &Tensor) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        x.reshape((b, s, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        x.reshape((b, s, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     fn forward(&self, x: &Tensor, additive_mask: Option<&Tensor>) -> Result<Tensor> {
@@ -144,7 +161,11 @@ impl Layer {
         Ok(Self {
             attention: SelfAttention::new(cfg, vb.pp("attention.self"))?,
             attention_output: linear(h, h, vb.pp("attention.output.dense"))?,
-            attention_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("attention.output.LayerNorm"))?,
+            attention_norm: LayerNorm::new(
+                h,
+                cfg.layer_norm_eps,
+                vb.pp("attention.output.LayerNorm"),
+            )?,
             intermediate: linear(h, i, vb.pp("intermediate.dense"))?,
             output: linear(i, h, vb.pp("output.dense"))?,
             output_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
@@ -154,7 +175,9 @@ impl Layer {
 
     fn forward(&self, x: &Tensor, additive_mask: Option<&Tensor>) -> Result<Tensor> {
         let a = self.attention.forward(x, additive_mask)?;
-        let x = self.attention_norm.forward(&(self.attention_output.forward(&a)? + x)?)?;
+        let x = self
+            .attention_norm
+            .forward(&(self.attention_output.forward(&a)? + x)?)?;
         let f = self.intermediate.forward(&x)?;
         let f = match self.act {
             HiddenAct::Gelu => f.gelu_erf()?,
@@ -187,12 +210,20 @@ impl Encoder {
         &self.embeddings
     }
 
-    pub fn forward_ids(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+    pub fn forward_ids(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Vec<Tensor>> {
         self.forward_embeds(&self.embeddings.lookup(ids)?, attention_mask)
     }
 
     /// `inputs_embeds` `(b, s, h)`; `attention_mask` `(b, s)`, 1 for real tokens, 0 for padding.
-    pub fn forward_embeds(&self, inputs_embeds: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+    pub fn forward_embeds(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Vec<Tensor>> {
         let additive = match attention_mask {
             Some(m) => {
                 let (b, s) = m.dims2()?;

@@ -31,9 +31,12 @@ fn required(dir: &Path, name: &str, what: &str) -> Result<PathBuf> {
     if p.is_file() {
         Ok(p)
     } else if !dir.is_dir() {
-        Err(Error::file(dir, format!("model folder not found; it should hold config.json, model.safetensors and tokenizer.json")))
+        Err(Error::file(dir, "model folder not found; it should hold config.json, model.safetensors and tokenizer.json"))
     } else {
-        Err(Error::file(p, format!("missing: a checkpoint folder needs {name} ({what})")))
+        Err(Error::file(
+            p,
+            format!("missing: a checkpoint folder needs {name} ({what})"),
+        ))
     }
 }
 
@@ -46,8 +49,9 @@ impl FrozenLm {
         let tokenizer_path = required(dir, "tokenizer.json", "the tokenizer")?;
         let config = LmConfig::from_file(&config_path)?;
 
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| Error::file(&tokenizer_path, format!("not a valid tokenizer.json: {e}")))?;
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+            Error::file(&tokenizer_path, format!("not a valid tokenizer.json: {e}"))
+        })?;
         // The packaged tokenizer pads/truncates to 128 tokens: we never want either silently.
         tokenizer.with_padding(None);
         tokenizer
@@ -67,19 +71,45 @@ impl FrozenLm {
         let vocab = Vocab::from_tokenizer(&tokenizer, config.family(), &tokenizer_path)?;
 
         // SAFETY: the file is memory-mapped read-only and must not change while mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, device) }
-            .map_err(|e| Error::file(&weights_path, format!("cannot read safetensors: {e}")))?;
-        let prefix = [config.model_type.replace('-', "_"), "bert".into(), "roberta".into()]
-            .into_iter()
-            .find(|p| vb.contains_tensor(&format!("{p}.embeddings.word_embeddings.weight")));
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, device) }
+                .map_err(|e| {
+                    Error::file(
+                        &weights_path,
+                        format!(
+                            "cannot read safetensors: {}",
+                            crate::error::strip_backtrace(e)
+                        ),
+                    )
+                })?;
+        let prefix = [
+            config.model_type.replace('-', "_"),
+            "bert".into(),
+            "roberta".into(),
+        ]
+        .into_iter()
+        .find(|p| vb.contains_tensor(&format!("{p}.embeddings.word_embeddings.weight")));
         let vb = match prefix {
             Some(p) => vb.pp(p),
             None => vb,
         };
         let encoder = Encoder::new(&config, vb).map_err(|e| {
-            Error::file(&weights_path, format!("does not match {}: {e}", config_path.display()))
+            Error::file(
+                &weights_path,
+                format!(
+                    "does not match {}: {}",
+                    config_path.display(),
+                    crate::error::strip_backtrace(e)
+                ),
+            )
         })?;
-        Ok(Self { config, encoder, tokenizer, vocab, dir: dir.to_path_buf() })
+        Ok(Self {
+            config,
+            encoder,
+            tokenizer,
+            vocab,
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn config(&self) -> &LmConfig {
@@ -115,17 +145,28 @@ impl FrozenLm {
 
     /// Token ids of `text`, with `[CLS] ... [SEP]` (or `<s> ... </s>`) when `special` is set.
     pub fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, special).map_err(|e| Error::Msg(format!("tokenizing {text:?}: {e}")))?;
+        let enc = self
+            .tokenizer
+            .encode(text, special)
+            .map_err(|e| Error::Msg(format!("tokenizing {text:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// All hidden states for token ids `(b, s)`.
-    pub fn forward_ids(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+    pub fn forward_ids(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Vec<Tensor>> {
         Ok(self.encoder.forward_ids(ids, attention_mask)?)
     }
 
     /// All hidden states for input embeddings `(b, s, hidden)`; gradients flow back to them.
-    pub fn forward_embeds(&self, inputs_embeds: &Tensor, attention_mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+    pub fn forward_embeds(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Vec<Tensor>> {
         let h = inputs_embeds.dim(candle_core::D::Minus1)?;
         if h != self.config.hidden_size {
             return Err(Error::Msg(format!(

@@ -63,7 +63,11 @@ impl Vocab {
         let pieces: Vec<String> = pieces
             .into_iter()
             .enumerate()
-            .map(|(i, p)| p.ok_or_else(|| Error::file(path, format!("no token has id {i}: ids must be contiguous"))))
+            .map(|(i, p)| {
+                p.ok_or_else(|| {
+                    Error::file(path, format!("no token has id {i}: ids must be contiguous"))
+                })
+            })
             .collect::<Result<_>>()?;
         let mut special = vec![false; n];
         for (id, t) in tok.get_added_tokens_decoder() {
@@ -72,7 +76,9 @@ impl Vocab {
             }
         }
         let style = match family {
-            Family::Bert => PieceStyle::WordPiece { continuation_prefix: "##".into() },
+            Family::Bert => PieceStyle::WordPiece {
+                continuation_prefix: "##".into(),
+            },
             Family::Roberta => {
                 let sp = pieces.iter().filter(|p| p.starts_with('▁')).count();
                 let bl = pieces.iter().filter(|p| p.starts_with('Ġ')).count();
@@ -89,10 +95,27 @@ impl Vocab {
         };
         let id = |s: &str| map.get(s).copied();
         let mask = id(names[0]).ok_or_else(|| {
-            Error::file(path, format!("the tokenizer has no mask token `{}`; LQAE masks tokens with it", names[0]))
+            Error::file(
+                path,
+                format!(
+                    "the tokenizer has no mask token `{}`; LQAE masks tokens with it",
+                    names[0]
+                ),
+            )
         })?;
-        let special_ids = SpecialIds { mask, pad: id(names[1]), cls: id(names[2]), sep: id(names[3]), unk: id(names[4]) };
-        Ok(Self { pieces, special, style, special_ids })
+        let special_ids = SpecialIds {
+            mask,
+            pad: id(names[1]),
+            cls: id(names[2]),
+            sep: id(names[3]),
+            unk: id(names[4]),
+        };
+        Ok(Self {
+            pieces,
+            special,
+            style,
+            special_ids,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -119,10 +142,16 @@ impl Vocab {
     pub fn token_text(&self, id: u32) -> TokenText {
         let piece = self.piece(id);
         if self.is_special(id) {
-            return TokenText { text: piece.to_string(), starts_word: true, special: true };
+            return TokenText {
+                text: piece.to_string(),
+                starts_word: true,
+                special: true,
+            };
         }
         let (text, starts_word) = match &self.style {
-            PieceStyle::WordPiece { continuation_prefix } => match piece.strip_prefix(continuation_prefix.as_str()) {
+            PieceStyle::WordPiece {
+                continuation_prefix,
+            } => match piece.strip_prefix(continuation_prefix.as_str()) {
                 Some(rest) if !rest.is_empty() => (rest.to_string(), false),
                 _ => (piece.to_string(), true),
             },
@@ -138,7 +167,11 @@ impl Vocab {
                 None => (piece.to_string(), false),
             },
         };
-        TokenText { text, starts_word, special: false }
+        TokenText {
+            text,
+            starts_word,
+            special: false,
+        }
     }
 
     /// Text of a token sequence as the tokenizer's decoder would write it: continuation pieces
@@ -159,17 +192,24 @@ impl Vocab {
 /// GPT-2's byte <-> printable-char table: printable Latin-1 bytes stand for themselves, the
 /// other 68 bytes map to U+0100 upwards in byte order.
 fn byte_for_char(c: char) -> Option<u8> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let cp = c as u32;
     if cp < 256 {
         return printable(cp).then_some(cp as u8);
     }
     let k = cp - 256;
-    (0u32..256).filter(|&b| !printable(b)).nth(k as usize).map(|b| b as u8)
+    (0u32..256)
+        .filter(|&b| !printable(b))
+        .nth(k as usize)
+        .map(|b| b as u8)
 }
 
 fn byte_level_decode(piece: &str) -> String {
-    let bytes: Vec<u8> = piece.chars().map(|c| byte_for_char(c).unwrap_or(b'?')).collect();
+    let bytes: Vec<u8> = piece
+        .chars()
+        .map(|c| byte_for_char(c).unwrap_or(b'?'))
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -184,7 +224,7 @@ mod tests {
         assert_eq!(byte_for_char('A'), Some(b'A'));
         assert_eq!(byte_for_char('Ā'), Some(0)); // U+0100 is byte 0
         assert_eq!(byte_for_char('ł'), Some(173)); // the last non-printable byte
-        // "é" in UTF-8 is C3 A9, written as the chars for those bytes.
+                                                   // "é" in UTF-8 is C3 A9, written as the chars for those bytes.
         assert_eq!(byte_level_decode("ĠcafÃ©"), " café");
     }
 }

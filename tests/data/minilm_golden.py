@@ -3,7 +3,8 @@
 A plain-numpy BERT forward pass (no candle, no torch) over all-MiniLM-L6-v2, written from the
 BERT paper / Hugging Face `modeling_bert.py` semantics: word + position + token-type embeddings,
 LayerNorm, then post-LN transformer layers with erf-GELU. It writes every hidden state
-(embedding output + each layer) for a few fixed sentences to minilm_golden.safetensors.
+(embedding output + each layer) for a few fixed sentences to minilm_golden.safetensors
+and the sentences to minilm_golden.json.
 
 Regenerate (needs numpy, safetensors, tokenizers from PyPI and the fetched MiniLM assets):
     python tests/data/minilm_golden.py "$LQAE_CACHE/minilm"   # default ~/.cache/lqae/minilm
@@ -78,4 +79,5 @@ for i, s in enumerate(SENTENCES):
 
 here = os.path.dirname(os.path.abspath(__file__))
 save_file(out, os.path.join(here, "minilm_golden.safetensors"))
+json.dump({"sentences": SENTENCES}, open(os.path.join(here, "minilm_golden.json"), "w"), indent=1)
 print("wrote", {k: v.shape for k, v in out.items()})

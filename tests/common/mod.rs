@@ -1,0 +1,181 @@
+//! Shared test helpers: the real MiniLM assets, and a tiny random RoBERTa-layout checkpoint.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The real MiniLM folder, fetched by the project's own asset code (never skipped: a failure to
+/// fetch fails the test with the fetcher's message).
+pub fn minilm_dir() -> PathBuf {
+    lqae::assets::ensure(&lqae::assets::MINILM)
+        .unwrap_or_else(|e| panic!("fetching MiniLM for the tests failed: {e}"))
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+pub fn randn(rng: &mut StdRng, shape: &[usize], std: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
+            std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Shape of the tiny RoBERTa: byte-level BPE vocab of 4 specials + 256 bytes + 3 merges + <mask>.
+pub const TINY_VOCAB: usize = 264;
+pub const TINY_HIDDEN: usize = 32;
+pub const TINY_MAX_TOKENS: usize = 16;
+
+pub struct TinyRoberta {
+    pub config: serde_json::Value,
+    pub tensors: HashMap<String, Tensor>,
+    pub tokenizer: serde_json::Value,
+}
+
+/// GPT-2's printable char for each byte.
+fn byte_char(b: u8) -> char {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    if printable(b as u32) {
+        return char::from(b);
+    }
+    let k = (0u32..b as u32).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + k).unwrap()
+}
+
+impl TinyRoberta {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (v, h, i, layers) = (TINY_VOCAB, TINY_HIDDEN, 64, 2);
+        let max_pos = TINY_MAX_TOKENS + 2;
+        let config = serde_json::json!({
+            "architectures": ["RobertaForMaskedLM"], "model_type": "roberta",
+            "vocab_size": v, "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": 4,
+            "intermediate_size": i, "hidden_act": "gelu", "max_position_embeddings": max_pos,
+            "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+            "position_embedding_type": "absolute"
+        });
+        let mut t = HashMap::new();
+        let mut put = |name: &str, shape: &[usize], std: f32, rng: &mut StdRng| {
+            t.insert(format!("roberta.{name}"), randn(rng, shape, std));
+        };
+        put("embeddings.word_embeddings.weight", &[v, h], 0.5, &mut rng);
+        put(
+            "embeddings.position_embeddings.weight",
+            &[max_pos, h],
+            0.5,
+            &mut rng,
+        );
+        put(
+            "embeddings.token_type_embeddings.weight",
+            &[1, h],
+            0.5,
+            &mut rng,
+        );
+        put("embeddings.LayerNorm.weight", &[h], 0.1, &mut rng);
+        put("embeddings.LayerNorm.bias", &[h], 0.1, &mut rng);
+        for l in 0..layers {
+            let p = format!("encoder.layer.{l}.");
+            for n in [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+            ] {
+                put(&format!("{p}{n}.weight"), &[h, h], 0.2, &mut rng);
+                put(&format!("{p}{n}.bias"), &[h], 0.1, &mut rng);
+            }
+            put(
+                &format!("{p}intermediate.dense.weight"),
+                &[i, h],
+                0.2,
+                &mut rng,
+            );
+            put(&format!("{p}intermediate.dense.bias"), &[i], 0.1, &mut rng);
+            put(&format!("{p}output.dense.weight"), &[h, i], 0.2, &mut rng);
+            put(&format!("{p}output.dense.bias"), &[h], 0.1, &mut rng);
+            for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
+                put(&format!("{p}{n}.weight"), &[h], 0.1, &mut rng);
+                put(&format!("{p}{n}.bias"), &[h], 0.1, &mut rng);
+            }
+        }
+        // Shift LayerNorm gains around 1.
+        for (k, w) in t.iter_mut() {
+            if k.ends_with("LayerNorm.weight") {
+                *w = (&*w + 1.0).unwrap();
+            }
+        }
+        // A checkpoint usually carries its MLM head too; the encoder must ignore it.
+        t.insert(
+            "lm_head.bias".into(),
+            Tensor::zeros(v, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+
+        let mut vocab = serde_json::Map::new();
+        for (id, s) in ["<s>", "<pad>", "</s>", "<unk>"].iter().enumerate() {
+            vocab.insert(s.to_string(), id.into());
+        }
+        for b in 0..=255u8 {
+            vocab.insert(byte_char(b).to_string(), (4 + b as usize).into());
+        }
+        for (k, s) in ["Ġt", "Ġth", "Ġthe"].iter().enumerate() {
+            vocab.insert(s.to_string(), (260 + k).into());
+        }
+        vocab.insert("<mask>".into(), 263.into());
+        let special = |id: usize, content: &str| {
+            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": content == "<mask>",
+                "rstrip": false, "normalized": false, "special": true})
+        };
+        let tokenizer = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [special(0, "<s>"), special(1, "<pad>"), special(2, "</s>"), special(3, "<unk>"), special(263, "<mask>")],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0], "trim_offsets": true, "add_prefix_space": false},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "",
+                "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": ["Ġ t", "Ġt h", "Ġth e"]}
+        });
+        Self {
+            config,
+            tensors: t,
+            tokenizer,
+        }
+    }
+
+    pub fn tensor(&self, name: &str) -> &Tensor {
+        &self.tensors[&format!("roberta.{name}")]
+    }
+
+    pub fn write(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tokenizer.json"),
+            serde_json::to_string(&self.tokenizer).unwrap(),
+        )
+        .unwrap();
+        candle_core::safetensors::save(&self.tensors, dir.join("model.safetensors")).unwrap();
+    }
+}

@@ -1,0 +1,264 @@
+//! The language-codebook quantizer against brute force, its memory bound, ties, the
+//! straight-through gradient and the commitment loss.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use common::randn;
+use lqae::quantizer::{Quantizer, QuantizerConfig};
+use rand::{rngs::StdRng, SeedableRng};
+
+/// Cosine nearest neighbour in f64, both sides normalised, first index on ties.
+fn brute_force(x: &[Vec<f32>], e: &[Vec<f32>]) -> (Vec<u32>, Vec<Vec<f64>>) {
+    let norm = |v: &[f32]| {
+        v.iter()
+            .map(|a| (*a as f64) * (*a as f64))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12)
+    };
+    let mut ids = Vec::new();
+    let mut sims_all = Vec::new();
+    for xr in x {
+        let nx = norm(xr);
+        let sims: Vec<f64> = e
+            .iter()
+            .map(|er| {
+                xr.iter()
+                    .zip(er)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+                    / (nx * norm(er))
+            })
+            .collect();
+        let mut best = 0;
+        for (i, s) in sims.iter().enumerate() {
+            if *s > sims[best] {
+                best = i;
+            }
+        }
+        ids.push(best as u32);
+        sims_all.push(sims);
+    }
+    (ids, sims_all)
+}
+
+fn cfg(max_block_elems: usize) -> QuantizerConfig {
+    QuantizerConfig {
+        max_block_elems,
+        ..Default::default()
+    }
+}
+
+/// Both search paths: the fused CPU kernel and the candle-ops path other devices take.
+fn both(max_block_elems: usize) -> [QuantizerConfig; 2] {
+    [
+        cfg(max_block_elems),
+        QuantizerConfig {
+            fused_cpu: false,
+            ..cfg(max_block_elems)
+        },
+    ]
+}
+
+#[test]
+fn equals_brute_force_and_never_holds_more_than_one_block() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for &(n, v, d, block) in &[
+        (300usize, 1000usize, 32usize, 5000usize),
+        (37, 997, 16, 300),
+        (5, 50, 8, 1 << 22),
+        (64, 129, 4, 1),
+    ] {
+        let x = randn(&mut rng, &[n, d], 1.0);
+        // Rows of very different norms: cosine, not dot product, must decide.
+        let scale = randn(&mut rng, &[v, 1], 3.0).abs().unwrap();
+        let e = randn(&mut rng, &[v, d], 1.0).broadcast_mul(&scale).unwrap();
+        for c in both(block) {
+            let q = Quantizer::new(&e, c).unwrap();
+            let (ids, stats) = q.nearest_with_stats(&x).unwrap();
+            assert!(
+                stats.peak_block_elems <= block.max(1),
+                "held {} > {block}",
+                stats.peak_block_elems
+            );
+            let min_blocks = (n * v).div_ceil(block);
+            assert!(
+                stats.blocks >= min_blocks,
+                "{} blocks for {n}x{v} with {block}",
+                stats.blocks
+            );
+            let ids: Vec<u32> = ids.to_vec1().unwrap();
+            let (want, sims) = brute_force(&x.to_vec2().unwrap(), &e.to_vec2().unwrap());
+            for i in 0..n {
+                if ids[i] != want[i] {
+                    // Only an f32 near-tie may differ from the f64 reference.
+                    let gap = sims[i][want[i] as usize] - sims[i][ids[i] as usize];
+                    assert!(
+                        gap < 1e-6,
+                        "token {i}: got {} want {} (cosine gap {gap})",
+                        ids[i],
+                        want[i]
+                    );
+                }
+            }
+            let exact = ids.iter().zip(&want).filter(|(a, b)| a == b).count();
+            assert!(exact >= n - 1, "{exact}/{n} exact");
+        }
+    }
+}
+
+#[test]
+fn non_finite_input_is_an_error_not_token_zero() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let e = randn(&mut rng, &[20, 4], 1.0);
+    let x = Tensor::new(&[[1f32, 0., 0., 0.], [f32::NAN, 0., 1., 0.]], &Device::Cpu).unwrap();
+    let err = Quantizer::new(&e, cfg(1 << 20))
+        .unwrap()
+        .nearest(&x)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("row 1") && err.contains("NaN"), "{err}");
+}
+
+#[test]
+fn keeps_leading_shape() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let e = randn(&mut rng, &[40, 8], 1.0);
+    let x = randn(&mut rng, &[2, 3, 5, 8], 1.0);
+    let q = Quantizer::new(&e, cfg(16)).unwrap();
+    let out = q.quantize(&x).unwrap();
+    assert_eq!(out.ids.dims(), &[2, 3, 5]);
+    assert_eq!(out.codes.dims(), &[2, 3, 5, 8]);
+    let flat = q.nearest(&x.reshape((30, 8)).unwrap()).unwrap();
+    assert_eq!(
+        out.ids.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
+        flat.to_vec1::<u32>().unwrap()
+    );
+    let e = q
+        .nearest(&Tensor::zeros((3, 7), DType::F32, &Device::Cpu).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("width 7") && e.contains("8"), "{e}");
+}
+
+#[test]
+fn exact_ties_go_to_the_lowest_id_across_and_within_blocks() {
+    // Unit rows with entries in {0, +-0.5}: every dot product with small-integer inputs is
+    // exact in f32 whatever the summation order, so ties are real ties.
+    let rows: [[f32; 4]; 8] = [
+        [0.5, 0.5, 0.5, 0.5],   // 0
+        [1.0, 0.0, 0.0, 0.0],   // 1
+        [0.0, 1.0, 0.0, 0.0],   // 2
+        [0.5, -0.5, 0.5, -0.5], // 3
+        [1.0, 0.0, 0.0, 0.0],   // 4 = duplicate of 1
+        [0.0, 0.0, 1.0, 0.0],   // 5
+        [0.0, 1.0, 0.0, 0.0],   // 6 = duplicate of 2
+        [0.5, 0.5, 0.5, 0.5],   // 7 = duplicate of 0
+    ];
+    let e = Tensor::new(&rows, &Device::Cpu).unwrap();
+    // x = (3,0,0,0): rows 1 and 4 tie at 3 (row 0 scores 1.5) -> 1.
+    // x = (0,2,0,0): rows 2 and 6 tie -> 2.
+    // x = (1,1,1,1): rows 0 and 7 tie at 2 -> 0.
+    // x = (1,1,0,0): rows 0, 1, 2, 7 all score 1 -> 0.
+    let x = Tensor::new(
+        &[
+            [3f32, 0., 0., 0.],
+            [0., 2., 0., 0.],
+            [1., 1., 1., 1.],
+            [1., 1., 0., 0.],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    for block in [1usize, 2, 3, 4, 5, 8, 1 << 20] {
+        for c in both(block) {
+            let ids: Vec<u32> = Quantizer::new(&e, c)
+                .unwrap()
+                .nearest(&x)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(
+                ids,
+                vec![1, 2, 0, 0],
+                "block {block}, fused {}",
+                c.fused_cpu
+            );
+        }
+    }
+}
+
+#[test]
+fn passes_raw_rows_with_straight_through_gradient_and_commitment_loss() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (n, v, d) = (12, 30, 6);
+    let e = (randn(&mut rng, &[v, d], 1.0) * 5.0).unwrap();
+    let x0 = randn(&mut rng, &[n, d], 1.0);
+    let beta = 0.01;
+    let q = Quantizer::new(
+        &e,
+        QuantizerConfig {
+            beta,
+            max_block_elems: 50,
+            fused_cpu: true,
+        },
+    )
+    .unwrap();
+    let x = Var::from_tensor(&x0).unwrap();
+    let out = q.quantize(x.as_tensor()).unwrap();
+    // Codes are the raw rows (norm about 5 sqrt(6)), not the normalised ones.
+    let want_codes = e.index_select(&out.ids, 0).unwrap();
+    assert_eq!(common::max_abs_diff(&out.codes, &want_codes), 0.0);
+    assert!(common::max_abs_diff(&out.straight_through, &want_codes) < 1e-5);
+
+    // d/dx sum(w * st) = w exactly: the estimator is the identity for gradients.
+    let w = randn(&mut rng, &[n, d], 1.0);
+    let g = (&out.straight_through * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(common::max_abs_diff(g.get(x.as_tensor()).unwrap(), &w), 0.0);
+
+    // Commitment loss value and gradient: beta * mean((e - x)^2), d/dx = -2 beta (e - x) / numel.
+    let diff = (&want_codes - &x0).unwrap();
+    let want_loss = (diff.sqr().unwrap().mean_all().unwrap() * beta)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let got_loss = out.commit_loss.to_scalar::<f32>().unwrap();
+    assert!(
+        (got_loss - want_loss).abs() < 1e-6 * want_loss.max(1.0),
+        "{got_loss} vs {want_loss}"
+    );
+    let g = out.commit_loss.backward().unwrap();
+    let want_g = (diff * (-2.0 * beta / (n * d) as f64)).unwrap();
+    assert!(common::max_abs_diff(g.get(x.as_tensor()).unwrap(), &want_g) < 1e-7);
+    // The codebook is a constant.
+    assert!(g.get(q.codebook()).is_none());
+}
+
+#[test]
+fn real_minilm_rows_quantize_to_themselves() {
+    let lm = lqae::lm::FrozenLm::load(&common::minilm_dir(), &Device::Cpu).unwrap();
+    let q = Quantizer::new(lm.word_embeddings(), QuantizerConfig::default()).unwrap();
+    assert_eq!(q.vocab_size(), 30522);
+    let ids = lm
+        .tokenize("a photo of a sneaker on a white background", false)
+        .unwrap();
+    let ids_t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
+    // Scaled rows: cosine ignores the scale.
+    let x = (q.lookup(&ids_t).unwrap() * 3.7).unwrap();
+    let got: Vec<u32> = q.nearest(&x).unwrap().to_vec1().unwrap();
+    assert_eq!(got, ids);
+    // The mask token's own row is its nearest code too (every row may be chosen, specials included).
+    let m = q
+        .lookup(&Tensor::new(&[lm.mask_id()], &Device::Cpu).unwrap())
+        .unwrap();
+    assert_eq!(
+        q.nearest(&m).unwrap().to_vec1::<u32>().unwrap(),
+        vec![lm.mask_id()]
+    );
+}
