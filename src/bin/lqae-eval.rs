@@ -71,7 +71,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     if !cli.suite.is_empty() {
         let dir = lqae::suites::suites_dir();
-        // Resolve every name first, so that all unknown names are reported with suggestions.
+        // Resolve the names first: an unknown one is reported with suggestions.
         let found = cli
             .suite
             .iter()
