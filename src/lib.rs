@@ -15,7 +15,9 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod lm;
+pub mod nn;
 pub mod quantizer;
+pub mod rng;
 pub mod suites;
 
 pub use error::{Error, Result};

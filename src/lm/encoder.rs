@@ -1,41 +1,21 @@
 //! A BERT/RoBERTa encoder in the candle-transformers style that, unlike candle's `BertModel`,
 //! takes either token ids or **input embeddings** and returns **every hidden state**.
 //!
-//! Every operation here has a backward pass: LayerNorm is built from primitive ops and softmax
-//! is the composite one, because candle's fused `LayerNorm`/`softmax_last_dim` silently stop
+//! Every operation here has a backward pass (see `crate::nn`), because candle's fused `LayerNorm`/`softmax_last_dim` silently stop
 //! the gradient (candle #2977, #3011) and LQAE's encoder learns through this frozen model.
 //! The weights are plain tensors (never `Var`s), so they get no gradient and never change.
 
 use super::config::{HiddenAct, LmConfig};
-use candle_core::{Module, Result, Tensor, D};
+use crate::nn::{attention, LayerNorm};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-/// LayerNorm from primitive ops, so that gradients cross it.
-#[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
-            eps,
-        })
-    }
-}
-
-impl Module for LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
-    }
+fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(size, "weight")?,
+        vb.get(size, "bias")?,
+        eps,
+    ))
 }
 
 fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
@@ -66,7 +46,7 @@ impl Embeddings {
                 (cfg.type_vocab_size, cfg.hidden_size),
                 "token_type_embeddings.weight",
             )?,
-            layer_norm: LayerNorm::new(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
+            layer_norm: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
             position_offset: cfg.position_offset(),
         })
     }
@@ -135,12 +115,9 @@ impl SelfAttention {
         let q = self.split(&self.query.forward(x)?)?;
         let k = self.split(&self.key.forward(x)?)?;
         let v = self.split(&self.value.forward(x)?)?;
-        let mut scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        if let Some(m) = additive_mask {
-            scores = scores.broadcast_add(m)?;
-        }
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))
+        attention(&q, &k, &v, additive_mask)?
+            .transpose(1, 2)?
+            .reshape((b, s, h))
     }
 }
 
@@ -161,14 +138,10 @@ impl Layer {
         Ok(Self {
             attention: SelfAttention::new(cfg, vb.pp("attention.self"))?,
             attention_output: linear(h, h, vb.pp("attention.output.dense"))?,
-            attention_norm: LayerNorm::new(
-                h,
-                cfg.layer_norm_eps,
-                vb.pp("attention.output.LayerNorm"),
-            )?,
+            attention_norm: layer_norm(h, cfg.layer_norm_eps, vb.pp("attention.output.LayerNorm"))?,
             intermediate: linear(h, i, vb.pp("intermediate.dense"))?,
             output: linear(i, h, vb.pp("output.dense"))?,
-            output_norm: LayerNorm::new(h, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
+            output_norm: layer_norm(h, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
             act: cfg.hidden_act,
         })
     }

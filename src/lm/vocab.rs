@@ -223,7 +223,8 @@ mod tests {
         assert_eq!(byte_for_char('Ċ'), Some(b'\n'));
         assert_eq!(byte_for_char('A'), Some(b'A'));
         assert_eq!(byte_for_char('Ā'), Some(0)); // U+0100 is byte 0
-        assert_eq!(byte_for_char('ł'), Some(173)); // the last non-printable byte
+        assert_eq!(byte_for_char('ł'), Some(160)); // U+0142, the 67th non-printable byte
+        assert_eq!(byte_for_char('Ń'), Some(173)); // U+0143, the last one
                                                    // "é" in UTF-8 is C3 A9, written as the chars for those bytes.
         assert_eq!(byte_level_decode("ĠcafÃ©"), " café");
     }
