@@ -15,9 +15,11 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod lm;
+pub mod model;
 pub mod nn;
 pub mod quantizer;
 pub mod rng;
 pub mod suites;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -58,6 +58,50 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Train an LQAE or VQ-VAE from a run configuration (configs/*.toml).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a configuration key, `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run folder (default runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the newest checkpoint in the run folder.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this step (checkpointed), as an interruption would.
+        #[arg(long)]
+        stop_at: Option<usize>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Encode Fashion-MNIST test images with a trained model and print their tokens.
+    Encode {
+        /// Run folder or checkpoint folder.
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long, default_value_t = 6)]
+        n: usize,
+        /// Print at most this many tokens per image.
+        #[arg(long, default_value_t = 32)]
+        show: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Reconstruct test images with a trained model and write a PNG grid (originals above
+    /// reconstructions).
+    Reconstruct {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        n: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 fn main() {
@@ -102,6 +146,9 @@ fn run(cli: Cli) -> Result<()> {
             patch,
             seed,
         }) => tokens(n, lm, &device, patch, seed),
+        Some(Cmd::Train { config, set, out, resume, stop_at, device }) => train(&config, &set, out, resume, stop_at, &device),
+        Some(Cmd::Encode { ckpt, n, show, device }) => encode(&ckpt, n, show, &device),
+        Some(Cmd::Reconstruct { ckpt, n, out, device }) => reconstruct(&ckpt, n, &out, &device),
     }
 }
 
@@ -260,6 +307,64 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
         "{} distinct tokens over {n} images; {:.1} s",
         distinct.len(),
         t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn train(config: &std::path::Path, set: &[String], out: Option<PathBuf>, resume: bool, stop_at: Option<usize>, device: &str) -> Result<()> {
+    let device = parse_device(device)?;
+    let cfg = lqae::model::RunConfig::from_file(config, set)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    println!("training {} ({}) on {} -> {}", cfg.name, config.display(), device_name(&device), out.display());
+    let o = lqae::train::train(&cfg, &out, &device, &lqae::train::TrainOptions { resume, stop_at, progress: true })?;
+    let fmt = |l: &Option<lqae::train::LogLine>| {
+        l.as_ref().map(|l| format!("step {} loss {:.5} recon MSE {:.5}", l.step, l.losses["loss"], l.losses["recon_mse"])).unwrap_or_else(|| "-".into())
+    };
+    println!("first logged: {}", fmt(&o.first));
+    println!("last logged:  {}", fmt(&o.last));
+    if let Some(l) = &o.last {
+        println!("{:.1} images/s at the end", l.images_per_s);
+    }
+    println!("stopped at step {} after {:.1} s; checkpoints in {}", o.step, o.seconds, out.join("checkpoints").display());
+    Ok(())
+}
+
+fn test_batch(n: usize, size: usize, device: &Device) -> Result<(Tensor, data::LabelledImages)> {
+    let dir = ensure(&assets::FASHION_MNIST, false)?;
+    let test = data::load_mnist_like(&dir, Split::Test, &FASHION_MNIST_CLASSES)?;
+    let idx: Vec<usize> = (0..n.min(test.images.n)).collect();
+    Ok((data::batch::make_batch(&test, &idx, size as u32, None, device)?, test))
+}
+
+fn encode(ckpt: &std::path::Path, n: usize, show: usize, device: &str) -> Result<()> {
+    let device = parse_device(device)?;
+    let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
+    let (images, test) = test_batch(n, state.config.model.image_size, &device)?;
+    let ids: Vec<Vec<u32>> = model.encode(&images)?.to_vec2()?;
+    println!("{} at step {}: {} tokens per image", state.config.name, state.step, ids.first().map_or(0, Vec::len));
+    for (i, row) in ids.iter().enumerate() {
+        let text: Vec<String> = match &model {
+            lqae::model::Autoencoder::Lqae(m) => row.iter().take(show).map(|&t| m.lm().vocab().token_text(t).text).collect(),
+            lqae::model::Autoencoder::Vqvae(_) => row.iter().take(show).map(|t| t.to_string()).collect(),
+        };
+        println!("#{i:<3} {:12} {}", test.class_names[test.labels[i] as usize], text.join(" "));
+    }
+    Ok(())
+}
+
+fn reconstruct(ckpt: &std::path::Path, n: usize, out: &std::path::Path, device: &str) -> Result<()> {
+    let device = parse_device(device)?;
+    let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
+    let (images, _test) = test_batch(n, state.config.model.image_size, &device)?;
+    let fwd = model.forward(&images, None)?;
+    lqae::data::batch::write_grid(&[&images, &fwd.recon.clamp(0f32, 1f32)?], out)?;
+    println!(
+        "{} at step {}: recon MSE {:.5} over {} test images; grid written to {}",
+        state.config.name,
+        state.step,
+        fwd.losses.recon.to_scalar::<f32>()?,
+        images.dim(0)?,
+        out.display()
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Image data sets.
 
+pub mod batch;
 pub mod idx;
 
 pub use idx::{read_idx_images, read_idx_labels, GreyImages};

@@ -1,0 +1,260 @@
+//! Run configurations as TOML files (`configs/*.toml`): `[model]`, `[data]`, `[train]`.
+//! Unknown keys are errors; `--set section.key=value` overrides any key.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Lqae,
+    Vqvae,
+}
+
+/// The MLM loss on masked positions (LQAE only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MlmMode {
+    /// No MLM loss (MiniLM ships no MLM head).
+    #[default]
+    Off,
+    /// Logits are the last hidden states times the word-embedding table (a head tied to the
+    /// codebook, without the transform layer a full MLM head has).
+    Tied,
+}
+
+fn d_channels() -> usize {
+    3
+}
+fn d_mask_ratio() -> f64 {
+    0.5
+}
+fn d_mlm_weight() -> f64 {
+    1e-4
+}
+fn d_codebook_size() -> usize {
+    1024
+}
+fn d_one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    pub image_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "d_channels")]
+    pub channels: usize,
+    /// ViT width; a linear projection in and out is added when it differs from the LM width.
+    pub width: usize,
+    pub enc_depth: usize,
+    pub dec_depth: usize,
+    pub heads: usize,
+    pub mlp_dim: usize,
+    /// LQAE: the frozen LM, an asset name (`minilm`) or a checkpoint folder.
+    #[serde(default)]
+    pub lm: Option<String>,
+    /// LQAE: probability that a token is replaced by the mask embedding during training.
+    #[serde(default = "d_mask_ratio")]
+    pub mask_ratio: f64,
+    /// Commitment weight: 0.01 for LQAE (the official code's effective value), 0.25 for VQ-VAE.
+    pub commitment: f64,
+    #[serde(default)]
+    pub mlm: MlmMode,
+    #[serde(default = "d_mlm_weight")]
+    pub mlm_weight: f64,
+    /// VQ-VAE: number of learned codes.
+    #[serde(default = "d_codebook_size")]
+    pub codebook_size: usize,
+    /// VQ-VAE: weight of the codebook loss `mean((e - stopgrad(z))^2)`.
+    #[serde(default = "d_one")]
+    pub codebook_weight: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `fashion-mnist` (fetched asset) or `idx` (a folder given by `path`).
+    pub dataset: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Use only the first `limit` training images.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Random resized crop (scale 0.2-1) + horizontal flip, as the paper trains; off: resize only.
+    #[serde(default)]
+    pub augment: bool,
+}
+
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.95
+}
+fn d_wd() -> f64 {
+    5e-4
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_log_every() -> usize {
+    10
+}
+fn d_ckpt_every() -> usize {
+    100
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub steps: usize,
+    pub warmup_steps: usize,
+    /// Peak learning rate, reached after warm-up, then cosine to 0.
+    pub lr: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// Clip the global gradient norm to this value; absent: no clipping (the official setting).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default = "d_log_every")]
+    pub log_every: usize,
+    #[serde(default = "d_ckpt_every")]
+    pub ckpt_every: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+/// Apply `a.b.c=value` to a TOML table; the value is parsed as TOML, else taken as a string.
+pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::setting(assignment, "an override must look like section.key=value"))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        cur = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| Error::setting(key, format!("`{p}` is not a section")))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl RunConfig {
+    pub fn from_toml_str(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| Error::file(origin, format!("invalid TOML: {}", e.message())))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let cfg: RunConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::file(origin, format!("bad run configuration: {}", e.message())))?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read the run configuration: {e}")))?;
+        Self::from_toml_str(&text, path, overrides)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<()> {
+        let m = &self.model;
+        let bad = |key: &str, msg: String| Err(Error::file(origin, format!("`{key}`: {msg}")));
+        if m.patch_size == 0 || m.image_size % m.patch_size != 0 {
+            return bad("model.patch_size", format!("{} does not divide image_size {}", m.patch_size, m.image_size));
+        }
+        if m.heads == 0 || m.width % m.heads != 0 {
+            return bad("model.heads", format!("{} does not divide width {}", m.heads, m.width));
+        }
+        if !(0.0..1.0).contains(&m.mask_ratio) {
+            return bad("model.mask_ratio", format!("{} is not in [0, 1)", m.mask_ratio));
+        }
+        if m.kind == ModelKind::Lqae && m.lm.is_none() {
+            return bad("model.lm", "an LQAE needs a frozen language model (an asset name like `minilm` or a folder)".into());
+        }
+        if self.train.batch_size == 0 || self.train.steps == 0 {
+            return bad("train.batch_size/steps", "must be at least 1".into());
+        }
+        if self.train.ckpt_every == 0 || self.train.log_every == 0 {
+            return bad("train.ckpt_every/log_every", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn tokens_per_image(&self) -> usize {
+        (self.model.image_size / self.model.patch_size).pow(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "t"
+[model]
+kind = "lqae"
+image_size = 32
+patch_size = 4
+width = 16
+enc_depth = 1
+dec_depth = 1
+heads = 2
+mlp_dim = 32
+lm = "minilm"
+commitment = 0.01
+[data]
+dataset = "fashion-mnist"
+[train]
+batch_size = 4
+steps = 10
+warmup_steps = 2
+lr = 1e-3
+"#;
+
+    #[test]
+    fn parses_overrides_and_rejects_bad_keys() {
+        let p = Path::new("x.toml");
+        let c = RunConfig::from_toml_str(BASE, p, &["train.steps=99".into(), "data.limit=5".into(), "model.mlm=\"tied\"".into()]).unwrap();
+        assert_eq!((c.train.steps, c.data.limit, c.model.mlm), (99, Some(5), MlmMode::Tied));
+        assert_eq!(c.train.beta2, 0.95);
+        let e = RunConfig::from_toml_str(BASE, p, &["train.stepz=1".into()]).unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("stepz"), "{e}");
+        let e = RunConfig::from_toml_str(BASE, p, &["model.patch_size=5".into()]).unwrap_err().to_string();
+        assert!(e.contains("model.patch_size"), "{e}");
+        let e = RunConfig::from_toml_str(BASE, p, &["train.lr=\"fast\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("lr"), "{e}");
+    }
+}

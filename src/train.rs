@@ -1,0 +1,374 @@
+//! Training: AdamW (decoupled weight decay, not on biases or position embeddings), linear
+//! warm-up then cosine to 0, optional global-norm clipping, a seeded data order, and
+//! checkpoints written atomically so that `--resume` continues exactly where a run stopped.
+//!
+//! Everything random is a pure function of `(seed, step)` (data order per epoch, crops, the
+//! mask), so a resumed run replays the same batches and masks as an uninterrupted one.
+//!
+//! Layout of a run folder:
+//! - `run.json`: the resolved configuration;
+//! - `checkpoints/step-NNNNNNNN/{model,optimizer}.safetensors` + `state.json`, and
+//!   `checkpoints/latest` naming the newest complete one (the last two are kept);
+//! - `log.jsonl`: one line per logged step.
+
+use crate::assets::write_atomic;
+use crate::data::batch::make_batch;
+use crate::data::{self, LabelledImages, Split, FASHION_MNIST_CLASSES};
+use crate::error::{Error, Result};
+use crate::model::{Autoencoder, DataConfig, Params, RunConfig, TrainConfig};
+use crate::rng::Rng;
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Learning rate at `step` (0-based): linear warm-up to `lr`, then cosine to 0 at `steps`.
+pub fn lr_at(step: usize, t: &TrainConfig) -> f64 {
+    if step < t.warmup_steps {
+        return t.lr * (step + 1) as f64 / t.warmup_steps as f64;
+    }
+    let span = (t.steps - t.warmup_steps).max(1) as f64;
+    let progress = ((step - t.warmup_steps) as f64 / span).min(1.0);
+    0.5 * t.lr * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// AdamW with its moments exposed for checkpoints.
+pub struct AdamW {
+    vars: Vec<(String, Var, bool)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Number of updates done.
+    pub t: usize,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+fn decays(name: &str) -> bool {
+    !(name.ends_with("bias") || name.contains("pos_embedding"))
+}
+
+impl AdamW {
+    pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
+        let vars: Vec<(String, Var, bool)> = params.named_vars().into_iter().map(|(n, v)| { let d = decays(&n); (n, v, d) }).collect();
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        let m = vars.iter().map(|(_, v, _)| zeros(v)).collect::<candle_core::Result<_>>()?;
+        let vv = vars.iter().map(|(_, v, _)| zeros(v)).collect::<candle_core::Result<_>>()?;
+        Ok(Self { vars, m, v: vv, t: 0, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay })
+    }
+
+    /// Global L2 norm of the gradients.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut s = 0f64;
+        for (_, var, _) in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        Ok(s.sqrt())
+    }
+
+    /// One update with learning rate `lr`, gradients scaled by `grad_scale` (for clipping).
+    pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        for (i, (_, var, decay)) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g.clone() };
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
+            let theta = var.as_tensor();
+            let mut next = (theta - (update * lr)?)?;
+            if *decay && self.weight_decay > 0.0 {
+                next = (next - (theta * (lr * self.weight_decay))?)?;
+            }
+            var.set(&next)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+
+    fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (i, (n, _, _)) in self.vars.iter().enumerate() {
+            out.insert(format!("m.{n}"), self.m[i].clone());
+            out.insert(format!("v.{n}"), self.v[i].clone());
+        }
+        out
+    }
+
+    fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
+        let mut t = candle_core::safetensors::load(path, device).map_err(|e| Error::file(path, e.to_string()))?;
+        for (i, (n, var, _)) in self.vars.iter().enumerate() {
+            let take = |t: &mut HashMap<String, Tensor>, k: String| {
+                t.remove(&k).ok_or_else(|| Error::file(path, format!("optimizer state lacks `{k}`")))
+            };
+            let (m, v) = (take(&mut t, format!("m.{n}"))?, take(&mut t, format!("v.{n}"))?);
+            if m.dims() != var.dims() || v.dims() != var.dims() {
+                return Err(Error::file(path, format!("optimizer state for `{n}` has shape {:?}, the parameter {:?}", m.dims(), var.dims())));
+            }
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub step: usize,
+    pub optimizer_t: usize,
+    pub config: RunConfig,
+    pub crate_version: String,
+}
+
+/// Load the training images a data config names.
+pub fn load_data(d: &DataConfig, split: Split) -> Result<LabelledImages> {
+    let mut set = match d.dataset.as_str() {
+        "fashion-mnist" => {
+            let dir = crate::assets::ensure(&crate::assets::FASHION_MNIST)?;
+            data::load_mnist_like(&dir, split, &FASHION_MNIST_CLASSES)?
+        }
+        "idx" => {
+            let dir = d.path.as_ref().ok_or_else(|| Error::setting("data.path", "dataset `idx` needs a folder of IDX files"))?;
+            let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            data::load_mnist_like(Path::new(dir), split, &refs)?
+        }
+        other => return Err(Error::setting("data.dataset", format!("unknown data set `{other}`; known: fashion-mnist, idx"))),
+    };
+    if let Some(limit) = d.limit {
+        let n = limit.min(set.images.n);
+        let s = set.images.rows * set.images.cols;
+        set.images.pixels.truncate(n * s);
+        set.images.n = n;
+        set.labels.truncate(n);
+    }
+    Ok(set)
+}
+
+/// Image indices of training step `step`: consecutive slices of per-epoch seeded permutations.
+pub fn batch_indices(step: usize, batch: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut out = Vec::with_capacity(batch);
+    let mut perm_epoch = usize::MAX;
+    let mut perm = Vec::new();
+    for k in step * batch..(step + 1) * batch {
+        let (epoch, pos) = (k / n, k % n);
+        if epoch != perm_epoch {
+            perm = Rng::derive(seed, "epoch", epoch as u64).permutation(n);
+            perm_epoch = epoch;
+        }
+        out.push(perm[pos]);
+    }
+    out
+}
+
+fn ckpt_dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// The newest complete checkpoint of a run folder, if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    let latest = ckpt_dir(out).join("latest");
+    match std::fs::read_to_string(&latest) {
+        Ok(name) => {
+            let p = ckpt_dir(out).join(name.trim());
+            if p.join("state.json").is_file() {
+                Ok(Some(p))
+            } else {
+                Err(Error::file(&latest, format!("names {} which is incomplete or missing", p.display())))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::file(&latest, e.to_string())),
+    }
+}
+
+fn save_checkpoint(out: &Path, params: &Params, opt: &AdamW, state: &CheckpointState) -> Result<PathBuf> {
+    let dir = ckpt_dir(out);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+    params.varmap().save(tmp.path().join("model.safetensors")).map_err(|e| Error::file(tmp.path(), e.to_string()))?;
+    candle_core::safetensors::save(&opt.tensors(), tmp.path().join("optimizer.safetensors")).map_err(|e| Error::file(tmp.path(), e.to_string()))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
+    std::fs::write(tmp.path().join("state.json"), json).map_err(|e| Error::file(tmp.path(), e.to_string()))?;
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        std::fs::File::open(tmp.path().join(f)).and_then(|f| f.sync_all()).map_err(|e| Error::file(tmp.path().join(f), e.to_string()))?;
+    }
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::file(&final_dir, e.to_string()))?;
+    }
+    std::fs::rename(tmp.keep(), &final_dir).map_err(|e| Error::file(&final_dir, e.to_string()))?;
+    write_atomic(&dir.join("latest"), name.as_bytes())?;
+    // Keep the newest two complete checkpoints.
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::file(&dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    all.sort();
+    for old in all.iter().rev().skip(2) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(final_dir)
+}
+
+/// Rebuild a model from a run folder's newest checkpoint (or a checkpoint folder itself).
+pub fn load_model(path: &Path, device: &Device) -> Result<(Autoencoder, Params, CheckpointState)> {
+    let ck = if path.join("state.json").is_file() {
+        path.to_path_buf()
+    } else {
+        latest_checkpoint(path)?.ok_or_else(|| Error::file(path, "no checkpoint here: train first (lqae-eval train) or point at a run folder"))?
+    };
+    let state_path = ck.join("state.json");
+    let state: CheckpointState = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::file(&state_path, e.to_string()))?)
+        .map_err(|e| Error::file(&state_path, e.to_string()))?;
+    let (model, params) = Autoencoder::build(&state.config.model, state.config.train.seed, device)?;
+    let mut vm = params.varmap().clone();
+    let weights = ck.join("model.safetensors");
+    vm.load(&weights).map_err(|e| Error::file(&weights, crate::error::strip_backtrace(e).to_string()))?;
+    Ok((model, params, state))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub step: usize,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub grad_norm: f64,
+    #[serde(flatten)]
+    pub losses: HashMap<String, f64>,
+}
+
+pub struct TrainOptions {
+    pub resume: bool,
+    /// Stop (after checkpointing) once this step is reached, as if interrupted.
+    pub stop_at: Option<usize>,
+    pub progress: bool,
+}
+
+pub struct TrainOutcome {
+    pub step: usize,
+    pub first: Option<LogLine>,
+    pub last: Option<LogLine>,
+    pub seconds: f64,
+    pub out_dir: PathBuf,
+}
+
+/// Train `cfg` into `out`. With `resume`, continue from the newest checkpoint there (the
+/// configuration must be the same).
+pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e.to_string()))?;
+    let t = &cfg.train;
+    let data = load_data(&cfg.data, Split::Train)?;
+    if data.images.n == 0 {
+        return Err(Error::setting("data", "the training set is empty"));
+    }
+    let (model, params) = Autoencoder::build(&cfg.model, t.seed, device)?;
+    let mut opt = AdamW::new(&params, t)?;
+    let mut start = 0;
+    let run_json = out.join("run.json");
+    let cfg_json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
+    if let Some(ck) = latest_checkpoint(out)? {
+        if !opts.resume {
+            return Err(Error::file(out, "holds a run already: pass --resume to continue it, or choose another --out"));
+        }
+        let state: CheckpointState = serde_json::from_slice(&std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?)
+            .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
+        if serde_json::to_string_pretty(&state.config).map_err(|e| Error::Msg(e.to_string()))? != cfg_json {
+            return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
+        }
+        let mut vm = params.varmap().clone();
+        vm.load(ck.join("model.safetensors")).map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
+        opt.load(&ck.join("optimizer.safetensors"), device)?;
+        opt.t = state.optimizer_t;
+        start = state.step;
+    }
+    write_atomic(&run_json, cfg_json.as_bytes())?;
+    // Drop log lines past the checkpoint we resume from: those steps run again.
+    let log_path = out.join("log.jsonl");
+    let mut first = None;
+    if let Ok(text) = std::fs::read_to_string(&log_path) {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| serde_json::from_str::<LogLine>(l).map(|x| x.step <= start).unwrap_or(false))
+            .collect();
+        first = kept.first().and_then(|l| serde_json::from_str(l).ok());
+        let mut s = kept.join("\n");
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        write_atomic(&log_path, s.as_bytes())?;
+    }
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| Error::file(&log_path, e.to_string()))?;
+
+    let size = cfg.model.image_size as u32;
+    let pb = if opts.progress { indicatif::ProgressBar::new(t.steps as u64) } else { indicatif::ProgressBar::hidden() };
+    pb.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]").expect("template"));
+    pb.set_position(start as u64);
+    let t0 = Instant::now();
+    let mut last = None;
+    let mut step = start;
+    let mut window = (Instant::now(), 0usize);
+    while step < t.steps {
+        if opts.stop_at.is_some_and(|s| step >= s) {
+            break;
+        }
+        let idx = batch_indices(step, t.batch_size, data.images.n, t.seed);
+        let mut aug = Rng::derive(t.seed, "augment", step as u64);
+        let images = make_batch(&data, &idx, size, cfg.data.augment.then_some(&mut aug), device)?;
+        let mut mask_rng = Rng::derive(t.seed, "mask", step as u64);
+        let fwd = model.forward(&images, Some(&mut mask_rng))?;
+        let grads = fwd.losses.total.backward()?;
+        let gnorm = opt.grad_norm(&grads)?;
+        let scale = match t.grad_clip {
+            Some(c) if gnorm > c => c / gnorm,
+            _ => 1.0,
+        };
+        let lr = lr_at(step, t);
+        opt.step(&grads, lr, scale)?;
+        step += 1;
+        window.1 += t.batch_size;
+        if step % t.log_every == 0 || step == t.steps || step == start + 1 {
+            let ips = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+            window = (Instant::now(), 0);
+            let losses: HashMap<String, f64> = fwd.losses.scalars()?.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let line = LogLine { step, lr, images_per_s: ips, grad_norm: gnorm, losses };
+            let mut s = serde_json::to_string(&line).map_err(|e| Error::Msg(e.to_string()))?;
+            s.push('\n');
+            log.write_all(s.as_bytes()).and_then(|_| log.flush()).map_err(|e| Error::file(&log_path, e.to_string()))?;
+            pb.set_message(format!("loss {:.4} mse {:.4} {:.1} img/s", line.losses["loss"], line.losses["recon_mse"], ips));
+            if first.is_none() {
+                first = Some(line.clone());
+            }
+            last = Some(line);
+        }
+        pb.set_position(step as u64);
+        if step % t.ckpt_every == 0 || step == t.steps || opts.stop_at == Some(step) {
+            let state = CheckpointState { step, optimizer_t: opt.t, config: cfg.clone(), crate_version: env!("CARGO_PKG_VERSION").into() };
+            save_checkpoint(out, &params, &opt, &state)?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(TrainOutcome { step, first, last, seconds: t0.elapsed().as_secs_f64(), out_dir: out.to_path_buf() })
+}
+
+/// Sum of f32 bits of every tensor: a fingerprint to check that weights did not change.
+pub fn fingerprint(ts: &[&Tensor]) -> Result<Vec<u64>> {
+    ts.iter()
+        .map(|t| {
+            let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            Ok(v.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3)))
+        })
+        .collect()
+}
