@@ -54,11 +54,33 @@ fn decays(name: &str) -> bool {
 
 impl AdamW {
     pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
-        let vars: Vec<(String, Var, bool)> = params.named_vars().into_iter().map(|(n, v)| { let d = decays(&n); (n, v, d) }).collect();
+        let vars: Vec<(String, Var, bool)> = params
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| {
+                let d = decays(&n);
+                (n, v, d)
+            })
+            .collect();
         let zeros = |v: &Var| v.as_tensor().zeros_like();
-        let m = vars.iter().map(|(_, v, _)| zeros(v)).collect::<candle_core::Result<_>>()?;
-        let vv = vars.iter().map(|(_, v, _)| zeros(v)).collect::<candle_core::Result<_>>()?;
-        Ok(Self { vars, m, v: vv, t: 0, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay })
+        let m = vars
+            .iter()
+            .map(|(_, v, _)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        let vv = vars
+            .iter()
+            .map(|(_, v, _)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            vars,
+            m,
+            v: vv,
+            t: 0,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+        })
     }
 
     /// Global L2 norm of the gradients.
@@ -79,8 +101,14 @@ impl AdamW {
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
         for (i, (_, var, decay)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g.clone() };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = if grad_scale != 1.0 {
+                (g * grad_scale)?
+            } else {
+                g.clone()
+            };
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
@@ -106,14 +134,26 @@ impl AdamW {
     }
 
     fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
-        let mut t = candle_core::safetensors::load(path, device).map_err(|e| Error::file(path, e.to_string()))?;
+        let mut t = candle_core::safetensors::load(path, device)
+            .map_err(|e| Error::file(path, e.to_string()))?;
         for (i, (n, var, _)) in self.vars.iter().enumerate() {
             let take = |t: &mut HashMap<String, Tensor>, k: String| {
-                t.remove(&k).ok_or_else(|| Error::file(path, format!("optimizer state lacks `{k}`")))
+                t.remove(&k)
+                    .ok_or_else(|| Error::file(path, format!("optimizer state lacks `{k}`")))
             };
-            let (m, v) = (take(&mut t, format!("m.{n}"))?, take(&mut t, format!("v.{n}"))?);
+            let (m, v) = (
+                take(&mut t, format!("m.{n}"))?,
+                take(&mut t, format!("v.{n}"))?,
+            );
             if m.dims() != var.dims() || v.dims() != var.dims() {
-                return Err(Error::file(path, format!("optimizer state for `{n}` has shape {:?}, the parameter {:?}", m.dims(), var.dims())));
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "optimizer state for `{n}` has shape {:?}, the parameter {:?}",
+                        m.dims(),
+                        var.dims()
+                    ),
+                ));
             }
             self.m[i] = m;
             self.v[i] = v;
@@ -130,7 +170,19 @@ pub struct CheckpointState {
     pub crate_version: String,
 }
 
-/// Load the training images a data config names.
+fn need_path(d: &DataConfig) -> Result<&str> {
+    d.path.as_deref().ok_or_else(|| {
+        Error::setting(
+            "data.path",
+            format!(
+                "data set `{}` needs `data.path`, the folder that holds it",
+                d.dataset
+            ),
+        )
+    })
+}
+
+/// Load the images of `split` that a data config names.
 pub fn load_data(d: &DataConfig, split: Split) -> Result<LabelledImages> {
     let mut set = match d.dataset.as_str() {
         "fashion-mnist" => {
@@ -138,19 +190,22 @@ pub fn load_data(d: &DataConfig, split: Split) -> Result<LabelledImages> {
             data::load_mnist_like(&dir, split, &FASHION_MNIST_CLASSES)?
         }
         "idx" => {
-            let dir = d.path.as_ref().ok_or_else(|| Error::setting("data.path", "dataset `idx` needs a folder of IDX files"))?;
+            let dir = need_path(d)?;
             let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             data::load_mnist_like(Path::new(dir), split, &refs)?
         }
-        other => return Err(Error::setting("data.dataset", format!("unknown data set `{other}`; known: fashion-mnist, idx"))),
+        "image-folder" => data::load_image_folder(Path::new(need_path(d)?))?,
+        "mini-imagenet" => data::load_mini_imagenet(Path::new(need_path(d)?), split)?,
+        other => {
+            return Err(Error::setting(
+                "data.dataset",
+                format!("unknown data set `{other}`; known: fashion-mnist, idx, image-folder, mini-imagenet"),
+            ))
+        }
     };
     if let Some(limit) = d.limit {
-        let n = limit.min(set.images.n);
-        let s = set.images.rows * set.images.cols;
-        set.images.pixels.truncate(n * s);
-        set.images.n = n;
-        set.labels.truncate(n);
+        set.truncate(limit);
     }
     Ok(set)
 }
@@ -184,7 +239,10 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
             if p.join("state.json").is_file() {
                 Ok(Some(p))
             } else {
-                Err(Error::file(&latest, format!("names {} which is incomplete or missing", p.display())))
+                Err(Error::file(
+                    &latest,
+                    format!("names {} which is incomplete or missing", p.display()),
+                ))
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -192,17 +250,32 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
     }
 }
 
-fn save_checkpoint(out: &Path, params: &Params, opt: &AdamW, state: &CheckpointState) -> Result<PathBuf> {
+fn save_checkpoint(
+    out: &Path,
+    params: &Params,
+    opt: &AdamW,
+    state: &CheckpointState,
+) -> Result<PathBuf> {
     let dir = ckpt_dir(out);
     std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
     let name = format!("step-{:08}", state.step);
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
-    params.varmap().save(tmp.path().join("model.safetensors")).map_err(|e| Error::file(tmp.path(), e.to_string()))?;
-    candle_core::safetensors::save(&opt.tensors(), tmp.path().join("optimizer.safetensors")).map_err(|e| Error::file(tmp.path(), e.to_string()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempdir_in(&dir)
+        .map_err(|e| Error::file(&dir, e.to_string()))?;
+    params
+        .varmap()
+        .save(tmp.path().join("model.safetensors"))
+        .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
+    candle_core::safetensors::save(&opt.tensors(), tmp.path().join("optimizer.safetensors"))
+        .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
-    std::fs::write(tmp.path().join("state.json"), json).map_err(|e| Error::file(tmp.path(), e.to_string()))?;
+    std::fs::write(tmp.path().join("state.json"), json)
+        .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
     for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-        std::fs::File::open(tmp.path().join(f)).and_then(|f| f.sync_all()).map_err(|e| Error::file(tmp.path().join(f), e.to_string()))?;
+        std::fs::File::open(tmp.path().join(f))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::file(tmp.path().join(f), e.to_string()))?;
     }
     let final_dir = dir.join(&name);
     if final_dir.exists() {
@@ -214,7 +287,10 @@ fn save_checkpoint(out: &Path, params: &Params, opt: &AdamW, state: &CheckpointS
     let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| Error::file(&dir, e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     all.sort();
     for old in all.iter().rev().skip(2) {
@@ -228,15 +304,23 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Autoencoder, Params, 
     let ck = if path.join("state.json").is_file() {
         path.to_path_buf()
     } else {
-        latest_checkpoint(path)?.ok_or_else(|| Error::file(path, "no checkpoint here: train first (lqae-eval train) or point at a run folder"))?
+        latest_checkpoint(path)?.ok_or_else(|| {
+            Error::file(
+                path,
+                "no checkpoint here: train first (lqae-eval train) or point at a run folder",
+            )
+        })?
     };
     let state_path = ck.join("state.json");
-    let state: CheckpointState = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| Error::file(&state_path, e.to_string()))?)
-        .map_err(|e| Error::file(&state_path, e.to_string()))?;
+    let state: CheckpointState = serde_json::from_slice(
+        &std::fs::read(&state_path).map_err(|e| Error::file(&state_path, e.to_string()))?,
+    )
+    .map_err(|e| Error::file(&state_path, e.to_string()))?;
     let (model, params) = Autoencoder::build(&state.config.model, state.config.train.seed, device)?;
     let mut vm = params.varmap().clone();
     let weights = ck.join("model.safetensors");
-    vm.load(&weights).map_err(|e| Error::file(&weights, crate::error::strip_backtrace(e).to_string()))?;
+    vm.load(&weights)
+        .map_err(|e| Error::file(&weights, crate::error::strip_backtrace(e).to_string()))?;
     Ok((model, params, state))
 }
 
@@ -267,11 +351,16 @@ pub struct TrainOutcome {
 
 /// Train `cfg` into `out`. With `resume`, continue from the newest checkpoint there (the
 /// configuration must be the same).
-pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) -> Result<TrainOutcome> {
+pub fn train(
+    cfg: &RunConfig,
+    out: &Path,
+    device: &Device,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
     std::fs::create_dir_all(out).map_err(|e| Error::file(out, e.to_string()))?;
     let t = &cfg.train;
     let data = load_data(&cfg.data, Split::Train)?;
-    if data.images.n == 0 {
+    if data.len() == 0 {
         return Err(Error::setting("data", "the training set is empty"));
     }
     let (model, params) = Autoencoder::build(&cfg.model, t.seed, device)?;
@@ -281,15 +370,23 @@ pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) 
     let cfg_json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
     if let Some(ck) = latest_checkpoint(out)? {
         if !opts.resume {
-            return Err(Error::file(out, "holds a run already: pass --resume to continue it, or choose another --out"));
+            return Err(Error::file(
+                out,
+                "holds a run already: pass --resume to continue it, or choose another --out",
+            ));
         }
-        let state: CheckpointState = serde_json::from_slice(&std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?)
-            .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
-        if serde_json::to_string_pretty(&state.config).map_err(|e| Error::Msg(e.to_string()))? != cfg_json {
+        let state: CheckpointState = serde_json::from_slice(
+            &std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?,
+        )
+        .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
+        if serde_json::to_string_pretty(&state.config).map_err(|e| Error::Msg(e.to_string()))?
+            != cfg_json
+        {
             return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
         }
         let mut vm = params.varmap().clone();
-        vm.load(ck.join("model.safetensors")).map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
+        vm.load(ck.join("model.safetensors"))
+            .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
         opt.load(&ck.join("optimizer.safetensors"), device)?;
         opt.t = state.optimizer_t;
         start = state.step;
@@ -301,7 +398,11 @@ pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) 
     if let Ok(text) = std::fs::read_to_string(&log_path) {
         let kept: Vec<&str> = text
             .lines()
-            .filter(|l| serde_json::from_str::<LogLine>(l).map(|x| x.step <= start).unwrap_or(false))
+            .filter(|l| {
+                serde_json::from_str::<LogLine>(l)
+                    .map(|x| x.step <= start)
+                    .unwrap_or(false)
+            })
             .collect();
         first = kept.first().and_then(|l| serde_json::from_str(l).ok());
         let mut s = kept.join("\n");
@@ -310,11 +411,22 @@ pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) 
         }
         write_atomic(&log_path, s.as_bytes())?;
     }
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| Error::file(&log_path, e.to_string()))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::file(&log_path, e.to_string()))?;
 
     let size = cfg.model.image_size as u32;
-    let pb = if opts.progress { indicatif::ProgressBar::new(t.steps as u64) } else { indicatif::ProgressBar::hidden() };
-    pb.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]").expect("template"));
+    let pb = if opts.progress {
+        indicatif::ProgressBar::new(t.steps as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
+            .expect("template"),
+    );
     pb.set_position(start as u64);
     let t0 = Instant::now();
     let mut last = None;
@@ -324,9 +436,15 @@ pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) 
         if opts.stop_at.is_some_and(|s| step >= s) {
             break;
         }
-        let idx = batch_indices(step, t.batch_size, data.images.n, t.seed);
+        let idx = batch_indices(step, t.batch_size, data.len(), t.seed);
         let mut aug = Rng::derive(t.seed, "augment", step as u64);
-        let images = make_batch(&data, &idx, size, cfg.data.augment.then_some(&mut aug), device)?;
+        let images = make_batch(
+            &data,
+            &idx,
+            size,
+            cfg.data.augment.then_some(&mut aug),
+            device,
+        )?;
         let mut mask_rng = Rng::derive(t.seed, "mask", step as u64);
         let fwd = model.forward(&images, Some(&mut mask_rng))?;
         let grads = fwd.losses.total.backward()?;
@@ -342,12 +460,28 @@ pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) 
         if step % t.log_every == 0 || step == t.steps || step == start + 1 {
             let ips = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
             window = (Instant::now(), 0);
-            let losses: HashMap<String, f64> = fwd.losses.scalars()?.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-            let line = LogLine { step, lr, images_per_s: ips, grad_norm: gnorm, losses };
+            let losses: HashMap<String, f64> = fwd
+                .losses
+                .scalars()?
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let line = LogLine {
+                step,
+                lr,
+                images_per_s: ips,
+                grad_norm: gnorm,
+                losses,
+            };
             let mut s = serde_json::to_string(&line).map_err(|e| Error::Msg(e.to_string()))?;
             s.push('\n');
-            log.write_all(s.as_bytes()).and_then(|_| log.flush()).map_err(|e| Error::file(&log_path, e.to_string()))?;
-            pb.set_message(format!("loss {:.4} mse {:.4} {:.1} img/s", line.losses["loss"], line.losses["recon_mse"], ips));
+            log.write_all(s.as_bytes())
+                .and_then(|_| log.flush())
+                .map_err(|e| Error::file(&log_path, e.to_string()))?;
+            pb.set_message(format!(
+                "loss {:.4} mse {:.4} {:.1} img/s",
+                line.losses["loss"], line.losses["recon_mse"], ips
+            ));
             if first.is_none() {
                 first = Some(line.clone());
             }
@@ -355,12 +489,23 @@ pub fn train(cfg: &RunConfig, out: &Path, device: &Device, opts: &TrainOptions) 
         }
         pb.set_position(step as u64);
         if step % t.ckpt_every == 0 || step == t.steps || opts.stop_at == Some(step) {
-            let state = CheckpointState { step, optimizer_t: opt.t, config: cfg.clone(), crate_version: env!("CARGO_PKG_VERSION").into() };
+            let state = CheckpointState {
+                step,
+                optimizer_t: opt.t,
+                config: cfg.clone(),
+                crate_version: env!("CARGO_PKG_VERSION").into(),
+            };
             save_checkpoint(out, &params, &opt, &state)?;
         }
     }
     pb.finish_and_clear();
-    Ok(TrainOutcome { step, first, last, seconds: t0.elapsed().as_secs_f64(), out_dir: out.to_path_buf() })
+    Ok(TrainOutcome {
+        step,
+        first,
+        last,
+        seconds: t0.elapsed().as_secs_f64(),
+        out_dir: out.to_path_buf(),
+    })
 }
 
 /// Sum of f32 bits of every tensor: a fingerprint to check that weights did not change.
@@ -368,7 +513,9 @@ pub fn fingerprint(ts: &[&Tensor]) -> Result<Vec<u64>> {
     ts.iter()
         .map(|t| {
             let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            Ok(v.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3)))
+            Ok(v.iter().fold(0xcbf29ce484222325u64, |h, x| {
+                (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3)
+            }))
         })
         .collect()
 }

@@ -146,9 +146,26 @@ fn run(cli: Cli) -> Result<()> {
             patch,
             seed,
         }) => tokens(n, lm, &device, patch, seed),
-        Some(Cmd::Train { config, set, out, resume, stop_at, device }) => train(&config, &set, out, resume, stop_at, &device),
-        Some(Cmd::Encode { ckpt, n, show, device }) => encode(&ckpt, n, show, &device),
-        Some(Cmd::Reconstruct { ckpt, n, out, device }) => reconstruct(&ckpt, n, &out, &device),
+        Some(Cmd::Train {
+            config,
+            set,
+            out,
+            resume,
+            stop_at,
+            device,
+        }) => train(&config, &set, out, resume, stop_at, &device),
+        Some(Cmd::Encode {
+            ckpt,
+            n,
+            show,
+            device,
+        }) => encode(&ckpt, n, show, &device),
+        Some(Cmd::Reconstruct {
+            ckpt,
+            n,
+            out,
+            device,
+        }) => reconstruct(&ckpt, n, &out, &device),
     }
 }
 
@@ -234,7 +251,9 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
     let data_dir = ensure(&assets::FASHION_MNIST, false)?;
     let lm = FrozenLm::load(&lm_dir, &device)?;
     let test = data::load_mnist_like(&data_dir, Split::Test, &FASHION_MNIST_CLASSES)?;
-    let im = &test.images;
+    let data::ImageSource::Grey(im) = &test.source else {
+        bail!("Fashion-MNIST is loaded as grey images")
+    };
     if patch == 0 || im.rows % patch != 0 || im.cols % patch != 0 {
         bail!(
             "setting `--patch`: {patch} does not divide the {}x{} images",
@@ -293,7 +312,7 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
             .collect();
         lines.push(format!(
             "#{i:<3} {:12} {}{}",
-            test.class_names[test.labels[i] as usize],
+            test.class_name(i),
             text.join(" "),
             if ids.len() > 24 { " ..." } else { "" }
         ));
@@ -311,29 +330,66 @@ fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u
     Ok(())
 }
 
-fn train(config: &std::path::Path, set: &[String], out: Option<PathBuf>, resume: bool, stop_at: Option<usize>, device: &str) -> Result<()> {
+fn train(
+    config: &std::path::Path,
+    set: &[String],
+    out: Option<PathBuf>,
+    resume: bool,
+    stop_at: Option<usize>,
+    device: &str,
+) -> Result<()> {
     let device = parse_device(device)?;
     let cfg = lqae::model::RunConfig::from_file(config, set)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
-    println!("training {} ({}) on {} -> {}", cfg.name, config.display(), device_name(&device), out.display());
-    let o = lqae::train::train(&cfg, &out, &device, &lqae::train::TrainOptions { resume, stop_at, progress: true })?;
+    println!(
+        "training {} ({}) on {} -> {}",
+        cfg.name,
+        config.display(),
+        device_name(&device),
+        out.display()
+    );
+    let o = lqae::train::train(
+        &cfg,
+        &out,
+        &device,
+        &lqae::train::TrainOptions {
+            resume,
+            stop_at,
+            progress: true,
+        },
+    )?;
     let fmt = |l: &Option<lqae::train::LogLine>| {
-        l.as_ref().map(|l| format!("step {} loss {:.5} recon MSE {:.5}", l.step, l.losses["loss"], l.losses["recon_mse"])).unwrap_or_else(|| "-".into())
+        l.as_ref()
+            .map(|l| {
+                format!(
+                    "step {} loss {:.5} recon MSE {:.5}",
+                    l.step, l.losses["loss"], l.losses["recon_mse"]
+                )
+            })
+            .unwrap_or_else(|| "-".into())
     };
     println!("first logged: {}", fmt(&o.first));
     println!("last logged:  {}", fmt(&o.last));
     if let Some(l) = &o.last {
         println!("{:.1} images/s at the end", l.images_per_s);
     }
-    println!("stopped at step {} after {:.1} s; checkpoints in {}", o.step, o.seconds, out.join("checkpoints").display());
+    println!(
+        "stopped at step {} after {:.1} s; checkpoints in {}",
+        o.step,
+        o.seconds,
+        out.join("checkpoints").display()
+    );
     Ok(())
 }
 
 fn test_batch(n: usize, size: usize, device: &Device) -> Result<(Tensor, data::LabelledImages)> {
     let dir = ensure(&assets::FASHION_MNIST, false)?;
     let test = data::load_mnist_like(&dir, Split::Test, &FASHION_MNIST_CLASSES)?;
-    let idx: Vec<usize> = (0..n.min(test.images.n)).collect();
-    Ok((data::batch::make_batch(&test, &idx, size as u32, None, device)?, test))
+    let idx: Vec<usize> = (0..n.min(test.len())).collect();
+    Ok((
+        data::batch::make_batch(&test, &idx, size as u32, None, device)?,
+        test,
+    ))
 }
 
 fn encode(ckpt: &std::path::Path, n: usize, show: usize, device: &str) -> Result<()> {
@@ -341,18 +397,34 @@ fn encode(ckpt: &std::path::Path, n: usize, show: usize, device: &str) -> Result
     let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
     let (images, test) = test_batch(n, state.config.model.image_size, &device)?;
     let ids: Vec<Vec<u32>> = model.encode(&images)?.to_vec2()?;
-    println!("{} at step {}: {} tokens per image", state.config.name, state.step, ids.first().map_or(0, Vec::len));
+    println!(
+        "{} at step {}: {} tokens per image",
+        state.config.name,
+        state.step,
+        ids.first().map_or(0, Vec::len)
+    );
     for (i, row) in ids.iter().enumerate() {
         let text: Vec<String> = match &model {
-            lqae::model::Autoencoder::Lqae(m) => row.iter().take(show).map(|&t| m.lm().vocab().token_text(t).text).collect(),
-            lqae::model::Autoencoder::Vqvae(_) => row.iter().take(show).map(|t| t.to_string()).collect(),
+            lqae::model::Autoencoder::Lqae(m) => row
+                .iter()
+                .take(show)
+                .map(|&t| m.lm().vocab().token_text(t).text)
+                .collect(),
+            lqae::model::Autoencoder::Vqvae(_) => {
+                row.iter().take(show).map(|t| t.to_string()).collect()
+            }
         };
-        println!("#{i:<3} {:12} {}", test.class_names[test.labels[i] as usize], text.join(" "));
+        println!("#{i:<3} {:12} {}", test.class_name(i), text.join(" "));
     }
     Ok(())
 }
 
-fn reconstruct(ckpt: &std::path::Path, n: usize, out: &std::path::Path, device: &str) -> Result<()> {
+fn reconstruct(
+    ckpt: &std::path::Path,
+    n: usize,
+    out: &std::path::Path,
+    device: &str,
+) -> Result<()> {
     let device = parse_device(device)?;
     let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
     let (images, _test) = test_batch(n, state.config.model.image_size, &device)?;

@@ -2,7 +2,7 @@
 //! (seeded), batched into `(b, 3, s, s)` tensors in [0, 1] (no mean/std normalisation, as the
 //! paper trains).
 
-use super::LabelledImages;
+use super::{ImageSource, LabelledImages};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use candle_core::{Device, Tensor};
@@ -12,20 +12,50 @@ use image::{ImageBuffer, Rgb};
 pub type RgbF = ImageBuffer<Rgb<f32>, Vec<f32>>;
 
 /// Image `i` as RGB floats in [0, 1] (grey repeated over the channels).
-pub fn rgb(set: &LabelledImages, i: usize) -> RgbF {
-    let im = &set.images;
-    let px = im.image(i);
-    ImageBuffer::from_fn(im.cols as u32, im.rows as u32, |x, y| {
-        let v = px[y as usize * im.cols + x as usize] as f32 / 255.0;
-        Rgb([v, v, v])
-    })
+pub fn rgb(set: &LabelledImages, i: usize) -> Result<RgbF> {
+    if i >= set.len() {
+        return Err(Error::Msg(format!(
+            "image index {i} is out of range ({} images)",
+            set.len()
+        )));
+    }
+    match &set.source {
+        ImageSource::Grey(im) => {
+            let px = im.image(i);
+            Ok(ImageBuffer::from_fn(
+                im.cols as u32,
+                im.rows as u32,
+                |x, y| {
+                    let v = px[y as usize * im.cols + x as usize] as f32 / 255.0;
+                    Rgb([v, v, v])
+                },
+            ))
+        }
+        ImageSource::Files(files) => {
+            let p = &files[i];
+            let img = image::ImageReader::open(p)
+                .and_then(|r| r.with_guessed_format())
+                .map_err(|e| Error::file(p, format!("cannot open image: {e}")))?
+                .decode()
+                .map_err(|e| Error::file(p, format!("corrupt or unsupported image: {e}")))?;
+            Ok(img.to_rgb32f())
+        }
+    }
 }
 
 /// Evaluation transform: resize the shorter side to `size` (bicubic), then center crop.
 pub fn resize_center_crop(img: &RgbF, size: u32) -> RgbF {
     let (w, h) = img.dimensions();
-    let (nw, nh) = if w <= h { (size, (h as f64 * size as f64 / w as f64).round() as u32) } else { ((w as f64 * size as f64 / h as f64).round() as u32, size) };
-    let r = if (nw, nh) == (w, h) { img.clone() } else { imageops::resize(img, nw, nh, FilterType::CatmullRom) };
+    let (nw, nh) = if w <= h {
+        (size, (h as f64 * size as f64 / w as f64).round() as u32)
+    } else {
+        ((w as f64 * size as f64 / h as f64).round() as u32, size)
+    };
+    let r = if (nw, nh) == (w, h) {
+        img.clone()
+    } else {
+        imageops::resize(img, nw, nh, FilterType::CatmullRom)
+    };
     imageops::crop_imm(&r, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
 }
 
@@ -61,14 +91,17 @@ pub fn random_resized_crop_flip(img: &RgbF, size: u32, rng: &mut Rng) -> RgbF {
 }
 
 /// A `(b, 3, size, size)` batch of images `indices`; `augment` = Some(rng) for training crops.
-pub fn make_batch(set: &LabelledImages, indices: &[usize], size: u32, mut augment: Option<&mut Rng>, device: &Device) -> Result<Tensor> {
+pub fn make_batch(
+    set: &LabelledImages,
+    indices: &[usize],
+    size: u32,
+    mut augment: Option<&mut Rng>,
+    device: &Device,
+) -> Result<Tensor> {
     let s = size as usize;
     let mut data = Vec::with_capacity(indices.len() * 3 * s * s);
     for &i in indices {
-        if i >= set.images.n {
-            return Err(Error::Msg(format!("image index {i} is out of range ({} images)", set.images.n)));
-        }
-        let src = rgb(set, i);
+        let src = rgb(set, i)?;
         let img = match augment.as_deref_mut() {
             Some(rng) => random_resized_crop_flip(&src, size, rng),
             None => resize_center_crop(&src, size),
@@ -89,14 +122,21 @@ pub fn write_grid(rows: &[&Tensor], path: &std::path::Path) -> Result<()> {
         for i in 0..b {
             for y in 0..h {
                 for x in 0..w {
-                    let px = |c: usize| (v[((i * 3 + c) * h + y) * w + x].clamp(0.0, 1.0) * 255.0).round() as u8;
-                    out.put_pixel((i * w + x) as u32, (r * h + y) as u32, Rgb([px(0), px(1), px(2)]));
+                    let px = |c: usize| {
+                        (v[((i * 3 + c) * h + y) * w + x].clamp(0.0, 1.0) * 255.0).round() as u8
+                    };
+                    out.put_pixel(
+                        (i * w + x) as u32,
+                        (r * h + y) as u32,
+                        Rgb([px(0), px(1), px(2)]),
+                    );
                 }
             }
         }
     }
     let tmp = path.with_extension("png.tmp");
-    out.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| Error::file(&tmp, e.to_string()))?;
+    out.save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| Error::file(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file(path, e.to_string()))
 }
 
@@ -107,7 +147,16 @@ mod tests {
 
     fn set() -> LabelledImages {
         let px: Vec<u8> = (0..2 * 28 * 28).map(|i| (i % 256) as u8).collect();
-        LabelledImages { images: GreyImages { n: 2, rows: 28, cols: 28, pixels: px }, labels: vec![0, 1], class_names: vec!["a".into(), "b".into()] }
+        LabelledImages {
+            source: ImageSource::Grey(GreyImages {
+                n: 2,
+                rows: 28,
+                cols: 28,
+                pixels: px,
+            }),
+            labels: vec![0, 1],
+            class_names: vec!["a".into(), "b".into()],
+        }
     }
 
     #[test]
@@ -120,12 +169,27 @@ mod tests {
         let a1 = make_batch(&s, &[0, 1], 32, Some(&mut Rng::new(5)), &Device::Cpu).unwrap();
         let a2 = make_batch(&s, &[0, 1], 32, Some(&mut Rng::new(5)), &Device::Cpu).unwrap();
         let a3 = make_batch(&s, &[0, 1], 32, Some(&mut Rng::new(6)), &Device::Cpu).unwrap();
-        let d = |x: &Tensor, y: &Tensor| (x - y).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = |x: &Tensor, y: &Tensor| {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         assert_eq!(d(&a1, &a2), 0.0);
         assert!(d(&a1, &a3) > 0.0);
         // Same size in and out: the eval transform is the identity.
         let e = make_batch(&s, &[0], 28, None, &Device::Cpu).unwrap();
-        let first: Vec<f32> = e.flatten_all().unwrap().narrow(0, 0, 3).unwrap().to_vec1().unwrap();
+        let first: Vec<f32> = e
+            .flatten_all()
+            .unwrap()
+            .narrow(0, 0, 3)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(first, vec![0.0, 1.0 / 255.0, 2.0 / 255.0]);
     }
 }

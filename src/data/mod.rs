@@ -1,12 +1,15 @@
 //! Image data sets.
 
 pub mod batch;
+pub mod folder;
 pub mod idx;
+
+pub use folder::{load_image_folder, load_mini_imagenet, mini_imagenet_class_name};
 
 pub use idx::{read_idx_images, read_idx_labels, GreyImages};
 
 use crate::error::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "T-shirt/top",
@@ -27,11 +30,46 @@ pub enum Split {
     Test,
 }
 
-/// A labelled grey-image set in memory.
+/// Where the pixels of a data set live.
+pub enum ImageSource {
+    /// Fixed-size grey images in memory (IDX files).
+    Grey(GreyImages),
+    /// Image files (PNG/JPEG, grey or colour), decoded when a batch needs them.
+    Files(Vec<PathBuf>),
+}
+
+/// A labelled image set.
 pub struct LabelledImages {
-    pub images: GreyImages,
-    pub labels: Vec<u8>,
+    pub source: ImageSource,
+    pub labels: Vec<u32>,
     pub class_names: Vec<String>,
+}
+
+impl LabelledImages {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Keep only the first `n` images.
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        match &mut self.source {
+            ImageSource::Grey(g) => {
+                g.pixels.truncate(n * g.rows * g.cols);
+                g.n = n;
+            }
+            ImageSource::Files(f) => f.truncate(n),
+        }
+        self.labels.truncate(n);
+    }
+
+    pub fn class_name(&self, i: usize) -> &str {
+        &self.class_names[self.labels[i] as usize]
+    }
 }
 
 /// Fashion-MNIST (or MNIST) from a folder of IDX files, gzipped or not:
@@ -80,8 +118,8 @@ pub fn load_mnist_like(dir: &Path, split: Split, class_names: &[&str]) -> Result
         ));
     }
     Ok(LabelledImages {
-        images,
-        labels,
+        source: ImageSource::Grey(images),
+        labels: labels.into_iter().map(u32::from).collect(),
         class_names: class_names.iter().map(|s| s.to_string()).collect(),
     })
 }

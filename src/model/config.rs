@@ -151,9 +151,9 @@ pub struct RunConfig {
 
 /// Apply `a.b.c=value` to a TOML table; the value is parsed as TOML, else taken as a string.
 pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment
-        .split_once('=')
-        .ok_or_else(|| Error::setting(assignment, "an override must look like section.key=value"))?;
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        Error::setting(assignment, "an override must look like section.key=value")
+    })?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -173,19 +173,24 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
 
 impl RunConfig {
     pub fn from_toml_str(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| Error::file(origin, format!("invalid TOML: {}", e.message())))?;
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::file(origin, format!("invalid TOML: {}", e.message())))?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let cfg: RunConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::file(origin, format!("bad run configuration: {}", e.message())))?;
+        let cfg: RunConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    Error::file(origin, format!("bad run configuration: {}", e.message()))
+                })?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
 
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read the run configuration: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::file(path, format!("cannot read the run configuration: {e}")))?;
         Self::from_toml_str(&text, path, overrides)
     }
 
@@ -193,16 +198,32 @@ impl RunConfig {
         let m = &self.model;
         let bad = |key: &str, msg: String| Err(Error::file(origin, format!("`{key}`: {msg}")));
         if m.patch_size == 0 || m.image_size % m.patch_size != 0 {
-            return bad("model.patch_size", format!("{} does not divide image_size {}", m.patch_size, m.image_size));
+            return bad(
+                "model.patch_size",
+                format!(
+                    "{} does not divide image_size {}",
+                    m.patch_size, m.image_size
+                ),
+            );
         }
         if m.heads == 0 || m.width % m.heads != 0 {
-            return bad("model.heads", format!("{} does not divide width {}", m.heads, m.width));
+            return bad(
+                "model.heads",
+                format!("{} does not divide width {}", m.heads, m.width),
+            );
         }
         if !(0.0..1.0).contains(&m.mask_ratio) {
-            return bad("model.mask_ratio", format!("{} is not in [0, 1)", m.mask_ratio));
+            return bad(
+                "model.mask_ratio",
+                format!("{} is not in [0, 1)", m.mask_ratio),
+            );
         }
         if m.kind == ModelKind::Lqae && m.lm.is_none() {
-            return bad("model.lm", "an LQAE needs a frozen language model (an asset name like `minilm` or a folder)".into());
+            return bad(
+                "model.lm",
+                "an LQAE needs a frozen language model (an asset name like `minilm` or a folder)"
+                    .into(),
+            );
         }
         if self.train.batch_size == 0 || self.train.steps == 0 {
             return bad("train.batch_size/steps", "must be at least 1".into());
@@ -247,14 +268,32 @@ lr = 1e-3
     #[test]
     fn parses_overrides_and_rejects_bad_keys() {
         let p = Path::new("x.toml");
-        let c = RunConfig::from_toml_str(BASE, p, &["train.steps=99".into(), "data.limit=5".into(), "model.mlm=\"tied\"".into()]).unwrap();
-        assert_eq!((c.train.steps, c.data.limit, c.model.mlm), (99, Some(5), MlmMode::Tied));
+        let c = RunConfig::from_toml_str(
+            BASE,
+            p,
+            &[
+                "train.steps=99".into(),
+                "data.limit=5".into(),
+                "model.mlm=\"tied\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.train.steps, c.data.limit, c.model.mlm),
+            (99, Some(5), MlmMode::Tied)
+        );
         assert_eq!(c.train.beta2, 0.95);
-        let e = RunConfig::from_toml_str(BASE, p, &["train.stepz=1".into()]).unwrap_err().to_string();
+        let e = RunConfig::from_toml_str(BASE, p, &["train.stepz=1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml") && e.contains("stepz"), "{e}");
-        let e = RunConfig::from_toml_str(BASE, p, &["model.patch_size=5".into()]).unwrap_err().to_string();
+        let e = RunConfig::from_toml_str(BASE, p, &["model.patch_size=5".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.patch_size"), "{e}");
-        let e = RunConfig::from_toml_str(BASE, p, &["train.lr=\"fast\"".into()]).unwrap_err().to_string();
+        let e = RunConfig::from_toml_str(BASE, p, &["train.lr=\"fast\"".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lr"), "{e}");
     }
 }

@@ -37,23 +37,57 @@ pub struct LqaeOutput {
 impl Lqae {
     pub fn new(cfg: &ModelConfig, lm: Arc<FrozenLm>, p: &Params) -> Result<Self> {
         let g = cfg.image_size / cfg.patch_size;
-        let shape = |depth| VitShape { width: cfg.width, depth, heads: cfg.heads, mlp_dim: cfg.mlp_dim, grid: g };
+        let shape = |depth| VitShape {
+            width: cfg.width,
+            depth,
+            heads: cfg.heads,
+            mlp_dim: cfg.mlp_dim,
+            grid: g,
+        };
         let h = lm.hidden_size();
         let (proj_in, proj_out) = if cfg.width != h {
-            (Some(p.normal("proj_in", (cfg.width, h), 0.02)?), Some(p.normal("proj_out", (h, cfg.width), 0.02)?))
+            (
+                Some(p.normal("proj_in", (cfg.width, h), 0.02)?),
+                Some(p.normal("proj_out", (h, cfg.width), 0.02)?),
+            )
         } else {
             (None, None)
         };
-        let encoder = VitEncoder::new(&p.pp("encoder"), &shape(cfg.enc_depth), cfg.patch_size, cfg.channels)?;
-        let decoder = VitDecoder::new(&p.pp("decoder"), &shape(cfg.dec_depth), cfg.patch_size, cfg.channels)?;
+        let encoder = VitEncoder::new(
+            &p.pp("encoder"),
+            &shape(cfg.enc_depth),
+            cfg.patch_size,
+            cfg.channels,
+        )?;
+        let decoder = VitDecoder::new(
+            &p.pp("decoder"),
+            &shape(cfg.dec_depth),
+            cfg.patch_size,
+            cfg.channels,
+        )?;
         let max = lm.config().max_tokens();
         if g * g > max {
             candle_core::bail!("{} tokens per image exceed the language model's {max} positions; use a larger patch_size", g * g);
         }
-        let quantizer = Quantizer::new(lm.word_embeddings(), QuantizerConfig { beta: cfg.commitment, ..Default::default() })
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let quantizer = Quantizer::new(
+            lm.word_embeddings(),
+            QuantizerConfig {
+                beta: cfg.commitment,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mask_embedding = lm.word_embeddings().get(lm.mask_id() as usize)?;
-        Ok(Self { cfg: cfg.clone(), encoder, proj_in, proj_out, decoder, lm, quantizer, mask_embedding })
+        Ok(Self {
+            cfg: cfg.clone(),
+            encoder,
+            proj_in,
+            proj_out,
+            decoder,
+            lm,
+            quantizer,
+            mask_embedding,
+        })
     }
 
     pub fn lm(&self) -> &FrozenLm {
@@ -77,28 +111,60 @@ impl Lqae {
     /// Code ids `(b, t)` of images, no masking.
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
         let (z, _) = self.encode_continuous(images)?;
-        self.quantizer.nearest(&z).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        self.quantizer
+            .nearest(&z)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 
     /// Images from code ids (no masking): the codes' raw rows through the LM and the decoder.
     pub fn decode_ids(&self, ids: &Tensor) -> Result<Tensor> {
-        let codes = self.quantizer.lookup(ids).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        self.decode_embeddings(&codes)
-    }
-
-    fn decode_embeddings(&self, lm_in: &Tensor) -> Result<Tensor> {
-        let last = self.lm.encoder().forward_embeds(lm_in, None)?.pop().expect("at least the embedding output");
-        let h = match &self.proj_out {
-            Some(w) => dense(&last, w)?,
-            None => last,
-        };
-        self.decoder.forward(&h)
+        let codes = self
+            .quantizer
+            .lookup(ids)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(self.decode_lm_input(&codes)?.0)
     }
 
     /// Bernoulli(`ratio`) mask `(b, t)` from `rng`.
-    pub fn sample_mask(b: usize, t: usize, ratio: f64, rng: &mut Rng, device: &candle_core::Device) -> Result<Tensor> {
-        let m: Vec<f32> = (0..b * t).map(|_| if rng.uniform() < ratio { 1.0 } else { 0.0 }).collect();
+    pub fn sample_mask(
+        b: usize,
+        t: usize,
+        ratio: f64,
+        rng: &mut Rng,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        let m: Vec<f32> = (0..b * t)
+            .map(|_| if rng.uniform() < ratio { 1.0 } else { 0.0 })
+            .collect();
         Tensor::from_vec(m, (b, t), device)
+    }
+
+    /// The LM's mask-token embedding row that replaces masked tokens.
+    pub fn mask_embedding(&self) -> &Tensor {
+        &self.mask_embedding
+    }
+
+    /// LM input: straight-through codes where `mask` is 0, the mask embedding where it is 1.
+    pub fn mask_inputs(&self, codes: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let m = mask.unsqueeze(2)?;
+        let keep = (1.0 - &m)?;
+        codes.broadcast_mul(&keep)?
+            + m.broadcast_mul(&self.mask_embedding.reshape((1, 1, ()))?)?
+    }
+
+    /// The frozen LM on `lm_in`, then the decoder: `(reconstruction, LM last hidden states)`.
+    pub fn decode_lm_input(&self, lm_in: &Tensor) -> Result<(Tensor, Tensor)> {
+        let last = self
+            .lm
+            .encoder()
+            .forward_embeds(lm_in, None)?
+            .pop()
+            .expect("hidden states");
+        let h = match &self.proj_out {
+            Some(w) => dense(&last, w)?,
+            None => last.clone(),
+        };
+        Ok((self.decoder.forward(&h)?, last))
     }
 
     /// One pass. `mask_rng` is `Some` in training (tokens masked with `mask_ratio`), `None` in
@@ -106,21 +172,17 @@ impl Lqae {
     pub fn forward(&self, images: &Tensor, mask_rng: Option<&mut Rng>) -> Result<LqaeOutput> {
         let (z, _) = self.encode_continuous(images)?;
         let (b, t, _) = z.dims3()?;
-        let q = self.quantizer.quantize(&z).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let q = self
+            .quantizer
+            .quantize(&z)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mask = match mask_rng {
-            Some(rng) if self.cfg.mask_ratio > 0.0 => Self::sample_mask(b, t, self.cfg.mask_ratio, rng, z.device())?,
+            Some(rng) if self.cfg.mask_ratio > 0.0 => {
+                Self::sample_mask(b, t, self.cfg.mask_ratio, rng, z.device())?
+            }
             _ => Tensor::zeros((b, t), DType::F32, z.device())?,
         };
-        let m = mask.unsqueeze(2)?;
-        let keep = (1.0 - &m)?;
-        let lm_in = (q.straight_through.broadcast_mul(&keep)? + m.broadcast_mul(&self.mask_embedding.reshape((1, 1, ()))?)?)?;
-        let states = self.lm.encoder().forward_embeds(&lm_in, None)?;
-        let last = states.last().expect("hidden states").clone();
-        let h = match &self.proj_out {
-            Some(w) => dense(&last, w)?,
-            None => last.clone(),
-        };
-        let recon = self.decoder.forward(&h)?;
+        let (recon, last) = self.decode_lm_input(&self.mask_inputs(&q.straight_through, &mask)?)?;
         let recon_loss = (&recon - images)?.sqr()?.mean_all()?;
         let mlm = match self.cfg.mlm {
             MlmMode::Off => None,
@@ -134,14 +196,25 @@ impl Lqae {
             recon,
             ids: q.ids,
             mask,
-            losses: Losses { total, recon: recon_loss, quantizer: q.commit_loss, codebook: None, mlm },
+            losses: Losses {
+                total,
+                recon: recon_loss,
+                quantizer: q.commit_loss,
+                codebook: None,
+                mlm,
+            },
         })
     }
 
     /// Cross-entropy of the tied head on masked positions against the quantized ids.
     fn mlm_loss(&self, last: &Tensor, ids: &Tensor, mask: &Tensor) -> Result<Option<Tensor>> {
         let flat_mask: Vec<f32> = mask.flatten_all()?.to_vec1()?;
-        let rows: Vec<u32> = flat_mask.iter().enumerate().filter(|(_, &m)| m > 0.5).map(|(i, _)| i as u32).collect();
+        let rows: Vec<u32> = flat_mask
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| m > 0.5)
+            .map(|(i, _)| i as u32)
+            .collect();
         if rows.is_empty() {
             return Ok(None);
         }

@@ -71,7 +71,10 @@ pub fn resolve_lm_dir(spec: &str) -> Result<PathBuf> {
             if p.is_dir() {
                 Ok(p)
             } else {
-                Err(Error::setting("model.lm", format!("`{spec}` is neither a known asset (minilm) nor a model folder")))
+                Err(Error::setting(
+                    "model.lm",
+                    format!("`{spec}` is neither a known asset (minilm) nor a model folder"),
+                ))
             }
         }
     }
@@ -97,11 +100,21 @@ impl Autoencoder {
         Ok(match self {
             Autoencoder::Lqae(m) => {
                 let o = m.forward(images, mask_rng)?;
-                Forward { recon: o.recon, ids: o.ids, mask: Some(o.mask), losses: o.losses }
+                Forward {
+                    recon: o.recon,
+                    ids: o.ids,
+                    mask: Some(o.mask),
+                    losses: o.losses,
+                }
             }
             Autoencoder::Vqvae(m) => {
                 let o = m.forward(images)?;
-                Forward { recon: o.recon, ids: o.ids, mask: None, losses: o.losses }
+                Forward {
+                    recon: o.recon,
+                    ids: o.ids,
+                    mask: None,
+                    losses: o.losses,
+                }
             }
         })
     }

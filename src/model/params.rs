@@ -18,13 +18,25 @@ pub struct Params {
 
 impl Params {
     pub fn new(seed: u64, device: &Device) -> Self {
-        Self { varmap: VarMap::new(), rng: Rc::new(RefCell::new(Rng::derive(seed, "init", 0))), device: device.clone(), prefix: String::new() }
+        Self {
+            varmap: VarMap::new(),
+            rng: Rc::new(RefCell::new(Rng::derive(seed, "init", 0))),
+            device: device.clone(),
+            prefix: String::new(),
+        }
     }
 
     /// A scope whose names start with `name.`.
     pub fn pp(&self, name: &str) -> Self {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        Self { prefix, ..self.clone() }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Self {
+            prefix,
+            ..self.clone()
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -36,7 +48,11 @@ impl Params {
     }
 
     fn insert(&self, name: &str, t: Tensor) -> Result<Tensor> {
-        let full = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        let full = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
         let var = Var::from_tensor(&t)?;
         let mut data = self.varmap.data().lock().expect("varmap lock");
         if data.contains_key(&full) {

@@ -13,14 +13,21 @@ const LN_EPS: f64 = 1e-5;
 const INIT_STD: f64 = 0.02;
 
 fn layer_norm(p: &Params, width: usize) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(p.ones("scale", width)?, p.zeros("bias", width)?, LN_EPS))
+    Ok(LayerNorm::new(
+        p.ones("scale", width)?,
+        p.zeros("bias", width)?,
+        LN_EPS,
+    ))
 }
 
 /// `x @ w` for `x` `(b, t, i)` and `w` `(i, o)`, as one 2-D product: a broadcast batched
 /// product would materialise a `(b, i, o)` weight gradient in the backward pass.
 pub(crate) fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (b, t, i) = x.dims3()?;
-    x.contiguous()?.reshape((b * t, i))?.matmul(w)?.reshape((b, t, ()))
+    x.contiguous()?
+        .reshape((b * t, i))?
+        .matmul(w)?
+        .reshape((b, t, ()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -55,11 +62,17 @@ impl Attention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, w) = x.dims3()?;
-        let split = |y: Tensor| y.reshape((b, t, self.heads, w / self.heads))?.transpose(1, 2)?.contiguous();
+        let split = |y: Tensor| {
+            y.reshape((b, t, self.heads, w / self.heads))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split(dense(x, &self.q)?)?;
         let k = split(dense(x, &self.k)?)?;
         let v = split(dense(x, &self.v)?)?;
-        let a = attention(&q, &k, &v, None)?.transpose(1, 2)?.reshape((b, t, w))?;
+        let a = attention(&q, &k, &v, None)?
+            .transpose(1, 2)?
+            .reshape((b, t, w))?;
         dense(&a, &self.o)
     }
 }
@@ -92,11 +105,17 @@ impl Glu {
     fn depthwise(&self, h: &Tensor) -> Result<Tensor> {
         let (b, t, c) = h.dims3()?;
         let g = self.grid;
-        let padded = h.reshape((b, g, g, c))?.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+        let padded = h
+            .reshape((b, g, g, c))?
+            .pad_with_zeros(1, 1, 1)?
+            .pad_with_zeros(2, 1, 1)?;
         let mut out: Option<Tensor> = None;
         for dy in 0..3 {
             for dx in 0..3 {
-                let tap = padded.narrow(1, dy, g)?.narrow(2, dx, g)?.broadcast_mul(&self.dwconv.get(3 * dy + dx)?)?;
+                let tap = padded
+                    .narrow(1, dy, g)?
+                    .narrow(2, dx, g)?
+                    .broadcast_mul(&self.dwconv.get(3 * dy + dx)?)?;
                 out = Some(match out {
                     None => tap,
                     Some(o) => (o + tap)?,
@@ -132,7 +151,9 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.ln_post.forward(&self.attn.forward(&self.ln_pre.forward(x)?)?)?)?;
+        let x = (x + self
+            .ln_post
+            .forward(&self.attn.forward(&self.ln_pre.forward(x)?)?)?)?;
         &x + self.glu.forward(&x)?
     }
 }
@@ -146,7 +167,9 @@ pub struct Transformer {
 impl Transformer {
     pub fn new(p: &Params, s: &VitShape) -> Result<Self> {
         let pos = p.normal("pos_embedding", (s.grid * s.grid, s.width), INIT_STD)?;
-        let blocks = (0..s.depth).map(|i| Block::new(&p.pp(&format!("block{i}")), s)).collect::<Result<_>>()?;
+        let blocks = (0..s.depth)
+            .map(|i| Block::new(&p.pp(&format!("block{i}")), s))
+            .collect::<Result<_>>()?;
         Ok(Self { pos, blocks })
     }
 
@@ -165,14 +188,18 @@ impl Transformer {
 pub fn patchify(img: &Tensor, p: usize) -> Result<Tensor> {
     let (b, c, h, w) = img.dims4()?;
     let (gh, gw) = (h / p, w / p);
-    img.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b, gh * gw, c * p * p))
+    img.reshape((b, c, gh, p, gw, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .reshape((b, gh * gw, c * p * p))
 }
 
 /// Inverse of `patchify`.
 pub fn unpatchify(x: &Tensor, p: usize, c: usize) -> Result<Tensor> {
     let (b, t, _) = x.dims3()?;
     let g = (t as f64).sqrt() as usize;
-    x.reshape((b, g, g, c, p, p))?.permute((0, 3, 1, 4, 2, 5))?.reshape((b, c, g * p, g * p))
+    x.reshape((b, g, g, c, p, p))?
+        .permute((0, 3, 1, 4, 2, 5))?
+        .reshape((b, c, g * p, g * p))
 }
 
 pub struct VitEncoder {
@@ -184,7 +211,11 @@ pub struct VitEncoder {
 impl VitEncoder {
     pub fn new(p: &Params, s: &VitShape, patch_size: usize, channels: usize) -> Result<Self> {
         Ok(Self {
-            patch: p.normal("patch_embeds", (channels * patch_size * patch_size, s.width), INIT_STD)?,
+            patch: p.normal(
+                "patch_embeds",
+                (channels * patch_size * patch_size, s.width),
+                INIT_STD,
+            )?,
             patch_size,
             transformer: Transformer::new(p, s)?,
         })
@@ -192,7 +223,8 @@ impl VitEncoder {
 
     /// Images `(b, c, s, s)` in [0, 1] -> tokens `(b, t, width)` and every block's output.
     pub fn forward(&self, img: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
-        self.transformer.forward(&dense(&patchify(img, self.patch_size)?, &self.patch)?)
+        self.transformer
+            .forward(&dense(&patchify(img, self.patch_size)?, &self.patch)?)
     }
 }
 
@@ -208,7 +240,11 @@ impl VitDecoder {
     pub fn new(p: &Params, s: &VitShape, patch_size: usize, channels: usize) -> Result<Self> {
         Ok(Self {
             transformer: Transformer::new(p, s)?,
-            out_w: p.normal("deconv.kernel", (s.width, channels * patch_size * patch_size), INIT_STD)?,
+            out_w: p.normal(
+                "deconv.kernel",
+                (s.width, channels * patch_size * patch_size),
+                INIT_STD,
+            )?,
             out_b: p.zeros("deconv.bias", (channels, 1))?,
             patch_size,
             channels,
@@ -220,8 +256,14 @@ impl VitDecoder {
         let (h, _) = self.transformer.forward(x)?;
         let (b, t, _) = h.dims3()?;
         let pp = self.patch_size * self.patch_size;
-        let y = dense(&h, &self.out_w)?.reshape((b, t, self.channels, pp))?.broadcast_add(&self.out_b)?;
-        unpatchify(&y.reshape((b, t, self.channels * pp))?, self.patch_size, self.channels)
+        let y = dense(&h, &self.out_w)?
+            .reshape((b, t, self.channels, pp))?
+            .broadcast_add(&self.out_b)?;
+        unpatchify(
+            &y.reshape((b, t, self.channels * pp))?,
+            self.patch_size,
+            self.channels,
+        )
     }
 }
 
@@ -232,23 +274,52 @@ mod tests {
 
     #[test]
     fn patchify_round_trips_and_orders_raster() {
-        let img = Tensor::arange(0f32, 2. * 3. * 8. * 8., &Device::Cpu).unwrap().reshape((2, 3, 8, 8)).unwrap();
+        let img = Tensor::arange(0f32, 2. * 3. * 8. * 8., &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 8, 8))
+            .unwrap();
         let p = patchify(&img, 4).unwrap();
         assert_eq!(p.dims(), &[2, 4, 48]);
         // Token 1 is the top-right patch: channel 0, row 0, columns 4..8 come first.
-        let first: Vec<f32> = p.get(0).unwrap().get(1).unwrap().narrow(0, 0, 4).unwrap().to_vec1().unwrap();
+        let first: Vec<f32> = p
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .narrow(0, 0, 4)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(first, vec![4., 5., 6., 7.]);
         let back = unpatchify(&p, 4, 3).unwrap();
-        assert_eq!(back.flatten_all().unwrap().to_vec1::<f32>().unwrap(), img.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            img.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]
     fn depthwise_conv_matches_direct_sum() {
         let p = Params::new(1, &Device::Cpu);
-        let s = VitShape { width: 4, depth: 1, heads: 2, mlp_dim: 3, grid: 3 };
+        let s = VitShape {
+            width: 4,
+            depth: 1,
+            heads: 2,
+            mlp_dim: 3,
+            grid: 3,
+        };
         let glu = Glu::new(&p, &s).unwrap();
-        let h = Tensor::arange(0f32, 27., &Device::Cpu).unwrap().reshape((1, 9, 3)).unwrap();
-        let out: Vec<Vec<f32>> = glu.depthwise(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let h = Tensor::arange(0f32, 27., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 9, 3))
+            .unwrap();
+        let out: Vec<Vec<f32>> = glu
+            .depthwise(&h)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         let k: Vec<Vec<f32>> = glu.dwconv.to_vec2().unwrap();
         let hv: Vec<Vec<f32>> = h.squeeze(0).unwrap().to_vec2().unwrap();
         for y in 0..3i32 {
@@ -259,7 +330,8 @@ mod tests {
                         for dx in 0..3i32 {
                             let (sy, sx) = (y + dy - 1, x + dx - 1);
                             if (0..3).contains(&sy) && (0..3).contains(&sx) {
-                                want += hv[(sy * 3 + sx) as usize][c] * k[(dy * 3 + dx) as usize][c];
+                                want +=
+                                    hv[(sy * 3 + sx) as usize][c] * k[(dy * 3 + dx) as usize][c];
                             }
                         }
                     }
@@ -273,16 +345,36 @@ mod tests {
     #[test]
     fn encoder_gradient_reaches_the_patch_embedding() {
         let p = Params::new(2, &Device::Cpu);
-        let s = VitShape { width: 8, depth: 2, heads: 2, mlp_dim: 16, grid: 2 };
+        let s = VitShape {
+            width: 8,
+            depth: 2,
+            heads: 2,
+            mlp_dim: 16,
+            grid: 2,
+        };
         let enc = VitEncoder::new(&p.pp("encoder"), &s, 4, 3).unwrap();
-        let img = Var::from_tensor(&Tensor::ones((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let img = Var::from_tensor(
+            &Tensor::ones((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
         let (y, outs) = enc.forward(img.as_tensor()).unwrap();
         assert_eq!(outs.len(), 2);
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for (name, v) in p.named_vars() {
-            let gv = g.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-            let n = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(n > 0.0 || name.ends_with("bias"), "zero gradient for {name}");
+            let gv = g
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let n = gv
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                n > 0.0 || name.ends_with("bias"),
+                "zero gradient for {name}"
+            );
         }
     }
 }

@@ -25,13 +25,33 @@ pub struct VqvaeOutput {
 impl Vqvae {
     pub fn new(cfg: &ModelConfig, p: &Params) -> Result<Self> {
         let g = cfg.image_size / cfg.patch_size;
-        let shape = |depth| VitShape { width: cfg.width, depth, heads: cfg.heads, mlp_dim: cfg.mlp_dim, grid: g };
+        let shape = |depth| VitShape {
+            width: cfg.width,
+            depth,
+            heads: cfg.heads,
+            mlp_dim: cfg.mlp_dim,
+            grid: g,
+        };
         Ok(Self {
             cfg: cfg.clone(),
-            encoder: VitEncoder::new(&p.pp("encoder"), &shape(cfg.enc_depth), cfg.patch_size, cfg.channels)?,
-            decoder: VitDecoder::new(&p.pp("decoder"), &shape(cfg.dec_depth), cfg.patch_size, cfg.channels)?,
+            encoder: VitEncoder::new(
+                &p.pp("encoder"),
+                &shape(cfg.enc_depth),
+                cfg.patch_size,
+                cfg.channels,
+            )?,
+            decoder: VitDecoder::new(
+                &p.pp("decoder"),
+                &shape(cfg.dec_depth),
+                cfg.patch_size,
+                cfg.channels,
+            )?,
             // variance_scaling(1, fan_in, normal) over (codes, width) as in the official code.
-            codebook: p.normal("quantizer.codebook", (cfg.codebook_size, cfg.width), 1.0 / (cfg.codebook_size as f64).sqrt())?,
+            codebook: p.normal(
+                "quantizer.codebook",
+                (cfg.codebook_size, cfg.width),
+                1.0 / (cfg.codebook_size as f64).sqrt(),
+            )?,
         })
     }
 
@@ -40,7 +60,10 @@ impl Vqvae {
         let (b, t, w) = z.dims3()?;
         let z = z.detach().reshape((b * t, w))?;
         let e = self.codebook.detach();
-        let d = z.matmul(&e.t()?)?.affine(-2.0, 0.0)?.broadcast_add(&e.sqr()?.sum(1)?.unsqueeze(0)?)?;
+        let d = z
+            .matmul(&e.t()?)?
+            .affine(-2.0, 0.0)?
+            .broadcast_add(&e.sqr()?.sum(1)?.unsqueeze(0)?)?;
         d.argmin(D::Minus1)?.reshape((b, t))
     }
 
@@ -54,7 +77,9 @@ impl Vqvae {
 
     pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        self.codebook.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.width))
+        self.codebook
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.width))
     }
 
     pub fn decode_ids(&self, ids: &Tensor) -> Result<Tensor> {
@@ -71,6 +96,16 @@ impl Vqvae {
         let recon = self.decoder.forward(&st)?;
         let recon_loss = (&recon - images)?.sqr()?.mean_all()?;
         let total = ((&recon_loss + &commit)? + &codebook)?;
-        Ok(VqvaeOutput { recon, ids, losses: Losses { total, recon: recon_loss, quantizer: commit, codebook: Some(codebook), mlm: None } })
+        Ok(VqvaeOutput {
+            recon,
+            ids,
+            losses: Losses {
+                total,
+                recon: recon_loss,
+                quantizer: commit,
+                codebook: Some(codebook),
+                mlm: None,
+            },
+        })
     }
 }

@@ -179,3 +179,67 @@ impl TinyRoberta {
         candle_core::safetensors::save(&self.tensors, dir.join("model.safetensors")).unwrap();
     }
 }
+
+/// Write `{train,t10k}-{images-idx3,labels-idx1}-ubyte` (uncompressed) with `n` images of
+/// `size x size`: a bright rectangle at a seeded place on a dark background, label = quadrant.
+pub fn write_idx_fixture(dir: &Path, n: usize, size: usize, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for stem in ["train", "t10k"] {
+        let mut img = vec![0u8, 0, 8, 3];
+        for d in [n as u32, size as u32, size as u32] {
+            img.extend_from_slice(&d.to_be_bytes());
+        }
+        let mut lab = vec![0u8, 0, 8, 1];
+        lab.extend_from_slice(&(n as u32).to_be_bytes());
+        for _ in 0..n {
+            let (x0, y0) = (rng.random_range(0..size / 2), rng.random_range(0..size / 2));
+            let (w, h) = (rng.random_range(2..size / 2), rng.random_range(2..size / 2));
+            for y in 0..size {
+                for x in 0..size {
+                    let inside = (x0..x0 + w).contains(&x) && (y0..y0 + h).contains(&y);
+                    img.push(if inside { 220 } else { 20 });
+                }
+            }
+            lab.push(u8::from(x0 >= size / 4) + 2 * u8::from(y0 >= size / 4));
+        }
+        std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), lab).unwrap();
+    }
+}
+
+/// A tiny LQAE run configuration on the tiny RoBERTa and an IDX fixture, both written under `dir`.
+pub fn tiny_lqae_config(dir: &Path, steps: usize, ckpt_every: usize) -> String {
+    TinyRoberta::new(11).write(&dir.join("lm"));
+    write_idx_fixture(&dir.join("data"), 64, 16, 5);
+    format!(
+        r#"name = "tiny"
+[model]
+kind = "lqae"
+image_size = 16
+patch_size = 4
+width = 16
+enc_depth = 1
+dec_depth = 1
+heads = 2
+mlp_dim = 32
+lm = "{lm}"
+mask_ratio = 0.5
+commitment = 0.01
+mlm = "tied"
+[data]
+dataset = "idx"
+path = "{data}"
+augment = true
+[train]
+batch_size = 4
+steps = {steps}
+warmup_steps = 2
+lr = 3e-3
+log_every = 1
+ckpt_every = {ckpt_every}
+"#,
+        lm = dir.join("lm").display(),
+        data = dir.join("data").display()
+    )
+}
