@@ -104,15 +104,14 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = if grad_scale != 1.0 {
-                (g * grad_scale)?
-            } else {
-                g.clone()
-            };
+            // Gradients carry the graph they were computed through: detach, or each step's
+            // moments would keep the previous step's whole graph alive.
+            let g = g.detach();
+            let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g };
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
-            let theta = var.as_tensor();
+            let theta = &var.as_tensor().detach();
             let mut next = (theta - (update * lr)?)?;
             if *decay && self.weight_decay > 0.0 {
                 next = (next - (theta * (lr * self.weight_decay))?)?;
@@ -122,6 +121,11 @@ impl AdamW {
             self.v[i] = v;
         }
         Ok(())
+    }
+
+    /// True when no moment tensor holds on to a computation graph (no leak across steps).
+    pub fn state_is_detached(&self) -> bool {
+        self.m.iter().chain(&self.v).all(|t| !t.track_op())
     }
 
     fn tensors(&self) -> HashMap<String, Tensor> {
