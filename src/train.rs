@@ -107,7 +107,11 @@ impl AdamW {
             // Gradients carry the graph they were computed through: detach, or each step's
             // moments would keep the previous step's whole graph alive.
             let g = g.detach();
-            let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g };
+            let g = if grad_scale != 1.0 {
+                (g * grad_scale)?
+            } else {
+                g
+            };
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
@@ -364,7 +368,7 @@ pub fn train(
     std::fs::create_dir_all(out).map_err(|e| Error::file(out, e.to_string()))?;
     let t = &cfg.train;
     let data = load_data(&cfg.data, Split::Train)?;
-    if data.len() == 0 {
+    if data.is_empty() {
         return Err(Error::setting("data", "the training set is empty"));
     }
     let (model, params) = Autoencoder::build(&cfg.model, t.seed, device)?;

@@ -334,9 +334,40 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     assert_eq!(o.step, 7);
     assert_same_weights(&full, &part);
     assert_eq!(losses(&full), losses(&part));
-    // The model loads back from the run folder.
+    // The model loads back from the run folder, and the CLI encodes and reconstructs with it.
     let (_m, _p, state) = load_model(&part, &Device::Cpu).unwrap();
     assert_eq!(state.step, 7);
+    let bin = env!("CARGO_BIN_EXE_lqae-eval");
+    let out = Command::new(bin)
+        .args(["encode", "--n", "2", "--ckpt"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && so.contains("tiny at step 7: 16 tokens per image")
+            && so.contains("#1"),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grid = dir.path().join("grid.png");
+    let out = Command::new(bin)
+        .args(["reconstruct", "--n", "4", "--ckpt"])
+        .arg(&part)
+        .arg("--out")
+        .arg(&grid)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("recon MSE"));
+    assert_eq!(image::image_dimensions(&grid).unwrap(), (64, 34));
+    let out = Command::new(bin)
+        .args(["encode", "--ckpt"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint here"));
 }
 
 #[test]

@@ -429,7 +429,7 @@ fn reconstruct(
     let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
     let (images, _test) = test_batch(n, state.config.model.image_size, &device)?;
     let fwd = model.forward(&images, None)?;
-    lqae::data::batch::write_grid(&[&images, &fwd.recon.clamp(0f32, 1f32)?], out)?;
+    lqae::data::batch::write_grid(&[&images, &fwd.recon], 16, out)?;
     println!(
         "{} at step {}: recon MSE {:.5} over {} test images; grid written to {}",
         state.config.name,

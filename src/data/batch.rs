@@ -113,21 +113,31 @@ pub fn make_batch(
     Ok(Tensor::from_vec(data, (indices.len(), 3, s, s), device)?)
 }
 
-/// A PNG grid: one row per batch, images side by side (values clamped to [0, 1]).
-pub fn write_grid(rows: &[&Tensor], path: &std::path::Path) -> Result<()> {
+/// A PNG grid: images in chunks of `per_row` columns; for each chunk one row per tensor in
+/// `rows` (e.g. originals above reconstructions). Values are clamped to [0, 1].
+pub fn write_grid(rows: &[&Tensor], per_row: usize, path: &std::path::Path) -> Result<()> {
     let (b, _c, h, w) = rows[0].dims4()?;
-    let mut out = image::RgbImage::new((b * w) as u32, (rows.len() * h) as u32);
+    let per_row = per_row.clamp(1, b.max(1));
+    let chunks = b.div_ceil(per_row);
+    let gap = 2;
+    let mut out = image::RgbImage::from_pixel(
+        (per_row * w) as u32,
+        (chunks * (rows.len() * h + gap)) as u32,
+        Rgb([255, 255, 255]),
+    );
     for (r, t) in rows.iter().enumerate() {
         let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
         for i in 0..b {
+            let (col, chunk) = (i % per_row, i / per_row);
+            let y0 = chunk * (rows.len() * h + gap) + r * h;
             for y in 0..h {
                 for x in 0..w {
                     let px = |c: usize| {
                         (v[((i * 3 + c) * h + y) * w + x].clamp(0.0, 1.0) * 255.0).round() as u8
                     };
                     out.put_pixel(
-                        (i * w + x) as u32,
-                        (r * h + y) as u32,
+                        (col * w + x) as u32,
+                        (y0 + y) as u32,
                         Rgb([px(0), px(1), px(2)]),
                     );
                 }
@@ -191,5 +201,22 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(first, vec![0.0, 1.0 / 255.0, 2.0 / 255.0]);
+    }
+
+    #[test]
+    fn grid_wraps_rows_and_keeps_pixels() {
+        let a = Tensor::ones((3, 3, 4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros((3, 3, 4, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.png");
+        write_grid(&[&a, &b], 2, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        // 2 columns of width 5; 2 chunks of (2 rows of height 4 + a 2-pixel gap).
+        assert_eq!(img.dimensions(), (10, 20));
+        assert_eq!(img.get_pixel(0, 0).0, [255, 255, 255]); // original (ones)
+        assert_eq!(img.get_pixel(0, 4).0, [0, 0, 0]); // reconstruction (zeros)
+        assert_eq!(img.get_pixel(0, 10).0, [255, 255, 255]); // third image, second chunk
+        assert_eq!(img.get_pixel(7, 14).0, [255, 255, 255]); // empty slot stays background
+        assert!(!d.path().join("g.png.tmp").exists());
     }
 }

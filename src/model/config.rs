@@ -173,17 +173,23 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
 
 impl RunConfig {
     pub fn from_toml_str(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table = toml::from_str(text)
-            .map_err(|e| Error::file(origin, format!("invalid TOML: {}", e.message())))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::file(origin, format!("invalid TOML: {e}")))?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let cfg: RunConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    Error::file(origin, format!("bad run configuration: {}", e.message()))
-                })?;
+        // Deserialise from text so that errors point at the offending key and line; with
+        // overrides, the text is the merged configuration.
+        let (merged, what) = if overrides.is_empty() {
+            (text.to_string(), "")
+        } else {
+            (
+                toml::to_string(&table).map_err(|e| Error::Msg(e.to_string()))?,
+                " (after the --set overrides)",
+            )
+        };
+        let cfg: RunConfig = toml::from_str(&merged)
+            .map_err(|e| Error::file(origin, format!("bad run configuration{what}: {e}")))?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -197,7 +203,7 @@ impl RunConfig {
     fn validate(&self, origin: &Path) -> Result<()> {
         let m = &self.model;
         let bad = |key: &str, msg: String| Err(Error::file(origin, format!("`{key}`: {msg}")));
-        if m.patch_size == 0 || m.image_size % m.patch_size != 0 {
+        if m.patch_size == 0 || !m.image_size.is_multiple_of(m.patch_size) {
             return bad(
                 "model.patch_size",
                 format!(
@@ -206,7 +212,7 @@ impl RunConfig {
                 ),
             );
         }
-        if m.heads == 0 || m.width % m.heads != 0 {
+        if m.heads == 0 || !m.width.is_multiple_of(m.heads) {
             return bad(
                 "model.heads",
                 format!("{} does not divide width {}", m.heads, m.width),
