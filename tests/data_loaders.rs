@@ -176,3 +176,46 @@ fn image_folder_sorts_classes_and_turns_grey_into_rgb() {
     let e = load_image_folder(empty.path()).err().unwrap().to_string();
     assert!(e.contains("no class sub-folders"), "{e}");
 }
+
+#[test]
+fn mnist_5k_csv_splits_by_class_and_rejects_bad_rows() {
+    let dir = lqae::assets::ensure(&lqae::assets::MNIST_5K).unwrap();
+    let train = lqae::data::load_mnist_csv(&dir.join("mnist_5k.csv.gz"), Split::Train).unwrap();
+    let test = lqae::data::load_mnist_csv(&dir.join("mnist_5k.csv.gz"), Split::Test).unwrap();
+    assert_eq!((train.len(), test.len()), (4000, 1000));
+    for d in 0..10u32 {
+        assert_eq!(train.labels.iter().filter(|&&l| l == d).count(), 400);
+        assert_eq!(test.labels.iter().filter(|&&l| l == d).count(), 100);
+    }
+    let b = make_batch(&test, &[0, 999], 28, None, &Device::Cpu).unwrap();
+    let ink = b.mean_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(
+        ink > 0.05 && ink < 0.4,
+        "digits are white ink on black: mean {ink}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n{},7\n",
+            vec!["0"; 785].join(","),
+            vec!["300"; 784].join(",")
+        ),
+    )
+    .unwrap();
+    let e = lqae::data::load_mnist_csv(&bad, Split::Train)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("bad.csv") && e.contains("line 2") && e.contains("300"),
+        "{e}"
+    );
+    std::fs::write(&bad, "1,2,3\n").unwrap();
+    let e = lqae::data::load_mnist_csv(&bad, Split::Train)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("784 pixels"), "{e}");
+}

