@@ -1,7 +1,10 @@
-//! Suites are files under `suites/` (TOML). This module finds and lists them; the suite
-//! schema and runners are built on top of it.
+//! Suites are files under `suites/` (TOML): a `kind`, a one-line `description`, and the
+//! settings of that kind. `include = "other"` starts from another suite and overrides its keys
+//! (tables merge key by key); `--set key=value` overrides any key last. A `group` suite lists
+//! other suites to run.
 
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// `$LQAE_SUITES`, else `./suites`, else the `suites/` folder of the source tree.
@@ -104,6 +107,298 @@ pub fn unknown_name_message(name: &str, known: &[&str], place: &str) -> String {
     msg
 }
 
+/// Which hidden states become features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Layers {
+    /// `last` (the LM's last hidden state), `all` (every LM hidden state, concatenated, as
+    /// the official code), `encoder` (every ViT encoder block), `everything` (encoder + LM).
+    Named(String),
+    /// LM hidden-state indices (0 = embedding output).
+    List(Vec<usize>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteData {
+    /// fashion-mnist, mnist-5k, idx, image-folder, mini-imagenet.
+    pub dataset: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    #[serde(default)]
+    pub test_limit: Option<usize>,
+}
+
+fn d_grid() -> Vec<f64> {
+    vec![1e-3, 1e-2, 1e-1, 1.0]
+}
+fn d_val() -> f64 {
+    0.1
+}
+fn d_iters() -> u64 {
+    150
+}
+fn d_tol() -> f64 {
+    0.02
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSettings {
+    pub layers: Layers,
+    /// L2 strengths tried on the held-out part of the train split.
+    #[serde(default = "d_grid")]
+    pub l2_grid: Vec<f64>,
+    #[serde(default = "d_val")]
+    pub val_fraction: f64,
+    #[serde(default = "d_iters")]
+    pub max_iterations: u64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearProbeSpec {
+    /// The LQAE: a run configuration name under configs/ (trained once, cached by its hash)
+    /// or a run folder.
+    pub model: String,
+    /// The VQ-VAE baseline, likewise.
+    #[serde(default)]
+    pub vqvae: Option<String>,
+    pub data: SuiteData,
+    pub probe: ProbeSettings,
+    /// Representations scored beside the LQAE on identical splits: `pixels`, `vqvae`
+    /// (its codes through the same LM), `random-encoder` (an untrained LQAE).
+    #[serde(default)]
+    pub baselines: Vec<String>,
+    /// A metric may drop by this much (absolute) before the report calls it a regression.
+    #[serde(default = "d_tol")]
+    pub tolerance: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub suites: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SuiteSpec {
+    LinearProbe(LinearProbeSpec),
+    Group(GroupSpec),
+}
+
+pub const KINDS: &[&str] = &["linear-probe", "group"];
+
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub path: PathBuf,
+    pub description: String,
+    pub kind: String,
+    pub spec: SuiteSpec,
+    /// The fully resolved table (includes and overrides applied), recorded in results.
+    pub resolved: toml::Table,
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| Error::file(path, format!("invalid TOML: {e}")))
+}
+
+/// A suite's table with its `include` chain resolved (cycles are errors).
+pub fn resolve_table(
+    dir: &Path,
+    name: &str,
+    chain: &mut Vec<String>,
+) -> Result<(PathBuf, toml::Table)> {
+    let entry = find(dir, name)?;
+    if chain.contains(&entry.name) {
+        chain.push(entry.name.clone());
+        return Err(Error::file(
+            &entry.path,
+            format!("`include` cycle: {}", chain.join(" -> ")),
+        ));
+    }
+    chain.push(entry.name.clone());
+    let mut own = read_table(&entry.path)?;
+    let table = match own.remove("include") {
+        Some(toml::Value::String(parent)) => {
+            let (_, mut base) = resolve_table(dir, &parent, chain)?;
+            base.remove("description");
+            merge(&mut base, own);
+            base
+        }
+        Some(other) => {
+            return Err(Error::file(
+                &entry.path,
+                format!("`include` must be a suite name, not {other}"),
+            ))
+        }
+        None => own,
+    };
+    Ok((entry.path, table))
+}
+
+/// The dotted key whose line holds byte `pos` of a TOML text (`[section]` + `key =`).
+fn key_at(text: &str, pos: usize) -> String {
+    let mut section = String::new();
+    let mut offset = 0;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+        if pos < offset + line.len() + 1 {
+            return match t.split_once('=') {
+                Some((k, _)) if !section.is_empty() => format!("{section}.{}", k.trim()),
+                Some((k, _)) => k.trim().to_string(),
+                None => section,
+            };
+        }
+        offset += line.len() + 1;
+    }
+    section
+}
+
+/// Every problem of a resolved suite table, each naming its key.
+pub fn problems(table: &toml::Table) -> Vec<String> {
+    let mut out = Vec::new();
+    let kind = match table.get("kind") {
+        Some(toml::Value::String(k)) if KINDS.contains(&k.as_str()) => k.clone(),
+        Some(toml::Value::String(k)) => {
+            out.push(format!(
+                "`kind`: `{k}` is not a suite kind (known: {})",
+                KINDS.join(", ")
+            ));
+            return out;
+        }
+        Some(v) => {
+            out.push(format!("`kind`: expected a string, found {}", v.type_str()));
+            return out;
+        }
+        None => {
+            out.push("`kind`: missing".into());
+            return out;
+        }
+    };
+    if !matches!(table.get("description"), Some(toml::Value::String(_))) {
+        out.push("`description`: missing (one line saying what the suite measures)".into());
+    }
+    let mut body = table.clone();
+    body.remove("kind");
+    body.remove("description");
+    // Deserialise key by key so that every bad key is reported, not only the first.
+    let text = toml::to_string(&body).unwrap_or_default();
+    let err = match kind.as_str() {
+        "linear-probe" => toml::from_str::<LinearProbeSpec>(&text).err(),
+        _ => toml::from_str::<GroupSpec>(&text).err(),
+    };
+    if let Some(e) = err {
+        let key = e
+            .span()
+            .map(|sp| key_at(&text, sp.start))
+            .unwrap_or_default();
+        let msg = e.message().trim().replace('\n', " ");
+        out.push(if key.is_empty() {
+            msg
+        } else {
+            format!("`{key}`: {msg}")
+        });
+    }
+    if kind == "linear-probe" {
+        if let Some(toml::Value::Table(d)) = body.get("data") {
+            let dataset = d.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
+            let needs_path = matches!(dataset, "idx" | "image-folder" | "mini-imagenet");
+            match d.get("path").and_then(|v| v.as_str()) {
+                None if needs_path => out.push(format!("`data.path`: data set `{dataset}` needs the folder that holds it; set it with --set data.path=DIR")),
+                Some(p) if !Path::new(p).exists() => out.push(format!("`data.path`: {p} does not exist")),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Load a suite by name with overrides (`key=value`), validated.
+pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
+    let (path, mut table) = resolve_table(dir, name, &mut Vec::new())?;
+    for o in overrides {
+        crate::model::config::apply_override(&mut table, o)?;
+    }
+    let probs = problems(&table);
+    if !probs.is_empty() {
+        return Err(Error::file(
+            &path,
+            format!("invalid suite:\n  {}", probs.join("\n  ")),
+        ));
+    }
+    let kind = table["kind"].as_str().unwrap_or_default().to_string();
+    let description = table
+        .get("description")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut body = table.clone();
+    body.remove("kind");
+    body.remove("description");
+    let text = toml::to_string(&body).map_err(|e| Error::Msg(e.to_string()))?;
+    let spec = match kind.as_str() {
+        "linear-probe" => SuiteSpec::LinearProbe(
+            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
+        ),
+        _ => {
+            SuiteSpec::Group(toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?)
+        }
+    };
+    Ok(Suite {
+        name: name.to_string(),
+        path,
+        description,
+        kind,
+        spec,
+        resolved: table,
+    })
+}
+
+/// Expand groups into the list of runnable suites, in order, without repeats.
+pub fn expand(dir: &Path, names: &[String], overrides: &[String]) -> Result<Vec<Suite>> {
+    let mut out: Vec<Suite> = Vec::new();
+    for n in names {
+        let s = load(dir, n, overrides)?;
+        match &s.spec {
+            SuiteSpec::Group(g) => {
+                for inner in expand(dir, &g.suites, overrides)? {
+                    if !out.iter().any(|o| o.name == inner.name) {
+                        out.push(inner);
+                    }
+                }
+            }
+            _ => {
+                if !out.iter().any(|o| o.name == s.name) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -133,6 +428,84 @@ mod tests {
         );
         assert!(m.contains("did you mean `linear-fashionmnist`"), "{m}");
         assert!(!m.contains("did you mean `x`"), "{m}");
+    }
+
+    fn write(d: &Path, name: &str, text: &str) {
+        std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
+    }
+
+    const BASE: &str = r#"
+kind = "linear-probe"
+description = "base"
+model = "lqae-small"
+baselines = ["pixels"]
+[data]
+dataset = "fashion-mnist"
+train_limit = 100
+[probe]
+layers = "all"
+l2_grid = [0.1, 1.0]
+"#;
+
+    #[test]
+    fn include_merges_tables_and_overrides_apply_last() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base", BASE);
+        write(d.path(), "child", "include = \"base\"\ndescription = \"child\"\n[data]\ntest_limit = 7\n[probe]\nlayers = [0, 6]\n");
+        let s = load(d.path(), "child", &["data.train_limit=9".into()]).unwrap();
+        assert_eq!(s.description, "child");
+        let SuiteSpec::LinearProbe(p) = s.spec else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                p.data.dataset.as_str(),
+                p.data.train_limit,
+                p.data.test_limit
+            ),
+            ("fashion-mnist", Some(9), Some(7))
+        );
+        assert_eq!(p.probe.layers, Layers::List(vec![0, 6]));
+        assert_eq!(p.probe.l2_grid, vec![0.1, 1.0]);
+        assert_eq!(p.baselines, vec!["pixels"]);
+        write(d.path(), "a", "include = \"b\"\n");
+        write(d.path(), "b", "include = \"a\"\n");
+        let e = load(d.path(), "a", &[]).unwrap_err().to_string();
+        assert!(e.contains("cycle") && e.contains("a -> b -> a"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_each_bad_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base", BASE);
+        let bad = |over: &str| {
+            load(d.path(), "base", &[over.to_string()])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("probe.layerz=1");
+        assert!(
+            e.contains("unknown field `layerz`") && e.contains("`probe.layerz`"),
+            "{e}"
+        );
+        let e = bad("data.train_limit=\"many\"");
+        assert!(e.contains("`data.train_limit`: invalid type"), "{e}");
+        let e = bad("data.dataset=\"mini-imagenet\"");
+        assert!(
+            e.contains("`data.path`") && e.contains("--set data.path"),
+            "{e}"
+        );
+        let e = bad("data.path=\"/no/such/dir\"");
+        assert!(e.contains("/no/such/dir does not exist"), "{e}");
+        let e = bad("kind=\"fewshots\"");
+        assert!(e.contains("`kind`") && e.contains("linear-probe"), "{e}");
+        write(
+            d.path(),
+            "g",
+            "kind = \"group\"\ndescription = \"g\"\nsuites = [\"base\", \"base\"]\n",
+        );
+        let all = expand(d.path(), &["g".into()], &[]).unwrap();
+        assert_eq!(all.len(), 1);
     }
 
     #[test]

@@ -25,6 +25,12 @@ struct Cli {
     /// Override a suite setting, `key=value` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Device for suite runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where suite results go.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -33,6 +39,23 @@ struct Cli {
 enum Cmd {
     /// List the suites under suites/ with a one-line description.
     Ls,
+    /// Check a suite file (or name) and report every problem with its key.
+    Validate {
+        suite: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Compare two results (files or folders; a folder means its newest result.json): a
+    /// Markdown table, exit 1 when a metric regressed beyond its tolerance significantly.
+    Report {
+        #[arg(long)]
+        baseline: PathBuf,
+        #[arg(long)]
+        current: PathBuf,
+        /// Also write the table to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Fetch, verify and cache assets (all when none is named).
     Fetch {
         names: Vec<String>,
@@ -114,21 +137,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     if !cli.suite.is_empty() {
-        let dir = lqae::suites::suites_dir();
-        // Resolve the names first: an unknown one is reported with suggestions.
-        let found = cli
-            .suite
-            .iter()
-            .map(|n| lqae::suites::find(&dir, n))
-            .collect::<lqae::Result<Vec<_>>>()?;
-        let names: Vec<String> = found
-            .iter()
-            .map(|s| format!("`{}` ({})", s.name, s.path.display()))
-            .collect();
-        bail!(
-            "suite runner not built yet: found {}, but this build cannot run suites",
-            names.join(", ")
-        );
+        return run_suites(&cli.suite, &cli.set, &cli.device, &cli.results);
     }
     match cli.command {
         None if cli.suite.is_empty() => {
@@ -138,6 +147,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => Ok(()),
         Some(Cmd::Ls) => ls(),
+        Some(Cmd::Validate { suite, set }) => validate(&suite, &set),
+        Some(Cmd::Report {
+            baseline,
+            current,
+            out,
+        }) => report(&baseline, &current, out.as_deref()),
         Some(Cmd::Fetch { names, quiet }) => fetch(&names, quiet),
         Some(Cmd::Tokens {
             n,
@@ -438,5 +453,121 @@ fn reconstruct(
         images.dim(0)?,
         out.display()
     );
+    Ok(())
+}
+
+/// A suite argument may be a name under suites/ or a path to a suite file.
+fn suite_location(arg: &str) -> (PathBuf, String) {
+    let p = std::path::Path::new(arg);
+    if p.extension().is_some_and(|e| e == "toml") && p.is_file() {
+        let dir = p
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .unwrap_or_default();
+        (
+            dir,
+            p.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        )
+    } else {
+        (lqae::suites::suites_dir(), arg.to_string())
+    }
+}
+
+fn validate(arg: &str, set: &[String]) -> Result<()> {
+    let (dir, name) = suite_location(arg);
+    let (path, mut table) = lqae::suites::resolve_table(&dir, &name, &mut Vec::new())?;
+    for o in set {
+        lqae::model::config::apply_override(&mut table, o)?;
+    }
+    let problems = lqae::suites::problems(&table);
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("{}: {p}", path.display());
+        }
+        bail!("{} problem(s) in {}", problems.len(), path.display())
+    }
+}
+
+fn run_suites(
+    names: &[String],
+    set: &[String],
+    device: &str,
+    results_root: &std::path::Path,
+) -> Result<()> {
+    let device = parse_device(device)?;
+    let mut all = Vec::new();
+    for n in names {
+        let (dir, name) = suite_location(n);
+        all.extend(lqae::suites::expand(&dir, &[name], set)?);
+    }
+    let mut summary = Vec::new();
+    for s in &all {
+        println!("== suite {} ({}): {}", s.name, s.kind, s.description);
+        match &s.spec {
+            lqae::suites::SuiteSpec::LinearProbe(spec) => {
+                let (dir, r) = lqae::probe::run(s, spec, &device, results_root, true)?;
+                for (k, m) in &r.metrics {
+                    summary.push(format!(
+                        "| {} | {k} | {:.4} | [{:.4}, {:.4}] | {} |",
+                        s.name, m.value, m.ci95[0], m.ci95[1], m.n
+                    ));
+                }
+                println!("results in {} ({:.0} s)", dir.display(), r.wall_time_s);
+            }
+            lqae::suites::SuiteSpec::Group(_) => unreachable!("groups are expanded"),
+        }
+    }
+    println!("\n| suite | metric | value | 95% CI | n |\n|---|---|---|---|---|");
+    for l in summary {
+        println!("{l}");
+    }
+    println!("\nresults under {}", results_root.display());
+    Ok(())
+}
+
+fn report(
+    baseline: &std::path::Path,
+    current: &std::path::Path,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let (b, bs) = lqae::results::read_result(baseline)?;
+    let (c, cs) = lqae::results::read_result(current)?;
+    if b.suite != c.suite {
+        bail!(
+            "the baseline is suite `{}` but the current result is `{}`",
+            b.suite,
+            c.suite
+        );
+    }
+    let rows = lqae::results::compare(&b, bs.as_deref(), &c, cs.as_deref());
+    let md = lqae::results::markdown(
+        &rows,
+        &baseline.display().to_string(),
+        &current.display().to_string(),
+    );
+    print!("{md}");
+    if let Some(o) = out {
+        lqae::assets::write_atomic(o, md.as_bytes())?;
+    }
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.verdict == "REGRESSION")
+        .map(|r| r.metric.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!("regression in {}", bad.join(", "));
+    }
     Ok(())
 }

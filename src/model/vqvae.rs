@@ -55,6 +55,10 @@ impl Vqvae {
         })
     }
 
+    pub fn codebook_size(&self) -> usize {
+        self.cfg.codebook_size
+    }
+
     /// Nearest code by squared Euclidean distance for `z` `(b, t, w)` -> ids `(b, t)`.
     pub fn nearest(&self, z: &Tensor) -> Result<Tensor> {
         let (b, t, w) = z.dims3()?;
