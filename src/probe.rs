@@ -53,12 +53,14 @@ fn select(lm_states: &[Tensor], enc_states: &[Tensor], layers: &Layers) -> Resul
             "all" => lm_states.to_vec(),
             "encoder" => enc_states.to_vec(),
             "everything" => enc_states.iter().chain(lm_states).cloned().collect(),
-            other => return Err(Error::setting(
-                "probe.layers",
-                format!(
+            other => {
+                return Err(Error::setting(
+                    "probe.layers",
+                    format!(
                     "`{other}`: use last, all, encoder, everything or a list of LM layer indices"
                 ),
-            )),
+                ))
+            }
         },
         Layers::List(ix) => ix
             .iter()

@@ -173,29 +173,13 @@ fn gradient_reaches_input_embeddings_and_matches_finite_difference() {
     // Nothing in the frozen LM is a variable: its weights get no gradient.
     assert!(grads.get(lm.word_embeddings()).is_none());
     let eps = 1e-2f32;
-    for &(t, d) in &[(1usize, 3usize), (4, 200), (5, 383)] {
-        let mut bump = vec![0f32; 6 * 384];
-        bump[t * 384 + d] = eps;
-        let bump = Tensor::from_vec(bump, (1, 6, 384), &Device::Cpu).unwrap();
-        let lp = loss_of(&(&emb + &bump).unwrap())
-            .to_scalar::<f32>()
-            .unwrap();
-        let lm_ = loss_of(&(&emb - &bump).unwrap())
-            .to_scalar::<f32>()
-            .unwrap();
-        let fd = (lp - lm_) / (2.0 * eps);
-        let an = g
-            .get(0)
-            .unwrap()
-            .get(t)
-            .unwrap()
-            .get(d)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            (fd - an).abs() < 0.05 * an.abs().max(1.0),
-            "d loss / d x[{t},{d}]: autograd {an}, finite difference {fd}"
-        );
-    }
+    common::check_gradient(
+        &loss_of,
+        &emb,
+        g,
+        &[(0, 1, 3), (0, 4, 200), (0, 5, 383)],
+        eps,
+        0.05,
+        1.0,
+    );
 }

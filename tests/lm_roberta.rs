@@ -152,27 +152,15 @@ fn gradient_through_roberta_matches_finite_difference() {
     // Masked-out key positions of row 1 only influence themselves (as queries); a padded
     // position's input must not change row 1's real tokens: check via finite differences.
     let eps = 1e-2f32;
-    for &(b, t, d) in &[(0usize, 0usize, 0usize), (0, 4, 31), (1, 2, 7), (1, 4, 5)] {
-        let mut bump = vec![0f32; 2 * 5 * TINY_HIDDEN];
-        bump[(b * 5 + t) * TINY_HIDDEN + d] = eps;
-        let bump = Tensor::from_vec(bump, (2, 5, TINY_HIDDEN), &Device::Cpu).unwrap();
-        let fd = (loss_of(&(&x0 + &bump).unwrap()).to_scalar::<f32>().unwrap()
-            - loss_of(&(&x0 - &bump).unwrap()).to_scalar::<f32>().unwrap())
-            / (2.0 * eps);
-        let an = g
-            .get(b)
-            .unwrap()
-            .get(t)
-            .unwrap()
-            .get(d)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            (fd - an).abs() < 0.03 * an.abs().max(1.0),
-            "x[{b},{t},{d}]: autograd {an} vs finite difference {fd}"
-        );
-    }
+    common::check_gradient(
+        &loss_of,
+        &x0,
+        &g,
+        &[(0, 0, 0), (0, 4, 31), (1, 2, 7), (1, 4, 5)],
+        eps,
+        0.03,
+        1.0,
+    );
     // Padding is invisible to real tokens: perturbing a padded position leaves row 1's real
     // outputs unchanged.
     let h = lm.forward_embeds(&x0, Some(&mask)).unwrap().pop().unwrap();

@@ -156,33 +156,16 @@ fn encoder_gradient_crosses_quantizer_and_lm_unchanged() {
         .unwrap()
         .remove(z.as_tensor())
         .unwrap();
-    let h = common::TINY_HIDDEN;
     let eps = 1e-2f32;
-    for &(b, t, d) in &[(0usize, 0usize, 0usize), (0, 7, 13), (1, 15, 31), (1, 4, 2)] {
-        let mut bump = vec![0f32; 2 * 16 * h];
-        bump[(b * 16 + t) * h + d] = eps;
-        let bump = Tensor::from_vec(bump, (2, 16, h), &Device::Cpu).unwrap();
-        let lp = loss_of(&(&q.codes + &bump).unwrap())
-            .to_scalar::<f32>()
-            .unwrap();
-        let lm = loss_of(&(&q.codes - &bump).unwrap())
-            .to_scalar::<f32>()
-            .unwrap();
-        let fd = (lp - lm) / (2.0 * eps);
-        let an = gz
-            .get(b)
-            .unwrap()
-            .get(t)
-            .unwrap()
-            .get(d)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            (fd - an).abs() < 0.05 * an.abs().max(1e-3),
-            "z[{b},{t},{d}]: autograd {an}, finite difference {fd}"
-        );
-    }
+    common::check_gradient(
+        &loss_of,
+        &q.codes,
+        &gz,
+        &[(0, 0, 0), (0, 7, 13), (1, 15, 31), (1, 4, 2)],
+        eps,
+        0.05,
+        1e-3,
+    );
 }
 
 #[test]

@@ -243,3 +243,38 @@ ckpt_every = {ckpt_every}
         data = dir.join("data").display()
     )
 }
+
+/// Compare autograd's `grad` with central finite differences of `loss_of` around `x0` (both
+/// `(b, t, d)`) at the coordinates `at`: |fd - autograd| must stay under `rel * max(|autograd|, floor)`.
+pub fn check_gradient(
+    loss_of: &dyn Fn(&Tensor) -> Tensor,
+    x0: &Tensor,
+    grad: &Tensor,
+    at: &[(usize, usize, usize)],
+    eps: f32,
+    rel: f32,
+    floor: f32,
+) {
+    let (nb, nt, nd) = x0.dims3().unwrap();
+    for &(b, t, d) in at {
+        let mut bump = vec![0f32; nb * nt * nd];
+        bump[(b * nt + t) * nd + d] = eps;
+        let bump = Tensor::from_vec(bump, (nb, nt, nd), x0.device()).unwrap();
+        let lp = loss_of(&(x0 + &bump).unwrap()).to_scalar::<f32>().unwrap();
+        let lm = loss_of(&(x0 - &bump).unwrap()).to_scalar::<f32>().unwrap();
+        let fd = (lp - lm) / (2.0 * eps);
+        let an = grad
+            .get(b)
+            .unwrap()
+            .get(t)
+            .unwrap()
+            .get(d)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            (fd - an).abs() < rel * an.abs().max(floor),
+            "x[{b},{t},{d}]: autograd {an}, finite difference {fd}"
+        );
+    }
+}
