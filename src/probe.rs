@@ -515,7 +515,11 @@ pub fn run(
     for rep in &reps {
         let t_rep = Instant::now();
         if progress {
-            eprintln!("  {rep}: features for {} train + {} test images, then the probe", tr.len(), te.len());
+            eprintln!(
+                "  {rep}: features for {} train + {} test images, then the probe",
+                tr.len(),
+                te.len()
+            );
         }
         let key = |what: &str| {
             results::sha256_hex(format!("{rep}|{what}|{data_sha}|{layers_key}|{size}").as_bytes())
@@ -599,7 +603,12 @@ pub fn run(
         };
         let out = fit_probe(&ftr, &tr_y, &fte, &spec.probe)?;
         if progress {
-            eprintln!("  {rep}: {} features, L2 {}, {:.0} s", ftr.d, out.alpha, t_rep.elapsed().as_secs_f64());
+            eprintln!(
+                "  {rep}: {} features, L2 {}, {:.0} s",
+                ftr.d,
+                out.alpha,
+                t_rep.elapsed().as_secs_f64()
+            );
         }
         for (k, v) in score(&te_y, &out, n_classes, spec.tolerance, seed) {
             metrics.insert(format!("{rep}/{k}"), v);

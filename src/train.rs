@@ -531,3 +531,37 @@ pub fn fingerprint(ts: &[&Tensor]) -> Result<Vec<u64>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tc(steps: usize, warmup: usize) -> TrainConfig {
+        let text = format!("batch_size = 4\nsteps = {steps}\nwarmup_steps = {warmup}\nlr = 1.0\n");
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn warmup_then_cosine_to_zero() {
+        let t = tc(110, 10);
+        assert!((lr_at(0, &t) - 0.1).abs() < 1e-12);
+        assert!((lr_at(9, &t) - 1.0).abs() < 1e-12);
+        assert!((lr_at(10, &t) - 1.0).abs() < 1e-12);
+        assert!((lr_at(60, &t) - 0.5).abs() < 1e-12);
+        assert!(lr_at(109, &t) < 1e-3 && lr_at(109, &t) > 0.0);
+        assert!((1..110).all(|s| s <= 10 || lr_at(s, &t) <= lr_at(s - 1, &t)));
+    }
+
+    #[test]
+    fn each_epoch_visits_every_image_once() {
+        let (n, b) = (10, 4);
+        let seen: Vec<usize> = (0..5).flat_map(|s| batch_indices(s, b, n, 7)).collect(); // 2 epochs
+        for epoch in seen.chunks(n) {
+            let mut e = epoch.to_vec();
+            e.sort();
+            assert_eq!(e, (0..n).collect::<Vec<_>>());
+        }
+        assert_ne!(&seen[..n], &seen[n..], "epochs are shuffled differently");
+        assert_eq!(batch_indices(3, b, n, 7), batch_indices(3, b, n, 7));
+    }
+}
