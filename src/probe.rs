@@ -97,6 +97,21 @@ fn collect(rows: Vec<Vec<f32>>, n: usize) -> Features {
     }
 }
 
+/// Run `per_batch` over batches of `idx` (eval transform at `size`) and collect its rows.
+fn by_batch(
+    set: &LabelledImages,
+    idx: &[usize],
+    size: u32,
+    device: &Device,
+    mut per_batch: impl FnMut(&Tensor) -> Result<Vec<Vec<f32>>>,
+) -> Result<Features> {
+    let mut rows = Vec::new();
+    for r in batches(idx.len()) {
+        rows.extend(per_batch(&make_batch(set, &idx[r], size, None, device)?)?);
+    }
+    Ok(collect(rows, idx.len()))
+}
+
 /// LQAE features: encoder -> quantize (no masking) -> frozen LM -> mean-pooled layers.
 pub fn lqae_features(
     m: &Lqae,
@@ -106,16 +121,12 @@ pub fn lqae_features(
     layers: &Layers,
     device: &Device,
 ) -> Result<Features> {
-    let mut rows = Vec::new();
-    for r in batches(idx.len()) {
-        let images = make_batch(set, &idx[r], size, None, device)?;
-        let (z, enc) = m.encode_continuous(&images)?;
-        let ids = m.quantizer().nearest(&z)?;
-        let codes = m.quantizer().lookup(&ids)?;
+    by_batch(set, idx, size, device, |images| {
+        let (z, enc) = m.encode_continuous(images)?;
+        let codes = m.quantizer().lookup(&m.quantizer().nearest(&z)?)?;
         let lm_states = m.lm().forward_embeds(&codes, None)?;
-        rows.extend(pooled(select(&lm_states, &enc, layers)?)?);
-    }
-    Ok(collect(rows, idx.len()))
+        pooled(select(&lm_states, &enc, layers)?)
+    })
 }
 
 /// LM token ids standing in for learned VQ codes: the first `k` whole-word, non-special
@@ -153,35 +164,27 @@ pub fn vqvae_features(
 ) -> Result<Features> {
     let map = code_to_token_map(lm, m.codebook_size())?;
     let map_t = Tensor::new(map.as_slice(), device)?;
-    let mut rows = Vec::new();
-    for r in batches(idx.len()) {
-        let images = make_batch(set, &idx[r], size, None, device)?;
-        let (z, enc) = m.encode_continuous(&images)?;
+    by_batch(set, idx, size, device, |images| {
+        let (z, enc) = m.encode_continuous(images)?;
         let ids = m.nearest(&z)?;
         let (b, t) = ids.dims2()?;
         let tok = map_t
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t))?;
         let lm_states = lm.forward_ids(&tok, None)?;
-        rows.extend(pooled(select(&lm_states, &enc, layers)?)?);
-    }
-    Ok(collect(rows, idx.len()))
+        pooled(select(&lm_states, &enc, layers)?)
+    })
 }
 
 /// Raw pixels (first channel; the data sets here are grey or treated channel-wise the same).
 pub fn pixel_features(set: &LabelledImages, idx: &[usize], size: u32) -> Result<Features> {
-    let mut rows = Vec::new();
-    for r in batches(idx.len()) {
-        let images = make_batch(set, &idx[r], size, None, &Device::Cpu)?;
+    by_batch(set, idx, size, &Device::Cpu, |images| {
         let (b, _c, h, w) = images.dims4()?;
-        rows.extend(
-            images
-                .narrow(1, 0, 1)?
-                .reshape((b, h * w))?
-                .to_vec2::<f32>()?,
-        );
-    }
-    Ok(collect(rows, idx.len()))
+        Ok(images
+            .narrow(1, 0, 1)?
+            .reshape((b, h * w))?
+            .to_vec2::<f32>()?)
+    })
 }
 
 /// Probe outcome on the test split.
@@ -193,6 +196,8 @@ pub struct ProbeOutcome {
     pub top5: Vec<Vec<u32>>,
 }
 
+// Flat row-major indexing reads clearer here than iterator chains.
+#[allow(clippy::needless_range_loop)]
 fn standardise(train: &Features, others: &mut [&mut Features]) -> Features {
     let (n, d) = (train.n, train.d);
     let mut mean = vec![0f64; d];

@@ -185,6 +185,8 @@ pub struct GroupSpec {
     pub suites: Vec<String>,
 }
 
+// One value per loaded suite: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SuiteSpec {
     LinearProbe(LinearProbeSpec),

@@ -1,6 +1,8 @@
 //! CUDA against CPU: runs where a GPU is present and the crate was built with `--features
 //! cuda`; anywhere else it says that it skipped and why.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use lqae::quantizer::{Quantizer, QuantizerConfig};
 
@@ -39,16 +41,7 @@ fn quantizer_and_frozen_lm_agree_between_cuda_and_cpu() {
         .unwrap()
         .to_device(&Device::Cpu)
         .unwrap();
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::max_abs_diff(&a, &b);
     assert!(d < 1e-3, "LM last hidden state CPU vs CUDA: {d}");
     let x = (cpu_lm.word_embeddings().narrow(0, 1000, 300).unwrap() * 2.0).unwrap();
     let qc = Quantizer::new(cpu_lm.word_embeddings(), QuantizerConfig::default()).unwrap();

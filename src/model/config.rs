@@ -171,6 +171,19 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+impl ModelConfig {
+    /// The ViT shape of the encoder or decoder with `depth` blocks.
+    pub fn vit_shape(&self, depth: usize) -> super::vit::VitShape {
+        super::vit::VitShape {
+            width: self.width,
+            depth,
+            heads: self.heads,
+            mlp_dim: self.mlp_dim,
+            grid: self.image_size / self.patch_size,
+        }
+    }
+}
+
 impl RunConfig {
     pub fn from_toml_str(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
         let mut table: toml::Table =

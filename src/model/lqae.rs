@@ -5,7 +5,7 @@
 
 use super::config::{MlmMode, ModelConfig};
 use super::params::Params;
-use super::vit::{dense, VitDecoder, VitEncoder, VitShape};
+use super::vit::{dense, VitDecoder, VitEncoder};
 use super::Losses;
 use crate::lm::FrozenLm;
 use crate::quantizer::{Quantizer, QuantizerConfig};
@@ -37,13 +37,6 @@ pub struct LqaeOutput {
 impl Lqae {
     pub fn new(cfg: &ModelConfig, lm: Arc<FrozenLm>, p: &Params) -> Result<Self> {
         let g = cfg.image_size / cfg.patch_size;
-        let shape = |depth| VitShape {
-            width: cfg.width,
-            depth,
-            heads: cfg.heads,
-            mlp_dim: cfg.mlp_dim,
-            grid: g,
-        };
         let h = lm.hidden_size();
         let (proj_in, proj_out) = if cfg.width != h {
             (
@@ -55,13 +48,13 @@ impl Lqae {
         };
         let encoder = VitEncoder::new(
             &p.pp("encoder"),
-            &shape(cfg.enc_depth),
+            &cfg.vit_shape(cfg.enc_depth),
             cfg.patch_size,
             cfg.channels,
         )?;
         let decoder = VitDecoder::new(
             &p.pp("decoder"),
-            &shape(cfg.dec_depth),
+            &cfg.vit_shape(cfg.dec_depth),
             cfg.patch_size,
             cfg.channels,
         )?;

@@ -5,7 +5,7 @@
 
 use super::config::ModelConfig;
 use super::params::Params;
-use super::vit::{VitDecoder, VitEncoder, VitShape};
+use super::vit::{VitDecoder, VitEncoder};
 use super::Losses;
 use candle_core::{Result, Tensor, D};
 
@@ -24,25 +24,17 @@ pub struct VqvaeOutput {
 
 impl Vqvae {
     pub fn new(cfg: &ModelConfig, p: &Params) -> Result<Self> {
-        let g = cfg.image_size / cfg.patch_size;
-        let shape = |depth| VitShape {
-            width: cfg.width,
-            depth,
-            heads: cfg.heads,
-            mlp_dim: cfg.mlp_dim,
-            grid: g,
-        };
         Ok(Self {
             cfg: cfg.clone(),
             encoder: VitEncoder::new(
                 &p.pp("encoder"),
-                &shape(cfg.enc_depth),
+                &cfg.vit_shape(cfg.enc_depth),
                 cfg.patch_size,
                 cfg.channels,
             )?,
             decoder: VitDecoder::new(
                 &p.pp("decoder"),
-                &shape(cfg.dec_depth),
+                &cfg.vit_shape(cfg.dec_depth),
                 cfg.patch_size,
                 cfg.channels,
             )?,
