@@ -15,6 +15,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod lm;
+pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod probe;

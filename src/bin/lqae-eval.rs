@@ -39,6 +39,14 @@ struct Cli {
 enum Cmd {
     /// List the suites under suites/ with a one-line description.
     Ls,
+    /// MSE, PSNR and SSIM of two images, or of two folders paired by file name.
+    Metrics {
+        a: PathBuf,
+        b: PathBuf,
+        /// One JSON object per pair, then the mean.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a suite file (or name) and report every problem with its key.
     Validate {
         suite: String,
@@ -147,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => Ok(()),
         Some(Cmd::Ls) => ls(),
+        Some(Cmd::Metrics { a, b, json }) => metrics(&a, &b, json),
         Some(Cmd::Validate { suite, set }) => validate(&suite, &set),
         Some(Cmd::Report {
             baseline,
@@ -568,6 +577,59 @@ fn report(
         .collect();
     if !bad.is_empty() {
         bail!("regression in {}", bad.join(", "));
+    }
+    Ok(())
+}
+
+fn metrics(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<()> {
+    let pairs = lqae::metrics::pair_paths(a, b)?;
+    let mut rows = Vec::new();
+    for (name, pa, pb) in &pairs {
+        rows.push((name.clone(), lqae::metrics::compare_files(pa, pb)?));
+    }
+    let n = rows.len() as f64;
+    let mean_mse = rows.iter().map(|(_, s)| s.mse).sum::<f64>() / n;
+    let mean_ssim = rows.iter().map(|(_, s)| s.ssim).sum::<f64>() / n;
+    // PSNR averaged per image; any identical pair makes the mean infinite.
+    let mean_psnr = rows
+        .iter()
+        .map(|(_, s)| s.psnr)
+        .try_fold(0.0, |acc, p| p.map(|p| acc + p))
+        .map(|s| s / n);
+    let psnr_json = |p: Option<f64>| {
+        p.map(serde_json::Value::from)
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let psnr_text = |p: Option<f64>| {
+        p.map(|p| format!("{p:.3}"))
+            .unwrap_or_else(|| "inf (identical)".into())
+    };
+    if json {
+        for (name, s) in &rows {
+            println!(
+                "{}",
+                serde_json::json!({"pair": name, "mse": s.mse, "psnr": psnr_json(s.psnr), "psnr_infinite": s.psnr.is_none(), "ssim": s.ssim})
+            );
+        }
+        println!(
+            "{}",
+            serde_json::json!({"pair": "mean", "n": rows.len(), "mse": mean_mse, "psnr": psnr_json(mean_psnr), "psnr_infinite": mean_psnr.is_none(), "ssim": mean_ssim})
+        );
+    } else {
+        println!("| pair | MSE | PSNR (dB) | SSIM |\n|---|---|---|---|");
+        for (name, s) in &rows {
+            println!(
+                "| {name} | {:.6} | {} | {:.4} |",
+                s.mse,
+                psnr_text(s.psnr),
+                s.ssim
+            );
+        }
+        println!(
+            "| mean of {} | {mean_mse:.6} | {} | {mean_ssim:.4} |",
+            rows.len(),
+            psnr_text(mean_psnr)
+        );
     }
     Ok(())
 }

@@ -1,0 +1,327 @@
+//! Image-quality metrics with stated conventions, on pixel values in [0, 1]:
+//! - MSE and PSNR (`10 log10(1 / MSE)`; identical images have infinite PSNR, reported as such);
+//! - SSIM of Wang et al. (2004) as scikit-image computes it with `gaussian_weights=True,
+//!   sigma=1.5, use_sample_covariance=False, data_range=1`: an 11x11 Gaussian window
+//!   (truncate 3.5), K1 0.01, K2 0.03, symmetric ("reflect") borders, the map cropped by the
+//!   window radius, per channel then averaged.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// An image as `channels` planes of `h x w` values in [0, 1].
+#[derive(Debug, Clone)]
+pub struct Planes {
+    pub h: usize,
+    pub w: usize,
+    pub channels: usize,
+    pub data: Vec<f64>,
+}
+
+impl Planes {
+    /// Checks shape and range: values outside [0, 1] (e.g. 0-255 data) are an error, not a score.
+    pub fn new(h: usize, w: usize, channels: usize, data: Vec<f64>, what: &str) -> Result<Self> {
+        if data.len() != h * w * channels {
+            return Err(Error::Msg(format!(
+                "{what}: {} values for {channels} x {h} x {w}",
+                data.len()
+            )));
+        }
+        if let Some(v) = data.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            return Err(Error::Msg(format!(
+                "{what}: value {v} is outside [0, 1]; scale 0-255 data by 1/255 first"
+            )));
+        }
+        Ok(Self {
+            h,
+            w,
+            channels,
+            data,
+        })
+    }
+
+    fn plane(&self, c: usize) -> &[f64] {
+        &self.data[c * self.h * self.w..(c + 1) * self.h * self.w]
+    }
+
+    /// Read a PNG/JPEG file (grey stays one channel, anything else becomes RGB).
+    pub fn read(path: &Path) -> Result<Self> {
+        let img =
+            image::open(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let grey = matches!(img.color(), image::ColorType::L8 | image::ColorType::L16);
+        let data: Vec<f64> = if grey {
+            img.to_luma8()
+                .pixels()
+                .map(|p| p.0[0] as f64 / 255.0)
+                .collect()
+        } else {
+            let rgb = img.to_rgb8();
+            (0..3)
+                .flat_map(|c| {
+                    rgb.pixels()
+                        .map(move |p| p.0[c] as f64 / 255.0)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        Self::new(
+            h,
+            w,
+            if grey { 1 } else { 3 },
+            data,
+            &path.display().to_string(),
+        )
+    }
+
+    /// Repeat a grey image over three channels.
+    pub fn to_rgb(&self) -> Self {
+        if self.channels == 3 {
+            return self.clone();
+        }
+        Self {
+            h: self.h,
+            w: self.w,
+            channels: 3,
+            data: self.data.repeat(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    pub mse: f64,
+    /// `None` when the images are identical (infinite PSNR).
+    pub psnr: Option<f64>,
+    pub ssim: f64,
+}
+
+pub fn mse(a: &Planes, b: &Planes) -> f64 {
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        / a.data.len().max(1) as f64
+}
+
+/// PSNR in dB for data range 1; `None` for identical images.
+pub fn psnr_from_mse(mse: f64) -> Option<f64> {
+    (mse > 0.0).then(|| -10.0 * mse.log10())
+}
+
+const SIGMA: f64 = 1.5;
+const RADIUS: usize = 5; // int(3.5 * 1.5 + 0.5)
+
+fn kernel() -> [f64; 2 * RADIUS + 1] {
+    let mut k = [0.0; 2 * RADIUS + 1];
+    for (i, v) in k.iter_mut().enumerate() {
+        let x = i as f64 - RADIUS as f64;
+        *v = (-0.5 * x * x / (SIGMA * SIGMA)).exp();
+    }
+    let s: f64 = k.iter().sum();
+    k.iter_mut().for_each(|v| *v /= s);
+    k
+}
+
+/// Half-sample symmetric index (scipy's "reflect": d c b a | a b c d | d c b a).
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let period = 2 * n;
+    let mut m = i.rem_euclid(period);
+    if m >= n {
+        m = period - 1 - m;
+    }
+    m as usize
+}
+
+fn blur(x: &[f64], h: usize, w: usize, k: &[f64]) -> Vec<f64> {
+    let r = RADIUS as isize;
+    let mut tmp = vec![0.0; h * w];
+    for y in 0..h {
+        for xx in 0..w {
+            tmp[y * w + xx] = (-r..=r)
+                .map(|d| k[(d + r) as usize] * x[y * w + reflect(xx as isize + d, w)])
+                .sum();
+        }
+    }
+    let mut out = vec![0.0; h * w];
+    for y in 0..h {
+        for xx in 0..w {
+            out[y * w + xx] = (-r..=r)
+                .map(|d| k[(d + r) as usize] * tmp[reflect(y as isize + d, h) * w + xx])
+                .sum();
+        }
+    }
+    out
+}
+
+fn ssim_plane(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
+    let k = kernel();
+    let (c1, c2) = ((0.01f64).powi(2), (0.03f64).powi(2));
+    let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(x, y)| x * y).collect::<Vec<_>>();
+    let (ux, uy) = (blur(a, h, w, &k), blur(b, h, w, &k));
+    let (uxx, uyy, uxy) = (
+        blur(&prod(a, a), h, w, &k),
+        blur(&prod(b, b), h, w, &k),
+        blur(&prod(a, b), h, w, &k),
+    );
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for y in RADIUS..h - RADIUS {
+        for x in RADIUS..w - RADIUS {
+            let i = y * w + x;
+            let (vx, vy, vxy) = (
+                uxx[i] - ux[i] * ux[i],
+                uyy[i] - uy[i] * uy[i],
+                uxy[i] - ux[i] * uy[i],
+            );
+            let s = ((2.0 * ux[i] * uy[i] + c1) * (2.0 * vxy + c2))
+                / ((ux[i] * ux[i] + uy[i] * uy[i] + c1) * (vx + vy + c2));
+            sum += s;
+            n += 1;
+        }
+    }
+    sum / n as f64
+}
+
+/// MSE, PSNR and SSIM of two images of the same shape.
+pub fn compare(a: &Planes, b: &Planes) -> Result<Scores> {
+    if (a.h, a.w, a.channels) != (b.h, b.w, b.channels) {
+        return Err(Error::Msg(format!(
+            "shapes differ: {}x{}x{} vs {}x{}x{}",
+            a.channels, a.h, a.w, b.channels, b.h, b.w
+        )));
+    }
+    if a.h < 2 * RADIUS + 1 || a.w < 2 * RADIUS + 1 {
+        return Err(Error::Msg(format!(
+            "SSIM needs images of at least 11x11 pixels, got {}x{}",
+            a.h, a.w
+        )));
+    }
+    let m = mse(a, b);
+    let ssim = (0..a.channels)
+        .map(|c| ssim_plane(a.plane(c), b.plane(c), a.h, a.w))
+        .sum::<f64>()
+        / a.channels as f64;
+    Ok(Scores {
+        mse: m,
+        psnr: psnr_from_mse(m),
+        ssim,
+    })
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Pairs of files to compare: two files, or two folders paired by file name.
+pub fn pair_paths(a: &Path, b: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    if a.is_file() && b.is_file() {
+        let name = a
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        return Ok(vec![(name, a.to_path_buf(), b.to_path_buf())]);
+    }
+    if !(a.is_dir() && b.is_dir()) {
+        return Err(Error::Msg(format!(
+            "{} and {} must be two image files or two folders",
+            a.display(),
+            b.display()
+        )));
+    }
+    let names = |d: &Path| -> Result<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map_err(|e| Error::file(d, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_image(p))
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    let missing: Vec<&String> = na
+        .iter()
+        .filter(|n| !nb.contains(n))
+        .chain(nb.iter().filter(|n| !na.contains(n)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Msg(format!(
+            "images without a counterpart of the same name: {}",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if na.is_empty() {
+        return Err(Error::file(a, "holds no PNG/JPEG images"));
+    }
+    Ok(na
+        .into_iter()
+        .map(|n| (n.clone(), a.join(&n), b.join(&n)))
+        .collect())
+}
+
+/// Read and compare two image files (grey against RGB compares in RGB).
+pub fn compare_files(a: &Path, b: &Path) -> Result<Scores> {
+    let (mut pa, mut pb) = (Planes::read(a)?, Planes::read(b)?);
+    if (pa.h, pa.w) != (pb.h, pb.w) {
+        return Err(Error::Msg(format!(
+            "{} is {}x{} but {} is {}x{}",
+            a.display(),
+            pa.w,
+            pa.h,
+            b.display(),
+            pb.w,
+            pb.h
+        )));
+    }
+    if pa.channels != pb.channels {
+        pa = pa.to_rgb();
+        pb = pb.to_rgb();
+    }
+    compare(&pa, &pb).map_err(|e| Error::Msg(format!("{} vs {}: {e}", a.display(), b.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_matches_scipy() {
+        let idx: Vec<usize> = (-3..7).map(|i| reflect(i, 4)).collect();
+        assert_eq!(idx, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1]);
+        assert!((kernel().iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn identical_images_have_ssim_one_and_infinite_psnr() {
+        let data: Vec<f64> = (0..3 * 16 * 12).map(|i| (i % 17) as f64 / 16.0).collect();
+        let a = Planes::new(16, 12, 3, data, "a").unwrap();
+        let s = compare(&a, &a).unwrap();
+        assert_eq!(s.mse, 0.0);
+        assert_eq!(s.psnr, None);
+        assert!((s.ssim - 1.0).abs() < 1e-12);
+        let e = Planes::new(2, 2, 1, vec![0.0, 255.0, 3.0, 1.0], "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside [0, 1]") && e.contains("1/255"), "{e}");
+        let small = Planes::new(8, 8, 1, vec![0.5; 64], "s").unwrap();
+        assert!(compare(&small, &small)
+            .unwrap_err()
+            .to_string()
+            .contains("11x11"));
+    }
+}

@@ -1,0 +1,86 @@
+//! PSNR / SSIM / MSE against scikit-image (tests/data/metrics_golden.py wrote the images and
+//! the expected values), and the `metrics` command.
+
+use lqae::metrics::{compare_files, pair_paths};
+use std::path::Path;
+use std::process::Command;
+
+fn data() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics"))
+}
+
+#[test]
+fn matches_scikit_image() {
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data().join("expected.json")).unwrap())
+            .unwrap();
+    let pairs = pair_paths(&data().join("a"), &data().join("b")).unwrap();
+    assert_eq!(pairs.len(), 4);
+    for (name, a, b) in pairs {
+        let want = &expected[name.trim_end_matches(".png")];
+        let got = compare_files(&a, &b).unwrap();
+        for (k, v) in [
+            ("mse", got.mse),
+            ("psnr", got.psnr.unwrap()),
+            ("ssim", got.ssim),
+        ] {
+            let w = want[k].as_f64().unwrap();
+            assert!(
+                (v - w).abs() < 1e-4,
+                "{name} {k}: ours {v}, scikit-image {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn metrics_command_tables_json_and_errors() {
+    let bin = env!("CARGO_BIN_EXE_lqae-eval");
+    let out = Command::new(bin)
+        .arg("metrics")
+        .arg(data().join("a"))
+        .arg(data().join("b"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "four pairs and the mean");
+    assert!(lines
+        .iter()
+        .all(|l| l["psnr"].is_number() && l["ssim"].is_number() && l["mse"].is_number()));
+    assert_eq!(lines[4]["pair"], "mean");
+    // Identical images: infinite PSNR said explicitly.
+    let a = data().join("a/grey_noise.png");
+    let out = Command::new(bin)
+        .arg("metrics")
+        .arg(&a)
+        .arg(&a)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && s.contains("inf") && s.contains("1.0000"),
+        "{s}"
+    );
+    // Differing sizes name both files.
+    let out = Command::new(bin)
+        .arg("metrics")
+        .arg(data().join("a/grey_noise.png"))
+        .arg(data().join("a/rgb_shift.png"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("grey_noise.png is 32x32") && e.contains("rgb_shift.png is 20x24"),
+        "{e}"
+    );
+}
