@@ -325,3 +325,101 @@ mod tests {
             .contains("11x11"));
     }
 }
+
+/// What the tokens of a set of images look like.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenStats {
+    pub images: usize,
+    pub tokens: usize,
+    /// Distinct ids used.
+    pub distinct: usize,
+    /// `distinct / vocabulary size`.
+    pub usage: f64,
+    /// `exp(entropy)` of the pooled id distribution (natural log).
+    pub perplexity: f64,
+    /// Mean over images of the entropy (nats) of each image's own id distribution.
+    pub mean_image_entropy: f64,
+    /// The most used ids with their count, most frequent first (ties: lower id first).
+    pub top: Vec<(u32, usize)>,
+    /// Share of tokens that are special tokens / word-continuation pieces.
+    pub special_share: f64,
+    pub subword_share: f64,
+}
+
+fn entropy(counts: impl Iterator<Item = usize>, total: usize) -> f64 {
+    counts
+        .filter(|&c| c > 0)
+        .map(|c| c as f64 / total as f64)
+        .map(|p| -p * p.ln())
+        .sum()
+}
+
+/// Token statistics of per-image id lists. `is_special` / `is_subword` classify ids (for a
+/// learned VQ codebook, pass `|_| false`).
+pub fn token_stats(
+    per_image: &[Vec<u32>],
+    vocab_size: usize,
+    top_k: usize,
+    is_special: impl Fn(u32) -> bool,
+    is_subword: impl Fn(u32) -> bool,
+) -> TokenStats {
+    let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+    let mut image_entropy = 0.0;
+    for ids in per_image {
+        let mut own = std::collections::BTreeMap::<u32, usize>::new();
+        for &i in ids {
+            *counts.entry(i).or_default() += 1;
+            *own.entry(i).or_default() += 1;
+        }
+        image_entropy += entropy(own.into_values(), ids.len());
+    }
+    let tokens: usize = counts.values().sum();
+    let mut top: Vec<(u32, usize)> = counts.iter().map(|(&i, &c)| (i, c)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(top_k);
+    let share = |f: &dyn Fn(u32) -> bool| {
+        counts
+            .iter()
+            .filter(|(&i, _)| f(i))
+            .map(|(_, &c)| c)
+            .sum::<usize>() as f64
+            / tokens.max(1) as f64
+    };
+    TokenStats {
+        images: per_image.len(),
+        tokens,
+        distinct: counts.len(),
+        usage: counts.len() as f64 / vocab_size.max(1) as f64,
+        perplexity: entropy(counts.values().copied(), tokens.max(1)).exp(),
+        mean_image_entropy: image_entropy / per_image.len().max(1) as f64,
+        top,
+        special_share: share(&is_special),
+        subword_share: share(&is_subword),
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn token_stats_by_hand() {
+        // Image 0 uses ids 5,5,7,9; image 1 uses 5,5,5,5.
+        let s = token_stats(
+            &[vec![5, 5, 7, 9], vec![5, 5, 5, 5]],
+            100,
+            2,
+            |i| i == 9,
+            |i| i == 7,
+        );
+        assert_eq!((s.images, s.tokens, s.distinct), (2, 8, 3));
+        assert!((s.usage - 0.03).abs() < 1e-12);
+        // Pooled: p = 6/8, 1/8, 1/8.
+        let h = -(0.75f64 * 0.75f64.ln() + 2.0 * 0.125 * 0.125f64.ln());
+        assert!((s.perplexity - h.exp()).abs() < 1e-12);
+        // Image 0: p = 1/2, 1/4, 1/4 -> 1.5 ln 2; image 1: 0.
+        assert!((s.mean_image_entropy - 0.75 * 2f64.ln()).abs() < 1e-12);
+        assert_eq!(s.top, vec![(5, 6), (7, 1)]);
+        assert!((s.special_share - 0.125).abs() < 1e-12 && (s.subword_share - 0.125).abs() < 1e-12);
+    }
+}

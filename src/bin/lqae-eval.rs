@@ -427,7 +427,26 @@ fn encode(ckpt: &std::path::Path, n: usize, show: usize, device: &str) -> Result
         state.step,
         ids.first().map_or(0, Vec::len)
     );
-    for (i, row) in ids.iter().enumerate() {
+    let (vocab_size, stats) = match &model {
+        lqae::model::Autoencoder::Lqae(m) => {
+            let v = m.lm().vocab();
+            (
+                v.len(),
+                lqae::metrics::token_stats(
+                    &ids,
+                    v.len(),
+                    10,
+                    |t| v.is_special(t),
+                    |t| !v.token_text(t).starts_word,
+                ),
+            )
+        }
+        lqae::model::Autoencoder::Vqvae(m) => (
+            m.codebook_size(),
+            lqae::metrics::token_stats(&ids, m.codebook_size(), 10, |_| false, |_| false),
+        ),
+    };
+    for (i, row) in ids.iter().enumerate().take(12) {
         let text: Vec<String> = match &model {
             lqae::model::Autoencoder::Lqae(m) => row
                 .iter()
@@ -440,6 +459,27 @@ fn encode(ckpt: &std::path::Path, n: usize, show: usize, device: &str) -> Result
         };
         println!("#{i:<3} {:12} {}", test.class_name(i), text.join(" "));
     }
+    println!(
+        "{} images: {} distinct of {vocab_size} codes ({:.2}%), perplexity {:.1}, mean per-image entropy {:.2} nats, special {:.1}%, sub-word {:.1}%",
+        stats.images,
+        stats.distinct,
+        100.0 * stats.usage,
+        stats.perplexity,
+        stats.mean_image_entropy,
+        100.0 * stats.special_share,
+        100.0 * stats.subword_share
+    );
+    let top: Vec<String> = stats
+        .top
+        .iter()
+        .map(|&(t, c)| match &model {
+            lqae::model::Autoencoder::Lqae(m) => {
+                format!("{} ({c})", m.lm().vocab().token_text(t).text)
+            }
+            lqae::model::Autoencoder::Vqvae(_) => format!("{t} ({c})"),
+        })
+        .collect();
+    println!("most used: {}", top.join(", "));
     Ok(())
 }
 
