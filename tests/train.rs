@@ -211,6 +211,9 @@ fn masking_ratio_and_mask_token_for_both_families() {
         lqae::data::batch::make_batch(&data, &(0..8).collect::<Vec<_>>(), 16, None, &Device::Cpu)
             .unwrap();
     let eval = model.forward(&images, None).unwrap();
+    // Decoding the ids of an unmasked encoding reproduces the evaluation pass.
+    let redecoded = model.decode_ids(&model.encode(&images).unwrap()).unwrap();
+    assert!(common::max_abs_diff(&redecoded, &eval.recon) < 1e-5);
     assert_eq!(
         eval.mask
             .unwrap()

@@ -83,8 +83,4 @@ impl Params {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
-
-    pub fn num_params(&self) -> usize {
-        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
-    }
 }
