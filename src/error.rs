@@ -20,6 +20,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(candle_core::Error),
 
+    /// A request to an LLM server failed for good (after the retries it deserved).
+    #[error("LLM server {url}: {msg}")]
+    Llm { url: String, msg: String },
+
     #[error("{0}")]
     Msg(String),
 }

@@ -14,6 +14,8 @@ pub mod assets;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fewshot;
+pub mod llm;
 pub mod lm;
 pub mod metrics;
 pub mod model;

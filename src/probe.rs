@@ -435,7 +435,7 @@ pub fn ensure_trained(spec: &str, device: &Device, progress: bool) -> Result<Pat
     Ok(out)
 }
 
-fn checkpoint_sha(run: &Path) -> Result<String> {
+pub(crate) fn checkpoint_sha(run: &Path) -> Result<String> {
     let ck =
         crate::train::latest_checkpoint(run)?.ok_or_else(|| Error::file(run, "no checkpoint"))?;
     crate::assets::sha256_file(&ck.join("model.safetensors"))

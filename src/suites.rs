@@ -190,10 +190,11 @@ pub struct GroupSpec {
 #[derive(Debug, Clone)]
 pub enum SuiteSpec {
     LinearProbe(LinearProbeSpec),
+    Fewshot(crate::fewshot::FewshotSpec),
     Group(GroupSpec),
 }
 
-pub const KINDS: &[&str] = &["linear-probe", "group"];
+pub const KINDS: &[&str] = &["linear-probe", "fewshot", "group"];
 
 #[derive(Debug, Clone)]
 pub struct Suite {
@@ -309,6 +310,13 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
     let text = toml::to_string(&body).unwrap_or_default();
     let err = match kind.as_str() {
         "linear-probe" => toml::from_str::<LinearProbeSpec>(&text).err(),
+        "fewshot" => match toml::from_str::<crate::fewshot::FewshotSpec>(&text) {
+            Ok(spec) => {
+                out.extend(spec.problems());
+                None
+            }
+            Err(e) => Some(e),
+        },
         _ => toml::from_str::<GroupSpec>(&text).err(),
     };
     if let Some(e) = err {
@@ -323,7 +331,7 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
             format!("`{key}`: {msg}")
         });
     }
-    if kind == "linear-probe" {
+    if kind == "linear-probe" || kind == "fewshot" {
         if let Some(toml::Value::Table(d)) = body.get("data") {
             let dataset = d.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
             let needs_path = matches!(dataset, "idx" | "image-folder" | "mini-imagenet");
@@ -362,6 +370,9 @@ pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
     let text = toml::to_string(&body).map_err(|e| Error::Msg(e.to_string()))?;
     let spec = match kind.as_str() {
         "linear-probe" => SuiteSpec::LinearProbe(
+            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
+        ),
+        "fewshot" => SuiteSpec::Fewshot(
             toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
         ),
         _ => {

@@ -64,7 +64,8 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Fetch, verify and cache assets (all when none is named).
+    /// Fetch, verify and cache assets (all when none is named); `llama-server` builds the
+    /// embedded LLM server from its pinned source (once, about 13 minutes on 2 cores).
     Fetch {
         names: Vec<String>,
         /// Print only the asset folders, one per line.
@@ -228,14 +229,24 @@ fn ensure(asset: &assets::Asset, quiet: bool) -> Result<PathBuf> {
 }
 
 fn fetch(names: &[String], quiet: bool) -> Result<()> {
+    let server = names.is_empty() || names.iter().any(|n| n == "llama-server");
     let list: Vec<&assets::Asset> = if names.is_empty() {
         assets::ALL.to_vec()
     } else {
         names
             .iter()
+            .filter(|n| *n != "llama-server")
             .map(|n| assets::by_name(n))
             .collect::<lqae::Result<_>>()?
     };
+    if server {
+        let bin = lqae::llm::server::ensure_llama_server(&assets::cache_dir())?;
+        if quiet {
+            println!("{}", bin.display());
+        } else {
+            println!("{:14} {}  (llama.cpp server built from {})", "llama-server", bin.display(), lqae::llm::server::SERVER_SOURCE);
+        }
+    }
     for a in list {
         let dir = ensure(a, quiet)?;
         if quiet {
@@ -567,6 +578,16 @@ fn run_suites(
         match &s.spec {
             lqae::suites::SuiteSpec::LinearProbe(spec) => {
                 let (dir, r) = lqae::probe::run(s, spec, &device, results_root, true)?;
+                for (k, m) in &r.metrics {
+                    summary.push(format!(
+                        "| {} | {k} | {:.4} | [{:.4}, {:.4}] | {} |",
+                        s.name, m.value, m.ci95[0], m.ci95[1], m.n
+                    ));
+                }
+                println!("results in {} ({:.0} s)", dir.display(), r.wall_time_s);
+            }
+            lqae::suites::SuiteSpec::Fewshot(spec) => {
+                let (dir, r) = lqae::fewshot::run(s, spec, &device, results_root, true)?;
                 for (k, m) in &r.metrics {
                     summary.push(format!(
                         "| {} | {k} | {:.4} | [{:.4}, {:.4}] | {} |",

@@ -1,0 +1,182 @@
+//! The response cache: one JSON line per answered request, keyed by everything that affects
+//! the answer (the server's identity, the endpoint and the full request body; never the API
+//! key). Lines are appended under an exclusive file lock in one write and fsync'd before the
+//! answer is used, so a run killed at any instant loses at most a request in flight and never
+//! repeats one that was answered. Two runs may share the file: a miss re-reads what the other
+//! run appended since. A torn last line (a kill mid-write) is skipped and closed off.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct ResponseCache {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    entries: HashMap<String, Value>,
+    /// Bytes of the file already read (always at a line boundary).
+    read_to: u64,
+    skipped: usize,
+}
+
+/// The cache key of a request.
+pub fn key(identity: &str, endpoint: &str, body: &Value) -> String {
+    let canon = serde_json::json!({"server": identity, "endpoint": endpoint, "body": body});
+    crate::results::sha256_hex(canon.to_string().as_bytes())
+}
+
+impl ResponseCache {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::file(dir, format!("cannot create the response-cache folder: {e}"))
+            })?;
+        }
+        let c = ResponseCache {
+            path: path.to_path_buf(),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                read_to: 0,
+                skipped: 0,
+            }),
+        };
+        c.refresh(&mut c.inner.lock().unwrap())?;
+        Ok(c)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lines that could not be read (torn by a kill); they are ignored.
+    pub fn skipped_lines(&self) -> usize {
+        self.inner.lock().unwrap().skipped
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Value>> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(v) = inner.entries.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        // Another run sharing the file may have answered it since.
+        self.refresh(&mut inner)?;
+        Ok(inner.entries.get(key).cloned())
+    }
+
+    /// Append an answer; returns once it is on disk.
+    pub fn put(&self, key: &str, response: &Value) -> Result<()> {
+        let line = serde_json::json!({"key": key, "response": response}).to_string() + "\n";
+        let err = |e: std::io::Error| Error::file(&self.path, format!("response cache: {e}"));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&self.path)
+            .map_err(err)?;
+        f.lock().map_err(err)?;
+        let len = f.metadata().map_err(err)?.len();
+        let mut out = Vec::with_capacity(line.len() + 1);
+        if len > 0 {
+            // Close off a line torn by a process killed mid-write.
+            let mut last = [0u8; 1];
+            f.seek(SeekFrom::Start(len - 1)).map_err(err)?;
+            f.read_exact(&mut last).map_err(err)?;
+            if last[0] != b'\n' {
+                out.push(b'\n');
+            }
+        }
+        out.extend_from_slice(line.as_bytes());
+        f.write_all(&out).map_err(err)?;
+        f.sync_data().map_err(err)?;
+        drop(f);
+        self.inner
+            .lock()
+            .unwrap()
+            .entries
+            .insert(key.to_string(), response.clone());
+        Ok(())
+    }
+
+    fn refresh(&self, inner: &mut Inner) -> Result<()> {
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::file(&self.path, format!("response cache: {e}"))),
+        };
+        let err = |e: std::io::Error| Error::file(&self.path, format!("response cache: {e}"));
+        f.seek(SeekFrom::Start(inner.read_to)).map_err(err)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(err)?;
+        // Only whole lines: a line still being written is read next time.
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        for line in buf[..end].split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let parsed: Option<(String, Value)> = serde_json::from_slice::<Value>(line)
+                .ok()
+                .and_then(|v| {
+                    let k = v.get("key")?.as_str()?.to_string();
+                    Some((k, v.get("response")?.clone()))
+                });
+            match parsed {
+                Some((k, v)) => {
+                    inner.entries.entry(k).or_insert(v);
+                }
+                None => inner.skipped += 1,
+            }
+        }
+        inner.read_to += end as u64 + 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn survives_a_torn_line_and_sees_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        let a = ResponseCache::open(&p).unwrap();
+        let k1 = key("srv", "/v1/completions", &json!({"prompt": "x"}));
+        a.put(&k1, &json!({"choices": [{"text": "1"}]})).unwrap();
+        // A run killed mid-write leaves half a line.
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"key\": \"dead").unwrap();
+        drop(f);
+        // A second run sharing the file appends after closing the torn line.
+        let b = ResponseCache::open(&p).unwrap();
+        assert_eq!(b.len(), 1);
+        let k2 = key("srv", "/v1/completions", &json!({"prompt": "y"}));
+        b.put(&k2, &json!({"choices": [{"text": "2"}]})).unwrap();
+        // The first run finds the second run's answer on a miss.
+        assert_eq!(
+            a.get(&k2).unwrap().unwrap()["choices"][0]["text"],
+            json!("2")
+        );
+        let c = ResponseCache::open(&p).unwrap();
+        assert_eq!((c.len(), c.skipped_lines()), (2, 1));
+        // Keys differ by server identity, endpoint and body.
+        assert_ne!(k1, key("other", "/v1/completions", &json!({"prompt": "x"})));
+        assert_ne!(k1, key("srv", "/v1/chat/completions", &json!({"prompt": "x"})));
+    }
+}

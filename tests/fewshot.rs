@@ -1,0 +1,237 @@
+//! Few-shot classification end to end against the real embedded llama-server (SmolLM2-135M,
+//! built and fetched by the project's own set-up) with LQAE-small tokens of real
+//! Fashion-MNIST images: each scoring strategy the server supports, a clear refusal for the
+//! one it does not, a real SIGKILL mid-run and a resume that repeats no answered request, and
+//! an API key that never reaches a file.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lqae-eval");
+
+/// A few-shot suite file in `dir` with its own response cache.
+fn suite(dir: &Path, name: &str, strategy: &str, ways: &str, columns: &str, count: usize) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            r#"kind = "fewshot"
+description = "test"
+model = "lqae-small"
+[data]
+dataset = "fashion-mnist"
+test_limit = 300
+[llm]
+cache = "{cache}"
+server_threads = 2
+[tokens]
+per_image = 8
+[episodes]
+ways = {ways}
+columns = {columns}
+count = {count}
+seed = 7
+[scoring]
+strategy = "{strategy}"
+"#,
+            cache = dir.join(format!("{name}-responses.jsonl")).display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+const ONE_COLUMN: &str = "[{ induction = true, shots = 1 }]";
+
+fn run(suite: &Path, results: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.arg("--suite").arg(suite).arg("--results").arg(results);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "lqae-eval failed:\n{}\n{err}", String::from_utf8_lossy(&out.stdout));
+    err
+}
+
+/// The one run folder under `results/<suite>/`.
+fn run_dirs(results: &Path, name: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(results.join(name))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn result(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap()
+}
+
+fn answers(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("answers.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn cache_keys(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn generate_and_first_token_against_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    for strategy in ["generate", "first-token"] {
+        let name = format!("fs-{strategy}");
+        let s = suite(dir.path(), &name, strategy, "[2, 5]", ONE_COLUMN, 3);
+        ok(&run(&s, &res, &[]));
+        let d = &run_dirs(&res, &name)[0];
+        let r = result(d);
+        let m = &r["metrics"];
+        for cell in ["2-way/induction-yes/shots-1/repeats-0/top1", "5-way/induction-yes/shots-1/repeats-0/top1"] {
+            let c = &m[cell];
+            assert_eq!(c["n"], 3, "{strategy} {cell}: {c}");
+            let (v, lo, hi) = (c["value"].as_f64().unwrap(), c["ci95"][0].as_f64().unwrap(), c["ci95"][1].as_f64().unwrap());
+            assert!(lo <= v && v <= hi && (0.0..=1.0).contains(&v), "{c}");
+        }
+        let x = &r["extra"];
+        assert_eq!(x["strategy"], strategy);
+        assert_eq!(x["chance"]["5-way/induction-yes/shots-1/repeats-0"], 0.2);
+        assert_eq!(x["requests"]["sent"], 6, "{}", x["requests"]);
+        assert!(x["usage"]["prompt_tokens"].as_u64().unwrap() > 6 * 20, "{}", x["usage"]);
+        assert_eq!(x["prompt_tokens"]["counted_by"], "server /tokenize");
+        assert!(x["requests"]["client_overhead_share_of_server_time"].as_f64().is_some(), "{}", x["requests"]);
+        assert_eq!(x["tokens"]["per_image"], 8);
+        let a = answers(d);
+        assert_eq!(a.len(), 6);
+        // Every answer is what the server said: generated text or a first token, never empty.
+        assert!(a.iter().all(|a| !a["answer"].as_str().unwrap().is_empty()), "{a:?}");
+        assert!(a.iter().all(|a| a["correct"] == (a["predicted"] == a["label"])));
+        let table = std::fs::read_to_string(d.join("table.md")).unwrap();
+        assert!(table.contains("| 2-way |") && table.contains("| 5-way |") && table.contains("20.0 |"), "{table}");
+        // The episodes file replays exactly.
+        let replay = dir.path().join(format!("{name}-replay.toml"));
+        let text = std::fs::read_to_string(&s).unwrap().replace(
+            "seed = 7",
+            &format!("seed = 7\nfile = \"{}\"", d.join("episodes.jsonl").display()),
+        );
+        std::fs::write(&replay, text).unwrap();
+        ok(&run(&replay, &res, &[]));
+        let d2 = &run_dirs(&res, &format!("{name}-replay"))[0];
+        let r2 = result(d2);
+        assert_eq!(r2["metrics"], r["metrics"], "{strategy}: a replay from the cache gives the same results");
+        assert_eq!(r2["extra"]["requests"]["sent"], 0, "a replay is answered from the cache");
+        assert_eq!(answers(d2), a);
+    }
+}
+
+#[test]
+fn loglik_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let s = suite(dir.path(), "fs-loglik", "loglik", "[2]", ONE_COLUMN, 2);
+    let out = run(&s, &res, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "loglik against a server without echo must fail:\n{err}");
+    assert!(err.contains("`loglik`") && err.contains("does not echo") && err.contains("first-token"), "{err}");
+    assert!(run_dirs(&res, "fs-loglik").is_empty(), "no result is written when a strategy cannot be scored");
+    assert!(cache_keys(&dir.path().join("fs-loglik-responses.jsonl")).is_empty(), "a refused body is not cached");
+}
+
+#[test]
+fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let key = format!("sk-lqae-test-{:016x}", std::process::id() as u64 * 0x2545_F491_4F6C_DD1D ^ 0x5bd1e995);
+    let env = [("LQAE_LLM_API_KEY", key.as_str())];
+    let cols = "[{ induction = false, shots = 1 }, { induction = true, shots = 1 }]";
+    // Uninterrupted, with its own cache.
+    let whole = suite(dir.path(), "fs-whole", "generate", "[2, 5]", cols, 4);
+    ok(&run(&whole, &res, &env));
+    let want = run_dirs(&res, "fs-whole")[0].clone();
+
+    // The same episodes with a fresh cache, SIGKILLed once a few answers are on disk.
+    let killed = suite(dir.path(), "fs-killed", "generate", "[2, 5]", cols, 4);
+    let cache = dir.path().join("fs-killed-responses.jsonl");
+    let mut child = Command::new(BIN)
+        .arg("--suite")
+        .arg(&killed)
+        .arg("--results")
+        .arg(&res)
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while cache_keys(&cache).len() < 5 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(t0.elapsed() < Duration::from_secs(900), "no answers after 15 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let before: Vec<String> = cache_keys(&cache);
+    assert!(before.len() >= 5 && before.len() < 16, "killed after {} of 16 answers", before.len());
+    assert!(run_dirs(&res, "fs-killed").is_empty(), "a killed run writes no result");
+
+    // Resume.
+    let err = ok(&run(&killed, &res, &env));
+    let d = &run_dirs(&res, "fs-killed")[0];
+    let r = result(d);
+    let after = cache_keys(&cache);
+    let mut seen = HashMap::new();
+    for k in &after {
+        *seen.entry(k.clone()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&n| n == 1), "a request was sent twice: {seen:?}");
+    assert_eq!(after.len(), 16);
+    assert_eq!(&after[..before.len()], &before[..], "answers from before the kill are kept as they were");
+    assert_eq!(r["extra"]["requests"]["from_cache"], before.len() as u64, "{err}");
+    assert_eq!(r["extra"]["requests"]["sent"], 16 - before.len() as u64);
+    // Same answers and metrics as the uninterrupted run.
+    let w = result(&want);
+    assert_eq!(r["metrics"], w["metrics"]);
+    assert_eq!(answers(d), answers(&want));
+
+    // The key is in no file the runs wrote: results, caches, server logs.
+    let cache_root = std::env::var_os("LQAE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/lqae"));
+    let mut files = Vec::new();
+    walk(dir.path(), &mut files);
+    walk(&cache_root.join("llm"), &mut files);
+    assert!(files.len() > 8, "{files:?}");
+    for f in files {
+        let b = std::fs::read(&f).unwrap_or_default();
+        assert!(!b.windows(key.len()).any(|w| w == key.as_bytes()), "the API key is in {}", f.display());
+    }
+    assert_eq!(r["extra"]["api_key"], "from $LQAE_LLM_API_KEY");
+}
+
+fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
