@@ -17,6 +17,14 @@ DL=$CACHE/downloads
 OUT=$CACHE/llama-server
 TOOLS=$CACHE/build-tools
 JOBS=${LQAE_BUILD_JOBS:-$(nproc)}
+# Bump when the build options change: lqae-eval rebuilds a server whose SOURCE differs.
+BUILD=2
+# GGML_NATIVE=OFF keeps the binary portable; without SIMD flags it would be scalar SSE and
+# ~10x slower, so x86-64 builds target AVX2/FMA/F16C (every x86 machine of this project).
+CPU_FLAGS=""
+if [ "$(uname -m)" = x86_64 ]; then
+  CPU_FLAGS="-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+fi
 mkdir -p "$DL"
 
 verify() { echo "$SDIST_SHA256  $DL/$SDIST" | sha256sum -c --status; }
@@ -47,7 +55,7 @@ PATH=$TOOLS/bin:$PATH
 {
   cmake -S "$SRC" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF $CPU_FLAGS
   echo "build-llama-server: compiling with $JOBS jobs" >&2
   cmake --build "$WORK/build" --target llama-server -j "$JOBS"
 } >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; exit 1; }
@@ -57,7 +65,7 @@ PATH=$TOOLS/bin:$PATH
 # Into place atomically: a half-built server is never seen.
 STAGE=$(mktemp -d "$CACHE/.llama-server-XXXXXX")
 install -m 755 "$WORK/build/bin/llama-server" "$STAGE/llama-server"
-echo "llama-cpp-python==$VERSION sdist sha256 $SDIST_SHA256" >"$STAGE/SOURCE"
+echo "llama-cpp-python==$VERSION build $BUILD sdist sha256 $SDIST_SHA256 flags ${CPU_FLAGS:-none}" >"$STAGE/SOURCE"
 rm -rf "$OUT"
 mv "$STAGE" "$OUT"
 echo "build-llama-server: $OUT/llama-server ready" >&2

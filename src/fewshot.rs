@@ -216,8 +216,9 @@ pub struct EpisodeSettings {
     pub count: usize,
     #[serde(default)]
     pub seed: u64,
-    /// Replay the episodes of this JSONL file (one episode per line, as a run writes them
-    /// into `episodes.jsonl`) instead of sampling; `ways`, `columns`, `count` are then ignored.
+    /// Replay the episodes of this file instead of sampling: JSONL (one episode per line, as
+    /// a run writes them into `episodes.jsonl`) or CSV (`episode,role,image,label,induction,
+    /// repeats`, one row per image); `ways`, `columns`, `count` are then ignored.
     #[serde(default)]
     pub file: Option<String>,
     /// The task-induction sentence; `{labels}` becomes `"a", "b" or "c"`.
@@ -453,19 +454,108 @@ pub fn sample_episodes(
     Ok(out)
 }
 
-/// Episodes from a JSONL file, checked against the data set.
+/// Episodes from a CSV file in long form, header `episode,role,image,label,induction,repeats`:
+/// one row per image, `role` `support` (in prompt order) or `query` (one per episode),
+/// `induction` `true`/`false`, `repeats` the extra showings of the support set. The classes
+/// are the support labels in order of first appearance; shots = supports / classes. Returns
+/// `(line of the episode's first row, episode)`.
+pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)>, String> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let want = ["episode", "role", "image", "label", "induction", "repeats"];
+    let (_, head) = lines.next().ok_or("the file is empty")?;
+    let cols: Vec<&str> = head.split(',').map(str::trim).collect();
+    if cols != want {
+        return Err(format!("line 1: the header must be `{}`, found `{head}`", want.join(",")));
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut rows: HashMap<String, (usize, Vec<[String; 5]>)> = HashMap::new();
+    for (n, l) in lines {
+        let f: Vec<String> = l.split(',').map(|x| x.trim().to_string()).collect();
+        let [id, role, image, label, ind, rep] = f.as_slice() else {
+            return Err(format!("line {}: {} fields, 6 expected (commas inside a field are not supported)", n + 1, f.len()));
+        };
+        if !rows.contains_key(id) {
+            order.push(id.clone());
+        }
+        rows.entry(id.clone())
+            .or_insert((n + 1, Vec::new()))
+            .1
+            .push([role.clone(), image.clone(), label.clone(), ind.clone(), rep.clone()]);
+    }
+    let mut per_cell: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for id in order {
+        let (line, rs) = &rows[&id];
+        let bad = |m: String| format!("episode `{id}` (line {line}): {m}");
+        let ind = match rs[0][3].as_str() {
+            "true" | "yes" | "1" => true,
+            "false" | "no" | "0" => false,
+            x => return Err(bad(format!("induction `{x}` is not true/false"))),
+        };
+        let repeats: usize = rs[0][4].parse().map_err(|_| bad(format!("repeats `{}` is not a count", rs[0][4])))?;
+        if rs.iter().any(|r| r[3] != rs[0][3] || r[4] != rs[0][4]) {
+            return Err(bad("induction and repeats differ between its rows".into()));
+        }
+        let shot = |r: &[String; 5]| Shot { image: r[1].clone(), label: r[2].clone() };
+        let support: Vec<Shot> = rs.iter().filter(|r| r[0] == "support").map(shot).collect();
+        let queries: Vec<Shot> = rs.iter().filter(|r| r[0] == "query").map(shot).collect();
+        if let Some(r) = rs.iter().find(|r| r[0] != "support" && r[0] != "query") {
+            return Err(bad(format!("role `{}` is not support or query", r[0])));
+        }
+        let [query] = queries.as_slice() else {
+            return Err(bad(format!("{} query rows, 1 expected", queries.len())));
+        };
+        let mut classes: Vec<String> = Vec::new();
+        for s in &support {
+            if !classes.contains(&s.label) {
+                classes.push(s.label.clone());
+            }
+        }
+        if classes.is_empty() || support.len() % classes.len() != 0 {
+            return Err(bad(format!("{} support rows do not give every one of its {} classes the same number of shots", support.len(), classes.len())));
+        }
+        let mut ep = Episode {
+            ways: classes.len(),
+            induction: ind,
+            shots: support.len() / classes.len(),
+            repeats,
+            index: 0,
+            classes,
+            support,
+            query: query.clone(),
+        };
+        let k = per_cell.entry(ep.cell()).or_insert(0);
+        ep.index = *k;
+        *k += 1;
+        out.push((*line, ep));
+    }
+    Ok(out)
+}
+
+/// Episodes from a JSONL file (one episode per line, as runs write `episodes.jsonl`) or a CSV
+/// file (`.csv`, see [`parse_episode_csv`]), checked against the data set.
 pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::file(path, format!("cannot read the episode file: {e}")))?;
     let keys: HashMap<String, usize> = (0..set.len()).map(|i| (image_key(set, i), i)).collect();
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    let parsed: Vec<(usize, Episode)> = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        parse_episode_csv(&text).map_err(|m| Error::file(path, m))?
+    } else {
+        let mut v = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let ep: Episode = serde_json::from_str(line).map_err(|e| {
+                Error::file(path, format!("line {}: not an episode: {e}", n + 1))
+            })?;
+            v.push((n + 1, ep));
         }
-        let ep: Episode = serde_json::from_str(line).map_err(|e| {
-            Error::file(path, format!("line {}: not an episode: {e}", n + 1))
-        })?;
+        v
+    };
+    let mut out = Vec::new();
+    for (line, ep) in parsed {
+        let n = line - 1;
         for s in ep.support.iter().chain(std::iter::once(&ep.query)) {
             let i = *keys.get(&s.image).ok_or_else(|| {
                 Error::file(path, format!("line {}: image `{}` is not in the data set's test split", n + 1, s.image))
@@ -1178,13 +1268,17 @@ pub fn table_markdown(
         .keys()
         .filter_map(|c| c.split_once('/').map(|x| x.1.to_string()))
         .collect();
-    // Paper order: no induction first, then by shots, then by repeats.
+    // Paper order: no induction first, then the inner-shot columns by shots, then the
+    // repeat columns by repeats.
     let parse = |c: &str| -> (bool, usize, usize) {
         let p: Vec<&str> = c.split('/').collect();
         let num = |s: &str| s.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         (p.first() == Some(&"induction-yes"), num(p.get(1).unwrap_or(&"")), num(p.get(2).unwrap_or(&"")))
     };
-    cols.sort_by_key(|c| parse(c));
+    cols.sort_by_key(|c| {
+        let (ind, shots, rep) = parse(c);
+        (ind, rep > 0, shots, rep)
+    });
     cols.dedup();
     let head = |c: &str| {
         let (ind, s, r) = parse(c);
@@ -1226,6 +1320,49 @@ mod tests {
         assert_eq!(first_token_pick(&top(&[(" S", -0.1), (" Sne", -1.0), (" Bag", -2.0)]), &classes), Some(1));
         assert_eq!(first_token_pick(&top(&[("Ġbag", -0.5)]), &classes), Some(2));
         assert_eq!(first_token_pick(&top(&[(" the", -0.1), ("\n", -0.2)]), &classes), None);
+    }
+
+    #[test]
+    fn csv_episodes_parse_and_bad_rows_are_named() {
+        let csv = "episode,role,image,label,induction,repeats\n\
+                   e1,support,a.jpg,lion,true,1\n\
+                   e1,support,b.jpg,vase,true,1\n\
+                   e1,query,c.jpg,vase,true,1\n\
+                   e2,support,d.jpg,lion,false,0\n\
+                   e2,support,e.jpg,lion,false,0\n\
+                   e2,support,f.jpg,vase,false,0\n\
+                   e2,support,g.jpg,vase,false,0\n\
+                   e2,query,h.jpg,lion,false,0\n";
+        let eps = parse_episode_csv(csv).unwrap();
+        assert_eq!(eps.len(), 2);
+        let (line, e) = &eps[0];
+        assert_eq!((*line, e.ways, e.shots, e.repeats, e.induction), (2, 2, 1, 1, true));
+        assert_eq!(e.classes, vec!["lion".to_string(), "vase".to_string()]);
+        assert_eq!(e.query.image, "c.jpg");
+        assert_eq!((eps[1].1.shots, eps[1].1.cell()), (2, "2-way/induction-no/shots-2/repeats-0".to_string()));
+        let err = parse_episode_csv("episode,role,image,label,induction,repeats\nx,support,a,lion,true,0\n").unwrap_err();
+        assert!(err.contains("episode `x`") && err.contains("0 query rows"), "{err}");
+        let err = parse_episode_csv("id,role,image\n").unwrap_err();
+        assert!(err.contains("header"), "{err}");
+        let err = parse_episode_csv("episode,role,image,label,induction,repeats\nx,support,a,lion,maybe,0\nx,query,b,lion,maybe,0\n").unwrap_err();
+        assert!(err.contains("induction `maybe`"), "{err}");
+    }
+
+    #[test]
+    fn the_table_follows_the_papers_column_order() {
+        let mut cells = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
+        for c in paper_columns() {
+            let cell = format!("2-way/{}", c.name());
+            cells.insert(cell.clone(), (1, 2, 2));
+            metrics.insert(format!("{cell}/top1"), results::proportion(1, 2, 0.05));
+        }
+        let t = table_markdown(&cells, &metrics);
+        let head = t.lines().next().unwrap();
+        let want = "| | no induction, 1 shot | induction, 1 shot | induction, 3 shots | induction, 5 shots | induction, 1 shot, 1 repeat | induction, 1 shot, 3 repeats | induction, 1 shot, 5 repeats | chance |";
+        assert_eq!(head, want);
+        assert!(t.contains("| 2-way | 50.0 ["), "{t}");
+        assert!(t.trim_end().ends_with("| 50.0 |"), "{t}");
     }
 
     #[test]

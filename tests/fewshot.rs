@@ -26,7 +26,7 @@ dataset = "fashion-mnist"
 test_limit = 300
 [llm]
 cache = "{cache}"
-server_threads = 2
+server_threads = 1
 [tokens]
 per_image = 8
 [episodes]

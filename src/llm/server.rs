@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 pub const BUILD_SCRIPT: &str = include_str!("../../scripts/build-llama-server.sh");
 /// The source the server is built from, as the script's marker file records it.
-pub const SERVER_SOURCE: &str = "llama-cpp-python==0.3.36";
+/// (`build N` changes with the script's build options; a server built otherwise is rebuilt.)
+pub const SERVER_SOURCE: &str = "llama-cpp-python==0.3.36 build 2";
 
 /// `<cache>/llama-server/llama-server`, built once (about 13 minutes on 2 cores).
 pub fn ensure_llama_server(cache: &Path) -> Result<PathBuf> {
