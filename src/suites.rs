@@ -191,9 +191,10 @@ pub struct GroupSpec {
 pub enum SuiteSpec {
     LinearProbe(LinearProbeSpec),
     Group(GroupSpec),
+    Reconstruction(crate::recon::ReconSpec),
 }
 
-pub const KINDS: &[&str] = &["linear-probe", "group"];
+pub const KINDS: &[&str] = &["linear-probe", "group", "reconstruction"];
 
 #[derive(Debug, Clone)]
 pub struct Suite {
@@ -309,6 +310,7 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
     let text = toml::to_string(&body).unwrap_or_default();
     let err = match kind.as_str() {
         "linear-probe" => toml::from_str::<LinearProbeSpec>(&text).err(),
+        "reconstruction" => toml::from_str::<crate::recon::ReconSpec>(&text).err(),
         _ => toml::from_str::<GroupSpec>(&text).err(),
     };
     if let Some(e) = err {
@@ -323,7 +325,18 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
             format!("`{key}`: {msg}")
         });
     }
-    if kind == "linear-probe" {
+    if kind == "reconstruction" {
+        if let Some(l) = body
+            .get("recon")
+            .and_then(|r| r.get("lpips"))
+            .and_then(|v| v.as_str())
+        {
+            if let Err(e) = crate::recon::lpips_setting(l) {
+                out.push(e.to_string().replacen("setting `recon.lpips`", "`recon.lpips`", 1));
+            }
+        }
+    }
+    if kind == "linear-probe" || kind == "reconstruction" {
         if let Some(toml::Value::Table(d)) = body.get("data") {
             let dataset = d.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
             let needs_path = matches!(dataset, "idx" | "image-folder" | "mini-imagenet");
@@ -362,6 +375,9 @@ pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
     let text = toml::to_string(&body).map_err(|e| Error::Msg(e.to_string()))?;
     let spec = match kind.as_str() {
         "linear-probe" => SuiteSpec::LinearProbe(
+            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
+        ),
+        "reconstruction" => SuiteSpec::Reconstruction(
             toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
         ),
         _ => {
