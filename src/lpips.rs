@@ -92,7 +92,11 @@ pub struct Lpips {
     scale: Tensor,
 }
 
-fn tensor(t: &std::collections::HashMap<String, Tensor>, path: &Path, name: &str) -> Result<Tensor> {
+fn tensor(
+    t: &std::collections::HashMap<String, Tensor>,
+    path: &Path,
+    name: &str,
+) -> Result<Tensor> {
     t.get(name).cloned().ok_or_else(|| {
         Error::file(
             path,

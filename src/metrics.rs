@@ -301,7 +301,11 @@ impl Planes {
     pub fn to_rgb_tensor(&self, device: &candle_core::Device) -> Result<candle_core::Tensor> {
         let rgb = self.to_rgb();
         let v: Vec<f32> = rgb.data.iter().map(|&x| x as f32).collect();
-        Ok(candle_core::Tensor::from_vec(v, (1, 3, self.h, self.w), device)?)
+        Ok(candle_core::Tensor::from_vec(
+            v,
+            (1, 3, self.h, self.w),
+            device,
+        )?)
     }
 }
 

@@ -424,7 +424,8 @@ pub fn ensure_trained(spec: &str, device: &Device, progress: bool) -> Result<Pat
     let runs = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(runs).map_err(|e| Error::file(runs, e.to_string()))?;
     let lock_path = runs.join(format!(".{}-{}.lock", cfg.name, &hash[..12]));
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
     lock.lock()
         .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
     if !is_done()? {

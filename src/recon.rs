@@ -141,8 +141,15 @@ pub fn conventions(lpips: Option<LpipsNet>) -> BTreeMap<&'static str, String> {
     let mut c = BTreeMap::new();
     c.insert("pixels", "RGB in [0, 1]: test images through the evaluation transform (bicubic resize of the shorter side + center crop to the model's image size; grey repeated over 3 channels); reconstructions clamped to [0, 1]".to_string());
     c.insert("averaging", "every metric is computed per image, then averaged over images; 95% interval: mean +- t(0.975, n-1) * sd / sqrt(n)".to_string());
-    c.insert("mse", "mean over pixels and channels of (x - y)^2".to_string());
-    c.insert("psnr", "10 log10(1 / MSE) dB per image (data range 1), capped at 100 dB (MSE floored at 1e-10)".to_string());
+    c.insert(
+        "mse",
+        "mean over pixels and channels of (x - y)^2".to_string(),
+    );
+    c.insert(
+        "psnr",
+        "10 log10(1 / MSE) dB per image (data range 1), capped at 100 dB (MSE floored at 1e-10)"
+            .to_string(),
+    );
     c.insert("ssim", "Wang et al. 2004 as scikit-image structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1): 11x11 Gaussian window, K1 0.01, K2 0.03, per channel then averaged".to_string());
     c.insert(
         "lpips",
@@ -166,12 +173,9 @@ pub fn lpips_setting(s: &str) -> Result<Option<LpipsNet>> {
     if s == "none" {
         return Ok(None);
     }
-    LpipsNet::parse(s).map(Some).ok_or_else(|| {
-        Error::setting(
-            "recon.lpips",
-            format!("`{s}`: use alex, vgg16 or none"),
-        )
-    })
+    LpipsNet::parse(s)
+        .map(Some)
+        .ok_or_else(|| Error::setting("recon.lpips", format!("`{s}`: use alex, vgg16 or none")))
 }
 
 /// One image's tensor `(3, h, w)` at batch position `i` as metric planes.
@@ -236,7 +240,10 @@ fn score_model(
         let b: Vec<f32> = recon.flatten_all()?.to_vec1()?;
         for (j, &i) in chunk.iter().enumerate() {
             let what = format!("test image {i}");
-            let s = metrics::compare(&planes(&a, j, size, size, &what)?, &planes(&b, j, size, size, &what)?)?;
+            let s = metrics::compare(
+                &planes(&a, j, size, size, &what)?,
+                &planes(&b, j, size, size, &what)?,
+            )?;
             values.entry("mse").or_default().push(s.mse);
             values
                 .entry("psnr")
@@ -330,8 +337,18 @@ pub fn error_colour(e: f32) -> [u8; 3] {
 
 /// One row of the grid: a label and images `(3, s, s)` in [0, 1], or error maps.
 pub enum GridRow {
-    Images { label: String, size: usize, images: Vec<Vec<f32>> },
-    Error { label: String, size: usize, originals: Vec<Vec<f32>>, recons: Vec<Vec<f32>>, scale: f32 },
+    Images {
+        label: String,
+        size: usize,
+        images: Vec<Vec<f32>>,
+    },
+    Error {
+        label: String,
+        size: usize,
+        originals: Vec<Vec<f32>>,
+        recons: Vec<Vec<f32>>,
+        scale: f32,
+    },
 }
 
 impl GridRow {
@@ -388,7 +405,8 @@ pub fn write_grid(rows: &[GridRow], scale: u32, path: &Path) -> Result<()> {
     let (gap, row_gap) = (2usize, 6usize);
     let width = cols * (cell + gap) - gap;
     let height = rows.len().max(1) * (cell + row_gap) - row_gap;
-    let mut img = image::RgbImage::from_pixel(width as u32, height as u32, image::Rgb([255, 255, 255]));
+    let mut img =
+        image::RgbImage::from_pixel(width as u32, height as u32, image::Rgb([255, 255, 255]));
     for (r, row) in rows.iter().enumerate() {
         let s = row.size();
         for i in 0..row.len() {
@@ -405,8 +423,11 @@ pub fn write_grid(rows: &[GridRow], scale: u32, path: &Path) -> Result<()> {
         }
     }
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| Error::file(path, format!("cannot encode PNG: {e}")))?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::file(path, format!("cannot encode PNG: {e}")))?;
     crate::assets::write_atomic(path, &bytes)
 }
 
@@ -423,7 +444,11 @@ pub fn page_html(r: &ResultFile) -> String {
     let x = &r.extra;
     let mut reps: Vec<String> = x["models"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     if reps.is_empty() {
         reps = r
@@ -442,7 +467,10 @@ pub fn page_html(r: &ResultFile) -> String {
         ("lpips_vgg16", "LPIPS vgg16 &darr;", 4),
     ]
     .into_iter()
-    .filter(|(m, _, _)| reps.iter().any(|rep| r.metrics.contains_key(&format!("{rep}/{m}"))))
+    .filter(|(m, _, _)| {
+        reps.iter()
+            .any(|rep| r.metrics.contains_key(&format!("{rep}/{m}")))
+    })
     .collect();
     let mut h = String::new();
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -456,10 +484,7 @@ table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #bbb;pad
 th{background:#e8eef7}td.l,th.l{text-align:left}.ci{color:#555;font-size:85%}.meta{color:#444}\n\
 code{background:#f3f3f3;padding:0 3px}img.grid{image-rendering:pixelated;border:1px solid #ccc}\n\
 ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:16px}\n</style>\n</head>\n<body>\n");
-    h.push_str(&format!(
-        "<h1>Reconstruction: {}</h1>\n",
-        esc(&r.suite)
-    ));
+    h.push_str(&format!("<h1>Reconstruction: {}</h1>\n", esc(&r.suite)));
     let desc = r.config["description"].as_str().unwrap_or("");
     if !desc.is_empty() {
         h.push_str(&format!("<p>{}</p>\n", esc(desc)));
@@ -602,7 +627,10 @@ pub fn run(
     inputs.insert("data".to_string(), samples_sha256.clone());
     if let Some(n) = net {
         let f = crate::assets::ensure(&crate::assets::LPIPS)?.join(n.file_name());
-        inputs.insert(format!("lpips_{}", n.name()), crate::assets::sha256_file(&f)?);
+        inputs.insert(
+            format!("lpips_{}", n.name()),
+            crate::assets::sha256_file(&f)?,
+        );
     }
     let mut seeds = BTreeMap::new();
     seeds.insert("subset".to_string(), seed);
@@ -663,7 +691,10 @@ pub fn run(
                 values,
             });
         }
-        tokens.insert(rep.clone(), token_summary(&model, &run, spec.recon.top_tokens));
+        tokens.insert(
+            rep.clone(),
+            token_summary(&model, &run, spec.recon.top_tokens),
+        );
         model_info.insert(
             rep.clone(),
             serde_json::json!({"spec": name, "run": run_dir.display().to_string(), "step": state.step, "image_size": size, "kind": format!("{:?}", state.config.model.kind)}),
@@ -794,7 +825,10 @@ mod tests {
             extra: serde_json::json!({"models": ["m"], "tokens": {"m": {"top": [{"text": "<s>", "share": 0.5}]}}}),
         };
         let h = page_html(&r);
-        assert!(h.contains("a &lt;b&gt; &amp; c") && h.contains("<code>&lt;s&gt;</code> 50.0%"), "{h}");
+        assert!(
+            h.contains("a &lt;b&gt; &amp; c") && h.contains("<code>&lt;s&gt;</code> 50.0%"),
+            "{h}"
+        );
         assert!(h.contains("21.00") && !h.contains("LPIPS"), "{h}");
     }
 }

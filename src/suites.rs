@@ -332,7 +332,10 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
             .and_then(|v| v.as_str())
         {
             if let Err(e) = crate::recon::lpips_setting(l) {
-                out.push(e.to_string().replacen("setting `recon.lpips`", "`recon.lpips`", 1));
+                out.push(
+                    e.to_string()
+                        .replacen("setting `recon.lpips`", "`recon.lpips`", 1),
+                );
             }
         }
     }

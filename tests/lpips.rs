@@ -53,8 +53,8 @@ fn batched_distances_equal_one_at_a_time_and_small_images_are_refused() {
     }
     assert!(all.iter().all(|&d| d > 0.0));
     assert!(lp.distances(&a, &a, 3).unwrap().iter().all(|&d| d == 0.0));
-    let small = candle_core::Tensor::zeros((1, 3, 28, 28), candle_core::DType::F32, &Device::Cpu)
-        .unwrap();
+    let small =
+        candle_core::Tensor::zeros((1, 3, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap();
     let e = lp.forward(&small, &small).unwrap_err().to_string();
     assert!(e.contains("at least 31x31") && e.contains("28x28"), "{e}");
 }
@@ -75,7 +75,12 @@ fn fresh_fetch_converts_the_sdist_to_the_pinned_files() {
     let dir = ensure_in(&LPIPS, cache.path(), &mut |m| steps.push(m.to_string())).unwrap();
     assert!(steps.iter().any(|s| s.contains("converting")), "{steps:?}");
     for f in LPIPS.files {
-        assert_eq!(sha256_file(&dir.join(f.name)).unwrap(), f.sha256, "{}", f.name);
+        assert_eq!(
+            sha256_file(&dir.join(f.name)).unwrap(),
+            f.sha256,
+            "{}",
+            f.name
+        );
     }
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -94,8 +99,11 @@ fn converter_refuses_foreign_pickles() {
     let d = tempfile::tempdir().unwrap();
     // A pickle that would call os.system: protocol 2, GLOBAL 'os system'.
     let evil = d.path().join("evil.ckpt");
-    std::fs::write(&evil, b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.")
-        .unwrap();
+    std::fs::write(
+        &evil,
+        b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.",
+    )
+    .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lpips_convert.py");
     let out = Command::new("python3")
         .arg(script)
@@ -124,7 +132,11 @@ fn metrics_command_reports_lpips_and_names_both_files_on_errors() {
             .args(["--json", "--lpips", flag])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -136,12 +148,21 @@ fn metrics_command_reports_lpips_and_names_both_files_on_errors() {
             }
             assert_eq!(l["lpips_net"], flag);
         }
-        let noise = lines.iter().find(|l| l["pair"] == "rgb_noise_32.png").unwrap();
+        let noise = lines
+            .iter()
+            .find(|l| l["pair"] == "rgb_noise_32.png")
+            .unwrap();
         let want = expected["rgb_noise_32"][key].as_f64().unwrap();
-        assert!((noise["lpips"].as_f64().unwrap() - want).abs() < 1e-4, "{noise}");
+        assert!(
+            (noise["lpips"].as_f64().unwrap() - want).abs() < 1e-4,
+            "{noise}"
+        );
         let mean = &lines[5];
         assert_eq!(mean["pair"], "mean");
-        assert!(mean["psnr_infinite"].as_bool().unwrap(), "one pair is identical");
+        assert!(
+            mean["psnr_infinite"].as_bool().unwrap(),
+            "one pair is identical"
+        );
     }
     // --lpips none: the key is there, null.
     let out = Command::new(bin)
@@ -152,8 +173,7 @@ fn metrics_command_reports_lpips_and_names_both_files_on_errors() {
         .output()
         .unwrap();
     let l: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
-            .unwrap();
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert!(l["lpips"].is_null() && l["ssim"].is_number(), "{l}");
     // Differing sizes: both files named.
     let (a, b) = (

@@ -64,7 +64,10 @@ fn screenshot(page: &Path, png: &Path, size: (u32, u32)) {
                 use std::io::Read;
                 let _ = s.read_to_string(&mut err);
             }
-            assert!(status.success() && png.is_file(), "Chromium failed ({status}): {err}");
+            assert!(
+                status.success() && png.is_file(),
+                "Chromium failed ({status}): {err}"
+            );
             return;
         }
         if t0.elapsed() > Duration::from_secs(90) {
@@ -181,7 +184,9 @@ fn page_renders_in_headless_chromium() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert_eq!(html, page_html(&r));
     assert!(html.contains("<img class=\"grid\" src=\"grid.png\""));
-    assert!(html.contains("&lt;with&gt; &amp; escapes") && html.contains("<code>&lt;unk&gt;</code>"));
+    assert!(
+        html.contains("&lt;with&gt; &amp; escapes") && html.contains("<code>&lt;unk&gt;</code>")
+    );
     assert!(html.contains("812 / 30522"));
 
     let shot = dir.path().join("shot.png");
@@ -194,13 +199,20 @@ fn page_renders_in_headless_chromium() {
     for p in img.pixels() {
         colours.insert(p.0);
     }
-    assert!(colours.len() > 200, "only {} colours: blank page?", colours.len());
+    assert!(
+        colours.len() > 200,
+        "only {} colours: blank page?",
+        colours.len()
+    );
     // The table header colour (#e8eef7) and the error map's red-to-yellow show the page's
     // CSS and the grid image were both rendered.
-    assert!(colours.contains(&[0xe8, 0xee, 0xf7]), "table header colour missing");
-    let warm = img
-        .pixels()
-        .filter(|p| p.0[0] > 150 && p.0[2] < 60)
-        .count();
-    assert!(warm > 5000, "the error rows are not visible: {warm} red-to-yellow pixels");
+    assert!(
+        colours.contains(&[0xe8, 0xee, 0xf7]),
+        "table header colour missing"
+    );
+    let warm = img.pixels().filter(|p| p.0[0] > 150 && p.0[2] < 60).count();
+    assert!(
+        warm > 5000,
+        "the error rows are not visible: {warm} red-to-yellow pixels"
+    );
 }
