@@ -116,8 +116,9 @@ impl Lpips {
     pub fn new(net: LpipsNet, path: &Path, device: &Device) -> Result<Self> {
         let t = candle_core::safetensors::load(path, device)
             .map_err(|e| Error::file(path, format!("cannot read LPIPS weights: {e}")))?;
-        let (prefix, plan): (&str, Vec<Option<(usize, usize, usize)>>) = match net {
-            // Some((out_channels, stride, padding)) = a conv + ReLU; None = a tap.
+        // Some((out_channels, stride, padding)) = a conv + ReLU; None = a tap.
+        type Plan = Vec<Option<(usize, usize, usize)>>;
+        let (prefix, plan): (&str, Plan) = match net {
             LpipsNet::Alex => (
                 "AlexNet_0",
                 vec![

@@ -83,7 +83,7 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     assert_eq!(t["vocab"], 264);
     assert_eq!(t["tokens"], 40 * 16);
     let used = t["codes_used"].as_u64().unwrap();
-    assert!(used >= 1 && used <= 264);
+    assert!((1..=264).contains(&used));
     assert!(t["perplexity"].as_f64().unwrap() >= 1.0);
     assert!(!t["top"].as_array().unwrap().is_empty());
     assert!(t["top"][0]["text"].is_string());
