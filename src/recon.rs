@@ -651,6 +651,16 @@ pub fn run(
         inputs.insert(rep.clone(), checkpoint_sha(&run_dir)?);
         seeds.insert(format!("{rep}_train"), state.config.train.seed);
         let size = state.config.model.image_size;
+        if let Some(n) = net.filter(|n| size < n.min_side()) {
+            return Err(Error::setting(
+                "recon.lpips",
+                format!(
+                    "model `{name}` works at {size}x{size} but LPIPS {} needs at least {m}x{m}; use vgg16 (16x16) or none",
+                    n.name(),
+                    m = n.min_side()
+                ),
+            ));
+        }
         if progress {
             eprintln!("  {rep}: {} test images at {size}x{size}", idx.len());
         }
