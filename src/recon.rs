@@ -35,7 +35,7 @@ fn d_grid_scale() -> u32 {
     4
 }
 fn d_error_scale() -> f64 {
-    0.25
+    0.5
 }
 fn d_top() -> usize {
     12
@@ -482,7 +482,7 @@ pub fn page_html(r: &ResultFile) -> String {
     h.push_str("<style>\nbody{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px;color:#111;background:#fff;max-width:1400px}\n\
 table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right;vertical-align:top}\n\
 th{background:#e8eef7}td.l,th.l{text-align:left}.ci{color:#555;font-size:85%}.meta{color:#444}\n\
-code{background:#f3f3f3;padding:0 3px}img.grid{image-rendering:pixelated;border:1px solid #ccc}\n\
+code{background:#f3f3f3;padding:0 3px}img.grid{image-rendering:pixelated;border:1px solid #ccc;max-width:100%;height:auto}\n\
 ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:16px}\n</style>\n</head>\n<body>\n");
     h.push_str(&format!("<h1>Reconstruction: {}</h1>\n", esc(&r.suite)));
     let desc = r.config["description"].as_str().unwrap_or("");
@@ -664,6 +664,7 @@ pub fn run(
         if progress {
             eprintln!("  {rep}: {} test images at {size}x{size}", idx.len());
         }
+        let t_score = Instant::now();
         let run = score_model(
             &rep,
             &model,
@@ -707,7 +708,7 @@ pub fn run(
         );
         model_info.insert(
             rep.clone(),
-            serde_json::json!({"spec": name, "run": run_dir.display().to_string(), "step": state.step, "image_size": size, "kind": format!("{:?}", state.config.model.kind)}),
+            serde_json::json!({"spec": name, "run": run_dir.display().to_string(), "step": state.step, "image_size": size, "kind": format!("{:?}", state.config.model.kind), "scoring_s": t_score.elapsed().as_secs_f64()}),
         );
         runs.push(run);
     }
