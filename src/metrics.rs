@@ -3,7 +3,8 @@
 //! - SSIM of Wang et al. (2004) as scikit-image computes it with `gaussian_weights=True,
 //!   sigma=1.5, use_sample_covariance=False, data_range=1`: an 11x11 Gaussian window
 //!   (truncate 3.5), K1 0.01, K2 0.03, symmetric ("reflect") borders, the map cropped by the
-//!   window radius, per channel then averaged.
+//!   window radius, per channel then averaged;
+//! - LPIPS (`crate::lpips`), AlexNet or VGG16, for image files via [`lpips_files`].
 
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -293,6 +294,37 @@ pub fn compare_files(a: &Path, b: &Path) -> Result<Scores> {
         pb = pb.to_rgb();
     }
     compare(&pa, &pb).map_err(|e| Error::Msg(format!("{} vs {}: {e}", a.display(), b.display())))
+}
+
+impl Planes {
+    /// A `(1, 3, h, w)` f32 tensor (grey repeated over three channels), for LPIPS.
+    pub fn to_rgb_tensor(&self, device: &candle_core::Device) -> Result<candle_core::Tensor> {
+        let rgb = self.to_rgb();
+        let v: Vec<f32> = rgb.data.iter().map(|&x| x as f32).collect();
+        Ok(candle_core::Tensor::from_vec(
+            v,
+            (1, 3, self.h, self.w),
+            device,
+        )?)
+    }
+}
+
+/// LPIPS of two image files (grey compared as RGB); the error names both files.
+pub fn lpips_files(lp: &crate::lpips::Lpips, a: &Path, b: &Path) -> Result<f64> {
+    let (pa, pb) = (Planes::read(a)?, Planes::read(b)?);
+    let both = |e: Error| Error::Msg(format!("{} vs {}: {e}", a.display(), b.display()));
+    if (pa.h, pa.w) != (pb.h, pb.w) {
+        return Err(both(Error::Msg(format!(
+            "sizes differ: {}x{} vs {}x{}",
+            pa.w, pa.h, pb.w, pb.h
+        ))));
+    }
+    let dev = candle_core::Device::Cpu;
+    let d = lp
+        .forward(&pa.to_rgb_tensor(&dev)?, &pb.to_rgb_tensor(&dev)?)
+        .map_err(both)?;
+    let v: Vec<f32> = d.to_vec1().map_err(|e| both(e.into()))?;
+    Ok(v[0] as f64)
 }
 
 #[cfg(test)]

@@ -411,23 +411,24 @@ pub fn ensure_trained(spec: &str, device: &Device, progress: bool) -> Result<Pat
     let out = crate::assets::cache_dir()
         .join("runs")
         .join(format!("{}-{}", cfg.name, &hash[..12]));
-    let done = || -> Result<bool> {
+    let is_done = || -> Result<bool> {
         Ok(crate::train::latest_checkpoint(&out)?
             .and_then(|ck| std::fs::read(ck.join("state.json")).ok())
             .and_then(|b| serde_json::from_slice::<crate::train::CheckpointState>(&b).ok())
             .is_some_and(|s| s.step >= cfg.train.steps))
     };
-    if done()? {
+    if is_done()? {
         return Ok(out);
     }
-    // One trainer per configuration: runs and tests started together wait for it.
-    let runs = out.parent().expect("runs folder");
+    // One trainer per run folder: suites started together wait for the first one.
+    let runs = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(runs).map_err(|e| Error::file(runs, e.to_string()))?;
-    let lock_path = out.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+    let lock_path = runs.join(format!(".{}-{}.lock", cfg.name, &hash[..12]));
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
     lock.lock()
         .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
-    if !done()? {
+    if !is_done()? {
         eprintln!(
             "training {} once into {} (cached by its configuration hash)",
             cfg.name,

@@ -37,6 +37,19 @@ pub struct Sample {
     pub top5: bool,
 }
 
+/// Per-image values of continuous metrics (`per_image.jsonl`, one record per representation
+/// and image), for paired tests between runs that scored the same images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageScore {
+    pub rep: String,
+    pub index: usize,
+    pub input_sha256: String,
+    /// Metric name (as in `<rep>/<metric>`) -> this image's value.
+    pub values: BTreeMap<String, f64>,
+}
+
+pub const PER_IMAGE_FILE: &str = "per_image.jsonl";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResultFile {
     pub schema: String,
@@ -74,6 +87,179 @@ pub fn proportion(k: usize, n: usize, tolerance: f64) -> Metric {
         tolerance,
         higher_is_better: true,
     }
+}
+
+/// Mean of per-image values with its standard error and a Student-t 95% interval
+/// (`mean +- t(0.975, n-1) * sd / sqrt(n)`, sample standard deviation).
+pub fn mean_t_interval(values: &[f64], tolerance: f64, higher_is_better: bool) -> Metric {
+    let n = values.len();
+    let nf = n.max(1) as f64;
+    let mean = values.iter().sum::<f64>() / nf;
+    let var = if n > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (nf - 1.0)
+    } else {
+        0.0
+    };
+    let se = (var / nf).sqrt();
+    let half = if n > 1 {
+        student_t_quantile(0.975, nf - 1.0) * se
+    } else {
+        0.0
+    };
+    Metric {
+        value: mean,
+        se,
+        ci95: [mean - half, mean + half],
+        n,
+        tolerance,
+        higher_is_better,
+    }
+}
+
+/// ln Gamma (Lanczos, g = 7, 9 terms; |relative error| < 1e-13 for x > 0).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Regularised incomplete beta I_x(a, b) (continued fraction, modified Lentz).
+fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    if x > (a + 1.0) / (a + b + 2.0) {
+        return 1.0 - incomplete_beta(1.0 - x, b, a);
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp() / a;
+    let tiny = 1e-300;
+    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut f = d;
+    for m in 1..500 {
+        let m = m as f64;
+        for num in [
+            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
+            d = 1.0 + num * d;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = 1.0 + num / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            f *= c * d;
+        }
+        if (c * d - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    front * f
+}
+
+/// Two-sided p-value of a Student-t statistic with `df` degrees of freedom.
+pub fn student_t_two_sided_p(t: f64, df: f64) -> f64 {
+    if !t.is_finite() {
+        return 0.0;
+    }
+    incomplete_beta(df / (df + t * t), df / 2.0, 0.5).clamp(0.0, 1.0)
+}
+
+/// The `p` quantile (p > 0.5) of Student's t with `df` degrees of freedom (bisection).
+pub fn student_t_quantile(p: f64, df: f64) -> f64 {
+    let target = 2.0 * (1.0 - p); // two-sided tail
+    let (mut lo, mut hi) = (0.0f64, 1e3f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if student_t_two_sided_p(mid, df) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Paired t-test on per-image differences `current - baseline` of one metric: two-sided p,
+/// or None when fewer than two images pair up or every difference is the same.
+pub fn paired_t_p(pairs: &[(f64, f64)]) -> Option<f64> {
+    let n = pairs.len();
+    if n < 2 {
+        return None;
+    }
+    let d: Vec<f64> = pairs.iter().map(|(b, c)| c - b).collect();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+    if var <= 0.0 {
+        return (mean == 0.0).then_some(1.0).or(Some(0.0));
+    }
+    let t = mean / (var / n as f64).sqrt();
+    Some(student_t_two_sided_p(t, n as f64 - 1.0))
+}
+
+/// Write per-image metric values next to a run's `result.json` (atomically).
+pub fn write_per_image(dir: &Path, scores: &[ImageScore]) -> Result<()> {
+    let mut lines = String::new();
+    for s in scores {
+        lines.push_str(&serde_json::to_string(s).map_err(|e| Error::Msg(e.to_string()))?);
+        lines.push('\n');
+    }
+    crate::assets::write_atomic(&dir.join(PER_IMAGE_FILE), lines.as_bytes())
+}
+
+/// The per-image values beside a result file (or beside the newest `result.json` under a
+/// folder), if the run wrote any.
+pub fn read_per_image(path: &Path) -> Result<Option<Vec<ImageScore>>> {
+    let file = if path.is_dir() {
+        let mut found = Vec::new();
+        collect(path, &mut found);
+        found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        match found.pop() {
+            Some(f) => f,
+            None => return Ok(None),
+        }
+    } else {
+        path.to_path_buf()
+    };
+    let p = file.with_file_name(PER_IMAGE_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(_) => return Ok(None),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| Error::file(&p, e.to_string())))
+        .collect::<Result<Vec<ImageScore>>>()
+        .map(Some)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -202,6 +388,19 @@ pub fn compare(
     cur: &ResultFile,
     cur_s: Option<&[Sample]>,
 ) -> Vec<Row> {
+    compare_paired(base, base_s, None, cur, cur_s, None)
+}
+
+/// As `compare`, and for continuous metrics with per-image values on both sides (same
+/// examples), a paired t-test on the per-image differences instead of the unpaired z-test.
+pub fn compare_paired(
+    base: &ResultFile,
+    base_s: Option<&[Sample]>,
+    base_v: Option<&[ImageScore]>,
+    cur: &ResultFile,
+    cur_s: Option<&[Sample]>,
+    cur_v: Option<&[ImageScore]>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     for (name, b) in &base.metrics {
         let Some(c) = cur.metrics.get(name) else {
@@ -214,7 +413,13 @@ pub fn compare(
                 paired_p(name, bs, cs)
             }
             _ => None,
-        };
+        }
+        .or_else(|| match (base_v, cur_v) {
+            (Some(bv), Some(cv)) if base.samples_sha256 == cur.samples_sha256 => {
+                paired_values_p(name, bv, cv)
+            }
+            _ => None,
+        });
         let p = paired.or_else(|| {
             let se = (b.se * b.se + c.se * c.se).sqrt();
             (se > 0.0).then(|| 2.0 * normal_sf((change / se).abs()))
@@ -268,6 +473,23 @@ fn paired_p(metric: &str, bs: &[Sample], cs: &[Sample]) -> Option<f64> {
     (n > 0).then(|| mcnemar_p(only_b, only_c))
 }
 
+/// Paired t-test p for a `rep/metric` from per-image values, matched by index and input hash.
+fn paired_values_p(metric: &str, bv: &[ImageScore], cv: &[ImageScore]) -> Option<f64> {
+    let (rep, m) = metric.rsplit_once('/')?;
+    let key = |s: &ImageScore| (s.index, s.input_sha256.clone());
+    let base: BTreeMap<_, f64> = bv
+        .iter()
+        .filter(|s| s.rep == rep)
+        .filter_map(|s| s.values.get(m).map(|&v| (key(s), v)))
+        .collect();
+    let pairs: Vec<(f64, f64)> = cv
+        .iter()
+        .filter(|s| s.rep == rep)
+        .filter_map(|s| Some((*base.get(&key(s))?, *s.values.get(m)?)))
+        .collect();
+    paired_t_p(&pairs)
+}
+
 fn normal_sf(z: f64) -> f64 {
     // Abramowitz-Stegun 7.1.26 erfc approximation (|error| < 1.5e-7).
     let x = z / std::f64::consts::SQRT_2;
@@ -312,5 +534,26 @@ mod tests {
         assert!((mcnemar_p(1, 9) - 22.0 / 1024.0).abs() < 1e-12);
         assert_eq!(mcnemar_p(5, 5), 1.0);
         assert!((normal_sf(1.959964) - 0.025).abs() < 1e-6);
+    }
+
+    #[test]
+    fn student_t_matches_tables() {
+        // t(0.975) for df 1, 10, 999 (tables / scipy.stats.t.ppf).
+        for (df, want) in [(1.0, 12.706205), (10.0, 2.228139), (999.0, 1.962341)] {
+            let q = student_t_quantile(0.975, df);
+            assert!((q - want).abs() < 1e-4, "df {df}: {q} vs {want}");
+        }
+        // scipy: 2 * t.sf(2.5, 7) = 0.040992
+        assert!((student_t_two_sided_p(2.5, 7.0) - 0.040992).abs() < 1e-5);
+        let m = mean_t_interval(&[1.0, 2.0, 3.0, 4.0], 0.1, true);
+        // mean 2.5, sd 1.290994, se 0.645497, t(0.975, 3) = 3.182446
+        assert!((m.value - 2.5).abs() < 1e-12 && (m.se - 0.645497).abs() < 1e-6);
+        assert!((m.ci95[0] - (2.5 - 3.182446 * 0.645497)).abs() < 1e-4);
+        // Paired: a constant shift is certain, no change is p = 1.
+        assert_eq!(paired_t_p(&[(1.0, 1.5), (2.0, 2.5)]), Some(0.0));
+        assert_eq!(paired_t_p(&[(1.0, 1.0), (2.0, 2.0)]), Some(1.0));
+        // differences 0.1, 0.3, -0.1, 0.2: mean 0.125, sd 0.170783, t = 1.463850, df 3
+        let p = paired_t_p(&[(0.0, 0.1), (0.0, 0.3), (0.0, -0.1), (0.0, 0.2)]).unwrap();
+        assert!((p - 0.239443).abs() < 1e-4, "{p}");
     }
 }

@@ -192,9 +192,10 @@ pub enum SuiteSpec {
     LinearProbe(LinearProbeSpec),
     Fewshot(crate::fewshot::FewshotSpec),
     Group(GroupSpec),
+    Reconstruction(crate::recon::ReconSpec),
 }
 
-pub const KINDS: &[&str] = &["linear-probe", "fewshot", "group"];
+pub const KINDS: &[&str] = &["linear-probe", "fewshot", "group", "reconstruction"];
 
 #[derive(Debug, Clone)]
 pub struct Suite {
@@ -317,6 +318,7 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
             }
             Err(e) => Some(e),
         },
+        "reconstruction" => toml::from_str::<crate::recon::ReconSpec>(&text).err(),
         _ => toml::from_str::<GroupSpec>(&text).err(),
     };
     if let Some(e) = err {
@@ -331,7 +333,21 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
             format!("`{key}`: {msg}")
         });
     }
-    if kind == "linear-probe" || kind == "fewshot" {
+    if kind == "reconstruction" {
+        if let Some(l) = body
+            .get("recon")
+            .and_then(|r| r.get("lpips"))
+            .and_then(|v| v.as_str())
+        {
+            if let Err(e) = crate::recon::lpips_setting(l) {
+                out.push(
+                    e.to_string()
+                        .replacen("setting `recon.lpips`", "`recon.lpips`", 1),
+                );
+            }
+        }
+    }
+    if kind == "linear-probe" || kind == "fewshot" || kind == "reconstruction" {
         if let Some(toml::Value::Table(d)) = body.get("data") {
             let dataset = d.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
             let needs_path = matches!(dataset, "idx" | "image-folder" | "mini-imagenet");
@@ -373,6 +389,9 @@ pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
             toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
         ),
         "fewshot" => SuiteSpec::Fewshot(
+            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
+        ),
+        "reconstruction" => SuiteSpec::Reconstruction(
             toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
         ),
         _ => {

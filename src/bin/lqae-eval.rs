@@ -39,13 +39,16 @@ struct Cli {
 enum Cmd {
     /// List the suites under suites/ with a one-line description.
     Ls,
-    /// MSE, PSNR and SSIM of two images, or of two folders paired by file name.
+    /// MSE, PSNR, SSIM and LPIPS of two images, or of two folders paired by file name.
     Metrics {
         a: PathBuf,
         b: PathBuf,
         /// One JSON object per pair, then the mean.
         #[arg(long)]
         json: bool,
+        /// LPIPS network: alex, vgg16 or none (weights fetched once as the `lpips` asset).
+        #[arg(long, default_value = "alex")]
+        lpips: String,
     },
     /// Check a suite file (or name) and report every problem with its key.
     Validate {
@@ -156,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => Ok(()),
         Some(Cmd::Ls) => ls(),
-        Some(Cmd::Metrics { a, b, json }) => metrics(&a, &b, json),
+        Some(Cmd::Metrics { a, b, json, lpips }) => metrics(&a, &b, json, &lpips),
         Some(Cmd::Validate { suite, set }) => validate(&suite, &set),
         Some(Cmd::Report {
             baseline,
@@ -596,6 +599,21 @@ fn run_suites(
                 }
                 println!("results in {} ({:.0} s)", dir.display(), r.wall_time_s);
             }
+            lqae::suites::SuiteSpec::Reconstruction(spec) => {
+                let (dir, r) = lqae::recon::run(s, spec, &device, results_root, true)?;
+                for (k, m) in &r.metrics {
+                    summary.push(format!(
+                        "| {} | {k} | {:.4} | [{:.4}, {:.4}] | {} |",
+                        s.name, m.value, m.ci95[0], m.ci95[1], m.n
+                    ));
+                }
+                println!(
+                    "results in {} ({:.0} s); page: {}",
+                    dir.display(),
+                    r.wall_time_s,
+                    dir.join("index.html").display()
+                );
+            }
             lqae::suites::SuiteSpec::Group(_) => unreachable!("groups are expanded"),
         }
     }
@@ -621,7 +639,19 @@ fn report(
             c.suite
         );
     }
-    let rows = lqae::results::compare(&b, bs.as_deref(), &c, cs.as_deref());
+    // Per-image values (reconstruction suites) allow a paired t-test.
+    let (bv, cv) = (
+        lqae::results::read_per_image(baseline)?,
+        lqae::results::read_per_image(current)?,
+    );
+    let rows = lqae::results::compare_paired(
+        &b,
+        bs.as_deref(),
+        bv.as_deref(),
+        &c,
+        cs.as_deref(),
+        cv.as_deref(),
+    );
     let md = lqae::results::markdown(
         &rows,
         &baseline.display().to_string(),
@@ -642,13 +672,36 @@ fn report(
     Ok(())
 }
 
-fn metrics(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<()> {
+fn metrics(a: &std::path::Path, b: &std::path::Path, json: bool, lpips: &str) -> Result<()> {
+    let net = lqae::recon::lpips_setting(lpips)
+        .map_err(|_| anyhow::anyhow!("setting `--lpips`: `{lpips}`: use alex, vgg16 or none"))?;
     let pairs = lqae::metrics::pair_paths(a, b)?;
     let mut rows = Vec::new();
     for (name, pa, pb) in &pairs {
         rows.push((name.clone(), lqae::metrics::compare_files(pa, pb)?));
     }
+    let lp = match net {
+        Some(n) => {
+            ensure(&assets::LPIPS, true)?;
+            Some(lqae::lpips::Lpips::load(n, &Device::Cpu)?)
+        }
+        None => None,
+    };
+    let mut lpips_values: Vec<Option<f64>> = Vec::new();
+    for (_, pa, pb) in &pairs {
+        lpips_values.push(match &lp {
+            Some(lp) => Some(
+                lqae::metrics::lpips_files(lp, pa, pb)
+                    .map_err(|e| anyhow::anyhow!("{e} (or pass --lpips none)"))?,
+            ),
+            None => None,
+        });
+    }
     let n = rows.len() as f64;
+    let mean_lpips = lp
+        .as_ref()
+        .map(|_| lpips_values.iter().flatten().sum::<f64>() / n);
+    let net_name = net.map(|n| n.name()).unwrap_or("none");
     let mean_mse = rows.iter().map(|(_, s)| s.mse).sum::<f64>() / n;
     let mean_ssim = rows.iter().map(|(_, s)| s.ssim).sum::<f64>() / n;
     // PSNR averaged per image; any identical pair makes the mean infinite.
@@ -666,30 +719,33 @@ fn metrics(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<()> {
             .unwrap_or_else(|| "inf (identical)".into())
     };
     if json {
-        for (name, s) in &rows {
+        for ((name, s), l) in rows.iter().zip(&lpips_values) {
             println!(
                 "{}",
-                serde_json::json!({"pair": name, "mse": s.mse, "psnr": psnr_json(s.psnr), "psnr_infinite": s.psnr.is_none(), "ssim": s.ssim})
+                serde_json::json!({"pair": name, "mse": s.mse, "psnr": psnr_json(s.psnr), "psnr_infinite": s.psnr.is_none(), "ssim": s.ssim, "lpips": l, "lpips_net": net_name})
             );
         }
         println!(
             "{}",
-            serde_json::json!({"pair": "mean", "n": rows.len(), "mse": mean_mse, "psnr": psnr_json(mean_psnr), "psnr_infinite": mean_psnr.is_none(), "ssim": mean_ssim})
+            serde_json::json!({"pair": "mean", "n": rows.len(), "mse": mean_mse, "psnr": psnr_json(mean_psnr), "psnr_infinite": mean_psnr.is_none(), "ssim": mean_ssim, "lpips": mean_lpips, "lpips_net": net_name})
         );
     } else {
-        println!("| pair | MSE | PSNR (dB) | SSIM |\n|---|---|---|---|");
-        for (name, s) in &rows {
+        let lp_text = |l: Option<f64>| l.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into());
+        println!("| pair | MSE | PSNR (dB) | SSIM | LPIPS ({net_name}) |\n|---|---|---|---|---|");
+        for ((name, s), l) in rows.iter().zip(&lpips_values) {
             println!(
-                "| {name} | {:.6} | {} | {:.4} |",
+                "| {name} | {:.6} | {} | {:.4} | {} |",
                 s.mse,
                 psnr_text(s.psnr),
-                s.ssim
+                s.ssim,
+                lp_text(*l)
             );
         }
         println!(
-            "| mean of {} | {mean_mse:.6} | {} | {mean_ssim:.4} |",
+            "| mean of {} | {mean_mse:.6} | {} | {mean_ssim:.4} | {} |",
             rows.len(),
-            psnr_text(mean_psnr)
+            psnr_text(mean_psnr),
+            lp_text(mean_lpips)
         );
     }
     Ok(())

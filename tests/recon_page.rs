@@ -1,0 +1,218 @@
+//! The reconstruction page as a person sees it: `index.html` + `grid.png` written by the
+//! library, loaded from a local file in headless Chromium, screenshotted, and the screenshot
+//! checked (a real PNG of the window's size, not one colour, the grid's colours present).
+//! Chromium is required: without it this test fails and says how to install it.
+
+use lqae::recon::{page_html, write_grid, write_page, GridRow};
+use lqae::results::{self, ResultFile};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("LQAE_CHROMIUM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {name}"))
+            .output()
+        {
+            let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !p.is_empty() {
+                return PathBuf::from(p);
+            }
+        }
+    }
+    panic!(
+        "headless Chromium is needed to check the reconstruction page and none was found: \
+         install it with `scripts/install-chromium.sh` (Debian package `chromium`, as root), \
+         or point LQAE_CHROMIUM at a Chromium binary"
+    );
+}
+
+/// Screenshot `page` (a local file) into `png` with a fresh profile; kills Chromium after 90 s.
+fn screenshot(page: &Path, png: &Path, size: (u32, u32)) {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={},{}", size.0, size.1))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start Chromium ({e}); see scripts/install-chromium.sh"));
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut err);
+            }
+            assert!(
+                status.success() && png.is_file(),
+                "Chromium failed ({status}): {err}"
+            );
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("Chromium did not finish the screenshot in 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Images `(3, s, s)`: a smooth pattern per index, and a noisier copy as the "reconstruction".
+fn images(n: usize, s: usize, noise: f32) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| {
+            (0..3 * s * s)
+                .map(|k| {
+                    let (c, y, x) = (k / (s * s), (k / s) % s, k % s);
+                    let v = 0.5
+                        + 0.4 * ((x as f32 / (3.0 + c as f32)) + (y as f32 / 5.0) + i as f32).sin();
+                    let jitter = noise * (((k * 7919 + i * 104729) % 97) as f32 / 97.0 - 0.5);
+                    (v + jitter).clamp(0.0, 1.0)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn result() -> ResultFile {
+    let mut metrics = BTreeMap::new();
+    for (rep, shift) in [("lqae-small", 0.0), ("vqvae-small", 0.01)] {
+        metrics.insert(
+            format!("{rep}/mse"),
+            results::mean_t_interval(&[0.02 + shift, 0.03 + shift, 0.025], 0.002, false),
+        );
+        metrics.insert(
+            format!("{rep}/psnr"),
+            results::mean_t_interval(&[17.0, 16.0, 18.5 - 10.0 * shift], 0.5, true),
+        );
+        metrics.insert(
+            format!("{rep}/ssim"),
+            results::mean_t_interval(&[0.6, 0.7, 0.65 - shift], 0.02, true),
+        );
+        metrics.insert(
+            format!("{rep}/lpips_alex"),
+            results::mean_t_interval(&[0.1, 0.12 + shift, 0.11], 0.02, false),
+        );
+    }
+    ResultFile {
+        schema: results::SCHEMA.into(),
+        suite: "recon-page-test".into(),
+        kind: "reconstruction".into(),
+        run_id: "0-000000000-test".into(),
+        created_unix: 0,
+        config: serde_json::json!({"description": "A page made by the test <with> & escapes"}),
+        seeds: BTreeMap::new(),
+        crate_version: "0".into(),
+        git_commit: "0123456789abcdef".into(),
+        device: "cpu".into(),
+        wall_time_s: 1.0,
+        inputs_sha256: BTreeMap::new(),
+        samples_sha256: "x".into(),
+        metrics,
+        extra: serde_json::json!({
+            "models": ["lqae-small", "vqvae-small"],
+            "dataset": "fashion-mnist",
+            "test_n": 3,
+            "conventions": lqae::recon::conventions(Some(lqae::lpips::LpipsNet::Alex)),
+            "tokens": {
+                "lqae-small": {"codes_used": 812, "vocab": 30522, "usage": 0.0266, "perplexity": 301.5,
+                    "mean_image_entropy": 3.2, "special_share": 0.01, "subword_share": 0.4,
+                    "top": [{"id": 1, "text": "##ing", "count": 10, "share": 0.1}, {"id": 2, "text": "<unk>", "count": 5, "share": 0.05}]},
+                "vqvae-small": {"codes_used": 200, "vocab": 1024, "usage": 0.195, "perplexity": 90.0,
+                    "mean_image_entropy": 2.9, "special_share": 0.0, "subword_share": 0.0,
+                    "top": [{"id": 7, "text": "#7", "count": 9, "share": 0.09}]}
+            },
+            "grid": {"file": "grid.png", "rows": ["originals (32x32)", "lqae-small: reconstruction", "lqae-small: per-pixel error"],
+                     "scale": 4, "error_scale": 0.25}
+        }),
+    }
+}
+
+#[test]
+fn page_renders_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, s) = (8, 32);
+    let orig = images(n, s, 0.0);
+    let rec = images(n, s, 0.6);
+    let rows = vec![
+        GridRow::Images {
+            label: "originals".into(),
+            size: s,
+            images: orig.clone(),
+        },
+        GridRow::Images {
+            label: "reconstruction".into(),
+            size: s,
+            images: rec.clone(),
+        },
+        GridRow::Error {
+            label: "error".into(),
+            size: s,
+            originals: orig,
+            recons: rec,
+            scale: 0.25,
+        },
+    ];
+    write_grid(&rows, 4, &dir.path().join("grid.png")).unwrap();
+    let grid = image::open(dir.path().join("grid.png")).unwrap().to_rgb8();
+    // 8 cells of 128 px with 2 px gaps; 3 rows of 128 px with 6 px gaps.
+    assert_eq!(grid.dimensions(), (8 * 130 - 2, 3 * 134 - 6));
+    let r = result();
+    let page = write_page(dir.path(), &r).unwrap();
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html, page_html(&r));
+    assert!(html.contains("<img class=\"grid\" src=\"grid.png\""));
+    assert!(
+        html.contains("&lt;with&gt; &amp; escapes") && html.contains("<code>&lt;unk&gt;</code>")
+    );
+    assert!(html.contains("812 / 30522"));
+
+    let shot = dir.path().join("shot.png");
+    screenshot(&page, &shot, (1280, 1600));
+    let bytes = std::fs::metadata(&shot).unwrap().len();
+    assert!(bytes > 20_000, "screenshot is only {bytes} bytes");
+    let img = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1280, 1600));
+    let mut colours = std::collections::HashSet::new();
+    for p in img.pixels() {
+        colours.insert(p.0);
+    }
+    assert!(
+        colours.len() > 200,
+        "only {} colours: blank page?",
+        colours.len()
+    );
+    // The table header colour (#e8eef7) and the error map's red-to-yellow show the page's
+    // CSS and the grid image were both rendered.
+    assert!(
+        colours.contains(&[0xe8, 0xee, 0xf7]),
+        "table header colour missing"
+    );
+    let warm = img.pixels().filter(|p| p.0[0] > 150 && p.0[2] < 60).count();
+    assert!(
+        warm > 5000,
+        "the error rows are not visible: {warm} red-to-yellow pixels"
+    );
+}
