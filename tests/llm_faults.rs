@@ -56,7 +56,9 @@ async fn fake(script: Vec<Act>) -> Fake {
     let seen2 = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let script = script.clone();
             let seen = seen2.clone();
             tokio::spawn(async move {
@@ -78,7 +80,8 @@ async fn fake(script: Vec<Act>) -> Fake {
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
                     })
                     .unwrap_or(0);
                 while buf.len() < head_end + len {
@@ -151,7 +154,11 @@ fn tmp_cache() -> (tempfile::TempDir, Arc<ResponseCache>) {
 #[tokio::test]
 async fn a_429_waits_for_retry_after_then_succeeds() {
     let f = fake(vec![
-        Act::Reply(429, vec![("retry-after", "1".into())], "{\"error\":\"slow down\"}".into()),
+        Act::Reply(
+            429,
+            vec![("retry-after", "1".into())],
+            "{\"error\":\"slow down\"}".into(),
+        ),
         Act::Reply(429, vec![("retry-after-ms", "300".into())], "{}".into()),
         ok(),
     ])
@@ -159,25 +166,42 @@ async fn a_429_waits_for_retry_after_then_succeeds() {
     let (_d, cache) = tmp_cache();
     let c = LlmClient::new(settings(&f.url), Some(cache.clone())).unwrap();
     let t = Instant::now();
-    let r = c.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    let r = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     let waited = t.elapsed();
     assert_eq!(r.attempts, 3);
     assert!(!r.cached);
     // Retry-After: 1 s and retry-after-ms: 300 ms are honoured, not the 20 ms back-off.
-    assert!(waited >= Duration::from_millis(1300), "waited only {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1300),
+        "waited only {waited:?}"
+    );
     assert_eq!(c.stats().retries.get("429"), Some(&2));
     assert_eq!(cache.len(), 1, "the answer, and only it, is cached");
 }
 
 #[tokio::test]
 async fn a_500_then_success_is_retried_with_backoff() {
-    let f = fake(vec![Act::Reply(500, vec![], "boom".into()), Act::Reply(503, vec![], "".into()), ok()]).await;
+    let f = fake(vec![
+        Act::Reply(500, vec![], "boom".into()),
+        Act::Reply(503, vec![], "".into()),
+        ok(),
+    ])
+    .await;
     let c = LlmClient::new(settings(&f.url), None).unwrap();
-    let r = c.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    let r = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     assert_eq!(r.attempts, 3);
     assert_eq!(r.body["choices"][0]["text"], " Bag");
     let s = c.stats();
-    assert_eq!((s.retries.get("500"), s.retries.get("503")), (Some(&1), Some(&1)));
+    assert_eq!(
+        (s.retries.get("500"), s.retries.get("503")),
+        (Some(&1), Some(&1))
+    );
     assert_eq!(f.seen.lock().unwrap().requests.len(), 3);
 }
 
@@ -186,29 +210,55 @@ async fn a_hang_past_the_timeout_is_retried() {
     let f = fake(vec![Act::Hang, ok()]).await;
     let c = LlmClient::new(settings(&f.url), None).unwrap();
     let t = Instant::now();
-    let r = c.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    let r = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     assert_eq!(r.attempts, 2);
-    assert!(t.elapsed() >= Duration::from_millis(800), "the timeout was not waited for");
-    assert_eq!(c.stats().retries.get("timeout"), Some(&1), "{:?}", c.stats().retries);
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "the timeout was not waited for"
+    );
+    assert_eq!(
+        c.stats().retries.get("timeout"),
+        Some(&1),
+        "{:?}",
+        c.stats().retries
+    );
 }
 
 #[tokio::test]
 async fn a_dropped_connection_is_retried() {
     let f = fake(vec![Act::Drop, Act::Drop, ok()]).await;
     let c = LlmClient::new(settings(&f.url), None).unwrap();
-    let r = c.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    let r = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     assert_eq!(r.attempts, 3);
     let s = c.stats();
-    let transport: u64 = s.retries.iter().filter(|(k, _)| *k != "429").map(|(_, v)| v).sum();
+    let transport: u64 = s
+        .retries
+        .iter()
+        .filter(|(k, _)| *k != "429")
+        .map(|(_, v)| v)
+        .sum();
     assert_eq!(transport, 2, "{:?}", s.retries);
 }
 
 #[tokio::test]
 async fn a_malformed_body_is_retried_and_never_cached() {
-    let f = fake(vec![Act::Reply(200, vec![], "{\"choices\": [".into()), ok()]).await;
+    let f = fake(vec![
+        Act::Reply(200, vec![], "{\"choices\": [".into()),
+        ok(),
+    ])
+    .await;
     let (_d, cache) = tmp_cache();
     let c = LlmClient::new(settings(&f.url), Some(cache.clone())).unwrap();
-    let r = c.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    let r = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     assert_eq!(r.attempts, 2);
     assert_eq!(c.stats().retries.get("malformed-body"), Some(&1));
     assert_eq!(cache.len(), 1);
@@ -217,17 +267,32 @@ async fn a_malformed_body_is_retried_and_never_cached() {
     let f = fake(vec![Act::Reply(200, vec![], "<html>".into()); 10]).await;
     let (_d2, cache) = tmp_cache();
     let c = LlmClient::new(settings(&f.url), Some(cache.clone())).unwrap();
-    let e = c.post("/v1/completions", &body(), &accept_all).await.unwrap_err().to_string();
-    assert!(e.contains("gave up after 4 attempts") && e.contains("not JSON"), "{e}");
+    let e = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("gave up after 4 attempts") && e.contains("not JSON"),
+        "{e}"
+    );
     assert!(e.contains(&f.url), "the error names the server: {e}");
     assert_eq!(cache.len(), 0);
 }
 
 #[tokio::test]
 async fn other_4xx_are_not_retried() {
-    let f = fake(vec![Act::Reply(401, vec![], "{\"error\":\"bad key\"}".into()), ok()]).await;
+    let f = fake(vec![
+        Act::Reply(401, vec![], "{\"error\":\"bad key\"}".into()),
+        ok(),
+    ])
+    .await;
     let c = LlmClient::new(settings(&f.url), None).unwrap();
-    let e = c.post("/v1/completions", &body(), &accept_all).await.unwrap_err().to_string();
+    let e = c
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HTTP 401") && e.contains("not retried"), "{e}");
     assert_eq!(f.seen.lock().unwrap().requests.len(), 1);
 }
@@ -241,12 +306,25 @@ async fn a_body_without_logprobs_is_reported_not_scored_nor_cached() {
     let c = LlmClient::new(settings(&f.url), Some(cache.clone())).unwrap();
     let needs_logprobs = |v: &Value| -> Result<(), String> {
         let c = lqae::llm::response::parse(v)?;
-        c.logprobs.map(|_| ()).ok_or_else(|| "the body has no `logprobs`".to_string())
+        c.logprobs
+            .map(|_| ())
+            .ok_or_else(|| "the body has no `logprobs`".to_string())
     };
-    let e = c.post("/v1/completions", &body(), &needs_logprobs).await.unwrap_err().to_string();
-    assert!(e.contains("no `logprobs`") && e.contains("not retried"), "{e}");
+    let e = c
+        .post("/v1/completions", &body(), &needs_logprobs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no `logprobs`") && e.contains("not retried"),
+        "{e}"
+    );
     assert_eq!(f.seen.lock().unwrap().requests.len(), 1, "not retried");
-    assert_eq!(cache.len(), 0, "not cached: a rerun against a better server asks again");
+    assert_eq!(
+        cache.len(),
+        0,
+        "not cached: a rerun against a better server asks again"
+    );
 }
 
 #[tokio::test]
@@ -257,16 +335,29 @@ async fn the_key_goes_only_in_the_authorization_header_and_answers_are_cached() 
     let key = format!("sk-test-{:x}", std::process::id() as u64 * 0x9E37_79B9);
     s.api_key = Some(Secret::new(key.clone()));
     let c = LlmClient::new(s.clone(), Some(cache.clone())).unwrap();
-    c.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    c.post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     {
         let seen = f.seen.lock().unwrap();
         let (head, req_body) = &seen.requests[0];
-        assert!(head.lines().any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {key}"))), "{head}");
+        assert!(
+            head.lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {key}"))),
+            "{head}"
+        );
         assert!(!req_body.contains(&key));
     }
     // A second client over the same cache file answers from it, without a request.
-    let c2 = LlmClient::new(s, Some(Arc::new(ResponseCache::open(cache.path()).unwrap()))).unwrap();
-    let r = c2.post("/v1/completions", &body(), &accept_all).await.unwrap();
+    let c2 = LlmClient::new(
+        s,
+        Some(Arc::new(ResponseCache::open(cache.path()).unwrap())),
+    )
+    .unwrap();
+    let r = c2
+        .post("/v1/completions", &body(), &accept_all)
+        .await
+        .unwrap();
     assert!(r.cached);
     assert_eq!(f.seen.lock().unwrap().requests.len(), 1);
     let on_disk = std::fs::read_to_string(d.path().join("responses.jsonl")).unwrap();
@@ -294,5 +385,8 @@ async fn concurrency_is_limited() {
     }
     assert_eq!(c.stats().http_requests, 6);
     let max = f.seen.lock().unwrap().max_in_flight;
-    assert_eq!(max, 2, "at most `concurrency` requests at once, and that many were used");
+    assert_eq!(
+        max, 2,
+        "at most `concurrency` requests at once, and that many were used"
+    );
 }

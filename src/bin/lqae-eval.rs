@@ -247,7 +247,12 @@ fn fetch(names: &[String], quiet: bool) -> Result<()> {
         if quiet {
             println!("{}", bin.display());
         } else {
-            println!("{:14} {}  (llama.cpp server built from {})", "llama-server", bin.display(), lqae::llm::server::SERVER_SOURCE);
+            println!(
+                "{:14} {}  (llama.cpp server built from {})",
+                "llama-server",
+                bin.display(),
+                lqae::llm::server::SERVER_SOURCE
+            );
         }
     }
     for a in list {

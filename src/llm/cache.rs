@@ -129,9 +129,8 @@ impl ResponseCache {
             if line.is_empty() {
                 continue;
             }
-            let parsed: Option<(String, Value)> = serde_json::from_slice::<Value>(line)
-                .ok()
-                .and_then(|v| {
+            let parsed: Option<(String, Value)> =
+                serde_json::from_slice::<Value>(line).ok().and_then(|v| {
                     let k = v.get("key")?.as_str()?.to_string();
                     Some((k, v.get("response")?.clone()))
                 });
@@ -177,6 +176,9 @@ mod tests {
         assert_eq!((c.len(), c.skipped_lines()), (2, 1));
         // Keys differ by server identity, endpoint and body.
         assert_ne!(k1, key("other", "/v1/completions", &json!({"prompt": "x"})));
-        assert_ne!(k1, key("srv", "/v1/chat/completions", &json!({"prompt": "x"})));
+        assert_ne!(
+            k1,
+            key("srv", "/v1/chat/completions", &json!({"prompt": "x"}))
+        );
     }
 }

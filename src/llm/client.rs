@@ -103,7 +103,10 @@ pub struct LlmClient {
 
 /// Why an attempt failed, and whether to try again.
 enum Attempt {
-    Retry { reason: String, wait: Option<Duration> },
+    Retry {
+        reason: String,
+        wait: Option<Duration>,
+    },
     Fatal(String),
 }
 
@@ -208,13 +211,7 @@ impl LlmClient {
                         });
                     }
                     let key = reason.split(':').next().unwrap_or("other").to_string();
-                    *self
-                        .stats
-                        .lock()
-                        .unwrap()
-                        .retries
-                        .entry(key)
-                        .or_default() += 1;
+                    *self.stats.lock().unwrap().retries.entry(key).or_default() += 1;
                     let wait = wait
                         .map(|w| w.min(self.settings.retry_after_max))
                         .unwrap_or_else(|| self.backoff(attempt));
@@ -369,8 +366,15 @@ mod tests {
         h.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert("retry-after", "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date in the past: no wait");
+        h.insert(
+            "retry-after",
+            "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::ZERO),
+            "a date in the past: no wait"
+        );
     }
 
     #[test]
@@ -379,9 +383,15 @@ mod tests {
         s.api_key = Some(Secret::new("sk-very-secret".into()));
         assert!(!format!("{s:?}").contains("very-secret"));
         let c = LlmClient::new(s, None).unwrap();
-        assert_eq!(c.url("/v1/completions"), "http://127.0.0.1:9/v1/completions");
+        assert_eq!(
+            c.url("/v1/completions"),
+            "http://127.0.0.1:9/v1/completions"
+        );
         let c = LlmClient::new(ClientSettings::new("http://h:1"), None).unwrap();
-        assert_eq!(c.url("/v1/chat/completions"), "http://h:1/v1/chat/completions");
+        assert_eq!(
+            c.url("/v1/chat/completions"),
+            "http://h:1/v1/chat/completions"
+        );
     }
 
     #[test]

@@ -193,14 +193,18 @@ mod tests {
 
     #[test]
     fn says_what_is_missing() {
-        assert!(parse(&json!({"object": "x"})).unwrap_err().contains("choices[0]"));
+        assert!(parse(&json!({"object": "x"}))
+            .unwrap_err()
+            .contains("choices[0]"));
         assert!(parse(&json!({"error": {"message": "bad"}}))
             .unwrap_err()
             .contains("error object"));
         let e = parse(&json!({"choices": [{"text": "a", "logprobs": {"foo": 1}}]})).unwrap_err();
         assert!(e.contains("neither `content`"), "{e}");
         assert_eq!(
-            parse(&json!({"choices": [{"text": "a"}]})).unwrap().logprobs,
+            parse(&json!({"choices": [{"text": "a"}]}))
+                .unwrap()
+                .logprobs,
             None
         );
     }

@@ -29,7 +29,8 @@ pub fn ensure_llama_server(cache: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(cache).map_err(|e| Error::file(cache, e.to_string()))?;
     let lock_path = cache.join(".llama-server.lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
     lock.lock()
         .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
     if ready() {
@@ -105,10 +106,19 @@ impl EmbeddedServer {
             .arg(&model)
             .args(["--alias", &opts.alias, "--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
-            .args(["-c", &opts.context.to_string(), "-t", &opts.threads.to_string()])
+            .args([
+                "-c",
+                &opts.context.to_string(),
+                "-t",
+                &opts.threads.to_string(),
+            ])
             .args(["-np", "1", "--no-webui"])
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(|e| Error::file(&log, e.to_string()))?)
+            .stdout(
+                log_file
+                    .try_clone()
+                    .map_err(|e| Error::file(&log, e.to_string()))?,
+            )
             .stderr(log_file);
         // The child must not outlive us, even when we are SIGKILLed. PDEATHSIG fires when the
         // *thread* that forked exits, so a keeper thread that lives as long as the server forks.
@@ -168,13 +178,19 @@ impl EmbeddedServer {
             if stat.is_empty() || stat.contains(") Z ") {
                 return Err(Error::file(
                     &log,
-                    format!("llama-server exited during start-up; its log ends:\n{}", tail(&log, 15)),
+                    format!(
+                        "llama-server exited during start-up; its log ends:\n{}",
+                        tail(&log, 15)
+                    ),
                 ));
             }
             if t0.elapsed() > Duration::from_secs(120) {
                 return Err(Error::file(
                     &log,
-                    format!("llama-server did not answer /health within 120 s; its log ends:\n{}", tail(&log, 15)),
+                    format!(
+                        "llama-server did not answer /health within 120 s; its log ends:\n{}",
+                        tail(&log, 15)
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -204,7 +220,9 @@ impl Drop for EmbeddedServer {
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::Msg(format!("cannot find a free loopback port: {e}")))?;
-    Ok(l.local_addr().map_err(|e| Error::Msg(e.to_string()))?.port())
+    Ok(l.local_addr()
+        .map_err(|e| Error::Msg(e.to_string()))?
+        .port())
 }
 
 /// A minimal blocking `GET` on loopback: `(status, body)`.
@@ -216,7 +234,11 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     Some((code, body))
 }
 
