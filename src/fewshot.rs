@@ -535,7 +535,7 @@ pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)
                 classes.push(s.label.clone());
             }
         }
-        if classes.is_empty() || support.len() % classes.len() != 0 {
+        if classes.is_empty() || !support.len().is_multiple_of(classes.len()) {
             return Err(bad(format!(
                 "{} support rows do not give every one of its {} classes the same number of shots",
                 support.len(),
@@ -1179,7 +1179,7 @@ pub fn run(
                 }
             }
             done += 1;
-            if progress && (done % 20 == 0 || done == jobs.len()) {
+            if progress && (done.is_multiple_of(20) || done == jobs.len()) {
                 let s = client.stats();
                 eprintln!("  {done}/{} answered ({} from the cache, {} HTTP requests)", jobs.len(), s.cache_hits, s.http_requests);
             }

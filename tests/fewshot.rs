@@ -253,9 +253,13 @@ fn a_prompt_over_the_context_is_refused_naming_the_setting() {
 fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     let dir = tempfile::tempdir().unwrap();
     let res = dir.path().join("results");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
     let key = format!(
         "sk-lqae-test-{:016x}",
-        std::process::id() as u64 * 0x2545_F491_4F6C_DD1D ^ 0x5bd1e995
+        (std::process::id() as u64 ^ nanos << 20).wrapping_mul(0x2545_F491_4F6C_DD1D)
     );
     let env = [("LQAE_LLM_API_KEY", key.as_str())];
     let cols = "[{ induction = false, shots = 1 }, { induction = true, shots = 1 }]";
