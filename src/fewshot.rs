@@ -1397,9 +1397,6 @@ pub fn run(
     }
     let mut seeds = BTreeMap::new();
     seeds.insert("episodes".to_string(), spec.episodes.seed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
     let samples_sha256 = results::sha256_hex(
         samples
             .iter()
@@ -1408,28 +1405,18 @@ pub fn run(
             .join(",")
             .as_bytes(),
     );
-    let result = ResultFile {
-        schema: results::SCHEMA.into(),
-        suite: suite.name.clone(),
-        kind: suite.kind.clone(),
-        run_id: format!(
-            "{}-{:09}-{}",
-            now.as_secs(),
-            now.subsec_nanos(),
-            &samples_sha256[..8]
-        ),
-        created_unix: now.as_secs(),
-        config: serde_json::to_value(&suite.resolved).map_err(|e| Error::Msg(e.to_string()))?,
-        seeds,
-        crate_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: results::git_commit(),
-        device: crate::device::device_name(device),
-        wall_time_s: t0.elapsed().as_secs_f64(),
-        inputs_sha256: inputs,
-        samples_sha256,
-        metrics,
-        extra: Value::Object(extra),
-    };
+    let result = ResultFile::finish(
+        suite,
+        device,
+        t0,
+        results::Measured {
+            seeds,
+            inputs_sha256: inputs,
+            samples_sha256,
+            metrics,
+            extra,
+        },
+    )?;
     let dir = results::write_run(results_root, &result, &samples)?;
     crate::assets::write_atomic(
         &dir.join("episodes.jsonl"),

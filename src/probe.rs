@@ -647,35 +647,22 @@ pub fn run(
     let mut seeds = BTreeMap::new();
     seeds.insert("probe".to_string(), seed);
     seeds.insert("lqae_train".to_string(), lqae_state.config.train.seed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let created = now.as_secs();
     let samples_sha256 = results::sha256_hex(te_hash.join(",").as_bytes());
     extra.insert("train_n".into(), tr.len().into());
     extra.insert("test_n".into(), te.len().into());
     extra.insert("classes".into(), train_set.class_names.clone().into());
-    let result = ResultFile {
-        schema: results::SCHEMA.into(),
-        suite: suite.name.clone(),
-        kind: suite.kind.clone(),
-        run_id: format!(
-            "{created}-{:09}-{}",
-            now.subsec_nanos(),
-            &samples_sha256[..8]
-        ),
-        created_unix: created,
-        config: serde_json::to_value(&suite.resolved).map_err(|e| Error::Msg(e.to_string()))?,
-        seeds,
-        crate_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: results::git_commit(),
-        device: crate::device::device_name(device),
-        wall_time_s: t0.elapsed().as_secs_f64(),
-        inputs_sha256: inputs,
-        samples_sha256,
-        metrics,
-        extra: serde_json::Value::Object(extra),
-    };
+    let result = ResultFile::finish(
+        suite,
+        device,
+        t0,
+        results::Measured {
+            seeds,
+            inputs_sha256: inputs,
+            samples_sha256,
+            metrics,
+            extra,
+        },
+    )?;
     let dir = results::write_run(results_root, &result, &samples)?;
     Ok((dir, result))
 }

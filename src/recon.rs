@@ -734,10 +734,6 @@ pub fn run(
         });
     }
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let created = now.as_secs();
     let mut extra = serde_json::Map::new();
     extra.insert("models".into(), reps.clone().into());
     extra.insert("model_runs".into(), model_info.into());
@@ -764,27 +760,18 @@ pub fn run(
             "error_scale": spec.recon.error_scale,
         }),
     );
-    let result = ResultFile {
-        schema: results::SCHEMA.into(),
-        suite: suite.name.clone(),
-        kind: suite.kind.clone(),
-        run_id: format!(
-            "{created}-{:09}-{}",
-            now.subsec_nanos(),
-            &samples_sha256[..8]
-        ),
-        created_unix: created,
-        config: serde_json::to_value(&suite.resolved).map_err(|e| Error::Msg(e.to_string()))?,
-        seeds,
-        crate_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: results::git_commit(),
-        device: crate::device::device_name(device),
-        wall_time_s: t0.elapsed().as_secs_f64(),
-        inputs_sha256: inputs,
-        samples_sha256,
-        metrics: metrics_out,
-        extra: serde_json::Value::Object(extra),
-    };
+    let result = ResultFile::finish(
+        suite,
+        device,
+        t0,
+        results::Measured {
+            seeds,
+            inputs_sha256: inputs,
+            samples_sha256,
+            metrics: metrics_out,
+            extra,
+        },
+    )?;
     let dir = results_root.join(&result.suite).join(&result.run_id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
     write_grid(&rows, spec.recon.grid_scale, &dir.join("grid.png"))?;

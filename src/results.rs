@@ -71,6 +71,53 @@ pub struct ResultFile {
     pub extra: serde_json::Value,
 }
 
+/// What a suite run measured, before the identity and provenance are filled in.
+pub struct Measured {
+    pub seeds: BTreeMap<String, u64>,
+    pub inputs_sha256: BTreeMap<String, String>,
+    pub samples_sha256: String,
+    pub metrics: BTreeMap<String, Metric>,
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ResultFile {
+    /// The result of a run of `suite` that started at `t0` and ends now: schema, run id
+    /// (`<unix s>-<ns>-<samples hash>`), resolved configuration, crate version, git commit,
+    /// device and wall time filled in.
+    pub fn finish(
+        suite: &crate::suites::Suite,
+        device: &candle_core::Device,
+        t0: std::time::Instant,
+        m: Measured,
+    ) -> Result<Self> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(ResultFile {
+            schema: SCHEMA.into(),
+            suite: suite.name.clone(),
+            kind: suite.kind.clone(),
+            run_id: format!(
+                "{}-{:09}-{}",
+                now.as_secs(),
+                now.subsec_nanos(),
+                &m.samples_sha256[..8.min(m.samples_sha256.len())]
+            ),
+            created_unix: now.as_secs(),
+            config: serde_json::to_value(&suite.resolved).map_err(|e| Error::Msg(e.to_string()))?,
+            seeds: m.seeds,
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: git_commit(),
+            device: crate::device::device_name(device),
+            wall_time_s: t0.elapsed().as_secs_f64(),
+            inputs_sha256: m.inputs_sha256,
+            samples_sha256: m.samples_sha256,
+            metrics: m.metrics,
+            extra: serde_json::Value::Object(m.extra),
+        })
+    }
+}
+
 /// Wilson score interval and the normal standard error of a proportion `k / n`.
 pub fn proportion(k: usize, n: usize, tolerance: f64) -> Metric {
     let nf = n.max(1) as f64;
