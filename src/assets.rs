@@ -395,11 +395,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::file(parent, e.to_string()))?;
     tmp.write_all(bytes)
         .map_err(|e| Error::file(path, e.to_string()))?;
+    // Temporary files are created 0600; what we write (results, checkpoints, caches) is
+    // meant to be read by others too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::file(path, e.to_string()))?;
+    }
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::file(path, e.to_string()))?;
     tmp.persist(path)
         .map_err(|e| Error::file(path, e.to_string()))?;
+    // The rename itself is durable only once the folder is synced.
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -593,6 +605,19 @@ fn unpack_deb(asset: &Asset, deb: &Path, into: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("result.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        // No temporary file is left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn sha256_of_known_bytes() {
