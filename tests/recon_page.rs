@@ -1,7 +1,8 @@
 //! The reconstruction page as a person sees it: `index.html` + `grid.png` written by the
 //! library, loaded from a local file in headless Chromium, screenshotted, and the screenshot
 //! checked (a real PNG of the window's size, not one colour, the grid's colours present).
-//! Chromium is required: without it this test fails and says how to install it.
+//! Chromium is required: when it is missing the test runs `scripts/install-chromium.sh`, and
+//! fails with that script's output if it still is.
 
 use lqae::recon::{page_html, write_grid, write_page, GridRow};
 use lqae::results::{self, ResultFile};
@@ -14,6 +15,32 @@ fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("LQAE_CHROMIUM").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
+    if let Some(p) = find_chromium() {
+        return p;
+    }
+    // Like the assets, the browser comes from the project's own set-up script.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-chromium.sh");
+    eprintln!("chromium not found: running {script}");
+    let out = Command::new("bash").arg(script).output();
+    if let Some(p) = find_chromium() {
+        return p;
+    }
+    let why = match out {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => e.to_string(),
+    };
+    panic!(
+        "headless Chromium is needed to check the reconstruction page and none was found; \
+         `scripts/install-chromium.sh` (Debian package `chromium`, as root) did not install it:\n{why}\n\
+         Install it by hand or point LQAE_CHROMIUM at a Chromium binary"
+    );
+}
+
+fn find_chromium() -> Option<PathBuf> {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
         if let Ok(out) = Command::new("sh")
             .arg("-c")
@@ -22,15 +49,11 @@ fn chromium() -> PathBuf {
         {
             let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if out.status.success() && !p.is_empty() {
-                return PathBuf::from(p);
+                return Some(PathBuf::from(p));
             }
         }
     }
-    panic!(
-        "headless Chromium is needed to check the reconstruction page and none was found: \
-         install it with `scripts/install-chromium.sh` (Debian package `chromium`, as root), \
-         or point LQAE_CHROMIUM at a Chromium binary"
-    );
+    None
 }
 
 /// Screenshot `page` (a local file) into `png` with a fresh profile; kills Chromium after 90 s.
