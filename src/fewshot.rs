@@ -586,6 +586,9 @@ pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> 
     let mut out = Vec::new();
     for (line, ep) in parsed {
         let n = line - 1;
+        if ep.ways != ep.classes.len() || ep.support.len() != ep.ways * ep.shots {
+            return Err(Error::file(path, format!("line {line}: a {}-way {}-shot episode needs {} classes and {} support images, it has {} and {}", ep.ways, ep.shots, ep.ways, ep.ways * ep.shots, ep.classes.len(), ep.support.len())));
+        }
         for s in ep.support.iter().chain(std::iter::once(&ep.query)) {
             let i = *keys.get(&s.image).ok_or_else(|| {
                 Error::file(
@@ -823,13 +826,19 @@ fn check_for(
                 if covered < prompt_len || !has_offsets {
                     return Err(format!("strategy `loglik` needs the prompt's log-probabilities (`echo`), but the server returned log-probabilities for {} token(s) covering {covered} of the prompt's {prompt_len} bytes{}: it does not echo the prompt. Use strategy `first-token` or `generate`, or a server that echoes (vLLM, OpenAI davinci-002)", lp.len(), if has_offsets { "" } else { " without text offsets" }));
                 }
+                // Only the very first prompt token has no context; a missing value elsewhere
+                // would read as certainty (log 1 = 0) and pick that class.
+                if let Some(i) = lp.iter().skip(1).position(|t| t.logprob.is_none()) {
+                    return Err(format!("strategy `loglik`: the server gave no log-probability for token {} (`{}`) of the echoed prompt", i + 1, lp[i + 1].token));
+                }
                 Ok(())
             }
         }
     }
 }
 
-/// `loglik`: summed log-probability of the tokens after `prefix_len` that belong to the
+/// `loglik`: summed log-probability of the tokens after `prefix_len` (characters, as
+/// `text_offset` counts them) that belong to the
 /// appended name (echoed prompt only, the generated token excluded).
 fn candidate_loglik(c: &llm::Completion, prefix_len: usize, full_len: usize) -> f64 {
     c.logprobs
@@ -838,7 +847,7 @@ fn candidate_loglik(c: &llm::Completion, prefix_len: usize, full_len: usize) -> 
         .iter()
         .filter(|t| {
             let o = t.offset.unwrap_or(0);
-            o < full_len && o + t.token.len() > prefix_len
+            o < full_len && o + t.token.chars().count() > prefix_len
         })
         .map(|t| t.logprob.unwrap_or(0.0))
         .sum()
@@ -918,7 +927,16 @@ pub fn api_key(spec: &LlmSettings) -> (Option<Secret>, String) {
 /// estimate of one token per 3 bytes. Returns the counts and how they were obtained.
 async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'static str) {
     let base = client.settings.base_url.trim_end_matches("/v1").to_string();
-    let http = reqwest::Client::new();
+    // A server that accepts `/tokenize` and never answers must not hang the run.
+    let http = reqwest::Client::builder()
+        .timeout(
+            client
+                .settings
+                .timeout
+                .min(std::time::Duration::from_secs(30)),
+        )
+        .build()
+        .unwrap_or_default();
     let mut out = Vec::with_capacity(prompts.len());
     for p in prompts {
         let mut req = http
@@ -1106,7 +1124,7 @@ pub fn run(
                     jobs.push(Job {
                         episode: i,
                         candidate: Some(c),
-                        prefix_len: p.len(),
+                        prefix_len: p.chars().count(),
                         endpoint: "/v1/completions",
                         body: request_body(spec, &ep.model, &full, strategy, ep._server.is_some()),
                     });
@@ -1115,7 +1133,7 @@ pub fn run(
             _ => jobs.push(Job {
                 episode: i,
                 candidate: None,
-                prefix_len: p.len(),
+                prefix_len: p.chars().count(),
                 endpoint: if spec.llm.api == "chat" {
                     "/v1/chat/completions"
                 } else {
@@ -1237,7 +1255,10 @@ pub fn run(
                 a.predicted = k.map(|k| e.classes[k].clone());
             }
             _ => {
-                let full_len = job.body["prompt"].as_str().map(str::len).unwrap_or(0);
+                let full_len = job.body["prompt"]
+                    .as_str()
+                    .map(|p| p.chars().count())
+                    .unwrap_or(0);
                 if a.scores.is_empty() {
                     a.scores = vec![f64::NEG_INFINITY; e.classes.len()];
                 }
@@ -1634,6 +1655,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(candidate_loglik(&c, prompt.len(), full.len()), -0.75);
+        // Offsets count characters: a multi-byte character before the candidate must not
+        // shift the window (by bytes, " B" would fall before it and "." inside it).
+        let prompt = "Classé:";
+        let full = format!("{prompt} Bag");
+        let c = llm::Completion {
+            logprobs: Some(vec![
+                t("Classé", -5.0, 0),
+                t(":", -1.0, 6),
+                t(" B", -0.5, 7),
+                t("ag", -0.25, 9),
+                t(".", -3.0, 11),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            candidate_loglik(&c, prompt.chars().count(), full.chars().count()),
+            -0.75
+        );
+        let nulls = json!({"choices": [{"text": ".", "logprobs": {"tokens": ["Bag", " is", "."], "token_logprobs": [null, null, -1.0], "text_offset": [0, 3, 6]}}]});
+        let e = check_for("loglik", 4)(&nulls).unwrap_err();
+        assert!(e.contains("no log-probability for token 1"), "{e}");
         let check = check_for("loglik", full.len());
         let echoless = json!({"choices": [{"text": ".", "logprobs": {"content": [{"token": ".", "logprob": -3.0, "top_logprobs": []}]}}]});
         let e = check(&echoless).unwrap_err();

@@ -390,3 +390,25 @@ async fn concurrency_is_limited() {
         "at most `concurrency` requests at once, and that many were used"
     );
 }
+
+#[tokio::test]
+async fn a_request_answered_while_waiting_for_a_slot_is_not_sent_again() {
+    // Two identical bodies at once with one slot: the second finds the first's answer in the
+    // cache when its turn comes (the same holds for another run sharing the cache file).
+    let f = fake(vec![Act::SlowOk, Act::SlowOk]).await;
+    let (_d, cache) = tmp_cache();
+    let c = Arc::new(LlmClient::new(settings(&f.url), Some(cache.clone())).unwrap());
+    let b1 = body();
+    let (a, b) = tokio::join!(
+        c.post("/v1/completions", &b1, &accept_all),
+        c.post("/v1/completions", &b1, &accept_all)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.cached as u8 + b.cached as u8,
+        1,
+        "one answered by the server, one by the cache"
+    );
+    assert_eq!(f.seen.lock().unwrap().requests.len(), 1);
+    assert_eq!(cache.len(), 1);
+}

@@ -154,24 +154,19 @@ impl LlmClient {
         check: &(dyn Fn(&Value) -> std::result::Result<(), String> + Sync),
     ) -> Result<Reply> {
         let key = cache::key(&self.settings.identity, endpoint, body);
-        if let Some(c) = &self.cache {
-            if let Some(v) = c.get(&key)? {
-                let mut s = self.stats.lock().unwrap();
-                s.cache_hits += 1;
-                s.answered += 1;
-                return Ok(Reply {
-                    body: v,
-                    cached: true,
-                    attempts: 0,
-                    request_ms: 0.0,
-                });
-            }
+        if let Some(r) = self.from_cache(&key, check)? {
+            return Ok(r);
         }
         let _permit = self
             .sem
             .acquire()
             .await
             .map_err(|e| Error::Msg(e.to_string()))?;
+        // Asked again once our turn comes: while we waited, another task of this run (the
+        // same body twice) or another run sharing the file may have answered it.
+        if let Some(r) = self.from_cache(&key, check)? {
+            return Ok(r);
+        }
         let url = self.url(endpoint);
         let mut attempt = 0u32;
         loop {
@@ -218,6 +213,32 @@ impl LlmClient {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// A cached answer that `check` accepts (one it rejects, e.g. written by another tool
+    /// without the log-probabilities now needed, counts as a miss and is asked again).
+    fn from_cache(
+        &self,
+        key: &str,
+        check: &(dyn Fn(&Value) -> std::result::Result<(), String> + Sync),
+    ) -> Result<Option<Reply>> {
+        let Some(c) = &self.cache else {
+            return Ok(None);
+        };
+        match c.get(key)? {
+            Some(v) if check(&v).is_ok() => {
+                let mut s = self.stats.lock().unwrap();
+                s.cache_hits += 1;
+                s.answered += 1;
+                Ok(Some(Reply {
+                    body: v,
+                    cached: true,
+                    attempts: 0,
+                    request_ms: 0.0,
+                }))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -310,12 +331,13 @@ fn transport(e: &reqwest::Error) -> Attempt {
 /// `retry-after-ms` (milliseconds), else `Retry-After` (seconds or an HTTP date).
 pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::trim);
+    // try_from: an absurd value (`inf`, `1e30`) is no wait hint rather than a panic.
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return (ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3));
+        return Duration::try_from_secs_f64(ms / 1e3).ok();
     }
     let v = get("retry-after")?;
     if let Ok(s) = v.parse::<f64>() {
-        return (s >= 0.0).then(|| Duration::from_secs_f64(s));
+        return Duration::try_from_secs_f64(s).ok();
     }
     let at = http_date(v)?;
     let now = std::time::SystemTime::now()
