@@ -154,7 +154,7 @@ impl LlmClient {
         check: &(dyn Fn(&Value) -> std::result::Result<(), String> + Sync),
     ) -> Result<Reply> {
         let key = cache::key(&self.settings.identity, endpoint, body);
-        if let Some(r) = self.from_cache(&key, check)? {
+        if let Some(r) = self.cached_reply(&key, check)? {
             return Ok(r);
         }
         let _permit = self
@@ -164,7 +164,7 @@ impl LlmClient {
             .map_err(|e| Error::Msg(e.to_string()))?;
         // Asked again once our turn comes: while we waited, another task of this run (the
         // same body twice) or another run sharing the file may have answered it.
-        if let Some(r) = self.from_cache(&key, check)? {
+        if let Some(r) = self.cached_reply(&key, check)? {
             return Ok(r);
         }
         let url = self.url(endpoint);
@@ -218,7 +218,7 @@ impl LlmClient {
 
     /// A cached answer that `check` accepts (one it rejects, e.g. written by another tool
     /// without the log-probabilities now needed, counts as a miss and is asked again).
-    fn from_cache(
+    fn cached_reply(
         &self,
         key: &str,
         check: &(dyn Fn(&Value) -> std::result::Result<(), String> + Sync),
