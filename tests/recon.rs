@@ -11,20 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn tiny_suite(dir: &Path, lpips: &str) -> std::path::PathBuf {
-    let text = common::tiny_lqae_config(dir, 6, 6);
-    let cfg = lqae::model::RunConfig::from_toml_str(&text, &dir.join("tiny.toml"), &[]).unwrap();
-    let run = dir.join("run");
-    lqae::train::train(
-        &cfg,
-        &run,
-        &Device::Cpu,
-        &lqae::train::TrainOptions {
-            resume: false,
-            stop_at: None,
-            progress: false,
-        },
-    )
-    .unwrap();
+    let run = common::train_tiny_lqae(dir, 6);
     let suites = dir.join("suites");
     std::fs::create_dir_all(&suites).unwrap();
     std::fs::write(

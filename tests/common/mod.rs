@@ -209,6 +209,26 @@ pub fn write_idx_fixture(dir: &Path, n: usize, size: usize, seed: u64) {
 }
 
 /// A tiny LQAE run configuration on the tiny RoBERTa and an IDX fixture, both written under `dir`.
+/// Train the tiny LQAE of [`tiny_lqae_config`] for `steps` steps into `dir/run` (LM and IDX
+/// fixture in `dir`); returns the run folder.
+pub fn train_tiny_lqae(dir: &Path, steps: usize) -> PathBuf {
+    let text = tiny_lqae_config(dir, steps, steps);
+    let cfg = lqae::model::RunConfig::from_toml_str(&text, &dir.join("tiny.toml"), &[]).unwrap();
+    let run = dir.join("run");
+    lqae::train::train(
+        &cfg,
+        &run,
+        &Device::Cpu,
+        &lqae::train::TrainOptions {
+            resume: false,
+            stop_at: None,
+            progress: false,
+        },
+    )
+    .unwrap();
+    run
+}
+
 pub fn tiny_lqae_config(dir: &Path, steps: usize, ckpt_every: usize) -> String {
     TinyRoberta::new(11).write(&dir.join("lm"));
     write_idx_fixture(&dir.join("data"), 64, 16, 5);
