@@ -31,8 +31,14 @@ pub fn ensure_llama_server(cache: &Path) -> Result<PathBuf> {
     let lock_path = cache.join(".llama-server.lock");
     let lock =
         std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
-    lock.lock()
-        .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "another process is building llama-server into {}; waiting for it",
+            dir.display()
+        );
+        lock.lock()
+            .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+    }
     if ready() {
         return Ok(bin);
     }
