@@ -872,6 +872,9 @@ pub struct Answer {
     /// `loglik`: the score of each class, in `classes` order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scores: Vec<f64>,
+    /// The prompt as sent (for `loglik`, before a class name is appended): what the model saw.
+    #[serde(default)]
+    pub prompt: String,
 }
 
 struct Endpoint {
@@ -1209,7 +1212,8 @@ pub fn run(
     // Scoring.
     let mut answers: Vec<Answer> = episodes
         .iter()
-        .map(|e| Answer {
+        .zip(&prompts)
+        .map(|(e, p)| Answer {
             cell: e.cell(),
             index: e.index,
             query: e.query.image.clone(),
@@ -1219,6 +1223,7 @@ pub fn run(
             correct: false,
             prompt_tokens: None,
             scores: Vec::new(),
+            prompt: p.clone(),
         })
         .collect();
     let mut tokens_prompt = 0u64;

@@ -163,6 +163,26 @@ fn generate_and_first_token_against_the_real_server() {
         assert!(a
             .iter()
             .all(|a| a["correct"] == (a["predicted"] == a["label"])));
+        // The prompt as sent: induction naming the episode's classes, one example per support
+        // image with its label, and the query cut before its label.
+        for x in &a {
+            let p = x["prompt"].as_str().unwrap();
+            let ways = if x["cell"].as_str().unwrap().starts_with("5-way") {
+                5
+            } else {
+                2
+            };
+            assert!(p.starts_with("Classify the context into \""), "{p}");
+            assert!(p.ends_with("\nClassification:"), "{p}");
+            assert_eq!(p.matches("Context: ").count(), ways + 1, "{p}");
+            assert!(
+                p.contains(&format!(
+                    "Classification: {}.",
+                    x["label"].as_str().unwrap()
+                )),
+                "{p}"
+            );
+        }
         let table = std::fs::read_to_string(d.join("table.md")).unwrap();
         assert!(
             table.contains("| 2-way |") && table.contains("| 5-way |") && table.contains("20.0 |"),
