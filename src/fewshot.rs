@@ -883,7 +883,7 @@ struct Endpoint {
     model: String,
     context: Option<usize>,
     /// Kept alive for the run; stopped on drop.
-    _server: Option<llm::server::EmbeddedServer>,
+    server: Option<llm::server::EmbeddedServer>,
 }
 
 fn endpoint(spec: &FewshotSpec) -> Result<Endpoint> {
@@ -893,7 +893,7 @@ fn endpoint(spec: &FewshotSpec) -> Result<Endpoint> {
             identity: url.trim_end_matches('/').to_string(),
             model: spec.llm.model.clone(),
             context: spec.llm.context,
-            _server: None,
+            server: None,
         }),
         None => {
             let opts = llm::server::ServerOptions {
@@ -908,7 +908,7 @@ fn endpoint(spec: &FewshotSpec) -> Result<Endpoint> {
                 identity: s.identity.clone(),
                 model: spec.llm.model.clone(),
                 context: Some(spec.llm.context.unwrap_or(spec.llm.server_context)),
-                _server: Some(s),
+                server: Some(s),
             })
         }
     }
@@ -1129,7 +1129,7 @@ pub fn run(
                         candidate: Some(c),
                         prefix_len: p.chars().count(),
                         endpoint: "/v1/completions",
-                        body: request_body(spec, &ep.model, &full, strategy, ep._server.is_some()),
+                        body: request_body(spec, &ep.model, &full, strategy, ep.server.is_some()),
                     });
                 }
             }
@@ -1142,7 +1142,7 @@ pub fn run(
                 } else {
                     "/v1/completions"
                 },
-                body: request_body(spec, &ep.model, p, strategy, ep._server.is_some()),
+                body: request_body(spec, &ep.model, p, strategy, ep.server.is_some()),
             }),
         }
     }
@@ -1415,7 +1415,7 @@ pub fn run(
         "episodes".to_string(),
         results::sha256_hex(ep_lines.join("\n").as_bytes()),
     );
-    if ep._server.is_some() {
+    if ep.server.is_some() {
         inputs.insert(
             "llm".to_string(),
             crate::assets::SMOLLM2.files[0].sha256.to_string(),

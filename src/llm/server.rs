@@ -202,14 +202,6 @@ impl EmbeddedServer {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    pub fn port(&self) -> u16 {
-        self.base_url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 impl Drop for EmbeddedServer {
