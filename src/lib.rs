@@ -11,10 +11,12 @@
 //! - [`data`]: image data sets.
 
 pub mod assets;
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod fewshot;
+pub mod kernels;
 pub mod llm;
 pub mod lm;
 pub mod lpips;

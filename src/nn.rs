@@ -18,12 +18,17 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        crate::kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+}
+
+/// LayerNorm from primitive ops (other devices than the CPU, and the kernels' tests).
+pub fn layer_norm_ops(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xn.broadcast_mul(weight)?.broadcast_add(bias)
 }
 
 /// Scaled dot-product attention over `(b, heads, s, d)` tensors, with an optional additive mask.
@@ -38,5 +43,5 @@ pub fn attention(
     if let Some(m) = additive_mask {
         scores = scores.broadcast_add(m)?;
     }
-    candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(v)
+    crate::kernels::softmax_last(&scores)?.matmul(v)
 }

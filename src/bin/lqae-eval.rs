@@ -125,6 +125,30 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Time the hot kernels (nearest-code search, LM forward, ViT block, lqae-small training
+    /// step, probe features, SSIM, LPIPS, sgemm), with `--peer` side by side with the PyTorch
+    /// peer of benches/peer/ in the same run: medians, ratio ours/PyTorch, share of sgemm.
+    Bench {
+        /// Also run the PyTorch (CPU) peer (its venv is built once by scripts/peer-venv.sh).
+        #[arg(long)]
+        peer: bool,
+        /// Rounds; each times every kernel on both sides. Ratios are medians over rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per kernel per side per round (at least one call).
+        #[arg(long, default_value_t = 1.0)]
+        budget: f64,
+        /// Smaller batches for the per-image kernels.
+        #[arg(long)]
+        quick: bool,
+        /// Only kernels whose name contains one of these (e.g. search train-step).
+        filters: Vec<String>,
+        /// Folder for `<run-id>/bench.json` and `bench.md`.
+        #[arg(long, default_value = "results/bench")]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Reconstruct test images with a trained model and write a PNG grid (originals above
     /// reconstructions).
     Reconstruct {
@@ -140,6 +164,7 @@ enum Cmd {
 }
 
 fn main() {
+    lqae::kernels::tune_allocator();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -194,7 +219,99 @@ fn run(cli: Cli) -> Result<()> {
             out,
             device,
         }) => reconstruct(&ckpt, n, &out, &device),
+        Some(Cmd::Bench {
+            peer,
+            rounds,
+            budget,
+            quick,
+            filters,
+            out,
+            device,
+        }) => bench(peer, rounds, budget, quick, &filters, &out, &device),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    with_peer: bool,
+    rounds: usize,
+    budget: f64,
+    quick: bool,
+    filters: &[String],
+    out: &std::path::Path,
+    device: &str,
+) -> Result<()> {
+    use lqae::bench::{self, peer};
+    if rounds == 0 {
+        bail!("setting `--rounds`: at least 1");
+    }
+    let device = parse_device(device)?;
+    let t0 = Instant::now();
+    let mut kernels = bench::selected(&device, quick, filters)?;
+    if kernels.is_empty() {
+        bail!("no kernel matches {filters:?}; names: sgemm, search/minilm, search/roberta, lm-forward, vit-block, train-step, probe-features, ssim, lpips-alex");
+    }
+    // The sgemm rate is the yardstick of every share: always time it.
+    if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
+        kernels.insert(0, bench::sgemm(&device)?);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_dir = out.join(format!("{}-{:09}", now.as_secs(), now.subsec_nanos()));
+    let mut peer_proc = None;
+    let mut checks = None;
+    if with_peer {
+        if !device.is_cpu() {
+            bail!("setting `--peer`: the PyTorch peer runs on the CPU; use --device cpu");
+        }
+        let python = peer::python()?;
+        let cfg = bench::lqae_small()?;
+        let lm_dir = lqae::model::resolve_lm_dir(cfg.model.lm.as_deref().unwrap_or("minilm"))?;
+        let mask_id = FrozenLm::load(&lm_dir, &device)?.mask_id();
+        let mut p = peer::Peer::start(&python, &lm_dir, &cfg, mask_id)?;
+        eprintln!("peer: {}", p.info);
+        let c = peer::check_same_work(&mut p, &kernels, &device, &run_dir)?;
+        for (k, a) in &c.search_agreement {
+            eprintln!("check {k}: the same code for {:.3}% of tokens", 100.0 * a);
+        }
+        for (i, (a, b)) in c.train_losses.iter().enumerate() {
+            eprintln!("check train step {i}: loss ours {a:.6}, PyTorch {b:.6}");
+        }
+        if !c.train_losses.is_empty() {
+            eprintln!(
+                "check train steps: the same code for {:.2}% of tokens",
+                100.0 * c.train_code_agreement
+            );
+        }
+        checks = Some(c);
+        peer_proc = Some(p);
+    }
+    let rows = peer::side_by_side(&mut kernels, peer_proc.as_mut(), rounds, budget, true)?;
+    let md = peer::markdown(&rows);
+    println!("{md}");
+    let record = serde_json::json!({
+        "schema": "lqae-bench/1",
+        "crate_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": lqae::results::git_commit(),
+        "device": device_name(&device),
+        "machine": peer::machine(),
+        "peer": peer_proc.as_ref().map(|p| p.info.clone()),
+        "checks": checks,
+        "rounds": rounds,
+        "budget_s": budget,
+        "quick": quick,
+        "wall_time_s": t0.elapsed().as_secs_f64(),
+        "rows": rows,
+    });
+    std::fs::create_dir_all(&run_dir)?;
+    assets::write_atomic(
+        &run_dir.join("bench.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    assets::write_atomic(&run_dir.join("bench.md"), md.as_bytes())?;
+    println!("written to {}", run_dir.display());
+    Ok(())
 }
 
 fn ls() -> Result<()> {

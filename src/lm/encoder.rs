@@ -8,7 +8,7 @@
 use super::config::{HiddenAct, LmConfig};
 use crate::nn::{attention, LayerNorm};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     Ok(LayerNorm::new(
@@ -18,11 +18,24 @@ fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     ))
 }
 
+/// A frozen linear layer `x @ w^T + b` (`w` `(out, in)`); see `crate::kernels::frozen_linear`.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::kernels::frozen_linear(x, &self.weight, &self.bias)
+    }
+}
+
 fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.get((out, inp), "weight")?,
-        Some(vb.get(out, "bias")?),
-    ))
+    Ok(Linear {
+        weight: vb.get((out, inp), "weight")?,
+        bias: vb.get(out, "bias")?,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -153,8 +166,8 @@ impl Layer {
             .forward(&(self.attention_output.forward(&a)? + x)?)?;
         let f = self.intermediate.forward(&x)?;
         let f = match self.act {
-            HiddenAct::Gelu => f.gelu_erf()?,
-            HiddenAct::GeluTanh => f.gelu()?,
+            HiddenAct::Gelu => crate::kernels::gelu_erf(&f)?,
+            HiddenAct::GeluTanh => crate::kernels::gelu_tanh(&f)?,
             HiddenAct::Relu => f.relu()?,
         };
         self.output_norm.forward(&(self.output.forward(&f)? + x)?)

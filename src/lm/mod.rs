@@ -44,6 +44,7 @@ impl FrozenLm {
     /// Load a checkpoint folder onto `device`. The weights are read as plain tensors: nothing
     /// here is trainable.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        crate::kernels::tune_allocator();
         let config_path = required(dir, "config.json", "the model configuration")?;
         let weights_path = required(dir, "model.safetensors", "the weights")?;
         let tokenizer_path = required(dir, "tokenizer.json", "the tokenizer")?;

@@ -83,6 +83,7 @@ pub fn resolve_lm_dir(spec: &str) -> Result<PathBuf> {
 impl Autoencoder {
     /// Build a freshly initialised model (parameters drawn from `seed`) on `device`.
     pub fn build(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<(Self, Params)> {
+        crate::kernels::tune_allocator();
         let p = Params::new(seed, device);
         let model = match cfg.kind {
             ModelKind::Lqae => {

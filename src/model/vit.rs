@@ -103,6 +103,11 @@ impl Glu {
 
     /// 3x3 depthwise convolution with zero ("SAME") padding over the `grid x grid` tokens.
     fn depthwise(&self, h: &Tensor) -> Result<Tensor> {
+        crate::kernels::depthwise3x3(h, &self.dwconv, self.grid, || self.depthwise_ops(h))
+    }
+
+    /// The same convolution from primitive ops (other devices, and the kernel's tests).
+    fn depthwise_ops(&self, h: &Tensor) -> Result<Tensor> {
         let (b, t, c) = h.dims3()?;
         let g = self.grid;
         let padded = h
@@ -127,7 +132,7 @@ impl Glu {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.ln0.forward(x)?;
-        let gated = (dense(&h, &self.fc1)?.gelu()? * dense(&h, &self.fc2)?)?;
+        let gated = (crate::kernels::gelu_tanh(&dense(&h, &self.fc1)?)? * dense(&h, &self.fc2)?)?;
         let h = self.ln1.forward(&self.depthwise(&gated)?)?;
         dense(&h, &self.fc_out)
     }
@@ -339,6 +344,33 @@ mod tests {
                     assert!((got - want).abs() < 1e-5, "({y},{x},{c}): {got} vs {want}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fused_depthwise_conv_matches_primitive_ops_with_gradients() {
+        let p = Params::new(3, &Device::Cpu);
+        let s = VitShape {
+            width: 4,
+            depth: 1,
+            heads: 2,
+            mlp_dim: 5,
+            grid: 4,
+        };
+        let glu = Glu::new(&p, &s).unwrap();
+        let h = Var::from_tensor(&crate::bench::uniform(&[3, 16, 5], 4, &Device::Cpu).unwrap()).unwrap();
+        let r = crate::bench::uniform(&[3, 16, 5], 5, &Device::Cpu).unwrap();
+        let a = glu.depthwise(h.as_tensor()).unwrap();
+        let b = glu.depthwise_ops(h.as_tensor()).unwrap();
+        let diff = |x: &Tensor, y: &Tensor| -> f32 {
+            (x - y).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        };
+        assert!(diff(&a, &b) < 1e-6);
+        let ga = (a * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for t in [h.as_tensor(), &glu.dwconv] {
+            let (x, y) = (ga.get(t).expect("fused grad"), gb.get(t).expect("ops grad"));
+            assert!(diff(x, y) < 1e-5, "gradient differs by {}", diff(x, y));
         }
     }
 

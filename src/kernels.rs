@@ -1,0 +1,772 @@
+//! Fused CPU kernels with their own backward pass, for the layers that dominate a training
+//! step on the CPU: LayerNorm, softmax over the last axis, GELU (tanh and erf forms) and the
+//! ViT's 3x3 depthwise convolution.
+//!
+//! Written from candle's primitive ops these layers are correct and differentiable (see
+//! `crate::nn`) but slow on the CPU: each primitive is a separate pass over memory, many run
+//! on one thread, and their backward passes multiply the passes again (the depthwise
+//! convolution of one `lqae-small` block took about 120 ms forward + backward, GELU 37 ms). Here
+//! each layer is one `CustomOp` whose forward and backward are single fused passes split
+//! across threads by rows; the backward kernels are custom ops themselves (no second-order
+//! gradients are needed).
+//!
+//! Every function falls back to the primitive-op form on other devices, so CUDA keeps working.
+//! The tests check values and gradients against the primitive-op forms.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Keep freed memory in the process instead of handing it back to the kernel.
+///
+/// A training step allocates and frees many tensors of a few MiB. glibc serves such sizes
+/// with fresh `mmap`s and trims the heap top after frees, so every new tensor pays a page
+/// fault per 4 KiB on first touch: on this project's 2-core machines that was most of the
+/// backward pass (a 1024 x 1536 `sqr().mean()` backward: 45 ms, 3.5 ms after this). Raising
+/// the mmap and trim thresholds keeps the pages mapped and reused. Process-wide, once; glibc
+/// only (a no-op elsewhere); set `LQAE_KEEP_MALLOC=1` to leave the allocator as it is.
+pub fn tune_allocator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("LQAE_KEEP_MALLOC").is_some() {
+            return;
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes glibc's allocation thresholds.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        }
+    });
+}
+
+/// Rows per parallel task: enough work per task to amortise the scheduling.
+fn rows_per_task(cols: usize) -> usize {
+    (16384 / cols.max(1)).max(1)
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: the input must be contiguous"),
+    }
+}
+
+fn storage(v: Vec<f32>) -> CpuStorage {
+    CpuStorage::F32(v)
+}
+
+/// True when the fused kernels apply: a CPU f32 tensor.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+// ---------------------------------------------------------------- fast exp / erf
+
+/// `e^x` in f32, branch-free so that loops over it vectorise: `2^n * p(r)` with
+/// `x = n ln 2 + r`, `|r| <= ln 2 / 2` and a degree-6 Taylor polynomial (relative error
+/// about 2e-7, the order of f32 rounding). Inputs are clamped to the finite range.
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// erf in f32 (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7), branch-free.
+#[inline(always)]
+pub fn fast_erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    (1.0 - poly * fast_exp(-a * a)).copysign(x)
+}
+
+// ---------------------------------------------------------------- GELU
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044715;
+
+#[derive(Clone, Copy)]
+enum GeluKind {
+    Tanh,
+    Erf,
+}
+
+#[inline(always)]
+fn fast_tanh(u: f32) -> f32 {
+    1.0 - 2.0 / (fast_exp(2.0 * u) + 1.0)
+}
+
+#[inline(always)]
+fn gelu_fwd(k: GeluKind, x: f32) -> f32 {
+    match k {
+        GeluKind::Tanh => 0.5 * x * (1.0 + fast_tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))),
+        GeluKind::Erf => 0.5 * x * (1.0 + fast_erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+    }
+}
+
+#[inline(always)]
+fn gelu_grad(k: GeluKind, x: f32) -> f32 {
+    match k {
+        GeluKind::Tanh => {
+            let t = fast_tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+        }
+        GeluKind::Erf => {
+            const INV_SQRT_2PI: f32 = 0.398_942_3;
+            let cdf = 0.5 * (1.0 + fast_erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            cdf + x * INV_SQRT_2PI * fast_exp(-0.5 * x * x)
+        }
+    }
+}
+
+struct Gelu(GeluKind);
+struct GeluBwd(GeluKind);
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "lqae-gelu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "gelu")?;
+        let k = self.0;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(16384)
+            .zip(x.par_chunks(16384))
+            .for_each(|(yo, xi)| match k {
+                GeluKind::Tanh => yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Tanh, v)),
+                GeluKind::Erf => yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Erf, v)),
+            });
+        Ok((storage(y), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBwd(self.0))?))
+    }
+}
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "lqae-gelu-bwd"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1, "gelu backward")?, slice(s2, l2, "gelu backward")?);
+        let k = self.0;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(16384)
+            .zip(x.par_chunks(16384).zip(g.par_chunks(16384)))
+            .for_each(|(o, (xi, gi))| match k {
+                GeluKind::Tanh => o.iter_mut().zip(xi).zip(gi).for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Tanh, v)),
+                GeluKind::Erf => o.iter_mut().zip(xi).zip(gi).for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Erf, v)),
+            });
+        Ok((storage(dx), l1.shape().clone()))
+    }
+}
+
+/// GELU, tanh approximation (candle's `gelu`).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(Gelu(GeluKind::Tanh))
+    } else {
+        x.gelu()
+    }
+}
+
+/// GELU, exact erf form (candle's `gelu_erf`).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(Gelu(GeluKind::Erf))
+    } else {
+        x.gelu_erf()
+    }
+}
+
+// ---------------------------------------------------------------- frozen linear
+
+/// `x @ w^T + b` for a frozen `w` `(out, in)`: one `gemm` call into rows preset to `b`. Its
+/// backward returns the gradient of `x` only: candle's own matmul backward also computes
+/// the weight's gradient (as many FLOPs again), which a frozen language model never uses.
+struct FrozenLinear;
+
+impl CustomOp3 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "lqae-frozen-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "linear")?;
+        let w = slice(s2, l2, "linear weight")?;
+        let b = slice(s3, l3, "linear bias")?;
+        let (rows, inp) = l1.shape().dims2()?;
+        let (out, win) = l2.shape().dims2()?;
+        if win != inp || b.len() != out {
+            candle_core::bail!("linear: input width {inp}, weight ({out}, {win}), bias {}", b.len());
+        }
+        let mut y = vec![0f32; rows * out];
+        // Rows split across the threads, one single-threaded gemm each: for these short
+        // products (k = 384-3072) it beats gemm's own threading.
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let per = rows.div_ceil(threads).max(1);
+        y.par_chunks_mut(per * out)
+            .zip(x.par_chunks(per * inp))
+            .for_each(|(yc, xc)| {
+                let m = xc.len() / inp;
+                for r in yc.chunks_mut(out) {
+                    r.copy_from_slice(b);
+                }
+                // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp), rhs = w^T:
+                // element (k, j) is w[j * inp + k]; every index stays inside its slice.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        out,
+                        inp,
+                        yc.as_mut_ptr(),
+                        1,
+                        out as isize,
+                        true,
+                        xc.as_ptr(),
+                        1,
+                        inp as isize,
+                        w.as_ptr(),
+                        inp as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        Ok((storage(y), Shape::from((rows, out))))
+    }
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(w)?), None, None))
+    }
+}
+
+/// `x @ w^T + b` for `x` `(..., in)`, a frozen weight `w` `(out, in)` and bias `b` `(out)`
+/// (a BERT linear layer); the gradient flows to `x` only. Other devices: candle ops.
+pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fused(x) && fused(w) && fused(b) {
+        let dims = x.dims().to_vec();
+        let inp = *dims.last().unwrap_or(&1);
+        let rows = x.elem_count() / inp.max(1);
+        let y = x
+            .contiguous()?
+            .reshape((rows, inp))?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, FrozenLinear)?;
+        let mut shape = dims;
+        *shape.last_mut().expect("not a scalar") = w.dim(0)?;
+        y.reshape(shape)
+    } else {
+        x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
+    }
+}
+
+// ---------------------------------------------------------------- softmax
+
+struct Softmax;
+struct SoftmaxBwd;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "lqae-softmax-last"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "softmax")?;
+        let d = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut y = vec![0f32; x.len()];
+        let r = rows_per_task(d) * d;
+        y.par_chunks_mut(r).zip(x.par_chunks(r)).for_each(|(yo, xi)| {
+            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
+                let m = xr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    *o = fast_exp(v - m);
+                }
+                for &o in yr.iter() {
+                    sum += o;
+                }
+                let inv = 1.0 / sum;
+                for o in yr.iter_mut() {
+                    *o *= inv;
+                }
+            }
+        });
+        Ok((storage(y), l.shape().clone()))
+    }
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?))
+    }
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "lqae-softmax-last-bwd"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (slice(s1, l1, "softmax backward")?, slice(s2, l2, "softmax backward")?);
+        let d = l1.dims().last().copied().unwrap_or(1).max(1);
+        let mut dx = vec![0f32; y.len()];
+        let r = rows_per_task(d) * d;
+        dx.par_chunks_mut(r)
+            .zip(y.par_chunks(r).zip(g.par_chunks(r)))
+            .for_each(|(o, (yi, gi))| {
+                for ((or, yr), gr) in o.chunks_mut(d).zip(yi.chunks(d)).zip(gi.chunks(d)) {
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for ((o, &yv), &gv) in or.iter_mut().zip(yr).zip(gr) {
+                        *o = yv * (gv - dot);
+                    }
+                }
+            });
+        Ok((storage(dx), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last axis.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(Softmax)
+    } else {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)
+    }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+struct LayerNormOp {
+    eps: f32,
+}
+struct LayerNormBwd {
+    eps: f32,
+}
+
+fn row_stats(xr: &[f32], eps: f32) -> (f32, f32) {
+    let d = xr.len() as f32;
+    let mean = xr.iter().sum::<f32>() / d;
+    let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "lqae-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "layer norm")?;
+        let (w, b) = (slice(s2, l2, "layer norm weight")?, slice(s3, l3, "layer norm bias")?);
+        let d = w.len();
+        if d == 0 || x.len() % d != 0 || b.len() != d {
+            candle_core::bail!("layer norm: input width does not match the weight ({d})");
+        }
+        let eps = self.eps;
+        let mut y = vec![0f32; x.len()];
+        let r = rows_per_task(d) * d;
+        y.par_chunks_mut(r).zip(x.par_chunks(r)).for_each(|(yo, xi)| {
+            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
+                let (mean, rstd) = row_stats(xr, eps);
+                for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * wv + bv;
+                }
+            }
+        });
+        Ok((storage(y), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = w.elem_count();
+        let n = x.elem_count();
+        // One op computes all three: [dx (n) | dw (d) | db (d)].
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormBwd { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, n, d)?.reshape(w.shape())?;
+        let db = packed.narrow(0, n + d, d)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp3 for LayerNormBwd {
+    fn name(&self) -> &'static str {
+        "lqae-layer-norm-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "layer norm backward")?;
+        let w = slice(s2, l2, "layer norm backward")?;
+        let g = slice(s3, l3, "layer norm backward")?;
+        let d = w.len();
+        let n = x.len();
+        let eps = self.eps;
+        let mut out = vec![0f32; n + 2 * d];
+        let (dx, _) = out.split_at_mut(n);
+        let r = rows_per_task(d) * d;
+        // dx per row; dw and db as per-task partial sums, added up after.
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(r)
+            .zip(x.par_chunks(r).zip(g.par_chunks(r)))
+            .map(|(o, (xi, gi))| {
+                let mut acc = vec![0f32; 2 * d];
+                for ((or, xr), gr) in o.chunks_mut(d).zip(xi.chunks(d)).zip(gi.chunks(d)) {
+                    let (mean, rstd) = row_stats(xr, eps);
+                    let (mut m1, mut m2) = (0f32, 0f32);
+                    for k in 0..d {
+                        let xh = (xr[k] - mean) * rstd;
+                        let gw = gr[k] * w[k];
+                        m1 += gw;
+                        m2 += gw * xh;
+                        acc[k] += gr[k] * xh;
+                        acc[d + k] += gr[k];
+                    }
+                    let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+                    for k in 0..d {
+                        let xh = (xr[k] - mean) * rstd;
+                        or[k] = rstd * (gr[k] * w[k] - m1 - xh * m2);
+                    }
+                }
+                acc
+            })
+            .collect();
+        let tail = &mut out[n..];
+        for p in partials {
+            for (t, v) in tail.iter_mut().zip(p) {
+                *t += v;
+            }
+        }
+        Ok((storage(out), Shape::from(n + 2 * d)))
+    }
+}
+
+/// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused(x) && fused(weight) && fused(bias) {
+        x.contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+    } else {
+        crate::nn::layer_norm_ops(x, weight, bias, eps)
+    }
+}
+
+// ---------------------------------------------------------------- depthwise 3x3
+
+struct Depthwise {
+    grid: usize,
+}
+struct DepthwiseBwd {
+    grid: usize,
+}
+
+/// `x` `(b, g*g, c)` row-major, kernel `(9, c)`: out[b, y, x] = sum over taps of
+/// k[3*dy + dx] * in[b, y + dy - 1, x + dx - 1] (zero outside the grid).
+fn depthwise_image(inp: &[f32], k: &[f32], out: &mut [f32], g: usize, c: usize, flip: bool) {
+    for y in 0..g {
+        for x in 0..g {
+            let o = &mut out[(y * g + x) * c..(y * g + x + 1) * c];
+            o.iter_mut().for_each(|v| *v = 0.0);
+            for dy in 0..3 {
+                // Forward reads in[y + dy - 1]; the input gradient reads grad[y - dy + 1].
+                let sy = if flip { (y + 1).wrapping_sub(dy) } else { (y + dy).wrapping_sub(1) };
+                if sy >= g {
+                    continue;
+                }
+                for dx in 0..3 {
+                    let sx = if flip { (x + 1).wrapping_sub(dx) } else { (x + dx).wrapping_sub(1) };
+                    if sx >= g {
+                        continue;
+                    }
+                    let kr = &k[(3 * dy + dx) * c..(3 * dy + dx + 1) * c];
+                    let ir = &inp[(sy * g + sx) * c..(sy * g + sx + 1) * c];
+                    for ((ov, &kv), &iv) in o.iter_mut().zip(kr).zip(ir) {
+                        *ov += kv * iv;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl CustomOp2 for Depthwise {
+    fn name(&self) -> &'static str {
+        "lqae-depthwise3x3"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "depthwise conv")?;
+        let k = slice(s2, l2, "depthwise conv kernel")?;
+        let (b, t, c) = l1.shape().dims3()?;
+        let g = self.grid;
+        if g * g != t || k.len() != 9 * c {
+            candle_core::bail!("depthwise conv: {t} tokens are not a {g}x{g} grid, or the kernel is not (9, {c})");
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t * c)
+            .zip(x.par_chunks(t * c))
+            .for_each(|(o, i)| depthwise_image(i, k, o, g, c, false));
+        let _ = b;
+        Ok((storage(y), l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, k: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(k, &grad.contiguous()?, &DepthwiseBwd { grid: self.grid })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dk = packed.narrow(0, n, k.elem_count())?.reshape(k.shape())?;
+        Ok((Some(dx), Some(dk)))
+    }
+}
+
+impl CustomOp3 for DepthwiseBwd {
+    fn name(&self) -> &'static str {
+        "lqae-depthwise3x3-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "depthwise conv backward")?;
+        let k = slice(s2, l2, "depthwise conv backward")?;
+        let gr = slice(s3, l3, "depthwise conv backward")?;
+        let (_b, t, c) = l1.shape().dims3()?;
+        let g = self.grid;
+        let n = x.len();
+        let mut out = vec![0f32; n + 9 * c];
+        let (dx, _) = out.split_at_mut(n);
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(t * c)
+            .zip(x.par_chunks(t * c).zip(gr.par_chunks(t * c)))
+            .map(|(o, (xi, gi))| {
+                depthwise_image(gi, k, o, g, c, true);
+                // dk[tap] = sum over positions of grad[y, x] * in[y + dy - 1, x + dx - 1].
+                let mut dk = vec![0f32; 9 * c];
+                for y in 0..g {
+                    for xx in 0..g {
+                        let gv = &gi[(y * g + xx) * c..(y * g + xx + 1) * c];
+                        for dy in 0..3 {
+                            let sy = (y + dy).wrapping_sub(1);
+                            if sy >= g {
+                                continue;
+                            }
+                            for dxx in 0..3 {
+                                let sx = (xx + dxx).wrapping_sub(1);
+                                if sx >= g {
+                                    continue;
+                                }
+                                let iv = &xi[(sy * g + sx) * c..(sy * g + sx + 1) * c];
+                                let acc = &mut dk[(3 * dy + dxx) * c..(3 * dy + dxx + 1) * c];
+                                for ((a, &gq), &ivq) in acc.iter_mut().zip(gv).zip(iv) {
+                                    *a += gq * ivq;
+                                }
+                            }
+                        }
+                    }
+                }
+                dk
+            })
+            .collect();
+        let tail = &mut out[n..];
+        for p in partials {
+            for (t, v) in tail.iter_mut().zip(p) {
+                *t += v;
+            }
+        }
+        Ok((storage(out), Shape::from(n + 9 * c)))
+    }
+}
+
+/// 3x3 depthwise convolution with zero padding over the `grid x grid` tokens of `x`
+/// `(b, grid*grid, c)`; `kernel` `(9, c)`, row `3 * dy + dx`. Other devices: `fallback`.
+pub fn depthwise3x3(
+    x: &Tensor,
+    kernel: &Tensor,
+    grid: usize,
+    fallback: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    if fused(x) && fused(kernel) {
+        x.contiguous()?.apply_op2(&kernel.contiguous()?, Depthwise { grid })
+    } else {
+        fallback()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Var {
+        Var::from_tensor(&crate::bench::uniform(shape, seed, &Device::Cpu).unwrap().affine(4.0, 0.3).unwrap())
+            .unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    /// Values of `f` and `g`, and their gradients with respect to every var through
+    /// `sum(out * r)` for a random `r`, agree within `tol`.
+    fn same(vars: &[&Var], f: impl Fn() -> Tensor, g: impl Fn() -> Tensor, tol: f32) {
+        let (a, b) = (f(), g());
+        assert_eq!(a.dims(), b.dims());
+        assert!(max_diff(&a, &b) < tol, "values differ by {}", max_diff(&a, &b));
+        let r = rand(a.dims(), 99);
+        let ga = (a * r.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * r.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            let (x, y) = (ga.get(v.as_tensor()).expect("fused grad"), gb.get(v.as_tensor()).expect("ops grad"));
+            let scale = y.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            let d = max_diff(x, y);
+            assert!(d < tol * scale, "gradient {i} differs by {d} (scale {scale})");
+        }
+    }
+
+    #[test]
+    fn gelu_tanh_and_erf_match_candle_with_gradients() {
+        let x = rand(&[7, 33], 1);
+        same(&[&x], || gelu_tanh(x.as_tensor()).unwrap(), || x.as_tensor().gelu().unwrap(), 1e-5);
+        same(&[&x], || gelu_erf(x.as_tensor()).unwrap(), || x.as_tensor().gelu_erf().unwrap(), 1e-5);
+    }
+
+    #[test]
+    fn softmax_matches_candle_with_gradients() {
+        let x = rand(&[3, 5, 17], 2);
+        same(
+            &[&x],
+            || softmax_last(x.as_tensor()).unwrap(),
+            || candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap(),
+            1e-5,
+        );
+        // Large logits: no overflow.
+        let big = (x.as_tensor() * 100.0).unwrap();
+        let y = softmax_last(&big).unwrap();
+        let sums: Vec<f32> = y.sum(2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+    }
+
+    #[test]
+    fn layer_norm_matches_primitive_ops_with_gradients() {
+        let x = rand(&[4, 9, 24], 3);
+        let w = rand(&[24], 4);
+        let b = rand(&[24], 5);
+        same(
+            &[&x, &w, &b],
+            || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+            || crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+            2e-5,
+        );
+        // Many rows: the per-task partial sums of dw and db add up across tasks.
+        let x = rand(&[300, 130], 6);
+        let w = rand(&[130], 7);
+        let b = rand(&[130], 8);
+        same(
+            &[&x, &w, &b],
+            || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
+            || crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
+            1e-4,
+        );
+    }
+
+    #[test]
+    fn fast_exp_and_erf_are_accurate() {
+        let mut worst = (0f32, 0f32);
+        for i in 0..20001 {
+            let x = -80.0 + 160.0 * i as f32 / 20000.0;
+            let want = (x as f64).exp();
+            let rel = ((fast_exp(x) as f64 - want) / want).abs() as f32;
+            worst.0 = worst.0.max(rel);
+            let y = -5.0 + 10.0 * i as f32 / 20000.0;
+            let e = (fast_erf(y) as f64 - candle_core::cpu::erf::erf_f64(y as f64)).abs() as f32;
+            worst.1 = worst.1.max(e);
+        }
+        assert!(worst.0 < 5e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 6e-7, "erf absolute error {}", worst.1); // 1.5e-7 + f32 rounding
+        assert_eq!(fast_exp(-1e30), fast_exp(-87.0));
+        assert!(fast_exp(1e30).is_finite());
+    }
+
+    #[test]
+    fn frozen_linear_matches_candle_and_gives_no_weight_gradient() {
+        let x = rand(&[2, 5, 7], 10);
+        let w = rand(&[3, 7], 11);
+        let b = rand(&[3], 12);
+        same(
+            &[&x],
+            || frozen_linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
+            || {
+                x.as_tensor()
+                    .broadcast_matmul(&w.as_tensor().t().unwrap())
+                    .unwrap()
+                    .broadcast_add(b.as_tensor())
+                    .unwrap()
+            },
+            1e-5,
+        );
+        let g = frozen_linear(x.as_tensor(), w.as_tensor(), b.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(w.as_tensor()).is_none() && g.get(b.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn non_contiguous_inputs_are_accepted() {
+        let x = rand(&[6, 8], 9);
+        let t = x.as_tensor().t().unwrap();
+        let a = softmax_last(&t).unwrap();
+        let b = candle_nn::ops::softmax(&t.contiguous().unwrap(), candle_core::D::Minus1).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+    }
+}
