@@ -80,7 +80,10 @@ pub fn fast_exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // SAFETY: n is an integer in [-126, 127] after the clamp: the conversion is exact (and,
+    // unlike a saturating `as`, vectorises).
+    let e = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((e + 127) as u32) << 23)
 }
 
 /// erf in f32 (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7), branch-free.
@@ -123,7 +126,8 @@ fn gelu_grad(k: GeluKind, x: f32) -> f32 {
     match k {
         GeluKind::Tanh => {
             let t = fast_tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
-            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+            0.5 * (1.0 + t)
+                + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
         }
         GeluKind::Erf => {
             const INV_SQRT_2PI: f32 = 0.398_942_3;
@@ -147,13 +151,21 @@ impl CustomOp1 for Gelu {
         y.par_chunks_mut(16384)
             .zip(x.par_chunks(16384))
             .for_each(|(yo, xi)| match k {
-                GeluKind::Tanh => yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Tanh, v)),
-                GeluKind::Erf => yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Erf, v)),
+                GeluKind::Tanh => yo
+                    .iter_mut()
+                    .zip(xi)
+                    .for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Tanh, v)),
+                GeluKind::Erf => yo
+                    .iter_mut()
+                    .zip(xi)
+                    .for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Erf, v)),
             });
         Ok((storage(y), l.shape().clone()))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBwd(self.0))?))
+        Ok(Some(
+            arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBwd(self.0))?,
+        ))
     }
 }
 
@@ -161,15 +173,32 @@ impl CustomOp2 for GeluBwd {
     fn name(&self) -> &'static str {
         "lqae-gelu-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (slice(s1, l1, "gelu backward")?, slice(s2, l2, "gelu backward")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            slice(s1, l1, "gelu backward")?,
+            slice(s2, l2, "gelu backward")?,
+        );
         let k = self.0;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(16384)
             .zip(x.par_chunks(16384).zip(g.par_chunks(16384)))
             .for_each(|(o, (xi, gi))| match k {
-                GeluKind::Tanh => o.iter_mut().zip(xi).zip(gi).for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Tanh, v)),
-                GeluKind::Erf => o.iter_mut().zip(xi).zip(gi).for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Erf, v)),
+                GeluKind::Tanh => o
+                    .iter_mut()
+                    .zip(xi)
+                    .zip(gi)
+                    .for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Tanh, v)),
+                GeluKind::Erf => o
+                    .iter_mut()
+                    .zip(xi)
+                    .zip(gi)
+                    .for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Erf, v)),
             });
         Ok((storage(dx), l1.shape().clone()))
     }
@@ -191,6 +220,201 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     } else {
         x.gelu_erf()
     }
+}
+
+// ---------------------------------------------------------------- dense products
+
+/// `y (rows x out) = [bias +] x (rows x inp) @ rhs`, rhs `inp x out` at `rhs` with row stride
+/// `rhs_rs` and column stride `rhs_cs`. Rows are split across the threads, one single-threaded
+/// `gemm` each: for these short products (inner size 48-3072) that beats gemm's own threading.
+#[allow(clippy::too_many_arguments)]
+fn rows_gemm(
+    x: &[f32],
+    inp: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    out: usize,
+    y: &mut [f32],
+    bias: Option<&[f32]>,
+) {
+    let rows = x.len() / inp.max(1);
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let per = rows.div_ceil(threads).max(1);
+    let rhs = SendPtr(rhs as *mut f32);
+    y.par_chunks_mut(per * out)
+        .zip(x.par_chunks(per * inp))
+        .for_each(|(yc, xc)| {
+            let m = xc.len() / inp;
+            if let Some(b) = bias {
+                for r in yc.chunks_mut(out) {
+                    r.copy_from_slice(b);
+                }
+            }
+            // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp); the caller
+            // vouches for rhs and its strides.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    out,
+                    inp,
+                    yc.as_mut_ptr(),
+                    1,
+                    out as isize,
+                    bias.is_some(),
+                    xc.as_ptr(),
+                    1,
+                    inp as isize,
+                    rhs.get() as *const f32,
+                    rhs_cs as isize,
+                    rhs_rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+}
+
+/// `x @ w` for a trainable `w` `(in, out)`, with both gradients from single fused products
+/// (candle's matmul backward goes through transposed copies and zero-filled accumulators).
+struct Dense;
+/// `g @ w^T`: the input gradient of `Dense` (`w` `(in, out)`) or of `FrozenLinear` (`w`
+/// `(out, in)`, `w_is_out_in`).
+struct DenseDx {
+    w_is_out_in: bool,
+}
+/// `x^T @ g`: the weight gradient of `Dense`.
+struct DenseDw;
+
+impl CustomOp2 for Dense {
+    fn name(&self) -> &'static str {
+        "lqae-dense"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "dense")?;
+        let w = slice(s2, l2, "dense weight")?;
+        let (rows, inp) = l1.shape().dims2()?;
+        let (win, out) = l2.shape().dims2()?;
+        if win != inp {
+            candle_core::bail!("dense: input width {inp}, weight ({win}, {out})");
+        }
+        let mut y = vec![0f32; rows * out];
+        rows_gemm(x, inp, w.as_ptr(), out, 1, out, &mut y, None);
+        Ok((storage(y), Shape::from((rows, out))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let dx = g.apply_op2_no_bwd(w, &DenseDx { w_is_out_in: false })?;
+        let dw = x.apply_op2_no_bwd(&g, &DenseDw)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for DenseDx {
+    fn name(&self) -> &'static str {
+        "lqae-dense-dx"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, "dense backward")?;
+        let w = slice(s2, l2, "dense backward")?;
+        let (rows, out) = l1.shape().dims2()?;
+        let (a, b) = l2.shape().dims2()?;
+        // rhs = w^T as (out x inp).
+        let (inp, rs, cs) = if self.w_is_out_in {
+            (b, b, 1)
+        } else {
+            (a, 1, b)
+        };
+        if (self.w_is_out_in && a != out) || (!self.w_is_out_in && b != out) {
+            candle_core::bail!("dense backward: gradient width {out}, weight ({a}, {b})");
+        }
+        let mut dx = vec![0f32; rows * inp];
+        rows_gemm(g, out, w.as_ptr(), rs, cs, inp, &mut dx, None);
+        Ok((storage(dx), Shape::from((rows, inp))))
+    }
+}
+
+impl CustomOp2 for DenseDw {
+    fn name(&self) -> &'static str {
+        "lqae-dense-dw"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "dense backward")?;
+        let g = slice(s2, l2, "dense backward")?;
+        let (rows, inp) = l1.shape().dims2()?;
+        let (_, out) = l2.shape().dims2()?;
+        let mut dw = vec![0f32; inp * out];
+        // SAFETY: dst inp x out; lhs = x^T (element (i, r) at x[r * inp + i]); rhs = g rows x out.
+        unsafe {
+            gemm::gemm(
+                inp,
+                out,
+                rows,
+                dw.as_mut_ptr(),
+                1,
+                out as isize,
+                false,
+                x.as_ptr(),
+                inp as isize,
+                1,
+                g.as_ptr(),
+                1,
+                out as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
+            );
+        }
+        Ok((storage(dw), Shape::from((inp, out))))
+    }
+}
+
+/// `x @ w` for `x` `(..., in)` and a trainable `w` `(in, out)`. Other devices: candle's matmul
+/// over the flattened rows.
+pub fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inp = *dims.last().unwrap_or(&1);
+    let rows = x.elem_count() / inp.max(1);
+    let x2 = x.contiguous()?.reshape((rows, inp))?;
+    let y = if fused(x) && fused(w) {
+        x2.apply_op2(&w.contiguous()?, Dense)?
+    } else {
+        x2.matmul(w)?
+    };
+    let mut shape = dims;
+    *shape.last_mut().expect("not a scalar") = w.dim(1)?;
+    y.reshape(shape)
 }
 
 // ---------------------------------------------------------------- frozen linear
@@ -219,46 +443,14 @@ impl CustomOp3 for FrozenLinear {
         let (rows, inp) = l1.shape().dims2()?;
         let (out, win) = l2.shape().dims2()?;
         if win != inp || b.len() != out {
-            candle_core::bail!("linear: input width {inp}, weight ({out}, {win}), bias {}", b.len());
+            candle_core::bail!(
+                "linear: input width {inp}, weight ({out}, {win}), bias {}",
+                b.len()
+            );
         }
         let mut y = vec![0f32; rows * out];
-        // Rows split across the threads, one single-threaded gemm each: for these short
-        // products (k = 384-3072) it beats gemm's own threading.
-        let threads = candle_core::utils::get_num_threads().max(1);
-        let per = rows.div_ceil(threads).max(1);
-        y.par_chunks_mut(per * out)
-            .zip(x.par_chunks(per * inp))
-            .for_each(|(yc, xc)| {
-                let m = xc.len() / inp;
-                for r in yc.chunks_mut(out) {
-                    r.copy_from_slice(b);
-                }
-                // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp), rhs = w^T:
-                // element (k, j) is w[j * inp + k]; every index stays inside its slice.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        out,
-                        inp,
-                        yc.as_mut_ptr(),
-                        1,
-                        out as isize,
-                        true,
-                        xc.as_ptr(),
-                        1,
-                        inp as isize,
-                        w.as_ptr(),
-                        inp as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
+        // rhs = w^T: element (k, j) is w[j * inp + k].
+        rows_gemm(x, inp, w.as_ptr(), 1, inp, out, &mut y, Some(b));
         Ok((storage(y), Shape::from((rows, out))))
     }
     fn bwd(
@@ -269,7 +461,14 @@ impl CustomOp3 for FrozenLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(w)?), None, None))
+        Ok((
+            Some(
+                grad.contiguous()?
+                    .apply_op2_no_bwd(w, &DenseDx { w_is_out_in: true })?,
+            ),
+            None,
+            None,
+        ))
     }
 }
 
@@ -280,16 +479,225 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let inp = *dims.last().unwrap_or(&1);
         let rows = x.elem_count() / inp.max(1);
-        let y = x
-            .contiguous()?
-            .reshape((rows, inp))?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, FrozenLinear)?;
+        let y = x.contiguous()?.reshape((rows, inp))?.apply_op3(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            FrozenLinear,
+        )?;
         let mut shape = dims;
         *shape.last_mut().expect("not a scalar") = w.dim(0)?;
         y.reshape(shape)
     } else {
         x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
     }
+}
+
+// ---------------------------------------------------------------- attention
+
+/// A raw pointer that may cross to the worker threads: each task writes a disjoint block.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer. A method, so that closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst (m x n, row stride dst_rs) = [dst +] beta * lhs (m x k) @ rhs (k x n)`, any strides.
+///
+/// # Safety
+/// Every pointer with its strides must address valid memory for the given sizes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        0.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+fn softmax_rows(p: &mut [f32], s: usize) {
+    for row in p.chunks_mut(s) {
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for v in row.iter_mut() {
+            *v = fast_exp(*v - m);
+        }
+        let inv = 1.0 / row.iter().sum::<f32>();
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Self-attention over a packed `qkv` `(b, s, 3 * heads * dh)` (queries, keys, values side by
+/// side, heads contiguous within each) -> `(b, s, heads * dh)`, no mask. One task per batch
+/// row and head; the `s x s` scores live in a task-local buffer and are recomputed in the
+/// backward pass, so neither the head split nor the probabilities are ever stored.
+struct Attention {
+    heads: usize,
+}
+struct AttentionBwd {
+    heads: usize,
+}
+
+fn attn_dims(l: &Layout, heads: usize) -> Result<(usize, usize, usize, usize)> {
+    let (b, s, w3) = l.shape().dims3()?;
+    if heads == 0 || w3 % (3 * heads) != 0 {
+        candle_core::bail!("attention: packed width {w3} is not 3 x {heads} heads");
+    }
+    Ok((b, s, w3 / 3, w3 / (3 * heads)))
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "lqae-attention"
+    }
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(st, l, "attention")?;
+        let (b, s, d, dh) = attn_dims(l, self.heads)?;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut out = vec![0f32; b * s * d];
+        let op = SendPtr(out.as_mut_ptr());
+        let heads = self.heads;
+        (0..b * heads).into_par_iter().for_each_init(
+            || vec![0f32; s * s],
+            |p, task| {
+                let (bi, h) = (task / heads, task % heads);
+                let base = qkv[bi * s * 3 * d..].as_ptr();
+                // SAFETY: q, k, v of head h are columns h*dh.. of the three thirds of batch
+                // row bi (row stride 3d); this task alone writes columns h*dh.. of its rows.
+                unsafe {
+                    let (q, k, v) = (
+                        base.add(h * dh),
+                        base.add(d + h * dh),
+                        base.add(2 * d + h * dh),
+                    );
+                    mm(s, s, dh, p.as_mut_ptr(), s, q, 3 * d, 1, k, 1, 3 * d, scale);
+                    softmax_rows(p, s);
+                    let o = op.get().add(bi * s * d + h * dh);
+                    mm(s, dh, s, o, d, p.as_ptr(), s, 1, v, 3 * d, 1, 1.0);
+                }
+            },
+        );
+        Ok((storage(out), Shape::from((b, s, d))))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &AttentionBwd { heads: self.heads },
+        )?))
+    }
+}
+
+impl CustomOp2 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "lqae-attention-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(s1, l1, "attention backward")?;
+        let go = slice(s2, l2, "attention backward")?;
+        let (b, s, d, dh) = attn_dims(l1, self.heads)?;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut dqkv = vec![0f32; b * s * 3 * d];
+        let dp_ptr = SendPtr(dqkv.as_mut_ptr());
+        let heads = self.heads;
+        (0..b * heads).into_par_iter().for_each_init(
+            || (vec![0f32; s * s], vec![0f32; s * s]),
+            |(p, dp), task| {
+                let (bi, h) = (task / heads, task % heads);
+                let base = qkv[bi * s * 3 * d..].as_ptr();
+                let g = go[bi * s * d + h * dh..].as_ptr();
+                // SAFETY: as in the forward pass; this task alone writes columns h*dh.. of the
+                // three thirds of batch row bi in dqkv.
+                unsafe {
+                    let (q, k, v) = (
+                        base.add(h * dh),
+                        base.add(d + h * dh),
+                        base.add(2 * d + h * dh),
+                    );
+                    let dbase = dp_ptr.get().add(bi * s * 3 * d);
+                    let (dq, dk, dv) = (
+                        dbase.add(h * dh),
+                        dbase.add(d + h * dh),
+                        dbase.add(2 * d + h * dh),
+                    );
+                    mm(s, s, dh, p.as_mut_ptr(), s, q, 3 * d, 1, k, 1, 3 * d, scale);
+                    softmax_rows(p, s);
+                    // dV = P^T dO; dP = dO V^T.
+                    mm(s, dh, s, dv, 3 * d, p.as_ptr(), 1, s, g, d, 1, 1.0);
+                    mm(s, s, dh, dp.as_mut_ptr(), s, g, d, 1, v, 1, 3 * d, 1.0);
+                    // dS = P * (dP - rowsum(dP * P)).
+                    for (pr, dr) in p.chunks(s).zip(dp.chunks_mut(s)) {
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        for (dv_, &pv) in dr.iter_mut().zip(pr) {
+                            *dv_ = pv * (*dv_ - dot);
+                        }
+                    }
+                    // dQ = scale dS K; dK = scale dS^T Q.
+                    mm(s, dh, s, dq, 3 * d, dp.as_ptr(), s, 1, k, 3 * d, 1, scale);
+                    mm(s, dh, s, dk, 3 * d, dp.as_ptr(), 1, s, q, 3 * d, 1, scale);
+                }
+            },
+        );
+        Ok((storage(dqkv), l1.shape().clone()))
+    }
+}
+
+/// Self-attention of a packed `qkv` `(b, s, 3 * heads * dh)` with an optional additive mask
+/// (broadcast to `(b, heads, s, s)`) -> `(b, s, heads * dh)`. Fused on the CPU without a mask;
+/// otherwise the heads are split and `crate::nn::attention` runs.
+pub fn attention_qkv(qkv: &Tensor, heads: usize, additive_mask: Option<&Tensor>) -> Result<Tensor> {
+    if fused(qkv) && additive_mask.is_none() {
+        return qkv.contiguous()?.apply_op1(Attention { heads });
+    }
+    let (b, s, w3) = qkv.dims3()?;
+    let d = w3 / 3;
+    let split = |i: usize| -> Result<Tensor> {
+        qkv.narrow(2, i * d, d)?
+            .reshape((b, s, heads, d / heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    crate::nn::attention(&split(0)?, &split(1)?, &split(2)?, additive_mask)?
+        .transpose(1, 2)?
+        .reshape((b, s, d))
 }
 
 // ---------------------------------------------------------------- softmax
@@ -306,26 +714,30 @@ impl CustomOp1 for Softmax {
         let d = l.dims().last().copied().unwrap_or(1).max(1);
         let mut y = vec![0f32; x.len()];
         let r = rows_per_task(d) * d;
-        y.par_chunks_mut(r).zip(x.par_chunks(r)).for_each(|(yo, xi)| {
-            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
-                let m = xr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &v) in yr.iter_mut().zip(xr) {
-                    *o = fast_exp(v - m);
+        y.par_chunks_mut(r)
+            .zip(x.par_chunks(r))
+            .for_each(|(yo, xi)| {
+                for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
+                    let m = xr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        *o = fast_exp(v - m);
+                    }
+                    for &o in yr.iter() {
+                        sum += o;
+                    }
+                    let inv = 1.0 / sum;
+                    for o in yr.iter_mut() {
+                        *o *= inv;
+                    }
                 }
-                for &o in yr.iter() {
-                    sum += o;
-                }
-                let inv = 1.0 / sum;
-                for o in yr.iter_mut() {
-                    *o *= inv;
-                }
-            }
-        });
+            });
         Ok((storage(y), l.shape().clone()))
     }
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?))
+        Ok(Some(
+            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?,
+        ))
     }
 }
 
@@ -333,8 +745,17 @@ impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
         "lqae-softmax-last-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, g) = (slice(s1, l1, "softmax backward")?, slice(s2, l2, "softmax backward")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (
+            slice(s1, l1, "softmax backward")?,
+            slice(s2, l2, "softmax backward")?,
+        );
         let d = l1.dims().last().copied().unwrap_or(1).max(1);
         let mut dx = vec![0f32; y.len()];
         let r = rows_per_task(d) * d;
@@ -391,7 +812,10 @@ impl CustomOp3 for LayerNormOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "layer norm")?;
-        let (w, b) = (slice(s2, l2, "layer norm weight")?, slice(s3, l3, "layer norm bias")?);
+        let (w, b) = (
+            slice(s2, l2, "layer norm weight")?,
+            slice(s3, l3, "layer norm bias")?,
+        );
         let d = w.len();
         if d == 0 || x.len() % d != 0 || b.len() != d {
             candle_core::bail!("layer norm: input width does not match the weight ({d})");
@@ -399,14 +823,16 @@ impl CustomOp3 for LayerNormOp {
         let eps = self.eps;
         let mut y = vec![0f32; x.len()];
         let r = rows_per_task(d) * d;
-        y.par_chunks_mut(r).zip(x.par_chunks(r)).for_each(|(yo, xi)| {
-            for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
-                let (mean, rstd) = row_stats(xr, eps);
-                for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *o = (v - mean) * rstd * wv + bv;
+        y.par_chunks_mut(r)
+            .zip(x.par_chunks(r))
+            .for_each(|(yo, xi)| {
+                for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
+                    let (mean, rstd) = row_stats(xr, eps);
+                    for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        *o = (v - mean) * rstd * wv + bv;
+                    }
                 }
-            }
-        });
+            });
         Ok((storage(y), l1.shape().clone()))
     }
     fn bwd(
@@ -489,8 +915,11 @@ impl CustomOp3 for LayerNormBwd {
 /// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if fused(x) && fused(weight) && fused(bias) {
-        x.contiguous()?
-            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+        x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            LayerNormOp { eps: eps as f32 },
+        )
     } else {
         crate::nn::layer_norm_ops(x, weight, bias, eps)
     }
@@ -514,12 +943,20 @@ fn depthwise_image(inp: &[f32], k: &[f32], out: &mut [f32], g: usize, c: usize, 
             o.iter_mut().for_each(|v| *v = 0.0);
             for dy in 0..3 {
                 // Forward reads in[y + dy - 1]; the input gradient reads grad[y - dy + 1].
-                let sy = if flip { (y + 1).wrapping_sub(dy) } else { (y + dy).wrapping_sub(1) };
+                let sy = if flip {
+                    (y + 1).wrapping_sub(dy)
+                } else {
+                    (y + dy).wrapping_sub(1)
+                };
                 if sy >= g {
                     continue;
                 }
                 for dx in 0..3 {
-                    let sx = if flip { (x + 1).wrapping_sub(dx) } else { (x + dx).wrapping_sub(1) };
+                    let sx = if flip {
+                        (x + 1).wrapping_sub(dx)
+                    } else {
+                        (x + dx).wrapping_sub(1)
+                    };
                     if sx >= g {
                         continue;
                     }
@@ -538,13 +975,21 @@ impl CustomOp2 for Depthwise {
     fn name(&self) -> &'static str {
         "lqae-depthwise3x3"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "depthwise conv")?;
         let k = slice(s2, l2, "depthwise conv kernel")?;
         let (b, t, c) = l1.shape().dims3()?;
         let g = self.grid;
         if g * g != t || k.len() != 9 * c {
-            candle_core::bail!("depthwise conv: {t} tokens are not a {g}x{g} grid, or the kernel is not (9, {c})");
+            candle_core::bail!(
+                "depthwise conv: {t} tokens are not a {g}x{g} grid, or the kernel is not (9, {c})"
+            );
         }
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(t * c)
@@ -553,9 +998,16 @@ impl CustomOp2 for Depthwise {
         let _ = b;
         Ok((storage(y), l1.shape().clone()))
     }
-    fn bwd(&self, x: &Tensor, k: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let n = x.elem_count();
-        let packed = x.apply_op3_no_bwd(k, &grad.contiguous()?, &DepthwiseBwd { grid: self.grid })?;
+        let packed =
+            x.apply_op3_no_bwd(k, &grad.contiguous()?, &DepthwiseBwd { grid: self.grid })?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let dk = packed.narrow(0, n, k.elem_count())?.reshape(k.shape())?;
         Ok((Some(dx), Some(dk)))
@@ -634,7 +1086,8 @@ pub fn depthwise3x3(
     fallback: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Tensor> {
     if fused(x) && fused(kernel) {
-        x.contiguous()?.apply_op2(&kernel.contiguous()?, Depthwise { grid })
+        x.contiguous()?
+            .apply_op2(&kernel.contiguous()?, Depthwise { grid })
     } else {
         fallback()
     }
@@ -646,12 +1099,26 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn rand(shape: &[usize], seed: u64) -> Var {
-        Var::from_tensor(&crate::bench::uniform(shape, seed, &Device::Cpu).unwrap().affine(4.0, 0.3).unwrap())
-            .unwrap()
+        Var::from_tensor(
+            &crate::bench::uniform(shape, seed, &Device::Cpu)
+                .unwrap()
+                .affine(4.0, 0.3)
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     /// Values of `f` and `g`, and their gradients with respect to every var through
@@ -659,23 +1126,62 @@ mod tests {
     fn same(vars: &[&Var], f: impl Fn() -> Tensor, g: impl Fn() -> Tensor, tol: f32) {
         let (a, b) = (f(), g());
         assert_eq!(a.dims(), b.dims());
-        assert!(max_diff(&a, &b) < tol, "values differ by {}", max_diff(&a, &b));
+        assert!(
+            max_diff(&a, &b) < tol,
+            "values differ by {}",
+            max_diff(&a, &b)
+        );
         let r = rand(a.dims(), 99);
-        let ga = (a * r.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = (b * r.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let ga = (a * r.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (b * r.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (i, v) in vars.iter().enumerate() {
-            let (x, y) = (ga.get(v.as_tensor()).expect("fused grad"), gb.get(v.as_tensor()).expect("ops grad"));
-            let scale = y.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            let (x, y) = (
+                ga.get(v.as_tensor()).expect("fused grad"),
+                gb.get(v.as_tensor()).expect("ops grad"),
+            );
+            let scale = y
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1.0);
             let d = max_diff(x, y);
-            assert!(d < tol * scale, "gradient {i} differs by {d} (scale {scale})");
+            assert!(
+                d < tol * scale,
+                "gradient {i} differs by {d} (scale {scale})"
+            );
         }
     }
 
     #[test]
     fn gelu_tanh_and_erf_match_candle_with_gradients() {
         let x = rand(&[7, 33], 1);
-        same(&[&x], || gelu_tanh(x.as_tensor()).unwrap(), || x.as_tensor().gelu().unwrap(), 1e-5);
-        same(&[&x], || gelu_erf(x.as_tensor()).unwrap(), || x.as_tensor().gelu_erf().unwrap(), 1e-5);
+        same(
+            &[&x],
+            || gelu_tanh(x.as_tensor()).unwrap(),
+            || x.as_tensor().gelu().unwrap(),
+            1e-5,
+        );
+        same(
+            &[&x],
+            || gelu_erf(x.as_tensor()).unwrap(),
+            || x.as_tensor().gelu_erf().unwrap(),
+            1e-5,
+        );
     }
 
     #[test]
@@ -702,7 +1208,10 @@ mod tests {
         same(
             &[&x, &w, &b],
             || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
-            || crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+            || {
+                crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)
+                    .unwrap()
+            },
             2e-5,
         );
         // Many rows: the per-task partial sums of dw and db add up across tasks.
@@ -712,7 +1221,10 @@ mod tests {
         same(
             &[&x, &w, &b],
             || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
-            || crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
+            || {
+                crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12)
+                    .unwrap()
+            },
             1e-4,
         );
     }
@@ -759,6 +1271,55 @@ mod tests {
             .backward()
             .unwrap();
         assert!(g.get(w.as_tensor()).is_none() && g.get(b.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn fused_attention_matches_split_heads_with_gradients() {
+        for (b, s, heads, dh) in [(2, 5, 3, 4), (3, 16, 2, 8)] {
+            let qkv = rand(&[b, s, 3 * heads * dh], 20 + s as u64);
+            same(
+                &[&qkv],
+                || attention_qkv(qkv.as_tensor(), heads, None).unwrap(),
+                || {
+                    // The unfused path: heads split, primitive softmax.
+                    let d = heads * dh;
+                    let t = qkv.as_tensor();
+                    let split = |i: usize| {
+                        t.narrow(2, i * d, d)
+                            .unwrap()
+                            .reshape((b, s, heads, dh))
+                            .unwrap()
+                            .transpose(1, 2)
+                            .unwrap()
+                            .contiguous()
+                            .unwrap()
+                    };
+                    let (q, k, v) = (split(0), split(1), split(2));
+                    let sc = (q.matmul(&k.t().unwrap()).unwrap() / (dh as f64).sqrt()).unwrap();
+                    candle_nn::ops::softmax(&sc, candle_core::D::Minus1)
+                        .unwrap()
+                        .matmul(&v)
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .reshape((b, s, d))
+                        .unwrap()
+                },
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn dense_matches_candle_matmul_with_gradients() {
+        let x = rand(&[3, 7, 6], 30);
+        let w = rand(&[6, 5], 31);
+        same(
+            &[&x, &w],
+            || dense(x.as_tensor(), w.as_tensor()).unwrap(),
+            || x.as_tensor().broadcast_matmul(w.as_tensor()).unwrap(),
+            1e-5,
+        );
     }
 
     #[test]

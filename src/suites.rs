@@ -193,9 +193,16 @@ pub enum SuiteSpec {
     Fewshot(crate::fewshot::FewshotSpec),
     Group(GroupSpec),
     Reconstruction(crate::recon::ReconSpec),
+    Throughput(crate::bench::suite::ThroughputSpec),
 }
 
-pub const KINDS: &[&str] = &["linear-probe", "fewshot", "group", "reconstruction"];
+pub const KINDS: &[&str] = &[
+    "linear-probe",
+    "fewshot",
+    "group",
+    "reconstruction",
+    "throughput",
+];
 
 #[derive(Debug, Clone)]
 pub struct Suite {
@@ -319,6 +326,13 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
             Err(e) => Some(e),
         },
         "reconstruction" => toml::from_str::<crate::recon::ReconSpec>(&text).err(),
+        "throughput" => match toml::from_str::<crate::bench::suite::ThroughputSpec>(&text) {
+            Ok(spec) => {
+                out.extend(spec.problems());
+                None
+            }
+            Err(e) => Some(e),
+        },
         _ => toml::from_str::<GroupSpec>(&text).err(),
     };
     if let Some(e) = err {
@@ -392,6 +406,9 @@ pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
             toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
         ),
         "reconstruction" => SuiteSpec::Reconstruction(
+            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
+        ),
+        "throughput" => SuiteSpec::Throughput(
             toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
         ),
         _ => {

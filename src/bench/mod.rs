@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod peer;
+pub mod suite;
 
 /// The `lqae-small` configuration the model kernels use (the file under `configs/`).
 pub const LQAE_SMALL_TOML: &str = include_str!("../../configs/lqae-small.toml");
@@ -93,7 +94,12 @@ impl Kernel {
 
     /// Calls until `budget_s` seconds have passed, at least `min_reps` and at most `max_reps`,
     /// after one untimed call.
-    pub fn time_for(&mut self, budget_s: f64, min_reps: usize, max_reps: usize) -> Result<Vec<f64>> {
+    pub fn time_for(
+        &mut self,
+        budget_s: f64,
+        min_reps: usize,
+        max_reps: usize,
+    ) -> Result<Vec<f64>> {
         self.call()?;
         let start = Instant::now();
         let mut out = Vec::new();
@@ -197,17 +203,31 @@ pub fn vit_block_flop(b: usize, t: usize, w: usize, mlp: usize) -> f64 {
 }
 
 /// The frozen LM forward on a `lqae-small` batch: 16 images x 64 token embeddings.
-pub fn lm_forward(lm: &Arc<FrozenLm>, batch: usize, tokens: usize, device: &Device) -> Result<Kernel> {
+pub fn lm_forward(
+    lm: &Arc<FrozenLm>,
+    batch: usize,
+    tokens: usize,
+    device: &Device,
+) -> Result<Kernel> {
     let c = lm.config();
     let h = c.hidden_size;
     let x = uniform(&[batch, tokens, h], 5, device)?;
     let lm = lm.clone();
     Ok(Kernel::new(
         format!("lm-forward/{}x{tokens}", batch),
-        format!("frozen LM forward ({} layers, width {h}), {batch} x {tokens} input embeddings", c.num_hidden_layers),
+        format!(
+            "frozen LM forward ({} layers, width {h}), {batch} x {tokens} input embeddings",
+            c.num_hidden_layers
+        ),
         "tokens",
         (batch * tokens) as f64,
-        Some(lm_flop(batch, tokens, h, c.intermediate_size, c.num_hidden_layers)),
+        Some(lm_flop(
+            batch,
+            tokens,
+            h,
+            c.intermediate_size,
+            c.num_hidden_layers,
+        )),
         device,
         Box::new(move || {
             lm.forward_embeds(&x, None)?;
@@ -222,8 +242,8 @@ pub fn vit_block(batch: usize, device: &Device) -> Result<Kernel> {
     let cfg = lqae_small()?;
     let shape = cfg.model.vit_shape(1);
     let p = crate::model::Params::new(7, device);
-    let tr = crate::model::vit::Transformer::new(&p, &shape)
-        .map_err(|e| Error::Msg(e.to_string()))?;
+    let tr =
+        crate::model::vit::Transformer::new(&p, &shape).map_err(|e| Error::Msg(e.to_string()))?;
     let t = shape.grid * shape.grid;
     let x = candle_core::Var::from_tensor(&uniform(&[batch, t, shape.width], 8, device)?)?;
     let flop = 3.0 * vit_block_flop(batch, t, shape.width, shape.mlp_dim);
@@ -248,7 +268,14 @@ pub fn vit_block(batch: usize, device: &Device) -> Result<Kernel> {
 /// Matmul FLOPs of one `lqae-small` training step at batch `b` (model count): encoder and
 /// decoder forward + backward (3x), the search (forward only), the frozen LM forward and its
 /// input gradient (2x: its weights get none).
-pub fn train_step_flop(cfg: &RunConfig, lm_h: usize, lm_i: usize, lm_layers: usize, vocab: usize, b: usize) -> f64 {
+pub fn train_step_flop(
+    cfg: &RunConfig,
+    lm_h: usize,
+    lm_i: usize,
+    lm_layers: usize,
+    vocab: usize,
+    b: usize,
+) -> f64 {
     let m = &cfg.model;
     let g = m.image_size / m.patch_size;
     let t = g * g;
@@ -256,7 +283,11 @@ pub fn train_step_flop(cfg: &RunConfig, lm_h: usize, lm_i: usize, lm_layers: usi
     let bt = (b * t) as f64;
     let (w, h) = (m.width as f64, lm_h as f64);
     let blocks = (m.enc_depth + m.dec_depth) as f64 * vit_block_flop(b, t, m.width, m.mlp_dim);
-    let proj = if m.width != lm_h { 2.0 * 2.0 * bt * w * h } else { 0.0 };
+    let proj = if m.width != lm_h {
+        2.0 * 2.0 * bt * w * h
+    } else {
+        0.0
+    };
     let patches = 2.0 * 2.0 * bt * patch as f64 * w;
     3.0 * (blocks + proj + patches)
         + 2.0 * bt * vocab as f64 * h
@@ -276,7 +307,13 @@ impl TrainStep {
     pub fn new(cfg: RunConfig, device: &Device) -> Result<Self> {
         let (model, params) = Autoencoder::build(&cfg.model, cfg.train.seed, device)?;
         let opt = crate::train::AdamW::new(&params, &cfg.train)?;
-        Ok(TrainStep { model, params, opt, cfg, step: 0 })
+        Ok(TrainStep {
+            model,
+            params,
+            opt,
+            cfg,
+            step: 0,
+        })
     }
 
     /// One step on `images` with the training mask of step `self.step`; returns the loss.
@@ -320,7 +357,14 @@ pub fn train_step(device: &Device) -> Result<Kernel> {
         return Err(Error::Msg("lqae-small is not an LQAE".into()));
     };
     let c = m.lm().config().clone();
-    let flop = train_step_flop(&cfg, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size, b);
+    let flop = train_step_flop(
+        &cfg,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_hidden_layers,
+        c.vocab_size,
+        b,
+    );
     let x = images(&cfg, b, 9, device)?;
     Ok(Kernel::new(
         format!("train-step/lqae-small/{b}"),

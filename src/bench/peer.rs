@@ -100,48 +100,71 @@ impl Peer {
 
     fn ask(&mut self, msg: Value) -> Result<Value> {
         let op = msg["op"].as_str().unwrap_or("?").to_string();
-        let what = msg["kernel"].as_str().map(|k| format!(" `{k}`")).unwrap_or_default();
+        let what = msg["kernel"]
+            .as_str()
+            .map(|k| format!(" `{k}`"))
+            .unwrap_or_default();
         let mut line = msg.to_string();
         line.push('\n');
         self.stdin
             .write_all(line.as_bytes())
             .and_then(|_| self.stdin.flush())
-            .map_err(|e| Error::Msg(format!("the PyTorch peer stopped listening ({op}{what}): {e}")))?;
+            .map_err(|e| {
+                Error::Msg(format!(
+                    "the PyTorch peer stopped listening ({op}{what}): {e}"
+                ))
+            })?;
         let mut reply = String::new();
-        let n = self
-            .stdout
-            .read_line(&mut reply)
-            .map_err(|e| Error::Msg(format!("reading the PyTorch peer's answer to {op}{what}: {e}")))?;
+        let n = self.stdout.read_line(&mut reply).map_err(|e| {
+            Error::Msg(format!(
+                "reading the PyTorch peer's answer to {op}{what}: {e}"
+            ))
+        })?;
         if n == 0 {
             return Err(Error::Msg(format!(
                 "the PyTorch peer exited during {op}{what} (its error is above)"
             )));
         }
-        let v: Value = serde_json::from_str(&reply)
-            .map_err(|e| Error::Msg(format!("the PyTorch peer's answer to {op}{what} is not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(&reply).map_err(|e| {
+            Error::Msg(format!(
+                "the PyTorch peer's answer to {op}{what} is not JSON: {e}"
+            ))
+        })?;
         if let Some(e) = v.get("error") {
-            return Err(Error::Msg(format!("the PyTorch peer failed {op}{what}: {e}")));
+            return Err(Error::Msg(format!(
+                "the PyTorch peer failed {op}{what}: {e}"
+            )));
         }
         Ok(v)
     }
 
     /// Seconds per call of the peer's `kernel`: one untimed call, then calls for `budget_s`.
-    pub fn time(&mut self, kernel: &str, budget_s: f64, min_reps: usize, max_reps: usize) -> Result<Vec<f64>> {
+    pub fn time(
+        &mut self,
+        kernel: &str,
+        budget_s: f64,
+        min_reps: usize,
+        max_reps: usize,
+    ) -> Result<Vec<f64>> {
         let v = self.ask(json!({"op": "time", "kernel": kernel, "budget_s": budget_s, "min_reps": min_reps, "max_reps": max_reps}))?;
-        serde_json::from_value(v["times"].clone()).map_err(|e| Error::Msg(format!("peer times of `{kernel}`: {e}")))
+        serde_json::from_value(v["times"].clone())
+            .map_err(|e| Error::Msg(format!("peer times of `{kernel}`: {e}")))
     }
 
     pub fn search_ids(&mut self, kernel: &str) -> Result<Vec<u32>> {
         let v = self.ask(json!({"op": "search_ids", "kernel": kernel}))?;
-        serde_json::from_value(v["ids"].clone()).map_err(|e| Error::Msg(format!("peer ids of `{kernel}`: {e}")))
+        serde_json::from_value(v["ids"].clone())
+            .map_err(|e| Error::Msg(format!("peer ids of `{kernel}`: {e}")))
     }
 
     /// Losses and code ids of `steps` training steps from the weights, `images` and `mask<i>`
     /// in `file`.
     pub fn train_check(&mut self, file: &Path, steps: usize) -> Result<(Vec<f64>, Vec<Vec<u32>>)> {
         let v = self.ask(json!({"op": "train_check", "file": file, "steps": steps}))?;
-        let losses = serde_json::from_value(v["losses"].clone()).map_err(|e| Error::Msg(e.to_string()))?;
-        let ids = serde_json::from_value(v["ids"].clone()).map_err(|e| Error::Msg(e.to_string()))?;
+        let losses =
+            serde_json::from_value(v["losses"].clone()).map_err(|e| Error::Msg(e.to_string()))?;
+        let ids =
+            serde_json::from_value(v["ids"].clone()).map_err(|e| Error::Msg(e.to_string()))?;
         Ok((losses, ids))
     }
 }
@@ -155,9 +178,15 @@ impl Drop for Peer {
 
 /// Kernels the peer has (by our name); `search/..` also runs as `search-cdist/..` there.
 pub fn peer_has(kernel: &str) -> bool {
-    ["sgemm/", "search/", "lm-forward/", "vit-block/", "train-step/"]
-        .iter()
-        .any(|p| kernel.starts_with(p))
+    [
+        "sgemm/",
+        "search/",
+        "lm-forward/",
+        "vit-block/",
+        "train-step/",
+    ]
+    .iter()
+    .any(|p| kernel.starts_with(p))
 }
 
 fn agreement(a: &[u32], b: &[u32]) -> f64 {
@@ -179,7 +208,12 @@ pub struct Checks {
 
 /// The peer must compute what we compute: the same codes (at least 99.9% of tokens: a
 /// near-tie may fall either way in float) and losses within 0.1% over two training steps.
-pub fn check_same_work(peer: &mut Peer, kernels: &[Kernel], device: &candle_core::Device, work: &Path) -> Result<Checks> {
+pub fn check_same_work(
+    peer: &mut Peer,
+    kernels: &[Kernel],
+    device: &candle_core::Device,
+    work: &Path,
+) -> Result<Checks> {
     let mut search_agreement = Vec::new();
     for k in kernels.iter().filter(|k| k.name.starts_with("search/")) {
         let parts: Vec<&str> = k.name.split('/').collect();
@@ -188,7 +222,9 @@ pub fn check_same_work(peer: &mut Peer, kernels: &[Kernel], device: &candle_core
             .find(|s| s.0 == parts[1])
             .copied()
             .ok_or_else(|| Error::Msg(format!("no search shape `{}`", parts[1])))?;
-        let n: usize = parts[2].parse().map_err(|_| Error::Msg(format!("bad kernel name {}", k.name)))?;
+        let n: usize = parts[2]
+            .parse()
+            .map_err(|_| Error::Msg(format!("bad kernel name {}", k.name)))?;
         let (q, x) = super::search_inputs(v, d, n, device)?;
         let ours: Vec<u32> = q.nearest(&x)?.to_vec1()?;
         let theirs = peer.search_ids(&k.name)?;
@@ -295,14 +331,20 @@ pub fn side_by_side(
         for (i, k) in kernels.iter_mut().enumerate() {
             let t = median(&k.time_for(budget_s, 1, 50)?);
             ours[i].push(t);
-            let mut line = format!("round {}/{rounds} {:<28} ours {:>9.3} ms", r + 1, k.name, t * 1e3);
+            let mut line = format!(
+                "round {}/{rounds} {:<28} ours {:>9.3} ms",
+                r + 1,
+                k.name,
+                t * 1e3
+            );
             if let Some(p) = peer.as_deref_mut() {
                 if peer_has(&k.name) {
                     let pt = median(&p.time(&k.name, budget_s, 1, 50)?);
                     theirs[i].push(pt);
                     line.push_str(&format!("  peer {:>9.3} ms", pt * 1e3));
                     if let Some(rest) = k.name.strip_prefix("search/") {
-                        let ct = median(&p.time(&format!("search-cdist/{rest}"), budget_s, 1, 50)?);
+                        let ct =
+                            median(&p.time(&format!("search-cdist/{rest}"), budget_s, 1, 50)?);
                         cdist[i].push(ct);
                         line.push_str(&format!("  peer cdist {:>9.3} ms", ct * 1e3));
                     }
@@ -314,7 +356,11 @@ pub fn side_by_side(
         }
     }
     let sgemm_i = kernels.iter().position(|k| k.name.starts_with("sgemm/"));
-    let rate = |times: &[f64], k: &Kernel| k.flop.filter(|_| !times.is_empty()).map(|f| f / median(times) / 1e9);
+    let rate = |times: &[f64], k: &Kernel| {
+        k.flop
+            .filter(|_| !times.is_empty())
+            .map(|f| f / median(times) / 1e9)
+    };
     let our_sgemm = sgemm_i.and_then(|i| rate(&ours[i], &kernels[i]));
     let peer_sgemm = sgemm_i.and_then(|i| rate(&theirs[i], &kernels[i]));
     let mut rows = Vec::new();
@@ -349,11 +395,13 @@ pub fn side_by_side(
 }
 
 fn ms(s: Option<f64>) -> String {
-    s.map(|s| format!("{:.2}", s * 1e3)).unwrap_or_else(|| "-".into())
+    s.map(|s| format!("{:.2}", s * 1e3))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn pct(x: Option<f64>) -> String {
-    x.map(|x| format!("{:.0}%", 100.0 * x)).unwrap_or_else(|| "-".into())
+    x.map(|x| format!("{:.0}%", 100.0 * x))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The Markdown table of a side-by-side run.

@@ -736,6 +736,16 @@ fn run_suites(
                     dir.join("index.html").display()
                 );
             }
+            lqae::suites::SuiteSpec::Throughput(spec) => {
+                let (dir, r) = lqae::bench::suite::run(s, spec, &device, results_root, true)?;
+                for (k, m) in &r.metrics {
+                    summary.push(format!(
+                        "| {} | {k} | {:.4} | [{:.4}, {:.4}] | {} |",
+                        s.name, m.value, m.ci95[0], m.ci95[1], m.n
+                    ));
+                }
+                println!("results in {} ({:.0} s)", dir.display(), r.wall_time_s);
+            }
             lqae::suites::SuiteSpec::Group(_) => unreachable!("groups are expanded"),
         }
     }

@@ -6,7 +6,7 @@
 //! The weights are plain tensors (never `Var`s), so they get no gradient and never change.
 
 use super::config::{HiddenAct, LmConfig};
-use crate::nn::{attention, LayerNorm};
+use crate::nn::LayerNorm;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -97,40 +97,30 @@ impl Embeddings {
 
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value projections stacked: weight `(3h, h)`, bias `(3h)`.
+    qkv: Linear,
     heads: usize,
-    head_dim: usize,
 }
 
 impl SelfAttention {
     fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
+        let parts = [
+            linear(h, h, vb.pp("query"))?,
+            linear(h, h, vb.pp("key"))?,
+            linear(h, h, vb.pp("value"))?,
+        ];
         Ok(Self {
-            query: linear(h, h, vb.pp("query"))?,
-            key: linear(h, h, vb.pp("key"))?,
-            value: linear(h, h, vb.pp("value"))?,
+            qkv: Linear {
+                weight: Tensor::cat(&[&parts[0].weight, &parts[1].weight, &parts[2].weight], 0)?,
+                bias: Tensor::cat(&[&parts[0].bias, &parts[1].bias, &parts[2].bias], 0)?,
+            },
             heads: cfg.num_attention_heads,
-            head_dim: h / cfg.num_attention_heads,
         })
     }
 
-    fn split(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, s, _) = x.dims3()?;
-        x.reshape((b, s, self.heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
     fn forward(&self, x: &Tensor, additive_mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, s, h) = x.dims3()?;
-        let q = self.split(&self.query.forward(x)?)?;
-        let k = self.split(&self.key.forward(x)?)?;
-        let v = self.split(&self.value.forward(x)?)?;
-        attention(&q, &k, &v, additive_mask)?
-            .transpose(1, 2)?
-            .reshape((b, s, h))
+        crate::kernels::attention_qkv(&self.qkv.forward(x)?, self.heads, additive_mask)
     }
 }
 

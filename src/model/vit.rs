@@ -6,7 +6,7 @@
 //! original. The patch convolutions are written as matrix products over flattened patches.
 
 use super::params::Params;
-use crate::nn::{attention, LayerNorm};
+use crate::nn::LayerNorm;
 use candle_core::{Module, Result, Tensor};
 
 const LN_EPS: f64 = 1e-5;
@@ -20,14 +20,11 @@ fn layer_norm(p: &Params, width: usize) -> Result<LayerNorm> {
     ))
 }
 
-/// `x @ w` for `x` `(b, t, i)` and `w` `(i, o)`, as one 2-D product: a broadcast batched
-/// product would materialise a `(b, i, o)` weight gradient in the backward pass.
-pub(crate) fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (b, t, i) = x.dims3()?;
-    x.contiguous()?
-        .reshape((b * t, i))?
-        .matmul(w)?
-        .reshape((b, t, ()))
+/// `x @ w` for `x` `(b, t, i)` and `w` `(i, o)`, as one 2-D product (see
+/// `crate::kernels::dense`): a broadcast batched product would materialise a `(b, i, o)`
+/// weight gradient in the backward pass.
+pub fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    crate::kernels::dense(x, w)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,19 +58,12 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, w) = x.dims3()?;
-        let split = |y: Tensor| {
-            y.reshape((b, t, self.heads, w / self.heads))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split(dense(x, &self.q)?)?;
-        let k = split(dense(x, &self.k)?)?;
-        let v = split(dense(x, &self.v)?)?;
-        let a = attention(&q, &k, &v, None)?
-            .transpose(1, 2)?
-            .reshape((b, t, w))?;
-        dense(&a, &self.o)
+        // One product for queries, keys and values, then fused attention over the packed result.
+        let qkv = dense(x, &Tensor::cat(&[&self.q, &self.k, &self.v], 1)?)?;
+        dense(
+            &crate::kernels::attention_qkv(&qkv, self.heads, None)?,
+            &self.o,
+        )
     }
 }
 
@@ -358,12 +348,22 @@ mod tests {
             grid: 4,
         };
         let glu = Glu::new(&p, &s).unwrap();
-        let h = Var::from_tensor(&crate::bench::uniform(&[3, 16, 5], 4, &Device::Cpu).unwrap()).unwrap();
+        let h = Var::from_tensor(&crate::bench::uniform(&[3, 16, 5], 4, &Device::Cpu).unwrap())
+            .unwrap();
         let r = crate::bench::uniform(&[3, 16, 5], 5, &Device::Cpu).unwrap();
         let a = glu.depthwise(h.as_tensor()).unwrap();
         let b = glu.depthwise_ops(h.as_tensor()).unwrap();
         let diff = |x: &Tensor, y: &Tensor| -> f32 {
-            (x - y).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
         };
         assert!(diff(&a, &b) < 1e-6);
         let ga = (a * &r).unwrap().sum_all().unwrap().backward().unwrap();

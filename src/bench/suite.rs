@@ -1,0 +1,238 @@
+//! The `throughput` suite kind: times the kernels of `crate::bench` (quick sizes) and writes
+//! their medians into a result file like every other suite, so `lqae-eval report` tracks them.
+//!
+//! Raw rates (`<kernel>/per_s`) depend on how busy the machine is (the same 2-core box has
+//! given sgemm rates from about 100 to about 290 GFLOP/s on different days), so their
+//! tolerance is wide. The regression signal is in the rates normalised by the sgemm rate of
+//! the same run: `<kernel>/sgemm_share` (achieved FLOP rate over the sgemm rate) for the
+//! matrix-multiply-bound kernels and `<kernel>/per_sgemm_gflop` (items per second per sgemm
+//! GFLOP/s) for the others. A slowdown of our code moves them; a slower machine does not.
+
+use super::{median, Kernel};
+use crate::error::{Error, Result};
+use crate::results::{self, Metric, ResultFile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn d_true() -> bool {
+    true
+}
+fn d_budget() -> f64 {
+    1.0
+}
+fn d_min_reps() -> usize {
+    3
+}
+fn d_max_reps() -> usize {
+    50
+}
+fn d_rel_raw() -> f64 {
+    0.75
+}
+fn d_rel_norm() -> f64 {
+    0.4
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThroughputSettings {
+    /// Kernels whose name contains one of these; empty: every kernel.
+    #[serde(default)]
+    pub kernels: Vec<String>,
+    /// Smaller batches for the per-image kernels (what CI runs).
+    #[serde(default = "d_true")]
+    pub quick: bool,
+    /// Seconds of timed calls per kernel (after one untimed call), within the rep limits.
+    #[serde(default = "d_budget")]
+    pub budget_s: f64,
+    #[serde(default = "d_min_reps")]
+    pub min_reps: usize,
+    #[serde(default = "d_max_reps")]
+    pub max_reps: usize,
+}
+
+impl Default for ThroughputSettings {
+    fn default() -> Self {
+        Self {
+            kernels: Vec::new(),
+            quick: true,
+            budget_s: d_budget(),
+            min_reps: d_min_reps(),
+            max_reps: d_max_reps(),
+        }
+    }
+}
+
+/// Relative drops the report tolerates (a fraction of the baseline value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThroughputTolerance {
+    /// For the raw rates (`per_s`), which follow the machine's load.
+    #[serde(default = "d_rel_raw")]
+    pub raw: f64,
+    /// For the rates normalised by the same run's sgemm rate.
+    #[serde(default = "d_rel_norm")]
+    pub normalised: f64,
+}
+
+impl Default for ThroughputTolerance {
+    fn default() -> Self {
+        Self {
+            raw: d_rel_raw(),
+            normalised: d_rel_norm(),
+        }
+    }
+}
+
+/// A `throughput` suite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThroughputSpec {
+    #[serde(default)]
+    pub throughput: ThroughputSettings,
+    #[serde(default)]
+    pub tolerance: ThroughputTolerance,
+}
+
+impl ThroughputSpec {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let t = &self.throughput;
+        if !(t.budget_s > 0.0 && t.budget_s.is_finite()) {
+            out.push("`throughput.budget_s`: must be a positive number of seconds".into());
+        }
+        if t.min_reps == 0 || t.max_reps < t.min_reps {
+            out.push("`throughput.min_reps`/`max_reps`: need 1 <= min_reps <= max_reps".into());
+        }
+        for (k, v) in [
+            ("raw", self.tolerance.raw),
+            ("normalised", self.tolerance.normalised),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                out.push(format!(
+                    "`tolerance.{k}`: a fraction of the baseline in [0, 1], not {v}"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A rate metric from per-call times: the median of `scale / t`, the standard error of a
+/// median (1.2533 sd / sqrt n) and a normal 95% interval; `tolerance` a fraction of the value.
+fn rate_metric(times: &[f64], scale: f64, tolerance: f64) -> Metric {
+    let rates: Vec<f64> = times.iter().map(|t| scale / t).collect();
+    let n = rates.len();
+    let value = median(&rates);
+    let se = if n > 1 {
+        let mean = rates.iter().sum::<f64>() / n as f64;
+        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        1.2533 * sd / (n as f64).sqrt()
+    } else {
+        0.0
+    };
+    Metric {
+        value,
+        se,
+        ci95: [value - 1.96 * se, value + 1.96 * se],
+        n,
+        tolerance: tolerance * value,
+        higher_is_better: true,
+    }
+}
+
+/// Time the kernels and write `results/<suite>/<run>/result.json`.
+pub fn run(
+    suite: &crate::suites::Suite,
+    spec: &ThroughputSpec,
+    device: &candle_core::Device,
+    results_root: &Path,
+    progress: bool,
+) -> Result<(PathBuf, ResultFile)> {
+    let t0 = std::time::Instant::now();
+    let s = &spec.throughput;
+    let mut kernels: Vec<Kernel> = super::selected(device, s.quick, &s.kernels)?;
+    if kernels.is_empty() {
+        return Err(Error::setting(
+            "throughput.kernels",
+            format!("no kernel name contains any of {:?}", s.kernels),
+        ));
+    }
+    if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
+        kernels.insert(0, super::sgemm(device)?);
+    }
+    let mut times = Vec::new();
+    for k in kernels.iter_mut() {
+        let t = k.time_for(s.budget_s, s.min_reps, s.max_reps)?;
+        if progress {
+            eprintln!(
+                "{:<32} median {:>9.3} ms over {} calls",
+                k.name,
+                median(&t) * 1e3,
+                t.len()
+            );
+        }
+        times.push(t);
+    }
+    let si = kernels
+        .iter()
+        .position(|k| k.name.starts_with("sgemm/"))
+        .expect("sgemm is always timed");
+    let sgemm_flops = kernels[si].flop.unwrap_or(0.0) / median(&times[si]);
+    let mut metrics = BTreeMap::new();
+    let mut table = Vec::new();
+    for (k, t) in kernels.iter().zip(&times) {
+        metrics.insert(
+            format!("{}/per_s", k.name),
+            rate_metric(t, k.items, spec.tolerance.raw),
+        );
+        let (norm_name, norm) = match k.flop {
+            Some(f) => (
+                "sgemm_share",
+                rate_metric(t, f / sgemm_flops, spec.tolerance.normalised),
+            ),
+            None => (
+                "per_sgemm_gflop",
+                rate_metric(t, k.items / (sgemm_flops / 1e9), spec.tolerance.normalised),
+            ),
+        };
+        if !k.name.starts_with("sgemm/") {
+            metrics.insert(format!("{}/{norm_name}", k.name), norm);
+        }
+        table.push(serde_json::json!({
+            "kernel": k.name,
+            "what": k.what,
+            "unit": k.unit,
+            "items_per_call": k.items,
+            "flop_per_call": k.flop,
+            "median_s": median(t),
+            "calls": t.len(),
+            "times_s": t,
+            "gflops": k.flop.map(|f| f / median(t) / 1e9),
+        }));
+    }
+    let mut extra = serde_json::Map::new();
+    extra.insert("kernels".into(), table.into());
+    extra.insert("sgemm_gflops".into(), (sgemm_flops / 1e9).into());
+    extra.insert("machine".into(), super::peer::machine());
+    extra.insert(
+        "note".into(),
+        "per_s: items per second (tokens, images; flop for sgemm). sgemm_share: FLOP rate over the same run's sgemm rate. per_sgemm_gflop: items per second per sgemm GFLOP/s. Medians over calls.".into(),
+    );
+    let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
+    let result = ResultFile::finish(
+        suite,
+        device,
+        t0,
+        results::Measured {
+            seeds: BTreeMap::new(),
+            inputs_sha256: BTreeMap::new(),
+            samples_sha256: results::sha256_hex(names.join("\n").as_bytes()),
+            metrics,
+            extra,
+        },
+    )?;
+    let dir = results::write_run(results_root, &result, &[])?;
+    Ok((dir, result))
+}
