@@ -455,37 +455,69 @@ pub fn lpips(n: usize, device: &Device) -> Result<Kernel> {
     ))
 }
 
-/// Every kernel, in report order. `quick` keeps only the smaller search shapes' 1024-token
-/// cells and smaller batches of the per-image kernels.
-pub fn all(device: &Device, quick: bool) -> Result<Vec<Kernel>> {
-    let mut out = vec![sgemm(device)?];
-    for &(name, v, d) in SEARCH_SHAPES {
-        for &n in SEARCH_TOKENS {
-            out.push(search(name, v, d, n, device)?);
-        }
-    }
+type Build = Box<dyn FnOnce(&Device) -> Result<Kernel>>;
+
+/// Every kernel's name with its constructor, in report order. `quick` uses smaller batches
+/// for the per-image kernels.
+pub fn catalog(quick: bool) -> Result<Vec<(String, Build)>> {
     let cfg = lqae_small()?;
-    let lm_dir = crate::model::resolve_lm_dir(cfg.model.lm.as_deref().unwrap_or("minilm"))?;
-    let lm = Arc::new(FrozenLm::load(&lm_dir, device)?);
     let b = cfg.train.batch_size;
     let t = cfg.tokens_per_image();
-    out.push(lm_forward(&lm, b, t, device)?);
-    out.push(vit_block(b, device)?);
-    out.push(train_step(device)?);
-    out.push(probe_features(if quick { 16 } else { 100 }, device)?);
-    out.push(ssim(if quick { 50 } else { 100 }, device)?);
-    out.push(lpips(if quick { 50 } else { 100 }, device)?);
+    let mut out: Vec<(String, Build)> = vec![(format!("sgemm/{SGEMM_N}"), Box::new(sgemm))];
+    for &(name, v, d) in SEARCH_SHAPES {
+        for &n in SEARCH_TOKENS {
+            out.push((
+                format!("search/{name}/{n}"),
+                Box::new(move |dev: &Device| search(name, v, d, n, dev)),
+            ));
+        }
+    }
+    let lm_spec = cfg.model.lm.clone().unwrap_or_else(|| "minilm".into());
+    out.push((
+        format!("lm-forward/{b}x{t}"),
+        Box::new(move |dev: &Device| {
+            let lm = Arc::new(FrozenLm::load(
+                &crate::model::resolve_lm_dir(&lm_spec)?,
+                dev,
+            )?);
+            lm_forward(&lm, b, t, dev)
+        }),
+    ));
+    out.push((
+        format!("vit-block/{b}x{t}"),
+        Box::new(move |dev: &Device| vit_block(b, dev)),
+    ));
+    out.push((format!("train-step/lqae-small/{b}"), Box::new(train_step)));
+    let (np, ns) = if quick { (16, 50) } else { (100, 100) };
+    out.push((
+        format!("probe-features/lqae-small/{np}"),
+        Box::new(move |dev: &Device| probe_features(np, dev)),
+    ));
+    out.push((
+        format!("ssim/32px/{ns}"),
+        Box::new(move |dev: &Device| ssim(ns, dev)),
+    ));
+    out.push((
+        format!("lpips-alex/32px/{ns}"),
+        Box::new(move |dev: &Device| lpips(ns, dev)),
+    ));
     Ok(out)
 }
 
-/// Kernels whose name contains one of `filters` (all when empty).
+/// Every kernel, built, in report order.
+pub fn all(device: &Device, quick: bool) -> Result<Vec<Kernel>> {
+    selected(device, quick, &[])
+}
+
+/// The kernels whose name contains one of `filters` (all when empty); only those are built.
 pub fn selected(device: &Device, quick: bool, filters: &[String]) -> Result<Vec<Kernel>> {
-    let ks = all(device, quick)?;
-    Ok(if filters.is_empty() {
-        ks
-    } else {
-        ks.into_iter()
-            .filter(|k| filters.iter().any(|f| k.name.contains(f.as_str())))
-            .collect()
-    })
+    catalog(quick)?
+        .into_iter()
+        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
+        .map(|(n, build)| {
+            let k = build(device)?;
+            debug_assert_eq!(k.name, n);
+            Ok(k)
+        })
+        .collect()
 }

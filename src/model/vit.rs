@@ -122,7 +122,9 @@ impl Glu {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.ln0.forward(x)?;
-        let gated = (crate::kernels::gelu_tanh(&dense(&h, &self.fc1)?)? * dense(&h, &self.fc2)?)?;
+        // One product with [fc1 | fc2], then gelu(a) * b in one pass.
+        let ab = dense(&h, &Tensor::cat(&[&self.fc1, &self.fc2], 1)?)?;
+        let gated = crate::kernels::gated_gelu(&ab)?;
         let h = self.ln1.forward(&self.depthwise(&gated)?)?;
         dense(&h, &self.fc_out)
     }
