@@ -57,9 +57,19 @@ fn storage(v: Vec<f32>) -> CpuStorage {
     CpuStorage::F32(v)
 }
 
-/// True when the fused kernels apply: a CPU f32 tensor.
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turn the fused kernels off (every layer then runs as primitive candle ops, as on other
+/// devices) or back on, process-wide: for checking one against the other.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True when the fused kernels apply: enabled, and a CPU f32 tensor.
 fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    ENABLED.load(std::sync::atomic::Ordering::SeqCst)
+        && x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
 }
 
 // ---------------------------------------------------------------- fast exp / erf

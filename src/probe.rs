@@ -403,10 +403,16 @@ pub fn ensure_trained(spec: &str, device: &Device, progress: bool) -> Result<Pat
         };
     }
     let cfg = RunConfig::from_file(&cfg_path, &[])?;
+    // The numerics generation is part of the key: a change that moves training's float
+    // rounding (e.g. fused kernels) gives a different, equally valid model, and cached models
+    // from older code must not be mixed with baselines made by newer code.
     let hash = results::sha256_hex(
-        serde_json::to_string(&cfg)
-            .map_err(|e| Error::Msg(e.to_string()))?
-            .as_bytes(),
+        format!(
+            "{}\nnumerics {}",
+            serde_json::to_string(&cfg).map_err(|e| Error::Msg(e.to_string()))?,
+            crate::train::NUMERICS
+        )
+        .as_bytes(),
     );
     let out = crate::assets::cache_dir()
         .join("runs")
