@@ -14,8 +14,10 @@ if [ -f "$venv/.requirements.sha256" ] && [ "$(cat "$venv/.requirements.sha256")
 fi
 mkdir -p "$cache"
 exec 9>"$cache/.peer-venv.lock"
-echo "peer-venv: waiting for the lock $cache/.peer-venv.lock" >&2
-flock 9
+if ! flock -n 9; then
+  echo "peer-venv: another install holds $cache/.peer-venv.lock; waiting" >&2
+  flock 9
+fi
 if [ -f "$venv/.requirements.sha256" ] && [ "$(cat "$venv/.requirements.sha256")" = "$want" ]; then
   echo "$venv/bin/python"
   exit 0

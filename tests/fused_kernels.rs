@@ -34,11 +34,19 @@ fn fused_and_primitive_layers_give_the_same_lqae_small_loss_and_gradients() {
     let (l_ops, ids_ops, g_ops) = run(false);
     let (l_fused, ids_fused, g_fused) = run(true);
     assert_eq!(ids_ops, ids_fused, "the codes differ");
-    assert!((l_ops - l_fused).abs() <= 1e-5 * l_ops.abs(), "loss {l_ops} vs {l_fused}");
+    assert!(
+        (l_ops - l_fused).abs() <= 1e-5 * l_ops.abs(),
+        "loss {l_ops} vs {l_fused}"
+    );
     assert_eq!(g_ops.len(), g_fused.len());
     for ((n, a), (_, b)) in g_ops.iter().zip(&g_fused) {
         let norm = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let diff = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt();
         assert!(
             diff <= 1e-3 * norm.max(1e-6),
             "gradient of {n}: |fused - ops| = {diff}, |ops| = {norm}"

@@ -77,7 +77,7 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
     assert!(compare(&r, None, &r, None)
         .iter()
         .all(|row| row.verdict == "same"));
-    // A kernel 3x slower relative to sgemm (beyond the 40% tolerance, far outside the noise).
+    // A kernel 3x slower relative to sgemm (beyond the 60% tolerance, far outside the noise).
     let mut slow = r.clone();
     let m = slow
         .metrics

@@ -245,6 +245,8 @@ class TrainStep:
              {"params": no_decay, "weight_decay": 0.0}],
             lr=t["lr"], betas=(t.get("beta1", 0.9), t.get("beta2", 0.95)), eps=t.get("eps", 1e-8))
         self.step_i = 0
+        self.check = False
+        self.last_grad_norm = 0.0
 
     def step(self, images, mask=None):
         t = self.cfg["train"]
@@ -257,6 +259,9 @@ class TrainStep:
             loss, ids = self.model.forward(images, mask)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+        if self.check:
+            self.last_grad_norm = math.sqrt(
+                sum(float((p.grad ** 2).sum()) for p in self.model.p.values() if p.grad is not None))
         self.opt.step()
         self.step_i += 1
         return float(loss), ids
@@ -341,17 +346,19 @@ class Peer:
             # steps (the second after one AdamW update) must match.
             f = load_file(msg["file"])
             ts = TrainStep(self.cfg, self.lm)
+            ts.check = True
             with torch.no_grad():
                 for n, v in ts.model.p.items():
                     if n not in f:
                         raise KeyError(f"{msg['file']} has no tensor `{n}`")
                     v.copy_(f[n])
-            losses, ids = [], []
+            losses, ids, norms = [], [], []
             for i in range(msg["steps"]):
                 loss, got = ts.step(f["images"], f[f"mask{i}"])
                 losses.append(loss)
                 ids.append(got.tolist())
-            return {"losses": losses, "ids": ids}
+                norms.append(ts.last_grad_norm)
+            return {"losses": losses, "ids": ids, "grad_norms": norms}
         raise ValueError(f"unknown op `{op}`")
 
 

@@ -321,15 +321,20 @@ impl TrainStep {
         Ok(self.step_inner(images, false)?.0)
     }
 
-    /// As `step`, with the code ids the forward pass chose.
-    pub fn step_with_ids(&mut self, images: &Tensor) -> Result<(f64, Vec<u32>)> {
+    /// As `step`, with the code ids the forward pass chose and the global gradient norm.
+    pub fn step_with_ids(&mut self, images: &Tensor) -> Result<(f64, Vec<u32>, f64)> {
         self.step_inner(images, true)
     }
 
-    fn step_inner(&mut self, images: &Tensor, ids: bool) -> Result<(f64, Vec<u32>)> {
+    fn step_inner(&mut self, images: &Tensor, ids: bool) -> Result<(f64, Vec<u32>, f64)> {
         let mut mask_rng = Rng::derive(self.cfg.train.seed, "mask", self.step as u64);
         let fwd = self.model.forward(images, Some(&mut mask_rng))?;
         let grads = fwd.losses.total.backward()?;
+        let gnorm = if ids {
+            self.opt.grad_norm(&grads)?
+        } else {
+            0.0
+        };
         let lr = crate::train::lr_at(self.step.min(self.cfg.train.steps - 1), &self.cfg.train);
         self.opt.step(&grads, lr, 1.0)?;
         self.step += 1;
@@ -338,7 +343,7 @@ impl TrainStep {
         } else {
             Vec::new()
         };
-        Ok((fwd.losses.total.to_scalar::<f32>()? as f64, ids))
+        Ok((fwd.losses.total.to_scalar::<f32>()? as f64, ids, gnorm))
     }
 }
 

@@ -159,13 +159,20 @@ impl Peer {
 
     /// Losses and code ids of `steps` training steps from the weights, `images` and `mask<i>`
     /// in `file`.
-    pub fn train_check(&mut self, file: &Path, steps: usize) -> Result<(Vec<f64>, Vec<Vec<u32>>)> {
+    /// Also the global gradient norm of each step (before its update).
+    pub fn train_check(
+        &mut self,
+        file: &Path,
+        steps: usize,
+    ) -> Result<(Vec<f64>, Vec<Vec<u32>>, Vec<f64>)> {
         let v = self.ask(json!({"op": "train_check", "file": file, "steps": steps}))?;
+        let field = |k: &str| v[k].clone();
         let losses =
-            serde_json::from_value(v["losses"].clone()).map_err(|e| Error::Msg(e.to_string()))?;
-        let ids =
-            serde_json::from_value(v["ids"].clone()).map_err(|e| Error::Msg(e.to_string()))?;
-        Ok((losses, ids))
+            serde_json::from_value(field("losses")).map_err(|e| Error::Msg(e.to_string()))?;
+        let ids = serde_json::from_value(field("ids")).map_err(|e| Error::Msg(e.to_string()))?;
+        let norms =
+            serde_json::from_value(field("grad_norms")).map_err(|e| Error::Msg(e.to_string()))?;
+        Ok((losses, ids, norms))
     }
 }
 
@@ -203,6 +210,9 @@ pub struct Checks {
     pub search_agreement: Vec<(String, f64)>,
     /// Our and the peer's loss of each of two training steps, and the share of equal codes.
     pub train_losses: Vec<(f64, f64)>,
+    /// Our and the peer's global gradient norm of each step (the first AdamW update is
+    /// nearly `sign(g)`, so the second loss alone would not see a mis-scaled gradient).
+    pub train_grad_norms: Vec<(f64, f64)>,
     pub train_code_agreement: f64,
 }
 
@@ -238,7 +248,8 @@ pub fn check_same_work(
         }
         search_agreement.push((k.name.clone(), a));
     }
-    let (mut train_losses, mut train_code_agreement) = (Vec::new(), 1.0);
+    let (mut train_losses, mut train_grad_norms, mut train_code_agreement) =
+        (Vec::new(), Vec::new(), 1.0);
     if kernels.iter().any(|k| k.name.starts_with("train-step/")) {
         let cfg = super::lqae_small()?;
         let mut ts = super::TrainStep::new(cfg.clone(), device)?;
@@ -265,12 +276,14 @@ pub fn check_same_work(
         candle_core::safetensors::save(&tensors, &file)?;
         let mut ours = Vec::new();
         let mut our_ids = Vec::new();
+        let mut our_norms = Vec::new();
         for _ in 0..STEPS {
-            let (loss, ids) = ts.step_with_ids(&images)?;
+            let (loss, ids, norm) = ts.step_with_ids(&images)?;
             ours.push(loss);
             our_ids.extend(ids);
+            our_norms.push(norm);
         }
-        let (theirs, their_ids) = peer.train_check(&file, STEPS)?;
+        let (theirs, their_ids, their_norms) = peer.train_check(&file, STEPS)?;
         let _ = std::fs::remove_file(&file);
         train_code_agreement = agreement(&our_ids, &their_ids.concat());
         for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
@@ -284,10 +297,21 @@ pub fn check_same_work(
             }
             train_losses.push((a, b));
         }
+        for (i, (&a, &b)) in our_norms.iter().zip(&their_norms).enumerate() {
+            let rel = (a - b).abs() / a.abs().max(1e-12);
+            if rel > 1e-3 {
+                return Err(Error::Msg(format!(
+                    "lqae-small training step {i}: our gradient norm {a:.6} and the PyTorch peer's {b:.6} differ by {:.3}%: the peer does not compute the same gradients",
+                    100.0 * rel
+                )));
+            }
+            train_grad_norms.push((a, b));
+        }
     }
     Ok(Checks {
         search_agreement,
         train_losses,
+        train_grad_norms,
         train_code_agreement,
     })
 }

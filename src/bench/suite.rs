@@ -31,7 +31,7 @@ fn d_rel_raw() -> f64 {
     0.75
 }
 fn d_rel_norm() -> f64 {
-    0.4
+    0.6
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -275,8 +275,8 @@ fn bench(
         for (k, a) in &c.search_agreement {
             eprintln!("check {k}: the same code for {:.3}% of tokens", 100.0 * a);
         }
-        for (i, (a, b)) in c.train_losses.iter().enumerate() {
-            eprintln!("check train step {i}: loss ours {a:.6}, PyTorch {b:.6}");
+        for (i, ((a, b), (ga, gb))) in c.train_losses.iter().zip(&c.train_grad_norms).enumerate() {
+            eprintln!("check train step {i}: loss ours {a:.6}, PyTorch {b:.6}; gradient norm ours {ga:.6}, PyTorch {gb:.6}");
         }
         if !c.train_losses.is_empty() {
             eprintln!(
