@@ -49,6 +49,9 @@ pub fn python() -> Result<PathBuf> {
     Ok(last.into())
 }
 
+/// Per step: losses, code ids and global gradient norms.
+pub type TrainCheck = (Vec<f64>, Vec<Vec<u32>>, Vec<f64>);
+
 pub struct Peer {
     child: Child,
     stdin: ChildStdin,
@@ -160,11 +163,7 @@ impl Peer {
     /// Losses and code ids of `steps` training steps from the weights, `images` and `mask<i>`
     /// in `file`.
     /// Also the global gradient norm of each step (before its update).
-    pub fn train_check(
-        &mut self,
-        file: &Path,
-        steps: usize,
-    ) -> Result<(Vec<f64>, Vec<Vec<u32>>, Vec<f64>)> {
+    pub fn train_check(&mut self, file: &Path, steps: usize) -> Result<TrainCheck> {
         let v = self.ask(json!({"op": "train_check", "file": file, "steps": steps}))?;
         let field = |k: &str| v[k].clone();
         let losses =
