@@ -1189,7 +1189,7 @@ pub fn depthwise3x3(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
@@ -1203,7 +1203,7 @@ mod tests {
         .unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()
@@ -1218,7 +1218,7 @@ mod tests {
 
     /// Values of `f` and `g`, and their gradients with respect to every var through
     /// `sum(out * r)` for a random `r`, agree within `tol`.
-    fn same(vars: &[&Var], f: impl Fn() -> Tensor, g: impl Fn() -> Tensor, tol: f32) {
+    pub(crate) fn same(vars: &[&Tensor], f: impl Fn() -> Tensor, g: impl Fn() -> Tensor, tol: f32) {
         let (a, b) = (f(), g());
         assert_eq!(a.dims(), b.dims());
         assert!(
@@ -1240,10 +1240,7 @@ mod tests {
             .backward()
             .unwrap();
         for (i, v) in vars.iter().enumerate() {
-            let (x, y) = (
-                ga.get(v.as_tensor()).expect("fused grad"),
-                gb.get(v.as_tensor()).expect("ops grad"),
-            );
+            let (x, y) = (ga.get(v).expect("fused grad"), gb.get(v).expect("ops grad"));
             let scale = y
                 .abs()
                 .unwrap()
@@ -1266,13 +1263,13 @@ mod tests {
     fn gelu_tanh_and_erf_match_candle_with_gradients() {
         let x = rand(&[7, 33], 1);
         same(
-            &[&x],
+            &[x.as_tensor()],
             || gelu_tanh(x.as_tensor()).unwrap(),
             || x.as_tensor().gelu().unwrap(),
             1e-5,
         );
         same(
-            &[&x],
+            &[x.as_tensor()],
             || gelu_erf(x.as_tensor()).unwrap(),
             || x.as_tensor().gelu_erf().unwrap(),
             1e-5,
@@ -1283,7 +1280,7 @@ mod tests {
     fn softmax_matches_candle_with_gradients() {
         let x = rand(&[3, 5, 17], 2);
         same(
-            &[&x],
+            &[x.as_tensor()],
             || softmax_last(x.as_tensor()).unwrap(),
             || candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap(),
             1e-5,
@@ -1301,7 +1298,7 @@ mod tests {
         let w = rand(&[24], 4);
         let b = rand(&[24], 5);
         same(
-            &[&x, &w, &b],
+            &[x.as_tensor(), w.as_tensor(), b.as_tensor()],
             || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
             || {
                 crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)
@@ -1314,7 +1311,7 @@ mod tests {
         let w = rand(&[130], 7);
         let b = rand(&[130], 8);
         same(
-            &[&x, &w, &b],
+            &[x.as_tensor(), w.as_tensor(), b.as_tensor()],
             || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
             || {
                 crate::nn::layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12)
@@ -1348,7 +1345,7 @@ mod tests {
         let w = rand(&[3, 7], 11);
         let b = rand(&[3], 12);
         same(
-            &[&x],
+            &[x.as_tensor()],
             || frozen_linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
             || {
                 x.as_tensor()
@@ -1373,7 +1370,7 @@ mod tests {
         for (b, s, heads, dh) in [(2, 5, 3, 4), (3, 16, 2, 8)] {
             let qkv = rand(&[b, s, 3 * heads * dh], 20 + s as u64);
             same(
-                &[&qkv],
+                &[qkv.as_tensor()],
                 || attention_qkv(qkv.as_tensor(), heads, None).unwrap(),
                 || {
                     // The unfused path: heads split, primitive softmax.
@@ -1410,7 +1407,7 @@ mod tests {
         let x = rand(&[3, 7, 6], 30);
         let w = rand(&[6, 5], 31);
         same(
-            &[&x, &w],
+            &[x.as_tensor(), w.as_tensor()],
             || dense(x.as_tensor(), w.as_tensor()).unwrap(),
             || x.as_tensor().broadcast_matmul(w.as_tensor()).unwrap(),
             1e-5,
@@ -1421,7 +1418,7 @@ mod tests {
     fn gated_gelu_matches_gelu_times_gate_with_gradients() {
         let x = rand(&[3, 4, 10], 40);
         same(
-            &[&x],
+            &[x.as_tensor()],
             || gated_gelu(x.as_tensor()).unwrap(),
             || {
                 let t = x.as_tensor();

@@ -352,28 +352,12 @@ mod tests {
         let glu = Glu::new(&p, &s).unwrap();
         let h = Var::from_tensor(&crate::bench::uniform(&[3, 16, 5], 4, &Device::Cpu).unwrap())
             .unwrap();
-        let r = crate::bench::uniform(&[3, 16, 5], 5, &Device::Cpu).unwrap();
-        let a = glu.depthwise(h.as_tensor()).unwrap();
-        let b = glu.depthwise_ops(h.as_tensor()).unwrap();
-        let diff = |x: &Tensor, y: &Tensor| -> f32 {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(diff(&a, &b) < 1e-6);
-        let ga = (a * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = (b * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        for t in [h.as_tensor(), &glu.dwconv] {
-            let (x, y) = (ga.get(t).expect("fused grad"), gb.get(t).expect("ops grad"));
-            assert!(diff(x, y) < 1e-5, "gradient differs by {}", diff(x, y));
-        }
+        crate::kernels::tests::same(
+            &[h.as_tensor(), &glu.dwconv],
+            || glu.depthwise(h.as_tensor()).unwrap(),
+            || glu.depthwise_ops(h.as_tensor()).unwrap(),
+            1e-5,
+        );
     }
 
     #[test]
