@@ -289,6 +289,25 @@ fn rows_gemm(
         });
 }
 
+/// `(rows, last)` of a layout read as a matrix of its last axis; `with_last` the same shape with
+/// the last axis replaced. The dense ops take and give N-D tensors directly, so no reshape
+/// nodes (and their backward bookkeeping) surround them.
+fn as_rows(l: &Layout) -> Result<(usize, usize)> {
+    let dims = l.dims();
+    let last = *dims
+        .last()
+        .ok_or_else(|| candle_core::Error::Msg("dense: a scalar input".into()))?;
+    Ok((l.shape().elem_count() / last.max(1), last))
+}
+
+fn with_last(shape: &Shape, last: usize) -> Shape {
+    let mut d = shape.dims().to_vec();
+    if let Some(x) = d.last_mut() {
+        *x = last;
+    }
+    Shape::from(d)
+}
+
 /// `x @ w` for a trainable `w` `(in, out)`, with both gradients from single fused products
 /// (candle's matmul backward goes through transposed copies and zero-filled accumulators).
 struct Dense;
@@ -313,14 +332,14 @@ impl CustomOp2 for Dense {
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "dense")?;
         let w = slice(s2, l2, "dense weight")?;
-        let (rows, inp) = l1.shape().dims2()?;
+        let (rows, inp) = as_rows(l1)?;
         let (win, out) = l2.shape().dims2()?;
         if win != inp {
             candle_core::bail!("dense: input width {inp}, weight ({win}, {out})");
         }
         let mut y = vec![0f32; rows * out];
         rows_gemm(x, inp, w.as_ptr(), out, 1, out, &mut y, None);
-        Ok((storage(y), Shape::from((rows, out))))
+        Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
         &self,
@@ -349,7 +368,7 @@ impl CustomOp2 for DenseDx {
     ) -> Result<(CpuStorage, Shape)> {
         let g = slice(s1, l1, "dense backward")?;
         let w = slice(s2, l2, "dense backward")?;
-        let (rows, out) = l1.shape().dims2()?;
+        let (rows, out) = as_rows(l1)?;
         let (a, b) = l2.shape().dims2()?;
         // rhs = w^T as (out x inp).
         let (inp, rs, cs) = if self.w_is_out_in {
@@ -362,7 +381,7 @@ impl CustomOp2 for DenseDx {
         }
         let mut dx = vec![0f32; rows * inp];
         rows_gemm(g, out, w.as_ptr(), rs, cs, inp, &mut dx, None);
-        Ok((storage(dx), Shape::from((rows, inp))))
+        Ok((storage(dx), with_last(l1.shape(), inp)))
     }
 }
 
@@ -379,8 +398,8 @@ impl CustomOp2 for DenseDw {
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "dense backward")?;
         let g = slice(s2, l2, "dense backward")?;
-        let (rows, inp) = l1.shape().dims2()?;
-        let (_, out) = l2.shape().dims2()?;
+        let (rows, inp) = as_rows(l1)?;
+        let (_, out) = as_rows(l2)?;
         let mut dw = vec![0f32; inp * out];
         // SAFETY: dst inp x out; lhs = x^T (element (i, r) at x[r * inp + i]); rhs = g rows x out.
         unsafe {
@@ -413,15 +432,13 @@ impl CustomOp2 for DenseDw {
 /// `x @ w` for `x` `(..., in)` and a trainable `w` `(in, out)`. Other devices: candle's matmul
 /// over the flattened rows.
 pub fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if fused(x) && fused(w) {
+        return x.contiguous()?.apply_op2(&w.contiguous()?, Dense);
+    }
     let dims = x.dims().to_vec();
     let inp = *dims.last().unwrap_or(&1);
     let rows = x.elem_count() / inp.max(1);
-    let x2 = x.contiguous()?.reshape((rows, inp))?;
-    let y = if fused(x) && fused(w) {
-        x2.apply_op2(&w.contiguous()?, Dense)?
-    } else {
-        x2.matmul(w)?
-    };
+    let y = x.contiguous()?.reshape((rows, inp))?.matmul(w)?;
     let mut shape = dims;
     *shape.last_mut().expect("not a scalar") = w.dim(1)?;
     y.reshape(shape)
@@ -450,7 +467,7 @@ impl CustomOp3 for FrozenLinear {
         let x = slice(s1, l1, "linear")?;
         let w = slice(s2, l2, "linear weight")?;
         let b = slice(s3, l3, "linear bias")?;
-        let (rows, inp) = l1.shape().dims2()?;
+        let (rows, inp) = as_rows(l1)?;
         let (out, win) = l2.shape().dims2()?;
         if win != inp || b.len() != out {
             candle_core::bail!(
@@ -461,7 +478,7 @@ impl CustomOp3 for FrozenLinear {
         let mut y = vec![0f32; rows * out];
         // rhs = w^T: element (k, j) is w[j * inp + k].
         rows_gemm(x, inp, w.as_ptr(), 1, inp, out, &mut y, Some(b));
-        Ok((storage(y), Shape::from((rows, out))))
+        Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
         &self,
@@ -486,17 +503,8 @@ impl CustomOp3 for FrozenLinear {
 /// (a BERT linear layer); the gradient flows to `x` only. Other devices: candle ops.
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fused(x) && fused(w) && fused(b) {
-        let dims = x.dims().to_vec();
-        let inp = *dims.last().unwrap_or(&1);
-        let rows = x.elem_count() / inp.max(1);
-        let y = x.contiguous()?.reshape((rows, inp))?.apply_op3(
-            &w.contiguous()?,
-            &b.contiguous()?,
-            FrozenLinear,
-        )?;
-        let mut shape = dims;
-        *shape.last_mut().expect("not a scalar") = w.dim(0)?;
-        y.reshape(shape)
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, FrozenLinear)
     } else {
         x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
     }
