@@ -78,20 +78,6 @@ impl Kernel {
         Ok(())
     }
 
-    /// Seconds of each of `reps` calls after `warmup` untimed ones.
-    pub fn time(&mut self, warmup: usize, reps: usize) -> Result<Vec<f64>> {
-        for _ in 0..warmup {
-            self.call()?;
-        }
-        let mut out = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let t = Instant::now();
-            self.call()?;
-            out.push(t.elapsed().as_secs_f64());
-        }
-        Ok(out)
-    }
-
     /// Calls until `budget_s` seconds have passed, at least `min_reps` and at most `max_reps`,
     /// after one untimed call.
     pub fn time_for(

@@ -18,7 +18,6 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// The peer script, embedded so that the binary needs no checkout to run it.
 pub const PEER_PY: &str = include_str!("../../benches/peer/peer.py");
-pub const REQUIREMENTS: &str = include_str!("../../benches/peer/requirements.txt");
 
 /// The peer's Python: `$LQAE_PEER_PYTHON`, else the venv `scripts/peer-venv.sh` builds (and
 /// runs, when it is missing or stale) in the cache.
