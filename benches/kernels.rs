@@ -38,6 +38,7 @@ fn median_s(group: &str, id: &str) -> Option<f64> {
 }
 
 fn main() {
+    lqae::kernels::tune_threads();
     let mut c = Criterion::default().configure_from_args();
     let dev = device();
     let mut kernels = lqae::bench::all(&dev, false).expect("building the kernels");

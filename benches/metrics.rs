@@ -132,6 +132,7 @@ fn summary() {
 }
 
 fn main() {
+    lqae::kernels::tune_threads();
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();

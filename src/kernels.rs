@@ -40,6 +40,29 @@ pub fn tune_allocator() {
     });
 }
 
+/// How long candle's own worker threads spin for new work before they sleep
+/// (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, candle's default 25 000 spins, about half a millisecond).
+pub const CANDLE_SPIN_LIMIT: &str = "50";
+
+/// Stop candle's thread pool from spinning against ours.
+///
+/// candle runs its element-wise ops on its own pool of threads, which spin for about half a
+/// millisecond after each op before they sleep; the kernels here and `gemm` run on rayon's
+/// threads. On a 2-core machine each op of the other pool then shares its cores with a
+/// spinning thread: a `lqae-small` training step took about 830 ms with candle's default and
+/// 705 ms with a 50-spin limit (`lqae-eval bench train-step`). Sets
+/// `CANDLE_BARRIER_POOL_SPIN_LIMIT` to [`CANDLE_SPIN_LIMIT`] unless it is set already: call it
+/// first thing in `main`, before any thread starts and before candle's pool exists (it reads
+/// the variable once, when it starts). Only scheduling changes: the results are the same.
+pub fn tune_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+            std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT);
+        }
+    });
+}
+
 /// Rows per parallel task: enough work per task to amortise the scheduling.
 fn rows_per_task(cols: usize) -> usize {
     (16384 / cols.max(1)).max(1)
@@ -70,6 +93,39 @@ fn fused(x: &Tensor) -> bool {
     ENABLED.load(std::sync::atomic::Ordering::SeqCst)
         && x.device().is_cpu()
         && x.dtype() == candle_core::DType::F32
+}
+
+// ---------------------------------------------------------------- AVX2
+
+/// Tests only: run the baseline copies even where AVX2 is present, to compare the two.
+static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Defines `fn $name(args) body` twice: as written (baseline x86-64, SSE2: 4 lanes) and
+/// compiled for AVX2 (8 lanes), and calls the AVX2 copy when the CPU has it (a runtime check,
+/// cached by std). For the element-wise loops below, which are written as plain index loops
+/// over slices and call only `#[inline(always)]` helpers, so that the whole loop is compiled
+/// inside the AVX2 function (a closure or iterator chain that is not inlined would stay
+/// baseline code). Only the vector width changes, not the arithmetic (no fused multiply-add:
+/// Rust never contracts `a * b + c`), so both copies give the same bits
+/// (`tests::avx2_loops_match_the_baseline_bit_for_bit`).
+macro_rules! avx2_or_baseline {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $body
+                if !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::is_x86_feature_detected!("avx2")
+                {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
 }
 
 // ---------------------------------------------------------------- fast exp / erf
@@ -147,6 +203,45 @@ fn gelu_grad(k: GeluKind, x: f32) -> f32 {
     }
 }
 
+avx2_or_baseline! {
+    /// `y = gelu(x)`.
+    fn gelu_rows(k: GeluKind, y: &mut [f32], x: &[f32]) {
+        let n = y.len().min(x.len());
+        let (y, x) = (&mut y[..n], &x[..n]);
+        match k {
+            GeluKind::Tanh => {
+                for i in 0..n {
+                    y[i] = gelu_fwd(GeluKind::Tanh, x[i]);
+                }
+            }
+            GeluKind::Erf => {
+                for i in 0..n {
+                    y[i] = gelu_fwd(GeluKind::Erf, x[i]);
+                }
+            }
+        }
+    }
+}
+avx2_or_baseline! {
+    /// `dx = g * gelu'(x)`.
+    fn gelu_grad_rows(k: GeluKind, dx: &mut [f32], x: &[f32], g: &[f32]) {
+        let n = dx.len().min(x.len()).min(g.len());
+        let (dx, x, g) = (&mut dx[..n], &x[..n], &g[..n]);
+        match k {
+            GeluKind::Tanh => {
+                for i in 0..n {
+                    dx[i] = g[i] * gelu_grad(GeluKind::Tanh, x[i]);
+                }
+            }
+            GeluKind::Erf => {
+                for i in 0..n {
+                    dx[i] = g[i] * gelu_grad(GeluKind::Erf, x[i]);
+                }
+            }
+        }
+    }
+}
+
 struct Gelu(GeluKind);
 struct GeluBwd(GeluKind);
 
@@ -160,16 +255,7 @@ impl CustomOp1 for Gelu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(16384)
             .zip(x.par_chunks(16384))
-            .for_each(|(yo, xi)| match k {
-                GeluKind::Tanh => yo
-                    .iter_mut()
-                    .zip(xi)
-                    .for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Tanh, v)),
-                GeluKind::Erf => yo
-                    .iter_mut()
-                    .zip(xi)
-                    .for_each(|(o, &v)| *o = gelu_fwd(GeluKind::Erf, v)),
-            });
+            .for_each(|(yo, xi)| gelu_rows(k, yo, xi));
         Ok((storage(y), l.shape().clone()))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -198,18 +284,7 @@ impl CustomOp2 for GeluBwd {
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(16384)
             .zip(x.par_chunks(16384).zip(g.par_chunks(16384)))
-            .for_each(|(o, (xi, gi))| match k {
-                GeluKind::Tanh => o
-                    .iter_mut()
-                    .zip(xi)
-                    .zip(gi)
-                    .for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Tanh, v)),
-                GeluKind::Erf => o
-                    .iter_mut()
-                    .zip(xi)
-                    .zip(gi)
-                    .for_each(|((o, &v), &gv)| *o = gv * gelu_grad(GeluKind::Erf, v)),
-            });
+            .for_each(|(o, (xi, gi))| gelu_grad_rows(k, o, xi, gi));
         Ok((storage(dx), l1.shape().clone()))
     }
 }
@@ -235,58 +310,66 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------- dense products
 
 /// `y (rows x out) = [bias +] x (rows x inp) @ rhs`, rhs `inp x out` at `rhs` with row stride
-/// `rhs_rs` and column stride `rhs_cs`. Rows are split across the threads, one single-threaded
-/// `gemm` each: for these short products (inner size 48-3072) that beats gemm's own threading.
-#[allow(clippy::too_many_arguments)]
+/// `rhs_rs` and column stride `rhs_cs`; returns `y`. Rows are split across the threads, one
+/// single-threaded `gemm` each: for these short products (inner size 48-3072) that beats
+/// gemm's own threading. `y` is never zero-filled first (a whole extra pass over memory for the
+/// largest tensors of a step): every element is written, by the bias copy or by `gemm`, which
+/// does not read the destination when told not to.
 fn rows_gemm(
     x: &[f32],
     inp: usize,
     rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
+    (rhs_rs, rhs_cs): (usize, usize),
     out: usize,
-    y: &mut [f32],
     bias: Option<&[f32]>,
-) {
+) -> Vec<f32> {
     let rows = x.len() / inp.max(1);
     let threads = candle_core::utils::get_num_threads().max(1);
     let per = rows.div_ceil(threads).max(1);
     let rhs = SendPtr(rhs as *mut f32);
-    y.par_chunks_mut(per * out)
-        .zip(x.par_chunks(per * inp))
-        .for_each(|(yc, xc)| {
-            let m = xc.len() / inp;
-            if let Some(b) = bias {
-                for r in yc.chunks_mut(out) {
-                    r.copy_from_slice(b);
-                }
+    let mut y = Vec::<f32>::with_capacity(rows * out);
+    let yp = SendPtr(y.as_mut_ptr());
+    (0..rows.div_ceil(per)).into_par_iter().for_each(|task| {
+        let r0 = task * per;
+        let m = per.min(rows - r0);
+        let xc = &x[r0 * inp..(r0 + m) * inp];
+        // SAFETY: this task alone writes rows r0..r0+m of y, inside its capacity (rows * out).
+        let dst = unsafe { yp.get().add(r0 * out) };
+        if let Some(b) = bias {
+            for r in 0..m {
+                // SAFETY: row r of this task's block; b has `out` elements (checked by callers).
+                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(r * out), out) };
             }
-            // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp); the caller
-            // vouches for rhs and its strides.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    out,
-                    inp,
-                    yc.as_mut_ptr(),
-                    1,
-                    out as isize,
-                    bias.is_some(),
-                    xc.as_ptr(),
-                    1,
-                    inp as isize,
-                    rhs.get() as *const f32,
-                    rhs_cs as isize,
-                    rhs_rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+        }
+        // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp); the caller
+        // vouches for rhs and its strides. gemm reads dst only with a bias (written above).
+        unsafe {
+            gemm::gemm(
+                m,
+                out,
+                inp,
+                dst,
+                1,
+                out as isize,
+                bias.is_some(),
+                xc.as_ptr(),
+                1,
+                inp as isize,
+                rhs.get() as *const f32,
+                rhs_cs as isize,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    // SAFETY: the tasks cover rows 0..rows and wrote every element of each.
+    unsafe { y.set_len(rows * out) };
+    y
 }
 
 /// `(rows, last)` of a layout read as a matrix of its last axis; `with_last` the same shape with
@@ -332,13 +415,12 @@ impl CustomOp2 for Dense {
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "dense")?;
         let w = slice(s2, l2, "dense weight")?;
-        let (rows, inp) = as_rows(l1)?;
+        let (_, inp) = as_rows(l1)?;
         let (win, out) = l2.shape().dims2()?;
         if win != inp {
             candle_core::bail!("dense: input width {inp}, weight ({win}, {out})");
         }
-        let mut y = vec![0f32; rows * out];
-        rows_gemm(x, inp, w.as_ptr(), out, 1, out, &mut y, None);
+        let y = rows_gemm(x, inp, w.as_ptr(), (out, 1), out, None);
         Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
@@ -368,7 +450,7 @@ impl CustomOp2 for DenseDx {
     ) -> Result<(CpuStorage, Shape)> {
         let g = slice(s1, l1, "dense backward")?;
         let w = slice(s2, l2, "dense backward")?;
-        let (rows, out) = as_rows(l1)?;
+        let (_, out) = as_rows(l1)?;
         let (a, b) = l2.shape().dims2()?;
         // rhs = w^T as (out x inp).
         let (inp, rs, cs) = if self.w_is_out_in {
@@ -379,8 +461,7 @@ impl CustomOp2 for DenseDx {
         if (self.w_is_out_in && a != out) || (!self.w_is_out_in && b != out) {
             candle_core::bail!("dense backward: gradient width {out}, weight ({a}, {b})");
         }
-        let mut dx = vec![0f32; rows * inp];
-        rows_gemm(g, out, w.as_ptr(), rs, cs, inp, &mut dx, None);
+        let dx = rows_gemm(g, out, w.as_ptr(), (rs, cs), inp, None);
         Ok((storage(dx), with_last(l1.shape(), inp)))
     }
 }
@@ -467,7 +548,7 @@ impl CustomOp3 for FrozenLinear {
         let x = slice(s1, l1, "linear")?;
         let w = slice(s2, l2, "linear weight")?;
         let b = slice(s3, l3, "linear bias")?;
-        let (rows, inp) = as_rows(l1)?;
+        let (_, inp) = as_rows(l1)?;
         let (out, win) = l2.shape().dims2()?;
         if win != inp || b.len() != out {
             candle_core::bail!(
@@ -475,9 +556,8 @@ impl CustomOp3 for FrozenLinear {
                 b.len()
             );
         }
-        let mut y = vec![0f32; rows * out];
         // rhs = w^T: element (k, j) is w[j * inp + k].
-        rows_gemm(x, inp, w.as_ptr(), 1, inp, out, &mut y, Some(b));
+        let y = rows_gemm(x, inp, w.as_ptr(), (1, inp), out, Some(b));
         Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
@@ -567,14 +647,19 @@ unsafe fn mm(
     )
 }
 
-fn softmax_rows(p: &mut [f32], s: usize) {
-    for row in p.chunks_mut(s) {
-        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        for v in row.iter_mut() {
-            *v = fast_exp(*v - m);
+avx2_or_baseline! {
+    /// Softmax of each `s`-wide row of `p`, in place.
+    fn softmax_rows(p: &mut [f32], s: usize) {
+        for row in p.chunks_mut(s) {
+            let m = lane_max(row);
+            for v in row.iter_mut() {
+                *v = fast_exp(*v - m);
+            }
+            let inv = 1.0 / lane_sum(row, |v| v);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
         }
-        let inv = 1.0 / row.iter().sum::<f32>();
-        row.iter_mut().for_each(|v| *v *= inv);
     }
 }
 
@@ -733,6 +818,28 @@ fn geglu_m(l: &Layout) -> Result<usize> {
     Ok(w / 2)
 }
 
+avx2_or_baseline! {
+    /// `y = gelu_tanh(a) * b`.
+    fn geglu_row(y: &mut [f32], a: &[f32], b: &[f32]) {
+        let n = y.len().min(a.len()).min(b.len());
+        let (y, a, b) = (&mut y[..n], &a[..n], &b[..n]);
+        for k in 0..n {
+            y[k] = gelu_fwd(GeluKind::Tanh, a[k]) * b[k];
+        }
+    }
+}
+avx2_or_baseline! {
+    /// The gradients of `geglu_row` for the output gradient `g`.
+    fn geglu_grad_row(da: &mut [f32], db: &mut [f32], a: &[f32], b: &[f32], g: &[f32]) {
+        let n = da.len().min(db.len()).min(a.len()).min(b.len()).min(g.len());
+        let (da, db, a, b, g) = (&mut da[..n], &mut db[..n], &a[..n], &b[..n], &g[..n]);
+        for k in 0..n {
+            da[k] = g[k] * b[k] * gelu_grad(GeluKind::Tanh, a[k]);
+            db[k] = g[k] * gelu_fwd(GeluKind::Tanh, a[k]);
+        }
+    }
+}
+
 impl CustomOp1 for GeGlu {
     fn name(&self) -> &'static str {
         "lqae-geglu"
@@ -747,9 +854,7 @@ impl CustomOp1 for GeGlu {
             .for_each(|(yo, xi)| {
                 for (yr, xr) in yo.chunks_mut(m).zip(xi.chunks(2 * m)) {
                     let (a, b) = xr.split_at(m);
-                    for ((o, &av), &bv) in yr.iter_mut().zip(a).zip(b) {
-                        *o = gelu_fwd(GeluKind::Tanh, av) * bv;
-                    }
+                    geglu_row(yr, a, b);
                 }
             });
         let mut dims = l.dims().to_vec();
@@ -783,10 +888,7 @@ impl CustomOp2 for GeGluBwd {
                 for ((or, xr), gr) in o.chunks_mut(2 * m).zip(xi.chunks(2 * m)).zip(gi.chunks(m)) {
                     let (a, b) = xr.split_at(m);
                     let (da, db) = or.split_at_mut(m);
-                    for k in 0..m {
-                        da[k] = gr[k] * b[k] * gelu_grad(GeluKind::Tanh, a[k]);
-                        db[k] = gr[k] * gelu_fwd(GeluKind::Tanh, a[k]);
-                    }
+                    geglu_grad_row(da, db, a, b, gr);
                 }
             });
         Ok((storage(dx), l1.shape().clone()))
@@ -894,11 +996,68 @@ struct LayerNormBwd {
     eps: f32,
 }
 
+/// Lanes of the row sums below: eight independent partial sums (then added pairwise), so that
+/// the reductions vectorise instead of waiting on one accumulator per element.
+const LANES: usize = 8;
+
+/// Pairwise total of the lane partial sums.
+#[inline(always)]
+fn lanes_total(a: [f32; LANES]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// `sum f(x[k])` over a row, in `LANES` interleaved partial sums.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut it = x.chunks_exact(LANES);
+    for c in &mut it {
+        for l in 0..LANES {
+            acc[l] += f(c[l]);
+        }
+    }
+    for (l, &v) in it.remainder().iter().enumerate() {
+        acc[l] += f(v);
+    }
+    lanes_total(acc)
+}
+
+/// The largest element of a row (`-inf` for an empty one), in `LANES` interleaved maxima.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut it = x.chunks_exact(LANES);
+    for c in &mut it {
+        for l in 0..LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    for (l, &v) in it.remainder().iter().enumerate() {
+        acc[l] = acc[l].max(v);
+    }
+    acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+#[inline(always)]
 fn row_stats(xr: &[f32], eps: f32) -> (f32, f32) {
     let d = xr.len() as f32;
-    let mean = xr.iter().sum::<f32>() / d;
-    let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let mean = lane_sum(xr, |v| v) / d;
+    let var = lane_sum(xr, |v| (v - mean) * (v - mean)) / d;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+avx2_or_baseline! {
+    /// LayerNorm of each `w.len()`-wide row of `x` into `y`.
+    fn layer_norm_rows(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let d = w.len();
+        for (yr, xr) in y.chunks_mut(d).zip(x.chunks(d)) {
+            let (mean, rstd) = row_stats(xr, eps);
+            let (yr, xr, b) = (&mut yr[..d], &xr[..d], &b[..d]);
+            for k in 0..d {
+                yr[k] = (xr[k] - mean) * rstd * w[k] + b[k];
+            }
+        }
+    }
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -928,14 +1087,7 @@ impl CustomOp3 for LayerNormOp {
         let r = rows_per_task(d) * d;
         y.par_chunks_mut(r)
             .zip(x.par_chunks(r))
-            .for_each(|(yo, xi)| {
-                for (yr, xr) in yo.chunks_mut(d).zip(xi.chunks(d)) {
-                    let (mean, rstd) = row_stats(xr, eps);
-                    for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                        *o = (v - mean) * rstd * wv + bv;
-                    }
-                }
-            });
+            .for_each(|(yo, xi)| layer_norm_rows(yo, xi, w, b, eps));
         Ok((storage(y), l1.shape().clone()))
     }
     fn bwd(
@@ -954,6 +1106,56 @@ impl CustomOp3 for LayerNormOp {
         let dw = packed.narrow(0, n, d)?.reshape(w.shape())?;
         let db = packed.narrow(0, n + d, d)?.reshape(w.shape())?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+avx2_or_baseline! {
+    /// LayerNorm backward over rows: `dx` per row, and the column sums of `g xhat` (the
+    /// weight's gradient) and `g` (the bias's) added into `acc` = `[dw | db]`.
+    fn layer_norm_grad_rows(
+        dx: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        w: &[f32],
+        acc: &mut [f32],
+        eps: f32,
+    ) {
+        let d = w.len();
+        let (aw, ab) = acc.split_at_mut(d);
+        for ((or, xr), gr) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
+            let (mean, rstd) = row_stats(xr, eps);
+            // m1 = mean(g w), m2 = mean(g w xhat) in lanes; the column sums of dw (g xhat)
+            // and db (g) alongside.
+            let (mut m1, mut m2) = ([0f32; LANES], [0f32; LANES]);
+            let mut step = |l: usize, x: f32, g: f32, w: f32, aw: &mut f32, ab: &mut f32| {
+                let xh = (x - mean) * rstd;
+                let gw = g * w;
+                m1[l] += gw;
+                m2[l] += gw * xh;
+                *aw += g * xh;
+                *ab += g;
+            };
+            let mut chunks = xr
+                .chunks_exact(LANES)
+                .zip(gr.chunks_exact(LANES))
+                .zip(w.chunks_exact(LANES))
+                .zip(aw.chunks_exact_mut(LANES).zip(ab.chunks_exact_mut(LANES)));
+            for (((xc, gc), wc), (awc, abc)) in &mut chunks {
+                for l in 0..LANES {
+                    step(l, xc[l], gc[l], wc[l], &mut awc[l], &mut abc[l]);
+                }
+            }
+            let tail = d - d % LANES;
+            for k in tail..d {
+                step(k - tail, xr[k], gr[k], w[k], &mut aw[k], &mut ab[k]);
+            }
+            let (m1, m2) = (lanes_total(m1) / d as f32, lanes_total(m2) / d as f32);
+            let (or, xr, gr) = (&mut or[..d], &xr[..d], &gr[..d]);
+            for k in 0..d {
+                let xh = (xr[k] - mean) * rstd;
+                or[k] = rstd * (gr[k] * w[k] - m1 - xh * m2);
+            }
+        }
     }
 }
 
@@ -985,23 +1187,7 @@ impl CustomOp3 for LayerNormBwd {
             .zip(x.par_chunks(r).zip(g.par_chunks(r)))
             .map(|(o, (xi, gi))| {
                 let mut acc = vec![0f32; 2 * d];
-                for ((or, xr), gr) in o.chunks_mut(d).zip(xi.chunks(d)).zip(gi.chunks(d)) {
-                    let (mean, rstd) = row_stats(xr, eps);
-                    let (mut m1, mut m2) = (0f32, 0f32);
-                    for k in 0..d {
-                        let xh = (xr[k] - mean) * rstd;
-                        let gw = gr[k] * w[k];
-                        m1 += gw;
-                        m2 += gw * xh;
-                        acc[k] += gr[k] * xh;
-                        acc[d + k] += gr[k];
-                    }
-                    let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-                    for k in 0..d {
-                        let xh = (xr[k] - mean) * rstd;
-                        or[k] = rstd * (gr[k] * w[k] - m1 - xh * m2);
-                    }
-                }
+                layer_norm_grad_rows(o, xi, gi, w, &mut acc, eps);
                 acc
             })
             .collect();
@@ -1037,41 +1223,72 @@ struct DepthwiseBwd {
     grid: usize,
 }
 
-/// `x` `(b, g*g, c)` row-major, kernel `(9, c)`: out[b, y, x] = sum over taps of
-/// k[3*dy + dx] * in[b, y + dy - 1, x + dx - 1] (zero outside the grid).
-fn depthwise_image(inp: &[f32], k: &[f32], out: &mut [f32], g: usize, c: usize, flip: bool) {
-    for y in 0..g {
-        for x in 0..g {
-            let o = &mut out[(y * g + x) * c..(y * g + x + 1) * c];
-            o.iter_mut().for_each(|v| *v = 0.0);
-            for dy in 0..3 {
-                // Forward reads in[y + dy - 1]; the input gradient reads grad[y - dy + 1].
-                let sy = if flip {
-                    (y + 1).wrapping_sub(dy)
-                } else {
-                    (y + dy).wrapping_sub(1)
-                };
-                if sy >= g {
-                    continue;
-                }
-                for dx in 0..3 {
-                    let sx = if flip {
-                        (x + 1).wrapping_sub(dx)
-                    } else {
-                        (x + dx).wrapping_sub(1)
-                    };
-                    if sx >= g {
+avx2_or_baseline! {
+    /// `dk[tap] += sum over positions of grad[y, x] * in[y + dy - 1, x + dx - 1]` for one image.
+    fn depthwise_kernel_grad(gi: &[f32], xi: &[f32], dk: &mut [f32], g: usize, c: usize) {
+        for y in 0..g {
+            for xx in 0..g {
+                let gv = &gi[(y * g + xx) * c..(y * g + xx + 1) * c];
+                for dy in 0..3 {
+                    let sy = (y + dy).wrapping_sub(1);
+                    if sy >= g {
                         continue;
                     }
-                    let kr = &k[(3 * dy + dx) * c..(3 * dy + dx + 1) * c];
-                    let ir = &inp[(sy * g + sx) * c..(sy * g + sx + 1) * c];
-                    for ((ov, &kv), &iv) in o.iter_mut().zip(kr).zip(ir) {
-                        *ov += kv * iv;
+                    for dxx in 0..3 {
+                        let sx = (xx + dxx).wrapping_sub(1);
+                        if sx >= g {
+                            continue;
+                        }
+                        let iv = &xi[(sy * g + sx) * c..(sy * g + sx + 1) * c];
+                        let acc = &mut dk[(3 * dy + dxx) * c..(3 * dy + dxx + 1) * c];
+                        for ((a, &gq), &ivq) in acc.iter_mut().zip(gv).zip(iv) {
+                            *a += gq * ivq;
+                        }
                     }
                 }
             }
         }
     }
+}
+
+avx2_or_baseline! {
+    /// One image `(g*g, c)` row-major, kernel `(9, c)`: out[y, x] = sum over taps of
+    /// k[3*dy + dx] * in[y + dy - 1, x + dx - 1] (zero outside the grid); with `flip`, the
+    /// input gradient (the taps mirrored).
+    fn depthwise_image(inp: &[f32], k: &[f32], out: &mut [f32], g: usize, c: usize, flip: bool) {
+        for y in 0..g {
+            for x in 0..g {
+                let o = &mut out[(y * g + x) * c..(y * g + x + 1) * c];
+                o.iter_mut().for_each(|v| *v = 0.0);
+                for dy in 0..3 {
+                    // Forward reads in[y + dy - 1]; the input gradient reads grad[y - dy + 1].
+                    let sy = if flip {
+                        (y + 1).wrapping_sub(dy)
+                    } else {
+                        (y + dy).wrapping_sub(1)
+                    };
+                    if sy >= g {
+                        continue;
+                    }
+                    for dx in 0..3 {
+                        let sx = if flip {
+                            (x + 1).wrapping_sub(dx)
+                        } else {
+                            (x + dx).wrapping_sub(1)
+                        };
+                        if sx >= g {
+                            continue;
+                        }
+                        let kr = &k[(3 * dy + dx) * c..(3 * dy + dx + 1) * c];
+                        let ir = &inp[(sy * g + sx) * c..(sy * g + sx + 1) * c];
+                        for ((ov, &kv), &iv) in o.iter_mut().zip(kr).zip(ir) {
+                            *ov += kv * iv;
+                        }
+                    }
+                }
+            }
+        }
+}
 }
 
 impl CustomOp2 for Depthwise {
@@ -1145,28 +1362,7 @@ impl CustomOp3 for DepthwiseBwd {
                 depthwise_image(gi, k, o, g, c, true);
                 // dk[tap] = sum over positions of grad[y, x] * in[y + dy - 1, x + dx - 1].
                 let mut dk = vec![0f32; 9 * c];
-                for y in 0..g {
-                    for xx in 0..g {
-                        let gv = &gi[(y * g + xx) * c..(y * g + xx + 1) * c];
-                        for dy in 0..3 {
-                            let sy = (y + dy).wrapping_sub(1);
-                            if sy >= g {
-                                continue;
-                            }
-                            for dxx in 0..3 {
-                                let sx = (xx + dxx).wrapping_sub(1);
-                                if sx >= g {
-                                    continue;
-                                }
-                                let iv = &xi[(sy * g + sx) * c..(sy * g + sx + 1) * c];
-                                let acc = &mut dk[(3 * dy + dxx) * c..(3 * dy + dxx + 1) * c];
-                                for ((a, &gq), &ivq) in acc.iter_mut().zip(gv).zip(iv) {
-                                    *a += gq * ivq;
-                                }
-                            }
-                        }
-                    }
-                }
+                depthwise_kernel_grad(gi, xi, &mut dk, g, c);
                 dk
             })
             .collect();
@@ -1209,6 +1405,61 @@ pub(crate) mod tests {
                 .unwrap(),
         )
         .unwrap()
+    }
+
+    /// The AVX2 copies of the element-wise loops give the same bits as the baseline copies
+    /// (a no-op comparison on a CPU without AVX2, said so).
+    #[test]
+    fn avx2_loops_match_the_baseline_bit_for_bit() {
+        if !std::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: only the baseline copies run here");
+        }
+        let x = rand(&[3, 5, 2 * 37], 11);
+        let w = rand(&[37], 12);
+        let b = rand(&[37], 13);
+        let xs = rand(&[3, 5, 37], 14);
+        let qkv = rand(&[2, 9, 3 * 4 * 5], 15);
+        let img = rand(&[2, 9, 11], 16);
+        let taps = rand(&[9, 11], 17);
+        let run = || {
+            let outs = [
+                gelu_erf(x.as_tensor()).unwrap(),
+                gelu_tanh(x.as_tensor()).unwrap(),
+                gated_gelu(x.as_tensor()).unwrap(),
+                layer_norm(xs.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+                attention_qkv(qkv.as_tensor(), 4, None).unwrap(),
+                depthwise3x3(img.as_tensor(), taps.as_tensor(), 3, || unreachable!()).unwrap(),
+            ];
+            let loss = outs
+                .iter()
+                .map(|o| o.sqr().unwrap().sum_all().unwrap())
+                .reduce(|a, b| (a + b).unwrap())
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            let mut bits: Vec<u32> = Vec::new();
+            for t in outs.iter().chain(
+                [&x, &w, &b, &xs, &qkv, &img, &taps]
+                    .iter()
+                    .map(|v| grads.get(v.as_tensor()).unwrap()),
+            ) {
+                bits.extend(
+                    t.flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits()),
+                );
+            }
+            bits
+        };
+        let fast = run();
+        BASELINE_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
+        let base = run();
+        BASELINE_ONLY.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(fast.len(), base.len());
+        let differ = fast.iter().zip(&base).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{differ} of {} values differ", fast.len());
     }
 
     pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -25,12 +25,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Learning rate at `step` (0-based): linear warm-up to `lr`, then cosine to 0 at `steps`.
 /// Generation of the training numerics, part of the cache key of suite-trained models.
 /// Bump it when a change alters float results of a training step (not only speed): 1 was
-/// primitive candle ops; 2 the fused CPU kernels of `crate::kernels`.
-pub const NUMERICS: u32 = 2;
+/// primitive candle ops; 2 the fused CPU kernels of `crate::kernels`; 3 their row sums in
+/// eight lanes (LayerNorm statistics and gradients, softmax).
+pub const NUMERICS: u32 = 3;
 
+/// Learning rate at `step` (0-based): linear warm-up to `lr`, then cosine to 0 at `steps`.
 pub fn lr_at(step: usize, t: &TrainConfig) -> f64 {
     if step < t.warmup_steps {
         return t.lr * (step + 1) as f64 / t.warmup_steps as f64;

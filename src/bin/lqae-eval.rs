@@ -164,6 +164,7 @@ enum Cmd {
 }
 
 fn main() {
+    lqae::kernels::tune_threads();
     lqae::kernels::tune_allocator();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
