@@ -35,7 +35,8 @@ tk="$cache/cuda-13.0"
 cap="${CUDA_COMPUTE_CAP:-90}"
 target="${LQAE_CUDA_TARGET:-$root/target-cuda}"
 
-want="$(cat "$req" "$0" | sha256sum | cut -d' ' -f1)"
+# The install is redone when the pinned wheels change (or the layout below: bump "layout-1").
+want="$( (cat "$req"; echo layout-1) | sha256sum | cut -d' ' -f1)"
 if ! [ -f "$tk/.complete" ] || [ "$(cat "$tk/.complete")" != "$want" ]; then
   mkdir -p "$cache"
   exec 9>"$cache/.cuda-13.0.lock"
