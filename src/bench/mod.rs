@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod gpu;
 pub mod peer;
 pub mod suite;
 

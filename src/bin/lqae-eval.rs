@@ -149,6 +149,19 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Run the quantizer, a frozen-LM forward and training steps on the CPU and on `--device`
+    /// (a GPU), compare the results and time them there (seeded random inputs and weights: no
+    /// downloaded asset needed). Exits 1 when a comparison fails.
+    GpuCheck {
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Seconds of timing per check and device (at least 3 calls).
+        #[arg(long, default_value_t = 1.0)]
+        budget: f64,
+        /// Folder for `<run-id>/gpu-check.json` and `gpu-check.md`.
+        #[arg(long, default_value = "results/gpu")]
+        out: PathBuf,
+    },
     /// Reconstruct test images with a trained model and write a PNG grid (originals above
     /// reconstructions).
     Reconstruct {
@@ -229,7 +242,56 @@ fn run(cli: Cli) -> Result<()> {
             out,
             device,
         }) => bench(peer, rounds, budget, quick, &filters, &out, &device),
+        Some(Cmd::GpuCheck {
+            device,
+            budget,
+            out,
+        }) => gpu_check(&device, budget, &out),
     }
+}
+
+fn gpu_check(device: &str, budget: f64, out: &std::path::Path) -> Result<()> {
+    let device = parse_device(device)?;
+    let t0 = Instant::now();
+    let (checks, notes) = lqae::bench::gpu::run(&device, budget)?;
+    let md = lqae::bench::gpu::markdown(&checks, &notes);
+    println!("{md}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_dir = out.join(format!("{}-{:09}", now.as_secs(), now.subsec_nanos()));
+    let record = serde_json::json!({
+        "schema": "lqae-gpu-check/1",
+        "crate_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": lqae::results::git_commit(),
+        "device": device_name(&device),
+        "machine": lqae::bench::peer::machine(),
+        "budget_s": budget,
+        "wall_time_s": t0.elapsed().as_secs_f64(),
+        "checks": checks,
+        "notes": notes,
+    });
+    std::fs::create_dir_all(&run_dir)?;
+    assets::write_atomic(
+        &run_dir.join("gpu-check.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    assets::write_atomic(&run_dir.join("gpu-check.md"), md.as_bytes())?;
+    println!("written to {}", run_dir.display());
+    let failed: Vec<_> = checks
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} on {} differs from the CPU: {}",
+            failed.len(),
+            device_name(&device),
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
