@@ -99,5 +99,5 @@ if ! [ -f "$dist/cuda-libs/libcurand.so.10.xz" ]; then
 fi
 echo "cuda-build: $(du -h "$dist/lqae-eval" | cut -f1) $dist/lqae-eval ($(du -h "$dist/lqae-eval.xz" | cut -f1) as .xz); it needs:" >&2
 readelf -d "$dist/lqae-eval" | grep NEEDED >&2
-echo "cuda-build: carry target-cuda/dist/lqae-eval.xz and target-cuda/dist/cuda-libs ($(du -ch "$dist/lqae-eval.xz" "$dist/cuda-libs"/* | tail -1 | cut -f1)) and run scripts/lqae-gpu.sh there" >&2
+echo "cuda-build: carry target-cuda/dist/lqae-eval.xz and target-cuda/dist/cuda-libs/libcurand.so.10.xz ($(du -ch "$dist/lqae-eval.xz" "$dist/cuda-libs"/*.xz | tail -1 | cut -f1)) and run scripts/lqae-gpu.sh there" >&2
 echo "$dist/lqae-eval"

@@ -2,7 +2,8 @@
 # The prepared run for the GPU machine (issue 8), from the repository root there, after
 # scripts/cuda-build.sh here. With the device tool:
 #   run(command="bash scripts/gpu-device-run.sh", carry=["target-cuda/dist/lqae-eval.xz",
-#       "target-cuda/dist/cuda-libs"], timeout_s=420)
+#       "target-cuda/dist/cuda-libs/libcurand.so.10.xz"], timeout_s=420)
+# (about 51 MiB; the 64 MiB binary itself must not travel uncompressed).
 # Writes under $OUT (the device tool's folder that comes back; results/gpu/<date> otherwise):
 # machine.txt (the card, driver, CUDA and PyTorch versions); gpu-check/ (`lqae-eval gpu-check`:
 # the quantizer, a MiniLM-shaped LM forward and vqvae-small training steps on CUDA against the
