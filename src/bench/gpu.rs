@@ -21,7 +21,6 @@ use crate::model::RunConfig;
 use crate::quantizer::{Quantizer, QuantizerConfig};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
-use std::time::Instant;
 
 pub const VQVAE_SMALL_TOML: &str = include_str!("../../configs/vqvae-small.toml");
 
@@ -61,19 +60,10 @@ impl Check {
     }
 }
 
-/// Median milliseconds of `f` (one untimed call first), each call ended by a device sync.
-fn time_ms(device: &Device, budget_s: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    device.synchronize()?;
-    let start = Instant::now();
-    let mut times = Vec::new();
-    while times.len() < 3 || (times.len() < 50 && start.elapsed().as_secs_f64() < budget_s) {
-        let t = Instant::now();
-        f()?;
-        device.synchronize()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(median(&times))
+/// Median milliseconds of `f` (one untimed call first, at least 3 timed), each call ended by a
+/// device sync.
+fn time_ms(device: &Device, budget_s: f64, f: impl FnMut() -> Result<()>) -> Result<f64> {
+    Ok(median(&super::time_calls(device, budget_s, 3, 50, f)?) * 1e3)
 }
 
 /// Largest `|a - b|` over the largest `|a|`.

@@ -87,18 +87,35 @@ impl Kernel {
         min_reps: usize,
         max_reps: usize,
     ) -> Result<Vec<f64>> {
-        self.call()?;
-        let start = Instant::now();
-        let mut out = Vec::new();
-        while out.len() < min_reps
-            || (out.len() < max_reps && start.elapsed().as_secs_f64() < budget_s)
-        {
-            let t = Instant::now();
-            self.call()?;
-            out.push(t.elapsed().as_secs_f64());
-        }
-        Ok(out)
+        time_calls(&self.device, budget_s, min_reps, max_reps, &mut self.run)
     }
+}
+
+/// Seconds of each call of `f`, every call ended by a synchronisation of `device`: calls until
+/// `budget_s` seconds have passed, at least `min_reps` and at most `max_reps`, after one
+/// untimed call.
+pub fn time_calls(
+    device: &Device,
+    budget_s: f64,
+    min_reps: usize,
+    max_reps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    let mut call = || -> Result<()> {
+        f()?;
+        device.synchronize()?;
+        Ok(())
+    };
+    call()?;
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < min_reps || (out.len() < max_reps && start.elapsed().as_secs_f64() < budget_s)
+    {
+        let t = Instant::now();
+        call()?;
+        out.push(t.elapsed().as_secs_f64());
+    }
+    Ok(out)
 }
 
 /// Median of a non-empty sample.

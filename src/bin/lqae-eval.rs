@@ -250,16 +250,21 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `out/<seconds>-<nanoseconds>`: a new run folder of a bench or a GPU check.
+fn timestamped(out: &std::path::Path) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    out.join(format!("{}-{:09}", now.as_secs(), now.subsec_nanos()))
+}
+
 fn gpu_check(device: &str, budget: f64, out: &std::path::Path) -> Result<()> {
     let device = parse_device(device)?;
     let t0 = Instant::now();
     let (checks, notes) = lqae::bench::gpu::run(&device, budget)?;
     let md = lqae::bench::gpu::markdown(&checks, &notes);
     println!("{md}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let run_dir = out.join(format!("{}-{:09}", now.as_secs(), now.subsec_nanos()));
+    let run_dir = timestamped(out);
     let record = serde_json::json!({
         "schema": "lqae-gpu-check/1",
         "crate_version": env!("CARGO_PKG_VERSION"),
@@ -318,10 +323,7 @@ fn bench(
     if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
         kernels.insert(0, bench::sgemm(&device)?);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let run_dir = out.join(format!("{}-{:09}", now.as_secs(), now.subsec_nanos()));
+    let run_dir = timestamped(out);
     let mut peer_proc = None;
     let mut checks = None;
     if with_peer {
