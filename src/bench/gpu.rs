@@ -60,6 +60,21 @@ impl Check {
     }
 }
 
+impl Check {
+    /// With the median call times of `on_dev` on `dev` and of `on_cpu` on the CPU.
+    fn timed(
+        mut self,
+        dev: &Device,
+        budget: f64,
+        on_dev: impl FnMut() -> Result<()>,
+        on_cpu: impl FnMut() -> Result<()>,
+    ) -> Result<Self> {
+        self.device_ms = Some(time_ms(dev, budget, on_dev)?);
+        self.cpu_ms = Some(time_ms(&Device::Cpu, budget, on_cpu)?);
+        Ok(self)
+    }
+}
+
 /// Median milliseconds of `f` (one untimed call first, at least 3 timed), each call ended by a
 /// device sync.
 fn time_ms(device: &Device, budget_s: f64, f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -147,23 +162,26 @@ fn search_check(
         &b,
         1e-5,
     );
-    let mut c = Check::new(
+    Check::new(
         &format!("search/{name}/{n}"),
         &format!("nearest code of {n} random tokens in a random {v} x {d} codebook"),
         "share of tokens with the same code (or a tie within 1e-5)",
         agree,
         1.0,
         true,
-    );
-    c.device_ms = Some(time_ms(dev, budget, || {
-        q_dev.nearest(&x_dev)?;
-        Ok(())
-    })?);
-    c.cpu_ms = Some(time_ms(&cpu, budget, || {
-        q_cpu.nearest(&x)?;
-        Ok(())
-    })?);
-    Ok(c)
+    )
+    .timed(
+        dev,
+        budget,
+        || {
+            q_dev.nearest(&x_dev)?;
+            Ok(())
+        },
+        || {
+            q_cpu.nearest(&x)?;
+            Ok(())
+        },
+    )
 }
 
 /// The MiniLM-L6 shape (`config.json` of all-MiniLM-L6-v2).
@@ -255,23 +273,26 @@ fn lm_check(dev: &Device, budget: f64) -> Result<Check> {
             .to_vec1::<f32>()?)
     };
     let diff = rel_max_diff(&last(&e_cpu, &x)?, &last(&e_dev, &x_dev)?);
-    let mut c = Check::new(
+    Check::new(
         "lm-forward/minilm-shaped/16x64",
         "frozen LM forward: MiniLM's shape with random weights, 16 x 64 input embeddings",
         "max abs(cpu - device) of the last hidden state / its max abs value",
         diff,
         1e-3,
         false,
-    );
-    c.device_ms = Some(time_ms(dev, budget, || {
-        e_dev.forward_embeds(&x_dev, None)?;
-        Ok(())
-    })?);
-    c.cpu_ms = Some(time_ms(&cpu, budget, || {
-        e_cpu.forward_embeds(&x, None)?;
-        Ok(())
-    })?);
-    Ok(c)
+    )
+    .timed(
+        dev,
+        budget,
+        || {
+            e_dev.forward_embeds(&x_dev, None)?;
+            Ok(())
+        },
+        || {
+            e_cpu.forward_embeds(&x, None)?;
+            Ok(())
+        },
+    )
 }
 
 fn train_checks(cfg: RunConfig, dev: &Device, budget: f64) -> Result<Vec<Check>> {
@@ -295,14 +316,26 @@ fn train_checks(cfg: RunConfig, dev: &Device, budget: f64) -> Result<Vec<Check>>
     }
     let tag = format!("train-step/{name}/{b}");
     let what = format!("two {name} training steps (forward, backward, AdamW) from the same init and images, batch {b}");
-    let mut loss = Check::new(
+    let loss = Check::new(
         &format!("{tag}/loss"),
         &what,
         "largest relative loss difference",
         loss_d,
         1e-3,
         false,
-    );
+    )
+    .timed(
+        dev,
+        budget,
+        || {
+            on_dev.step(&x_dev)?;
+            Ok(())
+        },
+        || {
+            on_cpu.step(&x)?;
+            Ok(())
+        },
+    )?;
     let norm = Check::new(
         &format!("{tag}/grad-norm"),
         &what,
@@ -319,14 +352,6 @@ fn train_checks(cfg: RunConfig, dev: &Device, budget: f64) -> Result<Vec<Check>>
         0.99,
         true,
     );
-    loss.device_ms = Some(time_ms(dev, budget, || {
-        on_dev.step(&x_dev)?;
-        Ok(())
-    })?);
-    loss.cpu_ms = Some(time_ms(&cpu, budget, || {
-        on_cpu.step(&x)?;
-        Ok(())
-    })?);
     Ok(vec![loss, norm, codes])
 }
 

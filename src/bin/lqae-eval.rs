@@ -250,6 +250,23 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `<stem>.json` (the record) and `<stem>.md` (its table) in `run_dir`, atomically.
+fn write_record(
+    run_dir: &std::path::Path,
+    stem: &str,
+    record: &serde_json::Value,
+    md: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(run_dir)?;
+    assets::write_atomic(
+        &run_dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(record)?.as_bytes(),
+    )?;
+    assets::write_atomic(&run_dir.join(format!("{stem}.md")), md.as_bytes())?;
+    println!("written to {}", run_dir.display());
+    Ok(())
+}
+
 /// `out/<seconds>-<nanoseconds>`: a new run folder of a bench or a GPU check.
 fn timestamped(out: &std::path::Path) -> PathBuf {
     let now = std::time::SystemTime::now()
@@ -276,13 +293,7 @@ fn gpu_check(device: &str, budget: f64, out: &std::path::Path) -> Result<()> {
         "checks": checks,
         "notes": notes,
     });
-    std::fs::create_dir_all(&run_dir)?;
-    assets::write_atomic(
-        &run_dir.join("gpu-check.json"),
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
-    assets::write_atomic(&run_dir.join("gpu-check.md"), md.as_bytes())?;
-    println!("written to {}", run_dir.display());
+    write_record(&run_dir, "gpu-check", &record, &md)?;
     let failed: Vec<_> = checks
         .iter()
         .filter(|c| !c.pass)
@@ -369,13 +380,7 @@ fn bench(
         "wall_time_s": t0.elapsed().as_secs_f64(),
         "rows": rows,
     });
-    std::fs::create_dir_all(&run_dir)?;
-    assets::write_atomic(
-        &run_dir.join("bench.json"),
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
-    assets::write_atomic(&run_dir.join("bench.md"), md.as_bytes())?;
-    println!("written to {}", run_dir.display());
+    write_record(&run_dir, "bench", &record, &md)?;
     Ok(())
 }
 
