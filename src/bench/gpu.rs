@@ -61,13 +61,14 @@ impl Check {
 }
 
 impl Check {
-    /// With the median call times of `on_dev` on `dev` and of `on_cpu` on the CPU.
-    fn timed(
+    /// With the median call times of `on_dev` on `dev` and of `on_cpu` on the CPU (their
+    /// results are dropped).
+    fn timed<A, B, EA: Into<Error>, EB: Into<Error>>(
         mut self,
         dev: &Device,
         budget: f64,
-        on_dev: impl FnMut() -> Result<()>,
-        on_cpu: impl FnMut() -> Result<()>,
+        on_dev: impl FnMut() -> std::result::Result<A, EA>,
+        on_cpu: impl FnMut() -> std::result::Result<B, EB>,
     ) -> Result<Self> {
         self.device_ms = Some(time_ms(dev, budget, on_dev)?);
         self.cpu_ms = Some(time_ms(&Device::Cpu, budget, on_cpu)?);
@@ -77,8 +78,15 @@ impl Check {
 
 /// Median milliseconds of `f` (one untimed call first, at least 3 timed), each call ended by a
 /// device sync.
-fn time_ms(device: &Device, budget_s: f64, f: impl FnMut() -> Result<()>) -> Result<f64> {
-    Ok(median(&super::time_calls(device, budget_s, 3, 50, f)?) * 1e3)
+fn time_ms<T, E: Into<Error>>(
+    device: &Device,
+    budget_s: f64,
+    mut f: impl FnMut() -> std::result::Result<T, E>,
+) -> Result<f64> {
+    let times = super::time_calls(device, budget_s, 3, 50, || {
+        f().map(drop).map_err(Into::into)
+    })?;
+    Ok(median(&times) * 1e3)
 }
 
 /// Largest `|a - b|` over the largest `|a|`.
@@ -170,18 +178,7 @@ fn search_check(
         1.0,
         true,
     )
-    .timed(
-        dev,
-        budget,
-        || {
-            q_dev.nearest(&x_dev)?;
-            Ok(())
-        },
-        || {
-            q_cpu.nearest(&x)?;
-            Ok(())
-        },
-    )
+    .timed(dev, budget, || q_dev.nearest(&x_dev), || q_cpu.nearest(&x))
 }
 
 /// The MiniLM-L6 shape (`config.json` of all-MiniLM-L6-v2).
@@ -284,14 +281,8 @@ fn lm_check(dev: &Device, budget: f64) -> Result<Check> {
     .timed(
         dev,
         budget,
-        || {
-            e_dev.forward_embeds(&x_dev, None)?;
-            Ok(())
-        },
-        || {
-            e_cpu.forward_embeds(&x, None)?;
-            Ok(())
-        },
+        || e_dev.forward_embeds(&x_dev, None),
+        || e_cpu.forward_embeds(&x, None),
     )
 }
 
@@ -324,18 +315,7 @@ fn train_checks(cfg: RunConfig, dev: &Device, budget: f64) -> Result<Vec<Check>>
         1e-3,
         false,
     )
-    .timed(
-        dev,
-        budget,
-        || {
-            on_dev.step(&x_dev)?;
-            Ok(())
-        },
-        || {
-            on_cpu.step(&x)?;
-            Ok(())
-        },
-    )?;
+    .timed(dev, budget, || on_dev.step(&x_dev), || on_cpu.step(&x))?;
     let norm = Check::new(
         &format!("{tag}/grad-norm"),
         &what,
