@@ -1,4 +1,5 @@
-"""The PyTorch (CPU) peer of lqae's kernels, for `lqae-eval bench --peer`.
+"""The PyTorch peer of lqae's kernels, for `lqae-eval bench --peer` (CPU) and
+`lqae-eval step-bench --peer` (CPU or CUDA).
 
 The same work as `src/bench.rs`, written the way a researcher would in PyTorch:
 
@@ -10,15 +11,24 @@ The same work as `src/bench.rs`, written the way a researcher would in PyTorch:
   `train-step/lqae-small/<b>`: the lqae-small model of `src/model/` (ViT with the official
   code's GLU + depthwise conv, linear projections to and from the frozen MiniLM, straight-
   through quantizer, 50% masking with the [MASK] embedding, MSE + commitment loss, AdamW
-  with lqae's decay groups), forward, backward and update.
+  with lqae's decay groups), forward, backward and update; with `mlm = "tied"` (the paper's
+  configuration) also the tied MLM head's cross-entropy on the masked tokens.
+* `time_step`: training steps of the set-up configuration at a given batch on the set-up
+  device (`cuda`: every step ended by `torch.cuda.synchronize()`, TF32 off as in lqae), with
+  torch's peak memory; `{"oom": true}` when the batch does not fit.
 
 It speaks JSON lines on stdin/stdout, so one `lqae-eval bench --peer` process alternates
 our calls and the peer's on the same machine, in the same run:
 
-    {"op": "setup", "lm_dir": "...", "config": {...}}          -> {"ok": true, "torch": ...}
+    {"op": "setup", "lm_dir": "...", "config": {...}, "device": "cpu"} -> {"ok": true, ...}
     {"op": "time", "kernel": "search/minilm/1024", "budget_s": 1}  -> {"times": [s, ...]}
     {"op": "search_ids", "kernel": "search/minilm/1024"}       -> {"ids": [...]}
     {"op": "train_check", "file": "x.safetensors", ...}         -> {"losses": [...]}
+    {"op": "time_step", "batch": 64, "steps": 5, "budget_s": 20} -> {"times": [...], ...}
+
+Only torch is needed for `time_step` and `train_check`; numpy (the bit-exact data of the
+kernels) and the safetensors package are used where present (a reader for the F32 files lqae
+writes is built in), so the peer also runs with a bare PyTorch install, as on a GPU machine.
 """
 
 import json
@@ -27,10 +37,35 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+
+try:
+    import numpy as np
+except ImportError:  # only the bit-exact kernel data needs it
+    np = None
+
+try:
+    from safetensors.torch import load_file
+except ImportError:
+    def load_file(path):
+        """A safetensors reader for the dtypes lqae and Hugging Face checkpoints use."""
+        dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                  "I64": torch.int64, "U32": torch.int32, "U8": torch.uint8}
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+            data = bytearray(f.read())
+        out = {}
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            if meta["dtype"] not in dtypes:
+                raise ValueError(f"{path}: tensor `{name}` has dtype {meta['dtype']}, which this reader does not know")
+            a, b = meta["data_offsets"]
+            t = torch.frombuffer(data, dtype=dtypes[meta["dtype"]], count=(b - a) // torch.empty(0, dtype=dtypes[meta["dtype"]]).element_size(), offset=a)
+            out[name] = t.reshape(meta["shape"]).clone()
+        return out
 
 torch.set_grad_enabled(False)
 
@@ -47,6 +82,8 @@ def mix(z):
 
 def uniform(shape, seed):
     """`lqae::bench::uniform`: values in [-0.5, 0.5) from lqae's Rng, bit for bit."""
+    if np is None:
+        raise RuntimeError("numpy is needed for the bit-exact kernel data; install it next to torch")
     n = int(np.prod(shape))
     with np.errstate(over="ignore"):
         s0 = mix(np.array([(seed ^ 0x5DEECE66D1CE4E5B) & M64], dtype=np.uint64))[0]
@@ -63,11 +100,11 @@ def layer_norm(x, scale, bias, eps):
 class FrozenLm:
     """A BERT/RoBERTa encoder from a Hugging Face folder (config.json + model.safetensors)."""
 
-    def __init__(self, d):
+    def __init__(self, d, device="cpu"):
         self.cfg = json.load(open(os.path.join(d, "config.json")))
         w = load_file(os.path.join(d, "model.safetensors"))
         pre = next((p for p in ("bert.", "roberta.") if any(k.startswith(p) for k in w)), "")
-        self.w = {k[len(pre):]: v.float() for k, v in w.items()}
+        self.w = {k[len(pre):]: v.float().to(device) for k, v in w.items()}
         c = self.cfg
         self.h, self.heads = c["hidden_size"], c["num_attention_heads"]
         self.eps = c.get("layer_norm_eps", 1e-12)
@@ -124,7 +161,7 @@ def vit_params(prefix, width, depth, heads, mlp, grid, gen):
     return out
 
 
-def init(shapes, gen):
+def init(shapes, gen, device="cpu"):
     ps = {}
     for n, s in shapes.items():
         if n.endswith(".scale"):
@@ -133,7 +170,7 @@ def init(shapes, gen):
             t = torch.zeros(s)
         else:
             t = torch.randn(s, generator=gen) * 0.02
-        ps[n] = t.requires_grad_(True)
+        ps[n] = t.to(device).requires_grad_(True)
     return ps
 
 
@@ -177,9 +214,9 @@ def unpatchify(x, ps, c):
 
 
 class Lqae:
-    """`src/model/lqae.rs` with `mlm = "off"`."""
+    """`src/model/lqae.rs`: `mlm = "off"` or `"tied"`."""
 
-    def __init__(self, model_cfg, lm, seed=0):
+    def __init__(self, model_cfg, lm, seed=0, device="cpu"):
         m = model_cfg
         self.m, self.lm = m, lm
         self.grid = m["image_size"] // m["patch_size"]
@@ -194,7 +231,7 @@ class Lqae:
         if m["width"] != lm.h:
             shapes["proj_in"] = (m["width"], lm.h)
             shapes["proj_out"] = (lm.h, m["width"])
-        self.p = init(shapes, gen)
+        self.p = init(shapes, gen, device)
         self.normed = lm.word / lm.word.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.mask_embedding = lm.word[lm.mask_id]
 
@@ -222,6 +259,13 @@ class Lqae:
         y = (hdec @ p["decoder.deconv.kernel"]).reshape(b, t, c, -1) + p["decoder.deconv.bias"]
         recon = unpatchify(y.reshape(b, t, -1), m["patch_size"], c)
         loss = ((recon - images) ** 2).mean() + commit
+        if m.get("mlm", "off") == "tied":
+            # The tied head: logits = last hidden states x word table, cross-entropy against
+            # the quantized ids on the masked tokens.
+            rows = mask.reshape(-1) > 0.5
+            if bool(rows.any()):
+                logits = last.reshape(b * t, h)[rows] @ self.lm.word.t()
+                loss = loss + m.get("mlm_weight", 1e-4) * F.cross_entropy(logits, ids[rows])
         return loss, ids
 
 
@@ -234,9 +278,10 @@ def lr_at(step, t):
 
 
 class TrainStep:
-    def __init__(self, cfg, lm):
+    def __init__(self, cfg, lm, device="cpu"):
         self.cfg = cfg
-        self.model = Lqae(cfg["model"], lm)
+        self.device = device
+        self.model = Lqae(cfg["model"], lm, device=device)
         t = cfg["train"]
         decay = [v for n, v in self.model.p.items() if self.model.decays(n)]
         no_decay = [v for n, v in self.model.p.items() if not self.model.decays(n)]
@@ -252,7 +297,7 @@ class TrainStep:
         t = self.cfg["train"]
         if mask is None:
             b, g = images.shape[0], self.model.grid
-            mask = (torch.rand(b, g * g) < self.cfg["model"].get("mask_ratio", 0.5)).float()
+            mask = (torch.rand(b, g * g, device=images.device) < self.cfg["model"].get("mask_ratio", 0.5)).float()
         for gp in self.opt.param_groups:
             gp["lr"] = lr_at(min(self.step_i, t["steps"] - 1), t)
         with torch.enable_grad():
@@ -270,7 +315,13 @@ class TrainStep:
 class Peer:
     def __init__(self, msg):
         self.cfg = msg["config"]
-        self.lm = FrozenLm(msg["lm_dir"])
+        self.device = msg.get("device", "cpu")
+        if self.device.startswith("cuda"):
+            # Plain f32 matmuls and convolutions, as lqae computes them (no TF32).
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.lm = FrozenLm(msg["lm_dir"], self.device)
+        self.step_ts = None
         self.lm.mask_id = int(msg["mask_id"])
         self.shapes = {name: (v, d) for name, v, d in msg["search_shapes"]}
         self.kernels = {}
@@ -344,8 +395,8 @@ class Peer:
         if op == "train_check":
             # The same initial weights, images and masks as lqae's step: the losses of two
             # steps (the second after one AdamW update) must match.
-            f = load_file(msg["file"])
-            ts = TrainStep(self.cfg, self.lm)
+            f = {k: v.to(self.device) for k, v in load_file(msg["file"]).items()}
+            ts = TrainStep(self.cfg, self.lm, self.device)
             ts.check = True
             with torch.no_grad():
                 for n, v in ts.model.p.items():
@@ -359,7 +410,48 @@ class Peer:
                 ids.append(got.tolist())
                 norms.append(ts.last_grad_norm)
             return {"losses": losses, "ids": ids, "grad_norms": norms}
+        if op == "time_step":
+            return self.time_step(msg)
         raise ValueError(f"unknown op `{op}`")
+
+    def sync(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def time_step(self, msg):
+        """Steps at `batch`: one untimed, then up to `steps` timed (at least two, stopping once
+        `budget_s` has passed); `{"oom": true}` when the batch does not fit the device."""
+        b = int(msg["batch"])
+        cuda = self.device.startswith("cuda")
+        if self.step_ts is None:
+            self.step_ts = TrainStep(self.cfg, self.lm, self.device)
+        ts, m = self.step_ts, self.cfg["model"]
+        s = m["image_size"]
+        gen = torch.Generator().manual_seed(9)
+        images = torch.rand(b, m.get("channels", 3), s, s, generator=gen).to(self.device)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            ts.step(images)
+            self.sync()
+        except torch.cuda.OutOfMemoryError:
+            ts.opt.zero_grad(set_to_none=True)
+            del images
+            torch.cuda.empty_cache()
+            return {"oom": True}
+        times, start = [], time.perf_counter()
+        while len(times) < max(msg.get("steps", 5), 1) and not (
+                len(times) >= 2 and time.perf_counter() - start > msg.get("budget_s", 20)):
+            t0 = time.perf_counter()
+            ts.step(images)
+            self.sync()
+            times.append(time.perf_counter() - t0)
+        out = {"times": times, "max_allocated_bytes": None, "max_reserved_bytes": None}
+        if cuda:
+            out["max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            out["max_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        return out
 
 
 def main():
@@ -373,7 +465,9 @@ def main():
             if msg["op"] == "setup":
                 peer = Peer(msg)
                 out = {"ok": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "numpy": np.__version__}
+                       "numpy": np.__version__ if np is not None else None, "device": peer.device,
+                       "cuda": torch.version.cuda,
+                       "gpu": torch.cuda.get_device_name(0) if peer.device.startswith("cuda") else None}
             else:
                 out = peer.handle(msg)
         except Exception as e:  # reported to lqae-eval, which names the kernel

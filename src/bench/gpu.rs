@@ -17,10 +17,10 @@
 
 use super::{median, uniform, TrainStep};
 use crate::error::{Error, Result};
+use crate::lm::random::{minilm_shape, random_encoder};
 use crate::model::RunConfig;
 use crate::quantizer::{Quantizer, QuantizerConfig};
-use candle_core::{DType, Device, Tensor};
-use std::collections::HashMap;
+use candle_core::{Device, Tensor};
 
 pub const VQVAE_SMALL_TOML: &str = include_str!("../../configs/vqvae-small.toml");
 
@@ -179,78 +179,6 @@ fn search_check(
         true,
     )
     .timed(dev, budget, || q_dev.nearest(&x_dev), || q_cpu.nearest(&x))
-}
-
-/// The MiniLM-L6 shape (`config.json` of all-MiniLM-L6-v2).
-pub fn minilm_shape() -> crate::lm::LmConfig {
-    serde_json::from_str(
-        r#"{"model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
-            "num_attention_heads": 12, "intermediate_size": 1536, "hidden_act": "gelu",
-            "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12}"#,
-    )
-    .expect("a valid LmConfig")
-}
-
-/// A BERT encoder of the shape `cfg` with seeded random weights (weights uniform in +-0.05,
-/// biases +-0.01, LayerNorm scales 1 +- 0.05), on `device`.
-pub fn random_encoder(
-    cfg: &crate::lm::LmConfig,
-    seed: u64,
-    device: &Device,
-) -> Result<crate::lm::Encoder> {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        (
-            "embeddings.word_embeddings.weight".into(),
-            vec![cfg.vocab_size, h],
-        ),
-        (
-            "embeddings.position_embeddings.weight".into(),
-            vec![cfg.max_position_embeddings, h],
-        ),
-        (
-            "embeddings.token_type_embeddings.weight".into(),
-            vec![cfg.type_vocab_size, h],
-        ),
-        ("embeddings.LayerNorm.weight".into(), vec![h]),
-        ("embeddings.LayerNorm.bias".into(), vec![h]),
-    ];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("encoder.layer.{l}.");
-        for (name, out, inp) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", i, h),
-            ("output.dense", h, i),
-        ] {
-            shapes.push((format!("{p}{name}.weight"), vec![out, inp]));
-            shapes.push((format!("{p}{name}.bias"), vec![out]));
-        }
-        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
-            shapes.push((format!("{p}{ln}.weight"), vec![h]));
-            shapes.push((format!("{p}{ln}.bias"), vec![h]));
-        }
-    }
-    let mut ts = HashMap::new();
-    for (k, (name, shape)) in shapes.into_iter().enumerate() {
-        let u = uniform(
-            &shape,
-            seed.wrapping_mul(1000).wrapping_add(k as u64),
-            &Device::Cpu,
-        )?;
-        let t = if name.ends_with("LayerNorm.weight") {
-            (u * 0.1)?.affine(1.0, 1.0)?
-        } else if name.ends_with(".bias") {
-            (u * 0.02)?
-        } else {
-            (u * 0.1)?
-        };
-        ts.insert(name, t.to_device(device)?);
-    }
-    let vb = candle_nn::VarBuilder::from_tensors(ts, DType::F32, device);
-    crate::lm::Encoder::new(cfg, vb).map_err(|e| Error::Msg(format!("random encoder: {e}")))
 }
 
 fn lm_check(dev: &Device, budget: f64) -> Result<Check> {

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 pub mod gpu;
 pub mod peer;
+pub mod step;
 pub mod suite;
 
 /// The `lqae-small` configuration the model kernels use (the file under `configs/`).
@@ -271,7 +272,7 @@ pub fn vit_block(batch: usize, device: &Device) -> Result<Kernel> {
 
 /// Matmul FLOPs of one `lqae-small` training step at batch `b` (model count): encoder and
 /// decoder forward + backward (3x), the search (forward only), the frozen LM forward and its
-/// input gradient (2x: its weights get none).
+/// input gradient (2x: its weights get none), and the tied MLM head where the model has one.
 pub fn train_step_flop(
     cfg: &RunConfig,
     lm_h: usize,
@@ -293,9 +294,16 @@ pub fn train_step_flop(
         0.0
     };
     let patches = 2.0 * 2.0 * bt * patch as f64 * w;
+    // The tied MLM head on the masked tokens: logits forward and their input gradient.
+    let mlm = if m.kind == crate::model::ModelKind::Lqae && m.mlm == crate::model::MlmMode::Tied {
+        2.0 * 2.0 * bt * m.mask_ratio * vocab as f64 * h
+    } else {
+        0.0
+    };
     3.0 * (blocks + proj + patches)
         + 2.0 * bt * vocab as f64 * h
         + 2.0 * lm_flop(b, t, lm_h, lm_i, lm_layers)
+        + mlm
 }
 
 /// The model of a `lqae-small` training step and its optimiser, random init (seed 42).

@@ -48,6 +48,14 @@ pub fn python() -> Result<PathBuf> {
     Ok(last.into())
 }
 
+/// The peer's answer to `time_step`: seconds per step, and torch's own memory figures (CUDA).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PeerStepTimes {
+    pub times: Vec<f64>,
+    pub max_allocated_bytes: Option<f64>,
+    pub max_reserved_bytes: Option<f64>,
+}
+
 /// Per step: losses, code ids and global gradient norms.
 pub type TrainCheck = (Vec<f64>, Vec<Vec<u32>>, Vec<f64>);
 
@@ -60,8 +68,15 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Start the peer with `python`, for the kernels of `cfg` over the LM in `lm_dir`.
-    pub fn start(python: &Path, lm_dir: &Path, cfg: &RunConfig, mask_id: u32) -> Result<Peer> {
+    /// Start the peer with `python`, for the kernels of `cfg` over the LM in `lm_dir`, on
+    /// torch's `device` (`cpu` or `cuda`).
+    pub fn start(
+        python: &Path,
+        lm_dir: &Path,
+        cfg: &RunConfig,
+        mask_id: u32,
+        device: &str,
+    ) -> Result<Peer> {
         let dir = crate::assets::cache_dir().join("peer");
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
         let script = dir.join("peer.py");
@@ -96,6 +111,7 @@ impl Peer {
             "mask_id": mask_id,
             "config": cfg,
             "search_shapes": shapes,
+            "device": device,
         }))?;
         Ok(p)
     }
@@ -151,6 +167,32 @@ impl Peer {
         let v = self.ask(json!({"op": "time", "kernel": kernel, "budget_s": budget_s, "min_reps": min_reps, "max_reps": max_reps}))?;
         serde_json::from_value(v["times"].clone())
             .map_err(|e| Error::Msg(format!("peer times of `{kernel}`: {e}")))
+    }
+
+    /// The peer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `steps` training steps of the set-up configuration at batch `batch` on the peer's
+    /// device (one untimed step first, every step ended by a device sync; stops early once
+    /// `budget_s` has passed with two steps timed): `None` when the batch does not fit in the
+    /// device's memory.
+    pub fn time_step(
+        &mut self,
+        batch: usize,
+        steps: usize,
+        budget_s: f64,
+    ) -> Result<Option<PeerStepTimes>> {
+        let v = self.ask(
+            json!({"op": "time_step", "batch": batch, "steps": steps, "budget_s": budget_s}),
+        )?;
+        if v["oom"].as_bool() == Some(true) {
+            return Ok(None);
+        }
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| Error::Msg(format!("peer times of a batch-{batch} step: {e}")))
     }
 
     pub fn search_ids(&mut self, kernel: &str) -> Result<Vec<u32>> {
@@ -250,61 +292,9 @@ pub fn check_same_work(
         (Vec::new(), Vec::new(), 1.0);
     if kernels.iter().any(|k| k.name.starts_with("train-step/")) {
         let cfg = super::lqae_small()?;
-        let mut ts = super::TrainStep::new(cfg.clone(), device)?;
-        let b = cfg.train.batch_size;
-        let t = cfg.tokens_per_image();
-        let images = super::images(&cfg, b, 9, device)?;
-        let mut tensors: HashMap<String, candle_core::Tensor> = ts
-            .params
-            .named_vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
-            .collect();
-        tensors.insert("images".into(), images.clone());
-        const STEPS: usize = 2;
-        for i in 0..STEPS {
-            let mut r = crate::rng::Rng::derive(cfg.train.seed, "mask", i as u64);
-            tensors.insert(
-                format!("mask{i}"),
-                crate::model::Lqae::sample_mask(b, t, cfg.model.mask_ratio, &mut r, device)?,
-            );
-        }
-        std::fs::create_dir_all(work).map_err(|e| Error::file(work, e.to_string()))?;
-        let file = work.join("train_check.safetensors");
-        candle_core::safetensors::save(&tensors, &file)?;
-        let mut ours = Vec::new();
-        let mut our_ids = Vec::new();
-        let mut our_norms = Vec::new();
-        for _ in 0..STEPS {
-            let (loss, ids, norm) = ts.step_with_ids(&images)?;
-            ours.push(loss);
-            our_ids.extend(ids);
-            our_norms.push(norm);
-        }
-        let (theirs, their_ids, their_norms) = peer.train_check(&file, STEPS)?;
-        let _ = std::fs::remove_file(&file);
-        train_code_agreement = agreement(&our_ids, &their_ids.concat());
-        for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
-            let rel = (a - b).abs() / a.abs().max(1e-12);
-            if rel > 1e-3 {
-                return Err(Error::Msg(format!(
-                    "lqae-small training step {i}: our loss {a:.6} and the PyTorch peer's {b:.6} differ by {:.3}% (codes agree on {:.1}%): the peer does not compute the same step",
-                    100.0 * rel,
-                    100.0 * train_code_agreement
-                )));
-            }
-            train_losses.push((a, b));
-        }
-        for (i, (&a, &b)) in our_norms.iter().zip(&their_norms).enumerate() {
-            let rel = (a - b).abs() / a.abs().max(1e-12);
-            if rel > 1e-3 {
-                return Err(Error::Msg(format!(
-                    "lqae-small training step {i}: our gradient norm {a:.6} and the PyTorch peer's {b:.6} differ by {:.3}%: the peer does not compute the same gradients",
-                    100.0 * rel
-                )));
-            }
-            train_grad_norms.push((a, b));
-        }
+        let a = train_same_work(peer, &cfg, cfg.train.batch_size, device, work)?;
+        (train_losses, train_grad_norms, train_code_agreement) =
+            (a.losses, a.grad_norms, a.code_agreement);
     }
     Ok(Checks {
         search_agreement,
@@ -312,6 +302,92 @@ pub fn check_same_work(
         train_grad_norms,
         train_code_agreement,
     })
+}
+
+/// Two training steps of `cfg` at batch `b` on both sides from the same weights (ours, seeded),
+/// images and masks: our and the peer's losses and gradient norms per step (each within 0.1%,
+/// else an error) and the share of tokens given the same code. The peer must have been set up
+/// with `cfg`.
+pub fn train_same_work(
+    peer: &mut Peer,
+    cfg: &RunConfig,
+    b: usize,
+    device: &candle_core::Device,
+    work: &Path,
+) -> Result<TrainAgreement> {
+    let name = &cfg.name;
+    let mut ts = super::TrainStep::new(cfg.clone(), device)?;
+    let t = cfg.tokens_per_image();
+    let images = super::images(cfg, b, 9, device)?;
+    let mut tensors: HashMap<String, candle_core::Tensor> = ts
+        .params
+        .named_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    tensors.insert("images".into(), images.clone());
+    const STEPS: usize = 2;
+    for i in 0..STEPS {
+        let mut r = crate::rng::Rng::derive(cfg.train.seed, "mask", i as u64);
+        tensors.insert(
+            format!("mask{i}"),
+            crate::model::Lqae::sample_mask(b, t, cfg.model.mask_ratio, &mut r, device)?,
+        );
+    }
+    std::fs::create_dir_all(work).map_err(|e| Error::file(work, e.to_string()))?;
+    let file = work.join("train_check.safetensors");
+    candle_core::safetensors::save(&tensors, &file)?;
+    drop(tensors);
+    let mut ours = Vec::new();
+    let mut our_ids = Vec::new();
+    let mut our_norms = Vec::new();
+    for _ in 0..STEPS {
+        let (loss, ids, norm) = ts.step_with_ids(&images)?;
+        ours.push(loss);
+        our_ids.extend(ids);
+        our_norms.push(norm);
+    }
+    drop(ts);
+    let (theirs, their_ids, their_norms) = peer.train_check(&file, STEPS)?;
+    let _ = std::fs::remove_file(&file);
+    let code_agreement = agreement(&our_ids, &their_ids.concat());
+    let mut losses = Vec::new();
+    for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
+        let rel = (a - b).abs() / a.abs().max(1e-12);
+        if rel > 1e-3 {
+            return Err(Error::Msg(format!(
+                "{name} training step {i}: our loss {a:.6} and the PyTorch peer's {b:.6} differ by {:.3}% (codes agree on {:.1}%): the peer does not compute the same step",
+                100.0 * rel,
+                100.0 * code_agreement
+            )));
+        }
+        losses.push((a, b));
+    }
+    let mut norms = Vec::new();
+    for (i, (&a, &b)) in our_norms.iter().zip(&their_norms).enumerate() {
+        let rel = (a - b).abs() / a.abs().max(1e-12);
+        if rel > 1e-3 {
+            return Err(Error::Msg(format!(
+                "{name} training step {i}: our gradient norm {a:.6} and the PyTorch peer's {b:.6} differ by {:.3}%: the peer does not compute the same gradients",
+                100.0 * rel
+            )));
+        }
+        norms.push((a, b));
+    }
+    Ok(TrainAgreement {
+        losses,
+        grad_norms: norms,
+        code_agreement,
+    })
+}
+
+/// What [`train_same_work`] found: our and the peer's loss and global gradient norm of each
+/// step, and the share of tokens given the same code.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainAgreement {
+    pub losses: Vec<(f64, f64)>,
+    pub grad_norms: Vec<(f64, f64)>,
+    pub code_agreement: f64,
 }
 
 /// One kernel's figures from a side-by-side run.

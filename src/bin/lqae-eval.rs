@@ -162,6 +162,57 @@ enum Cmd {
         #[arg(long, default_value = "results/gpu")]
         out: PathBuf,
     },
+    /// Full training steps of a configuration (the paper's by default) at the largest batch
+    /// that fits the device, with `--peer` the same step in PyTorch on the same device in the
+    /// same run: ms/step, images/s, TFLOP/s, peak memory, ratio ours/PyTorch.
+    StepBench {
+        #[arg(long, default_value = "configs/lqae-paper.toml")]
+        config: PathBuf,
+        /// Override a configuration key, `section.key=value` (e.g. model.lm=/tmp/roberta-random).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Batches to try, largest first; the first that completes a step is timed.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "512,384,256,192,128,96,64,48,32,16,8"
+        )]
+        batches: Vec<usize>,
+        /// Timed steps per side and batch (at most).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Seconds after which a side stops timing a batch (once two steps are timed).
+        #[arg(long, default_value_t = 20.0)]
+        budget: f64,
+        /// Also time the PyTorch peer (benches/peer/peer.py) on the same device; its python is
+        /// $LQAE_PEER_PYTHON or the venv of scripts/peer-venv.sh.
+        #[arg(long)]
+        peer: bool,
+        /// Batch of the same-work check before timing (two steps on both sides from the same
+        /// weights; with --peer); 0 skips it.
+        #[arg(long, default_value_t = 2)]
+        check_batch: usize,
+        /// Folder for `<run-id>/step-bench.json` and `step-bench.md`.
+        #[arg(long, default_value = "results/gpu")]
+        out: PathBuf,
+    },
+    /// Write a language-model folder of a real checkpoint's shape with seeded random weights
+    /// (config.json, model.safetensors, a word-level tokenizer.json with the family's special
+    /// tokens), for timing where the real weights are not on disk.
+    RandomLm {
+        /// `roberta-base` (the paper's LM) or `minilm`.
+        #[arg(long, default_value = "roberta-base")]
+        shape: String,
+        /// Override a config.json field, `key=value` (e.g. num_hidden_layers=2).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Reconstruct test images with a trained model and write a PNG grid (originals above
     /// reconstructions).
     Reconstruct {
@@ -247,6 +298,33 @@ fn run(cli: Cli) -> Result<()> {
             budget,
             out,
         }) => gpu_check(&device, budget, &out),
+        Some(Cmd::StepBench {
+            config,
+            set,
+            device,
+            batches,
+            steps,
+            budget,
+            peer,
+            check_batch,
+            out,
+        }) => step_bench(
+            &config,
+            &set,
+            &device,
+            batches,
+            steps,
+            budget,
+            peer,
+            check_batch,
+            &out,
+        ),
+        Some(Cmd::RandomLm {
+            shape,
+            set,
+            seed,
+            out,
+        }) => random_lm(&shape, &set, seed, &out),
     }
 }
 
@@ -310,6 +388,80 @@ fn gpu_check(device: &str, budget: f64, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn random_lm(shape: &str, set: &[String], seed: u64, out: &std::path::Path) -> Result<()> {
+    use lqae::lm::random;
+    let cfg = random::with_overrides(&random::shape(shape)?, set)?;
+    let t0 = Instant::now();
+    random::write_checkpoint(out, &cfg, seed)?;
+    println!(
+        "{}: random {} ({} layers, width {}, vocabulary {}), seed {seed}, in {:.1} s",
+        out.display(),
+        cfg.model_type,
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.vocab_size,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_bench(
+    config: &std::path::Path,
+    set: &[String],
+    device: &str,
+    batches: Vec<usize>,
+    steps: usize,
+    budget: f64,
+    with_peer: bool,
+    check_batch: usize,
+    out: &std::path::Path,
+) -> Result<()> {
+    use lqae::bench::{peer, step};
+    let cfg = lqae::model::RunConfig::from_file(config, set)?;
+    let device_s = device;
+    let device = parse_device(device)?;
+    let t0 = Instant::now();
+    let run_dir = timestamped(out);
+    let mut peer_proc = None;
+    if with_peer {
+        let lm_dir = lqae::model::resolve_lm_dir(cfg.model.lm.as_deref().unwrap_or("minilm"))?;
+        let mask_id = FrozenLm::load(&lm_dir, &Device::Cpu)?.mask_id();
+        let torch_device = if device.is_cpu() { "cpu" } else { device_s };
+        let p = peer::Peer::start(&peer::python()?, &lm_dir, &cfg, mask_id, torch_device)?;
+        eprintln!("peer: {}", p.info);
+        peer_proc = Some(p);
+    }
+    let info = peer_proc.as_ref().map(|p| p.info.clone());
+    let report = step::StepBench {
+        cfg,
+        device: device.clone(),
+        batches,
+        steps,
+        budget_s: budget,
+        check_batch: (check_batch > 0).then_some(check_batch),
+        peer: peer_proc.as_mut(),
+        work: run_dir.clone(),
+        simulated_oom_above: None,
+    }
+    .run()?;
+    let md = step::markdown(&report, &device_name(&device));
+    println!("{md}");
+    let record = serde_json::json!({
+        "schema": "lqae-step-bench/1",
+        "crate_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": lqae::results::git_commit(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "device": device_name(&device),
+        "machine": peer::machine(),
+        "peer": info,
+        "wall_time_s": t0.elapsed().as_secs_f64(),
+        "report": report,
+    });
+    write_record(&run_dir, "step-bench", &record, &md)?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn bench(
     with_peer: bool,
@@ -345,7 +497,7 @@ fn bench(
         let cfg = bench::lqae_small()?;
         let lm_dir = lqae::model::resolve_lm_dir(cfg.model.lm.as_deref().unwrap_or("minilm"))?;
         let mask_id = FrozenLm::load(&lm_dir, &device)?.mask_id();
-        let mut p = peer::Peer::start(&python, &lm_dir, &cfg, mask_id)?;
+        let mut p = peer::Peer::start(&python, &lm_dir, &cfg, mask_id, "cpu")?;
         eprintln!("peer: {}", p.info);
         let c = peer::check_same_work(&mut p, &kernels, &device, &run_dir)?;
         for (k, a) in &c.search_agreement {

@@ -97,7 +97,7 @@ impl LmConfig {
             .saturating_sub(self.position_offset())
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    pub fn validate(&self, path: &Path) -> Result<()> {
         if !SUPPORTED_MODEL_TYPES.contains(&self.model_type.as_str()) {
             return Err(Error::file(
                 path,

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod encoder;
+pub mod random;
 pub mod vocab;
 
 pub use config::{Family, LmConfig};
