@@ -415,19 +415,16 @@ impl StepBench<'_> {
         let fpi = flop_per_image(&cfg, &lm_cfg);
         report.flop_per_image = fpi;
         let x = images(&cfg, self.batches[0], 9, &self.device)?;
+        let (device, steps, budget, sim) = (
+            self.device.clone(),
+            self.steps,
+            self.budget_s,
+            self.simulated_oom_above,
+        );
+        let mut ours = |b: usize| ours_at(&mut ts, &x, b, &device, steps, budget, &watch, fpi, sim);
         let mut ours_at_largest = None;
         for &b in &self.batches {
-            if let Some(row) = ours_at(
-                &mut ts,
-                &x,
-                b,
-                &self.device,
-                self.steps,
-                self.budget_s,
-                &watch,
-                fpi,
-                self.simulated_oom_above,
-            )? {
+            if let Some(row) = ours(b)? {
                 report.ours_largest = b;
                 ours_at_largest = Some(row);
                 break;
@@ -465,17 +462,7 @@ impl StepBench<'_> {
         let ours_c = if ours_row.batch == common {
             Some(ours_row)
         } else {
-            ours_at(
-                &mut ts,
-                &x,
-                common,
-                &self.device,
-                self.steps,
-                self.budget_s,
-                &watch,
-                fpi,
-                self.simulated_oom_above,
-            )?
+            ours(common)?
         };
         let peer_c = if peer_row.batch == common {
             Some(peer_row)
