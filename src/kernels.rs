@@ -590,6 +590,59 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `x @ w^T` for a frozen `w` `(out, in)`, no bias: the tied MLM head's logits over the word
+/// table. Backward: the gradient of `x` only (candle's matmul would also form the
+/// `(in, out)`-sized gradient of the table: 20 GFLOP a step at the paper's shapes, unused).
+struct FrozenMatmulT;
+
+impl CustomOp2 for FrozenMatmulT {
+    fn name(&self) -> &'static str {
+        "lqae-frozen-matmul-t"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "frozen matmul")?;
+        let w = slice(s2, l2, "frozen matmul weight")?;
+        let (_, inp) = as_rows(l1)?;
+        let (out, win) = l2.shape().dims2()?;
+        if win != inp {
+            candle_core::bail!("frozen matmul: input width {inp}, weight ({out}, {win})");
+        }
+        let y = rows_gemm(x, inp, w.as_ptr(), (1, inp), out, None);
+        Ok((storage(y), with_last(l1.shape(), out)))
+    }
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            Some(
+                grad.contiguous()?
+                    .apply_op2_no_bwd(w, &DenseDx { w_is_out_in: true })?,
+            ),
+            None,
+        ))
+    }
+}
+
+/// `x @ w^T` for `x` `(..., in)` and a frozen `w` `(out, in)`; the gradient flows to `x`
+/// only. Other devices: candle ops.
+pub fn frozen_matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if fused(x) && fused(w) {
+        x.contiguous()?.apply_op2(&w.contiguous()?, FrozenMatmulT)
+    } else {
+        x.broadcast_matmul(&w.t()?)
+    }
+}
+
 // ---------------------------------------------------------------- attention
 
 /// A raw pointer that may cross to the worker threads: each task writes a disjoint block.
@@ -984,6 +1037,256 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1(Softmax)
     } else {
         candle_nn::ops::softmax(x, candle_core::D::Minus1)
+    }
+}
+
+// ---------------------------------------------------------------- AdamW
+
+/// One AdamW update's constants, each converted to f32 exactly as candle converts the scalar of
+/// the op it stands for (`t * x` is `affine(x, 0)`, `t / x` is `affine(1 / x, 0)`, `t + x` is
+/// `affine(1, x)`: `x` computed in f64, then cast).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConsts {
+    pub b1: f32,
+    pub one_minus_b1: f32,
+    pub b2: f32,
+    pub one_minus_b2: f32,
+    /// `1 / (1 - b1^t)`, `1 / (1 - b2^t)`.
+    pub inv_c1: f32,
+    pub inv_c2: f32,
+    pub eps: f32,
+    pub lr: f32,
+    /// `lr * weight_decay`, for decayed parameters.
+    pub lr_decay: Option<f32>,
+    /// Gradient scale (clipping), when not 1.
+    pub grad_scale: Option<f32>,
+}
+
+avx2_or_baseline! {
+    /// The AdamW update of `train::AdamW::step`, element by element, with candle's exact
+    /// sequence of f32 operations (each `affine` is `x * mul + add`, kept as written: Rust
+    /// neither fuses nor drops the `+ 0.0`), so the results are the same bits.
+    /// `src`: parameter, moments, gradient; `out`: parameter, moments.
+    fn adamw_chunk(
+        src: (&[f32], &[f32], &[f32], &[f32]),
+        out: (&mut [f32], &mut [f32], &mut [f32]),
+        k: &AdamWConsts,
+    ) {
+        let (th, m, v, g) = src;
+        let (o_th, o_m, o_v) = out;
+        let (scale, gs) = (k.grad_scale.is_some(), k.grad_scale.unwrap_or(1.0));
+        let (decay, lrd) = (k.lr_decay.is_some(), k.lr_decay.unwrap_or(0.0));
+        for i in 0..th.len() {
+            let gi = if scale { g[i] * gs + 0.0 } else { g[i] };
+            let mi = (m[i] * k.b1 + 0.0) + (gi * k.one_minus_b1 + 0.0);
+            let vi = (v[i] * k.b2 + 0.0) + ((gi * gi) * k.one_minus_b2 + 0.0);
+            let upd = (mi * k.inv_c1 + 0.0) / ((vi * k.inv_c2 + 0.0).sqrt() * 1.0 + k.eps);
+            let t = th[i];
+            let mut next = t - (upd * k.lr + 0.0);
+            if decay {
+                next -= t * lrd + 0.0;
+            }
+            o_th[i] = next;
+            o_m[i] = mi;
+            o_v[i] = vi;
+        }
+    }
+}
+
+/// A contiguous CPU f32 tensor's elements, read-locked.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !(ENABLED.load(std::sync::atomic::Ordering::SeqCst) && t.device().is_cpu()) {
+        return None;
+    }
+    let (st, l) = t.storage_and_layout();
+    let (a, b) = l.contiguous_offsets()?;
+    match &*st {
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(f(&v[a..b])),
+        _ => None,
+    }
+}
+
+/// One AdamW update of a parameter `theta` with moments `m`, `v` and gradient `g`, in one
+/// pass: `(theta', m', v')`, the same bits as the op-by-op update (about a dozen full-size
+/// temporaries; at the paper's 170 M parameters that was seconds a step). `None` where it does
+/// not apply (not CPU f32 contiguous, or fused kernels off): the caller then runs the ops.
+pub fn adamw_update(
+    theta: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    k: &AdamWConsts,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let n = theta.elem_count();
+    if ![theta, m, v, g]
+        .iter()
+        .all(|t| fused(t) && t.is_contiguous())
+    {
+        return Ok(None);
+    }
+    if [m, v, g].iter().any(|t| t.dims() != theta.dims()) {
+        candle_core::bail!(
+            "adamw: parameter {:?}, moments {:?} / {:?}, gradient {:?}",
+            theta.dims(),
+            m.dims(),
+            v.dims(),
+            g.dims()
+        );
+    }
+    let (mut o_th, mut o_m, mut o_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    const CHUNK: usize = 1 << 14;
+    let done = with_f32(theta, |th| {
+        with_f32(m, |mm| {
+            with_f32(v, |vv| {
+                with_f32(g, |gg| {
+                    o_th.par_chunks_mut(CHUNK)
+                        .zip(o_m.par_chunks_mut(CHUNK).zip(o_v.par_chunks_mut(CHUNK)))
+                        .enumerate()
+                        .for_each(|(c, (ot, (om, ov)))| {
+                            let r = c * CHUNK..(c * CHUNK + ot.len());
+                            adamw_chunk(
+                                (&th[r.clone()], &mm[r.clone()], &vv[r.clone()], &gg[r]),
+                                (ot, om, ov),
+                                k,
+                            );
+                        });
+                })
+            })
+        })
+    });
+    if done.flatten().flatten().flatten().is_none() {
+        return Ok(None);
+    }
+    let dev = theta.device();
+    let shape = theta.shape();
+    Ok(Some((
+        Tensor::from_vec(o_th, shape, dev)?,
+        Tensor::from_vec(o_m, shape, dev)?,
+        Tensor::from_vec(o_v, shape, dev)?,
+    )))
+}
+
+// ---------------------------------------------------------------- cross-entropy
+
+/// Mean cross-entropy of rows of logits against target classes, in one pass per row
+/// (`logsumexp(row) - row[target]`), and its gradient `(softmax(row) - onehot) / n` in one more:
+/// candle's `log_softmax` + gather makes about ten full-size temporaries of the `(n, V)` logits
+/// forward and backward, which at the tied MLM head of the paper configuration (256 x 50265
+/// logits a step, 51 MB each) cost as much as the two matmuls around them.
+struct CrossEntropy {
+    targets: std::sync::Arc<Vec<u32>>,
+}
+struct CrossEntropyBwd {
+    targets: std::sync::Arc<Vec<u32>>,
+    /// d loss / d (mean loss), times 1/n.
+    scale: f32,
+}
+
+avx2_or_baseline! {
+    /// `logsumexp` of a row: its maximum plus the log of the sum of `e^(x - max)`.
+    fn row_logsumexp(x: &[f32], out: &mut f32) {
+        let m = lane_max(x);
+        let s = lane_sum(x, |v| fast_exp(v - m));
+        *out = m + s.ln();
+    }
+}
+
+avx2_or_baseline! {
+    /// `o = scale * e^(x - lse)`: the softmax of the row times `scale`.
+    fn row_scaled_softmax(x: &[f32], o: &mut [f32], lse: f32, scale: f32) {
+        for i in 0..x.len() {
+            o[i] = scale * fast_exp(x[i] - lse);
+        }
+    }
+}
+
+fn ce_rows(l: &Layout, targets: &[u32]) -> Result<(usize, usize)> {
+    let (n, v) = match l.dims() {
+        [n, v] => (*n, *v),
+        d => candle_core::bail!("cross-entropy: logits must be (rows, classes), got {d:?}"),
+    };
+    if targets.len() != n {
+        candle_core::bail!(
+            "cross-entropy: {n} rows of logits but {} targets",
+            targets.len()
+        );
+    }
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= v) {
+        candle_core::bail!("cross-entropy: target class {t} is not below the {v} classes");
+    }
+    Ok((n, v))
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "lqae-cross-entropy"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "cross-entropy")?;
+        let (n, v) = ce_rows(l, &self.targets)?;
+        let total: f64 = x
+            .par_chunks(v)
+            .zip(self.targets.par_iter())
+            .map(|(row, &t)| {
+                let mut lse = 0f32;
+                row_logsumexp(row, &mut lse);
+                (lse - row[t as usize]) as f64
+            })
+            .sum();
+        Ok((
+            storage(vec![(total / n.max(1) as f64) as f32]),
+            Shape::from(()),
+        ))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let n = arg.dim(0)?.max(1);
+        let g = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        Ok(Some(arg.apply_op1_no_bwd(&CrossEntropyBwd {
+            targets: self.targets.clone(),
+            scale: g / n as f32,
+        })?))
+    }
+}
+
+impl CustomOp1 for CrossEntropyBwd {
+    fn name(&self) -> &'static str {
+        "lqae-cross-entropy-bwd"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "cross-entropy backward")?;
+        let (_, v) = ce_rows(l, &self.targets)?;
+        let mut dx: Vec<f32> = Vec::with_capacity(x.len());
+        // SAFETY: every element is written below before the vector is read.
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            dx.set_len(x.len())
+        };
+        dx.par_chunks_mut(v)
+            .zip(x.par_chunks(v).zip(self.targets.par_iter()))
+            .for_each(|(o, (row, &t))| {
+                let mut lse = 0f32;
+                row_logsumexp(row, &mut lse);
+                row_scaled_softmax(row, o, lse, self.scale);
+                o[t as usize] -= self.scale;
+            });
+        Ok((storage(dx), l.shape().clone()))
+    }
+}
+
+/// Mean cross-entropy of `logits` `(n, classes)` against `targets` `(n,)` (u32 class ids), as
+/// `candle_nn::loss::cross_entropy` computes it, with a gradient for the logits. Fused on CPU
+/// f32 (see [`CrossEntropy`]); candle's ops elsewhere.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused(logits) {
+        let t: Vec<u32> = targets
+            .flatten_all()?
+            .to_dtype(candle_core::DType::U32)?
+            .to_vec1()?;
+        logits.contiguous()?.apply_op1(CrossEntropy {
+            targets: std::sync::Arc::new(t),
+        })
+    } else {
+        candle_nn::loss::cross_entropy(logits, targets)
     }
 }
 
@@ -1429,6 +1732,11 @@ pub(crate) mod tests {
                 layer_norm(xs.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
                 attention_qkv(qkv.as_tensor(), 4, None).unwrap(),
                 depthwise3x3(img.as_tensor(), taps.as_tensor(), 3, || unreachable!()).unwrap(),
+                cross_entropy(
+                    &xs.as_tensor().reshape((15, 37)).unwrap(),
+                    &Tensor::arange(0u32, 15, &Device::Cpu).unwrap(),
+                )
+                .unwrap(),
             ];
             let loss = outs
                 .iter()
@@ -1549,6 +1857,60 @@ pub(crate) mod tests {
         let y = softmax_last(&big).unwrap();
         let sums: Vec<f32> = y.sum(2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+    }
+
+    #[test]
+    fn frozen_matmul_t_matches_candle_and_gives_no_weight_gradient() {
+        let x = rand(&[2, 5, 7], 50);
+        let w = rand(&[9, 7], 51);
+        same(
+            &[x.as_tensor()],
+            || frozen_matmul_t(x.as_tensor(), w.as_tensor()).unwrap(),
+            || {
+                x.as_tensor()
+                    .broadcast_matmul(&w.as_tensor().t().unwrap())
+                    .unwrap()
+            },
+            1e-5,
+        );
+        let g = frozen_matmul_t(x.as_tensor(), w.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(x.as_tensor()).is_some());
+        assert!(
+            g.get(w.as_tensor()).is_none(),
+            "the frozen table gets no gradient"
+        );
+    }
+
+    #[test]
+    fn cross_entropy_matches_candle_with_gradients() {
+        let x = rand(&[6, 41], 7);
+        let t = Tensor::new(&[0u32, 40, 3, 3, 17, 29], &Device::Cpu).unwrap();
+        same(
+            &[x.as_tensor()],
+            || cross_entropy(x.as_tensor(), &t).unwrap(),
+            || candle_nn::loss::cross_entropy(x.as_tensor(), &t).unwrap(),
+            1e-5,
+        );
+        // Large logits stay finite and equal candle's.
+        let big = (x.as_tensor() * 80.0).unwrap();
+        let a = cross_entropy(&big, &t).unwrap().to_scalar::<f32>().unwrap();
+        let b = candle_nn::loss::cross_entropy(&big, &t)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            a.is_finite() && (a - b).abs() <= 1e-5 * b.abs(),
+            "{a} vs {b}"
+        );
+        // A target outside the classes is an error, not a wrong loss.
+        let bad = Tensor::new(&[0u32, 41, 3, 3, 17, 29], &Device::Cpu).unwrap();
+        let e = cross_entropy(x.as_tensor(), &bad).unwrap_err().to_string();
+        assert!(e.contains("target class 41"), "{e}");
     }
 
     #[test]

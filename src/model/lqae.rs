@@ -215,7 +215,8 @@ impl Lqae {
         let idx = Tensor::new(rows.as_slice(), last.device())?;
         let hid = last.reshape(((), h))?.index_select(&idx, 0)?;
         let target = ids.flatten_all()?.index_select(&idx, 0)?;
-        let logits = hid.matmul(&self.lm.word_embeddings().t()?)?;
-        Ok(Some(candle_nn::loss::cross_entropy(&logits, &target)?))
+        // The table is frozen: its gradient is never formed (fused on CPU; see `kernels`).
+        let logits = crate::kernels::frozen_matmul_t(&hid, self.lm.word_embeddings())?;
+        Ok(Some(crate::kernels::cross_entropy(&logits, &target)?))
     }
 }
