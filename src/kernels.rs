@@ -1133,12 +1133,27 @@ pub fn adamw_update(
             g.dims()
         );
     }
-    let (mut o_th, mut o_m, mut o_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let uninit = |n: usize| {
+        let mut o = Vec::<f32>::with_capacity(n);
+        // SAFETY: every element is written by `adamw_chunk` below before the vector is read
+        // (all three outputs are sliced into the same chunks as the inputs).
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            o.set_len(n)
+        };
+        o
+    };
+    let (mut o_th, mut o_m, mut o_v) = (uninit(n), uninit(n), uninit(n));
     const CHUNK: usize = 1 << 14;
     let done = with_f32(theta, |th| {
         with_f32(m, |mm| {
             with_f32(v, |vv| {
                 with_f32(g, |gg| {
+                    // Small tensors (biases, norms): one call, no tasks to schedule.
+                    if n <= 4 * CHUNK {
+                        adamw_chunk((th, mm, vv, gg), (&mut o_th, &mut o_m, &mut o_v), k);
+                        return;
+                    }
                     o_th.par_chunks_mut(CHUNK)
                         .zip(o_m.par_chunks_mut(CHUNK).zip(o_v.par_chunks_mut(CHUNK)))
                         .enumerate()
