@@ -599,6 +599,7 @@ impl CustomOp2 for FrozenMatmulT {
     fn name(&self) -> &'static str {
         "lqae-frozen-matmul-t"
     }
+    /// `x @ w^T` is the product `DenseDx` forms with `w` read as `(in, out)` transposed.
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -606,15 +607,7 @@ impl CustomOp2 for FrozenMatmulT {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "frozen matmul")?;
-        let w = slice(s2, l2, "frozen matmul weight")?;
-        let (_, inp) = as_rows(l1)?;
-        let (out, win) = l2.shape().dims2()?;
-        if win != inp {
-            candle_core::bail!("frozen matmul: input width {inp}, weight ({out}, {win})");
-        }
-        let y = rows_gemm(x, inp, w.as_ptr(), (1, inp), out, None);
-        Ok((storage(y), with_last(l1.shape(), out)))
+        DenseDx { w_is_out_in: false }.cpu_fwd(s1, l1, s2, l2)
     }
     fn bwd(
         &self,
@@ -636,6 +629,10 @@ impl CustomOp2 for FrozenMatmulT {
 /// `x @ w^T` for `x` `(..., in)` and a frozen `w` `(out, in)`; the gradient flows to `x`
 /// only. Other devices: candle ops.
 pub fn frozen_matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (inp, (out, win)) = (x.dim(candle_core::D::Minus1)?, w.dims2()?);
+    if win != inp {
+        candle_core::bail!("frozen matmul: input width {inp}, weight ({out}, {win})");
+    }
     if fused(x) && fused(w) {
         x.contiguous()?.apply_op2(&w.contiguous()?, FrozenMatmulT)
     } else {
