@@ -1896,6 +1896,11 @@ pub(crate) mod tests {
             g.get(w.as_tensor()).is_none(),
             "the frozen table gets no gradient"
         );
+        let e = frozen_matmul_t(x.as_tensor(), &w.as_tensor().t().unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("input width 7, weight (7, 9)"),
+            "{e}"
+        );
     }
 
     #[test]
