@@ -1090,15 +1090,11 @@ avx2_or_baseline! {
     }
 }
 
-/// A contiguous CPU f32 tensor's elements, read-locked.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if !(ENABLED.load(std::sync::atomic::Ordering::SeqCst) && t.device().is_cpu()) {
-        return None;
-    }
-    let (st, l) = t.storage_and_layout();
+/// The elements of a contiguous CPU f32 storage view.
+fn f32_view<'a>(st: &'a candle_core::Storage, l: &Layout) -> Option<&'a [f32]> {
     let (a, b) = l.contiguous_offsets()?;
-    match &*st {
-        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(f(&v[a..b])),
+    match st {
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(&v[a..b]),
         _ => None,
     }
 }
@@ -1130,6 +1126,12 @@ pub fn adamw_update(
             g.dims()
         );
     }
+    // Read locks on the four storages for the pass; the outputs are new tensors.
+    let locked = [theta, m, v, g].map(|t| t.storage_and_layout());
+    let [Some(th), Some(mm), Some(vv), Some(gg)] = locked.each_ref().map(|(st, l)| f32_view(st, l))
+    else {
+        return Ok(None);
+    };
     let uninit = |n: usize| {
         let mut o = Vec::<f32>::with_capacity(n);
         // SAFETY: every element is written by `adamw_chunk` below before the vector is read
@@ -1142,33 +1144,23 @@ pub fn adamw_update(
     };
     let (mut o_th, mut o_m, mut o_v) = (uninit(n), uninit(n), uninit(n));
     const CHUNK: usize = 1 << 14;
-    let done = with_f32(theta, |th| {
-        with_f32(m, |mm| {
-            with_f32(v, |vv| {
-                with_f32(g, |gg| {
-                    // Small tensors (biases, norms): one call, no tasks to schedule.
-                    if n <= 4 * CHUNK {
-                        adamw_chunk((th, mm, vv, gg), (&mut o_th, &mut o_m, &mut o_v), k);
-                        return;
-                    }
-                    o_th.par_chunks_mut(CHUNK)
-                        .zip(o_m.par_chunks_mut(CHUNK).zip(o_v.par_chunks_mut(CHUNK)))
-                        .enumerate()
-                        .for_each(|(c, (ot, (om, ov)))| {
-                            let r = c * CHUNK..(c * CHUNK + ot.len());
-                            adamw_chunk(
-                                (&th[r.clone()], &mm[r.clone()], &vv[r.clone()], &gg[r]),
-                                (ot, om, ov),
-                                k,
-                            );
-                        });
-                })
-            })
-        })
-    });
-    if done.flatten().flatten().flatten().is_none() {
-        return Ok(None);
+    if n <= 4 * CHUNK {
+        // Small tensors (biases, norms): one call, no tasks to schedule.
+        adamw_chunk((th, mm, vv, gg), (&mut o_th, &mut o_m, &mut o_v), k);
+    } else {
+        o_th.par_chunks_mut(CHUNK)
+            .zip(o_m.par_chunks_mut(CHUNK).zip(o_v.par_chunks_mut(CHUNK)))
+            .enumerate()
+            .for_each(|(c, (ot, (om, ov)))| {
+                let r = c * CHUNK..(c * CHUNK + ot.len());
+                adamw_chunk(
+                    (&th[r.clone()], &mm[r.clone()], &vv[r.clone()], &gg[r]),
+                    (ot, om, ov),
+                    k,
+                );
+            });
     }
+    drop(locked);
     let dev = theta.device();
     let shape = theta.shape();
     Ok(Some((

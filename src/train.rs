@@ -618,6 +618,29 @@ mod tests {
             }
             bits
         };
+        // The fused pass really runs on CPU f32 (else both runs above would be the ops).
+        let t1 = crate::bench::uniform(&[3, 5], 1, &dev).unwrap();
+        let k = crate::kernels::AdamWConsts {
+            b1: 0.9,
+            one_minus_b1: 0.1,
+            b2: 0.95,
+            one_minus_b2: 0.05,
+            inv_c1: 10.0,
+            inv_c2: 20.0,
+            eps: 1e-8,
+            lr: 1e-3,
+            lr_decay: None,
+            grad_scale: None,
+        };
+        assert!(crate::kernels::adamw_update(
+            &t1,
+            &t1.zeros_like().unwrap(),
+            &t1.zeros_like().unwrap(),
+            &t1,
+            &k
+        )
+        .unwrap()
+        .is_some());
         let (fused, ops) = (run(true), run(false));
         assert_eq!(fused.len(), 3 * (37_000 + 1000 + 35));
         let differ = fused.iter().zip(&ops).filter(|(a, b)| a != b).count();

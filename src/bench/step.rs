@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Peaks since the last reset.
 #[derive(Default)]
@@ -276,27 +276,17 @@ fn ours_at(
     }
     let xb = x.narrow(0, 0, b)?.contiguous()?;
     watch.reset();
-    let mut step = || -> Result<()> {
-        ts.step(&xb)?;
-        device.synchronize()?;
-        Ok(())
-    };
-    match step() {
-        Err(e) if is_oom(&e) => {
-            eprintln!("step-bench: ours at batch {b}: out of device memory");
-            return Ok(None);
-        }
-        r => r?,
-    }
-    let start = Instant::now();
-    let mut times = Vec::new();
-    while times.len() < steps.max(1)
-        && !(times.len() >= 2 && start.elapsed().as_secs_f64() > budget_s)
-    {
-        let t = Instant::now();
-        step()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
+    // One untimed step (the first to run out of memory if the batch does not fit), then up to
+    // `steps` timed, at least two, stopping once `budget_s` has passed.
+    let max = steps.max(1);
+    let times =
+        match super::time_calls(device, budget_s, max.min(2), max, || ts.step(&xb).map(drop)) {
+            Err(e) if is_oom(&e) => {
+                eprintln!("step-bench: ours at batch {b}: out of device memory");
+                return Ok(None);
+            }
+            r => r?,
+        };
     let mut row = timing("lqae", b, times, flop_per_image);
     (row.peak_process_mib, row.peak_device_rise_mib) = watch.peaks(std::process::id());
     eprintln!(
@@ -335,6 +325,20 @@ fn peer_at(
         row.images_per_s
     );
     Ok(Some(row))
+}
+
+/// The timing at the first of `batches` (largest first) that fits: `time_at` gives `None`
+/// for a batch that ran out of memory.
+fn first_fit(
+    batches: &[usize],
+    mut time_at: impl FnMut(usize) -> Result<Option<StepTiming>>,
+) -> Result<Option<StepTiming>> {
+    for &b in batches {
+        if let Some(row) = time_at(b)? {
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
 }
 
 /// Settings of a step bench.
@@ -422,15 +426,7 @@ impl StepBench<'_> {
             self.simulated_oom_above,
         );
         let mut ours = |b: usize| ours_at(&mut ts, &x, b, &device, steps, budget, &watch, fpi, sim);
-        let mut ours_at_largest = None;
-        for &b in &self.batches {
-            if let Some(row) = ours(b)? {
-                report.ours_largest = b;
-                ours_at_largest = Some(row);
-                break;
-            }
-        }
-        let Some(ours_row) = ours_at_largest else {
+        let Some(ours_row) = first_fit(&self.batches, &mut ours)? else {
             return Err(Error::setting(
                 "--batches",
                 format!(
@@ -440,23 +436,20 @@ impl StepBench<'_> {
                 ),
             ));
         };
+        report.ours_largest = ours_row.batch;
         report.rows.push(ours_row.clone());
         let Some(peer) = self.peer else {
             return Ok(report);
         };
         watch.watch(peer.pid());
-        let mut peer_row = None;
-        for &b in &self.batches {
-            if let Some(row) = peer_at(peer, b, self.steps, self.budget_s, &watch, fpi)? {
-                report.peer_largest = Some(b);
-                peer_row = Some(row);
-                break;
-            }
-        }
-        let Some(peer_row) = peer_row else {
+        let Some(peer_row) = first_fit(&self.batches, |b| {
+            peer_at(peer, b, self.steps, self.budget_s, &watch, fpi)
+        })?
+        else {
             eprintln!("step-bench: no batch fits the PyTorch peer");
             return Ok(report);
         };
+        report.peer_largest = Some(peer_row.batch);
         report.rows.push(peer_row.clone());
         let common = report.ours_largest.min(peer_row.batch);
         let ours_c = if ours_row.batch == common {
