@@ -8,9 +8,8 @@
 //! unpacked into a temporary folder and renamed into place only once every hash matches.
 
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
+use crate::util::fsx::{sha256_file, write_atomic};
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -312,22 +311,6 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
     Ok(dir)
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn verify_files(asset: &Asset, dir: &Path) -> Result<()> {
     for f in asset.files {
         let p = dir.join(f.name);
@@ -386,33 +369,6 @@ fn write_stamp(asset: &Asset, dir: &Path) -> Result<()> {
     let text =
         stamp_text(asset, dir).ok_or_else(|| Error::file(dir, "files vanished while stamping"))?;
     write_atomic(&dir.join(STAMP), text.as_bytes())
-}
-
-/// Write a file so that readers see either the old or the whole new content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(parent).map_err(|e| Error::file(parent, e.to_string()))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::file(path, e.to_string()))?;
-    // Temporary files are created 0600; what we write (results, checkpoints, caches) is
-    // meant to be read by others too.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::file(path, e.to_string()))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::file(path, e.to_string()))?;
-    tmp.persist(path)
-        .map_err(|e| Error::file(path, e.to_string()))?;
-    // The rename itself is durable only once the folder is synced.
-    if let Ok(d) = std::fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn python() -> String {

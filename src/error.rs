@@ -24,6 +24,10 @@ pub enum Error {
     #[error("LLM server {url}: {msg}")]
     Llm { url: String, msg: String },
 
+    /// A value could not be written or read as JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+
     #[error("{0}")]
     Msg(String),
 }

@@ -8,27 +8,29 @@
 //!   its codebook and the text of each token.
 //! - [`quantizer`]: exact nearest-neighbour quantization over the whole vocabulary.
 //! - [`assets`]: real weights and data, fetched, verified and cached outside the repository.
-//! - [`data`]: image data sets.
+//! - [`data`]: image data sets, and which images a run uses.
+//! - [`model`], [`train`]: the LQAE and its VQ-VAE baseline, and their training.
+//! - [`eval`]: suites, the model zoo, the suite kinds, results and reports.
+//! - [`bench`]: timed kernels and the PyTorch peer.
 
-pub mod assets;
-pub mod bench;
-pub mod data;
-pub mod device;
+// Layers, lowest first; a module uses only modules above it in this list (tests/layering.rs).
 pub mod error;
-pub mod fewshot;
+pub mod util;
+pub mod rng;
+pub mod device;
+pub mod assets;
 pub mod kernels;
-pub mod llm;
+pub mod nn;
+pub mod quantizer;
 pub mod lm;
+pub mod data;
 pub mod lpips;
 pub mod metrics;
+pub mod llm;
 pub mod model;
-pub mod nn;
-pub mod probe;
-pub mod quantizer;
-pub mod recon;
-pub mod results;
-pub mod rng;
-pub mod suites;
 pub mod train;
+pub mod bench;
+pub mod tools;
+pub mod eval;
 
 pub use error::{Error, Result};

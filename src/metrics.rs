@@ -455,3 +455,41 @@ mod token_tests {
         assert!((s.special_share - 0.125).abs() < 1e-12 && (s.subword_share - 0.125).abs() < 1e-12);
     }
 }
+
+/// Scores of image pairs (`lqae-eval metrics`): each pair's MSE, PSNR, SSIM and LPIPS, and
+/// the means (PSNR averaged per image; None when any pair is identical).
+pub struct PairsReport {
+    pub rows: Vec<(String, Scores, Option<f64>)>,
+    pub mean_mse: f64,
+    pub mean_ssim: f64,
+    pub mean_psnr: Option<f64>,
+    pub mean_lpips: Option<f64>,
+}
+
+/// Score two images, or two folders paired by file name, with LPIPS `lp` if given.
+pub fn score_pairs(a: &Path, b: &Path, lp: Option<&crate::lpips::Lpips>) -> Result<PairsReport> {
+    let pairs = pair_paths(a, b)?;
+    let mut rows = Vec::new();
+    for (name, pa, pb) in &pairs {
+        let s = compare_files(pa, pb)?;
+        let l = match lp {
+            Some(lp) => Some(lpips_files(lp, pa, pb).map_err(|e| {
+                Error::Msg(format!("{e} (or pass --lpips none)"))
+            })?),
+            None => None,
+        };
+        rows.push((name.clone(), s, l));
+    }
+    let n = rows.len() as f64;
+    Ok(PairsReport {
+        mean_mse: rows.iter().map(|r| r.1.mse).sum::<f64>() / n,
+        mean_ssim: rows.iter().map(|r| r.1.ssim).sum::<f64>() / n,
+        mean_psnr: rows
+            .iter()
+            .map(|r| r.1.psnr)
+            .try_fold(0.0, |acc, p| p.map(|p| acc + p))
+            .map(|s| s / n),
+        mean_lpips: lp.map(|_| rows.iter().filter_map(|r| r.2).sum::<f64>() / n),
+        rows,
+    })
+}

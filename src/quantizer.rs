@@ -115,6 +115,11 @@ impl Quantizer {
     }
 
     /// Nearest code id for each vector of `x` `(..., D)`.
+    /// The L2-normalised codebook `(V, D)` the search compares against.
+    pub fn normed(&self) -> &Tensor {
+        &self.normed
+    }
+
     pub fn nearest(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.nearest_with_stats(x)?.0)
     }

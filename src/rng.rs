@@ -29,6 +29,12 @@ impl Rng {
         Self::new(mix(h ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
     }
 
+    /// A generator whose state is `state` as given (no mixing of the seed): SplitMix64 as
+    /// usually written, for streams that must match another implementation bit for bit.
+    pub fn from_state(state: u64) -> Self {
+        Self { state }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         mix(self.state)
@@ -63,6 +69,18 @@ impl Rng {
         }
         p
     }
+}
+
+/// A tensor of seeded uniform values in [-0.5, 0.5) (inputs and weights of benches and tests).
+pub fn uniform_tensor(
+    shape: &[usize],
+    seed: u64,
+    device: &candle_core::Device,
+) -> crate::Result<candle_core::Tensor> {
+    let mut rng = Rng::new(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32 - 0.5).collect();
+    Ok(candle_core::Tensor::from_vec(v, shape, device)?)
 }
 
 #[cfg(test)]

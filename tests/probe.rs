@@ -3,10 +3,11 @@
 mod common;
 
 use candle_core::Device;
-use lqae::probe::{fit_probe, score, Features};
-use lqae::results::{self, read_result};
+use lqae::eval::kinds::probe::{fit_probe, score, Features};
+use lqae::eval::results::{self, read_result};
 use lqae::rng::Rng;
-use lqae::suites::{Layers, ProbeSettings, SuiteSpec};
+use lqae::eval::kinds::probe::{Layers, ProbeSettings};
+use lqae::eval::SuiteSpec;
 use std::path::Path;
 use std::process::Command;
 
@@ -83,13 +84,13 @@ fn tiny_suite(dir: &Path) -> std::path::PathBuf {
 fn runs_are_reproducible_round_trip_and_the_report_catches_a_regression() {
     let dir = tempfile::tempdir().unwrap();
     let suites = tiny_suite(dir.path());
-    let suite = lqae::suites::load(&suites, "tiny-probe", &[]).unwrap();
-    let SuiteSpec::LinearProbe(spec) = &suite.spec else {
+    let suite = lqae::eval::suite_file::load(&suites, "tiny-probe", &[]).unwrap();
+    let SuiteSpec::LinearProbe(_) = &suite.spec else {
         panic!()
     };
     let out = dir.path().join("results");
-    let (d1, r1) = lqae::probe::run(&suite, spec, &Device::Cpu, &out, false).unwrap();
-    let (d2, r2) = lqae::probe::run(&suite, spec, &Device::Cpu, &out, false).unwrap();
+    let (d1, r1) = lqae::eval::runner::run_one(&suite, &Device::Cpu, &out).unwrap();
+    let (d2, r2) = lqae::eval::runner::run_one(&suite, &Device::Cpu, &out).unwrap();
     assert_ne!(d1, d2, "each run gets its own folder");
     assert_eq!(r1.samples_sha256, r2.samples_sha256);
     assert_eq!(r1.metrics, r2.metrics);

@@ -5,8 +5,8 @@
 mod common;
 
 use candle_core::Device;
-use lqae::results::{self, read_per_image, read_result};
-use lqae::suites::SuiteSpec;
+use lqae::eval::results::{self, read_per_image, read_result};
+use lqae::eval::SuiteSpec;
 use std::path::Path;
 use std::process::Command;
 
@@ -31,13 +31,13 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     let dir = tempfile::tempdir().unwrap();
     // The fixture's images are 16x16: VGG16 LPIPS accepts them, AlexNet would not.
     let suites = tiny_suite(dir.path(), "vgg16");
-    let suite = lqae::suites::load(&suites, "tiny-recon", &[]).unwrap();
+    let suite = lqae::eval::suite_file::load(&suites, "tiny-recon", &[]).unwrap();
     let SuiteSpec::Reconstruction(spec) = &suite.spec else {
         panic!("not a reconstruction suite")
     };
     let out = dir.path().join("results");
-    let (d1, r1) = lqae::recon::run(&suite, spec, &Device::Cpu, &out, false).unwrap();
-    let (d2, r2) = lqae::recon::run(&suite, spec, &Device::Cpu, &out, false).unwrap();
+    let (d1, r1) = lqae::eval::runner::run_one(&suite, &Device::Cpu, &out).unwrap();
+    let (d2, r2) = lqae::eval::runner::run_one(&suite, &Device::Cpu, &out).unwrap();
     assert_ne!(d1, d2);
     assert_eq!(r1.samples_sha256, r2.samples_sha256);
     assert_eq!(
@@ -127,7 +127,7 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     let ssims: Vec<f64> = worse.iter().map(|p| p.values["ssim"]).collect();
     bad.metrics.insert(
         "tiny/ssim".into(),
-        results::mean_t_interval(&ssims, spec.tolerance.ssim, true),
+        lqae::eval::stats::mean_t_interval(&ssims, spec.tolerance.ssim, true),
     );
     results::write_run(&out, &bad, &[]).unwrap();
     results::write_per_image(&d3, &worse).unwrap();
@@ -158,7 +158,7 @@ fn validation_names_bad_recon_keys() {
     )
     .unwrap();
     let bad = |o: &str| {
-        lqae::suites::load(d.path(), "r", &[o.to_string()])
+        lqae::eval::suite_file::load(d.path(), "r", &[o.to_string()])
             .unwrap_err()
             .to_string()
     };
@@ -177,7 +177,7 @@ fn validation_names_bad_recon_keys() {
         e.contains("`data.path`") && e.contains("--set data.path"),
         "{e}"
     );
-    let ok = lqae::suites::load(d.path(), "r", &[]).unwrap();
+    let ok = lqae::eval::suite_file::load(d.path(), "r", &[]).unwrap();
     let SuiteSpec::Reconstruction(spec) = ok.spec else {
         panic!()
     };
@@ -185,11 +185,11 @@ fn validation_names_bad_recon_keys() {
     assert_eq!(spec.tolerance.psnr, 0.5);
     // The shipped suites validate; mini-ImageNet only with a path.
     let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/suites"));
-    lqae::suites::load(shipped, "recon-fashionmnist", &[]).unwrap();
-    let e = lqae::suites::load(shipped, "recon-miniimagenet", &[])
+    lqae::eval::suite_file::load(shipped, "recon-fashionmnist", &[]).unwrap();
+    let e = lqae::eval::suite_file::load(shipped, "recon-miniimagenet", &[])
         .unwrap_err()
         .to_string();
     assert!(e.contains("`data.path`"), "{e}");
-    let all = lqae::suites::expand(shipped, &["default".into()], &[]).unwrap();
+    let all = lqae::eval::suite_file::expand(shipped, &["default".into()], &[]).unwrap();
     assert!(all.iter().any(|s| s.name == "recon-fashionmnist"));
 }

@@ -4,8 +4,8 @@
 //! Chromium is required: when it is missing the test runs `scripts/install-chromium.sh`, and
 //! fails with that script's output if it still is.
 
-use lqae::recon::{page_html, write_grid, write_page, GridRow};
-use lqae::results::{self, ResultFile};
+use lqae::eval::kinds::recon::{page_html, write_grid, write_page, GridRow};
+use lqae::eval::results::{self, ResultFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -124,19 +124,19 @@ fn result() -> ResultFile {
     for (rep, shift) in [("lqae-small", 0.0), ("vqvae-small", 0.01)] {
         metrics.insert(
             format!("{rep}/mse"),
-            results::mean_t_interval(&[0.02 + shift, 0.03 + shift, 0.025], 0.002, false),
+            lqae::eval::stats::mean_t_interval(&[0.02 + shift, 0.03 + shift, 0.025], 0.002, false),
         );
         metrics.insert(
             format!("{rep}/psnr"),
-            results::mean_t_interval(&[17.0, 16.0, 18.5 - 10.0 * shift], 0.5, true),
+            lqae::eval::stats::mean_t_interval(&[17.0, 16.0, 18.5 - 10.0 * shift], 0.5, true),
         );
         metrics.insert(
             format!("{rep}/ssim"),
-            results::mean_t_interval(&[0.6, 0.7, 0.65 - shift], 0.02, true),
+            lqae::eval::stats::mean_t_interval(&[0.6, 0.7, 0.65 - shift], 0.02, true),
         );
         metrics.insert(
             format!("{rep}/lpips_alex"),
-            results::mean_t_interval(&[0.1, 0.12 + shift, 0.11], 0.02, false),
+            lqae::eval::stats::mean_t_interval(&[0.1, 0.12 + shift, 0.11], 0.02, false),
         );
     }
     ResultFile {
@@ -158,7 +158,7 @@ fn result() -> ResultFile {
             "models": ["lqae-small", "vqvae-small"],
             "dataset": "fashion-mnist",
             "test_n": 3,
-            "conventions": lqae::recon::conventions(Some(lqae::lpips::LpipsNet::Alex)),
+            "conventions": lqae::eval::kinds::recon::conventions(Some(lqae::lpips::LpipsNet::Alex)),
             "tokens": {
                 "lqae-small": {"codes_used": 812, "vocab": 30522, "usage": 0.0266, "perplexity": 301.5,
                     "mean_image_entropy": 3.2, "special_share": 0.01, "subword_share": 0.4,

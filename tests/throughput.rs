@@ -3,8 +3,8 @@
 //! slowdown of the normalised rate, and settings checked by `validate`.
 
 use candle_core::Device;
-use lqae::results::{compare, read_result};
-use lqae::suites::SuiteSpec;
+use lqae::eval::results::{compare, read_result};
+use lqae::eval::SuiteSpec;
 
 fn suites_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suites"))
@@ -19,12 +19,12 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
         "throughput.min_reps=3".to_string(),
         "throughput.max_reps=5".to_string(),
     ];
-    let suite = lqae::suites::load(&suites_dir(), "throughput", &set).unwrap();
-    let SuiteSpec::Throughput(spec) = &suite.spec else {
+    let suite = lqae::eval::suite_file::load(&suites_dir(), "throughput", &set).unwrap();
+    let SuiteSpec::Throughput(_) = &suite.spec else {
         panic!("not a throughput suite")
     };
     let (run_dir, r) =
-        lqae::bench::suite::run(&suite, spec, &Device::Cpu, dir.path(), false).unwrap();
+        lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
     let (back, _) = read_result(&run_dir).unwrap();
     assert_eq!(back, r);
     // sgemm is always timed: it is the yardstick of the normalised rates.
@@ -102,23 +102,23 @@ fn bad_throughput_settings_name_their_key() {
         ("tolerance.normalised=2", "tolerance.normalised"),
         ("throughput.repeats=3", "throughput"),
     ] {
-        let e = lqae::suites::load(&suites_dir(), "throughput", &[set.to_string()])
+        let e = lqae::eval::suite_file::load(&suites_dir(), "throughput", &[set.to_string()])
             .err()
             .unwrap_or_else(|| panic!("{set} accepted"))
             .to_string();
         assert!(e.contains(key), "{set}: {e}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let suite = lqae::suites::load(
+    let suite = lqae::eval::suite_file::load(
         &suites_dir(),
         "throughput",
         &["throughput.kernels=[\"no-such-kernel\"]".to_string()],
     )
     .unwrap();
-    let SuiteSpec::Throughput(spec) = &suite.spec else {
+    let SuiteSpec::Throughput(_) = &suite.spec else {
         panic!()
     };
-    let e = lqae::bench::suite::run(&suite, spec, &Device::Cpu, dir.path(), false)
+    let e = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path())
         .err()
         .unwrap()
         .to_string();

@@ -64,7 +64,7 @@ fn frozen_lm_does_not_change_and_is_not_trainable() {
     let fp_before = train::fingerprint(&[m.lm().word_embeddings()]).unwrap();
     // A few real optimiser steps on this very model.
     let mut opt = train::AdamW::new(&params, &cfg.train).unwrap();
-    let data = train::load_data(&cfg.data, lqae::data::Split::Train).unwrap();
+    let data = lqae::data::load(&cfg.data, lqae::data::Split::Train).unwrap();
     for step in 0..3 {
         let idx = train::batch_indices(step, 4, data.len(), 1);
         let images = lqae::data::batch::make_batch(&data, &idx, 16, None, &Device::Cpu).unwrap();
@@ -113,7 +113,7 @@ fn encoder_gradient_crosses_quantizer_and_lm_unchanged() {
     let (cfg, _) = tiny(dir.path(), 4, 4);
     let (model, params) = Autoencoder::build(&cfg.model, cfg.train.seed, &Device::Cpu).unwrap();
     let m = lqae(&model);
-    let data = train::load_data(&cfg.data, lqae::data::Split::Train).unwrap();
+    let data = lqae::data::load(&cfg.data, lqae::data::Split::Train).unwrap();
     let images = lqae::data::batch::make_batch(&data, &[0, 1], 16, None, &Device::Cpu).unwrap();
 
     // Full loss: encoder weights get a non-zero gradient.
@@ -206,7 +206,7 @@ fn masking_ratio_and_mask_token_for_both_families() {
         );
     }
     // Evaluation masks nothing; training masks about half.
-    let data = train::load_data(&cfg.data, lqae::data::Split::Test).unwrap();
+    let data = lqae::data::load(&cfg.data, lqae::data::Split::Test).unwrap();
     let images =
         lqae::data::batch::make_batch(&data, &(0..8).collect::<Vec<_>>(), 16, None, &Device::Cpu)
             .unwrap();
@@ -423,7 +423,7 @@ fn training_lqae_small_lowers_reconstruction_error_on_fashion_mnist() {
     .map(|s| s.to_string())
     .collect();
     let cfg = RunConfig::from_file(cfg_path, &overrides).unwrap();
-    let test = train::load_data(&cfg.data, lqae::data::Split::Test).unwrap();
+    let test = lqae::data::load(&cfg.data, lqae::data::Split::Test).unwrap();
     let images =
         lqae::data::batch::make_batch(&test, &(0..32).collect::<Vec<_>>(), 32, None, &Device::Cpu)
             .unwrap();

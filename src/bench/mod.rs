@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::lm::FrozenLm;
 use crate::model::{Autoencoder, RunConfig};
 use crate::quantizer::{Quantizer, QuantizerConfig};
+pub use crate::rng::uniform_tensor as uniform;
 use crate::rng::Rng;
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use std::time::Instant;
 
 pub mod gpu;
 pub mod peer;
+pub mod runs;
 pub mod step;
-pub mod suite;
 
 /// The `lqae-small` configuration the model kernels use (the file under `configs/`).
 pub const LQAE_SMALL_TOML: &str = include_str!("../../configs/lqae-small.toml");
@@ -135,13 +136,6 @@ pub fn median(xs: &[f64]) -> f64 {
 }
 
 /// Uniform values in [-0.5, 0.5), seeded.
-pub fn uniform(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
-    let mut rng = Rng::new(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32 - 0.5).collect();
-    Ok(Tensor::from_vec(v, shape, device)?)
-}
-
 /// The `lqae-small` run configuration.
 pub fn lqae_small() -> Result<RunConfig> {
     RunConfig::from_toml_str(

@@ -80,7 +80,7 @@ impl Peer {
         let dir = crate::assets::cache_dir().join("peer");
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
         let script = dir.join("peer.py");
-        crate::assets::write_atomic(&script, PEER_PY.as_bytes())?;
+        crate::util::fsx::write_atomic(&script, PEER_PY.as_bytes())?;
         let mut child = Command::new(python)
             .arg(&script)
             .stdin(Stdio::piped())
@@ -526,31 +526,4 @@ pub fn markdown(rows: &[Row]) -> String {
         ));
     }
     s
-}
-
-/// CPU model and thread count, for the record.
-pub fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    json!({
-        "cpu": cpu,
-        "threads": candle_core::utils::get_num_threads(),
-        "avx512": avx512(),
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-}
-#[cfg(not(target_arch = "x86_64"))]
-fn avx512() -> bool {
-    false
 }

@@ -28,7 +28,7 @@ struct Inner {
 /// The cache key of a request.
 pub fn key(identity: &str, endpoint: &str, body: &Value) -> String {
     let canon = serde_json::json!({"server": identity, "endpoint": endpoint, "body": body});
-    crate::results::sha256_hex(canon.to_string().as_bytes())
+    crate::util::fsx::sha256_hex(canon.to_string().as_bytes())
 }
 
 impl ResponseCache {

@@ -147,6 +147,11 @@ impl LlmClient {
     /// POST `body` to `endpoint` (e.g. `/v1/completions`), from the cache when answered before.
     /// `check` inspects a parsed body before it is cached: a body it rejects (e.g. without the
     /// log-probabilities a scorer needs) is an error, never retried and never cached.
+    /// The response cache this client reads and writes, if any.
+    pub fn cache(&self) -> Option<&Arc<ResponseCache>> {
+        self.cache.as_ref()
+    }
+
     pub async fn post(
         &self,
         endpoint: &str,

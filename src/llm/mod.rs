@@ -2,6 +2,7 @@
 //! ([`client`]), what answers contain ([`response`]), the on-disk response cache ([`cache`]),
 //! and the embedded llama-server used when a suite names no server ([`server`]).
 
+pub mod backend;
 pub mod cache;
 pub mod client;
 pub mod response;

@@ -121,7 +121,7 @@ fn encoder_shapes(cfg: &LmConfig) -> Vec<(String, Vec<usize>)> {
 pub fn random_weights(cfg: &LmConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     let mut ts = HashMap::new();
     for (k, (name, shape)) in encoder_shapes(cfg).into_iter().enumerate() {
-        let u = crate::bench::uniform(
+        let u = crate::rng::uniform_tensor(
             &shape,
             seed.wrapping_mul(1000).wrapping_add(k as u64),
             &Device::Cpu,
@@ -247,7 +247,7 @@ pub fn write_checkpoint(dir: &Path, cfg: &LmConfig, seed: u64) -> Result<()> {
     cfg.validate(Path::new("config.json"))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
     let tokenizer = tokenizer_json(cfg)?;
-    crate::assets::write_atomic(&dir.join("tokenizer.json"), tokenizer.as_bytes())?;
+    crate::util::fsx::write_atomic(&dir.join("tokenizer.json"), tokenizer.as_bytes())?;
     let prefix = match cfg.family() {
         Family::Roberta => "roberta.",
         Family::Bert => "bert.",
@@ -266,7 +266,7 @@ pub fn write_checkpoint(dir: &Path, cfg: &LmConfig, seed: u64) -> Result<()> {
     v.as_object_mut()
         .expect("an object")
         .retain(|_, x| !x.is_null());
-    crate::assets::write_atomic(
+    crate::util::fsx::write_atomic(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&v)
             .map_err(|e| Error::Msg(e.to_string()))?

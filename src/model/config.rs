@@ -2,6 +2,8 @@
 //! Unknown keys are errors; `--set section.key=value` overrides any key.
 
 use crate::error::{Error, Result};
+use crate::util::toml_ext::apply_override;
+pub use crate::data::DataConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -60,6 +62,21 @@ pub struct ModelConfig {
     /// LQAE: probability that a token is replaced by the mask embedding during training.
     #[serde(default = "d_mask_ratio")]
     pub mask_ratio: f64,
+    /// LQAE: draw each example's mask ratio uniformly from [`mask_ratio_min`, `mask_ratio_max`]
+    /// (the official `bert_min_ratio`/`bert_max_ratio`; its command sets both to 0.5), then mask
+    /// each token with that probability. Unset: every example at `mask_ratio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_ratio_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_ratio_max: Option<f64>,
+    /// LQAE: std of the N(0, std) init of the width projections `proj_in`/`proj_out` (a port
+    /// addition: the official ViT is as wide as its LM). Unset: 0.02, like every other weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proj_init_std: Option<f64>,
+    /// VQ-VAE: std of the codebook's normal init. Unset: 1/sqrt(codebook_size); the official
+    /// `variance_scaling(1, fan_in)` over (codes, width) gives 1/sqrt(width).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebook_init_std: Option<f64>,
     /// Commitment weight: 0.01 for LQAE (the official code's effective value), 0.25 for VQ-VAE.
     pub commitment: f64,
     #[serde(default)]
@@ -74,20 +91,6 @@ pub struct ModelConfig {
     pub codebook_weight: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// `fashion-mnist` (fetched asset) or `idx` (a folder given by `path`).
-    pub dataset: String,
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Use only the first `limit` training images.
-    #[serde(default)]
-    pub limit: Option<usize>,
-    /// Random resized crop (scale 0.2-1) + horizontal flip, as the paper trains; off: resize only.
-    #[serde(default)]
-    pub augment: bool,
-}
 
 fn d_beta1() -> f64 {
     0.9
@@ -136,6 +139,17 @@ pub struct TrainConfig {
     pub log_every: usize,
     #[serde(default = "d_ckpt_every")]
     pub ckpt_every: usize,
+    /// Log codebook usage, encoder scale and held-out reconstruction every `log_every` steps
+    /// (no effect on the weights).
+    #[serde(default = "d_true", skip_serializing_if = "is_true")]
+    pub diagnostics: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,28 +161,6 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
-}
-
-/// Apply `a.b.c=value` to a TOML table; the value is parsed as TOML, else taken as a string.
-pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
-        Error::setting(assignment, "an override must look like section.key=value")
-    })?;
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    let mut cur = table;
-    for p in &parts[..parts.len() - 1] {
-        cur = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .ok_or_else(|| Error::setting(key, format!("`{p}` is not a section")))?;
-    }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
 }
 
 impl ModelConfig {

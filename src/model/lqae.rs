@@ -38,10 +38,11 @@ impl Lqae {
     pub fn new(cfg: &ModelConfig, lm: Arc<FrozenLm>, p: &Params) -> Result<Self> {
         let g = cfg.image_size / cfg.patch_size;
         let h = lm.hidden_size();
+        let std = cfg.proj_init_std.unwrap_or(0.02);
         let (proj_in, proj_out) = if cfg.width != h {
             (
-                Some(p.normal("proj_in", (cfg.width, h), 0.02)?),
-                Some(p.normal("proj_out", (h, cfg.width), 0.02)?),
+                Some(p.normal("proj_in", (cfg.width, h), std)?),
+                Some(p.normal("proj_out", (h, cfg.width), std)?),
             )
         } else {
             (None, None)
@@ -58,6 +59,13 @@ impl Lqae {
             cfg.patch_size,
             cfg.channels,
         )?;
+        match (cfg.mask_ratio_min, cfg.mask_ratio_max) {
+            (None, None) => {}
+            (Some(lo), Some(hi)) if (0.0..=hi).contains(&lo) && hi <= 1.0 => {}
+            (lo, hi) => candle_core::bail!(
+                "setting `model.mask_ratio_min`/`mask_ratio_max`: set both, with 0 <= min <= max <= 1 (got {lo:?}, {hi:?})"
+            ),
+        }
         let max = lm.config().max_tokens();
         if g * g > max {
             candle_core::bail!("{} tokens per image exceed the language model's {max} positions; use a larger patch_size", g * g);
@@ -132,6 +140,46 @@ impl Lqae {
         Tensor::from_vec(m, (b, t), device)
     }
 
+    /// Per-example ratios drawn uniformly from [lo, hi], then Bernoulli(ratio) per token `(b, t)`.
+    pub fn sample_ratio_mask(
+        b: usize,
+        t: usize,
+        (lo, hi): (f64, f64),
+        rng: &mut Rng,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        let mut m = Vec::with_capacity(b * t);
+        for _ in 0..b {
+            let r = lo + (hi - lo) * rng.uniform();
+            m.extend((0..t).map(|_| if rng.uniform() < r { 1.0f32 } else { 0.0 }));
+        }
+        Tensor::from_vec(m, (b, t), device)
+    }
+
+    /// The training mask of a batch: a per-example ratio range if configured, else
+    /// `mask_ratio` for every token.
+    fn training_mask(&self, b: usize, t: usize, rng: &mut Rng, device: &candle_core::Device) -> Result<Tensor> {
+        match (self.cfg.mask_ratio_min, self.cfg.mask_ratio_max) {
+            (Some(lo), Some(hi)) => Self::sample_ratio_mask(b, t, (lo, hi), rng, device),
+            _ if self.cfg.mask_ratio > 0.0 => Self::sample_mask(b, t, self.cfg.mask_ratio, rng, device),
+            _ => Tensor::zeros((b, t), DType::F32, device),
+        }
+    }
+
+    /// Pixel MSE of images reconstructed with a fraction `ratio` of their tokens masked
+    /// (evaluation at a mask ratio, as the official `eval_loss.py` does at 0.15).
+    pub fn recon_mse_masked(&self, images: &Tensor, ratio: f64, rng: &mut Rng) -> Result<f64> {
+        let (z, _) = self.encode_continuous(images)?;
+        let (b, t, _) = z.dims3()?;
+        let q = self
+            .quantizer
+            .quantize(&z)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mask = Self::sample_mask(b, t, ratio, rng, z.device())?;
+        let (recon, _) = self.decode_lm_input(&self.mask_inputs(&q.straight_through, &mask)?)?;
+        Ok((recon.clamp(0f32, 1f32)? - images)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
+    }
+
     /// The LM's mask-token embedding row that replaces masked tokens.
     pub fn mask_embedding(&self) -> &Tensor {
         &self.mask_embedding
@@ -170,10 +218,8 @@ impl Lqae {
             .quantize(&z)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mask = match mask_rng {
-            Some(rng) if self.cfg.mask_ratio > 0.0 => {
-                Self::sample_mask(b, t, self.cfg.mask_ratio, rng, z.device())?
-            }
-            _ => Tensor::zeros((b, t), DType::F32, z.device())?,
+            Some(rng) => self.training_mask(b, t, rng, z.device())?,
+            None => Tensor::zeros((b, t), DType::F32, z.device())?,
         };
         let (recon, last) = self.decode_lm_input(&self.mask_inputs(&q.straight_through, &mask)?)?;
         let recon_loss = (&recon - images)?.sqr()?.mean_all()?;

@@ -81,6 +81,46 @@ pub fn resolve_lm_dir(spec: &str) -> Result<PathBuf> {
 }
 
 impl Autoencoder {
+    /// Codes the model can emit: the LM's vocabulary (LQAE) or the learned codebook (VQ-VAE).
+    pub fn codebook_len(&self) -> usize {
+        match self {
+            Autoencoder::Lqae(m) => m.lm().vocab().len(),
+            Autoencoder::Vqvae(m) => m.codebook_size(),
+        }
+    }
+
+    /// The text of a code: the LM token's text (LQAE); None for a learned code.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        match self {
+            Autoencoder::Lqae(m) => Some(m.lm().vocab().token_text(id).text),
+            Autoencoder::Vqvae(_) => None,
+        }
+    }
+
+    /// Usage statistics of per-image code ids: special tokens and word-continuation pieces
+    /// are the LM's (a learned codebook has neither).
+    pub fn token_stats(&self, per_image: &[Vec<u32>], top_k: usize) -> crate::metrics::TokenStats {
+        match self {
+            Autoencoder::Lqae(m) => {
+                let v = m.lm().vocab();
+                crate::metrics::token_stats(
+                    per_image,
+                    v.len(),
+                    top_k,
+                    |t| v.is_special(t),
+                    |t| !v.token_text(t).starts_word,
+                )
+            }
+            Autoencoder::Vqvae(m) => crate::metrics::token_stats(
+                per_image,
+                m.codebook_size(),
+                top_k,
+                |_| false,
+                |_| false,
+            ),
+        }
+    }
+
     /// Build a freshly initialised model (parameters drawn from `seed`) on `device`.
     pub fn build(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<(Self, Params)> {
         crate::kernels::tune_allocator();
@@ -124,6 +164,14 @@ impl Autoencoder {
         Ok(match self {
             Autoencoder::Lqae(m) => m.encode(images)?,
             Autoencoder::Vqvae(m) => m.encode(images)?,
+        })
+    }
+
+    /// The encoder's continuous output (at the LM width for an LQAE) and every block's output.
+    pub fn encode_continuous(&self, images: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+        Ok(match self {
+            Autoencoder::Lqae(m) => m.encode_continuous(images)?,
+            Autoencoder::Vqvae(m) => m.encode_continuous(images)?,
         })
     }
 

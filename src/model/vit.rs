@@ -350,7 +350,7 @@ mod tests {
             grid: 4,
         };
         let glu = Glu::new(&p, &s).unwrap();
-        let h = Var::from_tensor(&crate::bench::uniform(&[3, 16, 5], 4, &Device::Cpu).unwrap())
+        let h = Var::from_tensor(&crate::rng::uniform_tensor(&[3, 16, 5], 4, &Device::Cpu).unwrap())
             .unwrap();
         crate::kernels::tests::same(
             &[h.as_tensor(), &glu.dwconv],

@@ -38,13 +38,20 @@ impl Vqvae {
                 cfg.patch_size,
                 cfg.channels,
             )?,
-            // variance_scaling(1, fan_in, normal) over (codes, width) as in the official code.
+            // Default 1/sqrt(K); `codebook_init_std = 1/sqrt(width)` is the official
+            // variance_scaling(1, fan_in, normal) over (codes, width).
             codebook: p.normal(
                 "quantizer.codebook",
                 (cfg.codebook_size, cfg.width),
-                1.0 / (cfg.codebook_size as f64).sqrt(),
+                cfg.codebook_init_std
+                    .unwrap_or(1.0 / (cfg.codebook_size as f64).sqrt()),
             )?,
         })
+    }
+
+    /// The learned codebook `(codes, width)`.
+    pub fn codebook(&self) -> &Tensor {
+        &self.codebook
     }
 
     pub fn codebook_size(&self) -> usize {

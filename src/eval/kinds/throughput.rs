@@ -1,5 +1,5 @@
-//! The `throughput` suite kind: times the kernels of `crate::bench` (quick sizes) and writes
-//! their medians into a result file like every other suite, so `lqae-eval report` tracks them.
+//! The `throughput` suite kind: times the kernels of `crate::bench` (quick sizes) and reports
+//! their medians as metrics like every other suite, so `lqae-eval report` tracks them.
 //!
 //! Raw rates (`<kernel>/per_s`) depend on how busy the machine is (the same 2-core box has
 //! given sgemm rates from about 100 to about 290 GFLOP/s on different days), so their
@@ -8,12 +8,14 @@
 //! matrix-multiply-bound kernels and `<kernel>/per_sgemm_gflop` (items per second per sgemm
 //! GFLOP/s) for the others. A slowdown of our code moves them; a slower machine does not.
 
-use super::{median, Kernel};
+use crate::bench::{median, Kernel};
 use crate::error::{Error, Result};
-use crate::results::{self, Metric, ResultFile};
+use crate::eval::kind::{Ctx, Outcome, SuiteKind};
+use crate::eval::results::Measured;
+use crate::eval::stats::rate_metric;
+use crate::util::fsx::sha256_hex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 fn d_true() -> bool {
     true
@@ -95,6 +97,21 @@ pub struct ThroughputSpec {
     pub tolerance: ThroughputTolerance,
 }
 
+pub struct Throughput;
+
+impl SuiteKind for Throughput {
+    const NAME: &'static str = "throughput";
+    type Spec = ThroughputSpec;
+    type Checked = ThroughputSpec;
+    fn check(spec: ThroughputSpec) -> std::result::Result<ThroughputSpec, Vec<String>> {
+        let problems = spec.problems();
+        super::checked(spec, problems)
+    }
+    fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
+        run(spec, cx)
+    }
+}
+
 impl ThroughputSpec {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -119,40 +136,10 @@ impl ThroughputSpec {
     }
 }
 
-/// A rate metric from per-call times: the median of `scale / t`, the standard error of a
-/// median (1.2533 sd / sqrt n) and a normal 95% interval; `tolerance` a fraction of the value.
-fn rate_metric(times: &[f64], scale: f64, tolerance: f64) -> Metric {
-    let rates: Vec<f64> = times.iter().map(|t| scale / t).collect();
-    let n = rates.len();
-    let value = median(&rates);
-    let se = if n > 1 {
-        let mean = rates.iter().sum::<f64>() / n as f64;
-        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
-        1.2533 * sd / (n as f64).sqrt()
-    } else {
-        0.0
-    };
-    Metric {
-        value,
-        se,
-        ci95: [value - 1.96 * se, value + 1.96 * se],
-        n,
-        tolerance: tolerance * value,
-        higher_is_better: true,
-    }
-}
-
-/// Time the kernels and write `results/<suite>/<run>/result.json`.
-pub fn run(
-    suite: &crate::suites::Suite,
-    spec: &ThroughputSpec,
-    device: &candle_core::Device,
-    results_root: &Path,
-    progress: bool,
-) -> Result<(PathBuf, ResultFile)> {
-    let t0 = std::time::Instant::now();
-    let s = &spec.throughput;
-    let mut kernels: Vec<Kernel> = super::selected(device, s.quick, &s.kernels)?;
+/// Time the kernels (sgemm always: it is the yardstick of the normalised rates).
+fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
+    let (device, s) = (cx.device, &spec.throughput);
+    let mut kernels: Vec<Kernel> = crate::bench::selected(device, s.quick, &s.kernels)?;
     if kernels.is_empty() {
         return Err(Error::setting(
             "throughput.kernels",
@@ -160,19 +147,17 @@ pub fn run(
         ));
     }
     if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
-        kernels.insert(0, super::sgemm(device)?);
+        kernels.insert(0, crate::bench::sgemm(device)?);
     }
     let mut times = Vec::new();
     for k in kernels.iter_mut() {
         let t = k.time_for(s.budget_s, s.min_reps, s.max_reps)?;
-        if progress {
-            eprintln!(
-                "{:<32} median {:>9.3} ms over {} calls",
-                k.name,
-                median(&t) * 1e3,
-                t.len()
-            );
-        }
+        cx.progress.line(&format!(
+            "{:<32} median {:>9.3} ms over {} calls",
+            k.name,
+            median(&t) * 1e3,
+            t.len()
+        ));
         times.push(t);
     }
     let si = kernels
@@ -215,24 +200,17 @@ pub fn run(
     let mut extra = serde_json::Map::new();
     extra.insert("kernels".into(), table.into());
     extra.insert("sgemm_gflops".into(), (sgemm_flops / 1e9).into());
-    extra.insert("machine".into(), super::peer::machine());
+    extra.insert("machine".into(), crate::util::provenance::machine());
     extra.insert(
         "note".into(),
         "per_s: items per second (tokens, images; flop for sgemm). sgemm_share: FLOP rate over the same run's sgemm rate. per_sgemm_gflop: items per second per sgemm GFLOP/s. Medians over calls.".into(),
     );
     let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
-    let result = ResultFile::finish(
-        suite,
-        device,
-        t0,
-        results::Measured {
-            seeds: BTreeMap::new(),
-            inputs_sha256: BTreeMap::new(),
-            samples_sha256: results::sha256_hex(names.join("\n").as_bytes()),
-            metrics,
-            extra,
-        },
-    )?;
-    let dir = results::write_run(results_root, &result, &[])?;
-    Ok((dir, result))
+    Ok(Outcome::new(Measured {
+        seeds: BTreeMap::new(),
+        inputs_sha256: BTreeMap::new(),
+        samples_sha256: sha256_hex(names.join("\n").as_bytes()),
+        metrics,
+        extra,
+    }))
 }

@@ -1,9 +1,11 @@
 //! Suites are files under `suites/` (TOML): a `kind`, a one-line `description`, and the
 //! settings of that kind. `include = "other"` starts from another suite and overrides its keys
 //! (tables merge key by key); `--set key=value` overrides any key last. A `group` suite lists
-//! other suites to run.
+//! other suites to run. The kinds themselves are listed in one place, [`super::kinds`].
 
+use super::kinds::{self, SuiteSpec, KINDS};
 use crate::error::{Error, Result};
+use crate::util::toml_ext::{apply_override, merge};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -107,15 +109,39 @@ pub fn unknown_name_message(name: &str, known: &[&str], place: &str) -> String {
     msg
 }
 
-/// Which hidden states become features.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Layers {
-    /// `last` (the LM's last hidden state), `all` (every LM hidden state, concatenated, as
-    /// the official code), `encoder` (every ViT encoder block), `everything` (encoder + LM).
-    Named(String),
-    /// LM hidden-state indices (0 = embedding output).
-    List(Vec<usize>),
+/// `configs/` beside the suites folder, else the source tree's (run configurations by name).
+pub fn configs_dir() -> PathBuf {
+    let beside = suites_dir().parent().map(|p| p.join("configs"));
+    match beside {
+        Some(d) if d.is_dir() => d,
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")),
+    }
+}
+
+/// A suite argument may be a name under suites/ or a path to a suite file: the folder to look
+/// in and the name.
+pub fn locate(arg: &str) -> (PathBuf, String) {
+    let p = Path::new(arg);
+    if p.extension().is_some_and(|e| e == "toml") && p.is_file() {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = p.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        (dir, name)
+    } else {
+        (suites_dir(), arg.to_string())
+    }
+}
+
+/// `validate`: the problems of a suite (a name or a file) with overrides, and its path.
+pub fn validate(arg: &str, overrides: &[String]) -> Result<(PathBuf, Vec<String>)> {
+    let (dir, name) = locate(arg);
+    let (path, mut table) = resolve_table(&dir, &name, &mut Vec::new())?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    Ok((path, problems(&table)))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,52 +157,16 @@ pub struct SuiteData {
     pub test_limit: Option<usize>,
 }
 
-fn d_grid() -> Vec<f64> {
-    vec![1e-3, 1e-2, 1e-1, 1.0]
-}
-fn d_val() -> f64 {
-    0.1
-}
-fn d_iters() -> u64 {
-    150
-}
-fn d_tol() -> f64 {
-    0.02
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeSettings {
-    pub layers: Layers,
-    /// L2 strengths tried on the held-out part of the train split.
-    #[serde(default = "d_grid")]
-    pub l2_grid: Vec<f64>,
-    #[serde(default = "d_val")]
-    pub val_fraction: f64,
-    #[serde(default = "d_iters")]
-    pub max_iterations: u64,
-    #[serde(default)]
-    pub seed: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinearProbeSpec {
-    /// The LQAE: a run configuration name under configs/ (trained once, cached by its hash)
-    /// or a run folder.
-    pub model: String,
-    /// The VQ-VAE baseline, likewise.
-    #[serde(default)]
-    pub vqvae: Option<String>,
-    pub data: SuiteData,
-    pub probe: ProbeSettings,
-    /// Representations scored beside the LQAE on identical splits: `pixels`, `vqvae`
-    /// (its codes through the same LM), `random-encoder` (an untrained LQAE).
-    #[serde(default)]
-    pub baselines: Vec<String>,
-    /// A metric may drop by this much (absolute) before the report calls it a regression.
-    #[serde(default = "d_tol")]
-    pub tolerance: f64,
+impl SuiteData {
+    /// A data set that needs a folder without one, or a folder that does not exist.
+    pub fn problems(&self) -> Vec<String> {
+        let needs_path = matches!(self.dataset.as_str(), "idx" | "image-folder" | "mini-imagenet");
+        match self.path.as_deref() {
+            None if needs_path => vec![format!("`data.path`: data set `{}` needs the folder that holds it; set it with --set data.path=DIR", self.dataset)],
+            Some(p) if !Path::new(p).exists() => vec![format!("`data.path`: {p} does not exist")],
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,25 +174,6 @@ pub struct LinearProbeSpec {
 pub struct GroupSpec {
     pub suites: Vec<String>,
 }
-
-// One value per loaded suite: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum SuiteSpec {
-    LinearProbe(LinearProbeSpec),
-    Fewshot(crate::fewshot::FewshotSpec),
-    Group(GroupSpec),
-    Reconstruction(crate::recon::ReconSpec),
-    Throughput(crate::bench::suite::ThroughputSpec),
-}
-
-pub const KINDS: &[&str] = &[
-    "linear-probe",
-    "fewshot",
-    "group",
-    "reconstruction",
-    "throughput",
-];
 
 #[derive(Debug, Clone)]
 pub struct Suite {
@@ -213,17 +184,6 @@ pub struct Suite {
     pub spec: SuiteSpec,
     /// The fully resolved table (includes and overrides applied), recorded in results.
     pub resolved: toml::Table,
-}
-
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -266,155 +226,56 @@ pub fn resolve_table(
     Ok((entry.path, table))
 }
 
-/// The dotted key whose line holds byte `pos` of a TOML text (`[section]` + `key =`).
-fn key_at(text: &str, pos: usize) -> String {
-    let mut section = String::new();
-    let mut offset = 0;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') && t.ends_with(']') {
-            section = t.trim_matches(|c| c == '[' || c == ']').to_string();
-        }
-        if pos < offset + line.len() + 1 {
-            return match t.split_once('=') {
-                Some((k, _)) if !section.is_empty() => format!("{section}.{}", k.trim()),
-                Some((k, _)) => k.trim().to_string(),
-                None => section,
-            };
-        }
-        offset += line.len() + 1;
-    }
-    section
-}
-
 /// Every problem of a resolved suite table, each naming its key.
 pub fn problems(table: &toml::Table) -> Vec<String> {
-    let mut out = Vec::new();
+    match parse(table) {
+        Ok(_) => Vec::new(),
+        Err(p) => p,
+    }
+}
+
+/// The kind and description of a resolved table, and its body parsed and checked by its kind.
+fn parse(table: &toml::Table) -> std::result::Result<(String, String, SuiteSpec), Vec<String>> {
     let kind = match table.get("kind") {
         Some(toml::Value::String(k)) if KINDS.contains(&k.as_str()) => k.clone(),
         Some(toml::Value::String(k)) => {
-            out.push(format!(
+            return Err(vec![format!(
                 "`kind`: `{k}` is not a suite kind (known: {})",
                 KINDS.join(", ")
-            ));
-            return out;
+            )])
         }
-        Some(v) => {
-            out.push(format!("`kind`: expected a string, found {}", v.type_str()));
-            return out;
-        }
-        None => {
-            out.push("`kind`: missing".into());
-            return out;
+        Some(v) => return Err(vec![format!("`kind`: expected a string, found {}", v.type_str())]),
+        None => return Err(vec!["`kind`: missing".into()]),
+    };
+    let mut out = Vec::new();
+    let description = match table.get("description") {
+        Some(toml::Value::String(d)) => d.clone(),
+        _ => {
+            out.push("`description`: missing (one line saying what the suite measures)".into());
+            String::new()
         }
     };
-    if !matches!(table.get("description"), Some(toml::Value::String(_))) {
-        out.push("`description`: missing (one line saying what the suite measures)".into());
-    }
     let mut body = table.clone();
     body.remove("kind");
     body.remove("description");
-    // Deserialise key by key so that every bad key is reported, not only the first.
-    let text = toml::to_string(&body).unwrap_or_default();
-    let err = match kind.as_str() {
-        "linear-probe" => toml::from_str::<LinearProbeSpec>(&text).err(),
-        "fewshot" => match toml::from_str::<crate::fewshot::FewshotSpec>(&text) {
-            Ok(spec) => {
-                out.extend(spec.problems());
-                None
-            }
-            Err(e) => Some(e),
-        },
-        "reconstruction" => toml::from_str::<crate::recon::ReconSpec>(&text).err(),
-        "throughput" => match toml::from_str::<crate::bench::suite::ThroughputSpec>(&text) {
-            Ok(spec) => {
-                out.extend(spec.problems());
-                None
-            }
-            Err(e) => Some(e),
-        },
-        _ => toml::from_str::<GroupSpec>(&text).err(),
-    };
-    if let Some(e) = err {
-        let key = e
-            .span()
-            .map(|sp| key_at(&text, sp.start))
-            .unwrap_or_default();
-        let msg = e.message().trim().replace('\n', " ");
-        out.push(if key.is_empty() {
-            msg
-        } else {
-            format!("`{key}`: {msg}")
-        });
-    }
-    if kind == "reconstruction" {
-        if let Some(l) = body
-            .get("recon")
-            .and_then(|r| r.get("lpips"))
-            .and_then(|v| v.as_str())
-        {
-            if let Err(e) = crate::recon::lpips_setting(l) {
-                out.push(
-                    e.to_string()
-                        .replacen("setting `recon.lpips`", "`recon.lpips`", 1),
-                );
-            }
+    match kinds::parse(&kind, &body) {
+        Ok(spec) if out.is_empty() => Ok((kind, description, spec)),
+        Ok(_) => Err(out),
+        Err(p) => {
+            out.extend(p);
+            Err(out)
         }
     }
-    if kind == "linear-probe" || kind == "fewshot" || kind == "reconstruction" {
-        if let Some(toml::Value::Table(d)) = body.get("data") {
-            let dataset = d.get("dataset").and_then(|v| v.as_str()).unwrap_or("");
-            let needs_path = matches!(dataset, "idx" | "image-folder" | "mini-imagenet");
-            match d.get("path").and_then(|v| v.as_str()) {
-                None if needs_path => out.push(format!("`data.path`: data set `{dataset}` needs the folder that holds it; set it with --set data.path=DIR")),
-                Some(p) if !Path::new(p).exists() => out.push(format!("`data.path`: {p} does not exist")),
-                _ => {}
-            }
-        }
-    }
-    out
 }
 
 /// Load a suite by name with overrides (`key=value`), validated.
 pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
     let (path, mut table) = resolve_table(dir, name, &mut Vec::new())?;
     for o in overrides {
-        crate::model::config::apply_override(&mut table, o)?;
+        apply_override(&mut table, o)?;
     }
-    let probs = problems(&table);
-    if !probs.is_empty() {
-        return Err(Error::file(
-            &path,
-            format!("invalid suite:\n  {}", probs.join("\n  ")),
-        ));
-    }
-    let kind = table["kind"].as_str().unwrap_or_default().to_string();
-    let description = table
-        .get("description")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let mut body = table.clone();
-    body.remove("kind");
-    body.remove("description");
-    let text = toml::to_string(&body).map_err(|e| Error::Msg(e.to_string()))?;
-    let spec = match kind.as_str() {
-        "linear-probe" => SuiteSpec::LinearProbe(
-            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
-        ),
-        "fewshot" => SuiteSpec::Fewshot(
-            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
-        ),
-        "reconstruction" => SuiteSpec::Reconstruction(
-            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
-        ),
-        "throughput" => SuiteSpec::Throughput(
-            toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?,
-        ),
-        _ => {
-            SuiteSpec::Group(toml::from_str(&text).map_err(|e| Error::file(&path, e.to_string()))?)
-        }
-    };
+    let (kind, description, spec) = parse(&table)
+        .map_err(|p| Error::file(&path, format!("invalid suite:\n  {}", p.join("\n  "))))?;
     Ok(Suite {
         name: name.to_string(),
         path,
@@ -466,6 +327,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::kinds::probe::Layers;
 
     #[test]
     fn did_you_mean_picks_the_close_name() {

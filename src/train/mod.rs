@@ -11,11 +11,13 @@
 //!   `checkpoints/latest` naming the newest complete one (the last two are kept);
 //! - `log.jsonl`: one line per logged step.
 
-use crate::assets::write_atomic;
+pub mod diagnostics;
+
+use crate::util::fsx::write_atomic;
 use crate::data::batch::make_batch;
-use crate::data::{self, LabelledImages, Split, FASHION_MNIST_CLASSES};
+use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::model::{Autoencoder, DataConfig, Params, RunConfig, TrainConfig};
+use crate::model::{Autoencoder, Params, RunConfig, TrainConfig};
 use crate::rng::Rng;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -211,50 +213,6 @@ pub struct CheckpointState {
     pub crate_version: String,
 }
 
-fn need_path(d: &DataConfig) -> Result<&str> {
-    d.path.as_deref().ok_or_else(|| {
-        Error::setting(
-            "data.path",
-            format!(
-                "data set `{}` needs `data.path`, the folder that holds it",
-                d.dataset
-            ),
-        )
-    })
-}
-
-/// Load the images of `split` that a data config names.
-pub fn load_data(d: &DataConfig, split: Split) -> Result<LabelledImages> {
-    let mut set = match d.dataset.as_str() {
-        "fashion-mnist" => {
-            let dir = crate::assets::ensure(&crate::assets::FASHION_MNIST)?;
-            data::load_mnist_like(&dir, split, &FASHION_MNIST_CLASSES)?
-        }
-        "idx" => {
-            let dir = need_path(d)?;
-            let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            data::load_mnist_like(Path::new(dir), split, &refs)?
-        }
-        "mnist-5k" => {
-            let dir = crate::assets::ensure(&crate::assets::MNIST_5K)?;
-            data::load_mnist_csv(&dir.join("mnist_5k.csv.gz"), split)?
-        }
-        "image-folder" => data::load_image_folder(Path::new(need_path(d)?))?,
-        "mini-imagenet" => data::load_mini_imagenet(Path::new(need_path(d)?), split)?,
-        other => {
-            return Err(Error::setting(
-                "data.dataset",
-                format!("unknown data set `{other}`; known: fashion-mnist, mnist-5k, idx, image-folder, mini-imagenet"),
-            ))
-        }
-    };
-    if let Some(limit) = d.limit {
-        set.truncate(limit);
-    }
-    Ok(set)
-}
-
 /// Image indices of training step `step`: consecutive slices of per-epoch seeded permutations.
 pub fn batch_indices(step: usize, batch: usize, n: usize, seed: u64) -> Vec<usize> {
     let mut out = Vec::with_capacity(batch);
@@ -314,7 +272,7 @@ fn save_checkpoint(
         .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
     candle_core::safetensors::save(&opt.tensors(), tmp.path().join("optimizer.safetensors"))
         .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Msg(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(state)?;
     std::fs::write(tmp.path().join("state.json"), json)
         .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
     for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
@@ -377,6 +335,9 @@ pub struct LogLine {
     pub grad_norm: f64,
     #[serde(flatten)]
     pub losses: HashMap<String, f64>,
+    /// Code usage, encoder scale and held-out reconstruction (`diagnostics`), when logged.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub diag: std::collections::BTreeMap<String, f64>,
 }
 
 pub struct TrainOptions {
@@ -396,51 +357,11 @@ pub struct TrainOutcome {
 
 /// Train `cfg` into `out`. With `resume`, continue from the newest checkpoint there (the
 /// configuration must be the same).
-pub fn train(
-    cfg: &RunConfig,
-    out: &Path,
-    device: &Device,
-    opts: &TrainOptions,
-) -> Result<TrainOutcome> {
-    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e.to_string()))?;
-    let t = &cfg.train;
-    let data = load_data(&cfg.data, Split::Train)?;
-    if data.is_empty() {
-        return Err(Error::setting("data", "the training set is empty"));
-    }
-    let (model, params) = Autoencoder::build(&cfg.model, t.seed, device)?;
-    let mut opt = AdamW::new(&params, t)?;
-    let mut start = 0;
-    let run_json = out.join("run.json");
-    let cfg_json = serde_json::to_string_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
-    if let Some(ck) = latest_checkpoint(out)? {
-        if !opts.resume {
-            return Err(Error::file(
-                out,
-                "holds a run already: pass --resume to continue it, or choose another --out",
-            ));
-        }
-        let state: CheckpointState = serde_json::from_slice(
-            &std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?,
-        )
-        .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
-        if serde_json::to_string_pretty(&state.config).map_err(|e| Error::Msg(e.to_string()))?
-            != cfg_json
-        {
-            return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
-        }
-        let mut vm = params.varmap().clone();
-        vm.load(ck.join("model.safetensors"))
-            .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
-        opt.load(&ck.join("optimizer.safetensors"), device)?;
-        opt.t = state.optimizer_t;
-        start = state.step;
-    }
-    write_atomic(&run_json, cfg_json.as_bytes())?;
-    // Drop log lines past the checkpoint we resume from: those steps run again.
-    let log_path = out.join("log.jsonl");
+/// The training log opened for appending, with the lines past `start` dropped (those steps
+/// run again on a resume), and its first line.
+fn reopen_log(log_path: &Path, start: usize) -> Result<(std::fs::File, Option<LogLine>)> {
     let mut first = None;
-    if let Ok(text) = std::fs::read_to_string(&log_path) {
+    if let Ok(text) = std::fs::read_to_string(log_path) {
         let kept: Vec<&str> = text
             .lines()
             .filter(|l| {
@@ -454,15 +375,68 @@ pub fn train(
         if !s.is_empty() {
             s.push('\n');
         }
-        write_atomic(&log_path, s.as_bytes())?;
+        write_atomic(log_path, s.as_bytes())?;
     }
-    let mut log = std::fs::OpenOptions::new()
+    let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::file(&log_path, e.to_string()))?;
+        .open(log_path)
+        .map_err(|e| Error::file(log_path, e.to_string()))?;
+    Ok((log, first))
+}
+
+pub fn train(
+    cfg: &RunConfig,
+    out: &Path,
+    device: &Device,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e.to_string()))?;
+    let t = &cfg.train;
+    let data = crate::data::load(&cfg.data, Split::Train)?;
+    if data.is_empty() {
+        return Err(Error::setting("data", "the training set is empty"));
+    }
+    let (model, params) = Autoencoder::build(&cfg.model, t.seed, device)?;
+    let mut opt = AdamW::new(&params, t)?;
+    let mut start = 0;
+    let run_json = out.join("run.json");
+    let cfg_json = serde_json::to_string_pretty(cfg)?;
+    if let Some(ck) = latest_checkpoint(out)? {
+        if !opts.resume {
+            return Err(Error::file(
+                out,
+                "holds a run already: pass --resume to continue it, or choose another --out",
+            ));
+        }
+        let state: CheckpointState = serde_json::from_slice(
+            &std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?,
+        )
+        .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
+        if serde_json::to_string_pretty(&state.config)?
+            != cfg_json
+        {
+            return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
+        }
+        let mut vm = params.varmap().clone();
+        vm.load(ck.join("model.safetensors"))
+            .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
+        opt.load(&ck.join("optimizer.safetensors"), device)?;
+        opt.t = state.optimizer_t;
+        start = state.step;
+    }
+    write_atomic(&run_json, cfg_json.as_bytes())?;
+    let log_path = out.join("log.jsonl");
+    let (mut log, mut first) = reopen_log(&log_path, start)?;
 
     let size = cfg.model.image_size as u32;
+    let held_out = if t.diagnostics {
+        let test = crate::data::load(&cfg.data, Split::Test)?;
+        let idx: Vec<usize> = (0..diagnostics::HELD_OUT.min(test.len())).collect();
+        Some(make_batch(&test, &idx, size, None, device)?)
+    } else {
+        None
+    };
     let pb = if opts.progress {
         indicatif::ProgressBar::new(t.steps as u64)
     } else {
@@ -511,21 +485,32 @@ pub fn train(
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            let diag = match &held_out {
+                Some(h) => diagnostics::diagnostics(&model, &fwd.ids, h, t.seed)?,
+                None => Default::default(),
+            };
             let line = LogLine {
                 step,
                 lr,
                 images_per_s: ips,
                 grad_norm: gnorm,
                 losses,
+                diag,
             };
-            let mut s = serde_json::to_string(&line).map_err(|e| Error::Msg(e.to_string()))?;
+            let mut s = serde_json::to_string(&line)?;
             s.push('\n');
             log.write_all(s.as_bytes())
                 .and_then(|_| log.flush())
                 .map_err(|e| Error::file(&log_path, e.to_string()))?;
             pb.set_message(format!(
-                "loss {:.4} mse {:.4} {:.1} img/s",
-                line.losses["loss"], line.losses["recon_mse"], ips
+                "loss {:.4} mse {:.4}{} {:.1} img/s",
+                line.losses["loss"],
+                line.losses["recon_mse"],
+                match (line.diag.get("codes_distinct"), line.diag.get("heldout_mse_mask0")) {
+                    (Some(c), Some(m)) => format!(" codes {c} held-out mse {m:.4}"),
+                    _ => String::new(),
+                },
+                ips
             ));
             if first.is_none() {
                 first = Some(line.clone());
@@ -601,7 +586,7 @@ mod tests {
             let pos = p.normal("pos_embedding", (5, 7), 0.5).unwrap();
             let mut opt = AdamW::new(&p, &t).unwrap();
             opt.fused = fused;
-            let x = crate::bench::uniform(&[4, 37], 5, &dev).unwrap();
+            let x = crate::rng::uniform_tensor(&[4, 37], 5, &dev).unwrap();
             for step in 0..4 {
                 let y = x.matmul(&w).unwrap().broadcast_add(&b).unwrap();
                 let loss = (y.sqr().unwrap().mean_all().unwrap()
@@ -619,7 +604,7 @@ mod tests {
             bits
         };
         // The fused pass really runs on CPU f32 (else both runs above would be the ops).
-        let t1 = crate::bench::uniform(&[3, 5], 1, &dev).unwrap();
+        let t1 = crate::rng::uniform_tensor(&[3, 5], 1, &dev).unwrap();
         let k = crate::kernels::AdamWConsts {
             b1: 0.9,
             one_minus_b1: 0.1,

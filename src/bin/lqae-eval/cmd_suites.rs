@@ -1,0 +1,78 @@
+//! `--suite`, `ls`, `validate`, `report`.
+
+use anyhow::{bail, Result};
+use lqae::eval::{runner, suite_file, Stderr};
+use std::path::Path;
+
+pub fn run(names: &[String], set: &[String], device: &str, results_root: &Path) -> Result<()> {
+    let device = lqae::device::parse_device(device)?;
+    let suites = runner::resolve(names, set)?;
+    let runs = runner::run_suites(
+        &suites,
+        &device,
+        results_root,
+        &Stderr,
+        &mut |s| println!("== suite {} ({}): {}", s.name, s.kind, s.description),
+        &mut |r| {
+            if let Some(t) = &r.table {
+                println!("{t}");
+            }
+            let pages: Vec<String> = r.pages.iter().map(|p| p.display().to_string()).collect();
+            println!(
+                "results in {} ({:.0} s){}",
+                r.dir.display(),
+                r.result.wall_time_s,
+                if pages.is_empty() {
+                    String::new()
+                } else {
+                    format!("; page: {}", pages.join(", "))
+                }
+            );
+        },
+    )?;
+    println!("\n{}", runner::summary_markdown(&runs));
+    println!("results under {}", results_root.display());
+    Ok(())
+}
+
+pub fn ls() -> Result<()> {
+    let dir = suite_file::suites_dir();
+    let all = suite_file::list(&dir)?;
+    if all.is_empty() {
+        println!("no suites in {}", dir.display());
+    }
+    let w = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in all {
+        println!("{:w$}  {}", s.name, s.description);
+    }
+    Ok(())
+}
+
+pub fn validate(arg: &str, set: &[String]) -> Result<()> {
+    let (path, problems) = suite_file::validate(arg, set)?;
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{}: {p}", path.display());
+    }
+    bail!("{} problem(s) in {}", problems.len(), path.display())
+}
+
+pub fn report(baseline: &Path, current: &Path, out: Option<&Path>) -> Result<()> {
+    let (md, rows) = runner::report(baseline, current)?;
+    print!("{md}");
+    if let Some(o) = out {
+        lqae::util::fsx::write_atomic(o, md.as_bytes())?;
+    }
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.verdict == lqae::eval::results::Verdict::Regression)
+        .map(|r| r.metric.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!("regression in {}", bad.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! Few-shot image classification by a large language model reading LQAE tokens: the protocol
+//! of Frozen's Open-Ended miniImageNet as LQAE used it. An N-way episode shows K support
+//! images per class (optionally after a task-induction sentence and repeated), each written as
+//! the text of its LQAE tokens and followed by its class name, then the query image; the LLM
+//! must name the query's class.
+//!
+//! Everything the paper left unsaid is a recorded setting: how many of an image's tokens are
+//! written and which (`tokens`), the prompt templates, and the scoring strategy
+//! ([`scoring`]). The roles are split as lm-evaluation-harness splits them: episodes and
+//! prompts here (the task), strategies in [`scoring`] (what to request, how to score),
+//! HTTP, keys, token counts and the cache in `crate::llm::backend` (the backend).
+//!
+//! A server that cannot give what a strategy needs stops the run with that reason; nothing is
+//! ever scored at chance silently. Every answer goes through the response cache first, so a
+//! killed run resumes without repeating a request.
+
+pub mod episodes;
+pub mod prompt;
+pub mod scoring;
+pub mod spec;
+pub mod table;
+
+pub use episodes::{parse_episode_csv, read_episodes, sample_episodes, Episode, Shot};
+pub use prompt::{first_token_pick, image_text, label_list, match_answer, normalize, prompt};
+pub use scoring::{candidate_loglik, check_for, Answer, Strategy};
+pub use spec::{
+    paper_columns, CheckedFewshot, Column, EpisodeSettings, FewshotSpec, ScoringSettings,
+    Select, TokenSettings,
+};
+pub use table::table_markdown;
+
+use crate::data::{image_key, subset, DataConfig, LabelledImages, Split};
+use crate::error::{Error, Result};
+use crate::eval::kind::{Ctx, Outcome, SuiteKind};
+use crate::eval::results::{Measured, Metric, Sample};
+use crate::eval::stats::proportion;
+use crate::llm::backend::{self, Endpoint};
+use crate::llm::{LlmClient, Reply, ResponseCache};
+use crate::model::Lqae;
+use crate::util::fsx::sha256_hex;
+use scoring::{parse_reply, Job};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Fewshot;
+
+impl SuiteKind for Fewshot {
+    const NAME: &'static str = "fewshot";
+    type Spec = FewshotSpec;
+    type Checked = CheckedFewshot;
+    fn check(spec: FewshotSpec) -> std::result::Result<CheckedFewshot, Vec<String>> {
+        spec.check()
+    }
+    fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
+        run(spec, cx)
+    }
+}
+
+/// The episodes of a run: replayed from `episodes.file`, or sampled from the test subset.
+fn episodes_of(spec: &CheckedFewshot, set: &LabelledImages) -> Result<Vec<Episode>> {
+    match &spec.episodes.file {
+        Some(f) => read_episodes(Path::new(f), set),
+        None => {
+            let e = &spec.episodes;
+            let pool = subset(set.len(), spec.data.test_limit, e.seed, "fewshot-pool");
+            sample_episodes(set, &pool, &e.ways, &e.columns, e.count, e.seed)
+        }
+    }
+}
+
+/// The token text of every image the episodes show, and how many tokens an image has.
+fn texts_of(
+    spec: &CheckedFewshot,
+    lqae: &Lqae,
+    size: u32,
+    set: &LabelledImages,
+    episodes: &[Episode],
+    cx: &Ctx,
+) -> Result<(HashMap<String, String>, usize)> {
+    let keys: HashMap<String, usize> = (0..set.len()).map(|i| (image_key(set, i), i)).collect();
+    let mut needed: Vec<String> = episodes
+        .iter()
+        .flat_map(|e| {
+            e.support
+                .iter()
+                .chain(std::iter::once(&e.query))
+                .map(|s| s.image.clone())
+        })
+        .collect();
+    needed.sort();
+    needed.dedup();
+    let idx: Vec<usize> = needed.iter().map(|k| keys[k]).collect();
+    let mut texts = HashMap::new();
+    let mut n_ids = 0usize;
+    for (chunk_k, chunk_i) in needed.chunks(64).zip(idx.chunks(64)) {
+        let batch = crate::data::batch::make_batch(set, chunk_i, size, None, cx.device)?;
+        let ids: Vec<Vec<u32>> = lqae.encode(&batch)?.to_vec2()?;
+        for (k, row) in chunk_k.iter().zip(ids) {
+            n_ids += row.len();
+            texts.insert(k.clone(), image_text(&row, lqae.lm().vocab(), &spec.tokens));
+        }
+    }
+    Ok((texts, n_ids / needed.len().max(1)))
+}
+
+/// Refuse to send anything when a prompt cannot fit the model's context with its answer.
+fn check_context(
+    spec: &CheckedFewshot,
+    ep: &Endpoint,
+    episodes: &[Episode],
+    counts: &[usize],
+    counted_by: &str,
+    cx: &Ctx,
+) -> Result<()> {
+    let longest_label = episodes
+        .iter()
+        .flat_map(|e| e.classes.iter())
+        .map(|c| c.len())
+        .max()
+        .unwrap_or(0);
+    let answer_room = spec
+        .strategy
+        .answer_room(spec.llm.max_answer_tokens, longest_label);
+    let Some(ctx) = ep.context else {
+        cx.progress
+            .line("  llm.context is not set: prompt lengths are not checked before sending");
+        return Ok(());
+    };
+    let limit = ctx.saturating_sub(answer_room);
+    if let Some((i, n)) = counts
+        .iter()
+        .enumerate()
+        .max_by_key(|x| x.1)
+        .filter(|x| *x.1 > limit)
+    {
+        return Err(Error::setting(
+            "tokens.per_image",
+            format!(
+                "the prompt of episode {} #{} is {n} tokens ({counted_by}), over the model's context of {ctx} minus {answer_room} for the answer; lower `tokens.per_image` (now {}), or use fewer shots or repeats in `episodes.columns`, or raise `llm.context` if the model allows",
+                episodes[i].cell(), episodes[i].index, spec.tokens.per_image
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every answer scored: one `Answer` per episode, and token usage of what was sent.
+fn score_answers(
+    spec: &CheckedFewshot,
+    episodes: &[Episode],
+    prompts: &[String],
+    jobs: &[Job],
+    replies: &[Reply],
+) -> Result<(Vec<Answer>, serde_json::Value, Vec<f64>, f64)> {
+    let mut answers: Vec<Answer> = episodes
+        .iter()
+        .zip(prompts)
+        .map(|(e, p)| Answer {
+            cell: e.cell(),
+            index: e.index,
+            query: e.query.image.clone(),
+            label: e.query.label.clone(),
+            answer: String::new(),
+            predicted: None,
+            correct: false,
+            prompt_tokens: None,
+            scores: Vec::new(),
+            prompt: p.clone(),
+        })
+        .collect();
+    let (mut tokens_prompt, mut tokens_completion) = (0u64, 0u64);
+    let (mut billed_prompt, mut billed_completion) = (0u64, 0u64);
+    let mut overhead_ms = Vec::new();
+    let mut server_ms_sum = 0.0;
+    for (job, rep) in jobs.iter().zip(replies) {
+        let c = parse_reply(&rep.body)?;
+        tokens_prompt += c.prompt_tokens.unwrap_or(0);
+        tokens_completion += c.completion_tokens.unwrap_or(0);
+        if !rep.cached {
+            billed_prompt += c.prompt_tokens.unwrap_or(0);
+            billed_completion += c.completion_tokens.unwrap_or(0);
+            if let Some(s) = c.server_ms {
+                overhead_ms.push((rep.request_ms - s).max(0.0));
+                server_ms_sum += s;
+            }
+        }
+        let a = &mut answers[job.episode];
+        a.prompt_tokens = a.prompt_tokens.or(c.prompt_tokens);
+        spec.strategy.take(job, &c, &episodes[job.episode], a);
+    }
+    spec.strategy.finish(&mut answers, episodes);
+    let cost = (spec.llm.price_prompt_per_million > 0.0
+        || spec.llm.price_completion_per_million > 0.0)
+        .then(|| {
+            (billed_prompt as f64 * spec.llm.price_prompt_per_million
+                + billed_completion as f64 * spec.llm.price_completion_per_million)
+                / 1e6
+        });
+    let usage = json!({
+        "prompt_tokens": tokens_prompt,
+        "completion_tokens": tokens_completion,
+        "billed_prompt_tokens": billed_prompt,
+        "billed_completion_tokens": billed_completion,
+        "cost": cost,
+    });
+    Ok((answers, usage, overhead_ms, server_ms_sum))
+}
+
+/// One sample per episode (its cell as the representation, the episode's hash as input).
+fn samples_of(answers: &[Answer], episodes: &[Episode], ep_lines: &[String], set: &LabelledImages) -> Vec<Sample> {
+    let id = |name: Option<&str>| {
+        name.and_then(|n| set.class_names.iter().position(|c| c == n))
+            .map(|p| p as u32)
+            .unwrap_or(u32::MAX)
+    };
+    answers
+        .iter()
+        .zip(episodes)
+        .zip(ep_lines)
+        .map(|((a, e), line)| Sample {
+            rep: a.cell.clone(),
+            index: e.index,
+            input_sha256: sha256_hex(line.as_bytes()),
+            label: id(Some(&a.label)),
+            pred: id(a.predicted.as_deref()),
+            correct: a.correct,
+            top5: false,
+        })
+        .collect()
+}
+
+/// The `requests` record: how many were answered from the cache, sent, retried, and how fast.
+fn requests_record(client: &LlmClient, jobs: usize, wall: f64, overhead_ms: &[f64], server_ms: f64) -> serde_json::Value {
+    let stats = client.stats();
+    let network = stats.answered - stats.cache_hits;
+    let mean_overhead = (!overhead_ms.is_empty())
+        .then(|| overhead_ms.iter().sum::<f64>() / overhead_ms.len() as f64);
+    let overhead_share = (server_ms > 0.0).then(|| overhead_ms.iter().sum::<f64>() / server_ms);
+    json!({
+        "jobs": jobs,
+        "answered": stats.answered,
+        "from_cache": stats.cache_hits,
+        "sent": network,
+        "http_requests": stats.http_requests,
+        "retries": stats.retries,
+        "wall_s": wall,
+        "per_s": if wall > 0.0 { network as f64 / wall } else { 0.0 },
+        "client_overhead_ms_mean": mean_overhead,
+        "client_overhead_share_of_server_time": overhead_share,
+        "server_ms_total": server_ms,
+    })
+}
+
+/// Send the jobs' requests through the cached client; the replies and the wall time.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    rt: &tokio::runtime::Runtime,
+    client: &Arc<LlmClient>,
+    cache: &ResponseCache,
+    cache_path: &Path,
+    ep: &Endpoint,
+    episodes: &[Episode],
+    jobs: &[Job],
+    cx: &Ctx,
+) -> Result<(Vec<Reply>, f64)> {
+    let cells_n = episodes.iter().map(|e| e.cell()).collect::<std::collections::BTreeSet<_>>();
+    let cached = jobs
+        .iter()
+        .filter(|j| {
+            let k = crate::llm::cache::key(&ep.identity, j.request.endpoint, &j.request.body);
+            cache.get(&k).ok().flatten().is_some()
+        })
+        .count();
+    cx.progress.line(&format!(
+        "  {} episodes in {} cells, {} requests ({cached} already in the response cache {})",
+        episodes.len(),
+        cells_n.len(),
+        jobs.len(),
+        cache_path.display()
+    ));
+    let t_req = Instant::now();
+    let requests = jobs
+        .iter()
+        .map(|j| backend::Request {
+            endpoint: j.request.endpoint,
+            body: j.request.body.clone(),
+            check: j.request.check.clone(),
+        })
+        .collect();
+    let total = jobs.len();
+    let progress = cx.progress;
+    let report = move |done: usize, c: &LlmClient| {
+        if done.is_multiple_of(20) || done == total {
+            let s = c.stats();
+            progress.line(&format!(
+                "  {done}/{total} answered ({} from the cache, {} HTTP requests)",
+                s.cache_hits, s.http_requests
+            ));
+        }
+    };
+    let replies = rt.block_on(backend::post_all(client.clone(), requests, &report))?;
+    Ok((replies, t_req.elapsed().as_secs_f64()))
+}
+
+/// Run a few-shot suite: episodes, prompts, the strategy's requests, answers, the table.
+fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
+    let dc = DataConfig {
+        dataset: spec.data.dataset.clone(),
+        path: spec.data.path.clone(),
+        limit: None,
+        augment: false,
+    };
+    let set = crate::data::load(&dc, Split::Test)?;
+    let episodes = episodes_of(spec, &set)?;
+    let trained = cx.zoo.load(&spec.model)?;
+    let lqae = trained.lqae("model", ": few-shot prompts need language tokens")?;
+    let size = trained.state.config.model.image_size as u32;
+    let (texts, tokens_per_image) = texts_of(spec, lqae, size, &set, &episodes, cx)?;
+    let prompts: Vec<String> = episodes
+        .iter()
+        .map(|e| prompt(e, &texts, &spec.episodes))
+        .collect();
+
+    // The server and the client.
+    let ep = backend::endpoint(&spec.llm)?;
+    if ep.server.is_some() {
+        cx.progress
+            .line(&format!("  embedded llama-server on {} ({})", ep.base_url, ep.identity));
+    }
+    let cache_path = spec.llm.cache.as_ref().map(PathBuf::from).unwrap_or_else(|| {
+        crate::assets::cache_dir().join("llm").join("responses.jsonl")
+    });
+    let cache = Arc::new(ResponseCache::open(&cache_path)?);
+    let (key, key_source) = backend::api_key(&spec.llm);
+    let client = Arc::new(backend::client(&spec.llm, &ep, key, cache.clone())?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Msg(format!("cannot start the async runtime: {e}")))?;
+    let prompt_refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let (counts, counted_by) = rt.block_on(backend::count_tokens(&client, &prompt_refs));
+    check_context(spec, &ep, &episodes, &counts, counted_by, cx)?;
+
+    // The requests.
+    let embedded = ep.server.is_some();
+    let mut jobs: Vec<Job> = Vec::new();
+    for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
+        jobs.extend(spec.strategy.jobs(spec, &ep.model, embedded, i, e, p));
+    }
+    let (replies, request_wall) = send(&rt, &client, &cache, &cache_path, &ep, &episodes, &jobs, cx)?;
+
+    // Scoring, metrics per cell, the table, the files.
+    let (answers, usage, overhead_ms, server_ms) =
+        score_answers(spec, &episodes, &prompts, &jobs, &replies)?;
+    let mut cells: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for (a, e) in answers.iter().zip(&episodes) {
+        let c = cells.entry(a.cell.clone()).or_insert((0, 0, e.ways));
+        c.0 += a.correct as usize;
+        c.1 += 1;
+    }
+    let metrics: BTreeMap<String, Metric> = cells
+        .iter()
+        .map(|(cell, &(k, n, _))| (format!("{cell}/top1"), proportion(k, n, spec.tolerance)))
+        .collect();
+    let ep_lines: Vec<String> = episodes
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("episode"))
+        .collect();
+    let samples = samples_of(&answers, &episodes, &ep_lines, &set);
+    let table = table_markdown(&cells, &metrics);
+    let mut extra = serde_json::Map::new();
+    extra.insert("strategy".into(), spec.strategy.name().into());
+    extra.insert("api".into(), spec.llm.api.clone().into());
+    extra.insert("server".into(), ep.identity.clone().into());
+    extra.insert("llm_model".into(), ep.model.clone().into());
+    extra.insert("api_key".into(), key_source.into());
+    extra.insert("tokens".into(), serde_json::to_value(&spec.tokens)?);
+    extra.insert("lqae_tokens_per_image".into(), tokens_per_image.into());
+    extra.insert(
+        "prompt_tokens".into(),
+        json!({
+            "counted_by": counted_by,
+            "max": counts.iter().max(),
+            "mean": counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64,
+            "context": ep.context,
+        }),
+    );
+    extra.insert(
+        "chance".into(),
+        cells
+            .iter()
+            .map(|(c, &(_, _, w))| (c.clone(), json!(1.0 / w as f64)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    extra.insert(
+        "requests".into(),
+        requests_record(&client, jobs.len(), request_wall, &overhead_ms, server_ms),
+    );
+    extra.insert("usage".into(), usage);
+    extra.insert("response_cache".into(), cache_path.display().to_string().into());
+    extra.insert("table".into(), table.clone().into());
+
+    let mut inputs = BTreeMap::new();
+    inputs.insert("lqae".to_string(), trained.sha256.clone());
+    inputs.insert("episodes".to_string(), sha256_hex(ep_lines.join("\n").as_bytes()));
+    if embedded {
+        inputs.insert("llm".to_string(), crate::assets::SMOLLM2.files[0].sha256.to_string());
+    }
+    let mut seeds = BTreeMap::new();
+    seeds.insert("episodes".to_string(), spec.episodes.seed);
+    let samples_sha256 = sha256_hex(
+        samples
+            .iter()
+            .map(|s| s.input_sha256.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+            .as_bytes(),
+    );
+    let ans: Vec<String> = answers
+        .iter()
+        .map(|a| serde_json::to_string(a).expect("answer"))
+        .collect();
+    let mut outcome = Outcome::new(Measured {
+        seeds,
+        inputs_sha256: inputs,
+        samples_sha256,
+        metrics,
+        extra,
+    });
+    outcome.samples = samples;
+    outcome.files = vec![
+        ("episodes.jsonl".into(), (ep_lines.join("\n") + "\n").into_bytes()),
+        ("answers.jsonl".into(), (ans.join("\n") + "\n").into_bytes()),
+        ("table.md".into(), table.clone().into_bytes()),
+    ];
+    outcome.table = Some(table);
+    drop(ep);
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_and_exact_match() {
+        let classes: Vec<String> = ["T-shirt/top", "Ankle boot", "Bag"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(match_answer(" ankle  boot.\nContext: x", &classes), Some(1));
+        assert_eq!(match_answer("Bag", &classes), Some(2));
+        assert_eq!(match_answer("T-shirt/top.", &classes), Some(0));
+        assert_eq!(match_answer("Bags", &classes), None);
+        assert_eq!(match_answer("", &classes), None);
+    }
+
+    #[test]
+    fn first_token_skips_ambiguous_prefixes() {
+        let classes: Vec<String> = ["Shirt", "Sneaker", "Bag"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let top = |v: &[(&str, f64)]| {
+            v.iter()
+                .map(|(t, l)| (t.to_string(), *l))
+                .collect::<Vec<_>>()
+        };
+        // " S" fits two names and is passed over; " Sne" decides.
+        assert_eq!(
+            first_token_pick(
+                &top(&[(" S", -0.1), (" Sne", -1.0), (" Bag", -2.0)]),
+                &classes
+            ),
+            Some(1)
+        );
+        assert_eq!(first_token_pick(&top(&[("Ġbag", -0.5)]), &classes), Some(2));
+        assert_eq!(
+            first_token_pick(&top(&[(" the", -0.1), ("\n", -0.2)]), &classes),
+            None
+        );
+    }
+
+    #[test]
+    fn csv_episodes_parse_and_bad_rows_are_named() {
+        let csv = "episode,role,image,label,induction,repeats\n\
+                   e1,support,a.jpg,lion,true,1\n\
+                   e1,support,b.jpg,vase,true,1\n\
+                   e1,query,c.jpg,vase,true,1\n\
+                   e2,support,d.jpg,lion,false,0\n\
+                   e2,support,e.jpg,lion,false,0\n\
+                   e2,support,f.jpg,vase,false,0\n\
+                   e2,support,g.jpg,vase,false,0\n\
+                   e2,query,h.jpg,lion,false,0\n";
+        let eps = parse_episode_csv(csv).unwrap();
+        assert_eq!(eps.len(), 2);
+        let (line, e) = &eps[0];
+        assert_eq!(
+            (*line, e.ways, e.shots, e.repeats, e.induction),
+            (2, 2, 1, 1, true)
+        );
+        assert_eq!(e.classes, vec!["lion".to_string(), "vase".to_string()]);
+        assert_eq!(e.query.image, "c.jpg");
+        assert_eq!(
+            (eps[1].1.shots, eps[1].1.cell()),
+            (2, "2-way/induction-no/shots-2/repeats-0".to_string())
+        );
+        let err = parse_episode_csv(
+            "episode,role,image,label,induction,repeats\nx,support,a,lion,true,0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("episode `x`") && err.contains("0 query rows"),
+            "{err}"
+        );
+        let err = parse_episode_csv("id,role,image\n").unwrap_err();
+        assert!(err.contains("header"), "{err}");
+        let err = parse_episode_csv("episode,role,image,label,induction,repeats\nx,support,a,lion,maybe,0\nx,query,b,lion,maybe,0\n").unwrap_err();
+        assert!(err.contains("induction `maybe`"), "{err}");
+    }
+
+    #[test]
+    fn the_table_follows_the_papers_column_order() {
+        let mut cells = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
+        for c in paper_columns() {
+            let cell = format!("2-way/{}", c.name());
+            cells.insert(cell.clone(), (1, 2, 2));
+            metrics.insert(format!("{cell}/top1"), crate::eval::stats::proportion(1, 2, 0.05));
+        }
+        let t = table_markdown(&cells, &metrics);
+        let head = t.lines().next().unwrap();
+        let want = "| | no induction, 1 shot | induction, 1 shot | induction, 3 shots | induction, 5 shots | induction, 1 shot, 1 repeat | induction, 1 shot, 3 repeats | induction, 1 shot, 5 repeats | chance |";
+        assert_eq!(head, want);
+        assert!(t.contains("| 2-way | 50.0 ["), "{t}");
+        assert!(t.trim_end().ends_with("| 50.0 |"), "{t}");
+    }
+
+    #[test]
+    fn label_lists_read_naturally() {
+        let l = |v: &[&str]| label_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(l(&["lion", "vase"]), "\"lion\" or \"vase\"");
+        assert_eq!(l(&["a", "b", "c"]), "\"a\", \"b\" or \"c\"");
+    }
+
+    #[test]
+    fn loglik_sums_only_the_candidate_tokens() {
+        let prompt = "Classification:";
+        let full = format!("{prompt} Bag");
+        let t = |tok: &str, lp: f64, off: usize| crate::llm::TokenLogprob {
+            token: tok.into(),
+            logprob: Some(lp),
+            top: vec![],
+            offset: Some(off),
+        };
+        let c = crate::llm::Completion {
+            logprobs: Some(vec![
+                t("Classification", -5.0, 0),
+                t(":", -1.0, 14),
+                t(" B", -0.5, 15),
+                t("ag", -0.25, 17),
+                t(".", -3.0, 19),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(candidate_loglik(&c, prompt.len(), full.len()), -0.75);
+        // Offsets count characters: a multi-byte character before the candidate must not
+        // shift the window (by bytes, " B" would fall before it and "." inside it).
+        let prompt = "Classé:";
+        let full = format!("{prompt} Bag");
+        let c = crate::llm::Completion {
+            logprobs: Some(vec![
+                t("Classé", -5.0, 0),
+                t(":", -1.0, 6),
+                t(" B", -0.5, 7),
+                t("ag", -0.25, 9),
+                t(".", -3.0, 11),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            candidate_loglik(&c, prompt.chars().count(), full.chars().count()),
+            -0.75
+        );
+        let nulls = json!({"choices": [{"text": ".", "logprobs": {"tokens": ["Bag", " is", "."], "token_logprobs": [null, null, -1.0], "text_offset": [0, 3, 6]}}]});
+        let e = check_for(Strategy::Loglik, 4)(&nulls).unwrap_err();
+        assert!(e.contains("no log-probability for token 1"), "{e}");
+        let check = check_for(Strategy::Loglik, full.len());
+        let echoless = json!({"choices": [{"text": ".", "logprobs": {"content": [{"token": ".", "logprob": -3.0, "top_logprobs": []}]}}]});
+        let e = check(&echoless).unwrap_err();
+        assert!(
+            e.contains("does not echo") && e.contains("first-token"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! The settings of a `fewshot` suite, as written and as checked.
+
+use super::scoring::Strategy;
+use crate::eval::suite_file::SuiteData;
+use crate::llm::backend::{Api, LlmSettings};
+use serde::{Deserialize, Serialize};
+
+fn d_tol() -> f64 {
+    0.05
+}
+fn d_per_image() -> usize {
+    16
+}
+fn d_select() -> String {
+    "stride".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_sep() -> String {
+    " ".into()
+}
+
+/// How an image becomes text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Tokens written per image (after filtering); 0 with `select = "all"` writes every one.
+    #[serde(default = "d_per_image")]
+    pub per_image: usize,
+    /// `raster` (the first ones in raster order), `stride` (evenly spaced over the grid),
+    /// `frequent` (the image's most frequent distinct tokens, ties by first position), `all`.
+    #[serde(default = "d_select")]
+    pub select: String,
+    /// Keep the LM tokenizer's special tokens (`[CLS]`, `[MASK]`, ...).
+    #[serde(default)]
+    pub keep_special: bool,
+    /// Keep pieces that continue a word (`##ing`), written without their marker.
+    #[serde(default = "d_true")]
+    pub keep_subword: bool,
+    #[serde(default = "d_sep")]
+    pub separator: String,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("all fields have defaults")
+    }
+}
+
+/// One column of the table: task induction or not, inner shots, repeats of the support set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub induction: bool,
+    pub shots: usize,
+    #[serde(default)]
+    pub repeats: usize,
+}
+
+impl Column {
+    pub fn name(&self) -> String {
+        format!(
+            "induction-{}/shots-{}/repeats-{}",
+            if self.induction { "yes" } else { "no" },
+            self.shots,
+            self.repeats
+        )
+    }
+}
+
+/// Frozen's table: no induction; induction with 1, 3, 5 inner shots; 1 shot repeated 1, 3, 5 times.
+pub fn paper_columns() -> Vec<Column> {
+    let c = |induction, shots, repeats| Column {
+        induction,
+        shots,
+        repeats,
+    };
+    vec![
+        c(false, 1, 0),
+        c(true, 1, 0),
+        c(true, 3, 0),
+        c(true, 5, 0),
+        c(true, 1, 1),
+        c(true, 1, 3),
+        c(true, 1, 5),
+    ]
+}
+
+fn d_ways() -> Vec<usize> {
+    vec![2, 5]
+}
+fn d_induction() -> String {
+    "Classify the context into {labels}.\n".into()
+}
+fn d_example() -> String {
+    "Context: {image}\nClassification: {label}.\n".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpisodeSettings {
+    #[serde(default = "d_ways")]
+    pub ways: Vec<usize>,
+    /// Default: the paper's seven columns.
+    #[serde(default = "paper_columns")]
+    pub columns: Vec<Column>,
+    /// Episodes per cell (way x column).
+    pub count: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Replay the episodes of this file instead of sampling: JSONL (one episode per line, as
+    /// a run writes them into `episodes.jsonl`) or CSV (`episode,role,image,label,induction,
+    /// repeats`, one row per image); `ways`, `columns`, `count` are then ignored.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The task-induction sentence; `{labels}` becomes `"a", "b" or "c"`.
+    #[serde(default = "d_induction")]
+    pub induction_template: String,
+    /// One example; `{image}` is the image's token text, `{label}` its class name. The query
+    /// is this template cut just before `{label}` (trailing spaces trimmed).
+    #[serde(default = "d_example")]
+    pub example_template: String,
+}
+
+fn d_strategy() -> String {
+    "generate".into()
+}
+fn d_top() -> usize {
+    20
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringSettings {
+    /// `generate`, `loglik` or `first-token`.
+    #[serde(default = "d_strategy")]
+    pub strategy: String,
+    /// Alternatives asked for by `first-token`.
+    #[serde(default = "d_top")]
+    pub top_logprobs: usize,
+}
+
+impl Default for ScoringSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("all fields have defaults")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FewshotSpec {
+    /// The LQAE whose tokens are written: a configuration under configs/ (trained once,
+    /// cached) or a run folder.
+    pub model: String,
+    /// The images episodes are drawn from: the test split (`test_limit` of them).
+    pub data: SuiteData,
+    #[serde(default)]
+    pub llm: LlmSettings,
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    pub episodes: EpisodeSettings,
+    #[serde(default)]
+    pub scoring: ScoringSettings,
+    /// An accuracy may drop by this much (absolute) before the report calls it a regression.
+    #[serde(default = "d_tol")]
+    pub tolerance: f64,
+}
+
+
+
+/// How `tokens.select` picks an image's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    Raster,
+    Stride,
+    Frequent,
+    All,
+}
+
+impl Select {
+    pub const NAMES: &'static [&'static str] = &["raster", "stride", "frequent", "all"];
+    pub fn parse(s: &str) -> Option<Select> {
+        Some(match s {
+            "raster" => Select::Raster,
+            "stride" => Select::Stride,
+            "frequent" => Select::Frequent,
+            "all" => Select::All,
+            _ => return None,
+        })
+    }
+}
+
+/// A checked `fewshot` suite: the settings as written (`Deref`) and their enums.
+#[derive(Debug, Clone)]
+pub struct CheckedFewshot {
+    pub spec: FewshotSpec,
+    pub strategy: Strategy,
+    pub select: Select,
+    pub api: Api,
+}
+
+impl std::ops::Deref for CheckedFewshot {
+    type Target = FewshotSpec;
+    fn deref(&self) -> &FewshotSpec {
+        &self.spec
+    }
+}
+
+impl FewshotSpec {
+    /// The checked form, or every setting that parses but cannot work, each naming its key.
+    pub fn check(self) -> std::result::Result<CheckedFewshot, Vec<String>> {
+        let mut out = self.data.problems();
+        let strategy = Strategy::parse(&self.scoring.strategy);
+        if strategy.is_none() {
+            out.push(format!(
+                "`scoring.strategy`: `{}` is not one of {}",
+                self.scoring.strategy,
+                Strategy::NAMES.join(", ")
+            ));
+        }
+        let select = Select::parse(&self.tokens.select);
+        if select.is_none() {
+            out.push(format!(
+                "`tokens.select`: `{}` is not one of {}",
+                self.tokens.select,
+                Select::NAMES.join(", ")
+            ));
+        }
+        if self.tokens.per_image == 0 && select != Some(Select::All) {
+            out.push(
+                "`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)"
+                    .into(),
+            );
+        }
+        let api = Api::parse(&self.llm.api);
+        if api.is_none() {
+            out.push(format!(
+                "`llm.api`: `{}` is not `completions` or `chat`",
+                self.llm.api
+            ));
+        }
+        if strategy == Some(Strategy::Loglik) && api != Some(Api::Completions) {
+            out.push("`scoring.strategy`: `loglik` needs prompt log-probabilities, which only `/v1/completions` with `echo` gives; set llm.api = \"completions\"".into());
+        }
+        if self.episodes.file.is_none() {
+            if self.episodes.count == 0 {
+                out.push("`episodes.count`: 0 episodes per cell".into());
+            }
+            if let Some(w) = self.episodes.ways.iter().find(|&&w| w < 2) {
+                out.push(format!("`episodes.ways`: {w}-way is not a classification"));
+            }
+            if self.episodes.columns.iter().any(|c| c.shots == 0) {
+                out.push("`episodes.columns`: shots must be at least 1".into());
+            }
+        }
+        if !self.episodes.example_template.contains("{image}")
+            || !self.episodes.example_template.contains("{label}")
+        {
+            out.push("`episodes.example_template`: needs both `{image}` and `{label}`".into());
+        }
+        if self.llm.concurrency == 0 {
+            out.push("`llm.concurrency`: must be at least 1".into());
+        }
+        match (strategy, select, api) {
+            (Some(strategy), Some(select), Some(api)) if out.is_empty() => Ok(CheckedFewshot {
+                spec: self,
+                strategy,
+                select,
+                api,
+            }),
+            _ => Err(out),
+        }
+    }
+}

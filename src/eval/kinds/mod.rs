@@ -1,0 +1,94 @@
+//! The registry: the only place that lists the suite kinds. A new kind is its own module here
+//! and one line in each of `SuiteSpec`, `KINDS`, `parse` and `run` below.
+
+pub mod fewshot;
+pub mod probe;
+pub mod recon;
+pub mod throughput;
+
+use super::kind::{Ctx, Outcome, SuiteKind};
+use super::suite_file::GroupSpec;
+use crate::error::Result;
+use crate::util::toml_ext::key_at;
+use fewshot::Fewshot;
+use probe::LinearProbe;
+use recon::Reconstruction;
+use throughput::Throughput;
+
+/// A suite's checked settings, by kind.
+// One value per loaded suite: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum SuiteSpec {
+    LinearProbe(<LinearProbe as SuiteKind>::Checked),
+    Fewshot(<Fewshot as SuiteKind>::Checked),
+    Group(GroupSpec),
+    Reconstruction(<Reconstruction as SuiteKind>::Checked),
+    Throughput(<Throughput as SuiteKind>::Checked),
+}
+
+pub const KINDS: &[&str] = &[
+    LinearProbe::NAME,
+    Fewshot::NAME,
+    "group",
+    Reconstruction::NAME,
+    Throughput::NAME,
+];
+
+/// A suite body (the table without `kind` and `description`) parsed and checked by `kind`.
+pub fn parse(kind: &str, body: &toml::Table) -> std::result::Result<SuiteSpec, Vec<String>> {
+    Ok(match kind {
+        LinearProbe::NAME => SuiteSpec::LinearProbe(parse_as::<LinearProbe>(body)?),
+        Fewshot::NAME => SuiteSpec::Fewshot(parse_as::<Fewshot>(body)?),
+        Reconstruction::NAME => SuiteSpec::Reconstruction(parse_as::<Reconstruction>(body)?),
+        Throughput::NAME => SuiteSpec::Throughput(parse_as::<Throughput>(body)?),
+        "group" => SuiteSpec::Group(deserialize(body)?),
+        other => return Err(vec![format!("`kind`: `{other}` is not a suite kind")]),
+    })
+}
+
+/// Run a checked suite (groups are expanded before they get here).
+pub fn run(spec: &SuiteSpec, cx: &Ctx) -> Result<Outcome> {
+    match spec {
+        SuiteSpec::LinearProbe(s) => LinearProbe::run(s, cx),
+        SuiteSpec::Fewshot(s) => Fewshot::run(s, cx),
+        SuiteSpec::Reconstruction(s) => Reconstruction::run(s, cx),
+        SuiteSpec::Throughput(s) => Throughput::run(s, cx),
+        SuiteSpec::Group(_) => Err(crate::Error::Msg(format!(
+            "suite `{}` is a group: expand it into its suites first",
+            cx.suite.name
+        ))),
+    }
+}
+
+fn parse_as<K: SuiteKind>(body: &toml::Table) -> std::result::Result<K::Checked, Vec<String>> {
+    K::check(deserialize(body)?)
+}
+
+/// Deserialise from text, so that a bad key is reported with its dotted name.
+fn deserialize<T: serde::de::DeserializeOwned>(
+    body: &toml::Table,
+) -> std::result::Result<T, Vec<String>> {
+    let text = toml::to_string(body).unwrap_or_default();
+    toml::from_str::<T>(&text).map_err(|e| {
+        let key = e
+            .span()
+            .map(|sp| key_at(&text, sp.start))
+            .unwrap_or_default();
+        let msg = e.message().trim().replace('\n', " ");
+        vec![if key.is_empty() {
+            msg
+        } else {
+            format!("`{key}`: {msg}")
+        }]
+    })
+}
+
+/// `Err(problems)` unless there are none.
+pub(crate) fn checked<T>(value: T, problems: Vec<String>) -> std::result::Result<T, Vec<String>> {
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(problems)
+    }
+}

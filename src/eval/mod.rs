@@ -1,0 +1,24 @@
+//! The evaluation layer: suite files, the model zoo, the suite kinds behind one interface,
+//! one runner that writes every run folder, result files and their statistics.
+//!
+//! - [`suite_file`]: discovery, `include`, overrides, groups;
+//! - [`kind`]: the `SuiteKind` trait, the run context and what a run hands back;
+//! - [`kinds`]: the registry and the kinds (`linear-probe`, `fewshot`, `reconstruction`,
+//!   `throughput`);
+//! - [`runner`]: runs suites and writes their folders, the summary, `report`;
+//! - [`zoo`]: model names resolved, trained once and cached, loaded, hashed; feature cache;
+//! - [`results`], [`stats`]: the result schema, writer, reader, report, intervals and tests.
+
+pub mod kind;
+pub mod kinds;
+pub mod results;
+pub mod runner;
+pub mod stats;
+pub mod suite_file;
+pub mod zoo;
+
+pub use kind::{Ctx, Outcome, Progress, Quiet, Stderr, SuiteKind};
+pub use kinds::SuiteSpec;
+pub use runner::{run_suite, run_suites, Ran};
+pub use suite_file::Suite;
+pub use zoo::Zoo;

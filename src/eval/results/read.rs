@@ -1,0 +1,82 @@
+//! Reading result files and the per-image values beside them.
+
+use super::{ImageScore, ResultFile, Sample, PER_IMAGE_FILE, SCHEMA};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// A result file, or the newest `result.json` under a folder.
+pub fn read_result(path: &Path) -> Result<(ResultFile, Option<Vec<Sample>>)> {
+    let file = if path.is_dir() {
+        let mut found = Vec::new();
+        collect(path, &mut found);
+        found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        found
+            .pop()
+            .ok_or_else(|| Error::file(path, "holds no result.json"))?
+    } else {
+        path.to_path_buf()
+    };
+    let r: ResultFile = serde_json::from_slice(
+        &std::fs::read(&file).map_err(|e| Error::file(&file, e.to_string()))?,
+    )
+    .map_err(|e| Error::file(&file, format!("not a {SCHEMA} result: {e}")))?;
+    if r.schema != SCHEMA {
+        return Err(Error::file(
+            &file,
+            format!("schema `{}`, this build reads `{SCHEMA}`", r.schema),
+        ));
+    }
+    let samples_path = file.with_file_name("samples.jsonl");
+    let samples = match std::fs::read_to_string(&samples_path) {
+        Ok(t) => Some(
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str(l).map_err(|e| Error::file(&samples_path, e.to_string()))
+                })
+                .collect::<Result<Vec<Sample>>>()?,
+        ),
+        Err(_) => None,
+    };
+    Ok((r, samples))
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                collect(&p, out);
+            } else if p.file_name().is_some_and(|n| n == "result.json") {
+                out.push(p);
+            }
+        }
+    }
+}
+
+/// The per-image values beside a result file (or beside the newest `result.json` under a
+/// folder), if the run wrote any.
+pub fn read_per_image(path: &Path) -> Result<Option<Vec<ImageScore>>> {
+    let file = if path.is_dir() {
+        let mut found = Vec::new();
+        collect(path, &mut found);
+        found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        match found.pop() {
+            Some(f) => f,
+            None => return Ok(None),
+        }
+    } else {
+        path.to_path_buf()
+    };
+    let p = file.with_file_name(PER_IMAGE_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(_) => return Ok(None),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| Error::file(&p, e.to_string())))
+        .collect::<Result<Vec<ImageScore>>>()
+        .map(Some)
+}
+

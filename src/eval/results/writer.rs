@@ -1,0 +1,40 @@
+//! Writing a run folder: extra files first, `result.json` last (each atomically), so a
+//! folder with a `result.json` is a complete run.
+
+use super::{ImageScore, ResultFile, Sample, PER_IMAGE_FILE};
+use crate::error::{Error, Result};
+use crate::util::fsx::{json_lines, write_atomic};
+use std::path::{Path, PathBuf};
+
+/// Write per-image metric values next to a run's `result.json` (atomically).
+pub fn write_per_image(dir: &Path, scores: &[ImageScore]) -> Result<()> {
+    write_atomic(&dir.join(PER_IMAGE_FILE), json_lines(scores)?.as_bytes())
+}
+
+/// Write `result.json` and `samples.jsonl` into a new run folder (atomically, each file).
+pub fn write_run(root: &Path, result: &ResultFile, samples: &[Sample]) -> Result<PathBuf> {
+    write_run_files(root, result, samples, &[], &[])
+}
+
+/// The run folder `root/<suite>/<run id>`: `files` (name, bytes), `per_image.jsonl` (when
+/// there are per-image values) and `samples.jsonl` first, then `result.json` last.
+pub fn write_run_files(
+    root: &Path,
+    result: &ResultFile,
+    samples: &[Sample],
+    per_image: &[ImageScore],
+    files: &[(String, Vec<u8>)],
+) -> Result<PathBuf> {
+    let dir = root.join(&result.suite).join(&result.run_id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+    for (name, bytes) in files {
+        write_atomic(&dir.join(name), bytes)?;
+    }
+    if !per_image.is_empty() {
+        write_per_image(&dir, per_image)?;
+    }
+    write_atomic(&dir.join("samples.jsonl"), json_lines(samples)?.as_bytes())?;
+    // result.json last: a folder with a result.json is complete.
+    write_atomic(&dir.join("result.json"), &serde_json::to_vec_pretty(result)?)?;
+    Ok(dir)
+}

@@ -1,0 +1,152 @@
+//! The runner: suites by name (or file), groups expanded, each run through its kind, and the
+//! run folder written by one writer (extra files first, `result.json` last).
+
+use super::kind::{Ctx, Progress};
+use super::kinds;
+use super::results::{self, ResultFile};
+use super::suite_file::{self, Suite};
+use super::zoo::Zoo;
+use crate::error::Result;
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What one suite run left behind.
+pub struct Ran {
+    pub suite: String,
+    pub dir: PathBuf,
+    pub result: ResultFile,
+    /// Files rendered from the result (e.g. `index.html`), in the run folder.
+    pub pages: Vec<PathBuf>,
+    /// The run's own table, if it has one (few-shot).
+    pub table: Option<String>,
+}
+
+/// Run one loaded suite and write its folder under `results_root`.
+pub fn run_suite(
+    suite: &Suite,
+    device: &Device,
+    zoo: &Zoo,
+    results_root: &Path,
+    progress: &dyn Progress,
+) -> Result<Ran> {
+    let t0 = Instant::now();
+    let cx = Ctx {
+        suite,
+        device,
+        zoo,
+        progress,
+    };
+    let mut outcome = kinds::run(&suite.spec, &cx)?;
+    let result = ResultFile::finish(suite, device, t0, outcome.measured)?;
+    let mut pages = Vec::new();
+    for (name, render) in &outcome.pages {
+        outcome.files.push((name.clone(), render(&result).into_bytes()));
+        pages.push(name.clone());
+    }
+    let dir = results::write_run_files(
+        results_root,
+        &result,
+        &outcome.samples,
+        &outcome.per_image,
+        &outcome.files,
+    )?;
+    Ok(Ran {
+        suite: suite.name.clone(),
+        pages: pages.iter().map(|p| dir.join(p)).collect(),
+        dir,
+        result,
+        table: outcome.table,
+    })
+}
+
+/// Every suite named (a name under suites/ or a suite file; groups expanded, no repeats).
+pub fn resolve(names: &[String], overrides: &[String]) -> Result<Vec<Suite>> {
+    let mut all: Vec<Suite> = Vec::new();
+    for n in names {
+        let (dir, name) = suite_file::locate(n);
+        for s in suite_file::expand(&dir, &[name], overrides)? {
+            if !all.iter().any(|o| o.name == s.name) {
+                all.push(s);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Run the suites in order; `started` is told of each before it runs, `finished` after.
+pub fn run_suites(
+    suites: &[Suite],
+    device: &Device,
+    results_root: &Path,
+    progress: &dyn Progress,
+    started: &mut dyn FnMut(&Suite),
+    finished: &mut dyn FnMut(&Ran),
+) -> Result<Vec<Ran>> {
+    let zoo = Zoo::new(device, progress.enabled());
+    let mut out = Vec::new();
+    for s in suites {
+        started(s);
+        let ran = run_suite(s, device, &zoo, results_root, progress)?;
+        finished(&ran);
+        out.push(ran);
+    }
+    Ok(out)
+}
+
+/// The summary table of runs: one row per metric.
+pub fn summary_markdown(runs: &[Ran]) -> String {
+    let mut s = String::from("| suite | metric | value | 95% CI | n |\n|---|---|---|---|---|\n");
+    for r in runs {
+        for (k, m) in &r.result.metrics {
+            s.push_str(&format!(
+                "| {} | {k} | {:.4} | [{:.4}, {:.4}] | {} |\n",
+                r.suite, m.value, m.ci95[0], m.ci95[1], m.n
+            ));
+        }
+    }
+    s
+}
+
+/// `report`: compare a current result with a baseline (files, or folders meaning their newest
+/// `result.json`), with paired tests where both scored the same examples.
+pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::Row>)> {
+    let (b, bs) = results::read_result(baseline)?;
+    let (c, cs) = results::read_result(current)?;
+    if b.suite != c.suite {
+        return Err(crate::Error::Msg(format!(
+            "the baseline is suite `{}` but the current result is `{}`",
+            b.suite, c.suite
+        )));
+    }
+    // Per-image values (reconstruction suites) allow a paired t-test.
+    let (bv, cv) = (
+        results::read_per_image(baseline)?,
+        results::read_per_image(current)?,
+    );
+    let rows = results::compare_paired(
+        &b,
+        bs.as_deref(),
+        bv.as_deref(),
+        &c,
+        cs.as_deref(),
+        cv.as_deref(),
+    );
+    let md = results::markdown(
+        &rows,
+        &baseline.display().to_string(),
+        &current.display().to_string(),
+    );
+    Ok((md, rows))
+}
+
+/// One suite run quietly with a zoo of its own (tests, library users): its folder and result.
+pub fn run_one(
+    suite: &Suite,
+    device: &Device,
+    results_root: &Path,
+) -> Result<(PathBuf, ResultFile)> {
+    let zoo = Zoo::new(device, false);
+    let ran = run_suite(suite, device, &zoo, results_root, &super::Quiet)?;
+    Ok((ran.dir, ran.result))
+}

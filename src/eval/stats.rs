@@ -1,0 +1,255 @@
+//! Statistics of results: intervals of proportions (Wilson), means (Student t) and rates
+//! (medians), and the paired tests the regression report uses (exact McNemar, paired t).
+
+use super::results::Metric;
+
+/// Wilson score interval and the normal standard error of a proportion `k / n`.
+pub fn proportion(k: usize, n: usize, tolerance: f64) -> Metric {
+    let nf = n.max(1) as f64;
+    let p = k as f64 / nf;
+    let z = 1.959964;
+    let denom = 1.0 + z * z / nf;
+    let centre = (p + z * z / (2.0 * nf)) / denom;
+    let half = z * (p * (1.0 - p) / nf + z * z / (4.0 * nf * nf)).sqrt() / denom;
+    Metric {
+        value: p,
+        se: (p * (1.0 - p) / nf).sqrt(),
+        ci95: [centre - half, centre + half],
+        n,
+        tolerance,
+        higher_is_better: true,
+    }
+}
+
+/// Mean of per-image values with its standard error and a Student-t 95% interval
+/// (`mean +- t(0.975, n-1) * sd / sqrt(n)`, sample standard deviation).
+pub fn mean_t_interval(values: &[f64], tolerance: f64, higher_is_better: bool) -> Metric {
+    let n = values.len();
+    let nf = n.max(1) as f64;
+    let mean = values.iter().sum::<f64>() / nf;
+    let var = if n > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (nf - 1.0)
+    } else {
+        0.0
+    };
+    let se = (var / nf).sqrt();
+    let half = if n > 1 {
+        student_t_quantile(0.975, nf - 1.0) * se
+    } else {
+        0.0
+    };
+    Metric {
+        value: mean,
+        se,
+        ci95: [mean - half, mean + half],
+        n,
+        tolerance,
+        higher_is_better,
+    }
+}
+
+/// ln Gamma (Lanczos, g = 7, 9 terms; |relative error| < 1e-13 for x > 0).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Regularised incomplete beta I_x(a, b) (continued fraction, modified Lentz).
+fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    if x > (a + 1.0) / (a + b + 2.0) {
+        return 1.0 - incomplete_beta(1.0 - x, b, a);
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp() / a;
+    let tiny = 1e-300;
+    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut f = d;
+    for m in 1..500 {
+        let m = m as f64;
+        for num in [
+            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
+            d = 1.0 + num * d;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = 1.0 + num / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            f *= c * d;
+        }
+        if (c * d - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    front * f
+}
+
+/// Two-sided p-value of a Student-t statistic with `df` degrees of freedom.
+pub fn student_t_two_sided_p(t: f64, df: f64) -> f64 {
+    if !t.is_finite() {
+        return 0.0;
+    }
+    incomplete_beta(df / (df + t * t), df / 2.0, 0.5).clamp(0.0, 1.0)
+}
+
+/// The `p` quantile (p > 0.5) of Student's t with `df` degrees of freedom (bisection).
+pub fn student_t_quantile(p: f64, df: f64) -> f64 {
+    let target = 2.0 * (1.0 - p); // two-sided tail
+    let (mut lo, mut hi) = (0.0f64, 1e3f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if student_t_two_sided_p(mid, df) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Paired t-test on per-image differences `current - baseline` of one metric: two-sided p,
+/// or None when fewer than two images pair up or every difference is the same.
+pub fn paired_t_p(pairs: &[(f64, f64)]) -> Option<f64> {
+    let n = pairs.len();
+    if n < 2 {
+        return None;
+    }
+    let d: Vec<f64> = pairs.iter().map(|(b, c)| c - b).collect();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+    if var <= 0.0 {
+        return (mean == 0.0).then_some(1.0).or(Some(0.0));
+    }
+    let t = mean / (var / n as f64).sqrt();
+    Some(student_t_two_sided_p(t, n as f64 - 1.0))
+}
+
+/// Exact two-sided McNemar test on discordant pairs `b` (only baseline right) and `c`
+/// (only current right): the binomial probability of a split at least this uneven.
+pub fn mcnemar_p(b: usize, c: usize) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    let k = b.min(c);
+    // P(X <= k) for X ~ Bin(n, 1/2), in log space.
+    let ln_half_n = n as f64 * 0.5f64.ln();
+    let mut ln_c = 0.0f64; // ln C(n, 0)
+    let mut tail = 0.0;
+    for i in 0..=k {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        tail += (ln_c + ln_half_n).exp();
+    }
+    (2.0 * tail).min(1.0)
+}
+
+pub fn normal_sf(z: f64) -> f64 {
+    // Abramowitz-Stegun 7.1.26 erfc approximation (|error| < 1.5e-7).
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.3275911 * x);
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    0.5 * poly * (-x * x).exp()
+}
+
+/// A rate metric from per-call times: the median of `scale / t`, the standard error of a
+/// median (1.2533 sd / sqrt n) and a normal 95% interval; `tolerance` a fraction of the value.
+pub fn rate_metric(times: &[f64], scale: f64, tolerance: f64) -> Metric {
+    let rates: Vec<f64> = times.iter().map(|t| scale / t).collect();
+    let n = rates.len();
+    let value = crate::bench::median(&rates);
+    let se = if n > 1 {
+        let mean = rates.iter().sum::<f64>() / n as f64;
+        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        1.2533 * sd / (n as f64).sqrt()
+    } else {
+        0.0
+    };
+    Metric {
+        value,
+        se,
+        ci95: [value - 1.96 * se, value + 1.96 * se],
+        n,
+        tolerance: tolerance * value,
+        higher_is_better: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_and_mcnemar_match_textbook_values() {
+        let m = proportion(80, 100, 0.0);
+        assert!((m.value - 0.8).abs() < 1e-12 && (m.se - 0.04).abs() < 1e-12);
+        // Wilson 95% for 80/100: [0.7112, 0.8666].
+        assert!(
+            (m.ci95[0] - 0.7112).abs() < 1e-3 && (m.ci95[1] - 0.8666).abs() < 1e-3,
+            "{:?}",
+            m.ci95
+        );
+        // Exact McNemar: b=1, c=9 -> 2 * P(X<=1 | n=10) = 2 * 11/1024.
+        assert!((mcnemar_p(1, 9) - 22.0 / 1024.0).abs() < 1e-12);
+        assert_eq!(mcnemar_p(5, 5), 1.0);
+        assert!((normal_sf(1.959964) - 0.025).abs() < 1e-6);
+    }
+
+    #[test]
+    fn student_t_matches_tables() {
+        // t(0.975) for df 1, 10, 999 (tables / scipy.stats.t.ppf).
+        for (df, want) in [(1.0, 12.706205), (10.0, 2.228139), (999.0, 1.962341)] {
+            let q = student_t_quantile(0.975, df);
+            assert!((q - want).abs() < 1e-4, "df {df}: {q} vs {want}");
+        }
+        // scipy: 2 * t.sf(2.5, 7) = 0.040992
+        assert!((student_t_two_sided_p(2.5, 7.0) - 0.040992).abs() < 1e-5);
+        let m = mean_t_interval(&[1.0, 2.0, 3.0, 4.0], 0.1, true);
+        // mean 2.5, sd 1.290994, se 0.645497, t(0.975, 3) = 3.182446
+        assert!((m.value - 2.5).abs() < 1e-12 && (m.se - 0.645497).abs() < 1e-6);
+        assert!((m.ci95[0] - (2.5 - 3.182446 * 0.645497)).abs() < 1e-4);
+        // Paired: a constant shift is certain, no change is p = 1.
+        assert_eq!(paired_t_p(&[(1.0, 1.5), (2.0, 2.5)]), Some(0.0));
+        assert_eq!(paired_t_p(&[(1.0, 1.0), (2.0, 2.0)]), Some(1.0));
+        // differences 0.1, 0.3, -0.1, 0.2: mean 0.125, sd 0.170783, t = 1.463850, df 3
+        let p = paired_t_p(&[(0.0, 0.1), (0.0, 0.3), (0.0, -0.1), (0.0, 0.2)]).unwrap();
+        assert!((p - 0.239443).abs() < 1e-4, "{p}");
+    }
+}

@@ -1,0 +1,199 @@
+//! The model zoo: what a suite's `model = "..."` names, resolved to a trained model.
+//!
+//! A name is a run configuration under `configs/` (trained once into
+//! `$LQAE_CACHE/runs/<name>-<config hash>`, resumed if interrupted, one trainer per run folder
+//! across processes) or a run folder with a checkpoint. The zoo loads the model, hashes its
+//! checkpoint for the result's `inputs_sha256`, and caches features computed from it.
+
+use crate::error::{Error, Result};
+use crate::lm::FrozenLm;
+use crate::model::{Autoencoder, Lqae, RunConfig, Vqvae};
+use crate::train::CheckpointState;
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+/// Row-major `n x d` features.
+#[derive(Debug, Clone)]
+pub struct Features {
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub d: usize,
+}
+
+/// A trained model with where it came from.
+pub struct Trained {
+    /// The name it was asked for (a configuration or a run folder).
+    pub spec: String,
+    pub model: Autoencoder,
+    pub state: CheckpointState,
+    pub run_dir: PathBuf,
+    /// sha256 of the checkpoint's `model.safetensors`.
+    pub sha256: String,
+}
+
+impl Trained {
+    /// The LQAE, or an error naming the setting `key` that asked for one.
+    pub fn lqae(&self, key: &str, why: &str) -> Result<&Lqae> {
+        match &self.model {
+            Autoencoder::Lqae(m) => Ok(m),
+            _ => Err(Error::setting(key, format!("`{}` is not an LQAE{why}", self.spec))),
+        }
+    }
+    /// The VQ-VAE, or an error naming the setting `key`.
+    pub fn vqvae(&self, key: &str) -> Result<&Vqvae> {
+        match &self.model {
+            Autoencoder::Vqvae(m) => Ok(m),
+            _ => Err(Error::setting(key, format!("`{}` is not a VQ-VAE", self.spec))),
+        }
+    }
+    /// The frozen LM of an LQAE (None for a VQ-VAE).
+    pub fn lm(&self) -> Option<&FrozenLm> {
+        match &self.model {
+            Autoencoder::Lqae(m) => Some(m.lm()),
+            Autoencoder::Vqvae(_) => None,
+        }
+    }
+}
+
+pub struct Zoo {
+    configs: PathBuf,
+    cache: PathBuf,
+    device: Device,
+    progress: bool,
+}
+
+impl Zoo {
+    /// Configurations from `configs/` (beside the suites), models and features cached in
+    /// `$LQAE_CACHE`.
+    pub fn new(device: &Device, progress: bool) -> Self {
+        Zoo {
+            configs: crate::eval::suite_file::configs_dir(),
+            cache: crate::assets::cache_dir(),
+            device: device.clone(),
+            progress,
+        }
+    }
+
+    /// `configs/<spec>.toml` beside the suites, else in the source tree.
+    fn config_path(&self, spec: &str) -> PathBuf {
+        let p = self.configs.join(format!("{spec}.toml"));
+        if p.is_file() {
+            return p;
+        }
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).join(format!("{spec}.toml"))
+    }
+
+    /// A trained model by name, loaded, with its checkpoint hash.
+    pub fn load(&self, spec: &str) -> Result<Trained> {
+        let run_dir = self.run_dir(spec)?;
+        let (model, _, state) = crate::train::load_model(&run_dir, &self.device)?;
+        let sha256 = checkpoint_sha(&run_dir)?;
+        Ok(Trained {
+            spec: spec.to_string(),
+            model,
+            state,
+            run_dir,
+            sha256,
+        })
+    }
+
+    /// The run folder of a model named in a suite: a configs/<name>.toml is trained once into
+    /// `$LQAE_CACHE/runs/<name>-<config hash>` (resumed if interrupted); anything else is a run folder.
+    pub fn run_dir(&self, spec: &str) -> Result<PathBuf> {
+        let (device, progress) = (&self.device, self.progress);
+        let cfg_path = self.config_path(spec);
+        if !cfg_path.is_file() {
+            let p = PathBuf::from(spec);
+            return if crate::train::latest_checkpoint(&p)?.is_some() {
+                Ok(p)
+            } else {
+                Err(Error::setting("model", format!("`{spec}` is neither a configuration under configs/ nor a run folder with a checkpoint")))
+            };
+        }
+        let cfg = RunConfig::from_file(&cfg_path, &[])?;
+        // The numerics generation is part of the key: a change that moves training's float
+        // rounding (e.g. fused kernels) gives a different, equally valid model, and cached models
+        // from older code must not be mixed with baselines made by newer code.
+        let hash = crate::util::fsx::sha256_hex(
+            format!(
+                "{}\nnumerics {}",
+                serde_json::to_string(&cfg)?,
+                crate::train::NUMERICS
+            )
+            .as_bytes(),
+        );
+        let out = self.cache
+            .join("runs")
+            .join(format!("{}-{}", cfg.name, &hash[..12]));
+        let is_done = || -> Result<bool> {
+            Ok(crate::train::latest_checkpoint(&out)?
+                .and_then(|ck| std::fs::read(ck.join("state.json")).ok())
+                .and_then(|b| serde_json::from_slice::<crate::train::CheckpointState>(&b).ok())
+                .is_some_and(|s| s.step >= cfg.train.steps))
+        };
+        if is_done()? {
+            return Ok(out);
+        }
+        // One trainer per run folder: suites started together wait for the first one.
+        let runs = out.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(runs).map_err(|e| Error::file(runs, e.to_string()))?;
+        let lock_path = runs.join(format!(".{}-{}.lock", cfg.name, &hash[..12]));
+        let lock =
+            std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+        lock.lock()
+            .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+        if !is_done()? {
+            eprintln!(
+                "training {} once into {} (cached by its configuration hash)",
+                cfg.name,
+                out.display()
+            );
+            crate::train::train(
+                &cfg,
+                &out,
+                device,
+                &crate::train::TrainOptions {
+                    resume: true,
+                    stop_at: None,
+                    progress,
+                },
+            )?;
+        }
+        Ok(out)
+    }
+
+    pub fn features<F: FnOnce() -> Result<Features>>(&self, key: &str, make: F) -> Result<Features> {
+        let dir = self.cache.join("features");
+        let path = dir.join(format!("{key}.f32"));
+        if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.len() >= 16 {
+                let n = u64::from_le_bytes(bytes[0..8].try_into().unwrap()) as usize;
+                let d = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+                if bytes.len() == 16 + 4 * n * d {
+                    let x = bytes[16..]
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    return Ok(Features { x, n, d });
+                }
+            }
+        }
+        let f = make()?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+        let mut bytes = Vec::with_capacity(16 + 4 * f.x.len());
+        bytes.extend((f.n as u64).to_le_bytes());
+        bytes.extend((f.d as u64).to_le_bytes());
+        for v in &f.x {
+            bytes.extend(v.to_le_bytes());
+        }
+        crate::util::fsx::write_atomic(&path, &bytes)?;
+        Ok(f)
+    }
+}
+
+/// sha256 of the newest checkpoint's weights in a run folder.
+pub fn checkpoint_sha(run: &Path) -> Result<String> {
+    let ck =
+        crate::train::latest_checkpoint(run)?.ok_or_else(|| Error::file(run, "no checkpoint"))?;
+    crate::util::fsx::sha256_file(&ck.join("model.safetensors"))
+}

@@ -1,0 +1,219 @@
+//! Attention over packed QKV, per batch row and head (probabilities recomputed in backward),
+//! and its primitive-op reference form.
+
+use super::*;
+
+/// `dst (m x n, row stride dst_rs) = [dst +] beta * lhs (m x k) @ rhs (k x n)`, any strides.
+///
+/// # Safety
+/// Every pointer with its strides must address valid memory for the given sizes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        0.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+avx2_or_baseline! {
+    /// Softmax of each `s`-wide row of `p`, in place.
+    fn softmax_rows(p: &mut [f32], s: usize) {
+        for row in p.chunks_mut(s) {
+            let m = lane_max(row);
+            for v in row.iter_mut() {
+                *v = fast_exp(*v - m);
+            }
+            let inv = 1.0 / lane_sum(row, |v| v);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+/// Self-attention over a packed `qkv` `(b, s, 3 * heads * dh)` (queries, keys, values side by
+/// side, heads contiguous within each) -> `(b, s, heads * dh)`, no mask. One task per batch
+/// row and head; the `s x s` scores live in a task-local buffer and are recomputed in the
+/// backward pass, so neither the head split nor the probabilities are ever stored.
+pub(crate) struct Attention {
+    heads: usize,
+}
+pub(crate) struct AttentionBwd {
+    heads: usize,
+}
+
+pub(crate) fn attn_dims(l: &Layout, heads: usize) -> Result<(usize, usize, usize, usize)> {
+    let (b, s, w3) = l.shape().dims3()?;
+    if heads == 0 || w3 % (3 * heads) != 0 {
+        candle_core::bail!("attention: packed width {w3} is not 3 x {heads} heads");
+    }
+    Ok((b, s, w3 / 3, w3 / (3 * heads)))
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "lqae-attention"
+    }
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(st, l, "attention")?;
+        let (b, s, d, dh) = attn_dims(l, self.heads)?;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut out = vec![0f32; b * s * d];
+        let op = SendPtr(out.as_mut_ptr());
+        let heads = self.heads;
+        (0..b * heads).into_par_iter().for_each_init(
+            || vec![0f32; s * s],
+            |p, task| {
+                let (bi, h) = (task / heads, task % heads);
+                let base = qkv[bi * s * 3 * d..].as_ptr();
+                // SAFETY: q, k, v of head h are columns h*dh.. of the three thirds of batch
+                // row bi (row stride 3d); this task alone writes columns h*dh.. of its rows.
+                unsafe {
+                    let (q, k, v) = (
+                        base.add(h * dh),
+                        base.add(d + h * dh),
+                        base.add(2 * d + h * dh),
+                    );
+                    mm(s, s, dh, p.as_mut_ptr(), s, q, 3 * d, 1, k, 1, 3 * d, scale);
+                    softmax_rows(p, s);
+                    let o = op.get().add(bi * s * d + h * dh);
+                    mm(s, dh, s, o, d, p.as_ptr(), s, 1, v, 3 * d, 1, 1.0);
+                }
+            },
+        );
+        Ok((storage(out), Shape::from((b, s, d))))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &AttentionBwd { heads: self.heads },
+        )?))
+    }
+}
+
+impl CustomOp2 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "lqae-attention-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(s1, l1, "attention backward")?;
+        let go = slice(s2, l2, "attention backward")?;
+        let (b, s, d, dh) = attn_dims(l1, self.heads)?;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut dqkv = vec![0f32; b * s * 3 * d];
+        let dp_ptr = SendPtr(dqkv.as_mut_ptr());
+        let heads = self.heads;
+        (0..b * heads).into_par_iter().for_each_init(
+            || (vec![0f32; s * s], vec![0f32; s * s]),
+            |(p, dp), task| {
+                let (bi, h) = (task / heads, task % heads);
+                let base = qkv[bi * s * 3 * d..].as_ptr();
+                let g = go[bi * s * d + h * dh..].as_ptr();
+                // SAFETY: as in the forward pass; this task alone writes columns h*dh.. of the
+                // three thirds of batch row bi in dqkv.
+                unsafe {
+                    let (q, k, v) = (
+                        base.add(h * dh),
+                        base.add(d + h * dh),
+                        base.add(2 * d + h * dh),
+                    );
+                    let dbase = dp_ptr.get().add(bi * s * 3 * d);
+                    let (dq, dk, dv) = (
+                        dbase.add(h * dh),
+                        dbase.add(d + h * dh),
+                        dbase.add(2 * d + h * dh),
+                    );
+                    mm(s, s, dh, p.as_mut_ptr(), s, q, 3 * d, 1, k, 1, 3 * d, scale);
+                    softmax_rows(p, s);
+                    // dV = P^T dO; dP = dO V^T.
+                    mm(s, dh, s, dv, 3 * d, p.as_ptr(), 1, s, g, d, 1, 1.0);
+                    mm(s, s, dh, dp.as_mut_ptr(), s, g, d, 1, v, 1, 3 * d, 1.0);
+                    // dS = P * (dP - rowsum(dP * P)).
+                    for (pr, dr) in p.chunks(s).zip(dp.chunks_mut(s)) {
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        for (dv_, &pv) in dr.iter_mut().zip(pr) {
+                            *dv_ = pv * (*dv_ - dot);
+                        }
+                    }
+                    // dQ = scale dS K; dK = scale dS^T Q.
+                    mm(s, dh, s, dq, 3 * d, dp.as_ptr(), s, 1, k, 3 * d, 1, scale);
+                    mm(s, dh, s, dk, 3 * d, dp.as_ptr(), 1, s, q, 3 * d, 1, scale);
+                }
+            },
+        );
+        Ok((storage(dqkv), l1.shape().clone()))
+    }
+}
+
+/// Self-attention of a packed `qkv` `(b, s, 3 * heads * dh)` with an optional additive mask
+/// (broadcast to `(b, heads, s, s)`) -> `(b, s, heads * dh)`. Fused on the CPU without a mask;
+/// otherwise the heads are split and `attention_ops` runs.
+pub fn attention_qkv(qkv: &Tensor, heads: usize, additive_mask: Option<&Tensor>) -> Result<Tensor> {
+    if fused(qkv) && additive_mask.is_none() {
+        return qkv.contiguous()?.apply_op1(Attention { heads });
+    }
+    let (b, s, w3) = qkv.dims3()?;
+    let d = w3 / 3;
+    let split = |i: usize| -> Result<Tensor> {
+        qkv.narrow(2, i * d, d)?
+            .reshape((b, s, heads, d / heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    attention_ops(&split(0)?, &split(1)?, &split(2)?, additive_mask)?
+        .transpose(1, 2)?
+        .reshape((b, s, d))
+}
+
+/// Scaled dot-product attention over `(b, heads, s, d)` tensors, with an optional additive
+/// mask, from primitive ops (other devices than the CPU, and the kernels' tests).
+pub fn attention_ops(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    additive_mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    use candle_core::D;
+    let d = q.dim(D::Minus1)?;
+    let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+    if let Some(m) = additive_mask {
+        scores = scores.broadcast_add(m)?;
+    }
+    softmax_last(&scores)?.matmul(v)
+}

@@ -1,0 +1,367 @@
+//! The fused kernels against their primitive-op forms: values, gradients, bits.
+
+use super::*;
+use candle_core::{Device, Var};
+
+fn rand(shape: &[usize], seed: u64) -> Var {
+    Var::from_tensor(
+        &crate::rng::uniform_tensor(shape, seed, &Device::Cpu)
+            .unwrap()
+            .affine(4.0, 0.3)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The AVX2 copies of the element-wise loops give the same bits as the baseline copies
+/// (a no-op comparison on a CPU without AVX2, said so).
+#[test]
+fn avx2_loops_match_the_baseline_bit_for_bit() {
+    if !std::is_x86_feature_detected!("avx2") {
+        eprintln!("no AVX2 on this CPU: only the baseline copies run here");
+    }
+    let x = rand(&[3, 5, 2 * 37], 11);
+    let w = rand(&[37], 12);
+    let b = rand(&[37], 13);
+    let xs = rand(&[3, 5, 37], 14);
+    let qkv = rand(&[2, 9, 3 * 4 * 5], 15);
+    let img = rand(&[2, 9, 11], 16);
+    let taps = rand(&[9, 11], 17);
+    let run = || {
+        let outs = [
+            gelu_erf(x.as_tensor()).unwrap(),
+            gelu_tanh(x.as_tensor()).unwrap(),
+            gated_gelu(x.as_tensor()).unwrap(),
+            layer_norm(xs.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+            attention_qkv(qkv.as_tensor(), 4, None).unwrap(),
+            depthwise3x3(img.as_tensor(), taps.as_tensor(), 3, || unreachable!()).unwrap(),
+            cross_entropy(
+                &xs.as_tensor().reshape((15, 37)).unwrap(),
+                &Tensor::arange(0u32, 15, &Device::Cpu).unwrap(),
+            )
+            .unwrap(),
+        ];
+        let loss = outs
+            .iter()
+            .map(|o| o.sqr().unwrap().sum_all().unwrap())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let mut bits: Vec<u32> = Vec::new();
+        for t in outs.iter().chain(
+            [&x, &w, &b, &xs, &qkv, &img, &taps]
+                .iter()
+                .map(|v| grads.get(v.as_tensor()).unwrap()),
+        ) {
+            bits.extend(
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits()),
+            );
+        }
+        bits
+    };
+    let fast = run();
+    BASELINE_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
+    let base = run();
+    BASELINE_ONLY.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fast.len(), base.len());
+    let differ = fast.iter().zip(&base).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} of {} values differ", fast.len());
+}
+
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// Values of `f` and `g`, and their gradients with respect to every var through
+/// `sum(out * r)` for a random `r`, agree within `tol`.
+pub(crate) fn same(vars: &[&Tensor], f: impl Fn() -> Tensor, g: impl Fn() -> Tensor, tol: f32) {
+    let (a, b) = (f(), g());
+    assert_eq!(a.dims(), b.dims());
+    assert!(
+        max_diff(&a, &b) < tol,
+        "values differ by {}",
+        max_diff(&a, &b)
+    );
+    let r = rand(a.dims(), 99);
+    let ga = (a * r.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gb = (b * r.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (i, v) in vars.iter().enumerate() {
+        let (x, y) = (ga.get(v).expect("fused grad"), gb.get(v).expect("ops grad"));
+        let scale = y
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1.0);
+        let d = max_diff(x, y);
+        assert!(
+            d < tol * scale,
+            "gradient {i} differs by {d} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn gelu_tanh_and_erf_match_candle_with_gradients() {
+    let x = rand(&[7, 33], 1);
+    same(
+        &[x.as_tensor()],
+        || gelu_tanh(x.as_tensor()).unwrap(),
+        || x.as_tensor().gelu().unwrap(),
+        1e-5,
+    );
+    same(
+        &[x.as_tensor()],
+        || gelu_erf(x.as_tensor()).unwrap(),
+        || x.as_tensor().gelu_erf().unwrap(),
+        1e-5,
+    );
+}
+
+#[test]
+fn softmax_matches_candle_with_gradients() {
+    let x = rand(&[3, 5, 17], 2);
+    same(
+        &[x.as_tensor()],
+        || softmax_last(x.as_tensor()).unwrap(),
+        || candle_nn::ops::softmax(x.as_tensor(), candle_core::D::Minus1).unwrap(),
+        1e-5,
+    );
+    // Large logits: no overflow.
+    let big = (x.as_tensor() * 100.0).unwrap();
+    let y = softmax_last(&big).unwrap();
+    let sums: Vec<f32> = y.sum(2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+}
+
+#[test]
+fn frozen_matmul_t_matches_candle_and_gives_no_weight_gradient() {
+    let x = rand(&[2, 5, 7], 50);
+    let w = rand(&[9, 7], 51);
+    same(
+        &[x.as_tensor()],
+        || frozen_matmul_t(x.as_tensor(), w.as_tensor()).unwrap(),
+        || {
+            x.as_tensor()
+                .broadcast_matmul(&w.as_tensor().t().unwrap())
+                .unwrap()
+        },
+        1e-5,
+    );
+    let g = frozen_matmul_t(x.as_tensor(), w.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(g.get(x.as_tensor()).is_some());
+    assert!(
+        g.get(w.as_tensor()).is_none(),
+        "the frozen table gets no gradient"
+    );
+    let e = frozen_matmul_t(x.as_tensor(), &w.as_tensor().t().unwrap()).unwrap_err();
+    assert!(
+        e.to_string().contains("input width 7, weight (7, 9)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cross_entropy_matches_candle_with_gradients() {
+    let x = rand(&[6, 41], 7);
+    let t = Tensor::new(&[0u32, 40, 3, 3, 17, 29], &Device::Cpu).unwrap();
+    same(
+        &[x.as_tensor()],
+        || cross_entropy(x.as_tensor(), &t).unwrap(),
+        || candle_nn::loss::cross_entropy(x.as_tensor(), &t).unwrap(),
+        1e-5,
+    );
+    // Large logits stay finite and equal candle's.
+    let big = (x.as_tensor() * 80.0).unwrap();
+    let a = cross_entropy(&big, &t).unwrap().to_scalar::<f32>().unwrap();
+    let b = candle_nn::loss::cross_entropy(&big, &t)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        a.is_finite() && (a - b).abs() <= 1e-5 * b.abs(),
+        "{a} vs {b}"
+    );
+    // A target outside the classes is an error, not a wrong loss.
+    let bad = Tensor::new(&[0u32, 41, 3, 3, 17, 29], &Device::Cpu).unwrap();
+    let e = cross_entropy(x.as_tensor(), &bad).unwrap_err().to_string();
+    assert!(e.contains("target class 41"), "{e}");
+}
+
+#[test]
+fn layer_norm_matches_primitive_ops_with_gradients() {
+    let x = rand(&[4, 9, 24], 3);
+    let w = rand(&[24], 4);
+    let b = rand(&[24], 5);
+    same(
+        &[x.as_tensor(), w.as_tensor(), b.as_tensor()],
+        || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+        || {
+            layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)
+                .unwrap()
+        },
+        2e-5,
+    );
+    // Many rows: the per-task partial sums of dw and db add up across tasks.
+    let x = rand(&[300, 130], 6);
+    let w = rand(&[130], 7);
+    let b = rand(&[130], 8);
+    same(
+        &[x.as_tensor(), w.as_tensor(), b.as_tensor()],
+        || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
+        || {
+            layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12)
+                .unwrap()
+        },
+        1e-4,
+    );
+}
+
+#[test]
+fn fast_exp_and_erf_are_accurate() {
+    let mut worst = (0f32, 0f32);
+    for i in 0..20001 {
+        let x = -80.0 + 160.0 * i as f32 / 20000.0;
+        let want = (x as f64).exp();
+        let rel = ((fast_exp(x) as f64 - want) / want).abs() as f32;
+        worst.0 = worst.0.max(rel);
+        let y = -5.0 + 10.0 * i as f32 / 20000.0;
+        let e = (fast_erf(y) as f64 - candle_core::cpu::erf::erf_f64(y as f64)).abs() as f32;
+        worst.1 = worst.1.max(e);
+    }
+    assert!(worst.0 < 5e-7, "exp relative error {}", worst.0);
+    assert!(worst.1 < 6e-7, "erf absolute error {}", worst.1); // 1.5e-7 + f32 rounding
+    assert_eq!(fast_exp(-1e30), fast_exp(-87.0));
+    assert!(fast_exp(1e30).is_finite());
+}
+
+#[test]
+fn frozen_linear_matches_candle_and_gives_no_weight_gradient() {
+    let x = rand(&[2, 5, 7], 10);
+    let w = rand(&[3, 7], 11);
+    let b = rand(&[3], 12);
+    same(
+        &[x.as_tensor()],
+        || frozen_linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
+        || {
+            x.as_tensor()
+                .broadcast_matmul(&w.as_tensor().t().unwrap())
+                .unwrap()
+                .broadcast_add(b.as_tensor())
+                .unwrap()
+        },
+        1e-5,
+    );
+    let g = frozen_linear(x.as_tensor(), w.as_tensor(), b.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(g.get(w.as_tensor()).is_none() && g.get(b.as_tensor()).is_none());
+}
+
+#[test]
+fn fused_attention_matches_split_heads_with_gradients() {
+    for (b, s, heads, dh) in [(2, 5, 3, 4), (3, 16, 2, 8)] {
+        let qkv = rand(&[b, s, 3 * heads * dh], 20 + s as u64);
+        same(
+            &[qkv.as_tensor()],
+            || attention_qkv(qkv.as_tensor(), heads, None).unwrap(),
+            || {
+                // The unfused path: heads split, primitive softmax.
+                let d = heads * dh;
+                let t = qkv.as_tensor();
+                let split = |i: usize| {
+                    t.narrow(2, i * d, d)
+                        .unwrap()
+                        .reshape((b, s, heads, dh))
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .contiguous()
+                        .unwrap()
+                };
+                let (q, k, v) = (split(0), split(1), split(2));
+                let sc = (q.matmul(&k.t().unwrap()).unwrap() / (dh as f64).sqrt()).unwrap();
+                candle_nn::ops::softmax(&sc, candle_core::D::Minus1)
+                    .unwrap()
+                    .matmul(&v)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .reshape((b, s, d))
+                    .unwrap()
+            },
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn dense_matches_candle_matmul_with_gradients() {
+    let x = rand(&[3, 7, 6], 30);
+    let w = rand(&[6, 5], 31);
+    same(
+        &[x.as_tensor(), w.as_tensor()],
+        || dense(x.as_tensor(), w.as_tensor()).unwrap(),
+        || x.as_tensor().broadcast_matmul(w.as_tensor()).unwrap(),
+        1e-5,
+    );
+}
+
+#[test]
+fn gated_gelu_matches_gelu_times_gate_with_gradients() {
+    let x = rand(&[3, 4, 10], 40);
+    same(
+        &[x.as_tensor()],
+        || gated_gelu(x.as_tensor()).unwrap(),
+        || {
+            let t = x.as_tensor();
+            (t.narrow(2, 0, 5).unwrap().gelu().unwrap() * t.narrow(2, 5, 5).unwrap()).unwrap()
+        },
+        1e-5,
+    );
+}
+
+#[test]
+fn non_contiguous_inputs_are_accepted() {
+    let x = rand(&[6, 8], 9);
+    let t = x.as_tensor().t().unwrap();
+    let a = softmax_last(&t).unwrap();
+    let b = candle_nn::ops::softmax(&t.contiguous().unwrap(), candle_core::D::Minus1).unwrap();
+    assert!(max_diff(&a, &b) < 1e-6);
+}

@@ -1,0 +1,3 @@
+//! Small tools behind the command line that are neither suites nor benchmarks.
+
+pub mod tokens;

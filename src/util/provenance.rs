@@ -1,0 +1,65 @@
+//! What a result records about where it came from: the commit, the machine, run ids.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// The commit of the working tree, or "unknown" outside a git checkout.
+pub fn git_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    std::process::Command::new("git")
+        .args(["-C", dir, "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The CPU model, the worker threads and whether the CPU has AVX-512.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    json!({
+        "cpu": cpu,
+        "threads": candle_core::utils::get_num_threads(),
+        "avx512": avx512(),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512() -> bool {
+    false
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+pub fn now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The one run-id scheme: `<unix s>-<ns>`, with `-<tag>` when a tag is given (a suite run
+/// tags its id with the start of its samples hash).
+pub fn run_id(tag: Option<&str>) -> String {
+    let t = now();
+    match tag {
+        Some(tag) => format!("{}-{:09}-{tag}", t.as_secs(), t.subsec_nanos()),
+        None => format!("{}-{:09}", t.as_secs(), t.subsec_nanos()),
+    }
+}
+
+/// `out/<run id>`: a new run folder of a bench or a GPU check.
+pub fn run_folder(out: &Path) -> PathBuf {
+    out.join(run_id(None))
+}
