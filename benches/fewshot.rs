@@ -8,7 +8,9 @@
 //! 8x8 grid), so sub-word and special filtering do real work.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use lqae::eval::kinds::fewshot::{image_text, prompt, Episode, EpisodeSettings, Shot, TokenSettings};
+use lqae::eval::kinds::fewshot::{
+    image_text, prompt, Episode, EpisodeSettings, Shot, TokenSettings,
+};
 use std::collections::HashMap;
 use std::hint::black_box;
 

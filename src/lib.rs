@@ -13,24 +13,26 @@
 //! - [`eval`]: suites, the model zoo, the suite kinds, results and reports.
 //! - [`bench`]: timed kernels and the PyTorch peer.
 
-// Layers, lowest first; a module uses only modules above it in this list (tests/layering.rs).
-pub mod error;
-pub mod util;
-pub mod rng;
-pub mod device;
+// The modules form layers (lowest first: error, util, rng, device, assets, kernels, nn,
+// quantizer, lm, data, lpips, metrics, llm, model, train, bench, tools, eval); a module uses
+// only modules of lower layers. `tests/layering.rs` holds the order and enforces it.
 pub mod assets;
-pub mod kernels;
-pub mod nn;
-pub mod quantizer;
-pub mod lm;
+pub mod bench;
 pub mod data;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod kernels;
+pub mod llm;
+pub mod lm;
 pub mod lpips;
 pub mod metrics;
-pub mod llm;
 pub mod model;
-pub mod train;
-pub mod bench;
+pub mod nn;
+pub mod quantizer;
+pub mod rng;
 pub mod tools;
-pub mod eval;
+pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};

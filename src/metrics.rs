@@ -473,9 +473,10 @@ pub fn score_pairs(a: &Path, b: &Path, lp: Option<&crate::lpips::Lpips>) -> Resu
     for (name, pa, pb) in &pairs {
         let s = compare_files(pa, pb)?;
         let l = match lp {
-            Some(lp) => Some(lpips_files(lp, pa, pb).map_err(|e| {
-                Error::Msg(format!("{e} (or pass --lpips none)"))
-            })?),
+            Some(lp) => Some(
+                lpips_files(lp, pa, pb)
+                    .map_err(|e| Error::Msg(format!("{e} (or pass --lpips none)")))?,
+            ),
             None => None,
         };
         rows.push((name.clone(), s, l));

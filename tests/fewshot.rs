@@ -27,7 +27,7 @@ fn suite(
         format!(
             r#"kind = "fewshot"
 description = "test"
-model = "lqae-small"
+model = "lqae-fmnist"
 [data]
 dataset = "fashion-mnist"
 test_limit = 300

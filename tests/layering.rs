@@ -1,7 +1,8 @@
-//! The crate's layers: `src/lib.rs` declares its top-level modules lowest first, and a module
-//! may use only the modules declared before it (so there is no dependency cycle among them,
-//! and e.g. `lm`, `model` or `kernels` never reach up into `eval` or `bench`). This test reads
-//! every source file and fails on a reference to a module at its own level or above.
+//! The crate's layers: its top-level modules in order, lowest first ([`LAYERS`]); a module may
+//! use only the modules before it (so there is no dependency cycle among them, and e.g. `lm`,
+//! `model` or `kernels` never reach up into `eval` or `bench`). This test reads every source
+//! file and fails on a reference to a module at its own level or above, and on a module of
+//! `src/lib.rs` that has no place in the order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,13 +11,44 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The top-level modules in the order `lib.rs` declares them.
+/// The top-level modules, lowest layer first.
+const LAYERS: &[&str] = &[
+    "error",
+    "util",
+    "rng",
+    "device",
+    "assets",
+    "kernels",
+    "nn",
+    "quantizer",
+    "lm",
+    "data",
+    "lpips",
+    "metrics",
+    "llm",
+    "model",
+    "train",
+    "bench",
+    "tools",
+    "eval",
+];
+
+/// The order, after checking that it names exactly the modules `lib.rs` declares.
 fn layers() -> Vec<String> {
     let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
-    lib.lines()
+    let mut declared: Vec<String> = lib
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("pub mod "))
         .map(|m| m.trim_end_matches(';').trim().to_string())
-        .collect()
+        .collect();
+    let mut ordered: Vec<String> = LAYERS.iter().map(|s| s.to_string()).collect();
+    declared.sort();
+    ordered.sort();
+    assert_eq!(
+        declared, ordered,
+        "lib.rs declares other modules than LAYERS orders: give each a layer"
+    );
+    LAYERS.iter().map(|s| s.to_string()).collect()
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -62,7 +94,12 @@ fn uses(text: &str) -> Vec<String> {
 /// The top-level module a file under src/ belongs to (None: lib.rs and the binaries).
 fn owner(file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src()).unwrap();
-    let first = rel.components().next()?.as_os_str().to_string_lossy().to_string();
+    let first = rel
+        .components()
+        .next()?
+        .as_os_str()
+        .to_string_lossy()
+        .to_string();
     match first.as_str() {
         "lib.rs" | "bin" => None,
         f => Some(f.trim_end_matches(".rs").to_string()),
@@ -73,7 +110,11 @@ fn owner(file: &Path) -> Option<String> {
 fn no_module_uses_one_declared_after_it() {
     let order = layers();
     assert!(order.len() > 10, "lib.rs declares {order:?}");
-    let rank: BTreeMap<&str, usize> = order.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
+    let rank: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
+        .collect();
     let mut all = Vec::new();
     files(&src(), &mut all);
     let mut bad = Vec::new();

@@ -4,9 +4,9 @@
 
 use candle_core::Device;
 use lqae::assets::{ensure_in, LPIPS};
-use lqae::util::fsx::sha256_file;
 use lqae::lpips::{Lpips, LpipsNet};
 use lqae::metrics::{lpips_files, pair_paths};
+use lqae::util::fsx::sha256_file;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

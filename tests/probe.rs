@@ -4,10 +4,10 @@ mod common;
 
 use candle_core::Device;
 use lqae::eval::kinds::probe::{fit_probe, score, Features};
-use lqae::eval::results::{self, read_result};
-use lqae::rng::Rng;
 use lqae::eval::kinds::probe::{Layers, ProbeSettings};
+use lqae::eval::results::{self, read_result};
 use lqae::eval::SuiteSpec;
+use lqae::rng::Rng;
 use std::path::Path;
 use std::process::Command;
 

@@ -23,8 +23,7 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
     let SuiteSpec::Throughput(_) = &suite.spec else {
         panic!("not a throughput suite")
     };
-    let (run_dir, r) =
-        lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
+    let (run_dir, r) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
     let (back, _) = read_result(&run_dir).unwrap();
     assert_eq!(back, r);
     // sgemm is always timed: it is the yardstick of the normalised rates.

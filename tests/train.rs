@@ -444,3 +444,113 @@ fn training_lqae_small_lowers_reconstruction_error_on_fashion_mnist() {
     eprintln!("lqae-small, 12 steps of 8 images: test MSE {before:.4} -> {after:.4}");
     assert!(after < 0.6 * before, "test MSE {before} -> {after}");
 }
+
+/// The recipe settings of `docs/ablations.md` do what their names say, and leave a
+/// configuration that does not use them as it was.
+#[test]
+fn recipe_settings_change_only_what_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = tiny(dir.path(), 4, 4);
+    let build = |edit: &dyn Fn(&mut lqae::model::ModelConfig)| {
+        let mut m = cfg.model.clone();
+        edit(&mut m);
+        Autoencoder::build(&m, cfg.train.seed, &Device::Cpu).unwrap()
+    };
+    let var = |p: &lqae::model::Params, name: &str| -> Vec<f32> {
+        p.named_vars()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no parameter {name}"))
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (_, p0) = build(&|_| {});
+    let (_, p1) = build(&|m| m.attn_ln_init = Some(0.0));
+    let ln = p0
+        .named_vars()
+        .into_iter()
+        .map(|(n, _)| n)
+        .find(|n| n.starts_with("encoder") && n.ends_with("ln_post.scale"))
+        .expect("an encoder block's post-attention LayerNorm");
+    let (a, b) = (var(&p0, &ln), var(&p1, &ln));
+    assert!(
+        a.iter().all(|&x| x == 1.0) && b.iter().all(|&x| x == 0.0),
+        "{a:?} {b:?}"
+    );
+    // Every other parameter is drawn exactly as before (same names, same values).
+    for (n, v) in p0.named_vars() {
+        if !n.ends_with("ln_post.scale") {
+            assert_eq!(
+                var(&p1, &n),
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+                "{n}"
+            );
+        }
+    }
+    // The projection's init scale (the tiny ViT is narrower than its LM).
+    let (_, p2) = build(&|m| m.proj_init_std = Some(0.5));
+    let w = var(&p2, "proj_in");
+    let sd = (w.iter().map(|x| (x * x) as f64).sum::<f64>() / w.len() as f64).sqrt();
+    assert!((sd - 0.5).abs() < 0.1, "proj_in std {sd}");
+
+    // Per-example mask ratios from [0, 0.5]: rows spread from almost none to about half.
+    let mut rng = Rng::new(3);
+    let m =
+        lqae::model::Lqae::sample_ratio_mask(400, 64, (0.0, 0.5), &mut rng, &Device::Cpu).unwrap();
+    let rows: Vec<f32> = m.mean(1).unwrap().to_vec1().unwrap();
+    let mean = rows.iter().sum::<f32>() / rows.len() as f32;
+    assert!((mean - 0.25).abs() < 0.02, "mean ratio {mean}");
+    assert!(
+        rows.iter().any(|&r| r < 0.05) && rows.iter().any(|&r| r > 0.45),
+        "{rows:?}"
+    );
+
+    // The entropy loss: logged, finite, and it moves the encoder's gradient.
+    let images = Tensor::rand(0f32, 1f32, (2, 3, 16, 16), &Device::Cpu).unwrap();
+    let enc_grad = |weight: Option<f64>| {
+        let (model, params) = build(&|m| m.entropy_weight = weight);
+        let out = model.forward(&images, Some(&mut Rng::new(5))).unwrap();
+        let e = out
+            .losses
+            .entropy
+            .as_ref()
+            .map(|e| e.to_scalar::<f32>().unwrap());
+        let grads = out.losses.total.backward().unwrap();
+        let (_, v) = params
+            .named_vars()
+            .into_iter()
+            .find(|(n, _)| n.starts_with("encoder.") && n.ends_with("patch_embedding"))
+            .or_else(|| {
+                params
+                    .named_vars()
+                    .into_iter()
+                    .find(|(n, _)| n.starts_with("encoder."))
+            })
+            .unwrap();
+        let g: Vec<f32> = grads
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        (e, g)
+    };
+    let (e0, g0) = enc_grad(None);
+    let (e1, g1) = enc_grad(Some(0.5));
+    assert!(e0.is_none());
+    let e1 = e1.expect("entropy term logged");
+    assert!(e1.is_finite(), "{e1}");
+    assert!(
+        g0.iter().zip(&g1).any(|(a, b)| (a - b).abs() > 1e-9),
+        "the entropy term has no gradient"
+    );
+}

@@ -28,10 +28,7 @@ pub fn write_record(
     md: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir, e.to_string()))?;
-    write_atomic(
-        &run_dir.join(format!("{stem}.md")),
-        md.as_bytes(),
-    )?;
+    write_atomic(&run_dir.join(format!("{stem}.md")), md.as_bytes())?;
     // The record last: a folder with its `.json` is complete.
     write_atomic(
         &run_dir.join(format!("{stem}.json")),
@@ -97,8 +94,14 @@ pub struct StepBenchArgs {
 /// `step-bench`: full training steps at the largest batch that fits, with the peer.
 pub fn step_bench(a: &StepBenchArgs) -> Result<Recorded> {
     let (config, set, device_s) = (&a.config, &a.set, a.device.as_str());
-    let (batches, steps, budget, with_peer, check_batch, out) =
-        (a.batches.clone(), a.steps, a.budget, a.peer, a.check_batch, &a.out);
+    let (batches, steps, budget, with_peer, check_batch, out) = (
+        a.batches.clone(),
+        a.steps,
+        a.budget,
+        a.peer,
+        a.check_batch,
+        &a.out,
+    );
     let cfg = crate::model::RunConfig::from_file(config, set)?;
     let device = crate::device::parse_device(device_s)?;
     let mut notes = Vec::new();
@@ -160,8 +163,15 @@ pub struct BenchArgs {
 /// `bench [--peer]`: every selected kernel side by side with the PyTorch peer, after the
 /// same-work checks.
 pub fn bench(a: &BenchArgs) -> Result<Recorded> {
-    let (with_peer, rounds, budget, quick, filters, out, device) =
-        (a.peer, a.rounds, a.budget, a.quick, &a.filters, &a.out, a.device.clone());
+    let (with_peer, rounds, budget, quick, filters, out, device) = (
+        a.peer,
+        a.rounds,
+        a.budget,
+        a.quick,
+        &a.filters,
+        &a.out,
+        a.device.clone(),
+    );
     if rounds == 0 {
         return Err(Error::setting("--rounds", "at least 1"));
     }
@@ -180,7 +190,10 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
     let mut checks = None;
     if with_peer {
         if !device.is_cpu() {
-            return Err(Error::setting("--peer", "the PyTorch peer runs on the CPU; use --device cpu"));
+            return Err(Error::setting(
+                "--peer",
+                "the PyTorch peer runs on the CPU; use --device cpu",
+            ));
         }
         let python = peer::python()?;
         let cfg = super::lqae_small()?;
@@ -190,7 +203,10 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
         notes.push(format!("peer: {}", p.info));
         let c = peer::check_same_work(&mut p, &kernels, &device, &run_dir)?;
         for (k, a) in &c.search_agreement {
-            notes.push(format!("check {k}: the same code for {:.3}% of tokens", 100.0 * a));
+            notes.push(format!(
+                "check {k}: the same code for {:.3}% of tokens",
+                100.0 * a
+            ));
         }
         for (i, ((a, b), (ga, gb))) in c.train_losses.iter().zip(&c.train_grad_norms).enumerate() {
             notes.push(format!("check train step {i}: loss ours {a:.6}, PyTorch {b:.6}; gradient norm ours {ga:.6}, PyTorch {gb:.6}"));
@@ -227,4 +243,3 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
         notes,
     })
 }
-

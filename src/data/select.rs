@@ -103,4 +103,3 @@ pub fn image_key(set: &LabelledImages, i: usize) -> String {
             .unwrap_or_else(|| f[i].display().to_string()),
     }
 }
-

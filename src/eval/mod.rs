@@ -6,6 +6,7 @@
 //! - [`kinds`]: the registry and the kinds (`linear-probe`, `fewshot`, `reconstruction`,
 //!   `throughput`);
 //! - [`runner`]: runs suites and writes their folders, the summary, `report`;
+//! - [`shipped`]: the models shipped under `models/`, verified by sha256;
 //! - [`zoo`]: model names resolved, trained once and cached, loaded, hashed; feature cache;
 //! - [`results`], [`stats`]: the result schema, writer, reader, report, intervals and tests.
 
@@ -13,6 +14,7 @@ pub mod kind;
 pub mod kinds;
 pub mod results;
 pub mod runner;
+pub mod shipped;
 pub mod stats;
 pub mod suite_file;
 pub mod zoo;

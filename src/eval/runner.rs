@@ -41,7 +41,9 @@ pub fn run_suite(
     let result = ResultFile::finish(suite, device, t0, outcome.measured)?;
     let mut pages = Vec::new();
     for (name, render) in &outcome.pages {
-        outcome.files.push((name.clone(), render(&result).into_bytes()));
+        outcome
+            .files
+            .push((name.clone(), render(&result).into_bytes()));
         pages.push(name.clone());
     }
     let dir = results::write_run_files(

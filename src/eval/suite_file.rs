@@ -127,7 +127,11 @@ pub fn locate(arg: &str) -> (PathBuf, String) {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = p.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         (dir, name)
     } else {
         (suites_dir(), arg.to_string())
@@ -158,9 +162,23 @@ pub struct SuiteData {
 }
 
 impl SuiteData {
+    /// The images of `split` (all of them: suites take their seeded subsets themselves).
+    pub fn load(&self, split: crate::data::Split) -> Result<crate::data::LabelledImages> {
+        let dc = crate::data::DataConfig {
+            dataset: self.dataset.clone(),
+            path: self.path.clone(),
+            limit: None,
+            augment: false,
+        };
+        crate::data::load(&dc, split)
+    }
+
     /// A data set that needs a folder without one, or a folder that does not exist.
     pub fn problems(&self) -> Vec<String> {
-        let needs_path = matches!(self.dataset.as_str(), "idx" | "image-folder" | "mini-imagenet");
+        let needs_path = matches!(
+            self.dataset.as_str(),
+            "idx" | "image-folder" | "mini-imagenet"
+        );
         match self.path.as_deref() {
             None if needs_path => vec![format!("`data.path`: data set `{}` needs the folder that holds it; set it with --set data.path=DIR", self.dataset)],
             Some(p) if !Path::new(p).exists() => vec![format!("`data.path`: {p} does not exist")],
@@ -244,7 +262,12 @@ fn parse(table: &toml::Table) -> std::result::Result<(String, String, SuiteSpec)
                 KINDS.join(", ")
             )])
         }
-        Some(v) => return Err(vec![format!("`kind`: expected a string, found {}", v.type_str())]),
+        Some(v) => {
+            return Err(vec![format!(
+                "`kind`: expected a string, found {}",
+                v.type_str()
+            )])
+        }
         None => return Err(vec!["`kind`: missing".into()]),
     };
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! The model zoo: what a suite's `model = "..."` names, resolved to a trained model.
 //!
-//! A name is a run configuration under `configs/` (trained once into
+//! A name is a model shipped under `models/` (sha256-verified, never retrained; see
+//! [`super::shipped`]), a run configuration under `configs/` (trained once into
 //! `$LQAE_CACHE/runs/<name>-<config hash>`, resumed if interrupted, one trainer per run folder
 //! across processes) or a run folder with a checkpoint. The zoo loads the model, hashes its
 //! checkpoint for the result's `inputs_sha256`, and caches features computed from it.
@@ -36,14 +37,20 @@ impl Trained {
     pub fn lqae(&self, key: &str, why: &str) -> Result<&Lqae> {
         match &self.model {
             Autoencoder::Lqae(m) => Ok(m),
-            _ => Err(Error::setting(key, format!("`{}` is not an LQAE{why}", self.spec))),
+            _ => Err(Error::setting(
+                key,
+                format!("`{}` is not an LQAE{why}", self.spec),
+            )),
         }
     }
     /// The VQ-VAE, or an error naming the setting `key`.
     pub fn vqvae(&self, key: &str) -> Result<&Vqvae> {
         match &self.model {
             Autoencoder::Vqvae(m) => Ok(m),
-            _ => Err(Error::setting(key, format!("`{}` is not a VQ-VAE", self.spec))),
+            _ => Err(Error::setting(
+                key,
+                format!("`{}` is not a VQ-VAE", self.spec),
+            )),
         }
     }
     /// The frozen LM of an LQAE (None for a VQ-VAE).
@@ -56,6 +63,7 @@ impl Trained {
 }
 
 pub struct Zoo {
+    models: PathBuf,
     configs: PathBuf,
     cache: PathBuf,
     device: Device,
@@ -63,10 +71,11 @@ pub struct Zoo {
 }
 
 impl Zoo {
-    /// Configurations from `configs/` (beside the suites), models and features cached in
-    /// `$LQAE_CACHE`.
+    /// Shipped models from `models/`, configurations from `configs/` (both beside the suites),
+    /// trained models and features cached in `$LQAE_CACHE`.
     pub fn new(device: &Device, progress: bool) -> Self {
         Zoo {
+            models: super::shipped::models_dir(),
             configs: crate::eval::suite_file::configs_dir(),
             cache: crate::assets::cache_dir(),
             device: device.clone(),
@@ -81,6 +90,17 @@ impl Zoo {
             return p;
         }
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).join(format!("{spec}.toml"))
+    }
+
+    /// A zoo over other folders (tests).
+    pub fn with_dirs(models: &Path, configs: &Path, cache: &Path, device: &Device) -> Self {
+        Zoo {
+            models: models.to_path_buf(),
+            configs: configs.to_path_buf(),
+            cache: cache.to_path_buf(),
+            device: device.clone(),
+            progress: false,
+        }
     }
 
     /// A trained model by name, loaded, with its checkpoint hash.
@@ -100,6 +120,11 @@ impl Zoo {
     /// The run folder of a model named in a suite: a configs/<name>.toml is trained once into
     /// `$LQAE_CACHE/runs/<name>-<config hash>` (resumed if interrupted); anything else is a run folder.
     pub fn run_dir(&self, spec: &str) -> Result<PathBuf> {
+        let shipped = self.models.join(spec);
+        if !spec.contains('/') && shipped.join(super::shipped::MANIFEST).is_file() {
+            super::shipped::verify(&shipped)?;
+            return Ok(shipped);
+        }
         let (device, progress) = (&self.device, self.progress);
         let cfg_path = self.config_path(spec);
         if !cfg_path.is_file() {
@@ -107,7 +132,7 @@ impl Zoo {
             return if crate::train::latest_checkpoint(&p)?.is_some() {
                 Ok(p)
             } else {
-                Err(Error::setting("model", format!("`{spec}` is neither a configuration under configs/ nor a run folder with a checkpoint")))
+                Err(Error::setting("model", format!("`{spec}` is neither a model shipped under models/, nor a configuration under configs/, nor a run folder with a checkpoint")))
             };
         }
         let cfg = RunConfig::from_file(&cfg_path, &[])?;
@@ -122,7 +147,8 @@ impl Zoo {
             )
             .as_bytes(),
         );
-        let out = self.cache
+        let out = self
+            .cache
             .join("runs")
             .join(format!("{}-{}", cfg.name, &hash[..12]));
         let is_done = || -> Result<bool> {
@@ -138,8 +164,8 @@ impl Zoo {
         let runs = out.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(runs).map_err(|e| Error::file(runs, e.to_string()))?;
         let lock_path = runs.join(format!(".{}-{}.lock", cfg.name, &hash[..12]));
-        let lock =
-            std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| Error::file(&lock_path, e.to_string()))?;
         lock.lock()
             .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
         if !is_done()? {
@@ -162,7 +188,11 @@ impl Zoo {
         Ok(out)
     }
 
-    pub fn features<F: FnOnce() -> Result<Features>>(&self, key: &str, make: F) -> Result<Features> {
+    pub fn features<F: FnOnce() -> Result<Features>>(
+        &self,
+        key: &str,
+        make: F,
+    ) -> Result<Features> {
         let dir = self.cache.join("features");
         let path = dir.join(format!("{key}.f32"));
         if let Ok(bytes) = std::fs::read(&path) {
@@ -193,6 +223,9 @@ impl Zoo {
 
 /// sha256 of the newest checkpoint's weights in a run folder.
 pub fn checkpoint_sha(run: &Path) -> Result<String> {
+    if run.join("state.json").is_file() {
+        return crate::util::fsx::sha256_file(&run.join("model.safetensors"));
+    }
     let ck =
         crate::train::latest_checkpoint(run)?.ok_or_else(|| Error::file(run, "no checkpoint"))?;
     crate::util::fsx::sha256_file(&ck.join("model.safetensors"))

@@ -19,28 +19,28 @@ use rayon::prelude::*;
 
 #[macro_use]
 mod simd;
-mod gelu;
-mod dense;
-mod frozen;
-mod attention;
-mod geglu;
-mod softmax;
 mod adamw;
+mod attention;
 mod cross_entropy;
-mod layer_norm;
+mod dense;
 mod depthwise;
+mod frozen;
+mod geglu;
+mod gelu;
+mod layer_norm;
+mod softmax;
 mod tune;
-pub use simd::*;
-pub use gelu::*;
-pub use dense::*;
-pub use frozen::*;
-pub use attention::*;
-pub use geglu::*;
-pub use softmax::*;
 pub use adamw::*;
+pub use attention::*;
 pub use cross_entropy::*;
-pub use layer_norm::*;
+pub use dense::*;
 pub use depthwise::*;
+pub use frozen::*;
+pub use geglu::*;
+pub use gelu::*;
+pub use layer_norm::*;
+pub use simd::*;
+pub use softmax::*;
 pub use tune::*;
 
 /// Rows per parallel task: enough work per task to amortise the scheduling.

@@ -1,8 +1,8 @@
 //! AVX2 copies of the element-wise loops (same bits as the plain loops) and fast exp / erf.
 
-
 /// Tests only: run the baseline copies even where AVX2 is present, to compare the two.
-pub(crate) static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub(crate) static BASELINE_ONLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Defines `fn $name(args) body` twice: as written (baseline x86-64, SSE2: 4 lanes) and
 /// compiled for AVX2 (8 lanes), and calls the AVX2 copy when the CPU has it (a runtime check,

@@ -229,10 +229,7 @@ fn layer_norm_matches_primitive_ops_with_gradients() {
     same(
         &[x.as_tensor(), w.as_tensor(), b.as_tensor()],
         || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
-        || {
-            layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)
-                .unwrap()
-        },
+        || layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
         2e-5,
     );
     // Many rows: the per-task partial sums of dw and db add up across tasks.
@@ -242,10 +239,7 @@ fn layer_norm_matches_primitive_ops_with_gradients() {
     same(
         &[x.as_tensor(), w.as_tensor(), b.as_tensor()],
         || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
-        || {
-            layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12)
-                .unwrap()
-        },
+        || layer_norm_ops(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap(),
         1e-4,
     );
 }

@@ -87,7 +87,6 @@ impl Default for LlmSettings {
     }
 }
 
-
 /// Which HTTP API of the server a suite uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {

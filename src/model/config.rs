@@ -1,9 +1,9 @@
 //! Run configurations as TOML files (`configs/*.toml`): `[model]`, `[data]`, `[train]`.
 //! Unknown keys are errors; `--set section.key=value` overrides any key.
 
+pub use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::util::toml_ext::apply_override;
-pub use crate::data::DataConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -73,6 +73,29 @@ pub struct ModelConfig {
     /// addition: the official ViT is as wide as its LM). Unset: 0.02, like every other weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proj_init_std: Option<f64>,
+    /// Initial scale of the LayerNorm after attention in every ViT block (encoder and
+    /// decoder). Unset: 1, the official init. At 1 the attention branch of a fresh block
+    /// (uniform attention: every token gets the image's mean) is normalised to norm sqrt(width)
+    /// and swamps the patch embeddings, so all tokens of an image start out almost equal and
+    /// quantize to a handful of codes; a small value lets the patches through at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_ln_init: Option<f64>,
+    /// LQAE: weight of the official code's entropy loss (`quantizer_loss_entropy`, 0 there by
+    /// default): per-token entropy of the softmax over cosine affinities to every code minus the
+    /// entropy of the batch-average distribution, so each token picks one code decisively while
+    /// the batch spreads over many. Unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_weight: Option<f64>,
+    /// LQAE: temperature of that softmax (the official `entropy_temperature`, 0.01), over
+    /// affinities `-(2 - 2 cos)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_temperature: Option<f64>,
+    /// VQ-VAE: every this many steps, codes no token chose since the last restart are moved
+    /// onto randomly drawn encoder outputs of the current batch (dead-code restart, as
+    /// Jukebox and many VQ-VAEs since). Must divide `train.ckpt_every` so that a resumed run
+    /// equals an uninterrupted one. Unset: off (the paper's baseline has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_dead_codes_every: Option<usize>,
     /// VQ-VAE: std of the codebook's normal init. Unset: 1/sqrt(codebook_size); the official
     /// `variance_scaling(1, fan_in)` over (codes, width) gives 1/sqrt(width).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +113,6 @@ pub struct ModelConfig {
     #[serde(default = "d_one")]
     pub codebook_weight: f64,
 }
-
 
 fn d_beta1() -> f64 {
     0.9
@@ -172,6 +194,7 @@ impl ModelConfig {
             heads: self.heads,
             mlp_dim: self.mlp_dim,
             grid: self.image_size / self.patch_size,
+            attn_ln_init: self.attn_ln_init.unwrap_or(1.0),
         }
     }
 }

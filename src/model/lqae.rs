@@ -158,10 +158,18 @@ impl Lqae {
 
     /// The training mask of a batch: a per-example ratio range if configured, else
     /// `mask_ratio` for every token.
-    fn training_mask(&self, b: usize, t: usize, rng: &mut Rng, device: &candle_core::Device) -> Result<Tensor> {
+    fn training_mask(
+        &self,
+        b: usize,
+        t: usize,
+        rng: &mut Rng,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
         match (self.cfg.mask_ratio_min, self.cfg.mask_ratio_max) {
             (Some(lo), Some(hi)) => Self::sample_ratio_mask(b, t, (lo, hi), rng, device),
-            _ if self.cfg.mask_ratio > 0.0 => Self::sample_mask(b, t, self.cfg.mask_ratio, rng, device),
+            _ if self.cfg.mask_ratio > 0.0 => {
+                Self::sample_mask(b, t, self.cfg.mask_ratio, rng, device)
+            }
             _ => Tensor::zeros((b, t), DType::F32, device),
         }
     }
@@ -177,7 +185,10 @@ impl Lqae {
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mask = Self::sample_mask(b, t, ratio, rng, z.device())?;
         let (recon, _) = self.decode_lm_input(&self.mask_inputs(&q.straight_through, &mask)?)?;
-        Ok((recon.clamp(0f32, 1f32)? - images)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
+        Ok((recon.clamp(0f32, 1f32)? - images)?
+            .sqr()?
+            .mean_all()?
+            .to_scalar::<f32>()? as f64)
     }
 
     /// The LM's mask-token embedding row that replaces masked tokens.
@@ -227,7 +238,14 @@ impl Lqae {
             MlmMode::Off => None,
             MlmMode::Tied => self.mlm_loss(&last, &q.ids, &mask)?,
         };
+        let entropy = match self.cfg.entropy_weight {
+            Some(w) if w != 0.0 => Some((self.entropy_loss(&z)? * w)?),
+            _ => None,
+        };
         let mut total = (&recon_loss + &q.commit_loss)?;
+        if let Some(e) = &entropy {
+            total = (total + e)?;
+        }
         if let Some(l) = &mlm {
             total = (total + (l * self.cfg.mlm_weight)?)?;
         }
@@ -240,9 +258,40 @@ impl Lqae {
                 recon: recon_loss,
                 quantizer: q.commit_loss,
                 codebook: None,
+                entropy,
                 mlm,
             },
         })
+    }
+
+    /// The official entropy loss over `z` `(b, t, h)`: mean per-token entropy of
+    /// `softmax(-(2 - 2 cos) / T)` over every code, minus the entropy of the batch-average
+    /// distribution (the codebook is a constant: only `z` gets a gradient).
+    fn entropy_loss(&self, z: &Tensor) -> Result<Tensor> {
+        let h = z.dim(D::Minus1)?;
+        let z = z.reshape(((), h))?;
+        let zn = z.broadcast_div(
+            &z.sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f32::MAX)?,
+        )?;
+        let t = self.cfg.entropy_temperature.unwrap_or(0.01);
+        // -(2 - 2 cos) / T: the constant -2 / T does not change a softmax.
+        let logits = (zn.matmul(&self.quantizer.normed().t()?)? * (2.0 / t))?;
+        let p = crate::kernels::softmax_last(&logits)?;
+        let max = logits.max_keepdim(D::Minus1)?.detach();
+        let lse = (logits
+            .broadcast_sub(&max)?
+            .exp()?
+            .sum_keepdim(D::Minus1)?
+            .log()?
+            + &max)?;
+        let logp = logits.broadcast_sub(&lse)?;
+        let sample = (p.mul(&logp)?.sum(D::Minus1)?.mean_all()? * -1.0)?;
+        let avg = p.mean(0)?;
+        let avg_entropy = (avg.mul(&(&avg + 1e-5)?.log()?)?.sum_all()? * -1.0)?;
+        sample - avg_entropy
     }
 
     /// Cross-entropy of the tied head on masked positions against the quantized ids.

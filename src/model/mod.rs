@@ -27,6 +27,8 @@ pub struct Losses {
     pub quantizer: Tensor,
     /// VQ-VAE codebook loss (weighted).
     pub codebook: Option<Tensor>,
+    /// LQAE entropy loss (weighted), when `entropy_weight` is set.
+    pub entropy: Option<Tensor>,
     /// LQAE MLM cross-entropy (unweighted).
     pub mlm: Option<Tensor>,
 }
@@ -41,6 +43,9 @@ impl Losses {
         ];
         if let Some(c) = &self.codebook {
             v.push(("codebook", c.to_scalar::<f32>()? as f64));
+        }
+        if let Some(e) = &self.entropy {
+            v.push(("entropy", e.to_scalar::<f32>()? as f64));
         }
         if let Some(m) = &self.mlm {
             v.push(("mlm", m.to_scalar::<f32>()? as f64));

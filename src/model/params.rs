@@ -76,6 +76,12 @@ impl Params {
         self.insert(name, Tensor::ones(shape, DType::F32, &self.device)?)
     }
 
+    /// A parameter filled with `value`.
+    pub fn full<S: Into<Shape>>(&self, name: &str, shape: S, value: f64) -> Result<Tensor> {
+        let t = (Tensor::ones(shape, DType::F32, &self.device)? * value)?;
+        self.insert(name, t)
+    }
+
     /// All parameters, sorted by name.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         let data = self.varmap.data().lock().expect("varmap lock");

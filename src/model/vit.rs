@@ -27,7 +27,11 @@ pub fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     crate::kernels::dense(x, w)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VitShape {
     pub width: usize,
     pub depth: usize,
@@ -35,6 +39,9 @@ pub struct VitShape {
     pub mlp_dim: usize,
     /// Tokens per side of the square grid.
     pub grid: usize,
+    /// Initial scale of the LayerNorm after attention (1 in the official block).
+    #[serde(default = "one")]
+    pub attn_ln_init: f64,
 }
 
 struct Attention {
@@ -142,7 +149,16 @@ impl Block {
         Ok(Self {
             ln_pre: layer_norm(&p.pp("ln_pre"), s.width)?,
             attn: Attention::new(&p.pp("attention"), s)?,
-            ln_post: layer_norm(&p.pp("ln_post"), s.width)?,
+            ln_post: if s.attn_ln_init == 1.0 {
+                layer_norm(&p.pp("ln_post"), s.width)?
+            } else {
+                let q = p.pp("ln_post");
+                LayerNorm::new(
+                    q.full("scale", s.width, s.attn_ln_init)?,
+                    q.zeros("bias", s.width)?,
+                    LN_EPS,
+                )
+            },
             glu: Glu::new(&p.pp("glu"), s)?,
         })
     }
@@ -299,6 +315,7 @@ mod tests {
     fn depthwise_conv_matches_direct_sum() {
         let p = Params::new(1, &Device::Cpu);
         let s = VitShape {
+            attn_ln_init: 1.0,
             width: 4,
             depth: 1,
             heads: 2,
@@ -343,6 +360,7 @@ mod tests {
     fn fused_depthwise_conv_matches_primitive_ops_with_gradients() {
         let p = Params::new(3, &Device::Cpu);
         let s = VitShape {
+            attn_ln_init: 1.0,
             width: 4,
             depth: 1,
             heads: 2,
@@ -350,8 +368,9 @@ mod tests {
             grid: 4,
         };
         let glu = Glu::new(&p, &s).unwrap();
-        let h = Var::from_tensor(&crate::rng::uniform_tensor(&[3, 16, 5], 4, &Device::Cpu).unwrap())
-            .unwrap();
+        let h =
+            Var::from_tensor(&crate::rng::uniform_tensor(&[3, 16, 5], 4, &Device::Cpu).unwrap())
+                .unwrap();
         crate::kernels::tests::same(
             &[h.as_tensor(), &glu.dwconv],
             || glu.depthwise(h.as_tensor()).unwrap(),
@@ -364,6 +383,7 @@ mod tests {
     fn encoder_gradient_reaches_the_patch_embedding() {
         let p = Params::new(2, &Device::Cpu);
         let s = VitShape {
+            attn_ln_init: 1.0,
             width: 8,
             depth: 2,
             heads: 2,

@@ -107,6 +107,7 @@ impl Vqvae {
                 recon: recon_loss,
                 quantizer: commit,
                 codebook: Some(codebook),
+                entropy: None,
                 mlm: None,
             },
         })

@@ -44,7 +44,12 @@ pub fn tokens(
         ));
     }
     let n = n.min(im.n);
-    let (gh, gw, pd, h) = (im.rows / patch, im.cols / patch, patch * patch, lm.hidden_size());
+    let (gh, gw, pd, h) = (
+        im.rows / patch,
+        im.cols / patch,
+        patch * patch,
+        lm.hidden_size(),
+    );
     let header = vec![
         format!(
             "LM {} ({:?}, {} layers, width {h}, vocab {}), device {}, {n} Fashion-MNIST test images -> {}x{} = {} tokens each",

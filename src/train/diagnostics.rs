@@ -35,7 +35,12 @@ pub fn code_usage(ids: &[u32], is_special: impl Fn(u32) -> bool) -> (usize, f64,
 /// Per row of `z` `(n, d)`: the best and second-best cosine to the rows of `normed` `(v, d)`
 /// (already L2-normalised).
 pub fn top2_cosine(z: &Tensor, normed: &Tensor) -> Result<Vec<(f32, f32)>> {
-    let zn = z.broadcast_div(&z.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f32::MAX)?)?;
+    let zn = z.broadcast_div(
+        &z.sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f32::MAX)?,
+    )?;
     let n = zn.dim(0)?;
     let mut out = Vec::with_capacity(n);
     for r0 in (0..n).step_by(256) {
@@ -88,7 +93,10 @@ pub fn diagnostics(
     let norms: Vec<f32> = z.sqr()?.sum(D::Minus1)?.sqrt()?.to_vec1()?;
     d.insert("z_norm".into(), mean(norms.iter().map(|&x| x as f64)));
     let (rows, normed) = match model {
-        Autoencoder::Lqae(m) => (m.lm().word_embeddings().clone(), m.quantizer().normed().clone()),
+        Autoencoder::Lqae(m) => (
+            m.lm().word_embeddings().clone(),
+            m.quantizer().normed().clone(),
+        ),
         Autoencoder::Vqvae(m) => {
             let e = m.codebook().detach();
             let n = e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
@@ -96,10 +104,16 @@ pub fn diagnostics(
         }
     };
     let row_norms: Vec<f32> = rows.sqr()?.sum(D::Minus1)?.sqrt()?.to_vec1()?;
-    d.insert("code_norm".into(), mean(row_norms.iter().map(|&x| x as f64)));
+    d.insert(
+        "code_norm".into(),
+        mean(row_norms.iter().map(|&x| x as f64)),
+    );
     let top = top2_cosine(&z.detach(), &normed)?;
     d.insert("best_cosine".into(), mean(top.iter().map(|p| p.0 as f64)));
-    d.insert("cosine_margin".into(), mean(top.iter().map(|p| (p.0 - p.1) as f64)));
+    d.insert(
+        "cosine_margin".into(),
+        mean(top.iter().map(|p| (p.0 - p.1) as f64)),
+    );
     match model {
         Autoencoder::Lqae(m) => {
             for (key, ratio) in [("heldout_mse_mask0", 0.0), ("heldout_mse_mask0.15", 0.15)] {
@@ -140,7 +154,10 @@ mod tests {
         let z = Tensor::new(&[[2f32, 2.0], [3.0, 0.0]], &dev).unwrap();
         let t = top2_cosine(&z, &e).unwrap();
         let h = std::f32::consts::FRAC_1_SQRT_2;
-        assert!((t[0].0 - h).abs() < 1e-6 && (t[0].1 - h).abs() < 1e-6, "{t:?}");
+        assert!(
+            (t[0].0 - h).abs() < 1e-6 && (t[0].1 - h).abs() < 1e-6,
+            "{t:?}"
+        );
         assert!((t[1].0 - 1.0).abs() < 1e-6 && t[1].1.abs() < 1e-6, "{t:?}");
     }
 }

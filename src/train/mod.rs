@@ -13,12 +13,12 @@
 
 pub mod diagnostics;
 
-use crate::util::fsx::write_atomic;
 use crate::data::batch::make_batch;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::model::{Autoencoder, Params, RunConfig, TrainConfig};
 use crate::rng::Rng;
+use crate::util::fsx::write_atomic;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -357,6 +357,62 @@ pub struct TrainOutcome {
 
 /// Train `cfg` into `out`. With `resume`, continue from the newest checkpoint there (the
 /// configuration must be the same).
+/// Dead-code restart of a VQ-VAE: which codes were chosen since the last restart.
+struct DeadCodes {
+    used: Vec<bool>,
+    every: usize,
+}
+
+impl DeadCodes {
+    fn new(codes: usize, every: usize) -> Self {
+        DeadCodes {
+            used: vec![false; codes],
+            every,
+        }
+    }
+
+    /// Count this step's codes; every `every` steps move the unused ones onto encoder outputs
+    /// of `images` drawn with a seeded generator, and start counting afresh.
+    fn after_step(
+        &mut self,
+        step: usize,
+        model: &Autoencoder,
+        params: &Params,
+        images: &Tensor,
+        ids: &Tensor,
+        seed: u64,
+    ) -> Result<()> {
+        for i in ids.flatten_all()?.to_vec1::<u32>()? {
+            self.used[i as usize] = true;
+        }
+        if step % self.every != 0 {
+            return Ok(());
+        }
+        let dead: Vec<usize> = (0..self.used.len()).filter(|&c| !self.used[c]).collect();
+        self.used.iter_mut().for_each(|u| *u = false);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let (z, _) = model.encode_continuous(images)?;
+        let (b, t, w) = z.dims3()?;
+        let z: Vec<f32> = z.detach().flatten_all()?.to_vec1()?;
+        let var = params
+            .named_vars()
+            .into_iter()
+            .find(|(n, _)| n == "quantizer.codebook")
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Msg("the VQ-VAE has no `quantizer.codebook`".into()))?;
+        let mut book: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+        let mut rng = Rng::derive(seed, "dead-codes", step as u64);
+        for c in dead {
+            let r = rng.below(b * t);
+            book[c * w..(c + 1) * w].copy_from_slice(&z[r * w..(r + 1) * w]);
+        }
+        var.set(&Tensor::from_vec(book, var.as_tensor().shape(), var.as_tensor().device())?)?;
+        Ok(())
+    }
+}
+
 /// The training log opened for appending, with the lines past `start` dropped (those steps
 /// run again on a resume), and its first line.
 fn reopen_log(log_path: &Path, start: usize) -> Result<(std::fs::File, Option<LogLine>)> {
@@ -385,6 +441,40 @@ fn reopen_log(log_path: &Path, start: usize) -> Result<(std::fs::File, Option<Lo
     Ok((log, first))
 }
 
+/// The step a run continues from: 0 for a new run folder, else the newest checkpoint's (with
+/// weights and optimiser state loaded), which needs `--resume` and the same configuration.
+fn resume(
+    out: &Path,
+    opts: &TrainOptions,
+    cfg_json: &str,
+    params: &Params,
+    opt: &mut AdamW,
+    device: &Device,
+) -> Result<usize> {
+    let Some(ck) = latest_checkpoint(out)? else {
+        return Ok(0);
+    };
+    if !opts.resume {
+        return Err(Error::file(
+            out,
+            "holds a run already: pass --resume to continue it, or choose another --out",
+        ));
+    }
+    let state: CheckpointState = serde_json::from_slice(
+        &std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?,
+    )
+    .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
+    if serde_json::to_string_pretty(&state.config)? != cfg_json {
+        return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
+    }
+    let mut vm = params.varmap().clone();
+    vm.load(ck.join("model.safetensors"))
+        .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
+    opt.load(&ck.join("optimizer.safetensors"), device)?;
+    opt.t = state.optimizer_t;
+    Ok(state.step)
+}
+
 pub fn train(
     cfg: &RunConfig,
     out: &Path,
@@ -399,37 +489,23 @@ pub fn train(
     }
     let (model, params) = Autoencoder::build(&cfg.model, t.seed, device)?;
     let mut opt = AdamW::new(&params, t)?;
-    let mut start = 0;
     let run_json = out.join("run.json");
     let cfg_json = serde_json::to_string_pretty(cfg)?;
-    if let Some(ck) = latest_checkpoint(out)? {
-        if !opts.resume {
-            return Err(Error::file(
-                out,
-                "holds a run already: pass --resume to continue it, or choose another --out",
-            ));
-        }
-        let state: CheckpointState = serde_json::from_slice(
-            &std::fs::read(ck.join("state.json")).map_err(|e| Error::file(&ck, e.to_string()))?,
-        )
-        .map_err(|e| Error::file(ck.join("state.json"), e.to_string()))?;
-        if serde_json::to_string_pretty(&state.config)?
-            != cfg_json
-        {
-            return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
-        }
-        let mut vm = params.varmap().clone();
-        vm.load(ck.join("model.safetensors"))
-            .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
-        opt.load(&ck.join("optimizer.safetensors"), device)?;
-        opt.t = state.optimizer_t;
-        start = state.step;
-    }
+    let start = resume(out, opts, &cfg_json, &params, &mut opt, device)?;
     write_atomic(&run_json, cfg_json.as_bytes())?;
     let log_path = out.join("log.jsonl");
     let (mut log, mut first) = reopen_log(&log_path, start)?;
 
     let size = cfg.model.image_size as u32;
+    let mut restarts = match (&model, cfg.model.restart_dead_codes_every) {
+        (Autoencoder::Vqvae(m), Some(every)) => {
+            if every == 0 || t.ckpt_every % every != 0 {
+                return Err(Error::setting("model.restart_dead_codes_every", format!("{every} must be positive and divide train.ckpt_every ({}), so that a resumed run restarts the same codes", t.ckpt_every)));
+            }
+            Some(DeadCodes::new(m.codebook_size(), every))
+        }
+        _ => None,
+    };
     let held_out = if t.diagnostics {
         let test = crate::data::load(&cfg.data, Split::Test)?;
         let idx: Vec<usize> = (0..diagnostics::HELD_OUT.min(test.len())).collect();
@@ -475,6 +551,9 @@ pub fn train(
         let lr = lr_at(step, t);
         opt.step(&grads, lr, scale)?;
         step += 1;
+        if let Some(r) = restarts.as_mut() {
+            r.after_step(step, &model, &params, &images, &fwd.ids, t.seed)?;
+        }
         window.1 += t.batch_size;
         if step % t.log_every == 0 || step == t.steps || step == start + 1 {
             let ips = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
@@ -506,7 +585,10 @@ pub fn train(
                 "loss {:.4} mse {:.4}{} {:.1} img/s",
                 line.losses["loss"],
                 line.losses["recon_mse"],
-                match (line.diag.get("codes_distinct"), line.diag.get("heldout_mse_mask0")) {
+                match (
+                    line.diag.get("codes_distinct"),
+                    line.diag.get("heldout_mse_mask0")
+                ) {
                     (Some(c), Some(m)) => format!(" codes {c} held-out mse {m:.4}"),
                     _ => String::new(),
                 },

@@ -57,4 +57,3 @@ pub fn key_at(text: &str, pos: usize) -> String {
     }
     section
 }
-

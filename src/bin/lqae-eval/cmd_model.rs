@@ -9,7 +9,13 @@ use lqae::device::{device_name, parse_device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub fn tokens(n: usize, lm_dir: Option<PathBuf>, device: &str, patch: usize, seed: u64) -> Result<()> {
+pub fn tokens(
+    n: usize,
+    lm_dir: Option<PathBuf>,
+    device: &str,
+    patch: usize,
+    seed: u64,
+) -> Result<()> {
     let device: Device = parse_device(device)?;
     let t0 = Instant::now();
     let lm_dir = match lm_dir {
@@ -92,6 +98,20 @@ fn test_batch(n: usize, size: usize, device: &Device) -> Result<(Tensor, data::L
     ))
 }
 
+pub fn ship(run: &Path, name: &str, out: &Path) -> Result<()> {
+    let dir = lqae::eval::shipped::ship(run, name, out, &Device::Cpu)?;
+    let m = lqae::eval::shipped::verify(&dir)?;
+    println!(
+        "{}: step {}, {} images, {:.0} s of training; model.safetensors sha256 {}",
+        dir.display(),
+        m.step,
+        m.images_seen,
+        m.train_seconds,
+        m.files["model.safetensors"]
+    );
+    Ok(())
+}
+
 pub fn encode(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
     let device = parse_device(device)?;
     let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
@@ -129,12 +149,7 @@ pub fn encode(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn reconstruct(
-    ckpt: &Path,
-    n: usize,
-    out: &Path,
-    device: &str,
-) -> Result<()> {
+pub fn reconstruct(ckpt: &Path, n: usize, out: &Path, device: &str) -> Result<()> {
     let device = parse_device(device)?;
     let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
     let (images, _test) = test_batch(n, state.config.model.image_size, &device)?;

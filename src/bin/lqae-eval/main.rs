@@ -113,6 +113,17 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Ship a finished run as `models/<name>/`: final weights, state, recipe, log, a
+    /// reconstruction grid and a sha256 manifest (what the suites load by name).
+    Ship {
+        /// The run folder (its newest checkpoint is shipped).
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+    },
     /// Encode Fashion-MNIST test images with a trained model and print their tokens.
     Encode {
         /// Run folder or checkpoint folder.
@@ -272,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             stop_at,
             device,
         } => cmd_model::train(&config, &set, out, resume, stop_at, &device),
+        Cmd::Ship { run, name, out } => cmd_model::ship(&run, &name, &out),
         Cmd::Encode {
             ckpt,
             n,

@@ -172,4 +172,3 @@ pub fn markdown(rows: &[Row], base: &str, cur: &str) -> String {
     }
     s
 }
-

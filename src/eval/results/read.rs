@@ -79,4 +79,3 @@ pub fn read_per_image(path: &Path) -> Result<Option<Vec<ImageScore>>> {
         .collect::<Result<Vec<ImageScore>>>()
         .map(Some)
 }
-

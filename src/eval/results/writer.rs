@@ -35,6 +35,9 @@ pub fn write_run_files(
     }
     write_atomic(&dir.join("samples.jsonl"), json_lines(samples)?.as_bytes())?;
     // result.json last: a folder with a result.json is complete.
-    write_atomic(&dir.join("result.json"), &serde_json::to_vec_pretty(result)?)?;
+    write_atomic(
+        &dir.join("result.json"),
+        &serde_json::to_vec_pretty(result)?,
+    )?;
     Ok(dir)
 }

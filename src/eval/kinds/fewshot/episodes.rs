@@ -283,4 +283,3 @@ pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> 
     }
     Ok(out)
 }
-

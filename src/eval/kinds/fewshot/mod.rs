@@ -24,12 +24,12 @@ pub use episodes::{parse_episode_csv, read_episodes, sample_episodes, Episode, S
 pub use prompt::{first_token_pick, image_text, label_list, match_answer, normalize, prompt};
 pub use scoring::{candidate_loglik, check_for, Answer, Strategy};
 pub use spec::{
-    paper_columns, CheckedFewshot, Column, EpisodeSettings, FewshotSpec, ScoringSettings,
-    Select, TokenSettings,
+    paper_columns, CheckedFewshot, Column, EpisodeSettings, FewshotSpec, ScoringSettings, Select,
+    TokenSettings,
 };
 pub use table::table_markdown;
 
-use crate::data::{image_key, subset, DataConfig, LabelledImages, Split};
+use crate::data::{image_key, subset, LabelledImages, Split};
 use crate::error::{Error, Result};
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{Measured, Metric, Sample};
@@ -210,7 +210,12 @@ fn score_answers(
 }
 
 /// One sample per episode (its cell as the representation, the episode's hash as input).
-fn samples_of(answers: &[Answer], episodes: &[Episode], ep_lines: &[String], set: &LabelledImages) -> Vec<Sample> {
+fn samples_of(
+    answers: &[Answer],
+    episodes: &[Episode],
+    ep_lines: &[String],
+    set: &LabelledImages,
+) -> Vec<Sample> {
     let id = |name: Option<&str>| {
         name.and_then(|n| set.class_names.iter().position(|c| c == n))
             .map(|p| p as u32)
@@ -233,7 +238,13 @@ fn samples_of(answers: &[Answer], episodes: &[Episode], ep_lines: &[String], set
 }
 
 /// The `requests` record: how many were answered from the cache, sent, retried, and how fast.
-fn requests_record(client: &LlmClient, jobs: usize, wall: f64, overhead_ms: &[f64], server_ms: f64) -> serde_json::Value {
+fn requests_record(
+    client: &LlmClient,
+    jobs: usize,
+    wall: f64,
+    overhead_ms: &[f64],
+    server_ms: f64,
+) -> serde_json::Value {
     let stats = client.stats();
     let network = stats.answered - stats.cache_hits;
     let mean_overhead = (!overhead_ms.is_empty())
@@ -266,7 +277,10 @@ fn send(
     jobs: &[Job],
     cx: &Ctx,
 ) -> Result<(Vec<Reply>, f64)> {
-    let cells_n = episodes.iter().map(|e| e.cell()).collect::<std::collections::BTreeSet<_>>();
+    let cells_n = episodes
+        .iter()
+        .map(|e| e.cell())
+        .collect::<std::collections::BTreeSet<_>>();
     let cached = jobs
         .iter()
         .filter(|j| {
@@ -307,13 +321,7 @@ fn send(
 
 /// Run a few-shot suite: episodes, prompts, the strategy's requests, answers, the table.
 fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
-    let dc = DataConfig {
-        dataset: spec.data.dataset.clone(),
-        path: spec.data.path.clone(),
-        limit: None,
-        augment: false,
-    };
-    let set = crate::data::load(&dc, Split::Test)?;
+    let set = spec.data.load(Split::Test)?;
     let episodes = episodes_of(spec, &set)?;
     let trained = cx.zoo.load(&spec.model)?;
     let lqae = trained.lqae("model", ": few-shot prompts need language tokens")?;
@@ -327,12 +335,21 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     // The server and the client.
     let ep = backend::endpoint(&spec.llm)?;
     if ep.server.is_some() {
-        cx.progress
-            .line(&format!("  embedded llama-server on {} ({})", ep.base_url, ep.identity));
+        cx.progress.line(&format!(
+            "  embedded llama-server on {} ({})",
+            ep.base_url, ep.identity
+        ));
     }
-    let cache_path = spec.llm.cache.as_ref().map(PathBuf::from).unwrap_or_else(|| {
-        crate::assets::cache_dir().join("llm").join("responses.jsonl")
-    });
+    let cache_path = spec
+        .llm
+        .cache
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            crate::assets::cache_dir()
+                .join("llm")
+                .join("responses.jsonl")
+        });
     let cache = Arc::new(ResponseCache::open(&cache_path)?);
     let (key, key_source) = backend::api_key(&spec.llm);
     let client = Arc::new(backend::client(&spec.llm, &ep, key, cache.clone())?);
@@ -351,7 +368,8 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
         jobs.extend(spec.strategy.jobs(spec, &ep.model, embedded, i, e, p));
     }
-    let (replies, request_wall) = send(&rt, &client, &cache, &cache_path, &ep, &episodes, &jobs, cx)?;
+    let (replies, request_wall) =
+        send(&rt, &client, &cache, &cache_path, &ep, &episodes, &jobs, cx)?;
 
     // Scoring, metrics per cell, the table, the files.
     let (answers, usage, overhead_ms, server_ms) =
@@ -402,14 +420,23 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         requests_record(&client, jobs.len(), request_wall, &overhead_ms, server_ms),
     );
     extra.insert("usage".into(), usage);
-    extra.insert("response_cache".into(), cache_path.display().to_string().into());
+    extra.insert(
+        "response_cache".into(),
+        cache_path.display().to_string().into(),
+    );
     extra.insert("table".into(), table.clone().into());
 
     let mut inputs = BTreeMap::new();
     inputs.insert("lqae".to_string(), trained.sha256.clone());
-    inputs.insert("episodes".to_string(), sha256_hex(ep_lines.join("\n").as_bytes()));
+    inputs.insert(
+        "episodes".to_string(),
+        sha256_hex(ep_lines.join("\n").as_bytes()),
+    );
     if embedded {
-        inputs.insert("llm".to_string(), crate::assets::SMOLLM2.files[0].sha256.to_string());
+        inputs.insert(
+            "llm".to_string(),
+            crate::assets::SMOLLM2.files[0].sha256.to_string(),
+        );
     }
     let mut seeds = BTreeMap::new();
     seeds.insert("episodes".to_string(), spec.episodes.seed);
@@ -434,7 +461,10 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     });
     outcome.samples = samples;
     outcome.files = vec![
-        ("episodes.jsonl".into(), (ep_lines.join("\n") + "\n").into_bytes()),
+        (
+            "episodes.jsonl".into(),
+            (ep_lines.join("\n") + "\n").into_bytes(),
+        ),
         ("answers.jsonl".into(), (ans.join("\n") + "\n").into_bytes()),
         ("table.md".into(), table.clone().into_bytes()),
     ];
@@ -531,7 +561,10 @@ mod tests {
         for c in paper_columns() {
             let cell = format!("2-way/{}", c.name());
             cells.insert(cell.clone(), (1, 2, 2));
-            metrics.insert(format!("{cell}/top1"), crate::eval::stats::proportion(1, 2, 0.05));
+            metrics.insert(
+                format!("{cell}/top1"),
+                crate::eval::stats::proportion(1, 2, 0.05),
+            );
         }
         let t = table_markdown(&cells, &metrics);
         let head = t.lines().next().unwrap();

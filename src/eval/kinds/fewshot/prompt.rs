@@ -121,4 +121,3 @@ pub fn first_token_pick(top: &[(String, f64)], classes: &[String]) -> Option<usi
     }
     None
 }
-

@@ -81,7 +81,12 @@ impl Strategy {
                 .iter()
                 .enumerate()
                 .map(|(c, name)| {
-                    job(Some(c), &format!("{p} {name}"), RequestKind::Echo, Api::Completions)
+                    job(
+                        Some(c),
+                        &format!("{p} {name}"),
+                        RequestKind::Echo,
+                        Api::Completions,
+                    )
                 })
                 .collect(),
             Strategy::Generate => vec![job(None, p, RequestKind::Generate, spec.api)],
@@ -229,4 +234,3 @@ pub struct Answer {
     #[serde(default)]
     pub prompt: String,
 }
-

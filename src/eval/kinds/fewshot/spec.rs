@@ -167,8 +167,6 @@ pub struct FewshotSpec {
     pub tolerance: f64,
 }
 
-
-
 /// How `tokens.select` picks an image's tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Select {

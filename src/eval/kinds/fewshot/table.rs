@@ -73,4 +73,3 @@ pub fn table_markdown(
     }
     s
 }
-

@@ -146,4 +146,3 @@ pub fn pixel_features(set: &LabelledImages, idx: &[usize], size: u32) -> Result<
             .to_vec2::<f32>()?)
     })
 }
-

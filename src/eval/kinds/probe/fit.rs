@@ -195,4 +195,3 @@ pub fn score(
     );
     m
 }
-

@@ -8,12 +8,12 @@ pub mod features;
 pub mod fit;
 pub mod spec;
 
+pub use crate::eval::zoo::Features;
 pub use features::{code_to_token_map, lqae_features, pixel_features, vqvae_features};
 pub use fit::{fit_probe, score, ProbeOutcome};
 pub use spec::{Baseline, CheckedProbe, LayerSel, Layers, LinearProbeSpec, ProbeSettings};
-pub use crate::eval::zoo::Features;
 
-use crate::data::{input_hashes, subset, DataConfig, LabelledImages, Split};
+use crate::data::{input_hashes, subset, LabelledImages, Split};
 use crate::error::Result;
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{Measured, Sample};
@@ -50,14 +50,8 @@ struct Splits {
 }
 
 fn splits(spec: &CheckedProbe) -> Result<Splits> {
-    let dc = DataConfig {
-        dataset: spec.data.dataset.clone(),
-        path: spec.data.path.clone(),
-        limit: None,
-        augment: false,
-    };
-    let train = crate::data::load(&dc, Split::Train)?;
-    let test = crate::data::load(&dc, Split::Test)?;
+    let train = spec.data.load(Split::Train)?;
+    let test = spec.data.load(Split::Test)?;
     let seed = spec.probe.seed;
     let tr = subset(train.len(), spec.data.train_limit, seed, "probe-train");
     let te = subset(test.len(), spec.data.test_limit, seed, "probe-test");

@@ -138,7 +138,9 @@ impl LinearProbeSpec {
             }
         }
         if baselines.contains(&Baseline::Vqvae) && self.vqvae.is_none() {
-            problems.push("`vqvae`: baseline `vqvae` needs `vqvae = \"<config or run folder>\"`".into());
+            problems.push(
+                "`vqvae`: baseline `vqvae` needs `vqvae = \"<config or run folder>\"`".into(),
+            );
         }
         crate::eval::kinds::checked(
             CheckedProbe {

@@ -112,4 +112,3 @@ pub fn grid_png(rows: &[GridRow], scale: u32) -> std::result::Result<Vec<u8>, St
     .map_err(|e| format!("cannot encode PNG: {e}"))?;
     Ok(bytes)
 }
-

@@ -22,7 +22,7 @@ pub use spec::{
     conventions, lpips_setting, CheckedRecon, ReconSettings, ReconSpec, ReconTolerance,
 };
 
-use crate::data::{input_hashes, subset, DataConfig, Split};
+use crate::data::{input_hashes, subset, Split};
 use crate::error::{Error, Result};
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{ImageScore, Measured, Metric};
@@ -93,13 +93,7 @@ struct Gathered {
 /// Run a reconstruction suite: every model over the same seeded test subset.
 fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     let net = spec.net;
-    let dc = DataConfig {
-        dataset: spec.data.dataset.clone(),
-        path: spec.data.path.clone(),
-        limit: None,
-        augment: false,
-    };
-    let test_set = crate::data::load(&dc, Split::Test)?;
+    let test_set = spec.data.load(Split::Test)?;
     let seed = spec.recon.seed;
     let idx = subset(test_set.len(), spec.data.test_limit, seed, "recon-test");
     let hashes = input_hashes(&test_set, &idx)?;
@@ -126,7 +120,8 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
         }
         g.reps.push(rep.clone());
         g.inputs.insert(rep.clone(), t.sha256.clone());
-        g.seeds.insert(format!("{rep}_train"), t.state.config.train.seed);
+        g.seeds
+            .insert(format!("{rep}_train"), t.state.config.train.seed);
         let size = t.state.config.model.image_size;
         if let Some(n) = net.filter(|n| size < n.min_side()) {
             return Err(Error::setting(
@@ -138,8 +133,10 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
                 ),
             ));
         }
-        cx.progress
-            .line(&format!("  {rep}: {} test images at {size}x{size}", idx.len()));
+        cx.progress.line(&format!(
+            "  {rep}: {} test images at {size}x{size}",
+            idx.len()
+        ));
         let t_score = Instant::now();
         let run = score_model(
             &rep,
@@ -198,7 +195,10 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
         "lpips_net".into(),
         net.map(|n| n.name()).unwrap_or("none").into(),
     );
-    extra.insert("conventions".into(), serde_json::to_value(conventions(net))?);
+    extra.insert(
+        "conventions".into(),
+        serde_json::to_value(conventions(net))?,
+    );
     extra.insert("tokens".into(), g.tokens.into());
     extra.insert(
         "grid".into(),

@@ -165,4 +165,3 @@ pub fn write_page(dir: &Path, r: &ResultFile) -> Result<PathBuf> {
     crate::util::fsx::write_atomic(&p, page_html(r).as_bytes())?;
     Ok(p)
 }
-

@@ -140,4 +140,3 @@ pub fn token_summary(model: &Autoencoder, run: &ModelRun, top_k: usize) -> serde
         "top": stats.top.iter().map(|&(id, count)| serde_json::json!({"id": id, "text": text(id), "count": count, "share": count as f64 / stats.tokens.max(1) as f64})).collect::<Vec<_>>(),
     })
 }
-

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Short training runs of recipe changes, each scored the same way; writes docs/ablations.md.
+# Usage: scripts/ablations.sh OUT_DIR STEPS NAME:CONFIG:SETTINGS ...   (SETTINGS: `;`-separated
+# key=value, or `-`). Two runs at a time, one thread each (this machine has two cores).
+set -euo pipefail
+out=$1; steps=$2; shift 2
+bin=${LQAE_BIN:-target/release/lqae-eval}
+mkdir -p "$out"
+run_one() {
+  local name=$1 cfg=$2 sets=$3 args=()
+  if [ "$sets" != "-" ]; then IFS=';' read -ra kv <<< "$sets"; for s in "${kv[@]}"; do args+=(--set "$s"); done; fi
+  [ -f "$out/$name/done" ] && return 0
+  rm -rf "$out/$name"
+  RAYON_NUM_THREADS=1 "$bin" train --config "$cfg" --set train.steps="$steps" --set train.log_every=$((steps / 6)) \
+    --set train.ckpt_every="$steps" --set train.warmup_steps=$((steps / 20)) "${args[@]}" --out "$out/$name" > "$out/$name.train.log" 2>&1
+  RAYON_NUM_THREADS=1 "$bin" --suite recon-fashionmnist --set "models=[\"$out/$name\"]" --set data.test_limit=300 \
+    --set recon.lpips=none --results "$out/res-$name" > "$out/$name.recon.log" 2>&1
+  if grep -q 'kind = "lqae"' "$cfg"; then
+    RAYON_NUM_THREADS=1 "$bin" --suite linear-fashionmnist --set model="$out/$name" --set data.train_limit=1000 \
+      --set data.test_limit=500 --set 'baselines=[]' --results "$out/res-$name" > "$out/$name.probe.log" 2>&1
+  fi
+  touch "$out/$name/done"
+}
+pids=()
+for spec in "$@"; do
+  IFS=':' read -r name cfg sets <<< "$spec"
+  run_one "$name" "$cfg" "$sets" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+wait
+python3 "$(dirname "$0")/ablations_table.py" "$out" "$steps" "$@"
