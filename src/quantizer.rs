@@ -47,6 +47,17 @@ pub struct Quantizer {
     cfg: QuantizerConfig,
 }
 
+/// Every row (last axis) of `x` scaled to unit L2 norm (norms floored at 1e-12): the
+/// codebook's form for the search, and the tokens' for cosine affinities.
+pub fn l2_normalize_rows(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
+    x.broadcast_div(&norm)
+}
+
 /// Codes per tile column block of the fused kernel: 2048 x 256 tokens x 4 B = 2 MiB.
 const CODE_TILE: usize = 2048;
 
@@ -82,12 +93,7 @@ impl Quantizer {
             return Err(Error::setting("max_block_elems", "must be at least 1"));
         }
         let raw = codebook.detach().to_dtype(DType::F32)?.contiguous()?;
-        let norm = raw
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12f32, f32::MAX)?;
-        let normed = raw.broadcast_div(&norm)?.contiguous()?;
+        let normed = l2_normalize_rows(&raw)?.contiguous()?;
         let normed_t_cpu = if cfg.fused_cpu && raw.device().is_cpu() {
             Some(normed.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?)
         } else {

@@ -7,7 +7,6 @@
 //! checkpoint for the result's `inputs_sha256`, and caches features computed from it.
 
 use crate::error::{Error, Result};
-use crate::lm::FrozenLm;
 use crate::model::{Autoencoder, Lqae, RunConfig, Vqvae};
 use crate::train::CheckpointState;
 use candle_core::Device;
@@ -53,13 +52,6 @@ impl Trained {
             )),
         }
     }
-    /// The frozen LM of an LQAE (None for a VQ-VAE).
-    pub fn lm(&self) -> Option<&FrozenLm> {
-        match &self.model {
-            Autoencoder::Lqae(m) => Some(m.lm()),
-            Autoencoder::Vqvae(_) => None,
-        }
-    }
 }
 
 pub struct Zoo {
@@ -103,11 +95,28 @@ impl Zoo {
         }
     }
 
-    /// A trained model by name, loaded, with its checkpoint hash.
+    /// The folder and verified manifest of a model shipped under `models/`, if `spec` names one.
+    fn shipped(&self, spec: &str) -> Result<Option<(PathBuf, super::shipped::Manifest)>> {
+        let dir = self.models.join(spec);
+        if spec.contains('/') || !dir.join(super::shipped::MANIFEST).is_file() {
+            return Ok(None);
+        }
+        let m = super::shipped::verify(&dir)?;
+        Ok(Some((dir, m)))
+    }
+
+    /// A trained model by name, loaded, with its checkpoint hash (a shipped model's from its
+    /// manifest, which `verify` has just checked against the file).
     pub fn load(&self, spec: &str) -> Result<Trained> {
-        let run_dir = self.run_dir(spec)?;
+        let (run_dir, sha256) = match self.shipped(spec)? {
+            Some((dir, m)) => (dir, m.files["model.safetensors"].clone()),
+            None => {
+                let dir = self.run_dir(spec)?;
+                let sha = checkpoint_sha(&dir)?;
+                (dir, sha)
+            }
+        };
         let (model, _, state) = crate::train::load_model(&run_dir, &self.device)?;
-        let sha256 = checkpoint_sha(&run_dir)?;
         Ok(Trained {
             spec: spec.to_string(),
             model,
@@ -120,10 +129,8 @@ impl Zoo {
     /// The run folder of a model named in a suite: a configs/<name>.toml is trained once into
     /// `$LQAE_CACHE/runs/<name>-<config hash>` (resumed if interrupted); anything else is a run folder.
     pub fn run_dir(&self, spec: &str) -> Result<PathBuf> {
-        let shipped = self.models.join(spec);
-        if !spec.contains('/') && shipped.join(super::shipped::MANIFEST).is_file() {
-            super::shipped::verify(&shipped)?;
-            return Ok(shipped);
+        if let Some((dir, _)) = self.shipped(spec)? {
+            return Ok(dir);
         }
         let (device, progress) = (&self.device, self.progress);
         let cfg_path = self.config_path(spec);

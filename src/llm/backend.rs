@@ -1,7 +1,7 @@
 //! The backend side of an LLM evaluation: the settings of a server, the endpoint (a named URL
 //! or the embedded llama-server), the API key, the shape of each kind of request, token
 //! counts through `/tokenize`, and sending a batch of requests through the cached client.
-//! Tasks (`crate::eval::kinds::fewshot`) build prompts and score answers; they never speak HTTP.
+//! Tasks (the few-shot suite kind) build prompts and score answers; they never speak HTTP.
 
 use super::{ClientSettings, LlmClient, Reply, ResponseCache, Secret};
 use crate::error::{Error, Result};
@@ -283,6 +283,7 @@ pub fn client(
 }
 
 /// One request of a batch: where it goes, its body, and what its answer must contain.
+#[derive(Clone)]
 pub struct Request {
     pub endpoint: &'static str,
     pub body: Value,

@@ -270,12 +270,7 @@ impl Lqae {
     fn entropy_loss(&self, z: &Tensor) -> Result<Tensor> {
         let h = z.dim(D::Minus1)?;
         let z = z.reshape(((), h))?;
-        let zn = z.broadcast_div(
-            &z.sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12, f32::MAX)?,
-        )?;
+        let zn = crate::quantizer::l2_normalize_rows(&z)?;
         let t = self.cfg.entropy_temperature.unwrap_or(0.01);
         // -(2 - 2 cos) / T: the constant -2 / T does not change a softmax.
         let logits = (zn.matmul(&self.quantizer.normed().t()?)? * (2.0 / t))?;

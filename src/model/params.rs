@@ -72,10 +72,6 @@ impl Params {
         self.insert(name, Tensor::zeros(shape, DType::F32, &self.device)?)
     }
 
-    pub fn ones<S: Into<Shape>>(&self, name: &str, shape: S) -> Result<Tensor> {
-        self.insert(name, Tensor::ones(shape, DType::F32, &self.device)?)
-    }
-
     /// A parameter filled with `value`.
     pub fn full<S: Into<Shape>>(&self, name: &str, shape: S, value: f64) -> Result<Tensor> {
         let t = (Tensor::ones(shape, DType::F32, &self.device)? * value)?;

@@ -13,8 +13,13 @@ const LN_EPS: f64 = 1e-5;
 const INIT_STD: f64 = 0.02;
 
 fn layer_norm(p: &Params, width: usize) -> Result<LayerNorm> {
+    layer_norm_scaled(p, width, 1.0)
+}
+
+/// A LayerNorm whose scale starts at `scale` (1 everywhere in the official ViT).
+fn layer_norm_scaled(p: &Params, width: usize, scale: f64) -> Result<LayerNorm> {
     Ok(LayerNorm::new(
-        p.ones("scale", width)?,
+        p.full("scale", width, scale)?,
         p.zeros("bias", width)?,
         LN_EPS,
     ))
@@ -149,16 +154,7 @@ impl Block {
         Ok(Self {
             ln_pre: layer_norm(&p.pp("ln_pre"), s.width)?,
             attn: Attention::new(&p.pp("attention"), s)?,
-            ln_post: if s.attn_ln_init == 1.0 {
-                layer_norm(&p.pp("ln_post"), s.width)?
-            } else {
-                let q = p.pp("ln_post");
-                LayerNorm::new(
-                    q.full("scale", s.width, s.attn_ln_init)?,
-                    q.zeros("bias", s.width)?,
-                    LN_EPS,
-                )
-            },
+            ln_post: layer_norm_scaled(&p.pp("ln_post"), s.width, s.attn_ln_init)?,
             glu: Glu::new(&p.pp("glu"), s)?,
         })
     }

@@ -6,6 +6,7 @@
 
 use crate::error::Result;
 use crate::model::Autoencoder;
+use crate::quantizer::l2_normalize_rows;
 use crate::rng::Rng;
 use candle_core::{Tensor, D};
 use std::collections::BTreeMap;
@@ -35,12 +36,7 @@ pub fn code_usage(ids: &[u32], is_special: impl Fn(u32) -> bool) -> (usize, f64,
 /// Per row of `z` `(n, d)`: the best and second-best cosine to the rows of `normed` `(v, d)`
 /// (already L2-normalised).
 pub fn top2_cosine(z: &Tensor, normed: &Tensor) -> Result<Vec<(f32, f32)>> {
-    let zn = z.broadcast_div(
-        &z.sqr()?
-            .sum_keepdim(D::Minus1)?
-            .sqrt()?
-            .clamp(1e-12, f32::MAX)?,
-    )?;
+    let zn = l2_normalize_rows(z)?;
     let n = zn.dim(0)?;
     let mut out = Vec::with_capacity(n);
     for r0 in (0..n).step_by(256) {
@@ -99,7 +95,7 @@ pub fn diagnostics(
         ),
         Autoencoder::Vqvae(m) => {
             let e = m.codebook().detach();
-            let n = e.broadcast_div(&e.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
+            let n = l2_normalize_rows(&e)?;
             (e, n)
         }
     };

@@ -408,7 +408,11 @@ impl DeadCodes {
             let r = rng.below(b * t);
             book[c * w..(c + 1) * w].copy_from_slice(&z[r * w..(r + 1) * w]);
         }
-        var.set(&Tensor::from_vec(book, var.as_tensor().shape(), var.as_tensor().device())?)?;
+        var.set(&Tensor::from_vec(
+            book,
+            var.as_tensor().shape(),
+            var.as_tensor().device(),
+        )?)?;
         Ok(())
     }
 }

@@ -266,44 +266,36 @@ fn requests_record(
 }
 
 /// Send the jobs' requests through the cached client; the replies and the wall time.
-#[allow(clippy::too_many_arguments)]
 fn send(
     rt: &tokio::runtime::Runtime,
     client: &Arc<LlmClient>,
-    cache: &ResponseCache,
-    cache_path: &Path,
     ep: &Endpoint,
     episodes: &[Episode],
     jobs: &[Job],
     cx: &Ctx,
 ) -> Result<(Vec<Reply>, f64)> {
-    let cells_n = episodes
-        .iter()
-        .map(|e| e.cell())
-        .collect::<std::collections::BTreeSet<_>>();
-    let cached = jobs
-        .iter()
-        .filter(|j| {
-            let k = crate::llm::cache::key(&ep.identity, j.request.endpoint, &j.request.body);
-            cache.get(&k).ok().flatten().is_some()
-        })
-        .count();
-    cx.progress.line(&format!(
-        "  {} episodes in {} cells, {} requests ({cached} already in the response cache {})",
-        episodes.len(),
-        cells_n.len(),
-        jobs.len(),
-        cache_path.display()
-    ));
+    if let (true, Some(cache)) = (cx.progress.enabled(), client.cache()) {
+        let cells = episodes
+            .iter()
+            .map(|e| e.cell())
+            .collect::<std::collections::BTreeSet<_>>();
+        let cached = jobs
+            .iter()
+            .filter(|j| {
+                let k = crate::llm::cache::key(&ep.identity, j.request.endpoint, &j.request.body);
+                cache.get(&k).ok().flatten().is_some()
+            })
+            .count();
+        cx.progress.line(&format!(
+            "  {} episodes in {} cells, {} requests ({cached} already in the response cache {})",
+            episodes.len(),
+            cells.len(),
+            jobs.len(),
+            cache.path().display()
+        ));
+    }
     let t_req = Instant::now();
-    let requests = jobs
-        .iter()
-        .map(|j| backend::Request {
-            endpoint: j.request.endpoint,
-            body: j.request.body.clone(),
-            check: j.request.check.clone(),
-        })
-        .collect();
+    let requests = jobs.iter().map(|j| j.request.clone()).collect();
     let total = jobs.len();
     let progress = cx.progress;
     let report = move |done: usize, c: &LlmClient| {
@@ -368,8 +360,7 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
         jobs.extend(spec.strategy.jobs(spec, &ep.model, embedded, i, e, p));
     }
-    let (replies, request_wall) =
-        send(&rt, &client, &cache, &cache_path, &ep, &episodes, &jobs, cx)?;
+    let (replies, request_wall) = send(&rt, &client, &ep, &episodes, &jobs, cx)?;
 
     // Scoring, metrics per cell, the table, the files.
     let (answers, usage, overhead_ms, server_ms) =
