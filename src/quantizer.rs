@@ -26,6 +26,12 @@ pub struct QuantizerConfig {
     /// Use the fused CPU kernel when the codebook is on the CPU (default). Off: candle ops
     /// tile by tile, the path every other device takes.
     pub fused_cpu: bool,
+    /// Straight-through and commitment on the unit sphere: the input is L2-normalised and
+    /// scaled to its code's norm before `q = x' + stopgrad(e - x')` and the commitment
+    /// `beta * mean((stopgrad(e) - x')^2)`, so only the input's direction (what the cosine
+    /// search sees) is trained and its norm cannot run away. Off (default): the raw input, as the
+    /// official code.
+    pub sphere: bool,
 }
 
 impl Default for QuantizerConfig {
@@ -34,6 +40,7 @@ impl Default for QuantizerConfig {
             beta: 0.01,
             max_block_elems: 1 << 22,
             fused_cpu: true,
+            sphere: false,
         }
     }
 }
@@ -67,7 +74,8 @@ pub struct Quantized {
     pub ids: Tensor,
     /// The raw (un-normalised) codebook rows, shape of `x`, no gradient.
     pub codes: Tensor,
-    /// `x + stopgrad(codes - x)`: equal to `codes` in value, the identity for gradients.
+    /// `x + stopgrad(codes - x)`: equal to `codes` in value, the identity for gradients
+    /// (with `sphere`, `x` normalised and scaled to its code's norm first).
     pub straight_through: Tensor,
     /// `beta * mean((stopgrad(codes) - x)^2)`, a scalar.
     pub commit_loss: Tensor,
@@ -255,7 +263,11 @@ impl Quantizer {
     pub fn quantize(&self, x: &Tensor) -> Result<Quantized> {
         let ids = self.nearest(x)?;
         let codes = self.lookup(&ids)?;
-        let x32 = x.to_dtype(DType::F32)?;
+        let mut x32 = x.to_dtype(DType::F32)?;
+        if self.cfg.sphere {
+            let code_norm = codes.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+            x32 = l2_normalize_rows(&x32)?.broadcast_mul(&code_norm)?;
+        }
         let straight_through = (&x32 + (&codes - &x32)?.detach())?;
         let commit_loss = ((codes.detach() - &x32)?.sqr()?.mean_all()? * self.cfg.beta)?;
         Ok(Quantized {

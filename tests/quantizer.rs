@@ -202,6 +202,7 @@ fn passes_raw_rows_with_straight_through_gradient_and_commitment_loss() {
             beta,
             max_block_elems: 50,
             fused_cpu: true,
+            sphere: false,
         },
     )
     .unwrap();
@@ -238,6 +239,63 @@ fn passes_raw_rows_with_straight_through_gradient_and_commitment_loss() {
     assert!(common::max_abs_diff(g.get(x.as_tensor()).unwrap(), &want_g) < 1e-7);
     // The codebook is a constant.
     assert!(g.get(q.codebook()).is_none());
+}
+
+/// `sphere`: the value is still the raw code row, the gradient reaches only the input's
+/// direction (`|e| / |x| (I - x^ x^T) w`), and the commitment is `beta |e|^2 (2 - 2 cos)`
+/// averaged over elements; all three computed here row by row from plain vectors.
+#[test]
+fn sphere_trains_only_the_direction_and_commits_by_cosine() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (n, v, d) = (10, 25, 6);
+    let e = (randn(&mut rng, &[v, d], 1.0) * 2.0).unwrap();
+    let x0 = (randn(&mut rng, &[n, d], 1.0) * 40.0).unwrap();
+    let beta = 0.25;
+    let q = Quantizer::new(
+        &e,
+        QuantizerConfig {
+            beta,
+            max_block_elems: 50,
+            fused_cpu: true,
+            sphere: true,
+        },
+    )
+    .unwrap();
+    let x = Var::from_tensor(&x0).unwrap();
+    let out = q.quantize(x.as_tensor()).unwrap();
+    let want_codes = e.index_select(&out.ids, 0).unwrap();
+    assert!(common::max_abs_diff(&out.straight_through, &want_codes) < 1e-5);
+
+    let w = randn(&mut rng, &[n, d], 1.0);
+    let g = (&out.straight_through * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let got_g: Vec<Vec<f32>> = g.get(x.as_tensor()).unwrap().to_vec2().unwrap();
+    let xs: Vec<Vec<f32>> = x0.to_vec2().unwrap();
+    let es: Vec<Vec<f32>> = want_codes.to_vec2().unwrap();
+    let ws: Vec<Vec<f32>> = w.to_vec2().unwrap();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p * q) as f64).sum::<f64>();
+    let mut want_loss = 0.0;
+    for i in 0..n {
+        let (xn, en) = (dot(&xs[i], &xs[i]).sqrt(), dot(&es[i], &es[i]).sqrt());
+        let xw = dot(&xs[i], &ws[i]) / xn;
+        for k in 0..d {
+            let want = en / xn * (ws[i][k] as f64 - xs[i][k] as f64 / xn * xw);
+            assert!((got_g[i][k] as f64 - want).abs() < 1e-5, "row {i}: {} vs {want}", got_g[i][k]);
+        }
+        let cos = dot(&xs[i], &es[i]) / (xn * en);
+        want_loss += en * en * (2.0 - 2.0 * cos);
+    }
+    want_loss *= beta / (n * d) as f64;
+    let got_loss = out.commit_loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((got_loss - want_loss).abs() < 1e-5 * want_loss, "{got_loss} vs {want_loss}");
+    // The commitment does not depend on the input's scale.
+    let out3 = q.quantize(&(&x0 * 3.0).unwrap()).unwrap();
+    let l3 = out3.commit_loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((l3 - got_loss).abs() < 1e-5 * got_loss);
 }
 
 #[test]

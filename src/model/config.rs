@@ -90,6 +90,13 @@ pub struct ModelConfig {
     /// affinities `-(2 - 2 cos)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy_temperature: Option<f64>,
+    /// LQAE: straight-through estimator and commitment loss on the unit sphere (see
+    /// `QuantizerConfig::sphere`): the encoder output is L2-normalised and scaled to its code's
+    /// norm first, so the commitment is `beta * |e|^2 * (2 - 2 cos)` and only the direction
+    /// the cosine search sees is trained. Unset/false: the raw output, as the official code,
+    /// whose norm runs to 50-100x the code rows' (docs/ablations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_on_sphere: Option<bool>,
     /// VQ-VAE: every this many steps, codes no token chose since the last restart are moved
     /// onto randomly drawn encoder outputs of the current batch (dead-code restart, as
     /// Jukebox and many VQ-VAEs since). Must divide `train.ckpt_every` so that a resumed run

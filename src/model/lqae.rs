@@ -74,6 +74,7 @@ impl Lqae {
             lm.word_embeddings(),
             QuantizerConfig {
                 beta: cfg.commitment,
+                sphere: cfg.quantize_on_sphere.unwrap_or(false),
                 ..Default::default()
             },
         )
