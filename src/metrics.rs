@@ -212,7 +212,8 @@ pub fn compare(a: &Planes, b: &Planes) -> Result<Scores> {
     })
 }
 
-fn is_image(p: &Path) -> bool {
+/// A `.png`, `.jpg` or `.jpeg` file name (any case).
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))

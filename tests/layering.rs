@@ -25,6 +25,7 @@ const LAYERS: &[&str] = &[
     "data",
     "lpips",
     "metrics",
+    "fid",
     "llm",
     "model",
     "train",

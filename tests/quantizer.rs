@@ -284,14 +284,21 @@ fn sphere_trains_only_the_direction_and_commits_by_cosine() {
         let xw = dot(&xs[i], &ws[i]) / xn;
         for k in 0..d {
             let want = en / xn * (ws[i][k] as f64 - xs[i][k] as f64 / xn * xw);
-            assert!((got_g[i][k] as f64 - want).abs() < 1e-5, "row {i}: {} vs {want}", got_g[i][k]);
+            assert!(
+                (got_g[i][k] as f64 - want).abs() < 1e-5,
+                "row {i}: {} vs {want}",
+                got_g[i][k]
+            );
         }
         let cos = dot(&xs[i], &es[i]) / (xn * en);
         want_loss += en * en * (2.0 - 2.0 * cos);
     }
     want_loss *= beta / (n * d) as f64;
     let got_loss = out.commit_loss.to_scalar::<f32>().unwrap() as f64;
-    assert!((got_loss - want_loss).abs() < 1e-5 * want_loss, "{got_loss} vs {want_loss}");
+    assert!(
+        (got_loss - want_loss).abs() < 1e-5 * want_loss,
+        "{got_loss} vs {want_loss}"
+    );
     // The commitment does not depend on the input's scale.
     let out3 = q.quantize(&(&x0 * 3.0).unwrap()).unwrap();
     let l3 = out3.commit_loss.to_scalar::<f32>().unwrap() as f64;

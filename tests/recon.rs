@@ -51,6 +51,25 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
             "{m}: {v:?}"
         );
     }
+    // rFID and KID: set statistics with a bootstrap spread over image pairs.
+    for m in ["rfid", "kid"] {
+        let v = &r1.metrics[&format!("tiny/{m}")];
+        assert!(
+            v.n == 40
+                && !v.higher_is_better
+                && v.se > 0.0
+                && v.ci95[0] < v.value
+                && v.value < v.ci95[1],
+            "{m}: {v:?}"
+        );
+    }
+    assert!(r1.metrics["tiny/rfid"].value > 0.0);
+    assert_eq!(r1.extra["fid"]["tiny"]["n"], 40);
+    assert!(
+        r1.extra["fid"]["tiny"]["kid_std"].is_null(),
+        "40 < 1000: one full-set KID"
+    );
+    assert!(r1.inputs_sha256.contains_key("inception_fid"));
     let mse = r1.metrics["tiny/mse"].value;
     let psnr = r1.metrics["tiny/psnr"].value;
     assert!(
@@ -66,6 +85,8 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
         .unwrap()
         .contains("use_sample_covariance=False"));
     assert!(c["lpips"].as_str().unwrap().contains("vgg16"));
+    assert!(c["fid_input"].as_str().unwrap().contains("(x - 128) / 128"));
+    assert!(c["rfid"].as_str().unwrap().contains("bootstrap"));
     let t = &r1.extra["tokens"]["tiny"];
     assert_eq!(t["vocab"], 264);
     assert_eq!(t["tokens"], 40 * 16);
@@ -90,7 +111,11 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     assert_eq!(grid.dimensions(), (6 * 66 - 2, 3 * 70 - 6));
     let html = std::fs::read_to_string(d1.join("index.html")).unwrap();
     assert!(html.contains("src=\"grid.png\"") && html.contains("tiny: per-pixel error"));
-    assert!(html.contains("LPIPS vgg16"));
+    assert!(
+        html.contains("LPIPS vgg16")
+            && html.contains("rFID")
+            && html.contains("fid_weights_sha256")
+    );
 
     // Identical rerun: no regression, paired test used (p = 1 on identical values).
     let bin = env!("CARGO_BIN_EXE_lqae-eval");

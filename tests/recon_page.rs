@@ -158,7 +158,7 @@ fn result() -> ResultFile {
             "models": ["lqae-small", "vqvae-small"],
             "dataset": "fashion-mnist",
             "test_n": 3,
-            "conventions": lqae::eval::kinds::recon::conventions(Some(lqae::lpips::LpipsNet::Alex)),
+            "conventions": lqae::eval::kinds::recon::conventions(Some(lqae::lpips::LpipsNet::Alex), true),
             "tokens": {
                 "lqae-small": {"codes_used": 812, "vocab": 30522, "usage": 0.0266, "perplexity": 301.5,
                     "mean_image_entropy": 3.2, "special_share": 0.01, "subword_share": 0.4,

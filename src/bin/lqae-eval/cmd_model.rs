@@ -3,6 +3,7 @@
 use super::cmd_assets::ensure;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
 use lqae::assets;
 use lqae::data::{self, Split, FASHION_MNIST_CLASSES};
 use lqae::device::{device_name, parse_device};
@@ -163,6 +164,53 @@ pub fn reconstruct(ckpt: &Path, n: usize, out: &Path, device: &str) -> Result<()
         images.dim(0)?,
         out.display()
     );
+    Ok(())
+}
+
+pub fn fid(a: &Path, b: &Path, json: bool, kid: lqae::fid::KidSettings, cache: bool) -> Result<()> {
+    let (ia, ib) = (lqae::fid::read_folder(a)?, lqae::fid::read_folder(b)?);
+    ensure(&assets::INCEPTION_FID, true)?;
+    let net = lqae::fid::Features::load(&Device::Cpu, cache)?;
+    let mut feats = Vec::new();
+    for (dir, imgs) in [(a, &ia), (b, &ib)] {
+        let bar = ProgressBar::new(imgs.len() as u64).with_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} images, {eta} left")
+                .expect("template"),
+        );
+        bar.set_message(format!("Inception features of {}", dir.display()));
+        feats.push(net.of(imgs, &mut |done, _| bar.set_position(done as u64))?);
+        bar.finish_and_clear();
+    }
+    let r = lqae::fid::report(&feats[0], &feats[1], kid, net.weights_sha256())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"fid": r.fid, "kid": r.kid, "kid_std": r.kid_std, "n_a": r.n_a, "n_b": r.n_b,
+                "kid_subsets": if r.kid_std.is_some() { r.kid_settings.subsets } else { 1 },
+                "kid_subset_size": r.kid_std.map(|_| r.kid_settings.subset_size),
+                "kid_seed": r.kid_settings.seed, "conventions": r.conventions})
+        );
+    } else {
+        println!(
+            "FID {:.4}   KID {:.6}{}   ({} vs {} images)",
+            r.fid,
+            r.kid,
+            r.kid_std
+                .map(|s| format!(
+                    " +- {s:.6} over {} subsets of {}",
+                    r.kid_settings.subsets, r.kid_settings.subset_size
+                ))
+                .unwrap_or_else(|| " (one full-set estimate)".into()),
+            r.n_a,
+            r.n_b
+        );
+        if r.n_a.min(r.n_b) < 2048 {
+            println!("note: FID is biased upward below about 2,048 images; compare only figures over equal image counts");
+        }
+        for (k, v) in &r.conventions {
+            println!("  {k}: {v}");
+        }
+    }
     Ok(())
 }
 

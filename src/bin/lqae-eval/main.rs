@@ -51,6 +51,28 @@ enum Cmd {
         #[arg(long, default_value = "alex")]
         lpips: String,
     },
+    /// FID and KID between two folders of images (any sizes; counts >= 2), the FID
+    /// Inception-v3 in candle (weights fetched once as the `inception-fid` asset). FID is biased
+    /// upward below about 2,048 images: only figures over equal image counts compare.
+    Fid {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print one JSON object: fid, kid, kid_std, n_a, n_b, conventions.
+        #[arg(long)]
+        json: bool,
+        /// KID: random subsets averaged (torch-fidelity's default).
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        /// KID: images per subset; at or above the smaller set's count, one full-set estimate.
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        /// KID: seed of the subsets.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Do not read or write the per-image feature cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
     /// Check a suite file (or name) and report every problem with its key.
     Validate {
         suite: String,
@@ -261,6 +283,25 @@ fn run(cli: Cli) -> Result<()> {
     match cmd {
         Cmd::Ls => cmd_suites::ls(),
         Cmd::Metrics { a, b, json, lpips } => cmd_model::metrics(&a, &b, json, &lpips),
+        Cmd::Fid {
+            a,
+            b,
+            json,
+            kid_subsets,
+            kid_subset_size,
+            seed,
+            no_cache,
+        } => cmd_model::fid(
+            &a,
+            &b,
+            json,
+            lqae::fid::KidSettings {
+                subsets: kid_subsets,
+                subset_size: kid_subset_size,
+                seed,
+            },
+            !no_cache,
+        ),
         Cmd::Validate { suite, set } => cmd_suites::validate(&suite, &set),
         Cmd::Report {
             baseline,

@@ -90,6 +90,71 @@ struct Gathered {
     reps: Vec<String>,
 }
 
+/// rFID and KID of one model's reconstructions against their inputs: the metrics (with a
+/// bootstrap interval over image pairs) and what `extra.fid` records.
+fn rfid(
+    f: &crate::fid::Features,
+    rep: &str,
+    run: &ModelRun,
+    spec: &CheckedRecon,
+    cx: &Ctx,
+) -> Result<(BTreeMap<String, Metric>, serde_json::Value)> {
+    let total = 2 * run.fid_inputs.len();
+    let tell = |off: usize| {
+        move |done: usize, _n: usize| {
+            cx.progress.partial(&format!(
+                "  {rep}: Inception features {}/{total}",
+                off + done
+            ))
+        }
+    };
+    let fa = f.of(&run.fid_inputs, &mut tell(0))?;
+    let fb = f.of(&run.fid_recons, &mut tell(run.fid_inputs.len()))?;
+    cx.progress.line("");
+    let kid = crate::fid::KidSettings {
+        subsets: spec.recon.kid_subsets,
+        subset_size: spec.recon.kid_subset_size,
+        seed: spec.recon.seed,
+    };
+    let r = crate::fid::report(&fa, &fb, kid, f.weights_sha256())?;
+    let (boot_fid, boot_kid) =
+        crate::fid::bootstrap_pairs(&fa, &fb, spec.recon.fid_bootstrap, spec.recon.seed)?;
+    let metric = |value: f64, boot: &[f64], tolerance: f64| {
+        let sd = if boot.len() >= 2 {
+            let m = boot.iter().sum::<f64>() / boot.len() as f64;
+            (boot.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (boot.len() - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Metric {
+            value,
+            se: sd,
+            ci95: [value - 1.96 * sd, value + 1.96 * sd],
+            n: fa.len(),
+            tolerance,
+            higher_is_better: false,
+        }
+    };
+    let metrics = BTreeMap::from([
+        (
+            format!("{rep}/rfid"),
+            metric(r.fid, &boot_fid, spec.tolerance.rfid),
+        ),
+        (
+            format!("{rep}/kid"),
+            metric(r.kid, &boot_kid, spec.tolerance.kid),
+        ),
+    ]);
+    let info = serde_json::json!({
+        "rfid": r.fid, "kid": r.kid, "kid_std": r.kid_std, "n": r.n_a,
+        "kid_subsets": if r.kid_std.is_some() { kid.subsets } else { 1 },
+        "kid_subset_size": r.kid_std.map(|_| kid.subset_size),
+        "bootstrap_resamples": spec.recon.fid_bootstrap,
+        "weights_sha256": f.weights_sha256(),
+    });
+    Ok((metrics, info))
+}
+
 /// Run a reconstruction suite: every model over the same seeded test subset.
 fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     let net = spec.net;
@@ -112,6 +177,15 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
         );
     }
     g.seeds.insert("subset".to_string(), seed);
+    let fid_net = if spec.recon.fid {
+        let f = crate::fid::Features::load(cx.device, true)?;
+        g.inputs
+            .insert("inception_fid".to_string(), f.weights_sha256().to_string());
+        Some(f)
+    } else {
+        None
+    };
+    let mut fid_extra = serde_json::Map::new();
     for name in &spec.models {
         let t = cx.zoo.load(name)?;
         let mut rep = t.state.config.name.clone();
@@ -173,6 +247,16 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
                 values,
             });
         }
+        if let Some(f) = &fid_net {
+            let t_fid = Instant::now();
+            let (metrics, info) = rfid(f, &rep, &run, spec, cx)?;
+            g.metrics.extend(metrics);
+            fid_extra.insert(rep.clone(), info);
+            cx.progress.line(&format!(
+                "  {rep}: rFID and KID in {:.0} s",
+                t_fid.elapsed().as_secs_f64()
+            ));
+        }
         g.tokens.insert(
             rep.clone(),
             token_summary(&t.model, &run, spec.recon.top_tokens),
@@ -197,8 +281,11 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     );
     extra.insert(
         "conventions".into(),
-        serde_json::to_value(conventions(net))?,
+        serde_json::to_value(conventions(net, spec.recon.fid))?,
     );
+    if spec.recon.fid {
+        extra.insert("fid".into(), fid_extra.into());
+    }
     extra.insert("tokens".into(), g.tokens.into());
     extra.insert(
         "grid".into(),

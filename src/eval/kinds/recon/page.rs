@@ -38,6 +38,8 @@ pub fn page_html(r: &ResultFile) -> String {
         ("ssim", "SSIM &uarr;", 4),
         ("lpips_alex", "LPIPS alex &darr;", 4),
         ("lpips_vgg16", "LPIPS vgg16 &darr;", 4),
+        ("rfid", "rFID &darr;", 2),
+        ("kid", "KID &darr;", 4),
     ]
     .into_iter()
     .filter(|(m, _, _)| {
@@ -92,7 +94,11 @@ ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:
         }
         h.push_str("</tr>\n");
     }
-    h.push_str("</table>\n<p class=\"ci\">Mean over images with its 95% t-interval in brackets; &uarr; higher is better, &darr; lower is better.</p>\n");
+    h.push_str("</table>\n<p class=\"ci\">Mean over images with its 95% t-interval in brackets; &uarr; higher is better, &darr; lower is better.");
+    if columns.iter().any(|(m, _, _)| *m == "rfid") {
+        h.push_str(" rFID and KID are set statistics (reconstructions against their inputs, all scored images, FID Inception-v3); their brackets are a bootstrap over image pairs, and FID is biased upward at small image counts: compare only runs over the same count. The protocol is under Conventions.");
+    }
+    h.push_str("</p>\n");
 
     h.push_str("<h2>Tokens</h2>\n<table id=\"tokens\">\n<tr><th class=\"l\">model</th><th>codes used / vocabulary</th><th>perplexity</th><th>per-image entropy (nats)</th><th>special</th><th>sub-word</th><th class=\"l\">most used (share)</th></tr>\n");
     for rep in &reps {

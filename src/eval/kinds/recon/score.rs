@@ -36,6 +36,9 @@ pub struct ModelRun {
     /// Grid images: originals and reconstructions, `(3, s, s)` each, row-major f32.
     pub grid_originals: Vec<Vec<f32>>,
     pub grid_recons: Vec<Vec<f32>>,
+    /// With `recon.fid`: every scored input and its reconstruction as uint8 RGB.
+    pub fid_inputs: Vec<crate::fid::Rgb8>,
+    pub fid_recons: Vec<crate::fid::Rgb8>,
 }
 
 fn image_entropy(ids: &[u32]) -> f64 {
@@ -63,6 +66,8 @@ pub fn score_model(
         ids: Vec::new(),
         grid_originals: Vec::new(),
         grid_recons: Vec::new(),
+        fid_inputs: Vec::new(),
+        fid_recons: Vec::new(),
     };
     let bs = settings.batch.max(1);
     let t0 = Instant::now();
@@ -98,6 +103,14 @@ pub fn score_model(
                 .extend(lp.distances(&images, &recon, bs)?);
         }
         let n = 3 * size * size;
+        if settings.fid {
+            for j in 0..chunk.len() {
+                let rgb =
+                    |v: &[f32]| crate::fid::Rgb8::from_unit(size, size, 3, &v[j * n..(j + 1) * n]);
+                out.fid_inputs.push(rgb(&a)?);
+                out.fid_recons.push(rgb(&b)?);
+            }
+        }
         for j in 0..chunk.len() {
             if out.grid_originals.len() < settings.grid_images {
                 out.grid_originals.push(a[j * n..(j + 1) * n].to_vec());

