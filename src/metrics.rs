@@ -114,15 +114,52 @@ pub fn psnr_from_mse(mse: f64) -> Option<f64> {
 const SIGMA: f64 = 1.5;
 const RADIUS: usize = 5; // int(3.5 * 1.5 + 0.5)
 
-fn kernel() -> [f64; 2 * RADIUS + 1] {
-    let mut k = [0.0; 2 * RADIUS + 1];
-    for (i, v) in k.iter_mut().enumerate() {
-        let x = i as f64 - RADIUS as f64;
-        *v = (-0.5 * x * x / (SIGMA * SIGMA)).exp();
+/// How SSIM is computed: the window, the covariance normalisation and the data range (the
+/// constants are `(0.01 R)^2`, `(0.03 R)^2`). Borders are scipy's "reflect" and the map is
+/// cropped by the window radius before averaging, as scikit-image does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SsimParams {
+    /// Gaussian window of sigma 1.5 (11x11, truncate 3.5) when true, else a uniform
+    /// `win_size x win_size` one.
+    pub gaussian: bool,
+    pub win_size: usize,
+    /// Sample covariance (`NP / (NP - 1)`, scikit-image's default) or population covariance.
+    pub sample_covariance: bool,
+    pub data_range: f64,
+}
+
+impl SsimParams {
+    /// lqae's convention (Wang et al. 2004): `structural_similarity(gaussian_weights=True,
+    /// sigma=1.5, use_sample_covariance=False, data_range=1)`.
+    pub const WANG: SsimParams = SsimParams {
+        gaussian: true,
+        win_size: 2 * RADIUS + 1,
+        sample_covariance: false,
+        data_range: 1.0,
+    };
+
+    fn radius(&self) -> usize {
+        if self.gaussian {
+            RADIUS
+        } else {
+            (self.win_size - 1) / 2
+        }
     }
-    let s: f64 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= s);
-    k
+
+    fn kernel(&self) -> Vec<f64> {
+        if !self.gaussian {
+            return vec![1.0 / self.win_size as f64; self.win_size];
+        }
+        let mut k: Vec<f64> = (0..2 * RADIUS + 1)
+            .map(|i| {
+                let x = i as f64 - RADIUS as f64;
+                (-0.5 * x * x / (SIGMA * SIGMA)).exp()
+            })
+            .collect();
+        let s: f64 = k.iter().sum();
+        k.iter_mut().for_each(|v| *v /= s);
+        k
+    }
 }
 
 /// Half-sample symmetric index (scipy's "reflect": d c b a | a b c d | d c b a).
@@ -137,7 +174,7 @@ fn reflect(i: isize, n: usize) -> usize {
 }
 
 fn blur(x: &[f64], h: usize, w: usize, k: &[f64]) -> Vec<f64> {
-    let r = RADIUS as isize;
+    let r = (k.len() / 2) as isize;
     let mut tmp = vec![0.0; h * w];
     for y in 0..h {
         for xx in 0..w {
@@ -157,9 +194,16 @@ fn blur(x: &[f64], h: usize, w: usize, k: &[f64]) -> Vec<f64> {
     out
 }
 
-fn ssim_plane(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
-    let k = kernel();
-    let (c1, c2) = ((0.01f64).powi(2), (0.03f64).powi(2));
+fn ssim_plane(a: &[f64], b: &[f64], h: usize, w: usize, p: &SsimParams) -> f64 {
+    let k = p.kernel();
+    let radius = p.radius();
+    let (c1, c2) = ((0.01 * p.data_range).powi(2), (0.03 * p.data_range).powi(2));
+    let np = (k.len() * k.len()) as f64;
+    let cov_norm = if p.sample_covariance {
+        np / (np - 1.0)
+    } else {
+        1.0
+    };
     let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(x, y)| x * y).collect::<Vec<_>>();
     let (ux, uy) = (blur(a, h, w, &k), blur(b, h, w, &k));
     let (uxx, uyy, uxy) = (
@@ -169,13 +213,13 @@ fn ssim_plane(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
     );
     let mut sum = 0.0;
     let mut n = 0usize;
-    for y in RADIUS..h - RADIUS {
-        for x in RADIUS..w - RADIUS {
+    for y in radius..h - radius {
+        for x in radius..w - radius {
             let i = y * w + x;
             let (vx, vy, vxy) = (
-                uxx[i] - ux[i] * ux[i],
-                uyy[i] - uy[i] * uy[i],
-                uxy[i] - ux[i] * uy[i],
+                cov_norm * (uxx[i] - ux[i] * ux[i]),
+                cov_norm * (uyy[i] - uy[i] * uy[i]),
+                cov_norm * (uxy[i] - ux[i] * uy[i]),
             );
             let s = ((2.0 * ux[i] * uy[i] + c1) * (2.0 * vxy + c2))
                 / ((ux[i] * ux[i] + uy[i] * uy[i] + c1) * (vx + vy + c2));
@@ -186,6 +230,126 @@ fn ssim_plane(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
     sum / n as f64
 }
 
+/// SSIM of two images of the same shape under `p`, per channel then averaged.
+pub fn ssim_with(a: &Planes, b: &Planes, p: &SsimParams) -> Result<f64> {
+    if (a.h, a.w, a.channels) != (b.h, b.w, b.channels) {
+        return Err(Error::Msg(format!(
+            "shapes differ: {}x{}x{} vs {}x{}x{}",
+            a.channels, a.h, a.w, b.channels, b.h, b.w
+        )));
+    }
+    let side = 2 * p.radius() + 1;
+    if a.h < side || a.w < side {
+        return Err(Error::Msg(format!(
+            "SSIM needs images of at least {side}x{side} pixels, got {}x{}",
+            a.h, a.w
+        )));
+    }
+    Ok((0..a.channels)
+        .map(|c| ssim_plane(a.plane(c), b.plane(c), a.h, a.w, p))
+        .sum::<f64>()
+        / a.channels as f64)
+}
+
+/// Another codebase's PSNR / SSIM, so lqae's figures can be set beside a published table.
+/// Each is golden-tested against scikit-image called as that code calls it
+/// (`tests/data/conventions_golden.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convention {
+    /// LlamaGen (`tokenizer/tokenizer_image/reconstruction_vq_ddp.py`): the input as float,
+    /// the reconstruction rounded half up to uint8 (`clamp(127.5 x + 128, 0, 255)` on [-1, 1]
+    /// outputs); per-image `peak_signal_noise_ratio` (data range 1, inferred from float) and
+    /// `structural_similarity(data_range=2.0, channel_axis=-1)` on [0, 1] data (its constants
+    /// 4x the usual), scikit-image's 7x7 uniform window and sample covariance.
+    LlamaGen,
+    /// Open-MAGVIT2 (`evaluation.py`): both images truncated to uint8 (`(x * 255).to(uint8)`),
+    /// SSIM `data_range=1.0` with the 7x7 uniform window and sample covariance; PSNR of each
+    /// batch of 4 images' pooled MSE (its loop scores the whole batch once per image), averaged
+    /// over batches.
+    OpenMagvit2,
+}
+
+impl Convention {
+    pub const ALL: [Convention; 2] = [Convention::LlamaGen, Convention::OpenMagvit2];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Convention::LlamaGen => "llamagen",
+            Convention::OpenMagvit2 => "open-magvit2",
+        }
+    }
+
+    /// The names of its PSNR and SSIM metrics.
+    pub fn metric_names(self) -> (&'static str, &'static str) {
+        match self {
+            Convention::LlamaGen => ("psnr_llamagen", "ssim_llamagen"),
+            Convention::OpenMagvit2 => ("psnr_omg2", "ssim_omg2"),
+        }
+    }
+
+    pub fn ssim_params(self) -> SsimParams {
+        SsimParams {
+            gaussian: false,
+            win_size: 7,
+            sample_covariance: true,
+            data_range: match self {
+                Convention::LlamaGen => 2.0,
+                Convention::OpenMagvit2 => 1.0,
+            },
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Convention::LlamaGen => "LlamaGen reconstruction_vq_ddp.py: input float in [0, 1], reconstruction rounded half up to uint8 / 255; per-image skimage PSNR (data range 1) and SSIM(data_range=2.0, 7x7 uniform window, sample covariance, per channel), averaged over images".into(),
+            Convention::OpenMagvit2 => "Open-MAGVIT2 evaluation.py: input and reconstruction truncated to uint8 / 255; skimage SSIM(data_range=1.0, 7x7 uniform window, sample covariance, per channel) per image; PSNR of each batch of 4 images' pooled MSE (data range 1), the batch value given to each of its images, averaged".into(),
+        }
+    }
+
+    /// Per-image PSNR and SSIM of `inputs` against `recons` (values in [0, 1]) under this
+    /// convention; Open-MAGVIT2's PSNR is per batch of 4 consecutive images (each image of a
+    /// batch gets the batch's value; the last batch may be smaller).
+    pub fn scores(self, inputs: &[Planes], recons: &[Planes]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let quant = |p: &Planes, f: fn(f64) -> f64| Planes {
+            data: p.data.iter().map(|&v| f(v.clamp(0.0, 1.0))).collect(),
+            ..p.clone()
+        };
+        let round_half_up = |v: f64| ((255.0 * v + 0.5).floor()).min(255.0) / 255.0;
+        let trunc = |v: f64| ((v as f32 * 255.0).floor() as f64) / 255.0;
+        let pairs: Vec<(Planes, Planes)> = inputs
+            .iter()
+            .zip(recons)
+            .map(|(a, b)| match self {
+                Convention::LlamaGen => (a.clone(), quant(b, round_half_up)),
+                Convention::OpenMagvit2 => (quant(a, trunc), quant(b, trunc)),
+            })
+            .collect();
+        let p = self.ssim_params();
+        let ssim = pairs
+            .iter()
+            .map(|(a, b)| ssim_with(a, b, &p))
+            .collect::<Result<Vec<_>>>()?;
+        let psnr = match self {
+            Convention::LlamaGen => pairs
+                .iter()
+                .map(|(a, b)| -10.0 * mse(a, b).max(1e-10).log10())
+                .collect(),
+            Convention::OpenMagvit2 => pairs
+                .chunks(4)
+                .flat_map(|batch| {
+                    let m = batch.iter().map(|(a, b)| mse(a, b)).sum::<f64>() / batch.len() as f64;
+                    vec![-10.0 * m.max(1e-10).log10(); batch.len()]
+                })
+                .collect(),
+        };
+        Ok((psnr, ssim))
+    }
+}
+
 /// MSE, PSNR and SSIM of two images of the same shape.
 pub fn compare(a: &Planes, b: &Planes) -> Result<Scores> {
     if (a.h, a.w, a.channels) != (b.h, b.w, b.channels) {
@@ -194,17 +358,8 @@ pub fn compare(a: &Planes, b: &Planes) -> Result<Scores> {
             a.channels, a.h, a.w, b.channels, b.h, b.w
         )));
     }
-    if a.h < 2 * RADIUS + 1 || a.w < 2 * RADIUS + 1 {
-        return Err(Error::Msg(format!(
-            "SSIM needs images of at least 11x11 pixels, got {}x{}",
-            a.h, a.w
-        )));
-    }
+    let ssim = ssim_with(a, b, &SsimParams::WANG)?;
     let m = mse(a, b);
-    let ssim = (0..a.channels)
-        .map(|c| ssim_plane(a.plane(c), b.plane(c), a.h, a.w))
-        .sum::<f64>()
-        / a.channels as f64;
     Ok(Scores {
         mse: m,
         psnr: psnr_from_mse(m),

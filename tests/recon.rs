@@ -17,7 +17,7 @@ fn tiny_suite(dir: &Path, lpips: &str) -> std::path::PathBuf {
     std::fs::write(
         suites.join("tiny-recon.toml"),
         format!(
-            "kind = \"reconstruction\"\ndescription = \"tiny\"\nmodels = [\"{}\"]\n[data]\ndataset = \"idx\"\npath = \"{}\"\ntest_limit = 40\n[recon]\nlpips = \"{lpips}\"\ngrid_images = 6\nbatch = 16\n",
+            "kind = \"reconstruction\"\ndescription = \"tiny\"\nmodels = [\"{}\"]\n[data]\ndataset = \"idx\"\npath = \"{}\"\ntest_limit = 40\n[recon]\nlpips = \"{lpips}\"\ngrid_images = 6\nbatch = 16\nconventions = [\"llamagen\", \"open-magvit2\"]\n",
             run.display(),
             dir.join("data").display()
         ),
@@ -44,7 +44,16 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
         r1.metrics, r2.metrics,
         "same model, same images: same scores"
     );
-    for m in ["mse", "psnr", "ssim", "lpips_vgg16"] {
+    for m in [
+        "mse",
+        "psnr",
+        "ssim",
+        "lpips_vgg16",
+        "psnr_llamagen",
+        "ssim_llamagen",
+        "psnr_omg2",
+        "ssim_omg2",
+    ] {
         let v = &r1.metrics[&format!("tiny/{m}")];
         assert!(
             v.n == 40 && v.ci95[0] <= v.value && v.value <= v.ci95[1] && v.se > 0.0,
@@ -87,6 +96,10 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     assert!(c["lpips"].as_str().unwrap().contains("vgg16"));
     assert!(c["fid_input"].as_str().unwrap().contains("(x - 128) / 128"));
     assert!(c["rfid"].as_str().unwrap().contains("bootstrap"));
+    assert!(c["ssim_llamagen"]
+        .as_str()
+        .unwrap()
+        .contains("data_range=2.0"));
     let t = &r1.extra["tokens"]["tiny"];
     assert_eq!(t["vocab"], 264);
     assert_eq!(t["tokens"], 40 * 16);
@@ -190,6 +203,11 @@ fn validation_names_bad_recon_keys() {
     let e = bad("recon.lpips=\"squeeze\"");
     assert!(
         e.contains("`recon.lpips`") && e.contains("alex, vgg16 or none"),
+        "{e}"
+    );
+    let e = bad("recon.conventions=[\"llamagen\", \"dall-e\"]");
+    assert!(
+        e.contains("`recon.conventions`") && e.contains("`dall-e`") && e.contains("open-magvit2"),
         "{e}"
     );
     let e = bad("recon.grid=3");

@@ -19,7 +19,8 @@ pub mod spec;
 pub use grid::{error_colour, grid_png, write_grid, GridRow};
 pub use page::{page_html, write_page};
 pub use spec::{
-    conventions, lpips_setting, CheckedRecon, ReconSettings, ReconSpec, ReconTolerance,
+    conventions, conventions_with, lpips_setting, CheckedRecon, ReconSettings, ReconSpec,
+    ReconTolerance,
 };
 
 use crate::data::{input_hashes, subset, Split};
@@ -220,14 +221,15 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
             &idx,
             lpips.as_ref(),
             &spec.recon,
+            &spec.conventions,
             cx.device,
             cx.progress,
         )?;
         for (m, vals) in &run.values {
             let (tol, higher) = match *m {
                 "mse" => (spec.tolerance.mse, false),
-                "psnr" => (spec.tolerance.psnr, true),
-                "ssim" => (spec.tolerance.ssim, true),
+                p if p.starts_with("psnr") => (spec.tolerance.psnr, true),
+                s if s.starts_with("ssim") => (spec.tolerance.ssim, true),
                 _ => (spec.tolerance.lpips, false),
             };
             g.metrics
@@ -281,7 +283,7 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     );
     extra.insert(
         "conventions".into(),
-        serde_json::to_value(conventions(net, spec.recon.fid))?,
+        serde_json::to_value(conventions_with(net, spec.recon.fid, &spec.conventions))?,
     );
     if spec.recon.fid {
         extra.insert("fid".into(), fid_extra.into());

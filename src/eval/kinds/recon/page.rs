@@ -38,6 +38,10 @@ pub fn page_html(r: &ResultFile) -> String {
         ("ssim", "SSIM &uarr;", 4),
         ("lpips_alex", "LPIPS alex &darr;", 4),
         ("lpips_vgg16", "LPIPS vgg16 &darr;", 4),
+        ("psnr_llamagen", "PSNR LlamaGen &uarr;", 2),
+        ("ssim_llamagen", "SSIM LlamaGen &uarr;", 4),
+        ("psnr_omg2", "PSNR Open-MAGVIT2 &uarr;", 2),
+        ("ssim_omg2", "SSIM Open-MAGVIT2 &uarr;", 4),
         ("rfid", "rFID &darr;", 2),
         ("kid", "KID &darr;", 4),
     ]

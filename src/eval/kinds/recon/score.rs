@@ -54,9 +54,11 @@ pub fn score_model(
     idx: &[usize],
     lpips: Option<&Lpips>,
     settings: &ReconSettings,
+    conventions: &[metrics::Convention],
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<ModelRun> {
+    let mut kept: Vec<(Planes, Planes)> = Vec::new();
     let mut values: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut out = ModelRun {
         rep: rep.to_string(),
@@ -81,10 +83,14 @@ pub fn score_model(
         let b: Vec<f32> = recon.flatten_all()?.to_vec1()?;
         for (j, &i) in chunk.iter().enumerate() {
             let what = format!("test image {i}");
-            let s = metrics::compare(
-                &planes(&a, j, size, size, &what)?,
-                &planes(&b, j, size, size, &what)?,
-            )?;
+            let (pa, pb) = (
+                planes(&a, j, size, size, &what)?,
+                planes(&b, j, size, size, &what)?,
+            );
+            let s = metrics::compare(&pa, &pb)?;
+            if !conventions.is_empty() {
+                kept.push((pa, pb));
+            }
             values.entry("mse").or_default().push(s.mse);
             values
                 .entry("psnr")
@@ -128,6 +134,15 @@ pub fn score_model(
         ));
     }
     progress.line("");
+    if !conventions.is_empty() {
+        let (ins, recs): (Vec<Planes>, Vec<Planes>) = kept.into_iter().unzip();
+        for c in conventions {
+            let (psnr, ssim) = c.scores(&ins, &recs)?;
+            let (np, ns) = c.metric_names();
+            values.insert(np, psnr);
+            values.insert(ns, ssim);
+        }
+    }
     out.values = values;
     Ok(out)
 }

@@ -50,6 +50,10 @@ pub struct ReconSettings {
     /// Seed of the test subset.
     #[serde(default)]
     pub seed: u64,
+    /// Other codebases' PSNR / SSIM conventions scored beside lqae's (`llamagen`,
+    /// `open-magvit2`): metrics `psnr_llamagen`, `ssim_llamagen`, `psnr_omg2`, `ssim_omg2`.
+    #[serde(default)]
+    pub conventions: Vec<String>,
     /// rFID and KID of the reconstructions against their (evaluation-transformed) inputs,
     /// with the FID Inception-v3 (`inception-fid` asset).
     #[serde(default = "d_true")]
@@ -89,6 +93,7 @@ impl Default for ReconSettings {
             top_tokens: d_top(),
             batch: d_batch(),
             seed: 0,
+            conventions: Vec::new(),
             fid: true,
             kid_subsets: d_kid_subsets(),
             kid_subset_size: d_kid_subset_size(),
@@ -163,7 +168,20 @@ pub struct ReconSpec {
 
 /// The conventions written into every result (`extra.conventions`) and onto the page.
 pub fn conventions(lpips: Option<LpipsNet>, fid: bool) -> BTreeMap<&'static str, String> {
+    conventions_with(lpips, fid, &[])
+}
+
+/// As [`conventions`], with the other codebases' PSNR / SSIM conventions scored beside.
+pub fn conventions_with(
+    lpips: Option<LpipsNet>,
+    fid: bool,
+    others: &[crate::metrics::Convention],
+) -> BTreeMap<&'static str, String> {
     let mut c = BTreeMap::new();
+    for o in others {
+        c.insert(o.metric_names().0, o.describe());
+        c.insert(o.metric_names().1, o.describe());
+    }
     if fid {
         let sha = crate::assets::INCEPTION_FID.files[0].sha256;
         c.extend(crate::fid::conventions(sha));
@@ -207,6 +225,7 @@ pub fn lpips_setting(s: &str) -> Result<Option<LpipsNet>> {
 pub struct CheckedRecon {
     pub spec: ReconSpec,
     pub net: Option<LpipsNet>,
+    pub conventions: Vec<crate::metrics::Convention>,
 }
 
 impl std::ops::Deref for CheckedRecon {
@@ -229,10 +248,27 @@ impl ReconSpec {
                 None
             }
         };
+        let mut conventions = Vec::new();
+        for c in &self.recon.conventions {
+            match crate::metrics::Convention::parse(c) {
+                Some(c) if !conventions.contains(&c) => conventions.push(c),
+                Some(_) => problems.push(format!("`recon.conventions`: `{c}` is listed twice")),
+                None => problems.push(format!(
+                    "`recon.conventions`: unknown convention `{c}`; known: llamagen, open-magvit2"
+                )),
+            }
+        }
         problems.extend(self.data.problems());
         if self.models.is_empty() {
             problems.push("`models`: name at least one model".into());
         }
-        crate::eval::kinds::checked(CheckedRecon { spec: self, net }, problems)
+        crate::eval::kinds::checked(
+            CheckedRecon {
+                spec: self,
+                net,
+                conventions,
+            },
+            problems,
+        )
     }
 }
