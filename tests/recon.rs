@@ -185,6 +185,32 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     assert_eq!(rep.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&rep.stdout).contains("REGRESSION"));
     assert!(String::from_utf8_lossy(&rep.stderr).contains("tiny/ssim"));
+
+    // A current run that lost a metric of the baseline fails the gate, naming it, unless
+    // --allow-missing is given (the row is listed as MISSING either way).
+    let mut dropped = r1.clone();
+    dropped.run_id = "dropped".into();
+    dropped.metrics.remove("tiny/kid");
+    results::write_run(&out, &dropped, &[]).unwrap();
+    let d4 = out.join("tiny-recon").join("dropped");
+    let report = |extra: &[&str]| {
+        Command::new(bin)
+            .args(["report", "--baseline"])
+            .arg(&d1)
+            .arg("--current")
+            .arg(&d4)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let rep = report(&[]);
+    assert_eq!(rep.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&rep.stdout).contains("| tiny/kid |"));
+    let err = String::from_utf8_lossy(&rep.stderr);
+    assert!(err.contains("tiny/kid") && err.contains("--allow-missing"), "{err}");
+    let rep = report(&["--allow-missing"]);
+    assert!(rep.status.success());
+    assert!(String::from_utf8_lossy(&rep.stdout).contains("MISSING"));
 }
 
 #[test]

@@ -60,7 +60,7 @@ pub fn validate(arg: &str, set: &[String]) -> Result<()> {
     bail!("{} problem(s) in {}", problems.len(), path.display())
 }
 
-pub fn report(baseline: &Path, current: &Path, out: Option<&Path>) -> Result<()> {
+pub fn report(baseline: &Path, current: &Path, out: Option<&Path>, allow_missing: bool) -> Result<()> {
     let (md, rows) = runner::report(baseline, current)?;
     print!("{md}");
     if let Some(o) = out {
@@ -71,8 +71,18 @@ pub fn report(baseline: &Path, current: &Path, out: Option<&Path>) -> Result<()>
         .filter(|r| r.verdict == lqae::eval::results::Verdict::Regression)
         .map(|r| r.metric.as_str())
         .collect();
-    if !bad.is_empty() {
-        bail!("regression in {}", bad.join(", "));
+    let missing: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.verdict == lqae::eval::results::Verdict::Missing)
+        .map(|r| r.metric.as_str())
+        .collect();
+    match (bad.is_empty(), missing.is_empty() || allow_missing) {
+        (true, true) => Ok(()),
+        (false, _) => bail!("regression in {}", bad.join(", ")),
+        (true, false) => bail!(
+            "the current run lacks {} of the baseline's metrics: {} (pass --allow-missing if that is intended)",
+            missing.len(),
+            missing.join(", ")
+        ),
     }
-    Ok(())
 }

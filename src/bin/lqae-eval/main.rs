@@ -89,6 +89,10 @@ enum Cmd {
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Do not fail when a metric of the baseline is absent from the current run (it is
+        /// still listed as MISSING).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// Fetch, verify and cache assets (all when none is named); `llama-server` builds the
     /// embedded LLM server from its pinned source (once, about 13 minutes on 2 cores).
@@ -307,7 +311,8 @@ fn run(cli: Cli) -> Result<()> {
             baseline,
             current,
             out,
-        } => cmd_suites::report(&baseline, &current, out.as_deref()),
+            allow_missing,
+        } => cmd_suites::report(&baseline, &current, out.as_deref(), allow_missing),
         Cmd::Fetch { names, quiet } => cmd_assets::fetch(&names, quiet),
         Cmd::Tokens {
             n,

@@ -11,6 +11,9 @@ pub enum Verdict {
     Same,
     Improved,
     Regression,
+    /// In the baseline, absent from the current run (a representation or metric was lost):
+    /// the gate fails on it unless told to allow it.
+    Missing,
 }
 
 impl Verdict {
@@ -19,6 +22,7 @@ impl Verdict {
             Verdict::Same => "same",
             Verdict::Improved => "improved",
             Verdict::Regression => "REGRESSION",
+            Verdict::Missing => "MISSING",
         }
     }
 }
@@ -71,6 +75,15 @@ pub fn compare_paired(
     let mut rows = Vec::new();
     for (name, b) in &base.metrics {
         let Some(c) = cur.metrics.get(name) else {
+            rows.push(Row {
+                metric: name.clone(),
+                baseline: b.value,
+                current: f64::NAN,
+                change: f64::NAN,
+                ci95: [f64::NAN, f64::NAN],
+                p_value: None,
+                verdict: Verdict::Missing,
+            });
             continue;
         };
         let change = c.value - b.value;
@@ -161,6 +174,13 @@ fn paired_values_p(metric: &str, bv: &[ImageScore], cv: &[ImageScore]) -> Option
 pub fn markdown(rows: &[Row], base: &str, cur: &str) -> String {
     let mut s = format!("Baseline: `{base}`\nCurrent: `{cur}`\n\n| metric | baseline | current | change | current 95% CI | p | verdict |\n|---|---|---|---|---|---|---|\n");
     for r in rows {
+        if r.verdict == Verdict::Missing {
+            s.push_str(&format!(
+                "| {} | {:.4} | - | - | - | - | {} |\n",
+                r.metric, r.baseline, r.verdict
+            ));
+            continue;
+        }
         let p = r
             .p_value
             .map(|p| format!("{p:.3}"))
