@@ -207,7 +207,10 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     assert_eq!(rep.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&rep.stdout).contains("| tiny/kid |"));
     let err = String::from_utf8_lossy(&rep.stderr);
-    assert!(err.contains("tiny/kid") && err.contains("--allow-missing"), "{err}");
+    assert!(
+        err.contains("tiny/kid") && err.contains("--allow-missing"),
+        "{err}"
+    );
     let rep = report(&["--allow-missing"]);
     assert!(rep.status.success());
     assert!(String::from_utf8_lossy(&rep.stdout).contains("MISSING"));

@@ -2,6 +2,7 @@
 //! one runner that writes every run folder, result files and their statistics.
 //!
 //! - [`suite_file`]: discovery, `include`, overrides, groups;
+//! - [`codec`]: image folders and data sets to token files and back (`encode`, `decode`);
 //! - [`kind`]: the `SuiteKind` trait, the run context and what a run hands back;
 //! - [`kinds`]: the registry and the kinds (`linear-probe`, `fewshot`, `reconstruction`,
 //!   `throughput`);
@@ -10,6 +11,7 @@
 //! - [`zoo`]: model names resolved, trained once and cached, loaded, hashed; feature cache;
 //! - [`results`], [`stats`]: the result schema, writer, reader, report, intervals and tests.
 
+pub mod codec;
 pub mod kind;
 pub mod kinds;
 pub mod results;

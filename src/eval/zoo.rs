@@ -75,6 +75,11 @@ impl Zoo {
         }
     }
 
+    /// The device models are loaded on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// `configs/<spec>.toml` beside the suites, else in the source tree.
     fn config_path(&self, spec: &str) -> PathBuf {
         let p = self.configs.join(format!("{spec}.toml"));

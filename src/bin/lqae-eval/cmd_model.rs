@@ -150,6 +150,96 @@ pub fn encode(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+pub fn encode_file(
+    model: String,
+    images: Option<PathBuf>,
+    data: Option<String>,
+    data_path: Option<String>,
+    split: &str,
+    out: PathBuf,
+    shard: Option<String>,
+    skip_bad: bool,
+    batch: usize,
+    device: &str,
+) -> Result<()> {
+    use lqae::eval::codec::{self, EncodeArgs, Images};
+    let device = parse_device(device)?;
+    let split = match split {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        s => anyhow::bail!("setting `--split`: `{s}`: use train or test"),
+    };
+    let images = match (images, data) {
+        (Some(dir), None) => Images::Folder(dir),
+        (None, Some(dataset)) => Images::Data(
+            data::DataConfig {
+                dataset,
+                path: data_path,
+                limit: None,
+                augment: false,
+            },
+            split,
+        ),
+        _ => anyhow::bail!("encode: give exactly one of `--images DIR` and `--data NAME`"),
+    };
+    let shard = shard.map(|s| codec::parse_shard(&s)).transpose()?;
+    let zoo = lqae::eval::Zoo::new(&device, true);
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("encoding {bar:30} {pos}/{len} images, {per_sec}, {eta} left")
+            .expect("template"),
+    );
+    let t0 = Instant::now();
+    let s = codec::encode(
+        &zoo,
+        &EncodeArgs {
+            model,
+            images,
+            out: out.clone(),
+            shard,
+            skip_bad,
+            batch,
+        },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{} images{}: {} encoded ({:.1} images/s), {} skipped{} -> {}",
+        s.images,
+        shard
+            .map(|(k, n)| format!(" (shard {k}/{n})"))
+            .unwrap_or_default(),
+        s.encoded,
+        s.encoded as f64 / secs.max(1e-9),
+        s.skipped,
+        if s.resumed_after > 0 {
+            format!(", resumed after {}", s.resumed_after)
+        } else {
+            String::new()
+        },
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn decode_file(
+    tokens: &Path,
+    model: &str,
+    out: &Path,
+    batch: usize,
+    device: &str,
+) -> Result<()> {
+    let device = parse_device(device)?;
+    let zoo = lqae::eval::Zoo::new(&device, true);
+    let n = lqae::eval::codec::decode(&zoo, model, tokens, out, batch)?;
+    println!("{n} images decoded into {}", out.display());
+    Ok(())
+}
+
 pub fn reconstruct(ckpt: &Path, n: usize, out: &Path, device: &str) -> Result<()> {
     let device = parse_device(device)?;
     let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;

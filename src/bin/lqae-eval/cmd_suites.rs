@@ -60,7 +60,12 @@ pub fn validate(arg: &str, set: &[String]) -> Result<()> {
     bail!("{} problem(s) in {}", problems.len(), path.display())
 }
 
-pub fn report(baseline: &Path, current: &Path, out: Option<&Path>, allow_missing: bool) -> Result<()> {
+pub fn report(
+    baseline: &Path,
+    current: &Path,
+    out: Option<&Path>,
+    allow_missing: bool,
+) -> Result<()> {
     let (md, rows) = runner::report(baseline, current)?;
     print!("{md}");
     if let Some(o) = out {

@@ -152,14 +152,54 @@ enum Cmd {
     },
     /// Encode Fashion-MNIST test images with a trained model and print their tokens.
     Encode {
-        /// Run folder or checkpoint folder.
+        /// A model by name (shipped, a configuration, or a run folder): encode `--images` or
+        /// `--data` into the JSONL tokens file `--out`.
+        #[arg(long, conflicts_with = "ckpt")]
+        model: Option<String>,
+        /// A folder of PNG/JPEG images (searched recursively), any sizes.
+        #[arg(long, conflicts_with = "data")]
+        images: Option<PathBuf>,
+        /// A data set as suites name it (fashion-mnist, mnist-5k, idx, image-folder,
+        /// mini-imagenet); `--data-path` for those that need a folder.
         #[arg(long)]
-        ckpt: PathBuf,
+        data: Option<String>,
+        #[arg(long)]
+        data_path: Option<String>,
+        /// Split of `--data`: train or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long, default_value = "tokens.jsonl")]
+        out: PathBuf,
+        /// The K-th of N contiguous shares of the images (job arrays); 1-based.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Record an unreadable image as skipped instead of stopping.
+        #[arg(long)]
+        skip_bad: bool,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Preview instead: print the token text of `--n` Fashion-MNIST test images for this
+        /// run or checkpoint folder.
+        #[arg(long)]
+        ckpt: Option<PathBuf>,
         #[arg(long, default_value_t = 6)]
         n: usize,
-        /// Print at most this many tokens per image.
+        /// Preview: print at most this many tokens per image.
         #[arg(long, default_value_t = 32)]
         show: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Decode a tokens file (`encode`'s output) into one PNG per image with the model that
+    /// encoded it (ids through the frozen LM and the decoder).
+    Decode {
+        tokens: PathBuf,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -331,11 +371,35 @@ fn run(cli: Cli) -> Result<()> {
         } => cmd_model::train(&config, &set, out, resume, stop_at, &device),
         Cmd::Ship { run, name, out } => cmd_model::ship(&run, &name, &out),
         Cmd::Encode {
+            model,
+            images,
+            data,
+            data_path,
+            split,
+            out,
+            shard,
+            skip_bad,
+            batch,
             ckpt,
             n,
             show,
             device,
-        } => cmd_model::encode(&ckpt, n, show, &device),
+        } => match (ckpt, model) {
+            (Some(ckpt), _) => cmd_model::encode(&ckpt, n, show, &device),
+            (None, Some(model)) => cmd_model::encode_file(
+                model, images, data, data_path, &split, out, shard, skip_bad, batch, &device,
+            ),
+            (None, None) => Err(anyhow::anyhow!(
+                "encode: name a model (`--model NAME`) with `--images DIR` or `--data NAME`, or preview a run with `--ckpt DIR`"
+            )),
+        },
+        Cmd::Decode {
+            tokens,
+            model,
+            out,
+            batch,
+            device,
+        } => cmd_model::decode_file(&tokens, &model, &out, batch, &device),
         Cmd::Reconstruct {
             ckpt,
             n,

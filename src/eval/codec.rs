@@ -1,0 +1,404 @@
+//! Images to tokens and back, for any image folder or data set: `lqae-eval encode` writes a
+//! JSONL file (a header line, then one line per image), `lqae-eval decode` turns such a file
+//! back into PNGs. The format:
+//!
+//! - header: `{"lqae_tokens": 1, "model": NAME, "model_sha256": ..., "kind": "lqae"|"vqvae",
+//!   "lm": ..., "image_size": S, "tokens_per_image": T, "vocab": V, "transform": ..., "source":
+//!   ..., "images": N, "shard": "K/N" | null}`;
+//! - image: `{"id": ..., "pixels_sha256": ..., "width": W, "height": H, "ids": [...], "text":
+//!   [...]}` where `id` is the path relative to the folder (`/`-separated) or `<split>/<index>`,
+//!   and `pixels_sha256` is the sha256 of `"{W}x{H}:"` followed by the decoded image as RGB8
+//!   (grey repeated), before any transform;
+//! - a skipped image (with `--skip-bad`): `{"id": ..., "skipped": REASON}`.
+//!
+//! `--shard K/N` takes the K-th of N contiguous, deterministic ranges of the sorted images, so
+//! the shards' image lines concatenated in order equal one whole run's. Lines are appended one
+//! batch at a time (flushed and synced); a rerun with the same output resumes after the last
+//! complete line (a torn last line is cut off), after checking the header names the same model,
+//! transform, source and shard.
+
+use crate::data::{batch, ImageSource, LabelledImages};
+use crate::error::{Error, Result};
+use crate::eval::zoo::Zoo;
+use crate::util::fsx::sha256_hex;
+use candle_core::Tensor;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where the images come from.
+pub enum Images {
+    /// Every PNG/JPEG under a folder (recursively), sorted by relative path.
+    Folder(PathBuf),
+    /// A data set as suites name it, and the split.
+    Data(crate::data::DataConfig, crate::data::Split),
+}
+
+pub struct EncodeArgs {
+    pub model: String,
+    pub images: Images,
+    pub out: PathBuf,
+    /// `(k, n)`, 1-based `k`.
+    pub shard: Option<(usize, usize)>,
+    pub skip_bad: bool,
+    pub batch: usize,
+}
+
+/// What an encode run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeSummary {
+    pub images: usize,
+    pub resumed_after: usize,
+    pub encoded: usize,
+    pub skipped: usize,
+}
+
+fn folder_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "is not a folder of images"));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| Error::file(&d, e.to_string()))? {
+            let p = e.map_err(|e| Error::file(&d, e.to_string()))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if crate::metrics::is_image(&p) {
+                let rel = p
+                    .strip_prefix(dir)
+                    .unwrap_or(&p)
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((rel, p));
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::file(dir, "holds no PNG/JPEG images"));
+    }
+    Ok(out)
+}
+
+/// The image set with one id per image.
+fn image_set(images: &Images) -> Result<(LabelledImages, Vec<String>, String)> {
+    match images {
+        Images::Folder(dir) => {
+            let files = folder_images(dir)?;
+            let ids = files.iter().map(|(r, _)| r.clone()).collect();
+            let n = files.len();
+            Ok((
+                LabelledImages {
+                    source: ImageSource::Files(files.into_iter().map(|(_, p)| p).collect()),
+                    labels: vec![0; n],
+                    class_names: vec!["?".into()],
+                },
+                ids,
+                format!("folder {}", dir.display()),
+            ))
+        }
+        Images::Data(cfg, split) => {
+            let set = crate::data::load(cfg, *split)?;
+            let name = match split {
+                crate::data::Split::Train => "train",
+                crate::data::Split::Test => "test",
+            };
+            let ids = (0..set.len()).map(|i| format!("{name}/{i}")).collect();
+            Ok((set, ids, format!("data {} ({name})", cfg.dataset)))
+        }
+    }
+}
+
+/// The indices of shard `k` of `n` (1-based): a contiguous range.
+pub fn shard_range(len: usize, shard: Option<(usize, usize)>) -> Result<std::ops::Range<usize>> {
+    match shard {
+        None => Ok(0..len),
+        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k - 1) * len / n..k * len / n),
+        Some((k, n)) => Err(Error::setting(
+            "--shard",
+            format!("`{k}/{n}`: use K/N with 1 <= K <= N"),
+        )),
+    }
+}
+
+/// Parse `K/N`.
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::setting("--shard", format!("`{s}`: use K/N, e.g. 2/8"));
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    shard_range(1, Some((k, n)))?;
+    Ok((k, n))
+}
+
+/// sha256 of `"{w}x{h}:"` + the decoded image as RGB8.
+pub fn pixels_sha256(img: &batch::RgbF) -> String {
+    let mut bytes = format!("{}x{}:", img.width(), img.height()).into_bytes();
+    bytes.extend(
+        img.pixels()
+            .flat_map(|p| p.0.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)),
+    );
+    sha256_hex(&bytes)
+}
+
+/// Complete lines already in `out` (header first) and the byte length they span.
+fn existing_lines(out: &Path) -> Result<(Vec<Value>, u64)> {
+    let Ok(text) = std::fs::read(out) else {
+        return Ok((Vec::new(), 0));
+    };
+    let mut lines = Vec::new();
+    let mut end = 0usize;
+    for (i, chunk) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        if !chunk.ends_with(b"\n") {
+            break;
+        }
+        match serde_json::from_slice::<Value>(chunk) {
+            Ok(v) => lines.push(v),
+            Err(e) => {
+                return Err(Error::file(
+                    out,
+                    format!("line {} is not JSON ({e}); it is not a tokens file, or it is damaged: move it away", i + 1),
+                ))
+            }
+        }
+        end += chunk.len();
+    }
+    Ok((lines, end as u64))
+}
+
+/// Encode images into a tokens file; resumes a partial one.
+pub fn encode(
+    zoo: &Zoo,
+    args: &EncodeArgs,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EncodeSummary> {
+    let t = zoo.load(&args.model)?;
+    let model = &t.model;
+    let size = t.state.config.model.image_size;
+    let (set, ids, source) = image_set(&args.images)?;
+    let range = shard_range(set.len(), args.shard)?;
+    let header = json!({
+        "lqae_tokens": 1,
+        "model": args.model,
+        "model_sha256": t.sha256,
+        "kind": format!("{:?}", t.state.config.model.kind).to_lowercase(),
+        "lm": t.state.config.model.lm,
+        "image_size": size,
+        "tokens_per_image": t.state.config.tokens_per_image(),
+        "vocab": model.codebook_len(),
+        "transform": format!("RGB (grey repeated) in [0, 1]; bicubic resize of the shorter side to {size}, center crop {size}x{size}"),
+        "source": source,
+        "images": range.len(),
+        "shard": args.shard.map(|(k, n)| format!("{k}/{n}")),
+    });
+    let (lines, keep) = existing_lines(&args.out)?;
+    let done = match lines.first() {
+        None => 0,
+        Some(h) if *h == header => lines.len() - 1,
+        Some(h) => {
+            return Err(Error::file(
+                &args.out,
+                format!(
+                    "exists with another header ({}); it was written for another model, transform, source or shard: choose another --out or remove it",
+                    h
+                ),
+            ))
+        }
+    };
+    if done > range.len() {
+        return Err(Error::file(
+            &args.out,
+            "holds more images than this run has",
+        ));
+    }
+    // Cut a torn last line (an interrupted write) before appending.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&args.out)
+        .and_then(|f| f.set_len(keep))
+        .map_err(|e| Error::file(&args.out, format!("cannot open for writing: {e}")))?;
+    let mut f = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&args.out)
+            .map_err(|e| Error::file(&args.out, e.to_string()))?,
+    );
+    if lines.is_empty() {
+        writeln!(f, "{header}").map_err(|e| Error::file(&args.out, e.to_string()))?;
+    }
+    let todo: Vec<usize> = range.clone().skip(done).collect();
+    let mut summary = EncodeSummary {
+        images: range.len(),
+        resumed_after: done,
+        encoded: 0,
+        skipped: 0,
+    };
+    progress(done, range.len());
+    for chunk in todo.chunks(args.batch.max(1)) {
+        // Decode each image once for its hash (and to find bad ones), then batch the good.
+        let mut good = Vec::new();
+        let mut rec: Vec<Option<Value>> = Vec::new();
+        for &i in chunk {
+            match batch::rgb(&set, i) {
+                Ok(img) => {
+                    good.push(i);
+                    rec.push(Some(json!({
+                        "id": ids[i], "pixels_sha256": pixels_sha256(&img),
+                        "width": img.width(), "height": img.height(),
+                    })));
+                }
+                Err(e) if args.skip_bad => {
+                    summary.skipped += 1;
+                    rec.push(None);
+                    writeln!(f, "{}", json!({"id": ids[i], "skipped": e.to_string()}))
+                        .map_err(|e| Error::file(&args.out, e.to_string()))?;
+                }
+                Err(e) => {
+                    return Err(Error::Msg(format!(
+                        "{e} (pass --skip-bad to record it and go on)"
+                    )))
+                }
+            }
+        }
+        if !good.is_empty() {
+            let images = batch::make_batch(&set, &good, size as u32, None, zoo.device())?;
+            let toks: Vec<Vec<u32>> = model.encode(&images)?.to_vec2()?;
+            let mut toks = toks.into_iter();
+            for r in rec.into_iter().flatten() {
+                let row = toks.next().expect("one token row per good image");
+                let text: Vec<String> = row
+                    .iter()
+                    .map(|&t| model.token_text(t).unwrap_or_else(|| t.to_string()))
+                    .collect();
+                let mut r = r;
+                r["ids"] = json!(row);
+                r["text"] = json!(text);
+                writeln!(f, "{r}").map_err(|e| Error::file(&args.out, e.to_string()))?;
+                summary.encoded += 1;
+            }
+        }
+        f.flush()
+            .map_err(|e| Error::file(&args.out, e.to_string()))?;
+        f.get_ref()
+            .sync_data()
+            .map_err(|e| Error::file(&args.out, e.to_string()))?;
+        progress(done + summary.encoded + summary.skipped, range.len());
+    }
+    Ok(summary)
+}
+
+/// A tokens file: its header and image lines (skips excluded).
+pub struct TokensFile {
+    pub header: Value,
+    pub images: Vec<(String, Vec<u32>)>,
+}
+
+/// Read a tokens file (headers of concatenated shards may repeat; they must then agree on
+/// everything but `shard` and `images`).
+pub fn read_tokens(path: &Path) -> Result<TokensFile> {
+    let (lines, _) = existing_lines(path)?;
+    let mut header: Option<Value> = None;
+    let mut images = Vec::new();
+    let strip = |h: &Value| {
+        let mut h = h.clone();
+        h["shard"] = Value::Null;
+        h["images"] = Value::Null;
+        h
+    };
+    for (n, l) in lines.iter().enumerate() {
+        if l.get("lqae_tokens").is_some() {
+            match &header {
+                None => header = Some(l.clone()),
+                Some(h) if strip(h) == strip(l) => {}
+                Some(_) => {
+                    return Err(Error::file(
+                        path,
+                        format!("line {}: a header for another model or transform", n + 1),
+                    ))
+                }
+            }
+            continue;
+        }
+        if l.get("skipped").is_some() {
+            continue;
+        }
+        let id = l["id"].as_str().map(String::from);
+        let ids: Option<Vec<u32>> = l["ids"]
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as u32)).collect());
+        match (id, ids) {
+            (Some(id), Some(ids)) => images.push((id, ids)),
+            _ => {
+                return Err(Error::file(
+                    path,
+                    format!("line {}: an image line needs `id` and `ids`", n + 1),
+                ))
+            }
+        }
+    }
+    let header = header.ok_or_else(|| Error::file(path, "has no header line (`lqae_tokens`)"))?;
+    Ok(TokensFile { header, images })
+}
+
+/// Decode a tokens file with `model` into one PNG per image line under `out` (its id with
+/// `/` kept as folders and the extension replaced by `.png`); returns the images written.
+pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -> Result<usize> {
+    let t = zoo.load(model)?;
+    let file = read_tokens(tokens)?;
+    if file.header["model_sha256"].as_str() != Some(t.sha256.as_str()) {
+        return Err(Error::file(
+            tokens,
+            format!(
+                "was encoded by `{}` (sha256 {}), not by `{model}` (sha256 {}); decode with the model that encoded it",
+                file.header["model"].as_str().unwrap_or("?"),
+                file.header["model_sha256"].as_str().unwrap_or("?"),
+                t.sha256
+            ),
+        ));
+    }
+    let tpi = t.state.config.tokens_per_image();
+    for chunk in file.images.chunks(batch.max(1)) {
+        let flat: Vec<u32> = chunk.iter().flat_map(|(_, ids)| ids.clone()).collect();
+        if let Some((id, ids)) = chunk.iter().find(|(_, ids)| ids.len() != tpi) {
+            return Err(Error::file(
+                tokens,
+                format!(
+                    "image `{id}` has {} tokens; the model takes {tpi}",
+                    ids.len()
+                ),
+            ));
+        }
+        let ids = Tensor::from_vec(flat, (chunk.len(), tpi), zoo.device())?;
+        let recon = t.model.decode_ids(&ids)?.clamp(0f32, 1f32)?;
+        let (_, _, h, w) = recon.dims4()?;
+        let v: Vec<f32> = recon.flatten_all()?.to_vec1()?;
+        for (j, (id, _)) in chunk.iter().enumerate() {
+            let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let at = |c: usize| {
+                    (v[((j * 3 + c) * h + y as usize) * w + x as usize] * 255.0).round() as u8
+                };
+                image::Rgb([at(0), at(1), at(2)])
+            });
+            let rel = Path::new(id).with_extension("png");
+            let path = out.join(rel);
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d).map_err(|e| Error::file(d, e.to_string()))?;
+            }
+            let mut bytes = Vec::new();
+            img.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| Error::file(&path, e.to_string()))?;
+            crate::util::fsx::write_atomic(&path, &bytes)?;
+        }
+    }
+    Ok(file.images.len())
+}
