@@ -491,7 +491,7 @@ mod tests {
     fn reflect_matches_scipy() {
         let idx: Vec<usize> = (-3..7).map(|i| reflect(i, 4)).collect();
         assert_eq!(idx, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1]);
-        assert!((kernel().iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((SsimParams::WANG.kernel().iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
 
     #[test]

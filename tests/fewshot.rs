@@ -375,6 +375,54 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     assert_eq!(r["extra"]["api_key"], "from $LQAE_LLM_API_KEY");
 }
 
+/// Two runs started together on one response cache send each distinct request once: the
+/// claim makes the second wait for the first's answer instead of paying for it again.
+#[test]
+fn two_runs_on_one_cache_send_each_request_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let cols = "[{ induction = false, shots = 1 }, { induction = true, shots = 1 }]";
+    let s = suite(dir.path(), "fs-pair", "generate", "[2, 5]", cols, 3);
+    let cache = dir.path().join("fs-pair-responses.jsonl");
+    let spawn = || {
+        Command::new(BIN)
+            .arg("--suite")
+            .arg(&s)
+            .arg("--results")
+            .arg(&res)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let keys = cache_keys(&cache);
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    println!(
+        "{} answers in the cache for {} distinct requests",
+        keys.len(),
+        distinct.len()
+    );
+    assert_eq!(distinct.len(), 12, "3 episodes x 2 ways x 2 columns");
+    assert_eq!(keys.len(), distinct.len(), "a request was sent twice");
+    let dirs = run_dirs(&res, "fs-pair");
+    assert_eq!(dirs.len(), 2);
+    let (ra, rb) = (result(&dirs[0]), result(&dirs[1]));
+    assert_eq!(ra["metrics"], rb["metrics"]);
+    let sent = |r: &Value| r["extra"]["requests"]["sent"].as_u64().unwrap();
+    let cached = |r: &Value| r["extra"]["requests"]["from_cache"].as_u64().unwrap();
+    assert_eq!(sent(&ra) + sent(&rb), 12);
+    assert_eq!(cached(&ra) + cached(&rb), 12);
+}
+
 fn walk(p: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {

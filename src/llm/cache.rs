@@ -4,6 +4,16 @@
 //! answer is used, so a run killed at any instant loses at most a request in flight and never
 //! repeats one that was answered. Two runs may share the file: a miss re-reads what the other
 //! run appended since. A torn last line (a kill mid-write) is skipped and closed off.
+//!
+//! **Claims** keep two runs sharing the file from paying for one request twice: before sending,
+//! a client takes [`ResponseCache::claim`] on the request's key, an exclusive `flock` on the
+//! file `<cache>.claims/<key>`, and asks the cache again once it holds it. A second run (or task)
+//! wanting the same key waits on the lock and then finds the answer. The kernel drops the lock
+//! when its holder exits or is killed, so nothing waits on a dead run. (An OS lock per key
+//! rather than a database: the JSONL stays the one store and its write-ahead log, and what
+//! needs guarding, "one sender per key at a time", is exactly what `flock` gives. The claim
+//! files, empty, stay: removing one while another run waits on it would let a third run lock a
+//! new file of the same name.)
 
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -23,6 +33,12 @@ struct Inner {
     /// Bytes of the file already read (always at a line boundary).
     read_to: u64,
     skipped: usize,
+}
+
+/// A held claim on one request key (see [`ResponseCache::claim`]); released on drop, or by the
+/// kernel when the process ends.
+pub struct Claim {
+    _file: File,
 }
 
 /// The cache key of a request.
@@ -111,6 +127,33 @@ impl ResponseCache {
         Ok(())
     }
 
+    /// Wait until this process holds the claim on `key` (polling a non-blocking `flock` every
+    /// 20 ms, so an async caller's thread is never blocked). Ask the cache again once it is
+    /// held: another run may have answered while this one waited.
+    pub async fn claim(&self, key: &str) -> Result<Claim> {
+        let dir = PathBuf::from(format!("{}.claims", self.path.display()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::file(&dir, format!("cannot create the claims folder: {e}")))?;
+        let p = dir.join(key);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::file(&p, format!("response cache claim: {e}")))?;
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(Claim { _file: f }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::file(&p, format!("response cache claim: {e}")))
+                }
+            }
+        }
+    }
+
     fn refresh(&self, inner: &mut Inner) -> Result<()> {
         let mut f = match File::open(&self.path) {
             Ok(f) => f,
@@ -150,6 +193,61 @@ impl ResponseCache {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A claim held by one cache handle (another run: its own open file) makes a second wait
+    /// until it is dropped; a claim held by a killed process is free at once.
+    #[tokio::test]
+    async fn claims_exclude_other_holders_until_released_or_dead() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        let (a, b) = (
+            ResponseCache::open(&p).unwrap(),
+            ResponseCache::open(&p).unwrap(),
+        );
+        let k = key("srv", "/v1/completions", &json!({"prompt": "z"}));
+        let held = a.claim(&k).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), b.claim(&k)).await;
+        assert!(waited.is_err(), "a second holder got a held claim");
+        // Another key is free.
+        let other = key("srv", "/v1/completions", &json!({"prompt": "w"}));
+        b.claim(&other).await.unwrap();
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(2), b.claim(&k))
+            .await
+            .expect("released claim")
+            .unwrap();
+        // A process that holds the claim and is SIGKILLed releases it.
+        let claim_file = PathBuf::from(format!("{}.claims", p.display())).join(&k);
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)",
+            ])
+            .arg(&claim_file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "held");
+        let c = ResponseCache::open(&p).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), c.claim(&k))
+                .await
+                .is_err()
+        );
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), c.claim(&k))
+            .await
+            .expect("a dead holder's claim is free")
+            .unwrap();
+    }
 
     #[test]
     fn survives_a_torn_line_and_sees_other_writers() {

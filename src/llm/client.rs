@@ -172,6 +172,18 @@ impl LlmClient {
         if let Some(r) = self.cached_reply(&key, check)? {
             return Ok(r);
         }
+        // One sender per key across every run sharing the cache: hold its claim, and ask the
+        // cache once more, since whoever held it before may have answered.
+        let _claim = match &self.cache {
+            Some(c) => {
+                let claim = c.claim(&key).await?;
+                if let Some(r) = self.cached_reply(&key, check)? {
+                    return Ok(r);
+                }
+                Some(claim)
+            }
+            None => None,
+        };
         let url = self.url(endpoint);
         let mut attempt = 0u32;
         loop {
