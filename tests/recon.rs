@@ -214,6 +214,33 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     let rep = report(&["--allow-missing"]);
     assert!(rep.status.success());
     assert!(String::from_utf8_lossy(&rep.stdout).contains("MISSING"));
+
+    // An interrupted run (its files, no result.json) is refused, given directly or as the
+    // newest run of the suite folder, instead of a stale complete run being compared.
+    let cut = out.join("tiny-recon").join("zz-interrupted");
+    std::fs::create_dir_all(&cut).unwrap();
+    std::fs::write(cut.join("samples.jsonl"), "").unwrap();
+    for current in [cut.clone(), out.join("tiny-recon")] {
+        let rep = Command::new(bin)
+            .args(["report", "--baseline"])
+            .arg(&d1)
+            .arg("--current")
+            .arg(&current)
+            .output()
+            .unwrap();
+        assert_eq!(rep.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&rep.stderr);
+        assert!(
+            err.contains("zz-interrupted") && err.contains("interrupted run"),
+            "{err}"
+        );
+    }
+    std::fs::write(
+        cut.join("result.json"),
+        std::fs::read(d1.join("result.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(lqae::eval::results::read_result(&out.join("tiny-recon")).is_ok());
 }
 
 #[test]

@@ -10,9 +10,9 @@ pub fn read_result(path: &Path) -> Result<(ResultFile, Option<Vec<Sample>>)> {
         let mut found = Vec::new();
         collect(path, &mut found);
         found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        found
-            .pop()
-            .ok_or_else(|| Error::file(path, "holds no result.json"))?
+        let newest = found.last().cloned();
+        refuse_interrupted(path, newest.as_deref())?;
+        newest.ok_or_else(|| Error::file(path, "holds no result.json"))?
     } else {
         path.to_path_buf()
     };
@@ -39,6 +39,49 @@ pub fn read_result(path: &Path) -> Result<(ResultFile, Option<Vec<Sample>>)> {
         Err(_) => None,
     };
     Ok((r, samples))
+}
+
+/// A suite run's folder: the writer puts `samples.jsonl` into every one before `result.json`.
+fn is_run_folder(dir: &Path) -> bool {
+    dir.join("samples.jsonl").is_file() || dir.join("result.json").is_file()
+}
+
+/// One completeness rule for every run folder: extra files first, `result.json` last, so a run
+/// folder without `result.json` is an interrupted run. `report` refuses one given directly, and
+/// one newer than the newest complete run under a suite folder (it would otherwise compare a
+/// stale run without saying so).
+fn refuse_interrupted(path: &Path, newest: Option<&Path>) -> Result<()> {
+    let interrupted = |d: &Path| {
+        Error::file(
+            d,
+            "is an interrupted run (no result.json: a run writes it last); rerun the suite (a few-shot run resumes from its response cache) or name a complete run's folder",
+        )
+    };
+    if is_run_folder(path) && !path.join("result.json").is_file() {
+        return Err(interrupted(path));
+    }
+    let newest_time = newest.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            if is_run_folder(&p) && !p.join("result.json").is_file() {
+                let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                if newest_time.is_none() || t > newest_time {
+                    return Err(interrupted(&p));
+                }
+            } else {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
