@@ -21,18 +21,23 @@ pub fn proportion(k: usize, n: usize, tolerance: f64) -> Metric {
     }
 }
 
+/// Sample variance (`n - 1`); 0 for fewer than two values.
+pub fn sample_var(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+}
+
 /// Mean of per-image values with its standard error and a Student-t 95% interval
 /// (`mean +- t(0.975, n-1) * sd / sqrt(n)`, sample standard deviation).
 pub fn mean_t_interval(values: &[f64], tolerance: f64, higher_is_better: bool) -> Metric {
     let n = values.len();
     let nf = n.max(1) as f64;
     let mean = values.iter().sum::<f64>() / nf;
-    let var = if n > 1 {
-        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (nf - 1.0)
-    } else {
-        0.0
-    };
-    let se = (var / nf).sqrt();
+    let se = (sample_var(values) / nf).sqrt();
     let half = if n > 1 {
         student_t_quantile(0.975, nf - 1.0) * se
     } else {

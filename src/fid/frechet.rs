@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use nalgebra::DMatrix;
 
-/// Features as rows: `n x d`, f64.
-fn matrix(feats: &[Vec<f32>], what: &str) -> Result<DMatrix<f64>> {
+/// The feature width, after checking there are at least 2 features of one width.
+fn width(feats: &[Vec<f32>], what: &str) -> Result<usize> {
     let n = feats.len();
     if n < 2 {
         return Err(Error::Msg(format!(
@@ -34,7 +34,13 @@ fn matrix(feats: &[Vec<f32>], what: &str) -> Result<DMatrix<f64>> {
             f.len()
         )));
     }
-    Ok(DMatrix::from_fn(n, d, |i, j| feats[i][j] as f64))
+    Ok(d)
+}
+
+/// Features as rows: `n x d`, f64.
+fn matrix(feats: &[Vec<f32>], what: &str) -> Result<DMatrix<f64>> {
+    let d = width(feats, what)?;
+    Ok(DMatrix::from_fn(feats.len(), d, |i, j| feats[i][j] as f64))
 }
 
 /// Mean row and the centred rows over `sqrt(n - 1)`.
@@ -149,8 +155,13 @@ fn choose(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
 }
 
 pub fn kid(a: &[Vec<f32>], b: &[Vec<f32>], s: KidSettings) -> Result<Kid> {
-    matrix(a, "set A")?;
-    matrix(b, "set B")?;
+    if width(a, "set A")? != width(b, "set B")? {
+        return Err(Error::Msg(format!(
+            "feature widths differ: {} vs {}",
+            a[0].len(),
+            b[0].len()
+        )));
+    }
     if s.subsets == 0 || s.subset_size < 2 {
         return Err(Error::setting(
             "kid",

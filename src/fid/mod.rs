@@ -121,6 +121,8 @@ pub struct Features {
     device: Device,
     weights_sha256: String,
     cache: Option<PathBuf>,
+    /// What every cache key starts with: the weights and the input convention.
+    key_prefix: String,
     /// Images per forward pass.
     pub batch: usize,
 }
@@ -129,19 +131,23 @@ impl Features {
     /// The network from the `inception-fid` asset, features cached under
     /// `$LQAE_CACHE/features/inception-fid` (`cache = false`: no cache).
     pub fn load(device: &Device, cache: bool) -> Result<Self> {
-        let dir = crate::assets::ensure(&crate::assets::INCEPTION_FID)?;
-        let file = &crate::assets::INCEPTION_FID.files[0];
-        let net = Inception::new(&dir.join(file.name), device)?;
+        let net = Inception::load(device)?;
+        let weights_sha256 = crate::assets::INCEPTION_FID.files[0].sha256.to_string();
         let cache = cache.then(|| {
             crate::assets::cache_dir()
                 .join("features")
                 .join("inception-fid")
         });
+        let key_prefix = format!(
+            "{weights_sha256}|{}",
+            conventions(&weights_sha256)["fid_input"]
+        );
         Ok(Self {
             net,
             device: device.clone(),
-            weights_sha256: file.sha256.to_string(),
+            weights_sha256,
             cache,
+            key_prefix,
             batch: 8,
         })
     }
@@ -151,22 +157,13 @@ impl Features {
     }
 
     fn cache_path(&self, img: &Rgb8) -> Option<PathBuf> {
-        let key = sha256_hex(
-            format!(
-                "{}|{}|{}",
-                self.weights_sha256,
-                conventions(&self.weights_sha256)["fid_input"],
-                img.key()
-            )
-            .as_bytes(),
-        );
-        self.cache
-            .as_ref()
-            .map(|d| d.join(&key[..2]).join(format!("{key}.f32")))
+        let dir = self.cache.as_ref()?;
+        let key = sha256_hex(format!("{}|{}", self.key_prefix, img.key()).as_bytes());
+        Some(dir.join(&key[..2]).join(format!("{key}.f32")))
     }
 
-    fn cached(&self, img: &Rgb8) -> Option<Vec<f32>> {
-        let bytes = std::fs::read(self.cache_path(img)?).ok()?;
+    fn cached(path: Option<&PathBuf>) -> Option<Vec<f32>> {
+        let bytes = std::fs::read(path?).ok()?;
         (bytes.len() == 4 * DIM).then(|| {
             bytes
                 .chunks_exact(4)
@@ -175,15 +172,15 @@ impl Features {
         })
     }
 
-    fn store(&self, img: &Rgb8, f: &[f32]) -> Result<()> {
-        let Some(path) = self.cache_path(img) else {
+    fn store(path: Option<&PathBuf>, f: &[f32]) -> Result<()> {
+        let Some(path) = path else {
             return Ok(());
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e.to_string()))?;
         }
         let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
-        write_atomic(&path, &bytes)
+        write_atomic(path, &bytes)
     }
 
     /// Pool features of network inputs already preprocessed, `(b, 3, 299, 299)`.
@@ -198,7 +195,9 @@ impl Features {
         images: &[Rgb8],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<f32>>> {
-        let mut out: Vec<Option<Vec<f32>>> = images.iter().map(|i| self.cached(i)).collect();
+        let paths: Vec<Option<PathBuf>> = images.iter().map(|i| self.cache_path(i)).collect();
+        let mut out: Vec<Option<Vec<f32>>> =
+            paths.iter().map(|p| Self::cached(p.as_ref())).collect();
         let todo: Vec<usize> = (0..images.len()).filter(|&i| out[i].is_none()).collect();
         let mut done = images.len() - todo.len();
         progress(done, images.len());
@@ -210,7 +209,7 @@ impl Features {
             let t = Tensor::from_vec(x, (chunk.len(), 3, SIDE, SIDE), &self.device)?;
             let f: Vec<Vec<f32>> = self.net.forward(&t)?.to_vec2()?;
             for (&i, fi) in chunk.iter().zip(f) {
-                self.store(&images[i], &fi)?;
+                Self::store(paths[i].as_ref(), &fi)?;
                 out[i] = Some(fi);
             }
             done += chunk.len();
@@ -231,7 +230,10 @@ pub struct FidReport {
     pub kid_std: Option<f64>,
     pub n_a: usize,
     pub n_b: usize,
-    pub kid_settings: KidSettings,
+    /// Subsets KID averaged (1 for the full-set estimate) and their size (`None` then).
+    pub kid_subsets: usize,
+    pub kid_subset_size: Option<usize>,
+    pub kid_seed: u64,
     pub conventions: BTreeMap<&'static str, String>,
 }
 
@@ -248,7 +250,9 @@ pub fn report(
         kid_std: k.std,
         n_a: fa.len(),
         n_b: fb.len(),
-        kid_settings: kid,
+        kid_subsets: k.subsets,
+        kid_subset_size: k.subset_size,
+        kid_seed: kid.seed,
         conventions: conventions(weights_sha256),
     })
 }

@@ -259,6 +259,7 @@ pub fn reconstruct(ckpt: &Path, n: usize, out: &Path, device: &str) -> Result<()
 
 pub fn fid(a: &Path, b: &Path, json: bool, kid: lqae::fid::KidSettings, cache: bool) -> Result<()> {
     let (ia, ib) = (lqae::fid::read_folder(a)?, lqae::fid::read_folder(b)?);
+    // Fetched here first for the progress output; `Features::load` then finds it in place.
     ensure(&assets::INCEPTION_FID, true)?;
     let net = lqae::fid::Features::load(&Device::Cpu, cache)?;
     let mut feats = Vec::new();
@@ -273,24 +274,17 @@ pub fn fid(a: &Path, b: &Path, json: bool, kid: lqae::fid::KidSettings, cache: b
     }
     let r = lqae::fid::report(&feats[0], &feats[1], kid, net.weights_sha256())?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"fid": r.fid, "kid": r.kid, "kid_std": r.kid_std, "n_a": r.n_a, "n_b": r.n_b,
-                "kid_subsets": if r.kid_std.is_some() { r.kid_settings.subsets } else { 1 },
-                "kid_subset_size": r.kid_std.map(|_| r.kid_settings.subset_size),
-                "kid_seed": r.kid_settings.seed, "conventions": r.conventions})
-        );
+        println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
             "FID {:.4}   KID {:.6}{}   ({} vs {} images)",
             r.fid,
             r.kid,
-            r.kid_std
-                .map(|s| format!(
-                    " +- {s:.6} over {} subsets of {}",
-                    r.kid_settings.subsets, r.kid_settings.subset_size
-                ))
-                .unwrap_or_else(|| " (one full-set estimate)".into()),
+            match (r.kid_std, r.kid_subset_size) {
+                (Some(s), Some(size)) =>
+                    format!(" +- {s:.6} over {} subsets of {size}", r.kid_subsets),
+                _ => " (one full-set estimate)".into(),
+            },
             r.n_a,
             r.n_b
         );

@@ -121,12 +121,7 @@ fn rfid(
     let (boot_fid, boot_kid) =
         crate::fid::bootstrap_pairs(&fa, &fb, spec.recon.fid_bootstrap, spec.recon.seed)?;
     let metric = |value: f64, boot: &[f64], tolerance: f64| {
-        let sd = if boot.len() >= 2 {
-            let m = boot.iter().sum::<f64>() / boot.len() as f64;
-            (boot.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (boot.len() - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
+        let sd = crate::eval::stats::sample_var(boot).sqrt();
         Metric {
             value,
             se: sd,
@@ -148,8 +143,8 @@ fn rfid(
     ]);
     let info = serde_json::json!({
         "rfid": r.fid, "kid": r.kid, "kid_std": r.kid_std, "n": r.n_a,
-        "kid_subsets": if r.kid_std.is_some() { kid.subsets } else { 1 },
-        "kid_subset_size": r.kid_std.map(|_| kid.subset_size),
+        "kid_subsets": r.kid_subsets,
+        "kid_subset_size": r.kid_subset_size,
         "bootstrap_resamples": spec.recon.fid_bootstrap,
         "weights_sha256": f.weights_sha256(),
     });
