@@ -146,29 +146,36 @@ pub fn pixels_sha256(img: &batch::RgbF) -> String {
     sha256_hex(&bytes)
 }
 
-/// Complete lines already in `out` (header first) and the byte length they span.
-fn existing_lines(out: &Path) -> Result<(Vec<Value>, u64)> {
-    let Ok(text) = std::fs::read(out) else {
-        return Ok((Vec::new(), 0));
+/// Each complete line of `path` (a missing file has none), parsed, with its 0-based number, read
+/// one at a time so a file of any length fits in memory; returns the byte length the complete
+/// lines span (a torn last line is left out).
+fn for_each_line(path: &Path, mut f: impl FnMut(usize, Value) -> Result<()>) -> Result<u64> {
+    use std::io::BufRead;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::file(path, e.to_string())),
     };
-    let mut lines = Vec::new();
-    let mut end = 0usize;
-    for (i, chunk) in text.split_inclusive(|&b| b == b'\n').enumerate() {
-        if !chunk.ends_with(b"\n") {
+    let mut r = std::io::BufReader::new(file);
+    let (mut end, mut buf) = (0u64, Vec::new());
+    for i in 0.. {
+        buf.clear();
+        let n = r
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        if n == 0 || !buf.ends_with(b"\n") {
             break;
         }
-        match serde_json::from_slice::<Value>(chunk) {
-            Ok(v) => lines.push(v),
-            Err(e) => {
-                return Err(Error::file(
-                    out,
-                    format!("line {} is not JSON ({e}); it is not a tokens file, or it is damaged: move it away", i + 1),
-                ))
-            }
-        }
-        end += chunk.len();
+        let v = serde_json::from_slice::<Value>(&buf).map_err(|e| {
+            Error::file(
+                path,
+                format!("line {} is not JSON ({e}); it is not a tokens file, or it is damaged: move it away", i + 1),
+            )
+        })?;
+        f(i, v)?;
+        end += n as u64;
     }
-    Ok((lines, end as u64))
+    Ok(end)
 }
 
 /// Encode images into a tokens file; resumes a partial one.
@@ -196,10 +203,17 @@ pub fn encode(
         "images": range.len(),
         "shard": args.shard.map(|(k, n)| format!("{k}/{n}")),
     });
-    let (lines, keep) = existing_lines(&args.out)?;
-    let done = match lines.first() {
+    let (mut first, mut lines) = (None, 0usize);
+    let keep = for_each_line(&args.out, |i, v| {
+        if i == 0 {
+            first = Some(v);
+        }
+        lines += 1;
+        Ok(())
+    })?;
+    let done = match &first {
         None => 0,
-        Some(h) if *h == header => lines.len() - 1,
+        Some(h) if *h == header => lines - 1,
         Some(h) => {
             return Err(Error::file(
                 &args.out,
@@ -230,7 +244,7 @@ pub fn encode(
             .open(&args.out)
             .map_err(|e| Error::file(&args.out, e.to_string()))?,
     );
-    if lines.is_empty() {
+    if first.is_none() {
         writeln!(f, "{header}").map_err(|e| Error::file(&args.out, e.to_string()))?;
     }
     let todo: Vec<usize> = range.clone().skip(done).collect();
@@ -303,7 +317,6 @@ pub struct TokensFile {
 /// Read a tokens file (headers of concatenated shards may repeat; they must then agree on
 /// everything but `shard` and `images`).
 pub fn read_tokens(path: &Path) -> Result<TokensFile> {
-    let (lines, _) = existing_lines(path)?;
     let mut header: Option<Value> = None;
     let mut images = Vec::new();
     let strip = |h: &Value| {
@@ -312,11 +325,11 @@ pub fn read_tokens(path: &Path) -> Result<TokensFile> {
         h["images"] = Value::Null;
         h
     };
-    for (n, l) in lines.iter().enumerate() {
+    for_each_line(path, |n, l| {
         if l.get("lqae_tokens").is_some() {
             match &header {
-                None => header = Some(l.clone()),
-                Some(h) if strip(h) == strip(l) => {}
+                None => header = Some(l),
+                Some(h) if strip(h) == strip(&l) => {}
                 Some(_) => {
                     return Err(Error::file(
                         path,
@@ -324,25 +337,26 @@ pub fn read_tokens(path: &Path) -> Result<TokensFile> {
                     ))
                 }
             }
-            continue;
+            return Ok(());
         }
         if l.get("skipped").is_some() {
-            continue;
+            return Ok(());
         }
         let id = l["id"].as_str().map(String::from);
         let ids: Option<Vec<u32>> = l["ids"]
             .as_array()
             .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as u32)).collect());
         match (id, ids) {
-            (Some(id), Some(ids)) => images.push((id, ids)),
-            _ => {
-                return Err(Error::file(
-                    path,
-                    format!("line {}: an image line needs `id` and `ids`", n + 1),
-                ))
+            (Some(id), Some(ids)) => {
+                images.push((id, ids));
+                Ok(())
             }
+            _ => Err(Error::file(
+                path,
+                format!("line {}: an image line needs `id` and `ids`", n + 1),
+            )),
         }
-    }
+    })?;
     let header = header.ok_or_else(|| Error::file(path, "has no header line (`lqae_tokens`)"))?;
     Ok(TokensFile { header, images })
 }
