@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 /// A result file, or the newest `result.json` under a folder.
 pub fn read_result(path: &Path) -> Result<(ResultFile, Option<Vec<Sample>>)> {
     let file = if path.is_dir() {
-        let mut found = Vec::new();
-        collect(path, &mut found);
+        let (mut found, mut interrupted) = (Vec::new(), Vec::new());
+        collect(path, &mut found, &mut interrupted);
         found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         let newest = found.last().cloned();
-        refuse_interrupted(path, newest.as_deref())?;
+        refuse_interrupted(path, newest.as_deref(), &interrupted)?;
         newest.ok_or_else(|| Error::file(path, "holds no result.json"))?
     } else {
         path.to_path_buf()
@@ -41,57 +41,47 @@ pub fn read_result(path: &Path) -> Result<(ResultFile, Option<Vec<Sample>>)> {
     Ok((r, samples))
 }
 
-/// A suite run's folder: the writer puts `samples.jsonl` into every one before `result.json`.
-fn is_run_folder(dir: &Path) -> bool {
-    dir.join("samples.jsonl").is_file() || dir.join("result.json").is_file()
+/// A suite run's folder without its `result.json`: the writer puts `samples.jsonl` into every
+/// run folder before `result.json`.
+fn is_interrupted(dir: &Path) -> bool {
+    dir.join("samples.jsonl").is_file() && !dir.join("result.json").is_file()
 }
 
 /// One completeness rule for every run folder: extra files first, `result.json` last, so a run
 /// folder without `result.json` is an interrupted run. `report` refuses one given directly, and
 /// one newer than the newest complete run under a suite folder (it would otherwise compare a
 /// stale run without saying so).
-fn refuse_interrupted(path: &Path, newest: Option<&Path>) -> Result<()> {
-    let interrupted = |d: &Path| {
+fn refuse_interrupted(path: &Path, newest: Option<&Path>, interrupted: &[PathBuf]) -> Result<()> {
+    let refuse = |d: &Path| {
         Error::file(
             d,
             "is an interrupted run (no result.json: a run writes it last); rerun the suite (a few-shot run resumes from its response cache) or name a complete run's folder",
         )
     };
-    if is_run_folder(path) && !path.join("result.json").is_file() {
-        return Err(interrupted(path));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_time = newest.and_then(modified);
+    match interrupted
+        .iter()
+        .find(|d| d.as_path() == path || newest_time.is_none() || modified(d) > newest_time)
+    {
+        Some(d) => Err(refuse(d)),
+        None => Ok(()),
     }
-    let newest_time = newest.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if !p.is_dir() {
-                continue;
-            }
-            if is_run_folder(&p) && !p.join("result.json").is_file() {
-                let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-                if newest_time.is_none() || t > newest_time {
-                    return Err(interrupted(&p));
-                }
-            } else {
-                stack.push(p);
-            }
-        }
-    }
-    Ok(())
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Under `dir` (itself included): every `result.json`, and every run folder without one.
+fn collect(dir: &Path, results: &mut Vec<PathBuf>, interrupted: &mut Vec<PathBuf>) {
+    if is_interrupted(dir) {
+        interrupted.push(dir.to_path_buf());
+        return;
+    }
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
-                collect(&p, out);
+                collect(&p, results, interrupted);
             } else if p.file_name().is_some_and(|n| n == "result.json") {
-                out.push(p);
+                results.push(p);
             }
         }
     }
@@ -102,7 +92,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn read_per_image(path: &Path) -> Result<Option<Vec<ImageScore>>> {
     let file = if path.is_dir() {
         let mut found = Vec::new();
-        collect(path, &mut found);
+        collect(path, &mut found, &mut Vec::new());
         found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         match found.pop() {
             Some(f) => f,
