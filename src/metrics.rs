@@ -111,6 +111,11 @@ pub fn psnr_from_mse(mse: f64) -> Option<f64> {
     (mse > 0.0).then(|| -10.0 * mse.log10())
 }
 
+/// PSNR in dB for data range 1, capped at 100 dB (MSE floored at 1e-10), as suites average it.
+pub fn psnr_capped(mse: f64) -> f64 {
+    -10.0 * mse.max(1e-10).log10()
+}
+
 const SIGMA: f64 = 1.5;
 const RADIUS: usize = 5; // int(3.5 * 1.5 + 0.5)
 
@@ -334,15 +339,12 @@ impl Convention {
             .map(|(a, b)| ssim_with(a, b, &p))
             .collect::<Result<Vec<_>>>()?;
         let psnr = match self {
-            Convention::LlamaGen => pairs
-                .iter()
-                .map(|(a, b)| -10.0 * mse(a, b).max(1e-10).log10())
-                .collect(),
+            Convention::LlamaGen => pairs.iter().map(|(a, b)| psnr_capped(mse(a, b))).collect(),
             Convention::OpenMagvit2 => pairs
                 .chunks(4)
                 .flat_map(|batch| {
                     let m = batch.iter().map(|(a, b)| mse(a, b)).sum::<f64>() / batch.len() as f64;
-                    vec![-10.0 * m.max(1e-10).log10(); batch.len()]
+                    vec![psnr_capped(m); batch.len()]
                 })
                 .collect(),
         };

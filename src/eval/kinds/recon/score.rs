@@ -95,7 +95,7 @@ pub fn score_model(
             values
                 .entry("psnr")
                 .or_default()
-                .push(-10.0 * s.mse.max(1e-10).log10());
+                .push(metrics::psnr_capped(s.mse));
             values.entry("ssim").or_default().push(s.ssim);
         }
         if let Some(lp) = lpips {
