@@ -281,7 +281,7 @@ pub fn run(device: &Device, budget: f64) -> Result<(Vec<Check>, Vec<String>)> {
     )?;
     out.extend(train_checks(vq, device, budget)?);
     let lqae = super::lqae_small()?;
-    let lm = lqae.model.lm.clone().unwrap_or_else(|| "minilm".into());
+    let lm = lqae.model.lm_name();
     // Only a checkpoint already on disk: resolving an asset name would try to fetch it.
     let dir = match crate::assets::by_name(&lm) {
         Ok(a) => crate::assets::cache_dir().join(a.name),

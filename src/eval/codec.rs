@@ -106,7 +106,9 @@ fn image_set(images: &Images) -> Result<(LabelledImages, Vec<String>, String)> {
                 crate::data::Split::Train => "train",
                 crate::data::Split::Test => "test",
             };
-            let ids = (0..set.len()).map(|i| format!("{name}/{i}")).collect();
+            let ids = (0..set.len())
+                .map(|i| super::tokens_file::data_image_id(*split, i))
+                .collect();
             Ok((set, ids, format!("data {} ({name})", cfg.dataset)))
         }
     }
@@ -149,7 +151,10 @@ pub fn pixels_sha256(img: &batch::RgbF) -> String {
 /// Each complete line of `path` (a missing file has none), parsed, with its 0-based number, read
 /// one at a time so a file of any length fits in memory; returns the byte length the complete
 /// lines span (a torn last line is left out).
-fn for_each_line(path: &Path, mut f: impl FnMut(usize, Value) -> Result<()>) -> Result<u64> {
+pub(crate) fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, Value) -> Result<()>,
+) -> Result<u64> {
     use std::io::BufRead;
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
@@ -194,7 +199,8 @@ pub fn encode(
         "model": args.model,
         "model_sha256": t.sha256,
         "kind": format!("{:?}", t.state.config.model.kind).to_lowercase(),
-        "lm": t.state.config.model.lm,
+        "lm": (t.state.config.model.kind == crate::model::ModelKind::Lqae)
+            .then(|| t.state.config.model.lm_name()),
         "image_size": size,
         "tokens_per_image": t.state.config.tokens_per_image(),
         "vocab": model.codebook_len(),

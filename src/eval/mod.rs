@@ -3,6 +3,7 @@
 //!
 //! - [`suite_file`]: discovery, `include`, overrides, groups;
 //! - [`codec`]: image folders and data sets to token files and back (`encode`, `decode`);
+//! - [`tokens_file`]: precomputed tokens (`tokens.file`) read and matched to a suite's images;
 //! - [`kind`]: the `SuiteKind` trait, the run context and what a run hands back;
 //! - [`kinds`]: the registry and the kinds (`linear-probe`, `fewshot`, `reconstruction`,
 //!   `throughput`);
@@ -19,6 +20,7 @@ pub mod runner;
 pub mod shipped;
 pub mod stats;
 pub mod suite_file;
+pub mod tokens_file;
 pub mod zoo;
 
 pub use kind::{Ctx, Outcome, Progress, Quiet, Stderr, SuiteKind};

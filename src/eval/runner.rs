@@ -139,6 +139,26 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::R
         &baseline.display().to_string(),
         &current.display().to_string(),
     );
+    // Runs that scored precomputed tokens (`tokens.file`) say whose.
+    let tokens = |r: &ResultFile| {
+        r.extra["tokens_file"]["tokenizer"].as_str().map(|t| {
+            format!(
+                "`{t}` (tokens.file {})",
+                r.extra["tokens_file"]["sha256"].as_str().unwrap_or("?")
+            )
+        })
+    };
+    let md = match (tokens(&b), tokens(&c)) {
+        (None, None) => md,
+        (x, y) => {
+            let own = || "the model's own".to_string();
+            format!(
+                "Tokens: baseline {}, current {}\n{md}",
+                x.unwrap_or_else(own),
+                y.unwrap_or_else(own)
+            )
+        }
+    };
     Ok((md, rows))
 }
 

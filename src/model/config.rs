@@ -193,6 +193,11 @@ pub struct RunConfig {
 }
 
 impl ModelConfig {
+    /// The frozen LM as `model.lm` names it (`minilm` when unset).
+    pub fn lm_name(&self) -> String {
+        self.lm.clone().unwrap_or_else(|| "minilm".into())
+    }
+
     /// The ViT shape of the encoder or decoder with `depth` blocks.
     pub fn vit_shape(&self, depth: usize) -> super::vit::VitShape {
         super::vit::VitShape {

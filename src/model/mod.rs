@@ -132,7 +132,7 @@ impl Autoencoder {
         let p = Params::new(seed, device);
         let model = match cfg.kind {
             ModelKind::Lqae => {
-                let dir = resolve_lm_dir(cfg.lm.as_deref().unwrap_or("minilm"))?;
+                let dir = resolve_lm_dir(&cfg.lm_name())?;
                 let lm = Arc::new(FrozenLm::load(&dir, device)?);
                 Autoencoder::Lqae(Lqae::new(cfg, lm, &p)?)
             }

@@ -21,7 +21,9 @@ pub mod spec;
 pub mod table;
 
 pub use episodes::{parse_episode_csv, read_episodes, sample_episodes, Episode, Shot};
-pub use prompt::{first_token_pick, image_text, label_list, match_answer, normalize, prompt};
+pub use prompt::{
+    first_token_pick, image_text, label_list, match_answer, normalize, prompt, words_text,
+};
 pub use scoring::{candidate_loglik, check_for, Answer, Strategy};
 pub use spec::{
     paper_columns, CheckedFewshot, Column, EpisodeSettings, FewshotSpec, ScoringSettings, Select,
@@ -34,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{Measured, Metric, Sample};
 use crate::eval::stats::proportion;
+use crate::eval::tokens_file::{Field, Precomputed};
 use crate::llm::backend::{self, Endpoint};
 use crate::llm::{LlmClient, Reply, ResponseCache};
 use crate::model::Lqae;
@@ -71,9 +74,11 @@ fn episodes_of(spec: &CheckedFewshot, set: &LabelledImages) -> Result<Vec<Episod
     }
 }
 
-/// The token text of every image the episodes show, and how many tokens an image has.
+/// The token text of every image the episodes show (from the model, or from `tokens.file`),
+/// and how many tokens an image has.
 fn texts_of(
     spec: &CheckedFewshot,
+    file: Option<(&Precomputed, Field)>,
     lqae: &Lqae,
     size: u32,
     set: &LabelledImages,
@@ -95,6 +100,27 @@ fn texts_of(
     let idx: Vec<usize> = needed.iter().map(|k| keys[k]).collect();
     let mut texts = HashMap::new();
     let mut n_ids = 0usize;
+    if let Some((file, field)) = file {
+        let vocab = lqae.lm().vocab();
+        for (k, &i) in needed.iter().zip(&idx) {
+            let e = file.get(set, Split::Test, i)?;
+            let id = crate::eval::tokens_file::data_image_id(Split::Test, i);
+            let text = match field {
+                Field::Ids => {
+                    let ids = file.ids_of(e, &id, vocab.len())?;
+                    n_ids += ids.len();
+                    image_text(ids, vocab, &spec.tokens)
+                }
+                Field::Text => {
+                    let words = file.text_of(e, &id)?;
+                    n_ids += words.len();
+                    words_text(words, &spec.tokens)
+                }
+            };
+            texts.insert(k.clone(), text);
+        }
+        return Ok((texts, n_ids / needed.len().max(1)));
+    }
     for (chunk_k, chunk_i) in needed.chunks(64).zip(idx.chunks(64)) {
         let batch = crate::data::batch::make_batch(set, chunk_i, size, None, cx.device)?;
         let ids: Vec<Vec<u32>> = lqae.encode(&batch)?.to_vec2()?;
@@ -318,7 +344,26 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     let trained = cx.zoo.load(&spec.model)?;
     let lqae = trained.lqae("model", ": few-shot prompts need language tokens")?;
     let size = trained.state.config.model.image_size as u32;
-    let (texts, tokens_per_image) = texts_of(spec, lqae, size, &set, &episodes, cx)?;
+    let file = match &spec.tokens.file {
+        Some(f) => {
+            let p = Precomputed::load(f)?;
+            let field = p.field(
+                spec.tokens.file_tokens.as_deref(),
+                &trained.state.config.model.lm_name(),
+                lqae.lm().vocab().len(),
+            )?;
+            cx.progress.line(&format!(
+                "  tokens from {} (tokenizer `{}`, {})",
+                p.files[0].display(),
+                p.tokenizer,
+                field.name()
+            ));
+            Some((p, field))
+        }
+        None => None,
+    };
+    let file_ref = file.as_ref().map(|(p, f)| (p, *f));
+    let (texts, tokens_per_image) = texts_of(spec, file_ref, lqae, size, &set, &episodes, cx)?;
     let prompts: Vec<String> = episodes
         .iter()
         .map(|e| prompt(e, &texts, &spec.episodes))
@@ -389,6 +434,9 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     extra.insert("api_key".into(), key_source.into());
     extra.insert("tokens".into(), serde_json::to_value(&spec.tokens)?);
     extra.insert("lqae_tokens_per_image".into(), tokens_per_image.into());
+    if let Some((p, f)) = &file {
+        extra.insert("tokens_file".into(), p.record(*f));
+    }
     extra.insert(
         "prompt_tokens".into(),
         json!({
@@ -419,6 +467,9 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
 
     let mut inputs = BTreeMap::new();
     inputs.insert("lqae".to_string(), trained.sha256.clone());
+    if let Some((p, _)) = &file {
+        inputs.insert("tokens_file".to_string(), p.sha256.clone());
+    }
     inputs.insert(
         "episodes".to_string(),
         sha256_hex(ep_lines.join("\n").as_bytes()),

@@ -13,6 +13,23 @@ pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> S
         .filter(|(_, t)| !t.text.trim().is_empty())
         .map(|(id, t)| (id, t.text.trim().to_string()))
         .collect();
+    pick(&kept, s)
+}
+
+/// The text of one image given as words (a `tokens.file`'s `text`), in raster order, under
+/// `s`: the words are the tokens (no vocabulary: nothing is special or a word piece).
+pub fn words_text(words: &[String], s: &TokenSettings) -> String {
+    let kept: Vec<(&str, String)> = words
+        .iter()
+        .map(|w| w.trim())
+        .filter(|w| !w.is_empty())
+        .map(|w| (w, w.to_string()))
+        .collect();
+    pick(&kept, s)
+}
+
+/// `tokens.per_image` of the kept `(key, text)` tokens as `tokens.select` picks them.
+fn pick<K: std::hash::Hash + Eq + Copy>(kept: &[(K, String)], s: &TokenSettings) -> String {
     let m = kept.len();
     let select = Select::parse(&s.select).unwrap_or(Select::All);
     let n = if select == Select::All {
@@ -24,17 +41,16 @@ pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> S
         Select::Raster => kept[..n].iter().map(|x| x.1.as_str()).collect(),
         Select::Stride => (0..n).map(|i| kept[i * m / n.max(1)].1.as_str()).collect(),
         Select::Frequent => {
-            let mut count: HashMap<u32, (usize, usize)> = HashMap::new();
+            let mut count: HashMap<K, (usize, usize)> = HashMap::new();
             for (pos, (id, _)) in kept.iter().enumerate() {
                 count.entry(*id).or_insert((0, pos)).0 += 1;
             }
-            let mut ranked: Vec<(u32, usize, usize)> =
-                count.into_iter().map(|(id, (c, p))| (id, c, p)).collect();
-            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+            let mut ranked: Vec<(usize, usize)> = count.into_values().collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             ranked
                 .iter()
                 .take(n)
-                .map(|&(_, _, p)| kept[p].1.as_str())
+                .map(|&(_, p)| kept[p].1.as_str())
                 .collect()
         }
         Select::All => kept.iter().map(|x| x.1.as_str()).collect(),

@@ -40,6 +40,15 @@ pub struct TokenSettings {
     pub keep_subword: bool,
     #[serde(default = "d_sep")]
     pub separator: String,
+    /// Precomputed tokens (the JSONL `lqae-eval encode` writes, or any tokenizer's in that
+    /// format) written in place of the model's; the selection above applies to them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::eval::tokens_file::Files>,
+    /// `ids` (of the model's LM, written through its vocabulary as the model's own are) or
+    /// `text` (the file's words as they are); unset: `ids` when the file's header names the
+    /// model's LM, else `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_tokens: Option<String>,
 }
 
 impl Default for TokenSettings {
@@ -230,6 +239,16 @@ impl FewshotSpec {
                 "`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)"
                     .into(),
             );
+        }
+        if let Some(f) = self.tokens.file_tokens.as_deref() {
+            if crate::eval::tokens_file::Field::parse(f).is_none() {
+                out.push(format!(
+                    "`tokens.file_tokens`: `{f}` is not `ids` or `text`"
+                ));
+            }
+            if self.tokens.file.is_none() {
+                out.push("`tokens.file_tokens`: set without `tokens.file`".into());
+            }
         }
         let api = Api::parse(&self.llm.api);
         if api.is_none() {

@@ -3,8 +3,9 @@
 
 use super::spec::LayerSel;
 use crate::data::batch::make_batch;
-use crate::data::LabelledImages;
+use crate::data::{LabelledImages, Split};
 use crate::error::{Error, Result};
+use crate::eval::tokens_file::{data_image_id, Field, Precomputed};
 use crate::eval::zoo::Features;
 use crate::lm::FrozenLm;
 use crate::model::{Lqae, Vqvae};
@@ -134,6 +135,81 @@ pub fn vqvae_features(
         let lm_states = lm.forward_ids(&tok, None)?;
         pooled(select(&lm_states, &enc, layers)?)
     })
+}
+
+/// Features of precomputed tokens (`tokens.file`) through the frozen LM: the same pooling as
+/// the model's tokens; sequences of unequal length (text tokenized by the LM) are padded and
+/// masked, the mean taken over real tokens only.
+#[allow(clippy::too_many_arguments)]
+pub fn file_features(
+    lm: &FrozenLm,
+    file: &Precomputed,
+    field: Field,
+    set: &LabelledImages,
+    split: Split,
+    idx: &[usize],
+    layers: &LayerSel,
+    device: &Device,
+) -> Result<Features> {
+    let vocab = lm.vocab().len();
+    let max = lm.config().max_tokens();
+    let mut rows = Vec::new();
+    for r in batches(idx.len()) {
+        let mut seqs: Vec<Vec<u32>> = Vec::with_capacity(r.len());
+        for &i in &idx[r] {
+            let e = file.get(set, split, i)?;
+            let id = data_image_id(split, i);
+            seqs.push(match field {
+                Field::Ids => file.ids_of(e, &id, vocab)?.to_vec(),
+                Field::Text => {
+                    let t = lm.tokenize(&file.text_of(e, &id)?.join(" "), false)?;
+                    if t.is_empty() {
+                        return Err(Error::file(
+                            &file.files[0],
+                            format!("image `{id}`: its text gives no LM tokens"),
+                        ));
+                    }
+                    t
+                }
+            });
+            let n = seqs.last().map_or(0, Vec::len);
+            if n > max {
+                return Err(Error::file(
+                    &file.files[0],
+                    format!("image `{id}` is {n} LM tokens, more than the LM's {max} positions; write fewer tokens per image (or words the LM's tokenizer keeps whole)"),
+                ));
+            }
+        }
+        let s = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let b = seqs.len();
+        if seqs.iter().all(|q| q.len() == s) {
+            let ids = Tensor::from_vec(seqs.concat(), (b, s), device)?;
+            rows.extend(pooled(select(&lm.forward_ids(&ids, None)?, &[], layers)?)?);
+            continue;
+        }
+        let pad = lm.vocab().special_ids.pad.unwrap_or(0);
+        let mut flat = Vec::with_capacity(b * s);
+        let mut mask = Vec::with_capacity(b * s);
+        for q in &seqs {
+            flat.extend(
+                q.iter()
+                    .copied()
+                    .chain(std::iter::repeat(pad).take(s - q.len())),
+            );
+            mask.extend((0..s).map(|j| (j < q.len()) as u8 as f32));
+        }
+        let ids = Tensor::from_vec(flat, (b, s), device)?;
+        let m = Tensor::from_vec(mask, (b, s), device)?;
+        let states = select(&lm.forward_ids(&ids, Some(&m))?, &[], layers)?;
+        let w = m.unsqueeze(2)?;
+        let count = m.sum_keepdim(1)?;
+        let pooled: Vec<Tensor> = states
+            .iter()
+            .map(|h| h.broadcast_mul(&w)?.sum(1)?.broadcast_div(&count))
+            .collect::<candle_core::Result<_>>()?;
+        rows.extend(Tensor::cat(&pooled, 1)?.to_vec2::<f32>()?);
+    }
+    Ok(collect(rows, idx.len()))
 }
 
 /// Raw pixels (first channel; the data sets here are grey or treated channel-wise the same).

@@ -9,14 +9,19 @@ pub mod fit;
 pub mod spec;
 
 pub use crate::eval::zoo::Features;
-pub use features::{code_to_token_map, lqae_features, pixel_features, vqvae_features};
+pub use features::{
+    code_to_token_map, file_features, lqae_features, pixel_features, vqvae_features,
+};
 pub use fit::{fit_probe, score, ProbeOutcome};
-pub use spec::{Baseline, CheckedProbe, LayerSel, Layers, LinearProbeSpec, ProbeSettings};
+pub use spec::{
+    Baseline, CheckedProbe, LayerSel, Layers, LinearProbeSpec, ProbeSettings, ProbeTokens,
+};
 
 use crate::data::{input_hashes, subset, LabelledImages, Split};
 use crate::error::Result;
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{Measured, Sample};
+use crate::eval::tokens_file::Precomputed;
 use crate::eval::zoo::Trained;
 use crate::model::{Autoencoder, Lqae};
 use crate::util::fsx::sha256_hex;
@@ -138,6 +143,25 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
     let mut inputs = BTreeMap::new();
     inputs.insert("data".to_string(), d.data_sha.clone());
     inputs.insert("lqae".to_string(), lqae.sha256.clone());
+    let file = match &spec.tokens {
+        Some(t) => {
+            let p = Precomputed::load(&t.file)?;
+            let field = p.field(
+                t.file_tokens.as_deref(),
+                &lqae.state.config.model.lm_name(),
+                lqae_m.lm().vocab().len(),
+            )?;
+            cx.progress.line(&format!(
+                "  lqae: tokens from {} (tokenizer `{}`, {})",
+                p.files[0].display(),
+                p.tokenizer,
+                field.name()
+            ));
+            inputs.insert("tokens_file".to_string(), p.sha256.clone());
+            Some((p, field))
+        }
+        None => None,
+    };
 
     let mut reps: Vec<Option<Baseline>> = vec![None];
     reps.extend(spec.baseline_reps.iter().copied().map(Some));
@@ -156,8 +180,26 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
         let key = |what: &str| {
             sha256_hex(format!("{name}|{what}|{data_sha}|{layers_key}|{size}").as_bytes())
         };
-        let (ftr, fte) = match rep {
-            None => {
+        let (ftr, fte) = match (rep, &file) {
+            (None, Some((p, field))) => {
+                let what = format!("{}|{}", p.sha256, field.name());
+                let lm = lqae_m.lm();
+                let feats = |split: Split, set: &LabelledImages, idx: &[usize]| {
+                    let tag = if split == Split::Train {
+                        "train"
+                    } else {
+                        "test"
+                    };
+                    cx.zoo.features(&key(&format!("{tag}|tokens|{what}")), || {
+                        file_features(lm, p, *field, set, split, idx, &spec.layers, cx.device)
+                    })
+                };
+                (
+                    feats(Split::Train, &d.train, &d.tr)?,
+                    feats(Split::Test, &d.test, &d.te)?,
+                )
+            }
+            (None, None) => {
                 let sha = &lqae.sha256;
                 (
                     cx.zoo.features(&key(&format!("train|{sha}")), || {
@@ -168,7 +210,7 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
                     })?,
                 )
             }
-            Some(b) => features_of(b, spec, cx, &lqae, &d, &key, &mut inputs)?,
+            (Some(b), _) => features_of(b, spec, cx, &lqae, &d, &key, &mut inputs)?,
         };
         let out = fit_probe(&ftr, &d.tr_y, &fte, &spec.probe)?;
         cx.progress.line(&format!(
@@ -196,6 +238,9 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
     let mut seeds = BTreeMap::new();
     seeds.insert("probe".to_string(), seed);
     seeds.insert("lqae_train".to_string(), lqae.state.config.train.seed);
+    if let Some((p, f)) = &file {
+        extra.insert("tokens_file".into(), p.record(*f));
+    }
     extra.insert("train_n".into(), d.tr.len().into());
     extra.insert("test_n".into(), d.te.len().into());
     extra.insert("classes".into(), d.train.class_names.clone().into());

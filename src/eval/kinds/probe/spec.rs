@@ -60,6 +60,23 @@ pub struct LinearProbeSpec {
     /// A metric may drop by this much (absolute) before the report calls it a regression.
     #[serde(default = "d_tol")]
     pub tolerance: f64,
+    /// Precomputed tokens scored as the `lqae` representation in place of the model's own
+    /// (the model still gives the frozen LM and the baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<ProbeTokens>,
+}
+
+/// `[tokens]` of a probe suite.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTokens {
+    /// The JSONL `lqae-eval encode` writes (or any tokenizer's in that format), covering the
+    /// train and test images the probe uses (one file or a list, e.g. one per split).
+    pub file: crate::eval::tokens_file::Files,
+    /// `ids` (of the model's LM) or `text` (words, tokenized by the LM's tokenizer); unset:
+    /// `ids` when the file's header names the model's LM, else `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_tokens: Option<String>,
 }
 
 /// Which hidden states become features, checked.
@@ -135,6 +152,18 @@ impl LinearProbeSpec {
                 other => problems.push(format!(
                     "`baselines`: unknown baseline `{other}`; known: pixels, vqvae, random-encoder"
                 )),
+            }
+        }
+        if let Some(t) = &self.tokens {
+            if let Some(f) = t.file_tokens.as_deref() {
+                if crate::eval::tokens_file::Field::parse(f).is_none() {
+                    problems.push(format!(
+                        "`tokens.file_tokens`: `{f}` is not `ids` or `text`"
+                    ));
+                }
+            }
+            if matches!(layers, LayerSel::Encoder | LayerSel::Everything) {
+                problems.push("`probe.layers`: encoder states need the model's encoder; with `tokens.file` only the LM's states exist (use last, all or a list)".into());
             }
         }
         if baselines.contains(&Baseline::Vqvae) && self.vqvae.is_none() {
