@@ -129,6 +129,24 @@ fn encode_decode_shards_resume_and_bad_images() {
         }
     }
     assert!(out.join("sub/d.png").is_file() && out.join("sub/e.png").is_file());
+    // `reconstruct --model` is encode + decode: the same tokens file and the same PNGs.
+    let rec = dir.path().join("reconstructed");
+    let o = Command::new(bin)
+        .args(["reconstruct", "--model", &model, "--batch", "2", "--images"])
+        .arg(&imgs)
+        .arg("--out")
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(image_lines(&rec.join("tokens.jsonl")), lines);
+    for f in ["a.png", "b.png", "c.png", "sub/d.png", "sub/e.png"] {
+        assert_eq!(
+            std::fs::read(rec.join(f)).unwrap(),
+            std::fs::read(out.join(f)).unwrap(),
+            "{f}"
+        );
+    }
 
     // Two shards, their image lines concatenated in order = the whole run's.
     let (s1, s2) = (dir.path().join("s1.jsonl"), dir.path().join("s2.jsonl"));

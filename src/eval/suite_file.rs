@@ -159,6 +159,10 @@ pub struct SuiteData {
     pub train_limit: Option<usize>,
     #[serde(default)]
     pub test_limit: Option<usize>,
+    /// Score models trained on another data set (e.g. Fashion-MNIST tokens of mini-ImageNet
+    /// photographs); without it such a model is an error naming both data sets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_other_models: bool,
 }
 
 impl SuiteData {

@@ -7,10 +7,15 @@
 //! checkpoint for the result's `inputs_sha256`, and caches features computed from it.
 
 use crate::error::{Error, Result};
+use crate::eval::suite_file::SuiteData;
 use crate::model::{Autoencoder, Lqae, RunConfig, Vqvae};
 use crate::train::CheckpointState;
 use candle_core::Device;
 use std::path::{Path, PathBuf};
+
+/// The sustained matmul rate a training-cost estimate assumes for a GPU (TFLOP/s): under half an
+/// H100's f32 (non-tensor-core) peak of 67, as candle's f32 matmuls run. Not measured here.
+pub const GPU_TFLOPS: f64 = 30.0;
 
 /// Row-major `n x d` features.
 #[derive(Debug, Clone)]
@@ -113,10 +118,36 @@ impl Zoo {
     /// A trained model by name, loaded, with its checkpoint hash (a shipped model's from its
     /// manifest, which `verify` has just checked against the file).
     pub fn load(&self, spec: &str) -> Result<Trained> {
+        self.load_with(spec, None)
+    }
+
+    /// The model a suite scoring `data` names under `key`: as [`Zoo::load`], except that a
+    /// configuration naming the suite's data set without a folder is trained on the suite's
+    /// `data.path` (cached per folder), and a model trained on another data set is an error
+    /// naming both unless `data.allow_other_models` is set.
+    pub fn load_for(&self, spec: &str, data: &SuiteData, key: &str) -> Result<Trained> {
+        let t = self.load_with(spec, Some(data))?;
+        let trained_on = &t.state.config.data.dataset;
+        if *trained_on != data.dataset && !data.allow_other_models {
+            return Err(Error::setting(
+                key,
+                format!(
+                    "`{spec}` was trained on {trained_on} ({}x{} images) but this suite scores {}; name a model trained on {} (for mini-ImageNet: `lqae-miniimagenet`, trained on your data.path), or set data.allow_other_models = true to score it anyway",
+                    t.state.config.model.image_size,
+                    t.state.config.model.image_size,
+                    data.dataset,
+                    data.dataset
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    fn load_with(&self, spec: &str, data: Option<&SuiteData>) -> Result<Trained> {
         let (run_dir, sha256) = match self.shipped(spec)? {
             Some((dir, m)) => (dir, m.files["model.safetensors"].clone()),
             None => {
-                let dir = self.run_dir(spec)?;
+                let dir = self.run_dir_for(spec, data)?;
                 let sha = checkpoint_sha(&dir)?;
                 (dir, sha)
             }
@@ -134,6 +165,10 @@ impl Zoo {
     /// The run folder of a model named in a suite: a configs/<name>.toml is trained once into
     /// `$LQAE_CACHE/runs/<name>-<config hash>` (resumed if interrupted); anything else is a run folder.
     pub fn run_dir(&self, spec: &str) -> Result<PathBuf> {
+        self.run_dir_for(spec, None)
+    }
+
+    fn run_dir_for(&self, spec: &str, data: Option<&SuiteData>) -> Result<PathBuf> {
         if let Some((dir, _)) = self.shipped(spec)? {
             return Ok(dir);
         }
@@ -147,7 +182,15 @@ impl Zoo {
                 Err(Error::setting("model", format!("`{spec}` is neither a model shipped under models/, nor a configuration under configs/, nor a run folder with a checkpoint")))
             };
         }
-        let cfg = RunConfig::from_file(&cfg_path, &[])?;
+        let mut cfg = RunConfig::from_file(&cfg_path, &[])?;
+        // A configuration for a data set "wherever the suite has it" trains on the suite's folder.
+        if let Some(d) = data.filter(|d| d.dataset == cfg.data.dataset && cfg.data.path.is_none()) {
+            cfg.data.path = d.path.as_deref().map(|p| {
+                std::fs::canonicalize(p)
+                    .map(|c| c.display().to_string())
+                    .unwrap_or_else(|_| p.to_string())
+            });
+        }
         // The numerics generation is part of the key: a change that moves training's float
         // rounding (e.g. fused kernels) gives a different, equally valid model, and cached models
         // from older code must not be mixed with baselines made by newer code.
@@ -186,6 +229,7 @@ impl Zoo {
                 cfg.name,
                 out.display()
             );
+            eprintln!("{}", self.cost(&cfg, &out)?);
             crate::train::train(
                 &cfg,
                 &out,
@@ -198,6 +242,69 @@ impl Zoo {
             )?;
         }
         Ok(out)
+    }
+
+    /// What training `cfg` costs, said before it starts: its steps, the time per step measured
+    /// here (two steps after two warm-up steps, kept: the run resumes from them), and the time
+    /// expected on a GPU from the step's matmul FLOPs at [`GPU_TFLOPS`] (an assumption, named).
+    fn cost(&self, cfg: &RunConfig, out: &Path) -> Result<String> {
+        let t = &cfg.train;
+        let mut s = format!(
+            "  cost: {} steps of batch {} ({} x {} images, {} tokens each)",
+            t.steps,
+            t.batch_size,
+            cfg.model.image_size,
+            cfg.model.image_size,
+            cfg.tokens_per_image()
+        );
+        let done = crate::train::latest_checkpoint(out)?
+            .and_then(|ck| std::fs::read(ck.join("state.json")).ok())
+            .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok())
+            .map_or(0, |st| st.step);
+        if done == 0 && t.steps >= 8 {
+            let go = |stop| {
+                crate::train::train(
+                    cfg,
+                    out,
+                    &self.device,
+                    &crate::train::TrainOptions {
+                        resume: true,
+                        stop_at: Some(stop),
+                        progress: false,
+                    },
+                )
+            };
+            go(2)?;
+            let timed = go(4)?;
+            let per_step = timed.seconds / 2.0;
+            let hours = per_step * t.steps as f64 / 3600.0;
+            s += &format!(
+                "; measured {per_step:.2} s/step on this {} ({} threads): about {hours:.1} h",
+                self.device_name(),
+                rayon::current_num_threads()
+            );
+        }
+        if cfg.model.kind == crate::model::ModelKind::Lqae {
+            let dir = crate::model::resolve_lm_dir(&cfg.model.lm_name())?;
+            let lm = crate::lm::LmConfig::from_file(&dir.join("config.json"))?;
+            let flop = crate::bench::step::flop_per_image(cfg, &lm) * t.batch_size as f64;
+            let gpu_h = flop * t.steps as f64 / (GPU_TFLOPS * 1e12) / 3600.0;
+            s += &format!(
+                "; on a GPU about {:.2} h ({:.2} TFLOP per step at an assumed {GPU_TFLOPS} TFLOP/s sustained, not measured here)",
+                gpu_h,
+                flop / 1e12
+            );
+        }
+        s += "; interrupting keeps the checkpoints, the next run resumes";
+        Ok(s)
+    }
+
+    fn device_name(&self) -> &'static str {
+        if self.device.is_cpu() {
+            "CPU"
+        } else {
+            "GPU"
+        }
     }
 
     pub fn features<F: FnOnce() -> Result<Features>>(

@@ -293,9 +293,28 @@ enum Cmd {
     },
     /// Reconstruct test images with a trained model and write a PNG grid (originals above
     /// reconstructions).
+    ///
+    /// With `--model`: encode `--images DIR` or `--data NAME` into `--out DIR/tokens.jsonl`
+    /// and decode it into one PNG per image under `--out DIR` (encode + decode; resumable).
     Reconstruct {
         #[arg(long)]
-        ckpt: PathBuf,
+        model: Option<String>,
+        #[arg(long, conflicts_with = "data", requires = "model")]
+        images: Option<PathBuf>,
+        #[arg(long, requires = "model")]
+        data: Option<String>,
+        #[arg(long)]
+        data_path: Option<String>,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long)]
+        skip_bad: bool,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// The grid form: a run or checkpoint folder, `--n` Fashion-MNIST test images, `--out`
+        /// the PNG grid.
+        #[arg(long, conflicts_with = "model")]
+        ckpt: Option<PathBuf>,
         #[arg(long, default_value_t = 16)]
         n: usize,
         #[arg(long)]
@@ -401,11 +420,40 @@ fn run(cli: Cli) -> Result<()> {
             device,
         } => cmd_model::decode_file(&tokens, &model, &out, batch, &device),
         Cmd::Reconstruct {
+            model,
+            images,
+            data,
+            data_path,
+            split,
+            skip_bad,
+            batch,
             ckpt,
             n,
             out,
             device,
-        } => cmd_model::reconstruct(&ckpt, n, &out, &device),
+        } => match (ckpt, model) {
+            (Some(ckpt), _) => cmd_model::reconstruct(&ckpt, n, &out, &device),
+            (None, Some(model)) => {
+                let tokens = out.join("tokens.jsonl");
+                std::fs::create_dir_all(&out)?;
+                cmd_model::encode_file(
+                    model.clone(),
+                    images,
+                    data,
+                    data_path,
+                    &split,
+                    tokens.clone(),
+                    None,
+                    skip_bad,
+                    batch,
+                    &device,
+                )?;
+                cmd_model::decode_file(&tokens, &model, &out, batch, &device)
+            }
+            (None, None) => Err(anyhow::anyhow!(
+                "reconstruct: name a model (`--model NAME`) with `--images DIR` or `--data NAME`, or a run folder with `--ckpt DIR` for a grid"
+            )),
+        },
         Cmd::Bench {
             peer,
             rounds,

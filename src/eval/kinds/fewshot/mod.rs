@@ -341,7 +341,7 @@ fn send(
 fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     let set = spec.data.load(Split::Test)?;
     let episodes = episodes_of(spec, &set)?;
-    let trained = cx.zoo.load(&spec.model)?;
+    let trained = cx.zoo.load_for(&spec.model, &spec.data, "model")?;
     let lqae = trained.lqae("model", ": few-shot prompts need language tokens")?;
     let size = trained.state.config.model.image_size as u32;
     let file = match &spec.tokens.file {

@@ -194,7 +194,7 @@ pub fn file_features(
             flat.extend(
                 q.iter()
                     .copied()
-                    .chain(std::iter::repeat(pad).take(s - q.len())),
+                    .chain(std::iter::repeat_n(pad, s - q.len())),
             );
             mask.extend((0..s).map(|j| (j < q.len()) as u8 as f32));
         }

@@ -114,7 +114,7 @@ fn features_of(
         }
         Baseline::Vqvae => {
             let name = spec.vqvae.as_deref().expect("checked: vqvae is set");
-            let t = zoo.load(name)?;
+            let t = zoo.load_for(name, &spec.data, "vqvae")?;
             inputs.insert("vqvae".to_string(), t.sha256.clone());
             let vq = t.vqvae("vqvae")?;
             let lm = lqae.lqae("model", "")?.lm();
@@ -136,7 +136,7 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
     let d = splits(spec)?;
     let seed = spec.probe.seed;
     let n_classes = d.train.class_names.len();
-    let lqae = cx.zoo.load(&spec.model)?;
+    let lqae = cx.zoo.load_for(&spec.model, &spec.data, "model")?;
     let lqae_m = lqae.lqae("model", "")?;
     let size = lqae.state.config.model.image_size as u32;
     let layers_key = serde_json::to_string(&spec.probe.layers).unwrap_or_default();

@@ -183,7 +183,7 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     };
     let mut fid_extra = serde_json::Map::new();
     for name in &spec.models {
-        let t = cx.zoo.load(name)?;
+        let t = cx.zoo.load_for(name, &spec.data, "models")?;
         let mut rep = t.state.config.name.clone();
         if g.reps.contains(&rep) {
             rep = format!("{rep}-{}", g.reps.len());
