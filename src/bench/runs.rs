@@ -43,6 +43,7 @@ pub fn gpu_check(device: &Device, budget: f64, out: &Path) -> Result<Recorded> {
     let t0 = Instant::now();
     let (checks, notes) = super::gpu::run(&device, budget)?;
     let md = super::gpu::markdown(&checks, &notes);
+    crate::util::fsx::check_writable(out)?;
     let run_dir = run_folder(out);
     let record = serde_json::json!({
         "schema": "lqae-gpu-check/1",
@@ -106,6 +107,7 @@ pub fn step_bench(a: &StepBenchArgs) -> Result<Recorded> {
     let device = crate::device::parse_device(device_s)?;
     let mut notes = Vec::new();
     let t0 = Instant::now();
+    crate::util::fsx::check_writable(out)?;
     let run_dir = run_folder(out);
     let mut peer_proc = None;
     if with_peer {
@@ -185,6 +187,7 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
     if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
         kernels.insert(0, super::sgemm(&device)?);
     }
+    crate::util::fsx::check_writable(out)?;
     let run_dir = run_folder(out);
     let mut peer_proc = None;
     let mut checks = None;

@@ -31,6 +31,7 @@ pub fn run_suite(
     progress: &dyn Progress,
 ) -> Result<Ran> {
     let t0 = Instant::now();
+    results::check_writable(&results_root.join(&suite.name))?;
     let cx = Ctx {
         suite,
         device,

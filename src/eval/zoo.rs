@@ -314,21 +314,37 @@ impl Zoo {
     ) -> Result<Features> {
         let dir = self.cache.join("features");
         let path = dir.join(format!("{key}.f32"));
-        if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.len() >= 16 {
-                let n = u64::from_le_bytes(bytes[0..8].try_into().unwrap()) as usize;
-                let d = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-                if bytes.len() == 16 + 4 * n * d {
-                    let x = bytes[16..]
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
-                    return Ok(Features { x, n, d });
-                }
+        let read = || -> Option<Features> {
+            let bytes = std::fs::read(&path).ok()?;
+            if bytes.len() < 16 {
+                return None;
             }
+            let n = u64::from_le_bytes(bytes[0..8].try_into().unwrap()) as usize;
+            let d = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+            (bytes.len() == 16 + 4 * n * d).then(|| Features {
+                x: bytes[16..]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                n,
+                d,
+            })
+        };
+        if let Some(f) = read() {
+            return Ok(f);
+        }
+        // One process computes a key; others started together wait for it and read its file
+        // (the lock dies with its holder, so a killed one leaves nothing to wait for).
+        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+        let lock_path = dir.join(format!(".{key}.lock"));
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| Error::file(&lock_path, e.to_string()))?;
+        lock.lock()
+            .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+        if let Some(f) = read() {
+            return Ok(f);
         }
         let f = make()?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
         let mut bytes = Vec::with_capacity(16 + 4 * f.x.len());
         bytes.extend((f.n as u64).to_le_bytes());
         bytes.extend((f.d as u64).to_le_bytes());
@@ -336,6 +352,8 @@ impl Zoo {
             bytes.extend(v.to_le_bytes());
         }
         crate::util::fsx::write_atomic(&path, &bytes)?;
+        // Safe to remove while held: a waiter that then takes it finds the file and reads it.
+        let _ = std::fs::remove_file(&lock_path);
         Ok(f)
     }
 }

@@ -486,6 +486,23 @@ pub fn train(
     opts: &TrainOptions,
 ) -> Result<TrainOutcome> {
     std::fs::create_dir_all(out).map_err(|e| Error::file(out, e.to_string()))?;
+    // One trainer per run folder: a second one would interleave checkpoints and the log. The
+    // lock dies with its holder, so a killed trainer never blocks the resume.
+    let lock_path = out.join(".train.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::file(
+                out,
+                "another process is training into this run folder now; wait for it to finish (then --resume is a no-op) or choose another --out",
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::file(&lock_path, format!("cannot lock: {e}")))
+        }
+    }
     let t = &cfg.train;
     let data = crate::data::load(&cfg.data, Split::Train)?;
     if data.is_empty() {

@@ -32,6 +32,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Fail early, before any work, when a results folder cannot take a file: created if needed,
+/// then a small file written, synced and removed there.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::file(
+            dir,
+            format!("the results folder cannot be written ({e}); nothing was run: free space, fix its permissions or mount, or choose another --results"),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    let mut t = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
+    t.write_all(&[0u8; 4096]).map_err(|e| fail(&e))?;
+    t.as_file().sync_all().map_err(|e| fail(&e))?;
+    t.close().map_err(|e| fail(&e))
+}
+
 /// Lower-case hex sha256 of a file's content, read in 1 MiB pieces.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f =

@@ -26,18 +26,26 @@ pub fn write_run_files(
     files: &[(String, Vec<u8>)],
 ) -> Result<PathBuf> {
     let dir = root.join(&result.suite).join(&result.run_id);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
-    for (name, bytes) in files {
-        write_atomic(&dir.join(name), bytes)?;
-    }
-    if !per_image.is_empty() {
-        write_per_image(&dir, per_image)?;
-    }
-    write_atomic(&dir.join("samples.jsonl"), json_lines(samples)?.as_bytes())?;
-    // result.json last: a folder with a result.json is complete.
-    write_atomic(
-        &dir.join("result.json"),
-        &serde_json::to_vec_pretty(result)?,
-    )?;
+    let write = || -> Result<()> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+        for (name, bytes) in files {
+            write_atomic(&dir.join(name), bytes)?;
+        }
+        if !per_image.is_empty() {
+            write_per_image(&dir, per_image)?;
+        }
+        write_atomic(&dir.join("samples.jsonl"), json_lines(samples)?.as_bytes())?;
+        // result.json last: a folder with a result.json is complete.
+        write_atomic(
+            &dir.join("result.json"),
+            &serde_json::to_vec_pretty(result)?,
+        )
+    };
+    write().map_err(|e| {
+        Error::Msg(format!(
+            "{e}\nthe run folder {} is incomplete (no result.json: `report` treats it as interrupted); every earlier run is untouched, and the cached models, features and LLM answers make a rerun cheap once the folder can be written",
+            dir.display()
+        ))
+    })?;
     Ok(dir)
 }
