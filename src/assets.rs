@@ -206,6 +206,86 @@ pub const INCEPTION_FID: Asset = Asset {
     }],
 };
 
+/// OpenBLAS 0.3.34 as numpy and scipy ship it (scipy-openblas32: 32-bit ints, `scipy_`
+/// symbol prefix, run-time CPU dispatch to the host's kernels, no Fortran runtime needed): the
+/// BLAS backend of the CPU kernels' matrix products (`crate::kernels::blas`), loaded at run time.
+pub const OPENBLAS: Asset = Asset {
+    name: "openblas",
+    description: "OpenBLAS 0.3.34 (scipy-openblas32 wheel, manylinux x86-64): the CPU kernels' sgemm",
+    source: Source::PyPiWheel {
+        spec: "scipy-openblas32==0.3.34.481.3",
+        filename: "scipy_openblas32-0.3.34.481.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+        sha256: "0595f94cd58c1f8a0d90c975621f4587337a003916b1979e834ebdf2cb5d9504",
+        convert: None,
+    },
+    files: &[AssetFile {
+        member: "scipy_openblas32/lib/libscipy_openblas.so",
+        name: "libscipy_openblas.so",
+        sha256: "b396d74f12ab4319e6713b3287104d64245c76c60e5bd9eaeb4b447eda66a561",
+    }],
+};
+
+/// Intel oneMKL 2026.2.1 (the `mkl` wheel): the runtime-dispatch library, the sequential
+/// threading layer, the LP64 interface and the CPU kernel libraries it picks from. The other
+/// BLAS backend of the CPU kernels (`LQAE_BLAS=mkl`), loaded at run time; 230 MB to fetch.
+pub const MKL: Asset = Asset {
+    name: "mkl",
+    description: "Intel oneMKL 2026.2.1 (mkl wheel, manylinux x86-64; sequential layer): the CPU kernels' sgemm with LQAE_BLAS=mkl",
+    source: Source::PyPiWheel {
+        spec: "mkl==2026.2.1",
+        filename: "mkl-2026.2.1-py2.py3-none-manylinux_2_28_x86_64.whl",
+        sha256: "76322a3abf512594ab7b4e82cb72df91e4e5d195498769aa8b292373c1ddd6d1",
+        convert: None,
+    },
+    files: &[
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_rt.so.3",
+            name: "libmkl_rt.so.3",
+            sha256: "d64d2da6303fb79f3332903ad37148c13f1c64b1f118010cdbaac06e8e680151",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_core.so.3",
+            name: "libmkl_core.so.3",
+            sha256: "2b7ed4833447281eec1edee574115f663169dec03d38c7cd2ed8fe2db8c0861e",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_sequential.so.3",
+            name: "libmkl_sequential.so.3",
+            sha256: "812f56b8de337f2bc591426462232a4b114a443b284dabfb985e9af0c39f32be",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_intel_lp64.so.3",
+            name: "libmkl_intel_lp64.so.3",
+            sha256: "eb5a6748ec4e85dc07bd4dbf860af21e86f26647dbba837a94338a8289bf1faa",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_avx512.so.3",
+            name: "libmkl_avx512.so.3",
+            sha256: "65047d69c83312a306c19e2708d24828c7422745ec7b9c68fe662db2c6514063",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_avx10.so.3",
+            name: "libmkl_avx10.so.3",
+            sha256: "fcda2156c3630ff80925c19078f1456d4fa3b0c2519e43a7effe1cf6750f63c8",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_avx2.so.3",
+            name: "libmkl_avx2.so.3",
+            sha256: "65a2649e15bbc4e31484c4553d7b071a3ea571be8649c8919a56f02dfe452b90",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_mc3.so.3",
+            name: "libmkl_mc3.so.3",
+            sha256: "f80b8d30633713386153784fcc76ac8c9dba714911faecd79a9914f7d454a579",
+        },
+        AssetFile {
+            member: "mkl-2026.2.1.data/data/lib/libmkl_def.so.3",
+            name: "libmkl_def.so.3",
+            sha256: "1b41bc8c3ad2654f2d1839694e508bf4669b039a8c880b1c43e56bca5c133e7d",
+        },
+    ],
+};
+
 pub const ALL: &[&Asset] = &[
     &MINILM,
     &FASHION_MNIST,
@@ -213,6 +293,8 @@ pub const ALL: &[&Asset] = &[
     &LPIPS,
     &SMOLLM2,
     &INCEPTION_FID,
+    &OPENBLAS,
+    &MKL,
 ];
 
 pub fn by_name(name: &str) -> Result<&'static Asset> {

@@ -315,26 +315,20 @@ fn search_slice(
             // SAFETY: all pointers stay inside their slices: x rows t0..t0+tn of width d,
             // et columns c0..c0+cn of its d rows of length v, tile rows of length cn.
             unsafe {
-                gemm::gemm(
+                crate::kernels::blas::sgemm(
                     tn,
                     cn,
                     d,
                     tile.as_mut_ptr(),
-                    1,
-                    cn as isize,
+                    cn,
                     false,
                     x.as_ptr().add(t0 * d),
-                    1,
-                    d as isize,
+                    (d, 1),
                     et.as_ptr().add(c0),
-                    1,
-                    v as isize,
+                    (v, 1),
                     0.0,
                     1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    crate::kernels::blas::Par::None,
                 );
             }
             blocks += 1;

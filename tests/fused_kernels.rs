@@ -31,12 +31,28 @@ fn fused_and_primitive_layers_give_the_same_lqae_small_loss_and_gradients() {
             .collect();
         (loss, ids, grads)
     };
+    // Under each backend of the kernels' products: the gemm crate, then the BLAS `auto` loads
+    // (oneMKL on an Intel CPU; on others the gemm crate only, said so).
+    let blas = lqae::kernels::blas::available();
+    if !blas {
+        eprintln!("no BLAS on this CPU (LQAE_BLAS auto): the gemm crate only");
+    }
+    for on in [false, true].into_iter().filter(|&on| !on || blas) {
+        lqae::kernels::blas::set_enabled(on);
+        compare(&run, &lqae::kernels::blas::backend_name());
+    }
+}
+
+type Run<'a> = dyn Fn(bool) -> (f32, Vec<u32>, Vec<(String, Vec<f32>)>) + 'a;
+
+fn compare(run: &Run, backend: &str) {
     let (l_ops, ids_ops, g_ops) = run(false);
     let (l_fused, ids_fused, g_fused) = run(true);
-    assert_eq!(ids_ops, ids_fused, "the codes differ");
+    eprintln!("{backend}: loss ops {l_ops} fused {l_fused}");
+    assert_eq!(ids_ops, ids_fused, "{backend}: the codes differ");
     assert!(
         (l_ops - l_fused).abs() <= 1e-5 * l_ops.abs(),
-        "loss {l_ops} vs {l_fused}"
+        "{backend}: loss {l_ops} vs {l_fused}"
     );
     assert_eq!(g_ops.len(), g_fused.len());
     for ((n, a), (_, b)) in g_ops.iter().zip(&g_fused) {
@@ -49,7 +65,7 @@ fn fused_and_primitive_layers_give_the_same_lqae_small_loss_and_gradients() {
             .sqrt();
         assert!(
             diff <= 1e-3 * norm.max(1e-6),
-            "gradient of {n}: |fused - ops| = {diff}, |ops| = {norm}"
+            "{backend}: gradient of {n}: |fused - ops| = {diff}, |ops| = {norm}"
         );
     }
 }

@@ -150,6 +150,7 @@ fn result() -> ResultFile {
         crate_version: "0".into(),
         git_commit: "0123456789abcdef".into(),
         device: "cpu".into(),
+        blas: String::new(),
         wall_time_s: 1.0,
         inputs_sha256: BTreeMap::new(),
         samples_sha256: "x".into(),

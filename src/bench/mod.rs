@@ -150,6 +150,43 @@ pub fn sgemm(device: &Device) -> Result<Kernel> {
     let a = uniform(&[n, n], 3, device)?;
     let b = uniform(&[n, n], 4, device)?;
     let flop = 2.0 * (n as f64).powi(3);
+    if device.is_cpu() {
+        // The kernels' own product (a vendor BLAS or the gemm crate), threaded as they thread.
+        let (a, b) = (
+            a.flatten_all()?.to_vec1::<f32>()?,
+            b.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let mut c = vec![0f32; n * n];
+        return Ok(Kernel::new(
+            format!("sgemm/{n}"),
+            format!("f32 matmul {n}x{n} by {n}x{n} (the kernels' sgemm: BLAS or gemm crate)"),
+            "flop",
+            flop,
+            Some(flop),
+            device,
+            Box::new(move || {
+                // SAFETY: a, b and c are n x n, row-major.
+                unsafe {
+                    crate::kernels::blas::sgemm(
+                        n,
+                        n,
+                        n,
+                        c.as_mut_ptr(),
+                        n,
+                        false,
+                        a.as_ptr(),
+                        (n, 1),
+                        b.as_ptr(),
+                        (n, 1),
+                        0.0,
+                        1.0,
+                        crate::kernels::blas::Par::Rayon,
+                    )
+                };
+                Ok(())
+            }),
+        ));
+    }
     Ok(Kernel::new(
         format!("sgemm/{n}"),
         format!("f32 matmul {n}x{n} by {n}x{n} (candle)"),

@@ -407,6 +407,12 @@ pub struct Row {
     /// Median over rounds of ours/theirs time ratios (below 1: we are faster).
     pub ratio: Option<f64>,
     pub ratio_range: Option<[f64; 2]>,
+    /// With a BLAS loaded: our kernel on the gemm crate instead, timed in the same rounds, and
+    /// that time over the peer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ours_gemm_crate_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm_crate_ratio: Option<f64>,
     pub ours_gflops: Option<f64>,
     pub peer_gflops: Option<f64>,
     /// Our GFLOP/s over our sgemm rate; the peer's over torch's sgemm rate.
@@ -424,8 +430,13 @@ pub fn side_by_side(
     progress: bool,
 ) -> Result<Vec<Row>> {
     let mut ours: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
+    let mut ours_gemm: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
     let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
     let mut cdist: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
+    // With a BLAS loaded, our kernels are also timed on the gemm crate, in the same rounds.
+    let both = crate::kernels::blas::available()
+        && crate::kernels::blas::active().is_some()
+        && kernels.iter().all(|k| k.device.is_cpu());
     for r in 0..rounds {
         for (i, k) in kernels.iter_mut().enumerate() {
             let t = median(&k.time_for(budget_s, 1, 50)?);
@@ -436,6 +447,14 @@ pub fn side_by_side(
                 k.name,
                 t * 1e3
             );
+            if both {
+                crate::kernels::blas::set_enabled(false);
+                let g = k.time_for(budget_s, 1, 50);
+                crate::kernels::blas::set_enabled(true);
+                let g = median(&g?);
+                ours_gemm[i].push(g);
+                line.push_str(&format!("  gemm crate {:>9.3} ms", g * 1e3));
+            }
             if let Some(p) = peer.as_deref_mut() {
                 if peer_has(&k.name) {
                     let pt = median(&p.time(&k.name, budget_s, 1, 50)?);
@@ -465,6 +484,11 @@ pub fn side_by_side(
     let mut rows = Vec::new();
     for (i, k) in kernels.iter().enumerate() {
         let ratios: Vec<f64> = ours[i].iter().zip(&theirs[i]).map(|(a, b)| a / b).collect();
+        let g_ratios: Vec<f64> = ours_gemm[i]
+            .iter()
+            .zip(&theirs[i])
+            .map(|(a, b)| a / b)
+            .collect();
         let og = rate(&ours[i], k);
         let pg = rate(&theirs[i], k);
         rows.push(Row {
@@ -483,6 +507,8 @@ pub fn side_by_side(
                     ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
                 ]
             }),
+            ours_gemm_crate_s: (!ours_gemm[i].is_empty()).then(|| median(&ours_gemm[i])),
+            gemm_crate_ratio: (!g_ratios.is_empty()).then(|| median(&g_ratios)),
             ours_gflops: og,
             peer_gflops: pg,
             ours_sgemm_share: og.zip(our_sgemm).map(|(a, s)| a / s),
@@ -506,7 +532,7 @@ fn pct(x: Option<f64>) -> String {
 /// The Markdown table of a side-by-side run.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| kernel | ours ms | PyTorch ms | ours/PyTorch (range) | ours GFLOP/s | share of our sgemm | PyTorch GFLOP/s | PyTorch share of its sgemm | PyTorch cdist ms |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| kernel | ours ms | PyTorch ms | ours/PyTorch (range) | ours GFLOP/s | share of our sgemm | PyTorch GFLOP/s | PyTorch share of its sgemm | PyTorch cdist ms | ours on the gemm crate ms (/PyTorch) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let ratio = match (r.ratio, r.ratio_range) {
@@ -514,8 +540,13 @@ pub fn markdown(rows: &[Row]) -> String {
             _ => "-".into(),
         };
         let g = |x: Option<f64>| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
+        let on_gemm = match (r.ours_gemm_crate_s, r.gemm_crate_ratio) {
+            (Some(t), Some(x)) => format!("{} ({x:.2})", ms(Some(t))),
+            (Some(t), None) => ms(Some(t)),
+            _ => "-".into(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {ratio} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {on_gemm} |\n",
             r.kernel,
             ms(Some(r.ours_s)),
             ms(r.peer_s),

@@ -232,6 +232,7 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
         "device": device_name(&device),
         "machine": machine(),
         "peer": peer_proc.as_ref().map(|p| p.info.clone()),
+        "blas": crate::kernels::blas::backend_name(),
         "checks": checks,
         "rounds": rounds,
         "budget_s": budget,

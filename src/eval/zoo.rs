@@ -196,9 +196,15 @@ impl Zoo {
         // from older code must not be mixed with baselines made by newer code.
         let hash = crate::util::fsx::sha256_hex(
             format!(
-                "{}\nnumerics {}",
+                "{}\nnumerics {}{}",
                 serde_json::to_string(&cfg)?,
-                crate::train::NUMERICS
+                crate::train::NUMERICS,
+                // The products' rounding differs between backends: a model trained on one is
+                // another (equally valid) model. The gemm crate keeps the older keys.
+                match crate::kernels::blas::active() {
+                    Some(b) => format!("\nblas {}", b.name),
+                    None => String::new(),
+                }
             )
             .as_bytes(),
         );

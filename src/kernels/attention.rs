@@ -22,26 +22,20 @@ pub(crate) unsafe fn mm(
     rhs_cs: usize,
     beta: f32,
 ) {
-    gemm::gemm(
+    super::blas::sgemm(
         m,
         n,
         k,
         dst,
-        1,
-        dst_rs as isize,
+        dst_rs,
         false,
         lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
+        (lhs_rs, lhs_cs),
         rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
+        (rhs_rs, rhs_cs),
         0.0,
         beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
+        super::blas::Par::None,
     )
 }
 

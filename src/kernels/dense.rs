@@ -1,4 +1,5 @@
-//! Dense products `x @ w` with both gradients, through the gemm crate.
+//! Dense products `x @ w` with both gradients, through [`blas::sgemm`] (a vendor BLAS or the
+//! gemm crate).
 
 use super::*;
 
@@ -37,26 +38,20 @@ pub(crate) fn rows_gemm(
         // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp); the caller
         // vouches for rhs and its strides. gemm reads dst only with a bias (written above).
         unsafe {
-            gemm::gemm(
+            blas::sgemm(
                 m,
                 out,
                 inp,
                 dst,
-                1,
-                out as isize,
+                out,
                 bias.is_some(),
                 xc.as_ptr(),
-                1,
-                inp as isize,
+                (inp, 1),
                 rhs.get() as *const f32,
-                rhs_cs as isize,
-                rhs_rs as isize,
+                (rhs_rs, rhs_cs),
                 1.0,
                 1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                blas::Par::None,
             );
         }
     });
@@ -177,26 +172,20 @@ impl CustomOp2 for DenseDw {
         let mut dw = vec![0f32; inp * out];
         // SAFETY: dst inp x out; lhs = x^T (element (i, r) at x[r * inp + i]); rhs = g rows x out.
         unsafe {
-            gemm::gemm(
+            blas::sgemm(
                 inp,
                 out,
                 rows,
                 dw.as_mut_ptr(),
-                1,
-                out as isize,
+                out,
                 false,
                 x.as_ptr(),
-                inp as isize,
-                1,
+                (1, inp),
                 g.as_ptr(),
-                1,
-                out as isize,
+                (out, 1),
                 0.0,
                 1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
+                blas::Par::Rayon,
             );
         }
         Ok((storage(dw), Shape::from((inp, out))))

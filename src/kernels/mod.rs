@@ -21,6 +21,7 @@ use rayon::prelude::*;
 mod simd;
 mod adamw;
 mod attention;
+pub mod blas;
 mod cross_entropy;
 mod dense;
 mod depthwise;

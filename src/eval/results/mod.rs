@@ -75,6 +75,10 @@ pub struct ResultFile {
     pub crate_version: String,
     pub git_commit: String,
     pub device: String,
+    /// What computed the CPU kernels' matrix products (`openblas 0.3.34 (SkylakeX)`, `gemm
+    /// crate 0.19`); empty in results written before it was recorded.
+    #[serde(default)]
+    pub blas: String,
     pub wall_time_s: f64,
     /// Name -> sha256 of checkpoints and data files.
     pub inputs_sha256: BTreeMap<String, String>,
@@ -117,6 +121,11 @@ impl ResultFile {
             crate_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: crate::util::provenance::git_commit(),
             device: crate::device::device_name(device),
+            blas: if device.is_cpu() {
+                crate::kernels::blas::backend_name()
+            } else {
+                "cuBLAS (candle)".into()
+            },
             wall_time_s: t0.elapsed().as_secs_f64(),
             inputs_sha256: m.inputs_sha256,
             samples_sha256: m.samples_sha256,

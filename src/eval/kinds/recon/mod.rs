@@ -337,6 +337,7 @@ mod tests {
             crate_version: "0".into(),
             git_commit: "abc".into(),
             device: "cpu".into(),
+            blas: String::new(),
             wall_time_s: 1.0,
             inputs_sha256: BTreeMap::new(),
             samples_sha256: "x".into(),

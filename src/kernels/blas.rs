@@ -1,0 +1,315 @@
+//! The matrix products of the CPU kernels (dense and frozen-linear forward and backward,
+//! attention's products, the code-search tiles): a vendor BLAS's `sgemm` when one is loaded, the
+//! `gemm` crate otherwise.
+//!
+//! The BLAS is Intel oneMKL (asset `mkl`, the `mkl` wheel) or OpenBLAS as numpy and scipy ship
+//! it (asset `openblas`, the `scipy-openblas32` wheel), both dispatching to the host CPU's
+//! kernels at run time, fetched and verified like every asset and loaded at run time with
+//! `libloading` (nothing at build time, no system package).
+//! `LQAE_BLAS` chooses: unset or `auto` (on an Intel CPU oneMKL's sequential layer, asset `mkl`,
+//! fetched on first use, the gemm crate if it cannot be had, said once on stderr; on other CPUs
+//! the gemm crate), `mkl` or `openblas` (that one, an error if it cannot be had), `off` (the
+//! gemm crate).
+//! [`set_enabled`] switches at run time (the bench times both).
+//!
+//! One owner of the cores: OpenBLAS runs single-threaded (its own thread pool is set to 1 at
+//! load), and rayon splits the work as it does for the gemm crate (rows of the output per task;
+//! [`Par::Rayon`] products split here).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+type CblasSgemm = unsafe extern "C" fn(
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    f32,
+    *const f32,
+    i32,
+    *const f32,
+    i32,
+    f32,
+    *mut f32,
+    i32,
+);
+
+const ROW_MAJOR: i32 = 101;
+const NO_TRANS: i32 = 111;
+const TRANS: i32 = 112;
+
+/// A loaded BLAS.
+pub struct Blas {
+    sgemm: CblasSgemm,
+    /// e.g. `openblas 0.3.34 (SkylakeX)`.
+    pub name: String,
+    _lib: libloading::Library,
+}
+
+static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+fn wanted() -> &'static str {
+    static W: OnceLock<String> = OnceLock::new();
+    W.get_or_init(|| {
+        std::env::var("LQAE_BLAS")
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase()
+    })
+}
+
+fn init() -> Option<Blas> {
+    let w = wanted();
+    let w = match w {
+        // Measured (README, "BLAS backends"): on an Intel Xeon oneMKL's sequential sgemm beats
+        // the gemm crate in every kernel and OpenBLAS loses to it; on other CPUs the gemm crate
+        // is kept until a BLAS is measured to win there.
+        "" | "auto" if cpu_vendor() == "GenuineIntel" => "mkl",
+        "" | "auto" => return None,
+        w => w,
+    };
+    let got = match w {
+        "off" | "gemm" => return None,
+        "openblas" => crate::assets::ensure(&crate::assets::OPENBLAS)
+            .map_err(|e| e.to_string())
+            .and_then(|dir| unsafe { load(&dir.join("libscipy_openblas.so")) }),
+        "mkl" => crate::assets::ensure(&crate::assets::MKL)
+            .map_err(|e| e.to_string())
+            .and_then(|dir| unsafe { load_mkl(&dir.join("libmkl_rt.so.3")) }),
+        other => panic!("LQAE_BLAS=`{other}`: use auto, openblas, mkl or off"),
+    };
+    match got {
+        Ok(b) => Some(b),
+        Err(e) if wanted() == "openblas" || wanted() == "mkl" => panic!("LQAE_BLAS={w}: {e}"),
+        Err(e) => {
+            eprintln!("note: OpenBLAS is not available ({e}); the CPU kernels use the gemm crate (set LQAE_BLAS=off to silence this)");
+            None
+        }
+    }
+}
+
+/// The CPU vendor string (`GenuineIntel`, `AuthenticAMD`), empty off x86-64.
+pub fn cpu_vendor() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(unused_unsafe)]
+        // SAFETY: cpuid leaf 0 exists on every x86-64 CPU.
+        let r = unsafe { std::arch::x86_64::__cpuid(0) };
+        let b: Vec<u8> = [r.ebx, r.edx, r.ecx]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    String::new()
+}
+
+/// # Safety
+/// `path` must be the scipy-openblas shared library (checked by its asset's sha256).
+unsafe fn load(path: &std::path::Path) -> Result<Blas, String> {
+    let lib = libloading::Library::new(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let sym = |name: &[u8]| format!("{}: no symbol {}", path.display(), String::from_utf8_lossy(name));
+    let sgemm: CblasSgemm = *lib.get::<CblasSgemm>(b"scipy_cblas_sgemm").map_err(|_| sym(b"scipy_cblas_sgemm"))?;
+    let set_threads = *lib
+        .get::<unsafe extern "C" fn(i32)>(b"scipy_openblas_set_num_threads")
+        .map_err(|_| sym(b"scipy_openblas_set_num_threads"))?;
+    set_threads(1);
+    let text = |f: &[u8]| -> String {
+        lib.get::<unsafe extern "C" fn() -> *const std::ffi::c_char>(f)
+            .ok()
+            .map(|g| std::ffi::CStr::from_ptr(g()).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let core = text(b"scipy_openblas_get_corename");
+    let config = text(b"scipy_openblas_get_config");
+    let version = config
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or("?")
+        .to_string();
+    Ok(Blas {
+        sgemm,
+        name: format!("openblas {version} ({core})"),
+        _lib: lib,
+    })
+}
+
+/// # Safety
+/// `path` must be oneMKL's `libmkl_rt` (checked by its asset's sha256), its other libraries
+/// beside it.
+unsafe fn load_mkl(path: &std::path::Path) -> Result<Blas, String> {
+    let lib = libloading::Library::new(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let sym = |name: &str| format!("{}: no symbol {name}", path.display());
+    // Before any other call: the sequential layer (rayon owns the cores) and 32-bit ints.
+    let layer = *lib
+        .get::<unsafe extern "C" fn(i32) -> i32>(b"MKL_Set_Threading_Layer")
+        .map_err(|_| sym("MKL_Set_Threading_Layer"))?;
+    let iface = *lib
+        .get::<unsafe extern "C" fn(i32) -> i32>(b"MKL_Set_Interface_Layer")
+        .map_err(|_| sym("MKL_Set_Interface_Layer"))?;
+    if layer(1) != 1 || iface(0) != 0 {
+        return Err(format!("{}: the sequential LP64 layers could not be set", path.display()));
+    }
+    let sgemm: CblasSgemm = *lib.get::<CblasSgemm>(b"cblas_sgemm").map_err(|_| sym("cblas_sgemm"))?;
+    let mut buf = vec![0u8; 256];
+    if let Ok(v) = lib.get::<unsafe extern "C" fn(*mut std::ffi::c_char, i32)>(b"MKL_Get_Version_String") {
+        v(buf.as_mut_ptr() as *mut std::ffi::c_char, buf.len() as i32);
+    }
+    let version = String::from_utf8_lossy(&buf)
+        .trim_end_matches('\0')
+        .trim()
+        .to_string();
+    // "Intel(R) oneAPI Math Kernel Library Version 2026.2-Product Build ..." -> "2026.2".
+    let short = version
+        .split("Version ")
+        .nth(1)
+        .and_then(|v| v.split(['-', ' ']).next())
+        .unwrap_or("?");
+    Ok(Blas {
+        sgemm,
+        name: format!("mkl {short} sequential"),
+        _lib: lib,
+    })
+}
+
+/// The BLAS in use now, if any.
+pub fn active() -> Option<&'static Blas> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    BLAS.get_or_init(init).as_ref()
+}
+
+/// Whether a BLAS can be used (loading it if not yet loaded), whatever [`set_enabled`] says.
+pub fn available() -> bool {
+    BLAS.get_or_init(init).is_some()
+}
+
+/// Use the BLAS (when loaded) or the gemm crate from now on, for every thread.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// What computes the products now: recorded in results as `provenance.blas`.
+pub fn backend_name() -> String {
+    match active() {
+        Some(b) => b.name.clone(),
+        None => "gemm crate 0.19".into(),
+    }
+}
+
+/// Threading of one product.
+#[derive(Clone, Copy)]
+pub enum Par {
+    /// On the calling thread (the callers split rows across rayon themselves).
+    None,
+    /// Split across rayon's threads.
+    Rayon,
+}
+
+/// `dst (m x n) = [alpha * dst +] beta * lhs (m x k) @ rhs (k x n)`, with `dst`'s column
+/// stride 1 and row stride `dst_rs`, and each operand given by its row and column strides (the
+/// gemm crate's convention; `read_dst` false means `dst` is not read, so it may be
+/// uninitialised).
+///
+/// # Safety
+/// Every pointer must be valid for the elements its strides and sizes reach.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    read_dst: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    alpha: f32,
+    beta: f32,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let blas = active().filter(|_| {
+        (lhs_cs == 1 || lhs_rs == 1) && (rhs_cs == 1 || rhs_rs == 1) && k > 0
+    });
+    let Some(b) = blas else {
+        let threads = match par {
+            Par::None => gemm::Parallelism::None,
+            Par::Rayon => gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
+        };
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            read_dst,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            threads,
+        );
+        return;
+    };
+    // Row-major operands: a unit column stride is "no transpose" with its row stride as the
+    // leading dimension; a unit row stride is the transpose of a row-major matrix.
+    let op = |rs: usize, cs: usize, cols: usize, rows: usize| {
+        if cs == 1 && (rs >= cols || rows == 1) {
+            (NO_TRANS, rs.max(cols).max(1))
+        } else {
+            (TRANS, cs.max(rows).max(1))
+        }
+    };
+    let (ta, lda) = op(lhs_rs, lhs_cs, k, m);
+    let (tb, ldb) = op(rhs_rs, rhs_cs, n, k);
+    let c_beta = if read_dst { alpha } else { 0.0 };
+    let (sg, lhs_a, rhs_a, dst_a) = (b.sgemm, lhs as usize, rhs as usize, dst as usize);
+    // Rows r0..r0+rows of dst from the same rows of lhs (element (r0, 0) is at r0 * lhs_rs).
+    let call = move |r0: usize, rows: usize| {
+        sg(
+            ROW_MAJOR,
+            ta,
+            tb,
+            rows as i32,
+            n as i32,
+            k as i32,
+            beta,
+            (lhs_a as *const f32).add(r0 * lhs_rs),
+            lda as i32,
+            rhs_a as *const f32,
+            ldb as i32,
+            c_beta,
+            (dst_a as *mut f32).add(r0 * dst_rs),
+            dst_rs.max(n) as i32,
+        )
+    };
+    match par {
+        Par::None => call(0, m),
+        Par::Rayon => {
+            use rayon::prelude::*;
+            let threads = candle_core::utils::get_num_threads().max(1);
+            let per = m.div_ceil(threads).max(1);
+            // SAFETY: each task writes its own rows r0..r0+rows of dst.
+            (0..m.div_ceil(per))
+                .into_par_iter()
+                .for_each(|t| call(t * per, per.min(m - t * per)));
+        }
+    }
+}
