@@ -211,10 +211,12 @@ pub const INCEPTION_FID: Asset = Asset {
 /// BLAS backend of the CPU kernels' matrix products (`crate::kernels::blas`), loaded at run time.
 pub const OPENBLAS: Asset = Asset {
     name: "openblas",
-    description: "OpenBLAS 0.3.34 (scipy-openblas32 wheel, manylinux x86-64): the CPU kernels' sgemm",
+    description:
+        "OpenBLAS 0.3.34 (scipy-openblas32 wheel, manylinux x86-64): the CPU kernels' sgemm",
     source: Source::PyPiWheel {
         spec: "scipy-openblas32==0.3.34.481.3",
-        filename: "scipy_openblas32-0.3.34.481.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+        filename:
+            "scipy_openblas32-0.3.34.481.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
         sha256: "0595f94cd58c1f8a0d90c975621f4587337a003916b1979e834ebdf2cb5d9504",
         convert: None,
     },

@@ -31,10 +31,18 @@ impl Operand {
     fn new(r: usize, c: usize, trans: bool, pad: usize, seed: u64) -> Self {
         if trans {
             let ld = r + pad;
-            Operand { data: fill(c * ld, seed), rs: 1, cs: ld }
+            Operand {
+                data: fill(c * ld, seed),
+                rs: 1,
+                cs: ld,
+            }
         } else {
             let ld = c + pad;
-            Operand { data: fill(r * ld, seed), rs: ld, cs: 1 }
+            Operand {
+                data: fill(r * ld, seed),
+                rs: ld,
+                cs: 1,
+            }
         }
     }
     fn at(&self, i: usize, j: usize) -> f64 {
@@ -53,7 +61,11 @@ fn sgemm_matches_an_f64_reference_under_every_backend_and_layout() {
             assert!(name.starts_with("gemm"), "auto on {vendor} loaded {name}");
         }
     }
-    let backends: Vec<bool> = if blas::available() { vec![false, true] } else { vec![false] };
+    let backends: Vec<bool> = if blas::available() {
+        vec![false, true]
+    } else {
+        vec![false]
+    };
     let shapes = [
         (1, 1, 1),
         (1, 7, 5),
@@ -68,14 +80,25 @@ fn sgemm_matches_an_f64_reference_under_every_backend_and_layout() {
         let who = blas::backend_name();
         let mut cases = 0;
         for (si, &(m, n, k)) in shapes.iter().enumerate() {
-            for (ta, tb, pad) in [(false, false, 0), (true, false, 3), (false, true, 2), (true, true, 0)] {
-                for (read_dst, alpha, beta) in [(false, 0.0f32, 1.0f32), (true, 0.5, 0.7), (true, 1.0, 1.0)] {
+            for (ta, tb, pad) in [
+                (false, false, 0),
+                (true, false, 3),
+                (false, true, 2),
+                (true, true, 0),
+            ] {
+                for (read_dst, alpha, beta) in
+                    [(false, 0.0f32, 1.0f32), (true, 0.5, 0.7), (true, 1.0, 1.0)]
+                {
                     for par in [Par::None, Par::Rayon] {
                         let a = Operand::new(m, k, ta, pad, 10 + si as u64);
                         let b = Operand::new(k, n, tb, pad, 20 + si as u64);
                         let ld = n + pad;
                         let c0 = fill(m * ld, 30 + si as u64);
-                        let mut c = if read_dst { c0.clone() } else { vec![f32::NAN; m * ld] };
+                        let mut c = if read_dst {
+                            c0.clone()
+                        } else {
+                            vec![f32::NAN; m * ld]
+                        };
                         // SAFETY: the operands hold every element their strides reach.
                         unsafe {
                             blas::sgemm(
@@ -98,7 +121,11 @@ fn sgemm_matches_an_f64_reference_under_every_backend_and_layout() {
                             for j in 0..n {
                                 let dot: f64 = (0..k).map(|p| a.at(i, p) * b.at(p, j)).sum();
                                 let want = beta as f64 * dot
-                                    + if read_dst { alpha as f64 * c0[i * ld + j] as f64 } else { 0.0 };
+                                    + if read_dst {
+                                        alpha as f64 * c0[i * ld + j] as f64
+                                    } else {
+                                        0.0
+                                    };
                                 let got = c[i * ld + j] as f64;
                                 assert!(
                                     (got - want).abs() <= 1e-5 * (k as f64).sqrt() * 4.0 + 1e-6,

@@ -447,11 +447,18 @@ pub fn side_by_side(
                 k.name,
                 t * 1e3
             );
+            if let Some(report) = crate::kernels::blas::profile_report() {
+                eprintln!("{} (round {}):\n{report}", k.name, r + 1);
+            }
             if both {
                 crate::kernels::blas::set_enabled(false);
                 let g = k.time_for(budget_s, 1, 50);
+                let report = crate::kernels::blas::profile_report();
                 crate::kernels::blas::set_enabled(true);
                 let g = median(&g?);
+                if let Some(report) = report {
+                    eprintln!("{} (round {}):\n{report}", k.name, r + 1);
+                }
                 ours_gemm[i].push(g);
                 line.push_str(&format!("  gemm crate {:>9.3} ms", g * 1e3));
             }

@@ -112,8 +112,16 @@ pub fn cpu_vendor() -> String {
 /// `path` must be the scipy-openblas shared library (checked by its asset's sha256).
 unsafe fn load(path: &std::path::Path) -> Result<Blas, String> {
     let lib = libloading::Library::new(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let sym = |name: &[u8]| format!("{}: no symbol {}", path.display(), String::from_utf8_lossy(name));
-    let sgemm: CblasSgemm = *lib.get::<CblasSgemm>(b"scipy_cblas_sgemm").map_err(|_| sym(b"scipy_cblas_sgemm"))?;
+    let sym = |name: &[u8]| {
+        format!(
+            "{}: no symbol {}",
+            path.display(),
+            String::from_utf8_lossy(name)
+        )
+    };
+    let sgemm: CblasSgemm = *lib
+        .get::<CblasSgemm>(b"scipy_cblas_sgemm")
+        .map_err(|_| sym(b"scipy_cblas_sgemm"))?;
     let set_threads = *lib
         .get::<unsafe extern "C" fn(i32)>(b"scipy_openblas_set_num_threads")
         .map_err(|_| sym(b"scipy_openblas_set_num_threads"))?;
@@ -152,11 +160,18 @@ unsafe fn load_mkl(path: &std::path::Path) -> Result<Blas, String> {
         .get::<unsafe extern "C" fn(i32) -> i32>(b"MKL_Set_Interface_Layer")
         .map_err(|_| sym("MKL_Set_Interface_Layer"))?;
     if layer(1) != 1 || iface(0) != 0 {
-        return Err(format!("{}: the sequential LP64 layers could not be set", path.display()));
+        return Err(format!(
+            "{}: the sequential LP64 layers could not be set",
+            path.display()
+        ));
     }
-    let sgemm: CblasSgemm = *lib.get::<CblasSgemm>(b"cblas_sgemm").map_err(|_| sym("cblas_sgemm"))?;
+    let sgemm: CblasSgemm = *lib
+        .get::<CblasSgemm>(b"cblas_sgemm")
+        .map_err(|_| sym("cblas_sgemm"))?;
     let mut buf = vec![0u8; 256];
-    if let Ok(v) = lib.get::<unsafe extern "C" fn(*mut std::ffi::c_char, i32)>(b"MKL_Get_Version_String") {
+    if let Ok(v) =
+        lib.get::<unsafe extern "C" fn(*mut std::ffi::c_char, i32)>(b"MKL_Get_Version_String")
+    {
         v(buf.as_mut_ptr() as *mut std::ffi::c_char, buf.len() as i32);
     }
     let version = String::from_utf8_lossy(&buf)
@@ -202,6 +217,52 @@ pub fn backend_name() -> String {
     }
 }
 
+/// Per-shape timing of every product (`LQAE_BLAS_PROFILE=1`): where a kernel's time goes.
+struct Profile {
+    on: bool,
+    calls: std::sync::Mutex<
+        std::collections::HashMap<(usize, usize, usize, bool, bool, bool), (u64, f64)>,
+    >,
+}
+
+fn profile() -> &'static Profile {
+    static P: OnceLock<Profile> = OnceLock::new();
+    P.get_or_init(|| Profile {
+        on: std::env::var("LQAE_BLAS_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"),
+        calls: Default::default(),
+    })
+}
+
+/// The products timed since the last call (with `LQAE_BLAS_PROFILE=1`; else `None`), as a
+/// Markdown table, longest total first; the counts are cleared.
+pub fn profile_report() -> Option<String> {
+    let p = profile();
+    if !p.on {
+        return None;
+    }
+    let mut rows: Vec<_> = p.calls.lock().unwrap().drain().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+    let mut s = format!(
+        "products on {} ({:.1} ms in all)\n\n| m x n x k | lhs, rhs | threads | calls | ms per call | GFLOP/s | share |\n|---|---|---|---|---|---|---|\n",
+        backend_name(),
+        total * 1e3
+    );
+    for ((m, n, k, ta, tb, par), (c, t)) in rows {
+        let flop = 2.0 * (m * n * k) as f64 * c as f64;
+        s += &format!(
+            "| {m} x {n} x {k} | {}, {} | {} | {c} | {:.3} | {:.0} | {:.0}% |\n",
+            if ta { "T" } else { "N" },
+            if tb { "T" } else { "N" },
+            if par { "rayon" } else { "one" },
+            t * 1e3 / c as f64,
+            flop / t / 1e9,
+            100.0 * t / total.max(1e-12)
+        );
+    }
+    Some(s)
+}
+
 /// Threading of one product.
 #[derive(Clone, Copy)]
 pub enum Par {
@@ -227,6 +288,39 @@ pub unsafe fn sgemm(
     dst_rs: usize,
     read_dst: bool,
     lhs: *const f32,
+    ls: (usize, usize),
+    rhs: *const f32,
+    rs: (usize, usize),
+    alpha: f32,
+    beta: f32,
+    par: Par,
+) {
+    let p = profile();
+    if !p.on {
+        return sgemm_inner(
+            m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
+        );
+    }
+    let t0 = std::time::Instant::now();
+    sgemm_inner(
+        m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
+    );
+    let key = (m, n, k, ls.1 != 1, rs.1 != 1, matches!(par, Par::Rayon));
+    let mut calls = p.calls.lock().unwrap();
+    let e = calls.entry(key).or_insert((0, 0.0));
+    e.0 += 1;
+    e.1 += t0.elapsed().as_secs_f64();
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_inner(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    read_dst: bool,
+    lhs: *const f32,
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: *const f32,
     (rhs_rs, rhs_cs): (usize, usize),
@@ -237,9 +331,8 @@ pub unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
-    let blas = active().filter(|_| {
-        (lhs_cs == 1 || lhs_rs == 1) && (rhs_cs == 1 || rhs_rs == 1) && k > 0
-    });
+    let blas =
+        active().filter(|_| (lhs_cs == 1 || lhs_rs == 1) && (rhs_cs == 1 || rhs_rs == 1) && k > 0);
     let Some(b) = blas else {
         let threads = match par {
             Par::None => gemm::Parallelism::None,
