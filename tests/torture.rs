@@ -56,6 +56,9 @@ fn rng(salt: u64) -> StdRng {
 
 /// A fresh cache: the real one's assets (LLM server, weights) linked in, nothing computed.
 fn fresh_cache(dir: &Path) -> PathBuf {
+    // The kernels' BLAS (fetched on first use) in the real cache first, so that no run here
+    // fetches it into its own.
+    lqae::kernels::blas::available();
     let real = lqae::assets::cache_dir();
     std::fs::create_dir_all(dir).unwrap();
     for e in std::fs::read_dir(&real).unwrap() {

@@ -158,7 +158,16 @@ pub fn ship(run: &Path, name: &str, models: &Path, device: &Device) -> Result<Pa
         step: state.step,
         images_seen,
         train_seconds,
-        machine: crate::util::provenance::machine(),
+        machine: {
+            // The machine that ships, and the backend of the products that trained the weights.
+            let mut m = crate::util::provenance::machine();
+            m["blas"] = state
+                .blas
+                .clone()
+                .unwrap_or_else(|| "gemm crate".into())
+                .into();
+            m
+        },
         crate_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: crate::util::provenance::git_commit(),
         reproduce: format!(

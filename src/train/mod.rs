@@ -211,6 +211,10 @@ pub struct CheckpointState {
     pub optimizer_t: usize,
     pub config: RunConfig,
     pub crate_version: String,
+    /// What computed the kernels' products (`crate::kernels::blas::backend_name`); absent in
+    /// checkpoints written before it was recorded (the gemm crate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blas: Option<String>,
 }
 
 /// Image indices of training step `step`: consecutive slices of per-epoch seeded permutations.
@@ -471,6 +475,15 @@ fn resume(
     if serde_json::to_string_pretty(&state.config)? != cfg_json {
         return Err(Error::file(&ck, "was written with a different configuration; resume with the same config and --set values"));
     }
+    let now = device.is_cpu().then(crate::kernels::blas::backend_name);
+    if state.blas.is_some() && state.blas != now {
+        eprintln!(
+            "note: {} was trained with the products on {}, this run has {}: the resumed run is valid but not bit-identical to an uninterrupted one",
+            ck.display(),
+            state.blas.as_deref().unwrap_or("?"),
+            now.as_deref().unwrap_or("the GPU")
+        );
+    }
     let mut vm = params.varmap().clone();
     vm.load(ck.join("model.safetensors"))
         .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
@@ -627,6 +640,7 @@ pub fn train(
                 optimizer_t: opt.t,
                 config: cfg.clone(),
                 crate_version: env!("CARGO_PKG_VERSION").into(),
+                blas: device.is_cpu().then(crate::kernels::blas::backend_name),
             };
             save_checkpoint(out, &params, &opt, &state)?;
         }
