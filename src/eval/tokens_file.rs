@@ -333,3 +333,24 @@ impl Precomputed {
         })
     }
 }
+
+/// `tokens.file` of a suite whose model has the LM `lm_name` (`vocab` tokens): read, its field
+/// chosen (`file_tokens`), and said on the run's progress, prefixed by `who`.
+pub fn open(
+    files: &Files,
+    file_tokens: Option<&str>,
+    lm_name: &str,
+    vocab: usize,
+    progress: &dyn crate::eval::Progress,
+    who: &str,
+) -> Result<(Precomputed, Field)> {
+    let p = Precomputed::load(files)?;
+    let field = p.field(file_tokens, lm_name, vocab)?;
+    progress.line(&format!(
+        "  {who}tokens from {} (tokenizer `{}`, {})",
+        p.files[0].display(),
+        p.tokenizer,
+        field.name()
+    ));
+    Ok((p, field))
+}

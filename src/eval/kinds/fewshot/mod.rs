@@ -344,24 +344,21 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     let trained = cx.zoo.load_for(&spec.model, &spec.data, "model")?;
     let lqae = trained.lqae("model", ": few-shot prompts need language tokens")?;
     let size = trained.state.config.model.image_size as u32;
-    let file = match &spec.tokens.file {
-        Some(f) => {
-            let p = Precomputed::load(f)?;
-            let field = p.field(
+    let file = spec
+        .tokens
+        .file
+        .as_ref()
+        .map(|f| {
+            crate::eval::tokens_file::open(
+                f,
                 spec.tokens.file_tokens.as_deref(),
                 &trained.state.config.model.lm_name(),
                 lqae.lm().vocab().len(),
-            )?;
-            cx.progress.line(&format!(
-                "  tokens from {} (tokenizer `{}`, {})",
-                p.files[0].display(),
-                p.tokenizer,
-                field.name()
-            ));
-            Some((p, field))
-        }
-        None => None,
-    };
+                cx.progress,
+                "",
+            )
+        })
+        .transpose()?;
     let file_ref = file.as_ref().map(|(p, f)| (p, *f));
     let (texts, tokens_per_image) = texts_of(spec, file_ref, lqae, size, &set, &episodes, cx)?;
     let prompts: Vec<String> = episodes

@@ -21,7 +21,6 @@ use crate::data::{input_hashes, subset, LabelledImages, Split};
 use crate::error::Result;
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{Measured, Sample};
-use crate::eval::tokens_file::Precomputed;
 use crate::eval::zoo::Trained;
 use crate::model::{Autoencoder, Lqae};
 use crate::util::fsx::sha256_hex;
@@ -143,25 +142,23 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
     let mut inputs = BTreeMap::new();
     inputs.insert("data".to_string(), d.data_sha.clone());
     inputs.insert("lqae".to_string(), lqae.sha256.clone());
-    let file = match &spec.tokens {
-        Some(t) => {
-            let p = Precomputed::load(&t.file)?;
-            let field = p.field(
+    let file = spec
+        .tokens
+        .as_ref()
+        .map(|t| {
+            crate::eval::tokens_file::open(
+                &t.file,
                 t.file_tokens.as_deref(),
                 &lqae.state.config.model.lm_name(),
                 lqae_m.lm().vocab().len(),
-            )?;
-            cx.progress.line(&format!(
-                "  lqae: tokens from {} (tokenizer `{}`, {})",
-                p.files[0].display(),
-                p.tokenizer,
-                field.name()
-            ));
-            inputs.insert("tokens_file".to_string(), p.sha256.clone());
-            Some((p, field))
-        }
-        None => None,
-    };
+                cx.progress,
+                "lqae: ",
+            )
+        })
+        .transpose()?;
+    if let Some((p, _)) = &file {
+        inputs.insert("tokens_file".to_string(), p.sha256.clone());
+    }
 
     let mut reps: Vec<Option<Baseline>> = vec![None];
     reps.extend(spec.baseline_reps.iter().copied().map(Some));
