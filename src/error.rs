@@ -28,6 +28,14 @@ pub enum Error {
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// A run stopped on purpose before its end (a budget cap reached, or a dry run): `partial`
+    /// says how far it got; what it did is kept (e.g. in the response cache) for a rerun.
+    #[error("{msg}")]
+    Stopped {
+        msg: String,
+        partial: serde_json::Value,
+    },
+
     #[error("{0}")]
     Msg(String),
 }

@@ -435,3 +435,99 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// `--dry-run` counts and prices without sending; `llm.max_cost` refuses a run whose estimate
+/// exceeds it, and stops one whose real cost does, leaving a folder marked partial (no
+/// result.json, refused by `report`) that a rerun with a higher cap resumes from the cache.
+#[test]
+fn dry_run_and_cost_caps_against_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let cols = "[{ induction = false, shots = 1 }, { induction = true, shots = 1 }]";
+    let s = suite(dir.path(), "fs-budget", "generate", "[2]", cols, 6);
+    let cache = dir.path().join("fs-budget-responses.jsonl");
+    // One unit per answer token, prompts free: the estimate's range is 12 .. 12 x max tokens.
+    let run_with = |extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.arg("--suite").arg(&s).arg("--results").arg(&res);
+        for a in [
+            "--set",
+            "llm.price_prompt_per_million=0",
+            "--set",
+            "llm.price_completion_per_million=1000000",
+        ]
+        .iter()
+        .chain(extra)
+        {
+            c.arg(a);
+        }
+        c.output().unwrap()
+    };
+    let out = run_with(&["--dry-run"]);
+    let err = ok(&out);
+    assert!(
+        err.contains("dry run, nothing sent: 12 requests (0 already answered in the response cache), 12 to send:")
+            && err.contains("estimated cost 12.0000-"),
+        "{err}"
+    );
+    assert!(cache_keys(&cache).is_empty(), "a dry run sent something");
+    assert!(
+        run_dirs(&res, "fs-budget").is_empty(),
+        "a dry run wrote a result"
+    );
+
+    // Over the cap by the estimate: refused, nothing sent.
+    let out = run_with(&["--set", "llm.max_cost=5"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("llm.max_cost")
+            && err.contains("at least 12.0000")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert!(cache_keys(&cache).is_empty());
+
+    // Under the cap by the estimate, over it by the real count: stopped part way.
+    let out = run_with(&["--set", "llm.max_cost=14.5"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "the cap never stopped the run: {err}"
+    );
+    assert!(
+        err.contains("llm.max_cost reached") && err.contains("marked partial in"),
+        "{err}"
+    );
+    let kept = cache_keys(&cache).len();
+    assert!(kept > 0 && kept < 12, "{kept} answers kept: {err}");
+    let dirs = run_dirs(&res, "fs-budget");
+    assert_eq!(dirs.len(), 1);
+    assert!(dirs[0].join("partial.json").is_file() && !dirs[0].join("result.json").exists());
+    let rep = Command::new(BIN)
+        .args(["report", "--baseline"])
+        .arg(&dirs[0])
+        .arg("--current")
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(!rep.status.success());
+    assert!(String::from_utf8_lossy(&rep.stderr).contains("interrupted run"));
+
+    // A rerun without the cap resumes: only the rest is sent, each request once.
+    let err = ok(&run_with(&[]));
+    let keys = cache_keys(&cache);
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!((keys.len(), distinct.len()), (12, 12), "{err}");
+    let d = run_dirs(&res, "fs-budget")
+        .into_iter()
+        .find(|d| d.join("result.json").is_file())
+        .unwrap();
+    let r = result(&d);
+    assert_eq!(r["extra"]["requests"]["from_cache"], kept as u64);
+    assert_eq!(r["extra"]["requests"]["sent"], 12 - kept as u64);
+    println!(
+        "stopped after {kept} of 12 answers; resumed with {} sent",
+        12 - kept
+    );
+}

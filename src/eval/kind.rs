@@ -12,6 +12,17 @@ use crate::error::Result;
 use candle_core::Device;
 use serde::de::DeserializeOwned;
 
+static DRY_RUN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--dry-run`: suites build and count what they would send, send nothing and write no result.
+pub fn set_dry_run(on: bool) {
+    DRY_RUN.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn dry_run() -> bool {
+    DRY_RUN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub trait SuiteKind {
     /// The `kind = "..."` of its suite files.
     const NAME: &'static str;

@@ -38,7 +38,36 @@ pub fn run_suite(
         zoo,
         progress,
     };
-    let mut outcome = kinds::run(&suite.spec, &cx)?;
+    if super::kind::dry_run() && suite.kind != "fewshot" {
+        return Err(crate::Error::Stopped {
+            msg: format!(
+                "dry run: `{}` ({}) sends no paid requests; not run",
+                suite.name, suite.kind
+            ),
+            partial: serde_json::Value::Null,
+        });
+    }
+    let mut outcome = match kinds::run(&suite.spec, &cx) {
+        Ok(o) => o,
+        // A budget stop leaves a folder marked partial (no result.json: `report` refuses it);
+        // what it got is in its caches, and a rerun resumes.
+        Err(crate::Error::Stopped { msg, partial }) if !super::kind::dry_run() => {
+            let dir = results_root
+                .join(&suite.name)
+                .join(crate::util::provenance::run_id(None));
+            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::file(&dir, e.to_string()))?;
+            let record = serde_json::json!({"stopped": msg, "partial": partial});
+            crate::util::fsx::write_atomic(
+                &dir.join(results::PARTIAL_FILE),
+                &serde_json::to_vec_pretty(&record)?,
+            )?;
+            return Err(crate::Error::Stopped {
+                msg: format!("{msg}\nmarked partial in {}", dir.display()),
+                partial,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let result = ResultFile::finish(suite, device, t0, outcome.measured)?;
     let mut pages = Vec::new();
     for (name, render) in &outcome.pages {
@@ -90,9 +119,17 @@ pub fn run_suites(
     let mut out = Vec::new();
     for s in suites {
         started(s);
-        let ran = run_suite(s, device, &zoo, results_root, progress)?;
-        finished(&ran);
-        out.push(ran);
+        match run_suite(s, device, &zoo, results_root, progress) {
+            Ok(ran) => {
+                finished(&ran);
+                out.push(ran);
+            }
+            // A dry run estimates every suite in turn.
+            Err(crate::Error::Stopped { msg, .. }) if super::kind::dry_run() => {
+                progress.line(&msg);
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }

@@ -71,6 +71,13 @@ pub struct LlmSettings {
     pub price_prompt_per_million: f64,
     #[serde(default)]
     pub price_completion_per_million: f64,
+    /// Refuse to start when the estimated cost of what is not yet cached exceeds this (at the
+    /// prices above), and stop sending once the real cost does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+    /// The same for prompt tokens sent (billed: cached answers cost nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u64>,
     /// Extra fields merged into every request body (e.g. `{ top_k = 1 }`).
     #[serde(default)]
     pub extra: toml::Table,
@@ -298,21 +305,48 @@ pub async fn post_all(
     requests: Vec<Request>,
     done: &(dyn Fn(usize, &LlmClient) + Sync),
 ) -> Result<Vec<Reply>> {
+    let all = post_until(client, requests, usize::MAX, done, &|_| None).await?;
+    Ok(all
+        .into_iter()
+        .map(|r| r.expect("every request answered"))
+        .collect())
+}
+
+/// As [`post_all`], at most `window` requests in flight, and after each answer `stop` is asked
+/// whether to go on: once it gives a reason, nothing more is sent, the requests in flight are
+/// answered (and cached), and the run ends with [`Error::Stopped`] (the answers so far are in
+/// the response cache: a rerun resumes from them). Unstopped: every reply, in order.
+pub async fn post_until(
+    client: Arc<LlmClient>,
+    requests: Vec<Request>,
+    window: usize,
+    done: &(dyn Fn(usize, &LlmClient) + Sync),
+    stop: &(dyn Fn(&Reply) -> Option<String> + Sync),
+) -> Result<Vec<Option<Reply>>> {
     let n = requests.len();
     let mut set = tokio::task::JoinSet::new();
-    for (k, r) in requests.into_iter().enumerate() {
+    let mut pending = requests.into_iter().enumerate();
+    let spawn = |set: &mut tokio::task::JoinSet<_>, (k, r): (usize, Request)| {
         let client = client.clone();
         set.spawn(async move {
             let check = r.check;
             (k, client.post(r.endpoint, &r.body, &*check).await)
         });
+    };
+    for job in pending.by_ref().take(window.max(1)) {
+        spawn(&mut set, job);
     }
     let mut out: Vec<Option<Reply>> = vec![None; n];
-    let mut answered = 0usize;
+    let (mut answered, mut stopped) = (0usize, None::<String>);
     while let Some(r) = set.join_next().await {
         let (k, reply) = r.map_err(|e| Error::Msg(format!("a request task failed: {e}")))?;
         match reply {
-            Ok(rep) => out[k] = Some(rep),
+            Ok(rep) => {
+                if stopped.is_none() {
+                    stopped = stop(&rep);
+                }
+                out[k] = Some(rep);
+            }
             Err(e) => {
                 set.abort_all();
                 let (kept, path) = client
@@ -326,9 +360,21 @@ pub async fn post_all(
         }
         answered += 1;
         done(answered, &client);
+        if stopped.is_none() {
+            if let Some(job) = pending.next() {
+                spawn(&mut set, job);
+            }
+        }
     }
-    Ok(out
-        .into_iter()
-        .map(|r| r.expect("every request answered"))
-        .collect())
+    if let Some(reason) = stopped {
+        let path = client
+            .cache()
+            .map(|c| c.path().display().to_string())
+            .unwrap_or_else(|| "(none)".into());
+        return Err(Error::Stopped {
+            msg: format!("{reason}; {answered} of {n} requests answered, kept in the response cache {path}: a rerun with a higher cap resumes from them"),
+            partial: serde_json::json!({"answered": answered, "requests": n, "reason": reason, "response_cache": path}),
+        });
+    }
+    Ok(out)
 }

@@ -32,6 +32,10 @@ struct Cli {
     /// Where suite results go.
     #[arg(long, default_value = "results")]
     results: PathBuf,
+    /// Build and count every prompt of the few-shot suites and print requests, prompt tokens
+    /// and the estimated cost (`llm.price_*`); send nothing, write no result.
+    #[arg(long)]
+    dry_run: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -336,6 +340,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     if !cli.suite.is_empty() {
+        lqae::eval::kind::set_dry_run(cli.dry_run);
         return cmd_suites::run(&cli.suite, &cli.set, &cli.device, &cli.results);
     }
     let Some(cmd) = cli.command else {

@@ -62,6 +62,8 @@ pub struct ImageScore {
 }
 
 pub const PER_IMAGE_FILE: &str = "per_image.jsonl";
+/// The mark of a run stopped by a budget cap: how far it got (never with a `result.json`).
+pub const PARTIAL_FILE: &str = "partial.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResultFile {

@@ -44,7 +44,8 @@ pub fn read_result(path: &Path) -> Result<(ResultFile, Option<Vec<Sample>>)> {
 /// A suite run's folder without its `result.json`: the writer puts `samples.jsonl` into every
 /// run folder before `result.json`.
 fn is_interrupted(dir: &Path) -> bool {
-    dir.join("samples.jsonl").is_file() && !dir.join("result.json").is_file()
+    (dir.join("samples.jsonl").is_file() || dir.join(super::PARTIAL_FILE).is_file())
+        && !dir.join("result.json").is_file()
 }
 
 /// One completeness rule for every run folder: extra files first, `result.json` last, so a run

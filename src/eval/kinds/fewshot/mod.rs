@@ -291,8 +291,87 @@ fn requests_record(
     })
 }
 
+/// `(prompt, completion)` tokens at the suite's prices.
+fn cost_of(llm: &crate::llm::backend::LlmSettings, prompt: u64, completion: u64) -> f64 {
+    (prompt as f64 * llm.price_prompt_per_million
+        + completion as f64 * llm.price_completion_per_million)
+        / 1e6
+}
+
+/// What the jobs not yet in the response cache would send and cost, said on the progress;
+/// with `--dry-run` the run stops here, and a cap the estimate exceeds refuses the run.
+/// Prompt tokens are the counted prompts' (exact with the server's tokenizer); completion
+/// tokens are given as a range: at least one per request, at most the strategy's room.
+fn budget(
+    spec: &CheckedFewshot,
+    ep: &Endpoint,
+    client: &LlmClient,
+    jobs: &[Job],
+    counts: &[usize],
+    cx: &Ctx,
+) -> Result<()> {
+    let cached = |j: &Job| {
+        client.cache().is_some_and(|c| {
+            let k = crate::llm::cache::key(&ep.identity, j.request.endpoint, &j.request.body);
+            c.get(&k).ok().flatten().is_some()
+        })
+    };
+    let todo: Vec<&Job> = jobs.iter().filter(|j| !cached(j)).collect();
+    let prompt: u64 = todo.iter().map(|j| counts[j.episode] as u64).sum();
+    let per_answer = match spec.strategy {
+        Strategy::Generate => spec.llm.max_answer_tokens as u64,
+        _ => 1,
+    };
+    let (lo, hi) = (todo.len() as u64, todo.len() as u64 * per_answer);
+    let llm = &spec.llm;
+    let priced = llm.price_prompt_per_million > 0.0 || llm.price_completion_per_million > 0.0;
+    let (cost_lo, cost_hi) = (cost_of(llm, prompt, lo), cost_of(llm, prompt, hi));
+    let line = format!(
+        "{} requests ({} already answered in the response cache), {} to send: {prompt} prompt tokens, {lo}-{hi} completion tokens{}",
+        jobs.len(),
+        jobs.len() - todo.len(),
+        todo.len(),
+        if priced {
+            format!(", estimated cost {cost_lo:.4}-{cost_hi:.4}")
+        } else {
+            " (no llm.price_* set: cost not estimated)".into()
+        }
+    );
+    cx.progress.line(&format!("  {line}"));
+    let partial = json!({
+        "requests": jobs.len(), "to_send": todo.len(), "prompt_tokens": prompt,
+        "completion_tokens": [lo, hi], "cost": priced.then_some([cost_lo, cost_hi]),
+    });
+    if crate::eval::kind::dry_run() {
+        return Err(Error::Stopped {
+            msg: format!("dry run, nothing sent: {line}"),
+            partial,
+        });
+    }
+    if let Some(cap) = llm.max_prompt_tokens.filter(|&cap| prompt > cap) {
+        return Err(Error::setting(
+            "llm.max_prompt_tokens",
+            format!("the run would send {prompt} prompt tokens, over the cap of {cap}; nothing was sent (fewer episodes.count, shots or tokens.per_image, or a higher cap; --dry-run shows the estimate)"),
+        ));
+    }
+    if let Some(cap) = llm.max_cost.filter(|&cap| cost_lo > cap) {
+        return Err(Error::setting(
+            "llm.max_cost",
+            format!("the run would cost at least {cost_lo:.4} (prompts, one answer token each), over the cap of {cap}; nothing was sent (fewer episodes, or a higher cap; --dry-run shows the estimate)"),
+        ));
+    }
+    if llm.max_cost.is_some() && !priced {
+        return Err(Error::setting(
+            "llm.max_cost",
+            "a cost cap needs the prices: set llm.price_prompt_per_million and llm.price_completion_per_million",
+        ));
+    }
+    Ok(())
+}
+
 /// Send the jobs' requests through the cached client; the replies and the wall time.
 fn send(
+    spec: &CheckedFewshot,
     rt: &tokio::runtime::Runtime,
     client: &Arc<LlmClient>,
     ep: &Endpoint,
@@ -333,7 +412,40 @@ fn send(
             ));
         }
     };
-    let replies = rt.block_on(backend::post_all(client.clone(), requests, &report))?;
+    // Budget caps on what is really billed (cached answers cost nothing).
+    let billed = std::sync::Mutex::new((0u64, 0u64));
+    let llm = &spec.llm;
+    let stop = |rep: &Reply| -> Option<String> {
+        if rep.cached {
+            return None;
+        }
+        let c = parse_reply(&rep.body).ok()?;
+        let mut b = billed.lock().unwrap();
+        b.0 += c.prompt_tokens.unwrap_or(0);
+        b.1 += c.completion_tokens.unwrap_or(0);
+        let cost = cost_of(llm, b.0, b.1);
+        if let Some(cap) = llm.max_prompt_tokens.filter(|&cap| b.0 > cap) {
+            return Some(format!(
+                "llm.max_prompt_tokens reached: {} prompt tokens sent, cap {cap}",
+                b.0
+            ));
+        }
+        if let Some(cap) = llm.max_cost.filter(|&cap| cost > cap) {
+            return Some(format!("llm.max_cost reached: {cost:.4} spent, cap {cap}"));
+        }
+        None
+    };
+    let replies = rt.block_on(backend::post_until(
+        client.clone(),
+        requests,
+        llm.concurrency,
+        &report,
+        &stop,
+    ))?;
+    let replies = replies
+        .into_iter()
+        .map(|r| r.expect("every request answered"))
+        .collect();
     Ok((replies, t_req.elapsed().as_secs_f64()))
 }
 
@@ -402,7 +514,8 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
         jobs.extend(spec.strategy.jobs(spec, &ep.model, embedded, i, e, p));
     }
-    let (replies, request_wall) = send(&rt, &client, &ep, &episodes, &jobs, cx)?;
+    budget(spec, &ep, &client, &jobs, &counts, cx)?;
+    let (replies, request_wall) = send(spec, &rt, &client, &ep, &episodes, &jobs, cx)?;
 
     // Scoring, metrics per cell, the table, the files.
     let (answers, usage, overhead_ms, server_ms) =
