@@ -35,6 +35,7 @@ fn episode(ways: usize, shots: usize, repeats: usize, induction: bool) -> Episod
             .collect(),
         query: shot(0, shots),
         classes,
+        names: None,
     }
 }
 

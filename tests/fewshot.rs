@@ -531,3 +531,70 @@ fn dry_run_and_cost_caps_against_the_real_server() {
         12 - kept
     );
 }
+
+/// Frozen's open-ended naming end to end: the prompts show the episode's nonsense words, never
+/// the real class names, which `episodes.jsonl` records beside them.
+#[test]
+fn open_ended_episodes_show_nonsense_names_and_record_the_real_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let s = suite(dir.path(), "fs-open", "generate", "[2, 5]", ONE_COLUMN, 2);
+    let out = Command::new(BIN)
+        .arg("--suite")
+        .arg(&s)
+        .arg("--results")
+        .arg(&res)
+        .args(["--set", "episodes.names=\"nonsense\""])
+        .output()
+        .unwrap();
+    ok(&out);
+    let d = &run_dirs(&res, "fs-open")[0];
+    let eps: Vec<Value> = std::fs::read_to_string(d.join("episodes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let real = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ];
+    for (e, a) in eps.iter().zip(answers(d)) {
+        let classes: Vec<&str> = e["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let names: Vec<&str> = e["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(classes.len(), names.len());
+        assert!(names.iter().all(|n| real.contains(n)), "{names:?}");
+        let prompt = a["prompt"].as_str().unwrap();
+        for c in &classes {
+            assert!(
+                prompt.contains(&format!("Classification: {c}.")),
+                "{prompt}"
+            );
+        }
+        for n in real {
+            assert!(
+                !prompt.contains(&format!("Classification: {n}")),
+                "{prompt}"
+            );
+        }
+        assert_eq!(a["label"].as_str(), e["query"]["label"].as_str());
+        assert!(classes.contains(&a["label"].as_str().unwrap()));
+    }
+}

@@ -30,6 +30,55 @@ pub struct Episode {
     /// Support examples in prompt order (the whole list is shown 1 + `repeats` times).
     pub support: Vec<Shot>,
     pub query: Shot,
+    /// With `episodes.names = "nonsense"`: the real class names behind `classes`, in order
+    /// (the labels of `support` and `query` are then the nonsense words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+}
+
+/// The words Frozen's Open-Ended protocol stands for (its benchmark's own list is not published
+/// with the paper): fixed, pronounceable non-words, none an English word nor a class name of
+/// the data sets here (the nonce words of word-learning studies: dax, blicket, wug, ...).
+pub const NONSENSE_WORDS: &[&str] = &[
+    "dax", "blicket", "wug", "toma", "fep", "zav", "modi", "tufa", "gazzer", "zorb", "pilk",
+    "fendle", "jick", "lorp", "tepper", "wadge", "nort", "glorp", "snarp", "kiv", "blick", "mep",
+    "teebu", "zopp",
+];
+
+/// Frozen's open-ended naming: each episode's classes renamed to nonsense words drawn for it
+/// (the same for the paired episodes of every column: same ways, shots and index), the real
+/// names kept in `names`. Episodes that already carry names (replayed) are left as they are.
+pub fn name_nonsense(episodes: &mut [Episode], seed: u64) -> Result<()> {
+    for e in episodes.iter_mut().filter(|e| e.names.is_none()) {
+        if e.classes.len() > NONSENSE_WORDS.len() {
+            return Err(Error::setting(
+                "episodes.names",
+                format!(
+                    "{}-way episodes need more than the {} nonsense words",
+                    e.ways,
+                    NONSENSE_WORDS.len()
+                ),
+            ));
+        }
+        let mut rng = Rng::derive(
+            seed,
+            &format!("names/{}-way/shots-{}", e.ways, e.shots),
+            e.index as u64,
+        );
+        let perm = rng.permutation(NONSENSE_WORDS.len());
+        let map: HashMap<String, String> = e
+            .classes
+            .iter()
+            .zip(&perm)
+            .map(|(c, &k)| (c.clone(), NONSENSE_WORDS[k].to_string()))
+            .collect();
+        let rename = |s: &mut Shot| s.label = map[&s.label].clone();
+        e.support.iter_mut().for_each(rename);
+        rename(&mut e.query);
+        e.names = Some(e.classes.clone());
+        e.classes = e.classes.iter().map(|c| map[c].clone()).collect();
+    }
+    Ok(())
 }
 
 impl Episode {
@@ -111,6 +160,7 @@ pub fn sample_episodes(
                         .collect(),
                     support: order.iter().map(|&k| shot(support[k])).collect(),
                     query: shot(query.expect("the query class is one of the classes")),
+                    names: None,
                 });
             }
         }
@@ -212,6 +262,7 @@ pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)
             classes,
             support,
             query: query.clone(),
+            names: None,
         };
         let k = per_cell.entry(ep.cell()).or_insert(0);
         ep.index = *k;

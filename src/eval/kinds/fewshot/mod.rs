@@ -64,14 +64,18 @@ impl SuiteKind for Fewshot {
 
 /// The episodes of a run: replayed from `episodes.file`, or sampled from the test subset.
 fn episodes_of(spec: &CheckedFewshot, set: &LabelledImages) -> Result<Vec<Episode>> {
-    match &spec.episodes.file {
-        Some(f) => read_episodes(Path::new(f), set),
+    let mut eps = match &spec.episodes.file {
+        Some(f) => read_episodes(Path::new(f), set)?,
         None => {
             let e = &spec.episodes;
             let pool = subset(set.len(), spec.data.test_limit, e.seed, "fewshot-pool");
-            sample_episodes(set, &pool, &e.ways, &e.columns, e.count, e.seed)
+            sample_episodes(set, &pool, &e.ways, &e.columns, e.count, e.seed)?
         }
+    };
+    if spec.episodes.names == "nonsense" {
+        episodes::name_nonsense(&mut eps, spec.episodes.seed)?;
     }
+    Ok(eps)
 }
 
 /// The token text of every image the episodes show (from the model, or from `tokens.file`),
@@ -242,8 +246,17 @@ fn samples_of(
     ep_lines: &[String],
     set: &LabelledImages,
 ) -> Vec<Sample> {
-    let id = |name: Option<&str>| {
-        name.and_then(|n| set.class_names.iter().position(|c| c == n))
+    // A class as the data set numbers it (nonsense names mapped back to the real ones).
+    let id = |e: &Episode, name: Option<&str>| {
+        let real = name.map(|n| match &e.names {
+            Some(real) => e
+                .classes
+                .iter()
+                .position(|c| c == n)
+                .map_or(n, |k| real[k].as_str()),
+            None => n,
+        });
+        real.and_then(|n| set.class_names.iter().position(|c| c == n))
             .map(|p| p as u32)
             .unwrap_or(u32::MAX)
     };
@@ -255,8 +268,8 @@ fn samples_of(
             rep: a.cell.clone(),
             index: e.index,
             input_sha256: sha256_hex(line.as_bytes()),
-            label: id(Some(&a.label)),
-            pred: id(a.predicted.as_deref()),
+            label: id(e, Some(&a.label)),
+            pred: id(e, a.predicted.as_deref()),
             correct: a.correct,
             top5: false,
         })
@@ -724,6 +737,95 @@ mod tests {
         assert_eq!(head, want);
         assert!(t.contains("| 2-way | 50.0 ["), "{t}");
         assert!(t.trim_end().ends_with("| 50.0 |"), "{t}");
+    }
+
+    #[test]
+    fn nonsense_names_are_per_episode_paired_across_columns_and_recorded() {
+        let set = LabelledImages {
+            source: crate::data::ImageSource::Grey(crate::data::idx::GreyImages {
+                n: 40,
+                rows: 1,
+                cols: 1,
+                pixels: vec![0; 40],
+            }),
+            labels: (0..40).map(|i| i % 10).collect(),
+            class_names: (0..10).map(|c| format!("class{c}")).collect(),
+        };
+        let pool: Vec<usize> = (0..40).collect();
+        let cols = [
+            Column {
+                induction: false,
+                shots: 1,
+                repeats: 0,
+            },
+            Column {
+                induction: true,
+                shots: 1,
+                repeats: 0,
+            },
+        ];
+        let mut eps = sample_episodes(&set, &pool, &[5], &cols, 4, 3).unwrap();
+        let real = eps.clone();
+        episodes::name_nonsense(&mut eps, 3).unwrap();
+        for (e, r) in eps.iter().zip(&real) {
+            assert_eq!(e.names.as_ref(), Some(&r.classes));
+            let distinct: std::collections::BTreeSet<&String> = e.classes.iter().collect();
+            assert_eq!(distinct.len(), 5);
+            for c in &e.classes {
+                assert!(episodes::NONSENSE_WORDS.contains(&c.as_str()));
+                assert!(!set.class_names.contains(c));
+            }
+            // Every label renamed consistently: the k-th class's images carry the k-th word.
+            let word = |real_label: &str| {
+                e.classes[r.classes.iter().position(|c| c == real_label).unwrap()].clone()
+            };
+            for (s, rs) in e
+                .support
+                .iter()
+                .zip(&r.support)
+                .chain([(&e.query, &r.query)])
+            {
+                assert_eq!(s.label, word(&rs.label));
+                assert_eq!(s.image, rs.image);
+            }
+        }
+        // Paired: the same index in both columns gets the same words.
+        let (a, b) = eps.split_at(4);
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.classes, y.classes);
+        }
+        // Not every episode the same words.
+        assert!(a.windows(2).any(|w| w[0].classes != w[1].classes));
+        // Samples map the nonsense names back to the data set's classes.
+        let ans: Vec<Answer> = eps
+            .iter()
+            .map(|e| Answer {
+                cell: e.cell(),
+                index: e.index,
+                query: e.query.image.clone(),
+                label: e.query.label.clone(),
+                answer: e.query.label.clone(),
+                predicted: Some(e.query.label.clone()),
+                correct: true,
+                prompt_tokens: None,
+                scores: vec![],
+                prompt: String::new(),
+            })
+            .collect();
+        let lines: Vec<String> = eps
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        for (s, r) in samples_of(&ans, &eps, &lines, &set).iter().zip(&real) {
+            assert_eq!(
+                s.label,
+                set.class_names
+                    .iter()
+                    .position(|c| *c == r.query.label)
+                    .unwrap() as u32
+            );
+            assert_eq!(s.pred, s.label);
+        }
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub fn paper_columns() -> Vec<Column> {
 fn d_ways() -> Vec<usize> {
     vec![2, 5]
 }
+fn d_names() -> String {
+    "real".into()
+}
 fn d_induction() -> String {
     "Classify the context into {labels}.\n".into()
 }
@@ -123,6 +126,10 @@ pub struct EpisodeSettings {
     /// repeats`, one row per image); `ways`, `columns`, `count` are then ignored.
     #[serde(default)]
     pub file: Option<String>,
+    /// `real` (the data set's class names) or `nonsense` (Frozen's Open-Ended protocol: each
+    /// episode's classes renamed to nonsense words drawn for it, the real names recorded).
+    #[serde(default = "d_names")]
+    pub names: String,
     /// The task-induction sentence; `{labels}` becomes `"a", "b" or "c"`.
     #[serde(default = "d_induction")]
     pub induction_template: String,
@@ -270,6 +277,12 @@ impl FewshotSpec {
             if self.episodes.columns.iter().any(|c| c.shots == 0) {
                 out.push("`episodes.columns`: shots must be at least 1".into());
             }
+        }
+        if !["real", "nonsense"].contains(&self.episodes.names.as_str()) {
+            out.push(format!(
+                "`episodes.names`: `{}` is not `real` or `nonsense`",
+                self.episodes.names
+            ));
         }
         if !self.episodes.example_template.contains("{image}")
             || !self.episodes.example_template.contains("{label}")
