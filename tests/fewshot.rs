@@ -554,18 +554,7 @@ fn open_ended_episodes_show_nonsense_names_and_record_the_real_ones() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let real = [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ];
+    let real = lqae::data::FASHION_MNIST_CLASSES;
     for (e, a) in eps.iter().zip(answers(d)) {
         let classes: Vec<&str> = e["classes"]
             .as_array()
