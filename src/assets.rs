@@ -208,7 +208,7 @@ pub const INCEPTION_FID: Asset = Asset {
 
 /// OpenBLAS 0.3.34 as numpy and scipy ship it (scipy-openblas32: 32-bit ints, `scipy_`
 /// symbol prefix, run-time CPU dispatch to the host's kernels, no Fortran runtime needed): the
-/// BLAS backend of the CPU kernels' matrix products (`crate::kernels::blas`), loaded at run time.
+/// BLAS backend of the CPU kernels' matrix products (the kernels' `blas` module), loaded at run time.
 pub const OPENBLAS: Asset = Asset {
     name: "openblas",
     description:
@@ -336,9 +336,7 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
     fs::create_dir_all(cache)
         .map_err(|e| Error::file(cache, format!("cannot create the cache folder: {e}")))?;
     let lock_path = cache.join(format!(".{}.lock", asset.name));
-    let lock = fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e.to_string()))?;
-    lock.lock()
-        .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+    let _lock = crate::util::fsx::lock_exclusive(&lock_path)?;
     // Another process may have finished while we waited for the lock.
     if stamp_matches(asset, &dir) {
         return Ok(dir);

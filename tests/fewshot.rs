@@ -4,6 +4,8 @@
 //! one it does not, a real SIGKILL mid-run and a resume that repeats no answered request, and
 //! an API key that never reaches a file.
 
+mod common;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,15 +92,6 @@ fn answers(dir: &Path) -> Vec<Value> {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn cache_keys(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| v["key"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -233,7 +226,7 @@ fn loglik_is_refused_with_the_reason() {
         "no result is written when a strategy cannot be scored"
     );
     assert!(
-        cache_keys(&dir.path().join("fs-loglik-responses.jsonl")).is_empty(),
+        common::cache_keys(&dir.path().join("fs-loglik-responses.jsonl")).is_empty(),
         "a refused body is not cached"
     );
 }
@@ -264,7 +257,7 @@ fn a_prompt_over_the_context_is_refused_naming_the_setting() {
         "{err}"
     );
     assert!(
-        cache_keys(&dir.path().join("fs-long-responses.jsonl")).is_empty(),
+        common::cache_keys(&dir.path().join("fs-long-responses.jsonl")).is_empty(),
         "nothing was sent"
     );
 }
@@ -302,7 +295,7 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while cache_keys(&cache).len() < 5 {
+    while common::cache_keys(&cache).len() < 5 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before it could be killed"
@@ -315,7 +308,7 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    let before: Vec<String> = cache_keys(&cache);
+    let before: Vec<String> = common::cache_keys(&cache);
     assert!(
         before.len() >= 5 && before.len() < 16,
         "killed after {} of 16 answers",
@@ -330,7 +323,7 @@ fn a_killed_run_resumes_without_repeating_requests_and_keeps_the_key_secret() {
     let err = ok(&run(&killed, &res, &env));
     let d = &run_dirs(&res, "fs-killed")[0];
     let r = result(d);
-    let after = cache_keys(&cache);
+    let after = common::cache_keys(&cache);
     let mut seen = HashMap::new();
     for k in &after {
         *seen.entry(k.clone()).or_insert(0) += 1;
@@ -404,7 +397,7 @@ fn two_runs_on_one_cache_send_each_request_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let keys = cache_keys(&cache);
+    let keys = common::cache_keys(&cache);
     let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
     println!(
         "{} answers in the cache for {} distinct requests",
@@ -470,7 +463,10 @@ fn dry_run_and_cost_caps_against_the_real_server() {
             && err.contains("estimated cost 12.0000-"),
         "{err}"
     );
-    assert!(cache_keys(&cache).is_empty(), "a dry run sent something");
+    assert!(
+        common::cache_keys(&cache).is_empty(),
+        "a dry run sent something"
+    );
     assert!(
         run_dirs(&res, "fs-budget").is_empty(),
         "a dry run wrote a result"
@@ -486,7 +482,7 @@ fn dry_run_and_cost_caps_against_the_real_server() {
             && err.contains("nothing was sent"),
         "{err}"
     );
-    assert!(cache_keys(&cache).is_empty());
+    assert!(common::cache_keys(&cache).is_empty());
 
     // Under the cap by the estimate, over it by the real count: stopped part way.
     let out = run_with(&["--set", "llm.max_cost=14.5"]);
@@ -499,7 +495,7 @@ fn dry_run_and_cost_caps_against_the_real_server() {
         err.contains("llm.max_cost reached") && err.contains("marked partial in"),
         "{err}"
     );
-    let kept = cache_keys(&cache).len();
+    let kept = common::cache_keys(&cache).len();
     assert!(kept > 0 && kept < 12, "{kept} answers kept: {err}");
     let dirs = run_dirs(&res, "fs-budget");
     assert_eq!(dirs.len(), 1);
@@ -516,7 +512,7 @@ fn dry_run_and_cost_caps_against_the_real_server() {
 
     // A rerun without the cap resumes: only the rest is sent, each request once.
     let err = ok(&run_with(&[]));
-    let keys = cache_keys(&cache);
+    let keys = common::cache_keys(&cache);
     let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
     assert_eq!((keys.len(), distinct.len()), (12, 12), "{err}");
     let d = run_dirs(&res, "fs-budget")

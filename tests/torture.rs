@@ -211,18 +211,9 @@ fn run_dirs(results: &Path, suite: &str) -> Vec<PathBuf> {
     v
 }
 
-fn cache_keys(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| v["key"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Each distinct request answered once; `want` distinct in all.
 fn assert_each_request_once(cache: &Path, want: usize) {
-    let keys = cache_keys(cache);
+    let keys = common::cache_keys(cache);
     let mut seen: HashMap<&String, usize> = HashMap::new();
     for k in &keys {
         *seen.entry(k).or_default() += 1;

@@ -434,9 +434,8 @@ pub fn side_by_side(
     let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
     let mut cdist: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
     // With a BLAS loaded, our kernels are also timed on the gemm crate, in the same rounds.
-    let both = crate::kernels::blas::available()
-        && crate::kernels::blas::active().is_some()
-        && kernels.iter().all(|k| k.device.is_cpu());
+    let both =
+        crate::kernels::blas::active().is_some() && kernels.iter().all(|k| k.device.is_cpu());
     for r in 0..rounds {
         for (i, k) in kernels.iter_mut().enumerate() {
             let t = median(&k.time_for(budget_s, 1, 50)?);

@@ -314,6 +314,14 @@ pub fn encode(
     Ok(summary)
 }
 
+/// An image line's `ids`: a list of token ids, each fitting `u32`; `None` otherwise.
+pub(crate) fn ids_of_line(v: &Value) -> Option<Vec<u32>> {
+    v.as_array()?
+        .iter()
+        .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
+        .collect()
+}
+
 /// A tokens file: its header and image lines (skips excluded).
 pub struct TokensFile {
     pub header: Value,
@@ -349,9 +357,7 @@ pub fn read_tokens(path: &Path) -> Result<TokensFile> {
             return Ok(());
         }
         let id = l["id"].as_str().map(String::from);
-        let ids: Option<Vec<u32>> = l["ids"]
-            .as_array()
-            .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as u32)).collect());
+        let ids = ids_of_line(&l["ids"]);
         match (id, ids) {
             (Some(id), Some(ids)) => {
                 images.push((id, ids));

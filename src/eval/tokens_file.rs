@@ -158,17 +158,9 @@ impl Precomputed {
                     .to_string();
                 let ids = match l.get("ids") {
                     None | Some(Value::Null) => None,
-                    Some(v) => Some(
-                        v.as_array()
-                            .and_then(|a| {
-                                a.iter()
-                                    .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
-                                    .collect::<Option<Vec<u32>>>()
-                            })
-                            .ok_or_else(|| {
-                                bad(&format!("image `{id}`: `ids` is not a list of token ids"))
-                            })?,
-                    ),
+                    Some(v) => Some(super::codec::ids_of_line(v).ok_or_else(|| {
+                        bad(&format!("image `{id}`: `ids` is not a list of token ids"))
+                    })?),
                 };
                 let text = match l.get("text") {
                     None | Some(Value::Null) => None,

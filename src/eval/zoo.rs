@@ -212,12 +212,7 @@ impl Zoo {
             .cache
             .join("runs")
             .join(format!("{}-{}", cfg.name, &hash[..12]));
-        let is_done = || -> Result<bool> {
-            Ok(crate::train::latest_checkpoint(&out)?
-                .and_then(|ck| std::fs::read(ck.join("state.json")).ok())
-                .and_then(|b| serde_json::from_slice::<crate::train::CheckpointState>(&b).ok())
-                .is_some_and(|s| s.step >= cfg.train.steps))
-        };
+        let is_done = || -> Result<bool> { Ok(checkpoint_step(&out)? >= cfg.train.steps) };
         if is_done()? {
             return Ok(out);
         }
@@ -225,10 +220,7 @@ impl Zoo {
         let runs = out.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(runs).map_err(|e| Error::file(runs, e.to_string()))?;
         let lock_path = runs.join(format!(".{}-{}.lock", cfg.name, &hash[..12]));
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(|e| Error::file(&lock_path, e.to_string()))?;
-        lock.lock()
-            .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+        let _lock = crate::util::fsx::lock_exclusive(&lock_path)?;
         if !is_done()? {
             eprintln!(
                 "training {} once into {} (cached by its configuration hash)",
@@ -263,11 +255,7 @@ impl Zoo {
             cfg.model.image_size,
             cfg.tokens_per_image()
         );
-        let done = crate::train::latest_checkpoint(out)?
-            .and_then(|ck| std::fs::read(ck.join("state.json")).ok())
-            .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok())
-            .map_or(0, |st| st.step);
-        if done == 0 && t.steps >= 8 {
+        if checkpoint_step(out)? == 0 && t.steps >= 8 {
             let go = |stop| {
                 crate::train::train(
                     cfg,
@@ -343,10 +331,7 @@ impl Zoo {
         // (the lock dies with its holder, so a killed one leaves nothing to wait for).
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
         let lock_path = dir.join(format!(".{key}.lock"));
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(|e| Error::file(&lock_path, e.to_string()))?;
-        lock.lock()
-            .map_err(|e| Error::file(&lock_path, format!("cannot lock: {e}")))?;
+        let _lock = crate::util::fsx::lock_exclusive(&lock_path)?;
         if let Some(f) = read() {
             return Ok(f);
         }
@@ -362,6 +347,14 @@ impl Zoo {
         let _ = std::fs::remove_file(&lock_path);
         Ok(f)
     }
+}
+
+/// The step of a run folder's newest readable checkpoint; 0 when it has none.
+fn checkpoint_step(run: &Path) -> Result<usize> {
+    Ok(crate::train::latest_checkpoint(run)?
+        .and_then(|ck| std::fs::read(ck.join("state.json")).ok())
+        .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok())
+        .map_or(0, |st| st.step))
 }
 
 /// sha256 of the newest checkpoint's weights in a run folder.

@@ -217,12 +217,14 @@ pub fn backend_name() -> String {
     }
 }
 
+/// A product's shape: `m, n, k`, lhs transposed, rhs transposed, split across rayon.
+type Shape = (usize, usize, usize, bool, bool, bool);
+
 /// Per-shape timing of every product (`LQAE_BLAS_PROFILE=1`): where a kernel's time goes.
 struct Profile {
     on: bool,
-    calls: std::sync::Mutex<
-        std::collections::HashMap<(usize, usize, usize, bool, bool, bool), (u64, f64)>,
-    >,
+    /// Shape -> (calls, seconds).
+    calls: std::sync::Mutex<std::collections::HashMap<Shape, (u64, f64)>>,
 }
 
 fn profile() -> &'static Profile {
@@ -296,15 +298,11 @@ pub unsafe fn sgemm(
     par: Par,
 ) {
     let p = profile();
-    if !p.on {
-        return sgemm_inner(
-            m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
-        );
-    }
-    let t0 = std::time::Instant::now();
+    let t0 = p.on.then(std::time::Instant::now);
     sgemm_inner(
         m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
     );
+    let Some(t0) = t0 else { return };
     let key = (m, n, k, ls.1 != 1, rs.1 != 1, matches!(par, Par::Rayon));
     let mut calls = p.calls.lock().unwrap();
     let e = calls.entry(key).or_insert((0, 0.0));

@@ -48,6 +48,15 @@ pub fn check_writable(dir: &Path) -> Result<()> {
     t.close().map_err(|e| fail(&e))
 }
 
+/// An exclusive `flock` on `path` (created if needed), held until the returned file is dropped
+/// and freed by the kernel if its holder dies: one process at a time past this point.
+pub fn lock_exclusive(path: &Path) -> Result<std::fs::File> {
+    let f = std::fs::File::create(path).map_err(|e| Error::file(path, e.to_string()))?;
+    f.lock()
+        .map_err(|e| Error::file(path, format!("cannot lock: {e}")))?;
+    Ok(f)
+}
+
 /// Lower-case hex sha256 of a file's content, read in 1 MiB pieces.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f =

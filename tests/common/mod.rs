@@ -298,3 +298,13 @@ pub fn check_gradient(
         );
     }
 }
+
+/// The keys of a response cache file's answers, in file order (a torn line left out).
+pub fn cache_keys(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect()
+}

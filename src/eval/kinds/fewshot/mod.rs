@@ -315,6 +315,7 @@ fn cost_of(llm: &crate::llm::backend::LlmSettings, prompt: u64, completion: u64)
 /// with `--dry-run` the run stops here, and a cap the estimate exceeds refuses the run.
 /// Prompt tokens are the counted prompts' (exact with the server's tokenizer); completion
 /// tokens are given as a range: at least one per request, at most the strategy's room.
+/// Returns how many jobs the cache already answers.
 fn budget(
     spec: &CheckedFewshot,
     ep: &Endpoint,
@@ -322,7 +323,7 @@ fn budget(
     jobs: &[Job],
     counts: &[usize],
     cx: &Ctx,
-) -> Result<()> {
+) -> Result<usize> {
     let cached = |j: &Job| {
         client.cache().is_some_and(|c| {
             let k = crate::llm::cache::key(&ep.identity, j.request.endpoint, &j.request.body);
@@ -373,21 +374,15 @@ fn budget(
             format!("the run would cost at least {cost_lo:.4} (prompts, one answer token each), over the cap of {cap}; nothing was sent (fewer episodes, or a higher cap; --dry-run shows the estimate)"),
         ));
     }
-    if llm.max_cost.is_some() && !priced {
-        return Err(Error::setting(
-            "llm.max_cost",
-            "a cost cap needs the prices: set llm.price_prompt_per_million and llm.price_completion_per_million",
-        ));
-    }
-    Ok(())
+    Ok(jobs.len() - todo.len())
 }
 
 /// Send the jobs' requests through the cached client; the replies and the wall time.
 fn send(
     spec: &CheckedFewshot,
+    cached: usize,
     rt: &tokio::runtime::Runtime,
     client: &Arc<LlmClient>,
-    ep: &Endpoint,
     episodes: &[Episode],
     jobs: &[Job],
     cx: &Ctx,
@@ -397,13 +392,6 @@ fn send(
             .iter()
             .map(|e| e.cell())
             .collect::<std::collections::BTreeSet<_>>();
-        let cached = jobs
-            .iter()
-            .filter(|j| {
-                let k = crate::llm::cache::key(&ep.identity, j.request.endpoint, &j.request.body);
-                cache.get(&k).ok().flatten().is_some()
-            })
-            .count();
         cx.progress.line(&format!(
             "  {} episodes in {} cells, {} requests ({cached} already in the response cache {})",
             episodes.len(),
@@ -527,8 +515,8 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
         jobs.extend(spec.strategy.jobs(spec, &ep.model, embedded, i, e, p));
     }
-    budget(spec, &ep, &client, &jobs, &counts, cx)?;
-    let (replies, request_wall) = send(spec, &rt, &client, &ep, &episodes, &jobs, cx)?;
+    let cached = budget(spec, &ep, &client, &jobs, &counts, cx)?;
+    let (replies, request_wall) = send(spec, cached, &rt, &client, &episodes, &jobs, cx)?;
 
     // Scoring, metrics per cell, the table, the files.
     let (answers, usage, overhead_ms, server_ms) =
