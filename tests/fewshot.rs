@@ -583,3 +583,195 @@ fn open_ended_episodes_show_nonsense_names_and_record_the_real_ones() {
         assert!(classes.contains(&a["label"].as_str().unwrap()));
     }
 }
+
+/// Exact two-sided McNemar p, computed here from the binomial sum (not the library's).
+fn mcnemar(b: usize, c: usize) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    let choose =
+        |n: usize, k: usize| -> f64 { (0..k).map(|i| (n - i) as f64 / (i + 1) as f64).product() };
+    let tail: f64 = (0..=b.min(c)).map(|i| choose(n, i)).sum::<f64>() / 2f64.powi(n as i32);
+    (2.0 * tail).min(1.0)
+}
+
+/// The words of the query's token text in a prompt (the last `Context:` line).
+fn query_words(prompt: &str) -> usize {
+    let line = prompt
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Context: "))
+        .unwrap();
+    line.split(' ').filter(|w| !w.is_empty()).count()
+}
+
+#[test]
+fn a_sweep_runs_every_value_over_the_same_episodes_with_a_plot_and_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("results");
+    let s = suite(
+        dir.path(),
+        "fs-sweep",
+        "generate",
+        "[2, 5]",
+        "[{ induction = false, shots = 1 }, { induction = true, shots = 1 }]",
+        4,
+    );
+    let text = std::fs::read_to_string(&s)
+        .unwrap()
+        .replace("per_image = 8", "per_image = [4, 16]");
+    std::fs::write(&s, text).unwrap();
+    ok(&run(&s, &res, &[]));
+    let d = &run_dirs(&res, "fs-sweep")[0];
+    let r = result(d);
+    let metrics: Vec<&String> = r["metrics"].as_object().unwrap().keys().collect();
+    assert_eq!(metrics.len(), 8, "{metrics:?}");
+    for m in &metrics {
+        assert!(
+            m.starts_with("per_image-4/") || m.starts_with("per_image-16/"),
+            "{m}"
+        );
+    }
+    // Paired: both points scored the same episodes, in the same order.
+    let samples: Vec<Value> = std::fs::read_to_string(d.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let inputs = |p: &str| -> Vec<(String, String)> {
+        samples
+            .iter()
+            .filter(|s| s["rep"].as_str().unwrap().starts_with(p))
+            .map(|s| {
+                let rep = s["rep"].as_str().unwrap();
+                (
+                    rep[p.len()..].to_string(),
+                    s["input_sha256"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(inputs("per_image-4/").len(), 16);
+    assert_eq!(inputs("per_image-4/"), inputs("per_image-16/"));
+    // The prompts write at most the point's tokens per image, more at 16 than at 4.
+    let ans = answers(d);
+    assert_eq!(ans.len(), 32);
+    let (mut words4, mut words16) = (0, 0);
+    for a in &ans {
+        let cell = a["cell"].as_str().unwrap();
+        let w = query_words(a["prompt"].as_str().unwrap());
+        if cell.starts_with("per_image-4/") {
+            assert!((1..=4).contains(&w), "{w} words at 4");
+            words4 += w;
+        } else {
+            assert!(cell.starts_with("per_image-16/"), "{cell}");
+            assert!(w <= 16, "{w} words at 16");
+            words16 += w;
+        }
+    }
+    assert!(words16 > 2 * words4, "{words16} vs {words4}");
+    // The summary agrees with the answers: each point's cells, and the paired counts and
+    // McNemar p between the two points, recomputed here.
+    let sw: Value = serde_json::from_slice(&std::fs::read(d.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(sw, r["extra"]["sweep"]);
+    let right = |p: &str, cell: &str| -> Vec<bool> {
+        let mut v: Vec<(u64, bool)> = ans
+            .iter()
+            .filter(|a| a["cell"].as_str() == Some(&format!("{p}/{cell}")))
+            .map(|a| {
+                (
+                    a["index"].as_u64().unwrap(),
+                    a["correct"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|x| x.1).collect()
+    };
+    let pts = sw["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 2);
+    for p in pts {
+        let name = p["name"].as_str().unwrap();
+        for (cell, c) in p["cells"].as_object().unwrap() {
+            let k = right(name, cell).iter().filter(|x| **x).count();
+            assert_eq!(c["k"].as_u64().unwrap() as usize, k, "{name}/{cell}");
+            assert_eq!(c["n"].as_u64(), Some(4));
+        }
+    }
+    let paired = sw["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 4);
+    for p in paired {
+        let cell = p["cell"].as_str().unwrap();
+        let (a, b) = (right("per_image-4", cell), right("per_image-16", cell));
+        let only_a = a.iter().zip(&b).filter(|(x, y)| **x && !**y).count();
+        let only_b = a.iter().zip(&b).filter(|(x, y)| !**x && **y).count();
+        assert_eq!(p["only_from"].as_u64().unwrap() as usize, only_a, "{cell}");
+        assert_eq!(p["only_to"].as_u64().unwrap() as usize, only_b, "{cell}");
+        assert!((p["p_mcnemar"].as_f64().unwrap() - mcnemar(only_a, only_b)).abs() < 1e-12);
+    }
+    // The plot: two panels (2-way, 5-way), drawn lines and text, not a blank canvas.
+    let plot = image::open(d.join("sweep.png")).unwrap().to_rgb8();
+    assert_eq!(plot.dimensions(), (1240, 460));
+    let (colours, _) = common::browser::colours(&d.join("sweep.png"));
+    assert!(colours.len() > 50, "{} colours", colours.len());
+    let dark = plot
+        .pixels()
+        .filter(|p| p.0.iter().all(|&c| c < 80))
+        .count();
+    assert!(dark > 2000, "axes and labels missing: {dark} dark pixels");
+
+    // The run's page: every answer an episode section, every thumbnail a file.
+    let page = d.join("index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<section class=\"ep ").count(), 32);
+    assert!(html.contains("src=\"sweep.png\""));
+    let mut thumbs = 0;
+    for part in html.split("<img src=\"").skip(1) {
+        let f = &part[..part.find('"').unwrap()];
+        if f.starts_with("images/") {
+            thumbs += 1;
+            let t = image::open(d.join(f)).unwrap();
+            assert_eq!((t.width(), t.height()), (28, 28), "{f}");
+        }
+    }
+    assert!(thumbs >= 32 * 3, "{thumbs} thumbnails");
+    // In Chromium: the filter in the address shows exactly that cell's wrong answers.
+    let cell = "per_image-16/2-way/induction-yes/shots-1/repeats-0";
+    let wrong = ans
+        .iter()
+        .filter(|a| a["cell"].as_str() == Some(cell) && a["correct"] == false)
+        .count();
+    let dom = common::browser::dump_dom(&format!(
+        "file://{}#cell={}&outcome=wrong",
+        page.display(),
+        cell.replace('/', "%2F")
+    ));
+    let sections: Vec<&str> = dom.split("<section ").skip(1).collect();
+    assert_eq!(sections.len(), 32);
+    let shown = sections
+        .iter()
+        .filter(|s| !s[..s.find('>').unwrap()].contains("display: none"))
+        .count();
+    assert_eq!(shown, wrong, "sections shown under the filter");
+    assert!(
+        dom.contains(&format!("{wrong} of 32 episodes shown")),
+        "the counter"
+    );
+    let shot = dir.path().join("page.png");
+    common::browser::screenshot(&page, &shot, (1280, 3000));
+    let (colours, img) = common::browser::colours(&shot);
+    assert_eq!(img.dimensions(), (1280, 3000));
+    assert!(colours.contains(&[0xe8, 0xee, 0xf7]), "table header colour");
+    assert!(
+        colours.len() > 200,
+        "{} colours: blank page?",
+        colours.len()
+    );
+    // The episodes are reached: their right/wrong marks are drawn.
+    let marks = img
+        .pixels()
+        .filter(|p| p.0 == [0x2e, 0x8b, 0x3a] || p.0 == [0xc6, 0x28, 0x28])
+        .count();
+    assert!(marks > 500, "episode marks: {marks} pixels");
+}

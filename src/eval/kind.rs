@@ -74,8 +74,9 @@ pub struct Ctx<'a> {
     pub progress: &'a dyn Progress,
 }
 
-/// A page rendered from the finished result (it shows the run id and wall time).
-pub type Render = fn(&ResultFile) -> String;
+/// A page rendered from the finished result (it shows the run id and wall time), with what
+/// the run captured for it.
+pub type Render = Box<dyn Fn(&ResultFile) -> String>;
 
 /// What a run measured, and the files that go beside `result.json`.
 pub struct Outcome {

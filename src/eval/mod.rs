@@ -10,8 +10,10 @@
 //! - [`runner`]: runs suites and writes their folders, the summary, `report`;
 //! - [`shipped`]: the models shipped under `models/`, verified by sha256;
 //! - [`zoo`]: model names resolved, trained once and cached, loaded, hashed; feature cache;
-//! - [`results`], [`stats`]: the result schema, writer, reader, report, intervals and tests.
+//! - [`results`], [`stats`]: the result schema, writer, reader, report, intervals and tests;
+//! - [`board`]: every run of a results folder on one page, with verdicts against baselines.
 
+pub mod board;
 pub mod codec;
 pub mod kind;
 pub mod kinds;

@@ -1,6 +1,8 @@
 //! Shared test helpers: the real MiniLM assets, and a tiny random RoBERTa-layout checkpoint.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;

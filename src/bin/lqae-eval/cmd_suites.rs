@@ -1,4 +1,4 @@
-//! `--suite`, `ls`, `validate`, `report`.
+//! `--suite`, `ls`, `validate`, `report`, `board`.
 
 use anyhow::{bail, Result};
 use lqae::eval::{runner, suite_file, Stderr};
@@ -90,4 +90,33 @@ pub fn report(
             missing.join(", ")
         ),
     }
+}
+
+pub fn board(dir: &Path, baselines: Option<&Path>, out: &Path) -> Result<()> {
+    let default = dir.join("baselines");
+    let baselines = baselines.or(Some(default.as_path()).filter(|p| p.is_dir()));
+    let (b, html, md) = lqae::eval::board::write(dir, baselines, out)?;
+    let regressions = b
+        .rows
+        .iter()
+        .filter(|r| r.verdict.starts_with("REGRESSION"))
+        .count();
+    println!(
+        "{} rows from {} folder(s) of results ({} incomplete run(s)){}; board: {} and {}",
+        b.rows.len(),
+        b.rows
+            .iter()
+            .map(|r| &r.run_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        b.incomplete.len(),
+        if regressions > 0 {
+            format!(", {regressions} row(s) REGRESSED against the baselines")
+        } else {
+            String::new()
+        },
+        html.display(),
+        md.display()
+    );
+    Ok(())
 }

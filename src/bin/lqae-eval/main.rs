@@ -98,6 +98,19 @@ enum Cmd {
         #[arg(long)]
         allow_missing: bool,
     },
+    /// Every run under a results folder on one page: headline metrics with 95% intervals by
+    /// suite, model (tokenizer) and LLM, links to the run pages, and the verdict against each
+    /// suite's baseline (`--baselines`, default `RESULTS_DIR/baselines`); writes `--out` (HTML)
+    /// and its Markdown twin beside it (`.md`).
+    Board {
+        #[arg(default_value = "results")]
+        results_dir: PathBuf,
+        #[arg(long, default_value = "board.html")]
+        out: PathBuf,
+        /// Folder of baselines, `<suite>/<run>/result.json`; left out of the board's runs.
+        #[arg(long)]
+        baselines: Option<PathBuf>,
+    },
     /// Fetch, verify and cache assets (all when none is named); `llama-server` builds the
     /// embedded LLM server from its pinned source (once, about 13 minutes on 2 cores).
     Fetch {
@@ -377,6 +390,11 @@ fn run(cli: Cli) -> Result<()> {
             out,
             allow_missing,
         } => cmd_suites::report(&baseline, &current, out.as_deref(), allow_missing),
+        Cmd::Board {
+            results_dir,
+            out,
+            baselines,
+        } => cmd_suites::board(&results_dir, baselines.as_deref(), &out),
         Cmd::Fetch { names, quiet } => cmd_assets::fetch(&names, quiet),
         Cmd::Tokens {
             n,

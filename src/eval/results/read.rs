@@ -70,8 +70,29 @@ fn refuse_interrupted(path: &Path, newest: Option<&Path>, interrupted: &[PathBuf
     }
 }
 
-/// Under `dir` (itself included): every `result.json`, and every run folder without one.
+/// Under `dir` (itself included, `skip` and what is under it left out): every `result.json`,
+/// and every run folder without one (interrupted or stopped by a budget cap).
+pub fn find_runs(dir: &Path, skip: Option<&Path>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut found, mut interrupted) = (Vec::new(), Vec::new());
+    collect_skipping(dir, skip, &mut found, &mut interrupted);
+    found.sort();
+    interrupted.sort();
+    (found, interrupted)
+}
+
 fn collect(dir: &Path, results: &mut Vec<PathBuf>, interrupted: &mut Vec<PathBuf>) {
+    collect_skipping(dir, None, results, interrupted)
+}
+
+fn collect_skipping(
+    dir: &Path,
+    skip: Option<&Path>,
+    results: &mut Vec<PathBuf>,
+    interrupted: &mut Vec<PathBuf>,
+) {
+    if skip.is_some_and(|s| s == dir) {
+        return;
+    }
     if is_interrupted(dir) {
         interrupted.push(dir.to_path_buf());
         return;
@@ -80,7 +101,7 @@ fn collect(dir: &Path, results: &mut Vec<PathBuf>, interrupted: &mut Vec<PathBuf
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
-                collect(&p, results, interrupted);
+                collect_skipping(&p, skip, results, interrupted);
             } else if p.file_name().is_some_and(|n| n == "result.json") {
                 results.push(p);
             }

@@ -29,7 +29,12 @@ pub fn write_run_files(
     let write = || -> Result<()> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
         for (name, bytes) in files {
-            write_atomic(&dir.join(name), bytes)?;
+            let path = dir.join(name);
+            // Names may hold a folder (`images/12.png`).
+            if let Some(parent) = path.parent().filter(|p| *p != dir) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, e.to_string()))?;
+            }
+            write_atomic(&path, bytes)?;
         }
         if !per_image.is_empty() {
             write_per_image(&dir, per_image)?;

@@ -15,9 +15,11 @@
 //! killed run resumes without repeating a request.
 
 pub mod episodes;
+pub mod page;
 pub mod prompt;
 pub mod scoring;
 pub mod spec;
+pub mod sweep;
 pub mod table;
 
 pub use episodes::{parse_episode_csv, read_episodes, sample_episodes, Episode, Shot};
@@ -26,8 +28,8 @@ pub use prompt::{
 };
 pub use scoring::{candidate_loglik, check_for, Answer, Strategy};
 pub use spec::{
-    paper_columns, CheckedFewshot, Column, EpisodeSettings, FewshotSpec, ScoringSettings, Select,
-    TokenSettings,
+    paper_columns, sweep_points, CheckedFewshot, Column, EpisodeSettings, FewshotSpec, OneOrList,
+    Point, ScoringSettings, Select, TokenSettings,
 };
 pub use table::table_markdown;
 
@@ -78,17 +80,14 @@ fn episodes_of(spec: &CheckedFewshot, set: &LabelledImages) -> Result<Vec<Episod
     Ok(eps)
 }
 
-/// The token text of every image the episodes show (from the model, or from `tokens.file`),
-/// and how many tokens an image has.
-fn texts_of(
-    spec: &CheckedFewshot,
-    file: Option<(&Precomputed, Field)>,
-    lqae: &Lqae,
-    size: u32,
-    set: &LabelledImages,
-    episodes: &[Episode],
-    cx: &Ctx,
-) -> Result<(HashMap<String, String>, usize)> {
+/// An image's tokens before selection: ids of the model's LM, or a file's words.
+pub enum RawTokens {
+    Ids(Vec<u32>),
+    Words(Vec<String>),
+}
+
+/// Every image the episodes show, by key, with its data-set index.
+fn shown_images(set: &LabelledImages, episodes: &[Episode]) -> Vec<(String, usize)> {
     let keys: HashMap<String, usize> = (0..set.len()).map(|i| (image_key(set, i), i)).collect();
     let mut needed: Vec<String> = episodes
         .iter()
@@ -101,44 +100,82 @@ fn texts_of(
         .collect();
     needed.sort();
     needed.dedup();
-    let idx: Vec<usize> = needed.iter().map(|k| keys[k]).collect();
-    let mut texts = HashMap::new();
+    needed
+        .into_iter()
+        .map(|k| {
+            let i = keys[&k];
+            (k, i)
+        })
+        .collect()
+}
+
+/// The tokens of every image the episodes show (from the model, or from `tokens.file`), and
+/// how many tokens an image has.
+fn raw_tokens_of(
+    file: Option<(&Precomputed, Field)>,
+    lqae: &Lqae,
+    size: u32,
+    set: &LabelledImages,
+    shown: &[(String, usize)],
+    cx: &Ctx,
+) -> Result<(HashMap<String, RawTokens>, usize)> {
+    let mut raw = HashMap::new();
     let mut n_ids = 0usize;
     if let Some((file, field)) = file {
         let vocab = lqae.lm().vocab();
-        for (k, &i) in needed.iter().zip(&idx) {
-            let e = file.get(set, Split::Test, i)?;
-            let id = crate::eval::tokens_file::data_image_id(Split::Test, i);
-            let text = match field {
-                Field::Ids => {
-                    let ids = file.ids_of(e, &id, vocab.len())?;
-                    n_ids += ids.len();
-                    image_text(ids, vocab, &spec.tokens)
-                }
-                Field::Text => {
-                    let words = file.text_of(e, &id)?;
-                    n_ids += words.len();
-                    words_text(words, &spec.tokens)
-                }
+        for (k, i) in shown {
+            let e = file.get(set, Split::Test, *i)?;
+            let id = crate::eval::tokens_file::data_image_id(Split::Test, *i);
+            let r = match field {
+                Field::Ids => RawTokens::Ids(file.ids_of(e, &id, vocab.len())?.to_vec()),
+                Field::Text => RawTokens::Words(file.text_of(e, &id)?.to_vec()),
             };
-            texts.insert(k.clone(), text);
+            n_ids += match &r {
+                RawTokens::Ids(v) => v.len(),
+                RawTokens::Words(v) => v.len(),
+            };
+            raw.insert(k.clone(), r);
         }
-        return Ok((texts, n_ids / needed.len().max(1)));
-    }
-    for (chunk_k, chunk_i) in needed.chunks(64).zip(idx.chunks(64)) {
-        let batch = crate::data::batch::make_batch(set, chunk_i, size, None, cx.device)?;
-        let ids: Vec<Vec<u32>> = lqae.encode(&batch)?.to_vec2()?;
-        for (k, row) in chunk_k.iter().zip(ids) {
-            n_ids += row.len();
-            texts.insert(k.clone(), image_text(&row, lqae.lm().vocab(), &spec.tokens));
+    } else {
+        for chunk in shown.chunks(64) {
+            let idx: Vec<usize> = chunk.iter().map(|x| x.1).collect();
+            let batch = crate::data::batch::make_batch(set, &idx, size, None, cx.device)?;
+            let ids: Vec<Vec<u32>> = lqae.encode(&batch)?.to_vec2()?;
+            for ((k, _), row) in chunk.iter().zip(ids) {
+                n_ids += row.len();
+                raw.insert(k.clone(), RawTokens::Ids(row));
+            }
         }
     }
-    Ok((texts, n_ids / needed.len().max(1)))
+    Ok((raw, n_ids / shown.len().max(1)))
+}
+
+/// The token text of every image under one point's settings, and the mean number of tokens
+/// written per image.
+fn texts_for(
+    raw: &HashMap<String, RawTokens>,
+    vocab: &crate::lm::Vocab,
+    tokens: &TokenSettings,
+) -> (HashMap<String, String>, f64) {
+    let mut written = 0usize;
+    let texts: HashMap<String, String> = raw
+        .iter()
+        .map(|(k, r)| {
+            let words = match r {
+                RawTokens::Ids(ids) => prompt::image_words(ids, vocab, tokens),
+                RawTokens::Words(w) => prompt::text_words(w, tokens),
+            };
+            written += words.len();
+            (k.clone(), words.join(&tokens.separator))
+        })
+        .collect();
+    (texts, written as f64 / raw.len().max(1) as f64)
 }
 
 /// Refuse to send anything when a prompt cannot fit the model's context with its answer.
 fn check_context(
     spec: &CheckedFewshot,
+    point: &Point,
     ep: &Endpoint,
     episodes: &[Episode],
     counts: &[usize],
@@ -170,7 +207,7 @@ fn check_context(
             "tokens.per_image",
             format!(
                 "the prompt of episode {} #{} is {n} tokens ({counted_by}), over the model's context of {ctx} minus {answer_room} for the answer; lower `tokens.per_image` (now {}), or use fewer shots or repeats in `episodes.columns`, or raise `llm.context` if the model allows",
-                episodes[i].cell(), episodes[i].index, spec.tokens.per_image
+                point.key(&episodes[i].cell()), episodes[i].index, point.tokens.per_image()
             ),
         ));
     }
@@ -321,7 +358,7 @@ fn budget(
     ep: &Endpoint,
     client: &LlmClient,
     jobs: &[Job],
-    counts: &[usize],
+    job_counts: &[usize],
     cx: &Ctx,
 ) -> Result<usize> {
     let cached = |j: &Job| {
@@ -330,8 +367,8 @@ fn budget(
             c.get(&k).ok().flatten().is_some()
         })
     };
-    let todo: Vec<&Job> = jobs.iter().filter(|j| !cached(j)).collect();
-    let prompt: u64 = todo.iter().map(|j| counts[j.episode] as u64).sum();
+    let todo: Vec<usize> = (0..jobs.len()).filter(|&i| !cached(&jobs[i])).collect();
+    let prompt: u64 = todo.iter().map(|&i| job_counts[i] as u64).sum();
     let per_answer = match spec.strategy {
         Strategy::Generate => spec.llm.max_answer_tokens as u64,
         _ => 1,
@@ -392,10 +429,16 @@ fn send(
             .iter()
             .map(|e| e.cell())
             .collect::<std::collections::BTreeSet<_>>();
+        let points = spec.points.len();
         cx.progress.line(&format!(
-            "  {} episodes in {} cells, {} requests ({cached} already in the response cache {})",
+            "  {} episodes in {} cells{}, {} requests ({cached} already in the response cache {})",
             episodes.len(),
             cells.len(),
+            if points > 1 {
+                format!(", each at {points} points of the sweep")
+            } else {
+                String::new()
+            },
             jobs.len(),
             cache.path().display()
         ));
@@ -473,11 +516,8 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         })
         .transpose()?;
     let file_ref = file.as_ref().map(|(p, f)| (p, *f));
-    let (texts, tokens_per_image) = texts_of(spec, file_ref, lqae, size, &set, &episodes, cx)?;
-    let prompts: Vec<String> = episodes
-        .iter()
-        .map(|e| prompt(e, &texts, &spec.episodes))
-        .collect();
+    let shown = shown_images(&set, &episodes);
+    let (raw, tokens_per_image) = raw_tokens_of(file_ref, lqae, size, &set, &shown, cx)?;
 
     // The server and the client.
     let ep = backend::endpoint(&spec.llm)?;
@@ -505,38 +545,108 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         .enable_all()
         .build()
         .map_err(|e| Error::Msg(format!("cannot start the async runtime: {e}")))?;
-    let prompt_refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (counts, counted_by) = rt.block_on(backend::count_tokens(&client, &prompt_refs));
-    check_context(spec, &ep, &episodes, &counts, counted_by, cx)?;
 
-    // The requests.
+    // Every point's prompts and requests (the same episodes at each point: paired).
     let embedded = ep.server.is_some();
+    let mut runs: Vec<PointRun> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();
-    for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
-        jobs.extend(spec.strategy.jobs(spec, &ep.model, embedded, i, e, p));
+    let mut job_counts: Vec<usize> = Vec::new();
+    let mut counted_by = "";
+    for point in &spec.points {
+        let (texts, written) = texts_for(&raw, lqae.lm().vocab(), &point.tokens);
+        let prompts: Vec<String> = episodes
+            .iter()
+            .map(|e| prompt(e, &texts, &spec.episodes))
+            .collect();
+        let prompt_refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let (counts, by) = rt.block_on(backend::count_tokens(&client, &prompt_refs));
+        counted_by = by;
+        check_context(spec, point, &ep, &episodes, &counts, counted_by, cx)?;
+        let start = jobs.len();
+        for (i, (e, p)) in episodes.iter().zip(&prompts).enumerate() {
+            for j in spec.strategy.jobs(spec, &ep.model, embedded, i, e, p) {
+                job_counts.push(counts[i]);
+                jobs.push(j);
+            }
+        }
+        runs.push(PointRun {
+            point,
+            texts,
+            written,
+            prompts,
+            counts,
+            jobs: start..jobs.len(),
+        });
     }
-    let cached = budget(spec, &ep, &client, &jobs, &counts, cx)?;
+    let cached = budget(spec, &ep, &client, &jobs, &job_counts, cx)?;
     let (replies, request_wall) = send(spec, cached, &rt, &client, &episodes, &jobs, cx)?;
 
-    // Scoring, metrics per cell, the table, the files.
-    let (answers, usage, overhead_ms, server_ms) =
-        score_answers(spec, &episodes, &prompts, &jobs, &replies)?;
-    let mut cells: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
-    for (a, e) in answers.iter().zip(&episodes) {
-        let c = cells.entry(a.cell.clone()).or_insert((0, 0, e.ways));
-        c.0 += a.correct as usize;
-        c.1 += 1;
-    }
-    let metrics: BTreeMap<String, Metric> = cells
-        .iter()
-        .map(|(cell, &(k, n, _))| (format!("{cell}/top1"), proportion(k, n, spec.tolerance)))
-        .collect();
+    // Scoring, metrics per point and cell, the tables, the files.
     let ep_lines: Vec<String> = episodes
         .iter()
         .map(|e| serde_json::to_string(e).expect("episode"))
         .collect();
-    let samples = samples_of(&answers, &episodes, &ep_lines, &set);
-    let table = table_markdown(&cells, &metrics);
+    let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut all_answers: Vec<Answer> = Vec::new();
+    let mut usages = Vec::new();
+    let (mut overhead_ms, mut server_ms) = (Vec::new(), 0.0);
+    let mut tables = Vec::new();
+    let mut scored: Vec<sweep::PointResult> = Vec::new();
+    for r in &runs {
+        let (mut answers, usage, o_ms, s_ms) = score_answers(
+            spec,
+            &episodes,
+            &r.prompts,
+            &jobs[r.jobs.clone()],
+            &replies[r.jobs.clone()],
+        )?;
+        overhead_ms.extend(o_ms);
+        server_ms += s_ms;
+        usages.push(usage);
+        let mut cells: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+        for (a, e) in answers.iter().zip(&episodes) {
+            let c = cells.entry(a.cell.clone()).or_insert((0, 0, e.ways));
+            c.0 += a.correct as usize;
+            c.1 += 1;
+        }
+        let point_metrics: BTreeMap<String, Metric> = cells
+            .iter()
+            .map(|(cell, &(k, n, _))| (format!("{cell}/top1"), proportion(k, n, spec.tolerance)))
+            .collect();
+        let table = table_markdown(&cells, &point_metrics);
+        tables.push(if r.point.name.is_empty() {
+            table.clone()
+        } else {
+            format!(
+                "**{}** ({:.1} tokens written per image on average)\n\n{table}",
+                r.point.name, r.written
+            )
+        });
+        for (m, v) in &point_metrics {
+            metrics.insert(r.point.key(m), v.clone());
+        }
+        let mut point_samples = samples_of(&answers, &episodes, &ep_lines, &set);
+        for (s, a) in point_samples.iter_mut().zip(answers.iter_mut()) {
+            s.rep = r.point.key(&s.rep);
+            a.cell = r.point.key(&a.cell);
+        }
+        samples.extend(point_samples);
+        scored.push(sweep::PointResult {
+            point: r.point.clone(),
+            written: r.written,
+            cells,
+            metrics: point_metrics,
+            correct: answers.iter().map(|a| a.correct).collect(),
+            cell_of: episodes.iter().map(|e| e.cell()).collect(),
+        });
+        all_answers.extend(answers);
+    }
+    let sweep_summary = (spec.points.len() > 1).then(|| sweep::summary(&scored));
+    let table = match &sweep_summary {
+        Some(sw) => format!("{}\n{}", sweep::summary_markdown(sw), tables.join("\n")),
+        None => tables.concat(),
+    };
     let mut extra = serde_json::Map::new();
     extra.insert("strategy".into(), spec.strategy.name().into());
     extra.insert("api".into(), spec.llm.api.clone().into());
@@ -548,33 +658,34 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     if let Some((p, f)) = &file {
         extra.insert("tokens_file".into(), p.record(*f));
     }
+    let all_counts: Vec<usize> = runs.iter().flat_map(|r| r.counts.iter().copied()).collect();
     extra.insert(
         "prompt_tokens".into(),
         json!({
             "counted_by": counted_by,
-            "max": counts.iter().max(),
-            "mean": counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64,
+            "max": all_counts.iter().max(),
+            "mean": all_counts.iter().sum::<usize>() as f64 / all_counts.len().max(1) as f64,
             "context": ep.context,
         }),
     );
-    extra.insert(
-        "chance".into(),
-        cells
-            .iter()
-            .map(|(c, &(_, _, w))| (c.clone(), json!(1.0 / w as f64)))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-    );
+    let chance: serde_json::Map<String, serde_json::Value> = episodes
+        .iter()
+        .map(|e| (e.cell(), json!(1.0 / e.ways as f64)))
+        .collect();
+    extra.insert("chance".into(), chance.into());
     extra.insert(
         "requests".into(),
         requests_record(&client, jobs.len(), request_wall, &overhead_ms, server_ms),
     );
-    extra.insert("usage".into(), usage);
+    extra.insert("usage".into(), sum_usage(&usages));
     extra.insert(
         "response_cache".into(),
         cache_path.display().to_string().into(),
     );
     extra.insert("table".into(), table.clone().into());
+    if let Some(sw) = &sweep_summary {
+        extra.insert("sweep".into(), sw.clone());
+    }
 
     let mut inputs = BTreeMap::new();
     inputs.insert("lqae".to_string(), trained.sha256.clone());
@@ -601,10 +712,46 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
             .join(",")
             .as_bytes(),
     );
-    let ans: Vec<String> = answers
+    let ans: Vec<String> = all_answers
         .iter()
         .map(|a| serde_json::to_string(a).expect("answer"))
         .collect();
+    let mut files = vec![
+        (
+            "episodes.jsonl".into(),
+            (ep_lines.join("\n") + "\n").into_bytes(),
+        ),
+        ("answers.jsonl".into(), (ans.join("\n") + "\n").into_bytes()),
+        ("table.md".into(), table.clone().into_bytes()),
+    ];
+    if let Some(sw) = &sweep_summary {
+        files.push(("sweep.json".into(), serde_json::to_vec_pretty(sw)?));
+        files.push(("sweep.md".into(), sweep::summary_markdown(sw).into_bytes()));
+        if let Some(png) = sweep::plot_png(sw, &cx.suite.name)? {
+            files.push((sweep::PLOT_FILE.into(), png));
+        }
+    }
+    // The run's page: thumbnails of every image shown, the episodes as sent and answered.
+    let thumbs = page::thumbnails(&set, &shown)?;
+    let data = page::PageData {
+        episodes: episodes.clone(),
+        answers: all_answers,
+        texts: runs
+            .iter()
+            .map(|r| (r.point.name.clone(), r.texts.clone()))
+            .collect(),
+        images: thumbs
+            .iter()
+            .map(|(k, f, _)| (k.clone(), f.clone()))
+            .collect(),
+        plot: sweep_summary.as_ref().and_then(|_| {
+            files
+                .iter()
+                .any(|f| f.0 == sweep::PLOT_FILE)
+                .then_some(sweep::PLOT_FILE.to_string())
+        }),
+    };
+    files.extend(thumbs.into_iter().map(|(_, f, png)| (f, png)));
     let mut outcome = Outcome::new(Measured {
         seeds,
         inputs_sha256: inputs,
@@ -613,17 +760,48 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         extra,
     });
     outcome.samples = samples;
-    outcome.files = vec![
-        (
-            "episodes.jsonl".into(),
-            (ep_lines.join("\n") + "\n").into_bytes(),
-        ),
-        ("answers.jsonl".into(), (ans.join("\n") + "\n").into_bytes()),
-        ("table.md".into(), table.clone().into_bytes()),
-    ];
+    outcome.files = files;
+    outcome.pages = vec![(
+        page::PAGE_FILE.into(),
+        Box::new(move |r: &crate::eval::results::ResultFile| page::page_html(r, &data)),
+    )];
     outcome.table = Some(table);
     drop(ep);
     Ok(outcome)
+}
+
+/// One point of the sweep as sent: its texts, prompts, prompt sizes and its jobs' range.
+struct PointRun<'a> {
+    point: &'a Point,
+    texts: HashMap<String, String>,
+    written: f64,
+    prompts: Vec<String>,
+    counts: Vec<usize>,
+    jobs: std::ops::Range<usize>,
+}
+
+/// The points' usage records added up (cost: `null` unless priced).
+fn sum_usage(usages: &[serde_json::Value]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for k in [
+        "prompt_tokens",
+        "completion_tokens",
+        "billed_prompt_tokens",
+        "billed_completion_tokens",
+    ] {
+        let n: u64 = usages.iter().filter_map(|u| u[k].as_u64()).sum();
+        out.insert(k.into(), n.into());
+    }
+    let costs: Vec<f64> = usages.iter().filter_map(|u| u["cost"].as_f64()).collect();
+    out.insert(
+        "cost".into(),
+        if costs.is_empty() {
+            serde_json::Value::Null
+        } else {
+            costs.iter().sum::<f64>().into()
+        },
+    );
+    out.into()
 }
 
 #[cfg(test)]

@@ -6,6 +6,11 @@ use std::collections::HashMap;
 
 /// The token text of one image (ids in raster order) under `s`.
 pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> String {
+    image_words(ids, vocab, s).join(&s.separator)
+}
+
+/// The tokens of one image (ids in raster order) that `s` writes, in the order written.
+pub fn image_words(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> Vec<String> {
     let kept: Vec<(u32, String)> = ids
         .iter()
         .map(|&id| (id, vocab.token_text(id)))
@@ -19,6 +24,11 @@ pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> S
 /// The text of one image given as words (a `tokens.file`'s `text`), in raster order, under
 /// `s`: the words are the tokens (no vocabulary: nothing is special or a word piece).
 pub fn words_text(words: &[String], s: &TokenSettings) -> String {
+    text_words(words, s).join(&s.separator)
+}
+
+/// The words of one image (a `tokens.file`'s `text`) that `s` writes.
+pub fn text_words(words: &[String], s: &TokenSettings) -> Vec<String> {
     let kept: Vec<(&str, String)> = words
         .iter()
         .map(|w| w.trim())
@@ -29,13 +39,13 @@ pub fn words_text(words: &[String], s: &TokenSettings) -> String {
 }
 
 /// `tokens.per_image` of the kept `(key, text)` tokens as `tokens.select` picks them.
-fn pick<K: std::hash::Hash + Eq + Copy>(kept: &[(K, String)], s: &TokenSettings) -> String {
+fn pick<K: std::hash::Hash + Eq + Copy>(kept: &[(K, String)], s: &TokenSettings) -> Vec<String> {
     let m = kept.len();
-    let select = Select::parse(&s.select).unwrap_or(Select::All);
+    let select = s.select();
     let n = if select == Select::All {
         m
     } else {
-        s.per_image.min(m)
+        s.per_image().min(m)
     };
     let chosen: Vec<&str> = match select {
         Select::Raster => kept[..n].iter().map(|x| x.1.as_str()).collect(),
@@ -55,7 +65,7 @@ fn pick<K: std::hash::Hash + Eq + Copy>(kept: &[(K, String)], s: &TokenSettings)
         }
         Select::All => kept.iter().map(|x| x.1.as_str()).collect(),
     };
-    chosen.join(&s.separator)
+    chosen.into_iter().map(String::from).collect()
 }
 
 /// `"a" or "b"`, `"a", "b" or "c"`.

@@ -8,11 +8,39 @@ use serde::{Deserialize, Serialize};
 fn d_tol() -> f64 {
     0.05
 }
-fn d_per_image() -> usize {
-    16
+fn d_per_image() -> OneOrList<usize> {
+    OneOrList::One(16)
 }
-fn d_select() -> String {
-    "stride".into()
+fn d_select() -> OneOrList<String> {
+    OneOrList::One("stride".into())
+}
+
+/// A setting given as one value, or as a list: a sweep, every value run over the same
+/// episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrList<T> {
+    One(T),
+    List(Vec<T>),
+}
+
+impl<T: Clone> OneOrList<T> {
+    pub fn values(&self) -> Vec<T> {
+        match self {
+            OneOrList::One(v) => vec![v.clone()],
+            OneOrList::List(v) => v.clone(),
+        }
+    }
+    pub fn is_list(&self) -> bool {
+        matches!(self, OneOrList::List(_))
+    }
+    /// The value of a single setting (a sweep's first value).
+    pub fn first(&self) -> Option<&T> {
+        match self {
+            OneOrList::One(v) => Some(v),
+            OneOrList::List(v) => v.first(),
+        }
+    }
 }
 fn d_true() -> bool {
     true
@@ -26,12 +54,14 @@ fn d_sep() -> String {
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     /// Tokens written per image (after filtering); 0 with `select = "all"` writes every one.
+    /// A list (`[4, 8, 16, 32]`) is a sweep: every value over the same episodes.
     #[serde(default = "d_per_image")]
-    pub per_image: usize,
+    pub per_image: OneOrList<usize>,
     /// `raster` (the first ones in raster order), `stride` (evenly spaced over the grid),
-    /// `frequent` (the image's most frequent distinct tokens, ties by first position), `all`.
+    /// `frequent` (the image's most frequent distinct tokens, ties by first position), `all`;
+    /// a list is a sweep, as for `per_image`.
     #[serde(default = "d_select")]
-    pub select: String,
+    pub select: OneOrList<String>,
     /// Keep the LM tokenizer's special tokens (`[CLS]`, `[MASK]`, ...).
     #[serde(default)]
     pub keep_special: bool,
@@ -55,6 +85,73 @@ impl Default for TokenSettings {
     fn default() -> Self {
         toml::from_str("").expect("all fields have defaults")
     }
+}
+
+impl TokenSettings {
+    /// Tokens per image of a single setting (a point of a sweep).
+    pub fn per_image(&self) -> usize {
+        self.per_image.first().copied().unwrap_or(0)
+    }
+    /// `select` of a single setting; unparsable names are refused by the suite check.
+    pub fn select(&self) -> Select {
+        self.select
+            .first()
+            .and_then(|s| Select::parse(s))
+            .unwrap_or(Select::All)
+    }
+}
+
+/// One value of a sweep over `tokens.per_image` and `tokens.select` (the only one when neither
+/// is a list): its name, a prefix of its metrics (`per_image-8`, `select-frequent/per_image-8`;
+/// empty without a sweep), and the token settings with single values.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub name: String,
+    pub tokens: TokenSettings,
+}
+
+impl Point {
+    /// `name/cell` (`cell` alone without a sweep).
+    pub fn key(&self, cell: &str) -> String {
+        if self.name.is_empty() {
+            cell.to_string()
+        } else {
+            format!("{}/{cell}", self.name)
+        }
+    }
+}
+
+/// Every point of the sweep `t` describes (select major, per_image minor, in the order
+/// written); `select = "all"` is one point whatever `per_image` says.
+pub fn sweep_points(t: &TokenSettings) -> Vec<Point> {
+    let mut out: Vec<Point> = Vec::new();
+    for sel in t.select.values() {
+        for n in t.per_image.values() {
+            let all = Select::parse(&sel) == Some(Select::All);
+            let mut parts = Vec::new();
+            if t.select.is_list() {
+                parts.push(format!("select-{sel}"));
+            }
+            if t.per_image.is_list() {
+                parts.push(if all {
+                    "per_image-all".to_string()
+                } else {
+                    format!("per_image-{n}")
+                });
+            }
+            let mut tokens = t.clone();
+            tokens.per_image = OneOrList::One(if all { 0 } else { n });
+            tokens.select = OneOrList::One(sel.clone());
+            let p = Point {
+                name: parts.join("/"),
+                tokens,
+            };
+            if !out.iter().any(|o| o.name == p.name) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// One column of the table: task induction or not, inner shots, repeats of the support set.
@@ -210,7 +307,8 @@ impl Select {
 pub struct CheckedFewshot {
     pub spec: FewshotSpec,
     pub strategy: Strategy,
-    pub select: Select,
+    /// The sweep's points (one without a sweep).
+    pub points: Vec<Point>,
     pub api: Api,
 }
 
@@ -233,19 +331,35 @@ impl FewshotSpec {
                 Strategy::NAMES.join(", ")
             ));
         }
-        let select = Select::parse(&self.tokens.select);
-        if select.is_none() {
-            out.push(format!(
-                "`tokens.select`: `{}` is not one of {}",
-                self.tokens.select,
-                Select::NAMES.join(", ")
-            ));
+        let selects = self.tokens.select.values();
+        for s in &selects {
+            if Select::parse(s).is_none() {
+                out.push(format!(
+                    "`tokens.select`: `{s}` is not one of {}",
+                    Select::NAMES.join(", ")
+                ));
+            }
         }
-        if self.tokens.per_image == 0 && select != Some(Select::All) {
+        let only_all = selects.iter().all(|s| s == "all");
+        if self.tokens.per_image.values().contains(&0) && !only_all {
             out.push(
                 "`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)"
                     .into(),
             );
+        }
+        for (key, n, distinct) in [
+            (
+                "tokens.per_image",
+                self.tokens.per_image.values().len(),
+                dedup_len(self.tokens.per_image.values()),
+            ),
+            ("tokens.select", selects.len(), dedup_len(selects.clone())),
+        ] {
+            if n == 0 {
+                out.push(format!("`{key}`: an empty list sweeps nothing"));
+            } else if distinct < n {
+                out.push(format!("`{key}`: a value is listed twice"));
+            }
         }
         if let Some(f) = self.tokens.file_tokens.as_deref() {
             if crate::eval::tokens_file::Field::parse(f).is_none() {
@@ -298,14 +412,20 @@ impl FewshotSpec {
         if self.llm.concurrency == 0 {
             out.push("`llm.concurrency`: must be at least 1".into());
         }
-        match (strategy, select, api) {
-            (Some(strategy), Some(select), Some(api)) if out.is_empty() => Ok(CheckedFewshot {
+        match (strategy, api) {
+            (Some(strategy), Some(api)) if out.is_empty() => Ok(CheckedFewshot {
+                points: sweep_points(&self.tokens),
                 spec: self,
                 strategy,
-                select,
                 api,
             }),
             _ => Err(out),
         }
     }
+}
+
+fn dedup_len<T: Ord>(mut v: Vec<T>) -> usize {
+    v.sort();
+    v.dedup();
+    v.len()
 }

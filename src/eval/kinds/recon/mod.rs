@@ -307,7 +307,7 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     outcome.files.push(("grid.png".into(), png));
     outcome
         .pages
-        .push(("index.html".into(), page_html as fn(&_) -> String));
+        .push(("index.html".into(), Box::new(page_html)));
     Ok(outcome)
 }
 

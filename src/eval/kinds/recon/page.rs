@@ -4,12 +4,7 @@ use crate::error::Result;
 use crate::eval::results::ResultFile;
 use std::path::{Path, PathBuf};
 
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+pub use crate::util::html::esc;
 
 /// The run's page: metrics table, token table, the grid and the conventions, from the result
 /// file alone (`extra.grid`, `extra.tokens`, `extra.conventions`, `extra.models`).

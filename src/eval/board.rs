@@ -1,0 +1,495 @@
+//! The board (`lqae-eval board`): every run under a results folder, its headline metrics
+//! with 95% intervals by suite, model (tokenizer) and LLM, a link to the run's page, and the
+//! regression verdict against the suite's baseline where one exists; as HTML and Markdown.
+//!
+//! Rows are (run, what it scored): a linear probe's representations, a reconstruction run's
+//! models, a few-shot run's model (per point of a sweep), a throughput run's kernels. The
+//! headline of a few-shot row is top-1 per N-way pooled over the table's columns (every
+//! episode of that way); the cells are on the run's page.
+
+use super::results::{self, compare_paired, Metric, ResultFile, Verdict};
+use super::stats::proportion;
+use crate::error::{Error, Result};
+use crate::util::html::esc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One row of the board.
+#[derive(Debug, Clone)]
+pub struct BoardRow {
+    pub suite: String,
+    pub kind: String,
+    pub run_id: String,
+    pub created_unix: u64,
+    /// The model or representation scored (with its tokenizer where one is named).
+    pub model: String,
+    pub llm: String,
+    /// Headline name -> metric.
+    pub metrics: Vec<(String, Metric)>,
+    /// Against the baseline: `same`, `improved (n)`, `REGRESSION (n)`, `MISSING (n)`, or
+    /// empty without a baseline.
+    pub verdict: String,
+    /// The run's page (or its `result.json`).
+    pub link: PathBuf,
+}
+
+/// A run folder without a result.
+#[derive(Debug, Clone)]
+pub struct Incomplete {
+    pub dir: PathBuf,
+    pub why: String,
+}
+
+pub struct Board {
+    pub rows: Vec<BoardRow>,
+    pub incomplete: Vec<Incomplete>,
+    pub baselines: Option<PathBuf>,
+}
+
+/// The headline metrics of a kind: `rep/<name>` for each name, in this order.
+fn headline_names(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "linear-probe" => &["top1", "top5", "balanced"],
+        "reconstruction" => &["psnr", "ssim", "lpips_alex", "rfid", "kid"],
+        "throughput" => &["per_s"],
+        _ => return None,
+    })
+}
+
+/// Few-shot rows: per point of a sweep (the metric prefix before the `N-way` part), top-1 per
+/// N-way pooled over the columns.
+fn fewshot_rows(r: &ResultFile) -> BTreeMap<String, Vec<(String, Metric)>> {
+    // point -> way -> (k, n)
+    let mut pooled: BTreeMap<String, BTreeMap<usize, (usize, usize)>> = BTreeMap::new();
+    let mut tol = 0.05;
+    for (name, m) in &r.metrics {
+        let Some(cell) = name.strip_suffix("/top1") else {
+            continue;
+        };
+        let parts: Vec<&str> = cell.split('/').collect();
+        let Some(wi) = parts.iter().position(|p| p.ends_with("-way")) else {
+            continue;
+        };
+        let Ok(way) = parts[wi].trim_end_matches("-way").parse::<usize>() else {
+            continue;
+        };
+        let point = parts[..wi].join("/");
+        let e = pooled
+            .entry(point)
+            .or_default()
+            .entry(way)
+            .or_insert((0, 0));
+        e.0 += (m.value * m.n as f64).round() as usize;
+        e.1 += m.n;
+        tol = m.tolerance;
+    }
+    pooled
+        .into_iter()
+        .map(|(point, ways)| {
+            let ms = ways
+                .into_iter()
+                .map(|(w, (k, n))| (format!("{w}-way top-1"), proportion(k, n, tol)))
+                .collect();
+            (point, ms)
+        })
+        .collect()
+}
+
+/// What the verdicts of `rows` (the comparison's rows of one board row) add up to.
+fn verdict_of(rows: &[&results::Row]) -> String {
+    let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
+    let (reg, miss, imp) = (
+        count(Verdict::Regression),
+        count(Verdict::Missing),
+        count(Verdict::Improved),
+    );
+    if reg > 0 {
+        format!("REGRESSION ({reg})")
+    } else if miss > 0 {
+        format!("MISSING ({miss})")
+    } else if imp > 0 {
+        format!("improved ({imp})")
+    } else if rows.is_empty() {
+        String::new()
+    } else {
+        "same".into()
+    }
+}
+
+/// Read every run under `dir` (leaving out `baselines`, which holds the baselines each suite
+/// is compared with: `baselines/<suite>/`, the newest result there).
+pub fn collect(dir: &Path, baselines: Option<&Path>) -> Result<Board> {
+    if !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            "is not a folder of results (run a suite first, or name the folder `--results` wrote)",
+        ));
+    }
+    let baselines = baselines.filter(|b| b.is_dir());
+    let (found, interrupted) = results::find_runs(dir, baselines);
+    let mut rows = Vec::new();
+    let mut incomplete: Vec<Incomplete> = interrupted
+        .into_iter()
+        .map(|d| {
+            let why = std::fs::read(d.join(results::PARTIAL_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["stopped"].as_str().map(String::from))
+                .unwrap_or_else(|| "interrupted (no result.json)".into());
+            Incomplete { dir: d, why }
+        })
+        .collect();
+    let mut base_cache: BTreeMap<
+        String,
+        Option<(
+            ResultFile,
+            Option<Vec<results::Sample>>,
+            Option<Vec<results::ImageScore>>,
+        )>,
+    > = BTreeMap::new();
+    for file in found {
+        let (r, samples) = match results::read_result(&file) {
+            Ok(x) => x,
+            Err(e) => {
+                incomplete.push(Incomplete {
+                    dir: file.parent().unwrap_or(&file).to_path_buf(),
+                    why: format!("unreadable: {e}"),
+                });
+                continue;
+            }
+        };
+        let values = results::read_per_image(&file).ok().flatten();
+        let base = base_cache
+            .entry(r.suite.clone())
+            .or_insert_with(|| {
+                let b = baselines?.join(&r.suite);
+                let (br, bs) = results::read_result(&b).ok()?;
+                let bv = results::read_per_image(&b).ok().flatten();
+                Some((br, bs, bv))
+            })
+            .as_ref();
+        let cmp = base.map(|(br, bs, bv)| {
+            compare_paired(
+                br,
+                bs.as_deref(),
+                bv.as_deref(),
+                &r,
+                samples.as_deref(),
+                values.as_deref(),
+            )
+        });
+        let dir_of = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let page = dir_of.join("index.html");
+        let link = if page.is_file() { page } else { file.clone() };
+        let llm = r.extra["llm_model"]
+            .as_str()
+            .map(|m| match r.extra["server"].as_str() {
+                Some(s) if !s.is_empty() && s != m => format!("{m} ({s})"),
+                _ => m.to_string(),
+            })
+            .unwrap_or_else(|| "-".into());
+        let model_name = r.config["model"].as_str().unwrap_or("").to_string();
+        let row = |model: String, metrics: Vec<(String, Metric)>, verdict: String| BoardRow {
+            suite: r.suite.clone(),
+            kind: r.kind.clone(),
+            run_id: r.run_id.clone(),
+            created_unix: r.created_unix,
+            model,
+            llm: llm.clone(),
+            metrics,
+            verdict,
+            link: link.clone(),
+        };
+        if r.kind == "fewshot" {
+            let tokenizer = r.extra["tokens_file"]["tokenizer"]
+                .as_str()
+                .map(|t| format!(" + tokens file ({t})"))
+                .unwrap_or_default();
+            for (point, ms) in fewshot_rows(&r) {
+                let model = if point.is_empty() {
+                    format!("{model_name}{tokenizer}")
+                } else {
+                    format!("{model_name}{tokenizer} @ {point}")
+                };
+                let verdict = cmp
+                    .as_ref()
+                    .map(|c| {
+                        verdict_of(
+                            &c.iter()
+                                .filter(|x| {
+                                    point.is_empty() || x.metric.starts_with(&format!("{point}/"))
+                                })
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .unwrap_or_default();
+                rows.push(row(model, ms, verdict));
+            }
+            continue;
+        }
+        // Other kinds: `rep/metric`, one row per rep.
+        let mut reps: BTreeMap<String, Vec<(String, Metric)>> = BTreeMap::new();
+        for (name, m) in &r.metrics {
+            let Some((rep, metric)) = name.rsplit_once('/') else {
+                continue;
+            };
+            reps.entry(rep.to_string())
+                .or_default()
+                .push((metric.to_string(), m.clone()));
+        }
+        for (rep, mut ms) in reps {
+            if let Some(names) = headline_names(&r.kind) {
+                ms.retain(|(n, _)| names.contains(&n.as_str()));
+                ms.sort_by_key(|(n, _)| names.iter().position(|x| x == n));
+            }
+            if ms.is_empty() {
+                continue;
+            }
+            let model = if rep == "lqae" && !model_name.is_empty() {
+                format!("lqae ({model_name})")
+            } else {
+                rep.clone()
+            };
+            let verdict = cmp
+                .as_ref()
+                .map(|c| {
+                    verdict_of(
+                        &c.iter()
+                            .filter(|x| x.metric.starts_with(&format!("{rep}/")))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .unwrap_or_default();
+            rows.push(row(model, ms, verdict));
+        }
+    }
+    rows.sort_by(|a, b| {
+        (
+            a.kind.as_str(),
+            a.suite.as_str(),
+            std::cmp::Reverse(a.created_unix),
+            a.model.as_str(),
+        )
+            .cmp(&(
+                b.kind.as_str(),
+                b.suite.as_str(),
+                std::cmp::Reverse(b.created_unix),
+                b.model.as_str(),
+            ))
+    });
+    Ok(Board {
+        rows,
+        incomplete,
+        baselines: baselines.map(Path::to_path_buf),
+    })
+}
+
+/// `target` relative to the folder `from` (both made absolute), for links in the board.
+pub fn relative(target: &Path, from: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (t, f) = (abs(target), abs(from));
+    let tc: Vec<_> = t.components().collect();
+    let fc: Vec<_> = f.components().collect();
+    let common = tc.iter().zip(&fc).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = std::iter::repeat_n("..".to_string(), fc.len() - common).collect();
+    parts.extend(
+        tc[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+fn fmt_metric(name: &str, m: &Metric) -> (String, String) {
+    let pct = name.contains("top") || name == "balanced";
+    let (v, lo, hi) = if pct {
+        (100.0 * m.value, 100.0 * m.ci95[0], 100.0 * m.ci95[1])
+    } else {
+        (m.value, m.ci95[0], m.ci95[1])
+    };
+    let d = if pct || v.abs() >= 100.0 {
+        1
+    } else if v.abs() >= 10.0 {
+        2
+    } else {
+        4
+    };
+    (
+        format!("{v:.d$}"),
+        format!("[{lo:.d$}, {hi:.d$}] n={}", m.n, d = d),
+    )
+}
+
+/// Rows of one kind, and the headline columns they use (in first-seen order).
+fn by_kind(b: &Board) -> Vec<(String, Vec<&BoardRow>, Vec<String>)> {
+    let mut out: Vec<(String, Vec<&BoardRow>, Vec<String>)> = Vec::new();
+    for r in &b.rows {
+        let i = match out.iter().position(|x| x.0 == r.kind) {
+            Some(i) => i,
+            None => {
+                out.push((r.kind.clone(), Vec::new(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        out[i].1.push(r);
+        for (n, _) in &r.metrics {
+            if !out[i].2.contains(n) {
+                out[i].2.push(n.clone());
+            }
+        }
+    }
+    out
+}
+
+fn date(unix: u64) -> String {
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let z = (unix / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    let s = unix % 86_400;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", s / 3600, (s / 60) % 60)
+}
+
+/// The board as Markdown; links relative to `out_dir`.
+pub fn markdown(b: &Board, out_dir: &Path) -> String {
+    let mut s = String::from("# Results board\n\n");
+    s.push_str(&match &b.baselines {
+        Some(p) => format!("Verdicts against the newest run under `{}/<suite>/` (the regression report's rule: worse by more than the tolerance and significant).\n\n", p.display()),
+        None => "No baselines folder: no verdicts.\n\n".into(),
+    });
+    for (kind, rows, cols) in by_kind(b) {
+        s.push_str(&format!("## {kind}\n\n| suite | model | LLM | {} | vs baseline | run |\n|---|---|---|{}---|---|\n", cols.join(" | "), "---|".repeat(cols.len())));
+        for r in rows {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| match r.metrics.iter().find(|(n, _)| n == c) {
+                    Some((n, m)) => {
+                        let (v, ci) = fmt_metric(n, m);
+                        format!("{v} {ci}")
+                    }
+                    None => "-".into(),
+                })
+                .collect();
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | [{}]({}) {} |\n",
+                r.suite,
+                r.model,
+                r.llm,
+                cells.join(" | "),
+                if r.verdict.is_empty() {
+                    "-"
+                } else {
+                    &r.verdict
+                },
+                r.run_id,
+                relative(&r.link, out_dir),
+                date(r.created_unix)
+            ));
+        }
+        s.push('\n');
+    }
+    if !b.incomplete.is_empty() {
+        s.push_str("## Incomplete runs\n\n| folder | why |\n|---|---|\n");
+        for i in &b.incomplete {
+            s.push_str(&format!(
+                "| {} | {} |\n",
+                relative(&i.dir, out_dir),
+                i.why.replace('\n', " ")
+            ));
+        }
+    }
+    s
+}
+
+/// The board as one static HTML page; links relative to `out_dir`.
+pub fn html(b: &Board, out_dir: &Path) -> String {
+    let mut h = String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Results board</title>\n<style>\n\
+body{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px;color:#111;background:#fff}\n\
+table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right;vertical-align:top}\n\
+th{background:#e8eef7}td.l,th.l{text-align:left}.ci{color:#555;font-size:85%}.meta{color:#444}\n\
+td.v-same{background:#eef7ee}td.v-improved{background:#d8f0d8}td.v-regression{background:#f8d0d0;font-weight:bold}td.v-missing{background:#fde7c8}\n\
+</style>\n</head>\n<body>\n<h1>Results board</h1>\n");
+    h.push_str(&match &b.baselines {
+        Some(p) => format!("<p class=\"meta\">Verdicts against the newest run under <code>{}/&lt;suite&gt;/</code>: a regression is worse by more than the suite's tolerance and significant (McNemar on paired episodes or images, else a z-test), as <code>lqae-eval report</code> decides. Intervals are 95%.</p>\n", esc(&p.display().to_string())),
+        None => "<p class=\"meta\">No baselines folder: no verdicts. Intervals are 95%.</p>\n".into(),
+    });
+    for (kind, rows, cols) in by_kind(b) {
+        h.push_str(&format!("<h2>{}</h2>\n<table class=\"board\" data-kind=\"{0}\">\n<tr><th class=\"l\">suite</th><th class=\"l\">model</th><th class=\"l\">LLM</th>", esc(&kind)));
+        for c in &cols {
+            h.push_str(&format!("<th>{}</th>", esc(c)));
+        }
+        h.push_str("<th>vs baseline</th><th class=\"l\">run</th></tr>\n");
+        for r in rows {
+            h.push_str(&format!(
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>",
+                esc(&r.suite),
+                esc(&r.model),
+                esc(&r.llm)
+            ));
+            for c in &cols {
+                match r.metrics.iter().find(|(n, _)| n == c) {
+                    Some((n, m)) => {
+                        let (v, ci) = fmt_metric(n, m);
+                        h.push_str(&format!(
+                            "<td>{v}<br><span class=\"ci\">{}</span></td>",
+                            esc(&ci)
+                        ));
+                    }
+                    None => h.push_str("<td>-</td>"),
+                }
+            }
+            let class = r
+                .verdict
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            h.push_str(&format!(
+                "<td class=\"v-{class}\">{}</td><td class=\"l\"><a href=\"{}\">{}</a><br><span class=\"ci\">{}</span></td></tr>\n",
+                if r.verdict.is_empty() { "-".into() } else { esc(&r.verdict) },
+                esc(&relative(&r.link, out_dir)),
+                esc(&r.run_id),
+                date(r.created_unix)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    if !b.incomplete.is_empty() {
+        h.push_str("<h2>Incomplete runs</h2>\n<table id=\"incomplete\">\n<tr><th class=\"l\">folder</th><th class=\"l\">why</th></tr>\n");
+        for i in &b.incomplete {
+            h.push_str(&format!(
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\n",
+                esc(&relative(&i.dir, out_dir)),
+                esc(&i.why)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body>\n</html>\n");
+    h
+}
+
+/// Write `out` (HTML) and its Markdown twin (`out` with `.md`), atomically; both paths.
+pub fn write(
+    dir: &Path,
+    baselines: Option<&Path>,
+    out: &Path,
+) -> Result<(Board, PathBuf, PathBuf)> {
+    let b = collect(dir, baselines)?;
+    let out_dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::file(&out_dir, e.to_string()))?;
+    let md = out.with_extension("md");
+    crate::util::fsx::write_atomic(out, html(&b, &out_dir).as_bytes())?;
+    crate::util::fsx::write_atomic(&md, markdown(&b, &out_dir).as_bytes())?;
+    Ok((b, out.to_path_buf(), md))
+}
