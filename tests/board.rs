@@ -18,24 +18,9 @@ fn result(
     metrics: BTreeMap<String, Metric>,
     extra: serde_json::Value,
 ) -> ResultFile {
-    ResultFile {
-        schema: results::SCHEMA.into(),
-        suite: suite.into(),
-        kind: kind.into(),
-        run_id: run_id.into(),
-        created_unix: 1_796_000_000,
-        config,
-        seeds: BTreeMap::new(),
-        crate_version: "0".into(),
-        git_commit: "0123456789abcdef".into(),
-        device: "cpu".into(),
-        blas: String::new(),
-        wall_time_s: 1.0,
-        inputs_sha256: BTreeMap::new(),
-        samples_sha256: format!("samples-of-{run_id}"),
-        metrics,
-        extra,
-    }
+    let mut r = common::result_file(suite, kind, run_id, config, metrics);
+    r.extra = extra;
+    r
 }
 
 fn write(root: &Path, r: &ResultFile, files: &[(String, Vec<u8>)]) -> std::path::PathBuf {

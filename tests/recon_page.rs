@@ -8,7 +8,7 @@ mod common;
 
 use common::browser::screenshot;
 use lqae::eval::kinds::recon::{page_html, write_grid, write_page, GridRow};
-use lqae::eval::results::{self, ResultFile};
+use lqae::eval::results::ResultFile;
 use std::collections::BTreeMap;
 
 /// Images `(3, s, s)`: a smooth pattern per index, and a noisier copy as the "reconstruction".
@@ -48,39 +48,32 @@ fn result() -> ResultFile {
             lqae::eval::stats::mean_t_interval(&[0.1, 0.12 + shift, 0.11], 0.02, false),
         );
     }
-    ResultFile {
-        schema: results::SCHEMA.into(),
-        suite: "recon-page-test".into(),
-        kind: "reconstruction".into(),
-        run_id: "0-000000000-test".into(),
-        created_unix: 0,
-        config: serde_json::json!({"description": "A page made by the test <with> & escapes"}),
-        seeds: BTreeMap::new(),
-        crate_version: "0".into(),
-        git_commit: "0123456789abcdef".into(),
-        device: "cpu".into(),
-        blas: String::new(),
-        wall_time_s: 1.0,
-        inputs_sha256: BTreeMap::new(),
-        samples_sha256: "x".into(),
+    let mut r = common::result_file(
+        "recon-page-test",
+        "reconstruction",
+        "0-000000000-test",
+        serde_json::json!({"description": "A page made by the test <with> & escapes"}),
         metrics,
-        extra: serde_json::json!({
-            "models": ["lqae-small", "vqvae-small"],
-            "dataset": "fashion-mnist",
-            "test_n": 3,
-            "conventions": lqae::eval::kinds::recon::conventions(Some(lqae::lpips::LpipsNet::Alex), true),
-            "tokens": {
-                "lqae-small": {"codes_used": 812, "vocab": 30522, "usage": 0.0266, "perplexity": 301.5,
-                    "mean_image_entropy": 3.2, "special_share": 0.01, "subword_share": 0.4,
-                    "top": [{"id": 1, "text": "##ing", "count": 10, "share": 0.1}, {"id": 2, "text": "<unk>", "count": 5, "share": 0.05}]},
-                "vqvae-small": {"codes_used": 200, "vocab": 1024, "usage": 0.195, "perplexity": 90.0,
-                    "mean_image_entropy": 2.9, "special_share": 0.0, "subword_share": 0.0,
-                    "top": [{"id": 7, "text": "#7", "count": 9, "share": 0.09}]}
-            },
-            "grid": {"file": "grid.png", "rows": ["originals (32x32)", "lqae-small: reconstruction", "lqae-small: per-pixel error"],
-                     "scale": 4, "error_scale": 0.25}
-        }),
-    }
+    );
+    r.created_unix = 0;
+    r.samples_sha256 = "x".into();
+    r.extra = serde_json::json!({
+        "models": ["lqae-small", "vqvae-small"],
+        "dataset": "fashion-mnist",
+        "test_n": 3,
+        "conventions": lqae::eval::kinds::recon::conventions(Some(lqae::lpips::LpipsNet::Alex), true),
+        "tokens": {
+            "lqae-small": {"codes_used": 812, "vocab": 30522, "usage": 0.0266, "perplexity": 301.5,
+                "mean_image_entropy": 3.2, "special_share": 0.01, "subword_share": 0.4,
+                "top": [{"id": 1, "text": "##ing", "count": 10, "share": 0.1}, {"id": 2, "text": "<unk>", "count": 5, "share": 0.05}]},
+            "vqvae-small": {"codes_used": 200, "vocab": 1024, "usage": 0.195, "perplexity": 90.0,
+                "mean_image_entropy": 2.9, "special_share": 0.0, "subword_share": 0.0,
+                "top": [{"id": 7, "text": "#7", "count": 9, "share": 0.09}]}
+        },
+        "grid": {"file": "grid.png", "rows": ["originals (32x32)", "lqae-small: reconstruction", "lqae-small: per-pixel error"],
+                 "scale": 4, "error_scale": 0.25}
+    });
+    r
 }
 
 #[test]

@@ -310,3 +310,32 @@ pub fn cache_keys(path: &Path) -> Vec<String> {
         .map(|v| v["key"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A result of the current schema with the given identity, configuration and metrics (no
+/// extra; provenance fixed), for tests of the pages and reports.
+pub fn result_file(
+    suite: &str,
+    kind: &str,
+    run_id: &str,
+    config: serde_json::Value,
+    metrics: std::collections::BTreeMap<String, lqae::eval::results::Metric>,
+) -> lqae::eval::results::ResultFile {
+    lqae::eval::results::ResultFile {
+        schema: lqae::eval::results::SCHEMA.into(),
+        suite: suite.into(),
+        kind: kind.into(),
+        run_id: run_id.into(),
+        created_unix: 1_796_000_000,
+        config,
+        seeds: Default::default(),
+        crate_version: "0".into(),
+        git_commit: "0123456789abcdef".into(),
+        device: "cpu".into(),
+        blas: String::new(),
+        wall_time_s: 1.0,
+        inputs_sha256: Default::default(),
+        samples_sha256: format!("samples-of-{run_id}"),
+        metrics,
+        extra: serde_json::json!({}),
+    }
+}

@@ -995,6 +995,52 @@ mod tests {
     }
 
     #[test]
+    fn sweeps_parse_check_and_name_their_points() {
+        let spec = |t: &str| -> FewshotSpec {
+            toml::from_str(&format!(
+                "model = \"m\"\n[data]\ndataset = \"fashion-mnist\"\n[tokens]\n{t}\n[episodes]\ncount = 1\n"
+            ))
+            .unwrap()
+        };
+        let names = |c: &CheckedFewshot| -> Vec<String> {
+            c.points.iter().map(|p| p.name.clone()).collect()
+        };
+        let c = spec("per_image = 8").check().unwrap();
+        assert_eq!(names(&c), [""]);
+        assert_eq!(c.points[0].key("2-way/x"), "2-way/x");
+        let c = spec("per_image = [4, 8]").check().unwrap();
+        assert_eq!(names(&c), ["per_image-4", "per_image-8"]);
+        assert_eq!(
+            (c.points[1].tokens.per_image(), c.points[1].tokens.select()),
+            (8, Select::Stride)
+        );
+        assert_eq!(c.points[1].key("2-way/x"), "per_image-8/2-way/x");
+        let c = spec("per_image = [4, 8]\nselect = [\"frequent\", \"all\"]")
+            .check()
+            .unwrap();
+        assert_eq!(
+            names(&c),
+            [
+                "select-frequent/per_image-4",
+                "select-frequent/per_image-8",
+                "select-all/per_image-all"
+            ]
+        );
+        let c = spec("select = [\"raster\", \"stride\"]").check().unwrap();
+        assert_eq!(names(&c), ["select-raster", "select-stride"]);
+        let err = |t: &str| spec(t).check().unwrap_err().join("\n");
+        assert!(err("per_image = []").contains("`tokens.per_image`: an empty list"));
+        assert!(err("per_image = [4, 4]").contains("listed twice"));
+        assert!(err("per_image = [0, 4]").contains("0 writes no tokens"));
+        let e = err("select = [\"stride\", \"bogus\"]");
+        assert!(e.contains("`tokens.select`: `bogus` is not one of"), "{e}");
+        // Written lists are kept as lists in the resolved settings (the result records them).
+        let v = serde_json::to_value(&spec("per_image = [4, 8]").tokens).unwrap();
+        assert_eq!(v["per_image"], serde_json::json!([4, 8]));
+        assert_eq!(v["select"], "stride");
+    }
+
+    #[test]
     fn label_lists_read_naturally() {
         let l = |v: &[&str]| label_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(l(&["lion", "vase"]), "\"lion\" or \"vase\"");

@@ -5,6 +5,7 @@
 //! line per column of the table, chance dashed).
 
 use super::spec::Point;
+use super::table::{column_order, column_title};
 use crate::error::{Error, Result};
 use crate::eval::results::Metric;
 use crate::eval::stats::mcnemar_p;
@@ -102,29 +103,6 @@ fn split_cell(cell: &str) -> (usize, &str) {
     (way.trim_end_matches("-way").parse().unwrap_or(0), col)
 }
 
-/// A column as the table heads it: `induction, 3 shots`.
-pub fn column_title(col: &str) -> String {
-    let p: Vec<&str> = col.split('/').collect();
-    let num = |s: &str| -> usize {
-        s.rsplit('-')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let ind = p.first() == Some(&"induction-yes");
-    let (s, r) = (num(p.get(1).unwrap_or(&"")), num(p.get(2).unwrap_or(&"")));
-    format!(
-        "{}, {s} shot{}{}",
-        if ind { "induction" } else { "no induction" },
-        if s == 1 { "" } else { "s" },
-        if r > 0 {
-            format!(", {r} repeat{}", if r == 1 { "" } else { "s" })
-        } else {
-            String::new()
-        }
-    )
-}
-
 /// The summary as Markdown: per N-way, one row per column and one column per point, then the
 /// paired tests.
 pub fn summary_markdown(sw: &Value) -> String {
@@ -140,12 +118,7 @@ pub fn summary_markdown(sw: &Value) -> String {
         .collect();
     cells.sort_by_key(|c| {
         let (w, col) = split_cell(c);
-        (
-            w,
-            !col.starts_with("induction-no"),
-            col.contains("repeats-0"),
-            col.to_string(),
-        )
+        (w, column_order(col))
     });
     cells.dedup();
     let mut ways: Vec<usize> = cells.iter().map(|c| split_cell(c).0).collect();

@@ -16,43 +16,14 @@ pub fn table_markdown(
         .keys()
         .filter_map(|c| c.split_once('/').map(|x| x.1.to_string()))
         .collect();
-    // Paper order: no induction first, then the inner-shot columns by shots, then the
-    // repeat columns by repeats.
-    let parse = |c: &str| -> (bool, usize, usize) {
-        let p: Vec<&str> = c.split('/').collect();
-        let num = |s: &str| {
-            s.rsplit('-')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        (
-            p.first() == Some(&"induction-yes"),
-            num(p.get(1).unwrap_or(&"")),
-            num(p.get(2).unwrap_or(&"")),
-        )
-    };
-    cols.sort_by_key(|c| {
-        let (ind, shots, rep) = parse(c);
-        (ind, rep > 0, shots, rep)
-    });
+    cols.sort_by_key(|c| column_order(c));
     cols.dedup();
-    let head = |c: &str| {
-        let (ind, s, r) = parse(c);
-        format!(
-            "{}, {s} shot{}{}",
-            if ind { "induction" } else { "no induction" },
-            if s == 1 { "" } else { "s" },
-            if r > 0 {
-                format!(", {r} repeat{}", if r == 1 { "" } else { "s" })
-            } else {
-                String::new()
-            }
-        )
-    };
     let mut s = format!(
         "| | {} | chance |\n|---|{}---|\n",
-        cols.iter().map(|c| head(c)).collect::<Vec<_>>().join(" | "),
+        cols.iter()
+            .map(|c| column_title(c))
+            .collect::<Vec<_>>()
+            .join(" | "),
         "---|".repeat(cols.len())
     );
     for w in ways {
@@ -72,4 +43,42 @@ pub fn table_markdown(
         s.push_str(&format!(" {:.1} |\n", 100.0 / w as f64));
     }
     s
+}
+
+/// A column name (`induction-yes/shots-3/repeats-0`) as `(induction, shots, repeats)`.
+pub fn parse_column(c: &str) -> (bool, usize, usize) {
+    let p: Vec<&str> = c.split('/').collect();
+    let num = |s: &str| {
+        s.rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        p.first() == Some(&"induction-yes"),
+        num(p.get(1).unwrap_or(&"")),
+        num(p.get(2).unwrap_or(&"")),
+    )
+}
+
+/// The paper's column order: no induction first, then the inner-shot columns by shots, then
+/// the repeat columns by repeats.
+pub fn column_order(c: &str) -> (bool, bool, usize, usize) {
+    let (ind, shots, rep) = parse_column(c);
+    (ind, rep > 0, shots, rep)
+}
+
+/// A column as the table heads it: `induction, 3 shots`, `induction, 1 shot, 1 repeat`.
+pub fn column_title(c: &str) -> String {
+    let (ind, s, r) = parse_column(c);
+    format!(
+        "{}, {s} shot{}{}",
+        if ind { "induction" } else { "no induction" },
+        if s == 1 { "" } else { "s" },
+        if r > 0 {
+            format!(", {r} repeat{}", if r == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        }
+    )
 }
