@@ -46,6 +46,13 @@ pub struct Board {
     pub baselines: Option<PathBuf>,
 }
 
+/// A suite's baseline: its newest result, with its samples and per-image values if any.
+type Baseline = (
+    ResultFile,
+    Option<Vec<results::Sample>>,
+    Option<Vec<results::ImageScore>>,
+);
+
 /// The headline metrics of a kind: `rep/<name>` for each name, in this order.
 fn headline_names(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
@@ -139,14 +146,7 @@ pub fn collect(dir: &Path, baselines: Option<&Path>) -> Result<Board> {
             Incomplete { dir: d, why }
         })
         .collect();
-    let mut base_cache: BTreeMap<
-        String,
-        Option<(
-            ResultFile,
-            Option<Vec<results::Sample>>,
-            Option<Vec<results::ImageScore>>,
-        )>,
-    > = BTreeMap::new();
+    let mut base_cache: BTreeMap<String, Option<Baseline>> = BTreeMap::new();
     for file in found {
         let (r, samples) = match results::read_result(&file) {
             Ok(x) => x,

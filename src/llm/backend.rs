@@ -289,12 +289,15 @@ pub fn client(
     LlmClient::new(cs, Some(cache))
 }
 
+/// What an answer must contain: `Err(why)` when it lacks it.
+pub type ReplyCheck = Arc<dyn Fn(&Value) -> std::result::Result<(), String> + Send + Sync>;
+
 /// One request of a batch: where it goes, its body, and what its answer must contain.
 #[derive(Clone)]
 pub struct Request {
     pub endpoint: &'static str,
     pub body: Value,
-    pub check: Arc<dyn Fn(&Value) -> std::result::Result<(), String> + Send + Sync>,
+    pub check: ReplyCheck,
 }
 
 /// Send every request (through the cache, `concurrency` at a time) and return the replies in

@@ -389,7 +389,7 @@ impl DeadCodes {
         for i in ids.flatten_all()?.to_vec1::<u32>()? {
             self.used[i as usize] = true;
         }
-        if step % self.every != 0 {
+        if !step.is_multiple_of(self.every) {
             return Ok(());
         }
         let dead: Vec<usize> = (0..self.used.len()).filter(|&c| !self.used[c]).collect();
@@ -533,7 +533,7 @@ pub fn train(
     let size = cfg.model.image_size as u32;
     let mut restarts = match (&model, cfg.model.restart_dead_codes_every) {
         (Autoencoder::Vqvae(m), Some(every)) => {
-            if every == 0 || t.ckpt_every % every != 0 {
+            if every == 0 || !t.ckpt_every.is_multiple_of(every) {
                 return Err(Error::setting("model.restart_dead_codes_every", format!("{every} must be positive and divide train.ckpt_every ({}), so that a resumed run restarts the same codes", t.ckpt_every)));
             }
             Some(DeadCodes::new(m.codebook_size(), every))

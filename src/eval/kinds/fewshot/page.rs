@@ -137,6 +137,11 @@ var h=[];if(c)h.push('cell='+encodeURIComponent(c));if(o)h.push('outcome='+o);hi
 function fromHash(){var p=new URLSearchParams(location.hash.slice(1));if(p.has('cell'))document.getElementById('cell').value=p.get('cell');if(p.has('outcome'))document.getElementById('outcome').value=p.get('outcome');applyFilter();}
 document.getElementById('cell').addEventListener('change',applyFilter);document.getElementById('outcome').addEventListener('change',applyFilter);fromHash();";
 
+/// A JSON value as text: strings without their quotes, lists with theirs.
+fn plain(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), String::from)
+}
+
 /// The page: from the result (table, settings, provenance) and what the run captured.
 pub fn page_html(r: &ResultFile, d: &PageData) -> String {
     let x = &r.extra;
@@ -159,8 +164,8 @@ pub fn page_html(r: &ResultFile, d: &PageData) -> String {
         esc(x["llm_model"].as_str().unwrap_or("?")),
         esc(x["server"].as_str().unwrap_or("?")),
         esc(x["strategy"].as_str().unwrap_or("?")),
-        esc(&tokens["per_image"].to_string()),
-        esc(&tokens["select"].to_string()),
+        esc(&plain(&tokens["per_image"])),
+        esc(&plain(&tokens["select"])),
         esc(r.config["episodes"]["names"].as_str().unwrap_or("real")),
         esc(r.git_commit.get(..12).unwrap_or(&r.git_commit)),
         esc(&r.device),

@@ -358,8 +358,10 @@ mod tests {
 
     /// Two points x two cells, with known answers per episode.
     fn scored() -> Vec<PointResult> {
-        let mut t = TokenSettings::default();
-        t.per_image = super::super::spec::OneOrList::List(vec![4, 16]);
+        let t = TokenSettings {
+            per_image: super::super::spec::OneOrList::List(vec![4, 16]),
+            ..Default::default()
+        };
         let points = sweep_points(&t);
         assert_eq!(
             points.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
