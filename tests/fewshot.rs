@@ -712,7 +712,7 @@ fn a_sweep_runs_every_value_over_the_same_episodes_with_a_plot_and_a_page() {
     }
     // The plot: two panels (2-way, 5-way), drawn lines and text, not a blank canvas.
     let plot = image::open(d.join("sweep.png")).unwrap().to_rgb8();
-    assert_eq!(plot.dimensions(), (1240, 460));
+    assert_eq!(plot.dimensions(), (1240, 500));
     let (colours, _) = common::browser::colours(&d.join("sweep.png"));
     assert!(colours.len() > 50, "{} colours", colours.len());
     let dark = plot

@@ -171,9 +171,6 @@ pub fn page_html(r: &ResultFile, d: &PageData) -> String {
         esc(&r.device),
         r.wall_time_s
     ));
-    h.push_str("<h2>Table</h2>\n<div id=\"table\">\n");
-    h.push_str(&markdown_html(x["table"].as_str().unwrap_or("")));
-    h.push_str("</div>\n<p class=\"meta\">Top-1 accuracy (%) with its 95% Wilson interval and the number of episodes; the answer is right when it matches the query's class name exactly (after normalisation).</p>\n");
     if let Some(plot) = &d.plot {
         h.push_str(&format!(
             "<h2>Sweep</h2>\n<img class=\"plot\" src=\"{}\" alt=\"top-1 against tokens per image\">\n",
@@ -181,6 +178,9 @@ pub fn page_html(r: &ResultFile, d: &PageData) -> String {
         ));
     }
 
+    h.push_str("<h2>Table</h2>\n<div id=\"table\">\n");
+    h.push_str(&markdown_html(x["table"].as_str().unwrap_or("")));
+    h.push_str("</div>\n<p class=\"meta\">Top-1 accuracy (%) with its 95% Wilson interval and the number of episodes; the answer is right when it matches the query's class name exactly (after normalisation).</p>\n");
     let mut cells: Vec<&str> = d.answers.iter().map(|a| a.cell.as_str()).collect();
     cells.sort();
     cells.dedup();

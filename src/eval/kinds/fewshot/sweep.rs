@@ -244,7 +244,20 @@ pub fn plot_png(sw: &Value, title: &str) -> Result<Option<Vec<u8>>> {
     }
     let mut ways: Vec<usize> = lines.keys().map(|k| k.0).collect();
     ways.dedup();
-    let (pw, h) = (620u32, 460u32);
+    // Every line's (select, column) in the paper's column order: its colour and legend entry,
+    // the same in every panel.
+    let mut series: Vec<(String, String)> =
+        lines.keys().map(|k| (k.1.clone(), k.2.clone())).collect();
+    series.sort_by_key(|(sel, col)| (sel.clone(), column_order(col)));
+    series.dedup();
+    let series_name = |sel: &str, col: &str| {
+        if sel.is_empty() {
+            column_title(col)
+        } else {
+            format!("{sel}: {}", column_title(col))
+        }
+    };
+    let (pw, h) = (620u32, 500u32);
     let w = pw * ways.len().max(1) as u32;
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
@@ -256,8 +269,9 @@ pub fn plot_png(sw: &Value, title: &str) -> Result<Option<Vec<u8>>> {
                 ("sans-serif", 20),
             )
             .map_err(plot_err)?;
-        let panels = root.split_evenly((1, ways.len().max(1)));
-        let n_lines = lines.keys().filter(|k| k.0 == ways[0]).count().max(1);
+        let (charts, strip) = root.split_vertically(h - 40 - 30);
+        let panels = charts.split_evenly((1, ways.len().max(1)));
+        let n_lines = series.len().max(1);
         for (panel, &way) in panels.iter().zip(&ways) {
             let x_range = -0.5f64..(xs.len() as f64 - 0.5);
             let mut chart = ChartBuilder::on(panel)
@@ -295,30 +309,23 @@ pub fn plot_png(sw: &Value, title: &str) -> Result<Option<Vec<u8>>> {
                     4,
                     BLACK.stroke_width(1),
                 ))
-                .map_err(plot_err)?
-                .label(format!("chance ({chance:.0}%)"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-            for (li, ((_, sel, col), pts)) in lines.iter().filter(|(k, _)| k.0 == way).enumerate() {
+                .map_err(plot_err)?;
+            for ((_, sel, col), pts) in lines.iter().filter(|(k, _)| k.0 == way) {
+                let li = series
+                    .iter()
+                    .position(|x| x.0 == *sel && x.1 == *col)
+                    .unwrap_or(0);
                 let color = Palette99::pick(li).to_rgba();
                 // Lines side by side at each x so their bars do not hide each other.
                 let dx = 0.05 * (li as f64 - (n_lines as f64 - 1.0) / 2.0);
                 let mut pts = pts.clone();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let name = if sel.is_empty() {
-                    column_title(col)
-                } else {
-                    format!("{sel}: {}", column_title(col))
-                };
                 chart
                     .draw_series(LineSeries::new(
                         pts.iter().map(|p| (p.0 + dx, p.1)),
                         color.stroke_width(2),
                     ))
-                    .map_err(plot_err)?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .map_err(plot_err)?;
                 chart
                     .draw_series(pts.iter().map(|p| {
                         ErrorBar::new_vertical(p.0 + dx, p.2, p.1, p.3, color.stroke_width(1), 8)
@@ -331,15 +338,40 @@ pub fn plot_png(sw: &Value, title: &str) -> Result<Option<Vec<u8>>> {
                     )
                     .map_err(plot_err)?;
             }
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(plot_err)?;
         }
+        // The legend, one row under the panels: each line, then chance (dashed, per panel).
+        let font: TextStyle = ("sans-serif", 14).into();
+        let mut x = 60i32;
+        let y = 14i32;
+        let mut entry = |label: String, color: RGBAColor, dashed: bool| -> Result<()> {
+            if dashed {
+                for k in 0..3 {
+                    strip
+                        .draw(&PathElement::new(
+                            vec![(x + 10 * k, y), (x + 10 * k + 6, y)],
+                            color.stroke_width(1),
+                        ))
+                        .map_err(plot_err)?;
+                }
+            } else {
+                strip
+                    .draw(&PathElement::new(
+                        vec![(x, y), (x + 26, y)],
+                        color.stroke_width(3),
+                    ))
+                    .map_err(plot_err)?;
+            }
+            let (tw, _) = strip.estimate_text_size(&label, &font).map_err(plot_err)?;
+            strip
+                .draw(&Text::new(label, (x + 32, y - 8), font.clone()))
+                .map_err(plot_err)?;
+            x += 32 + tw as i32 + 28;
+            Ok(())
+        };
+        for (li, (sel, col)) in series.iter().enumerate() {
+            entry(series_name(sel, col), Palette99::pick(li).to_rgba(), false)?;
+        }
+        entry("chance (1/N)".into(), BLACK.to_rgba(), true)?;
         root.present().map_err(plot_err)?;
     }
     let img = image::RgbImage::from_raw(w, h, buf)
@@ -435,7 +467,7 @@ mod tests {
             std::fs::write(p, &png).unwrap();
         }
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (1240, 460));
+        assert_eq!(img.dimensions(), (1240, 500));
         let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 80)).count();
         assert!(dark > 2000, "{dark}");
         // Not swept over per_image: no plot.
