@@ -493,3 +493,39 @@ pub fn write(
     crate::util::fsx::write_atomic(&md, markdown(&b, &out_dir).as_bytes())?;
     Ok((b, out.to_path_buf(), md))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        // Golden values from `date -u -d @T "+%Y-%m-%d %H:%M"` (GNU coreutils).
+        for (t, want) in [
+            (0, "1970-01-01 00:00"),
+            (951_782_400, "2000-02-29 00:00"),
+            (1_796_000_000, "2026-11-30 00:53"),
+            (4_102_444_799, "2099-12-31 23:59"),
+        ] {
+            assert_eq!(date(t), want, "{t}");
+        }
+    }
+
+    #[test]
+    fn links_are_relative_to_the_board_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("results/s/r1");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("index.html"), "x").unwrap();
+        let site = d.path().join("site");
+        std::fs::create_dir_all(&site).unwrap();
+        assert_eq!(
+            relative(&run.join("index.html"), &site),
+            "../results/s/r1/index.html"
+        );
+        assert_eq!(
+            relative(&run.join("index.html"), &d.path().join("results")),
+            "s/r1/index.html"
+        );
+    }
+}

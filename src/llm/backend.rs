@@ -94,6 +94,13 @@ impl Default for LlmSettings {
     }
 }
 
+impl LlmSettings {
+    /// Whether a price is set (costs are estimated and recorded only then).
+    pub fn priced(&self) -> bool {
+        self.price_prompt_per_million > 0.0 || self.price_completion_per_million > 0.0
+    }
+}
+
 /// Which HTTP API of the server a suite uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {

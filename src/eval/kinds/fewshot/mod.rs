@@ -221,7 +221,7 @@ fn score_answers(
     prompts: &[String],
     jobs: &[Job],
     replies: &[Reply],
-) -> Result<(Vec<Answer>, serde_json::Value, Vec<f64>, f64)> {
+) -> Result<(Vec<Answer>, Usage, Vec<f64>, f64)> {
     let mut answers: Vec<Answer> = episodes
         .iter()
         .zip(prompts)
@@ -238,17 +238,16 @@ fn score_answers(
             prompt: p.clone(),
         })
         .collect();
-    let (mut tokens_prompt, mut tokens_completion) = (0u64, 0u64);
-    let (mut billed_prompt, mut billed_completion) = (0u64, 0u64);
+    let mut usage = Usage::default();
     let mut overhead_ms = Vec::new();
     let mut server_ms_sum = 0.0;
     for (job, rep) in jobs.iter().zip(replies) {
         let c = parse_reply(&rep.body)?;
-        tokens_prompt += c.prompt_tokens.unwrap_or(0);
-        tokens_completion += c.completion_tokens.unwrap_or(0);
+        usage.prompt += c.prompt_tokens.unwrap_or(0);
+        usage.completion += c.completion_tokens.unwrap_or(0);
         if !rep.cached {
-            billed_prompt += c.prompt_tokens.unwrap_or(0);
-            billed_completion += c.completion_tokens.unwrap_or(0);
+            usage.billed_prompt += c.prompt_tokens.unwrap_or(0);
+            usage.billed_completion += c.completion_tokens.unwrap_or(0);
             if let Some(s) = c.server_ms {
                 overhead_ms.push((rep.request_ms - s).max(0.0));
                 server_ms_sum += s;
@@ -259,21 +258,36 @@ fn score_answers(
         spec.strategy.take(job, &c, &episodes[job.episode], a);
     }
     spec.strategy.finish(&mut answers, episodes);
-    let cost = (spec.llm.price_prompt_per_million > 0.0
-        || spec.llm.price_completion_per_million > 0.0)
-        .then(|| {
-            (billed_prompt as f64 * spec.llm.price_prompt_per_million
-                + billed_completion as f64 * spec.llm.price_completion_per_million)
-                / 1e6
-        });
-    let usage = json!({
-        "prompt_tokens": tokens_prompt,
-        "completion_tokens": tokens_completion,
-        "billed_prompt_tokens": billed_prompt,
-        "billed_completion_tokens": billed_completion,
-        "cost": cost,
-    });
     Ok((answers, usage, overhead_ms, server_ms_sum))
+}
+
+/// Tokens of the answered requests, and of those billed (not answered by the cache).
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    prompt: u64,
+    completion: u64,
+    billed_prompt: u64,
+    billed_completion: u64,
+}
+
+impl Usage {
+    fn add(&mut self, o: Usage) {
+        self.prompt += o.prompt;
+        self.completion += o.completion;
+        self.billed_prompt += o.billed_prompt;
+        self.billed_completion += o.billed_completion;
+    }
+
+    /// The `usage` record: the counts, and the billed ones' cost (`null` unless priced).
+    fn record(&self, llm: &crate::llm::backend::LlmSettings) -> serde_json::Value {
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "billed_prompt_tokens": self.billed_prompt,
+            "billed_completion_tokens": self.billed_completion,
+            "cost": llm.priced().then(|| cost_of(llm, self.billed_prompt, self.billed_completion)),
+        })
+    }
 }
 
 /// One sample per episode (its cell as the representation, the episode's hash as input).
@@ -375,7 +389,7 @@ fn budget(
     };
     let (lo, hi) = (todo.len() as u64, todo.len() as u64 * per_answer);
     let llm = &spec.llm;
-    let priced = llm.price_prompt_per_million > 0.0 || llm.price_completion_per_million > 0.0;
+    let priced = llm.priced();
     let (cost_lo, cost_hi) = (cost_of(llm, prompt, lo), cost_of(llm, prompt, hi));
     let line = format!(
         "{} requests ({} already answered in the response cache), {} to send: {prompt} prompt tokens, {lo}-{hi} completion tokens{}",
@@ -589,12 +603,12 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
     let mut samples = Vec::new();
     let mut all_answers: Vec<Answer> = Vec::new();
-    let mut usages = Vec::new();
+    let mut usage = Usage::default();
     let (mut overhead_ms, mut server_ms) = (Vec::new(), 0.0);
     let mut tables = Vec::new();
     let mut scored: Vec<sweep::PointResult> = Vec::new();
     for r in &runs {
-        let (mut answers, usage, o_ms, s_ms) = score_answers(
+        let (mut answers, point_usage, o_ms, s_ms) = score_answers(
             spec,
             &episodes,
             &r.prompts,
@@ -603,7 +617,7 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         )?;
         overhead_ms.extend(o_ms);
         server_ms += s_ms;
-        usages.push(usage);
+        usage.add(point_usage);
         let mut cells: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
         for (a, e) in answers.iter().zip(&episodes) {
             let c = cells.entry(a.cell.clone()).or_insert((0, 0, e.ways));
@@ -677,7 +691,7 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         "requests".into(),
         requests_record(&client, jobs.len(), request_wall, &overhead_ms, server_ms),
     );
-    extra.insert("usage".into(), sum_usage(&usages));
+    extra.insert("usage".into(), usage.record(&spec.llm));
     extra.insert(
         "response_cache".into(),
         cache_path.display().to_string().into(),
@@ -778,30 +792,6 @@ struct PointRun<'a> {
     prompts: Vec<String>,
     counts: Vec<usize>,
     jobs: std::ops::Range<usize>,
-}
-
-/// The points' usage records added up (cost: `null` unless priced).
-fn sum_usage(usages: &[serde_json::Value]) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for k in [
-        "prompt_tokens",
-        "completion_tokens",
-        "billed_prompt_tokens",
-        "billed_completion_tokens",
-    ] {
-        let n: u64 = usages.iter().filter_map(|u| u[k].as_u64()).sum();
-        out.insert(k.into(), n.into());
-    }
-    let costs: Vec<f64> = usages.iter().filter_map(|u| u["cost"].as_f64()).collect();
-    out.insert(
-        "cost".into(),
-        if costs.is_empty() {
-            serde_json::Value::Null
-        } else {
-            costs.iter().sum::<f64>().into()
-        },
-    );
-    out.into()
 }
 
 #[cfg(test)]

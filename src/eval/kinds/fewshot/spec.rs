@@ -403,10 +403,7 @@ impl FewshotSpec {
         {
             out.push("`episodes.example_template`: needs both `{image}` and `{label}`".into());
         }
-        if self.llm.max_cost.is_some()
-            && self.llm.price_prompt_per_million <= 0.0
-            && self.llm.price_completion_per_million <= 0.0
-        {
+        if self.llm.max_cost.is_some() && !self.llm.priced() {
             out.push("`llm.max_cost`: a cost cap needs the prices: set llm.price_prompt_per_million and llm.price_completion_per_million".into());
         }
         if self.llm.concurrency == 0 {
