@@ -9,7 +9,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use lqae::eval::kinds::fewshot::{
-    image_text, prompt, Episode, EpisodeSettings, Shot, TokenSettings,
+    image_text, prompt, sweep_points, Episode, Shot, Templates, TextRule, TokenSettings,
 };
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -43,8 +43,9 @@ fn bench(c: &mut Criterion) {
     let dir = lqae::assets::ensure(&lqae::assets::MINILM).expect("MiniLM asset");
     let lm = lqae::lm::FrozenLm::load(&dir, &candle_core::Device::Cpu).expect("MiniLM");
     let vocab = lm.vocab();
-    let settings: EpisodeSettings = toml::from_str("count = 1").unwrap();
-    let tokens = TokenSettings::default();
+    let templates = Templates::default();
+    let point = sweep_points(&TokenSettings::default()).remove(0);
+    let rule = TextRule::default();
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
         state ^= state << 13;
@@ -78,9 +79,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let texts: HashMap<String, String> = ids
                     .iter()
-                    .map(|(k, v)| (k.clone(), image_text(v, vocab, &tokens)))
+                    .map(|(k, v)| (k.clone(), image_text(v, vocab, &point, &rule)))
                     .collect();
-                black_box(prompt(&ep, &texts, &settings))
+                black_box(prompt(&ep, &texts, &templates))
             })
         });
     }

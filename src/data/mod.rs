@@ -6,7 +6,7 @@ pub mod idx;
 pub mod select;
 
 pub use folder::{load_image_folder, load_mini_imagenet, mini_imagenet_class_name};
-pub use select::{image_key, input_hashes, load, subset, DataConfig};
+pub use select::{image_key, input_hashes, load, subset, DataConfig, SuiteData};
 
 pub use idx::{read_idx_images, read_idx_labels, GreyImages};
 

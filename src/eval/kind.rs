@@ -12,17 +12,6 @@ use crate::error::Result;
 use candle_core::Device;
 use serde::de::DeserializeOwned;
 
-static DRY_RUN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `--dry-run`: suites build and count what they would send, send nothing and write no result.
-pub fn set_dry_run(on: bool) {
-    DRY_RUN.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-pub fn dry_run() -> bool {
-    DRY_RUN.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 pub trait SuiteKind {
     /// The `kind = "..."` of its suite files.
     const NAME: &'static str;
@@ -31,6 +20,9 @@ pub trait SuiteKind {
     /// Every setting that parses but cannot work, each naming its key.
     fn check(spec: Self::Spec) -> std::result::Result<Self::Checked, Vec<String>>;
     fn run(spec: &Self::Checked, cx: &Ctx) -> Result<Outcome>;
+    /// Whether `--dry-run` means anything to this kind (it sends paid requests, and can
+    /// count and price them without sending); the others are not run in a dry run.
+    const DRY_RUNS: bool = false;
 }
 
 /// Where progress goes: nowhere (tests, `--quiet`) or standard error.
@@ -72,6 +64,8 @@ pub struct Ctx<'a> {
     pub device: &'a Device,
     pub zoo: &'a Zoo,
     pub progress: &'a dyn Progress,
+    /// `--dry-run`: build and count what would be sent, send nothing, write no result.
+    pub dry_run: bool,
 }
 
 /// A page rendered from the finished result (it shows the run id and wall time), with what

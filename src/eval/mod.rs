@@ -27,6 +27,6 @@ pub mod zoo;
 
 pub use kind::{Ctx, Outcome, Progress, Quiet, Stderr, SuiteKind};
 pub use kinds::SuiteSpec;
-pub use runner::{run_suite, run_suites, Ran};
+pub use runner::{run_suite, run_suites, Ran, RunOptions};
 pub use suite_file::Suite;
 pub use zoo::Zoo;

@@ -22,14 +22,18 @@ pub struct Ran {
     pub table: Option<String>,
 }
 
+/// How suites are run: where their folders go, progress, and whether this is a dry run.
+pub struct RunOptions<'a> {
+    pub results_root: &'a Path,
+    pub progress: &'a dyn Progress,
+    /// `--dry-run`: kinds that send paid requests count and price them and send nothing;
+    /// the others are not run; no result is written.
+    pub dry_run: bool,
+}
+
 /// Run one loaded suite and write its folder under `results_root`.
-pub fn run_suite(
-    suite: &Suite,
-    device: &Device,
-    zoo: &Zoo,
-    results_root: &Path,
-    progress: &dyn Progress,
-) -> Result<Ran> {
+pub fn run_suite(suite: &Suite, device: &Device, zoo: &Zoo, o: &RunOptions) -> Result<Ran> {
+    let (results_root, progress, dry_run) = (o.results_root, o.progress, o.dry_run);
     let t0 = Instant::now();
     results::check_writable(&results_root.join(&suite.name))?;
     let cx = Ctx {
@@ -37,8 +41,9 @@ pub fn run_suite(
         device,
         zoo,
         progress,
+        dry_run,
     };
-    if super::kind::dry_run() && suite.kind != "fewshot" {
+    if dry_run && !kinds::dry_runs(&suite.spec) {
         return Err(crate::Error::Stopped {
             msg: format!(
                 "dry run: `{}` ({}) sends no paid requests; not run",
@@ -51,7 +56,7 @@ pub fn run_suite(
         Ok(o) => o,
         // A budget stop leaves a folder marked partial (no result.json: `report` refuses it);
         // what it got is in its caches, and a rerun resumes.
-        Err(crate::Error::Stopped { msg, partial }) if !super::kind::dry_run() => {
+        Err(crate::Error::Stopped { msg, partial }) if !dry_run => {
             let dir = results_root
                 .join(&suite.name)
                 .join(crate::util::provenance::run_id(None));
@@ -110,23 +115,22 @@ pub fn resolve(names: &[String], overrides: &[String]) -> Result<Vec<Suite>> {
 pub fn run_suites(
     suites: &[Suite],
     device: &Device,
-    results_root: &Path,
-    progress: &dyn Progress,
+    o: &RunOptions,
     started: &mut dyn FnMut(&Suite),
     finished: &mut dyn FnMut(&Ran),
 ) -> Result<Vec<Ran>> {
-    let zoo = Zoo::new(device, progress.enabled());
+    let zoo = Zoo::new(device, o.progress.enabled());
     let mut out = Vec::new();
     for s in suites {
         started(s);
-        match run_suite(s, device, &zoo, results_root, progress) {
+        match run_suite(s, device, &zoo, o) {
             Ok(ran) => {
                 finished(&ran);
                 out.push(ran);
             }
             // A dry run estimates every suite in turn.
-            Err(crate::Error::Stopped { msg, .. }) if super::kind::dry_run() => {
-                progress.line(&msg);
+            Err(crate::Error::Stopped { msg, .. }) if o.dry_run => {
+                o.progress.line(&msg);
             }
             Err(e) => return Err(e),
         }
@@ -207,6 +211,11 @@ pub fn run_one(
     results_root: &Path,
 ) -> Result<(PathBuf, ResultFile)> {
     let zoo = Zoo::new(device, false);
-    let ran = run_suite(suite, device, &zoo, results_root, &super::Quiet)?;
+    let o = RunOptions {
+        results_root,
+        progress: &super::Quiet,
+        dry_run: false,
+    };
+    let ran = run_suite(suite, device, &zoo, &o)?;
     Ok((ran.dir, ran.result))
 }

@@ -150,49 +150,6 @@ pub fn validate(arg: &str, overrides: &[String]) -> Result<(PathBuf, Vec<String>
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SuiteData {
-    /// fashion-mnist, mnist-5k, idx, image-folder, mini-imagenet.
-    pub dataset: String,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub train_limit: Option<usize>,
-    #[serde(default)]
-    pub test_limit: Option<usize>,
-    /// Score models trained on another data set (e.g. Fashion-MNIST tokens of mini-ImageNet
-    /// photographs); without it such a model is an error naming both data sets.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub allow_other_models: bool,
-}
-
-impl SuiteData {
-    /// The images of `split` (all of them: suites take their seeded subsets themselves).
-    pub fn load(&self, split: crate::data::Split) -> Result<crate::data::LabelledImages> {
-        let dc = crate::data::DataConfig {
-            dataset: self.dataset.clone(),
-            path: self.path.clone(),
-            limit: None,
-            augment: false,
-        };
-        crate::data::load(&dc, split)
-    }
-
-    /// A data set that needs a folder without one, or a folder that does not exist.
-    pub fn problems(&self) -> Vec<String> {
-        let needs_path = matches!(
-            self.dataset.as_str(),
-            "idx" | "image-folder" | "mini-imagenet"
-        );
-        match self.path.as_deref() {
-            None if needs_path => vec![format!("`data.path`: data set `{}` needs the folder that holds it; set it with --set data.path=DIR", self.dataset)],
-            Some(p) if !Path::new(p).exists() => vec![format!("`data.path`: {p} does not exist")],
-            _ => Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GroupSpec {
     pub suites: Vec<String>,
 }

@@ -6,8 +6,8 @@
 //! across processes) or a run folder with a checkpoint. The zoo loads the model, hashes its
 //! checkpoint for the result's `inputs_sha256`, and caches features computed from it.
 
+use crate::data::SuiteData;
 use crate::error::{Error, Result};
-use crate::eval::suite_file::SuiteData;
 use crate::model::{Autoencoder, Lqae, RunConfig, Vqvae};
 use crate::train::CheckpointState;
 use candle_core::Device;

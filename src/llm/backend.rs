@@ -1,232 +1,277 @@
-//! The backend side of an LLM evaluation: the settings of a server, the endpoint (a named URL
-//! or the embedded llama-server), the API key, the shape of each kind of request, token
-//! counts through `/tokenize`, and sending a batch of requests through the cached client.
-//! Tasks (the few-shot suite kind) build prompts and score answers; they never speak HTTP.
+//! The backend of an LLM evaluation: everything between a task's questions ([`Ask`]) and the
+//! answers. It owns the endpoint (a named URL, or the embedded llama-server with a judge,
+//! started here and stopped on drop), the response cache, the API key, the HTTP client and its
+//! runtime, token counting through `/tokenize`, the request bodies, the budget (estimates and
+//! caps) and the usage of what was sent. Tasks (the few-shot suite kind) build questions and
+//! score answers; they never speak HTTP.
 
+use super::request::{self, Ask, ReplyCheck, Shape};
+use super::response::{self, Completion};
+use super::settings::{LlmConfig, Target};
+use super::usage::{Estimate, Usage};
 use super::{ClientSettings, LlmClient, Reply, ResponseCache, Secret};
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-fn d_model_name() -> String {
-    "smollm2".into()
-}
-fn d_api() -> String {
-    "completions".into()
-}
-fn d_key_env() -> String {
-    "OPENAI_API_KEY".into()
-}
-fn d_one() -> usize {
-    1
-}
-fn d_timeout() -> f64 {
-    120.0
-}
-fn d_retries() -> u32 {
-    6
-}
-fn d_answer_tokens() -> usize {
-    8
-}
-fn d_server_ctx() -> usize {
-    4096
+/// Progress lines from the backend (sending, server start); `Sync` because answers arrive on
+/// the runtime's threads.
+pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// One request of a batch: where it goes, its body, and what its answer must contain.
+#[derive(Clone)]
+pub struct Request {
+    pub endpoint: &'static str,
+    pub body: Value,
+    pub check: ReplyCheck,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmSettings {
-    /// Base URL of an OpenAI-compatible server (`http://host:port` or `.../v1`). Empty or
-    /// absent: the embedded llama-server with SmolLM2-135M-Instruct on a free loopback port.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// The `model` field of each request.
-    #[serde(default = "d_model_name")]
-    pub model: String,
-    /// `completions` (`/v1/completions`) or `chat` (`/v1/chat/completions`, one user message).
-    #[serde(default = "d_api")]
-    pub api: String,
-    /// The environment variable holding the API key (`LQAE_LLM_API_KEY` is read first).
-    /// The key itself is never written anywhere.
-    #[serde(default = "d_key_env")]
-    pub api_key_env: String,
-    #[serde(default = "d_one")]
-    pub concurrency: usize,
-    #[serde(default = "d_timeout")]
-    pub timeout_s: f64,
-    #[serde(default = "d_retries")]
-    pub max_retries: u32,
-    /// The model's context in tokens (the embedded server's is `server_context`).
-    #[serde(default)]
-    pub context: Option<usize>,
-    /// Tokens generated for an answer (`generate`).
-    #[serde(default = "d_answer_tokens")]
-    pub max_answer_tokens: usize,
-    /// The response cache file; default `$LQAE_CACHE/llm/responses.jsonl`.
-    #[serde(default)]
-    pub cache: Option<String>,
-    /// Prices per million tokens, for the cost line of the result (0: not reported).
-    #[serde(default)]
-    pub price_prompt_per_million: f64,
-    #[serde(default)]
-    pub price_completion_per_million: f64,
-    /// Refuse to start when the estimated cost of what is not yet cached exceeds this (at the
-    /// prices above), and stop sending once the real cost does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_cost: Option<f64>,
-    /// The same for prompt tokens sent (billed: cached answers cost nothing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_prompt_tokens: Option<u64>,
-    /// Extra fields merged into every request body (e.g. `{ top_k = 1 }`).
-    #[serde(default)]
-    pub extra: toml::Table,
-    /// Embedded server: context (`-c`) and threads (`-t`; 1 is steadiest on 2 cores).
-    #[serde(default = "d_server_ctx")]
-    pub server_context: usize,
-    #[serde(default = "d_one")]
-    pub server_threads: usize,
+/// The answers of a batch, in the order asked, with what they cost and how fast they came.
+pub struct Sent {
+    pub replies: Vec<Reply>,
+    /// Each reply read (text, log-probabilities, token counts).
+    pub completions: Vec<Completion>,
+    pub usage: Usage,
+    pub wall_s: f64,
+    /// Per request sent (not cached): client time beyond the server's own.
+    pub overhead_ms: Vec<f64>,
+    pub server_ms: f64,
 }
 
-impl Default for LlmSettings {
-    fn default() -> Self {
-        toml::from_str("").expect("all fields have defaults")
-    }
-}
-
-impl LlmSettings {
-    /// Whether a price is set (costs are estimated and recorded only then).
-    pub fn priced(&self) -> bool {
-        self.price_prompt_per_million > 0.0 || self.price_completion_per_million > 0.0
-    }
-}
-
-/// Which HTTP API of the server a suite uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `/v1/completions`: the prompt as text.
-    Completions,
-    /// `/v1/chat/completions`: the prompt as one user message.
-    Chat,
-}
-
-impl Api {
-    pub fn parse(s: &str) -> Option<Api> {
-        match s {
-            "completions" => Some(Api::Completions),
-            "chat" => Some(Api::Chat),
-            _ => None,
-        }
-    }
-    pub fn path(self) -> &'static str {
-        match self {
-            Api::Completions => "/v1/completions",
-            Api::Chat => "/v1/chat/completions",
-        }
-    }
-}
-
-/// What a request asks the server for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    /// Greedy generation of up to `max_answer_tokens`, stopping at a newline.
-    Generate,
-    /// One token with the top `n` log-probabilities.
-    FirstToken { top_logprobs: usize },
-    /// The prompt's own log-probabilities, echoed (completions only).
-    Echo,
-}
-
-/// The body of one request. `embedded`: the project's own llama-server, asked not to reuse
-/// the KV cache of an earlier prompt (`cache_prompt: false`), so that an answer does not
-/// depend on which request came before it (batch-size dependent rounding) and a resumed run
-/// equals an uninterrupted one.
-pub fn request_body(
-    llm: &LlmSettings,
-    api: Api,
-    model: &str,
-    text: &str,
-    kind: RequestKind,
-    embedded: bool,
-) -> Value {
-    let chat = api == Api::Chat;
-    let mut b = if chat {
-        json!({"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0.0})
-    } else {
-        json!({"model": model, "prompt": text, "temperature": 0.0})
-    };
-    let o = b.as_object_mut().expect("object");
-    match kind {
-        RequestKind::Generate => {
-            o.insert("max_tokens".into(), llm.max_answer_tokens.into());
-            o.insert("stop".into(), json!(["\n"]));
-        }
-        RequestKind::FirstToken { top_logprobs } => {
-            o.insert("max_tokens".into(), 1.into());
-            if chat {
-                o.insert("logprobs".into(), true.into());
-                o.insert("top_logprobs".into(), top_logprobs.into());
-            } else {
-                o.insert("logprobs".into(), top_logprobs.into());
-            }
-        }
-        RequestKind::Echo => {
-            o.insert("max_tokens".into(), 1.into());
-            o.insert("echo".into(), true.into());
-            o.insert("logprobs".into(), 1.into());
-        }
-    }
-    if embedded {
-        o.insert("cache_prompt".into(), false.into());
-    }
-    for (k, v) in &llm.extra {
-        if let Ok(v) = serde_json::to_value(v) {
-            o.insert(k.clone(), v);
-        }
-    }
-    b
-}
-
-pub struct Endpoint {
+pub struct Backend {
+    pub config: LlmConfig,
+    shape: Shape,
     pub base_url: String,
+    /// What the response cache calls the server: the URL of a remote one, or the embedded
+    /// server's build, model hash and options (its port changes from run to run).
     pub identity: String,
-    pub model: String,
+    /// The model's context in tokens, when known.
     pub context: Option<usize>,
-    /// Kept alive for the run; stopped on drop.
-    pub server: Option<super::server::EmbeddedServer>,
+    cache: Arc<ResponseCache>,
+    /// Where the key came from (`from $VAR`, `none`); the key itself is only in the client.
+    pub key_source: String,
+    client: Arc<LlmClient>,
+    rt: tokio::runtime::Runtime,
+    /// Kept alive for the backend's life; stopped on drop.
+    server: Option<super::server::EmbeddedServer>,
 }
 
-/// The server a suite names, or the embedded llama-server started on a free loopback port.
-pub fn endpoint(llm: &LlmSettings) -> Result<Endpoint> {
-    match llm.url.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(url) => Ok(Endpoint {
-            base_url: url.to_string(),
-            identity: url.trim_end_matches('/').to_string(),
-            model: llm.model.clone(),
-            context: llm.context,
-            server: None,
-        }),
-        None => {
-            let opts = super::server::ServerOptions {
-                context: llm.server_context,
-                threads: llm.server_threads,
-                alias: llm.model.clone(),
-            };
-            let s = super::server::EmbeddedServer::start(&opts)?;
-            Ok(Endpoint {
-                base_url: s.base_url.clone(),
-                identity: s.identity.clone(),
-                model: llm.model.clone(),
-                context: Some(llm.context.unwrap_or(llm.server_context)),
-                server: Some(s),
-            })
+impl Backend {
+    /// Start (or name) the server, open the response cache, read the key, build the client.
+    pub fn open(config: &LlmConfig, say: Say) -> Result<Backend> {
+        let (base_url, identity, context, server) = match &config.target {
+            Target::Remote { url } => (
+                url.clone(),
+                url.trim_end_matches('/').to_string(),
+                config.context,
+                None,
+            ),
+            Target::Embedded(judge) => {
+                let opts = super::server::ServerOptions {
+                    context: config.server_context,
+                    threads: config.server_threads,
+                    alias: config.model.clone(),
+                };
+                let s = super::server::EmbeddedServer::start(judge, &opts)?;
+                say(&format!(
+                    "  embedded llama-server on {} ({})",
+                    s.base_url, s.identity
+                ));
+                (
+                    s.base_url.clone(),
+                    s.identity.clone(),
+                    Some(config.context.unwrap_or(config.server_context)),
+                    Some(s),
+                )
+            }
+        };
+        let cache_path = config.cache.as_ref().map(PathBuf::from).unwrap_or_else(|| {
+            crate::assets::cache_dir()
+                .join("llm")
+                .join("responses.jsonl")
+        });
+        let cache = Arc::new(ResponseCache::open(&cache_path)?);
+        let (key, key_source) = api_key(&config.api_key_env);
+        let mut cs = ClientSettings::new(&base_url);
+        cs.identity = identity.clone();
+        cs.api_key = key;
+        cs.timeout = std::time::Duration::from_secs_f64(config.timeout_s);
+        cs.max_retries = config.max_retries;
+        cs.concurrency = config.concurrency;
+        let client = Arc::new(LlmClient::new(cs, Some(cache.clone()))?);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Msg(format!("cannot start the async runtime: {e}")))?;
+        Ok(Backend {
+            shape: config.shape(),
+            config: config.clone(),
+            base_url,
+            identity,
+            context,
+            cache,
+            key_source,
+            client,
+            rt,
+            server,
+        })
+    }
+
+    /// Whether requests go to the project's own llama-server.
+    pub fn embedded(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// The sha256 of the embedded judge's model file (none for a remote server).
+    pub fn model_sha256(&self) -> Option<&'static str> {
+        match &self.config.target {
+            Target::Embedded(j) => Some(j.sha256()),
+            Target::Remote { .. } => None,
         }
+    }
+
+    pub fn cache_path(&self) -> &std::path::Path {
+        self.cache.path()
+    }
+
+    /// The HTTP request of a question.
+    pub fn request(&self, ask: &Ask) -> Request {
+        let (endpoint, body) = request::body(&self.shape, ask);
+        Request {
+            endpoint,
+            body,
+            check: ask.check.clone(),
+        }
+    }
+
+    /// Token counts of prompts: exact through the server's `/tokenize` (llama.cpp), else an
+    /// estimate of one token per 3 bytes. Returns the counts and how they were obtained.
+    pub fn count_tokens(&self, prompts: &[&str]) -> (Vec<usize>, &'static str) {
+        self.rt.block_on(count_tokens(&self.client, prompts))
+    }
+
+    /// What `asks` would send that the response cache does not answer yet. `prompt_tokens`
+    /// counts each ask's prompt; `per_answer` is the most tokens an answer may take.
+    pub fn estimate(&self, asks: &[Ask], prompt_tokens: &[usize], per_answer: u64) -> Estimate {
+        let todo: Vec<usize> = (0..asks.len())
+            .filter(|&i| {
+                let r = self.request(&asks[i]);
+                let k = super::cache::key(&self.identity, r.endpoint, &r.body);
+                self.cache.get(&k).ok().flatten().is_none()
+            })
+            .collect();
+        let prompt: u64 = todo.iter().map(|&i| prompt_tokens[i] as u64).sum();
+        Estimate::new(
+            &self.config.prices,
+            asks.len(),
+            todo.len(),
+            prompt,
+            per_answer,
+        )
+    }
+
+    /// Send every question (through the cache, `concurrency` at a time) and read the answers,
+    /// in order. Sending stops once what is billed passes a cap (`Error::Stopped`; the answers
+    /// so far are cached, so a rerun resumes). `say` is told of progress.
+    pub fn send(&self, asks: &[Ask], say: Say) -> Result<Sent> {
+        let t0 = Instant::now();
+        let requests: Vec<Request> = asks.iter().map(|a| self.request(a)).collect();
+        let total = requests.len();
+        let report = move |done: usize, c: &LlmClient| {
+            if done.is_multiple_of(20) || done == total {
+                let s = c.stats();
+                say(&format!(
+                    "  {done}/{total} answered ({} from the cache, {} HTTP requests)",
+                    s.cache_hits, s.http_requests
+                ));
+            }
+        };
+        // Caps on what is really billed (cached answers cost nothing).
+        let billed = std::sync::Mutex::new((0u64, 0u64));
+        let cfg = &self.config;
+        let stop = |rep: &Reply| -> Option<String> {
+            if rep.cached {
+                return None;
+            }
+            let c = response::parse(&rep.body).ok()?;
+            let mut b = billed.lock().unwrap();
+            b.0 += c.prompt_tokens.unwrap_or(0);
+            b.1 += c.completion_tokens.unwrap_or(0);
+            cfg.caps.reached(&cfg.prices, b.0, b.1)
+        };
+        let replies = self.rt.block_on(post_until(
+            self.client.clone(),
+            requests,
+            cfg.concurrency,
+            &report,
+            &stop,
+        ))?;
+        let replies: Vec<Reply> = replies
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect();
+        let wall_s = t0.elapsed().as_secs_f64();
+        let mut sent = Sent {
+            completions: Vec::with_capacity(replies.len()),
+            usage: Usage::default(),
+            wall_s,
+            overhead_ms: Vec::new(),
+            server_ms: 0.0,
+            replies: Vec::new(),
+        };
+        for rep in &replies {
+            let c = response::parse(&rep.body)
+                .map_err(|m| Error::Msg(format!("a cached answer cannot be read: {m}")))?;
+            let (p, k) = (
+                c.prompt_tokens.unwrap_or(0),
+                c.completion_tokens.unwrap_or(0),
+            );
+            sent.usage.prompt += p;
+            sent.usage.completion += k;
+            if !rep.cached {
+                sent.usage.billed_prompt += p;
+                sent.usage.billed_completion += k;
+                if let Some(s) = c.server_ms {
+                    sent.overhead_ms.push((rep.request_ms - s).max(0.0));
+                    sent.server_ms += s;
+                }
+            }
+            sent.completions.push(c);
+        }
+        sent.replies = replies;
+        Ok(sent)
+    }
+
+    /// The `requests` record of a batch: how many were answered from the cache, sent, retried,
+    /// and how fast.
+    pub fn requests_record(&self, sent: &Sent) -> Value {
+        let stats = self.client.stats();
+        let network = stats.answered - stats.cache_hits;
+        let o = &sent.overhead_ms;
+        let mean_overhead = (!o.is_empty()).then(|| o.iter().sum::<f64>() / o.len() as f64);
+        let overhead_share = (sent.server_ms > 0.0).then(|| o.iter().sum::<f64>() / sent.server_ms);
+        json!({
+            "jobs": sent.replies.len(),
+            "answered": stats.answered,
+            "from_cache": stats.cache_hits,
+            "sent": network,
+            "http_requests": stats.http_requests,
+            "retries": stats.retries,
+            "wall_s": sent.wall_s,
+            "per_s": if sent.wall_s > 0.0 { network as f64 / sent.wall_s } else { 0.0 },
+            "client_overhead_ms_mean": mean_overhead,
+            "client_overhead_share_of_server_time": overhead_share,
+            "server_ms_total": sent.server_ms,
+        })
     }
 }
 
 /// The API key from `LQAE_LLM_API_KEY`, else from the variable the suite names.
-pub fn api_key(llm: &LlmSettings) -> (Option<Secret>, String) {
-    for var in ["LQAE_LLM_API_KEY", llm.api_key_env.as_str()] {
+fn api_key(env: &str) -> (Option<Secret>, String) {
+    for var in ["LQAE_LLM_API_KEY", env] {
         if let Ok(k) = std::env::var(var) {
             if !k.is_empty() {
                 return (Some(Secret::new(k)), format!("from ${var}"));
@@ -236,9 +281,7 @@ pub fn api_key(llm: &LlmSettings) -> (Option<Secret>, String) {
     (None, "none".into())
 }
 
-/// Token counts of prompts: exact through the server's `/tokenize` (llama.cpp), else an
-/// estimate of one token per 3 bytes. Returns the counts and how they were obtained.
-pub async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'static str) {
+async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'static str) {
     let base = client.settings.base_url.trim_end_matches("/v1").to_string();
     // A server that accepts `/tokenize` and never answers must not hang the run.
     let http = reqwest::Client::builder()
@@ -277,34 +320,6 @@ pub async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, 
         }
     }
     (out, "server /tokenize")
-}
-
-/// The client of a run: the endpoint's URL and identity, the key, the suite's limits, and
-/// the response cache.
-pub fn client(
-    llm: &LlmSettings,
-    ep: &Endpoint,
-    key: Option<Secret>,
-    cache: Arc<ResponseCache>,
-) -> Result<LlmClient> {
-    let mut cs = ClientSettings::new(&ep.base_url);
-    cs.identity = ep.identity.clone();
-    cs.api_key = key;
-    cs.timeout = std::time::Duration::from_secs_f64(llm.timeout_s);
-    cs.max_retries = llm.max_retries;
-    cs.concurrency = llm.concurrency;
-    LlmClient::new(cs, Some(cache))
-}
-
-/// What an answer must contain: `Err(why)` when it lacks it.
-pub type ReplyCheck = Arc<dyn Fn(&Value) -> std::result::Result<(), String> + Send + Sync>;
-
-/// One request of a batch: where it goes, its body, and what its answer must contain.
-#[derive(Clone)]
-pub struct Request {
-    pub endpoint: &'static str,
-    pub body: Value,
-    pub check: ReplyCheck,
 }
 
 /// Send every request (through the cache, `concurrency` at a time) and return the replies in

@@ -1,8 +1,9 @@
 //! The embedded LLM: llama.cpp's `llama-server` built by `scripts/build-llama-server.sh`
-//! (compiled into this binary) and the SmolLM2-135M-Instruct GGUF asset, both cached outside
-//! the repository, started on a free loopback port and stopped when dropped. The server dies
+//! (compiled into this binary) serving one of the judges' GGUF assets (`super::judges`), both
+//! cached outside the repository, started on a free loopback port and stopped when dropped. The server dies
 //! with the process that started it, even on SIGKILL (`PR_SET_PDEATHSIG`).
 
+use super::judges::Judge;
 use crate::assets;
 use crate::error::{Error, Result};
 use std::io::{Read, Write};
@@ -73,16 +74,6 @@ pub struct ServerOptions {
     pub alias: String,
 }
 
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            context: 4096,
-            threads: 1,
-            alias: "smollm2".into(),
-        }
-    }
-}
-
 /// A running llama-server; stopped on drop.
 pub struct EmbeddedServer {
     pub base_url: String,
@@ -96,12 +87,12 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Build or find the server, fetch the model, start it and wait for `/health`.
-    pub fn start(opts: &ServerOptions) -> Result<Self> {
+    /// Build or find the server, fetch the judge's model, start it and wait for `/health`.
+    pub fn start(judge: &Judge, opts: &ServerOptions) -> Result<Self> {
         let cache = assets::cache_dir();
         let bin = ensure_llama_server(&cache)?;
-        let model_dir = assets::ensure(&assets::SMOLLM2)?;
-        let model = model_dir.join(assets::SMOLLM2.files[0].name);
+        let model_dir = assets::ensure(judge.asset)?;
+        let model = model_dir.join(judge.file());
         let logs = cache.join("llm").join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| Error::file(&logs, e.to_string()))?;
         let port = free_port()?;
@@ -158,12 +149,12 @@ impl EmbeddedServer {
             .recv()
             .map_err(|e| Error::Msg(e.to_string()))?
             .map_err(|e| Error::file(&bin, format!("cannot start llama-server: {e}")))?;
-        let sha = &assets::SMOLLM2.files[0].sha256[..16];
+        let sha = &judge.sha256()[..16];
         let server = EmbeddedServer {
             base_url: format!("http://127.0.0.1:{port}"),
             identity: format!(
                 "embedded llama-server ({SERVER_SOURCE}) model {} sha256 {sha} alias {} ctx {} threads {}",
-                assets::SMOLLM2.files[0].name,
+                judge.file(),
                 opts.alias,
                 opts.context,
                 opts.threads

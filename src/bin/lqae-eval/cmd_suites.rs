@@ -4,14 +4,24 @@ use anyhow::{bail, Result};
 use lqae::eval::{runner, suite_file, Stderr};
 use std::path::Path;
 
-pub fn run(names: &[String], set: &[String], device: &str, results_root: &Path) -> Result<()> {
+pub fn run(
+    names: &[String],
+    set: &[String],
+    device: &str,
+    results_root: &Path,
+    dry_run: bool,
+) -> Result<()> {
     let device = lqae::device::parse_device(device)?;
     let suites = runner::resolve(names, set)?;
+    let o = runner::RunOptions {
+        results_root,
+        progress: &Stderr,
+        dry_run,
+    };
     let runs = runner::run_suites(
         &suites,
         &device,
-        results_root,
-        &Stderr,
+        &o,
         &mut |s| println!("== suite {} ({}): {}", s.name, s.kind, s.description),
         &mut |r| {
             if let Some(t) = &r.table {

@@ -353,8 +353,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     if !cli.suite.is_empty() {
-        lqae::eval::kind::set_dry_run(cli.dry_run);
-        return cmd_suites::run(&cli.suite, &cli.set, &cli.device, &cli.results);
+        return cmd_suites::run(&cli.suite, &cli.set, &cli.device, &cli.results, cli.dry_run);
     }
     let Some(cmd) = cli.command else {
         use clap::CommandFactory;

@@ -61,6 +61,17 @@ pub fn run(spec: &SuiteSpec, cx: &Ctx) -> Result<Outcome> {
     }
 }
 
+/// Whether `--dry-run` means anything to a suite's kind (see [`SuiteKind::DRY_RUNS`]).
+pub fn dry_runs(spec: &SuiteSpec) -> bool {
+    match spec {
+        SuiteSpec::LinearProbe(_) => LinearProbe::DRY_RUNS,
+        SuiteSpec::Fewshot(_) => Fewshot::DRY_RUNS,
+        SuiteSpec::Reconstruction(_) => Reconstruction::DRY_RUNS,
+        SuiteSpec::Throughput(_) => Throughput::DRY_RUNS,
+        SuiteSpec::Group(_) => false,
+    }
+}
+
 fn parse_as<K: SuiteKind>(body: &toml::Table) -> std::result::Result<K::Checked, Vec<String>> {
     K::check(deserialize(body)?)
 }

@@ -334,3 +334,46 @@ pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> 
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_episodes_parse_and_bad_rows_are_named() {
+        let csv = "episode,role,image,label,induction,repeats\n\
+                   e1,support,a.jpg,lion,true,1\n\
+                   e1,support,b.jpg,vase,true,1\n\
+                   e1,query,c.jpg,vase,true,1\n\
+                   e2,support,d.jpg,lion,false,0\n\
+                   e2,support,e.jpg,lion,false,0\n\
+                   e2,support,f.jpg,vase,false,0\n\
+                   e2,support,g.jpg,vase,false,0\n\
+                   e2,query,h.jpg,lion,false,0\n";
+        let eps = parse_episode_csv(csv).unwrap();
+        assert_eq!(eps.len(), 2);
+        let (line, e) = &eps[0];
+        assert_eq!(
+            (*line, e.ways, e.shots, e.repeats, e.induction),
+            (2, 2, 1, 1, true)
+        );
+        assert_eq!(e.classes, vec!["lion".to_string(), "vase".to_string()]);
+        assert_eq!(e.query.image, "c.jpg");
+        assert_eq!(
+            (eps[1].1.shots, eps[1].1.cell()),
+            (2, "2-way/induction-no/shots-2/repeats-0".to_string())
+        );
+        let err = parse_episode_csv(
+            "episode,role,image,label,induction,repeats\nx,support,a,lion,true,0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("episode `x`") && err.contains("0 query rows"),
+            "{err}"
+        );
+        let err = parse_episode_csv("id,role,image\n").unwrap_err();
+        assert!(err.contains("header"), "{err}");
+        let err = parse_episode_csv("episode,role,image,label,induction,repeats\nx,support,a,lion,maybe,0\nx,query,b,lion,maybe,0\n").unwrap_err();
+        assert!(err.contains("induction `maybe`"), "{err}");
+    }
+}

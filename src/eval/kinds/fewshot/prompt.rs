@@ -1,51 +1,47 @@
-//! Images as text and the prompt of an episode; reading the answer.
+//! Images as text, and the prompt of an episode.
 
 use super::episodes::{Episode, Shot};
-use super::spec::{EpisodeSettings, Select, TokenSettings};
+use super::spec::{Point, Select, Templates, TextRule};
 use std::collections::HashMap;
 
-/// The token text of one image (ids in raster order) under `s`.
-pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> String {
-    image_words(ids, vocab, s).join(&s.separator)
+/// The token text of one image (ids in raster order) at point `p`.
+pub fn image_text(ids: &[u32], vocab: &crate::lm::Vocab, p: &Point, r: &TextRule) -> String {
+    image_words(ids, vocab, p, r).join(&r.separator)
 }
 
-/// The tokens of one image (ids in raster order) that `s` writes, in the order written.
-pub fn image_words(ids: &[u32], vocab: &crate::lm::Vocab, s: &TokenSettings) -> Vec<String> {
+/// The tokens of one image (ids in raster order) that point `p` writes, in the order written.
+pub fn image_words(ids: &[u32], vocab: &crate::lm::Vocab, p: &Point, r: &TextRule) -> Vec<String> {
     let kept: Vec<(u32, String)> = ids
         .iter()
         .map(|&id| (id, vocab.token_text(id)))
-        .filter(|(_, t)| (s.keep_special || !t.special) && (s.keep_subword || t.starts_word))
+        .filter(|(_, t)| (r.keep_special || !t.special) && (r.keep_subword || t.starts_word))
         .filter(|(_, t)| !t.text.trim().is_empty())
         .map(|(id, t)| (id, t.text.trim().to_string()))
         .collect();
-    pick(&kept, s)
+    pick(&kept, p)
 }
 
-/// The text of one image given as words (a `tokens.file`'s `text`), in raster order, under
-/// `s`: the words are the tokens (no vocabulary: nothing is special or a word piece).
-pub fn words_text(words: &[String], s: &TokenSettings) -> String {
-    text_words(words, s).join(&s.separator)
-}
-
-/// The words of one image (a `tokens.file`'s `text`) that `s` writes.
-pub fn text_words(words: &[String], s: &TokenSettings) -> Vec<String> {
+/// The words of one image given as words (a `tokens.file`'s `text`, a calibration
+/// tokenizer's), in raster order, that point `p` writes: the words are the tokens (no
+/// vocabulary: nothing is special or a word piece).
+pub fn text_words(words: &[String], p: &Point) -> Vec<String> {
     let kept: Vec<(&str, String)> = words
         .iter()
         .map(|w| w.trim())
         .filter(|w| !w.is_empty())
         .map(|w| (w, w.to_string()))
         .collect();
-    pick(&kept, s)
+    pick(&kept, p)
 }
 
-/// `tokens.per_image` of the kept `(key, text)` tokens as `tokens.select` picks them.
-fn pick<K: std::hash::Hash + Eq + Copy>(kept: &[(K, String)], s: &TokenSettings) -> Vec<String> {
+/// `per_image` of the kept `(key, text)` tokens as `select` picks them.
+fn pick<K: std::hash::Hash + Eq + Copy>(kept: &[(K, String)], p: &Point) -> Vec<String> {
     let m = kept.len();
-    let select = s.select();
+    let select = p.select;
     let n = if select == Select::All {
         m
     } else {
-        s.per_image().min(m)
+        p.per_image.min(m)
     };
     let chosen: Vec<&str> = match select {
         Select::Raster => kept[..n].iter().map(|x| x.1.as_str()).collect(),
@@ -79,16 +75,13 @@ pub fn label_list(labels: &[String]) -> String {
 }
 
 /// The prompt of an episode, ending where the query's label would start.
-pub fn prompt(ep: &Episode, texts: &HashMap<String, String>, e: &EpisodeSettings) -> String {
+pub fn prompt(ep: &Episode, texts: &HashMap<String, String>, t: &Templates) -> String {
     let mut p = String::new();
     if ep.induction {
-        p.push_str(
-            &e.induction_template
-                .replace("{labels}", &label_list(&ep.classes)),
-        );
+        p.push_str(&t.induction.replace("{labels}", &label_list(&ep.classes)));
     }
     let example = |s: &Shot| {
-        e.example_template
+        t.example
             .replace("{image}", &texts[&s.image])
             .replace("{label}", &s.label)
     };
@@ -97,53 +90,20 @@ pub fn prompt(ep: &Episode, texts: &HashMap<String, String>, e: &EpisodeSettings
             p.push_str(&example(s));
         }
     }
-    let cut = e
-        .example_template
-        .find("{label}")
-        .unwrap_or(e.example_template.len());
-    let query = e.example_template[..cut].replace("{image}", &texts[&ep.query.image]);
+    let cut = t.example.find("{label}").unwrap_or(t.example.len());
+    let query = t.example[..cut].replace("{image}", &texts[&ep.query.image]);
     p.push_str(query.trim_end());
     p
 }
 
-/// Lower-case, inner whitespace collapsed, surrounding spaces and final punctuation removed.
-pub fn normalize(s: &str) -> String {
-    let first = s.trim_start().lines().next().unwrap_or("");
-    let t: Vec<&str> = first.split_whitespace().collect();
-    t.join(" ")
-        .trim_end_matches(['.', ',', ';', ':', '!', '?'])
-        .trim()
-        .to_lowercase()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Exact match of a generated answer against the class names.
-pub fn match_answer(answer: &str, classes: &[String]) -> Option<usize> {
-    let a = normalize(answer);
-    classes.iter().position(|c| normalize(c) == a)
-}
-
-/// `first-token`: the most likely first tokens, best first; the first one that begins exactly
-/// one class name (or is that name followed by more text) decides. Tokens that fit several
-/// names are passed over.
-pub fn first_token_pick(top: &[(String, f64)], classes: &[String]) -> Option<usize> {
-    let names: Vec<String> = classes.iter().map(|c| c.to_lowercase()).collect();
-    for (tok, _) in top {
-        let t = tok
-            .trim_start_matches(['Ġ', '▁'])
-            .trim_start()
-            .to_lowercase();
-        if t.is_empty() {
-            continue;
-        }
-        let fits: Vec<usize> = names
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.starts_with(&t) || t.starts_with(n.as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        if fits.len() == 1 {
-            return Some(fits[0]);
-        }
+    #[test]
+    fn label_lists_read_naturally() {
+        let l = |v: &[&str]| label_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(l(&["lion", "vase"]), "\"lion\" or \"vase\"");
+        assert_eq!(l(&["a", "b", "c"]), "\"a\", \"b\" or \"c\"");
     }
-    None
 }

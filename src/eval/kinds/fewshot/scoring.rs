@@ -6,12 +6,10 @@
 //! - `first-token`: the top log-probabilities of the first answer token, matched to the class
 //!   names they begin.
 
+use super::answer::{first_token_pick, match_answer};
 use super::episodes::Episode;
-use super::prompt::{first_token_pick, match_answer};
-use super::spec::CheckedFewshot;
-use crate::error::{Error, Result};
-use crate::llm::backend::{request_body, Api, Request, RequestKind};
-use crate::llm::Completion;
+use crate::llm::response::Completion;
+use crate::llm::{Api, Ask, RequestKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,6 +39,14 @@ impl Strategy {
         }
     }
 
+    /// The most tokens one answer may take (for the cost estimate).
+    pub fn answer_tokens(self, max_answer_tokens: usize) -> u64 {
+        match self {
+            Strategy::Generate => max_answer_tokens as u64,
+            _ => 1,
+        }
+    }
+
     /// Tokens the answer needs beyond the prompt (for the context check).
     pub fn answer_room(self, max_answer_tokens: usize, longest_label: usize) -> usize {
         match self {
@@ -50,30 +56,33 @@ impl Strategy {
         }
     }
 
-    /// The requests of episode `episode` with prompt `p`: one, or one per class (loglik).
-    pub fn jobs(
+    /// The questions of an episode with prompt `p` (one, or one per class for loglik), each
+    /// with what scoring it needs to know. `row` and `episode` say where the answer goes.
+    pub fn asks(
         self,
-        spec: &CheckedFewshot,
-        model: &str,
-        embedded: bool,
+        top_logprobs: usize,
+        row: usize,
         episode: usize,
         e: &Episode,
         p: &str,
-    ) -> Vec<Job> {
-        let llm = &spec.llm;
-        let job = |candidate: Option<usize>, text: &str, kind, api: Api| {
-            // A loglik body must echo the whole prompt: its check needs the prompt's length.
+    ) -> Vec<(Ask, Job)> {
+        let one = |candidate: Option<usize>, text: String, kind, api: Option<Api>| {
+            // A loglik answer must echo the whole prompt: its check needs the prompt's length.
             let check_len = if candidate.is_some() { text.len() } else { 0 };
-            Job {
+            let job = Job {
+                row,
                 episode,
                 candidate,
                 prefix_len: p.chars().count(),
-                request: Request {
-                    endpoint: api.path(),
-                    body: request_body(llm, api, model, text, kind, embedded),
-                    check: Arc::new(check_for(self, check_len)),
-                },
-            }
+                full_len: text.chars().count(),
+            };
+            let ask = Ask {
+                text,
+                kind,
+                api,
+                check: Arc::new(check_for(self, check_len)),
+            };
+            (ask, job)
         };
         match self {
             Strategy::Loglik => e
@@ -81,22 +90,20 @@ impl Strategy {
                 .iter()
                 .enumerate()
                 .map(|(c, name)| {
-                    job(
+                    one(
                         Some(c),
-                        &format!("{p} {name}"),
+                        format!("{p} {name}"),
                         RequestKind::Echo,
-                        Api::Completions,
+                        Some(Api::Completions),
                     )
                 })
                 .collect(),
-            Strategy::Generate => vec![job(None, p, RequestKind::Generate, spec.api)],
-            Strategy::FirstToken => vec![job(
+            Strategy::Generate => vec![one(None, p.to_string(), RequestKind::Generate, None)],
+            Strategy::FirstToken => vec![one(
                 None,
-                p,
-                RequestKind::FirstToken {
-                    top_logprobs: spec.scoring.top_logprobs,
-                },
-                spec.api,
+                p.to_string(),
+                RequestKind::FirstToken { top_logprobs },
+                None,
             )],
         }
     }
@@ -115,15 +122,11 @@ impl Strategy {
                 a.predicted = k.map(|k| e.classes[k].clone());
             }
             Strategy::Loglik => {
-                let full_len = job.request.body["prompt"]
-                    .as_str()
-                    .map(|p| p.chars().count())
-                    .unwrap_or(0);
                 if a.scores.is_empty() {
                     a.scores = vec![f64::NEG_INFINITY; e.classes.len()];
                 }
                 a.scores[job.candidate.expect("loglik job")] =
-                    candidate_loglik(c, job.prefix_len, full_len);
+                    candidate_loglik(c, job.prefix_len, job.full_len);
             }
         }
     }
@@ -148,20 +151,18 @@ impl Strategy {
     }
 }
 
-/// What one request is for.
+/// What one question is for.
+#[derive(Debug, Clone, Copy)]
 pub struct Job {
+    /// The row (tokens written, judge-independent) and the episode it asks about.
+    pub row: usize,
     pub episode: usize,
     /// `loglik`: which class name is appended.
     pub candidate: Option<usize>,
     /// Characters of the prompt before the candidate (loglik).
     pub prefix_len: usize,
-    pub request: Request,
-}
-
-/// Parse a reply's body (from the server or the cache).
-pub fn parse_reply(body: &Value) -> Result<Completion> {
-    crate::llm::response::parse(body)
-        .map_err(|m| Error::Msg(format!("a cached answer cannot be read: {m}")))
+    /// Characters of the whole text asked (prompt and candidate).
+    pub full_len: usize,
 }
 
 /// What a strategy needs from a body, checked before the answer is cached or counted.
@@ -233,4 +234,79 @@ pub struct Answer {
     /// The prompt as sent (for `loglik`, before a class name is appended): what the model saw.
     #[serde(default)]
     pub prompt: String,
+}
+
+impl Answer {
+    /// Episode `e` asked with prompt `p`, before any answer is folded in.
+    pub fn unanswered(e: &Episode, p: &str) -> Answer {
+        Answer {
+            cell: e.cell(),
+            index: e.index,
+            query: e.query.image.clone(),
+            label: e.query.label.clone(),
+            answer: String::new(),
+            predicted: None,
+            correct: false,
+            prompt_tokens: None,
+            scores: Vec::new(),
+            prompt: p.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn loglik_sums_only_the_candidate_tokens() {
+        let prompt = "Classification:";
+        let full = format!("{prompt} Bag");
+        let t = |tok: &str, lp: f64, off: usize| crate::llm::TokenLogprob {
+            token: tok.into(),
+            logprob: Some(lp),
+            top: vec![],
+            offset: Some(off),
+        };
+        let c = crate::llm::Completion {
+            logprobs: Some(vec![
+                t("Classification", -5.0, 0),
+                t(":", -1.0, 14),
+                t(" B", -0.5, 15),
+                t("ag", -0.25, 17),
+                t(".", -3.0, 19),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(candidate_loglik(&c, prompt.len(), full.len()), -0.75);
+        // Offsets count characters: a multi-byte character before the candidate must not
+        // shift the window (by bytes, " B" would fall before it and "." inside it).
+        let prompt = "Classé:";
+        let full = format!("{prompt} Bag");
+        let c = crate::llm::Completion {
+            logprobs: Some(vec![
+                t("Classé", -5.0, 0),
+                t(":", -1.0, 6),
+                t(" B", -0.5, 7),
+                t("ag", -0.25, 9),
+                t(".", -3.0, 11),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            candidate_loglik(&c, prompt.chars().count(), full.chars().count()),
+            -0.75
+        );
+        let nulls = json!({"choices": [{"text": ".", "logprobs": {"tokens": ["Bag", " is", "."], "token_logprobs": [null, null, -1.0], "text_offset": [0, 3, 6]}}]});
+        let e = check_for(Strategy::Loglik, 4)(&nulls).unwrap_err();
+        assert!(e.contains("no log-probability for token 1"), "{e}");
+        let check = check_for(Strategy::Loglik, full.len());
+        let echoless = json!({"choices": [{"text": ".", "logprobs": {"content": [{"token": ".", "logprob": -3.0, "top_logprobs": []}]}}]});
+        let e = check(&echoless).unwrap_err();
+        assert!(
+            e.contains("does not echo") && e.contains("first-token"),
+            "{e}"
+        );
+    }
 }

@@ -1,8 +1,10 @@
-//! The settings of a `fewshot` suite, as written and as checked.
+//! The settings of a `fewshot` suite: as written ([`FewshotSpec`], strings and all) and as
+//! checked ([`CheckedFewshot`], enums and resolved values only).
 
 use super::scoring::Strategy;
-use crate::eval::suite_file::SuiteData;
-use crate::llm::backend::{Api, LlmSettings};
+use crate::data::SuiteData;
+use crate::eval::tokens_file::{Field, Files};
+use crate::llm::{Judges, LlmConfig};
 use serde::{Deserialize, Serialize};
 
 fn d_tol() -> f64 {
@@ -34,13 +36,6 @@ impl<T: Clone> OneOrList<T> {
     pub fn is_list(&self) -> bool {
         matches!(self, OneOrList::List(_))
     }
-    /// The value of a single setting (a sweep's first value).
-    pub fn first(&self) -> Option<&T> {
-        match self {
-            OneOrList::One(v) => Some(v),
-            OneOrList::List(v) => v.first(),
-        }
-    }
 }
 fn d_true() -> bool {
     true
@@ -49,7 +44,7 @@ fn d_sep() -> String {
     " ".into()
 }
 
-/// How an image becomes text.
+/// How an image becomes text, as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
@@ -73,7 +68,7 @@ pub struct TokenSettings {
     /// Precomputed tokens (the JSONL `lqae-eval encode` writes, or any tokenizer's in that
     /// format) written in place of the model's; the selection above applies to them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<crate::eval::tokens_file::Files>,
+    pub file: Option<Files>,
     /// `ids` (of the model's LM, written through its vocabulary as the model's own are) or
     /// `text` (the file's words as they are); unset: `ids` when the file's header names the
     /// model's LM, else `text`.
@@ -87,27 +82,58 @@ impl Default for TokenSettings {
     }
 }
 
-impl TokenSettings {
-    /// Tokens per image of a single setting (a point of a sweep).
-    pub fn per_image(&self) -> usize {
-        self.per_image.first().copied().unwrap_or(0)
+/// How `tokens.select` picks an image's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    Raster,
+    Stride,
+    Frequent,
+    All,
+}
+
+impl Select {
+    pub const NAMES: &'static [&'static str] = &["raster", "stride", "frequent", "all"];
+    pub fn parse(s: &str) -> Option<Select> {
+        Some(match s {
+            "raster" => Select::Raster,
+            "stride" => Select::Stride,
+            "frequent" => Select::Frequent,
+            "all" => Select::All,
+            _ => return None,
+        })
     }
-    /// `select` of a single setting; unparsable names are refused by the suite check.
-    pub fn select(&self) -> Select {
-        self.select
-            .first()
-            .and_then(|s| Select::parse(s))
-            .unwrap_or(Select::All)
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// Which tokens an image keeps and how they are joined (the same at every point of a sweep).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextRule {
+    pub keep_special: bool,
+    pub keep_subword: bool,
+    pub separator: String,
+}
+
+impl Default for TextRule {
+    fn default() -> Self {
+        TextRule {
+            keep_special: false,
+            keep_subword: true,
+            separator: " ".into(),
+        }
     }
 }
 
 /// One value of a sweep over `tokens.per_image` and `tokens.select` (the only one when neither
 /// is a list): its name, a prefix of its metrics (`per_image-8`, `select-frequent/per_image-8`;
-/// empty without a sweep), and the token settings with single values.
-#[derive(Debug, Clone)]
+/// empty without a sweep), and how many tokens it writes, chosen how.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Point {
     pub name: String,
-    pub tokens: TokenSettings,
+    /// Tokens written per image (`select = All`: every one, and this is 0).
+    pub per_image: usize,
+    pub select: Select,
 }
 
 impl Point {
@@ -122,12 +148,16 @@ impl Point {
 }
 
 /// Every point of the sweep `t` describes (select major, per_image minor, in the order
-/// written); `select = "all"` is one point whatever `per_image` says.
+/// written); `select = "all"` is one point whatever `per_image` says. Unknown selects are
+/// left out (the check refuses them).
 pub fn sweep_points(t: &TokenSettings) -> Vec<Point> {
     let mut out: Vec<Point> = Vec::new();
     for sel in t.select.values() {
+        let Some(select) = Select::parse(&sel) else {
+            continue;
+        };
         for n in t.per_image.values() {
-            let all = Select::parse(&sel) == Some(Select::All);
+            let all = select == Select::All;
             let mut parts = Vec::new();
             if t.select.is_list() {
                 parts.push(format!("select-{sel}"));
@@ -139,12 +169,10 @@ pub fn sweep_points(t: &TokenSettings) -> Vec<Point> {
                     format!("per_image-{n}")
                 });
             }
-            let mut tokens = t.clone();
-            tokens.per_image = OneOrList::One(if all { 0 } else { n });
-            tokens.select = OneOrList::One(sel.clone());
             let p = Point {
                 name: parts.join("/"),
-                tokens,
+                per_image: if all { 0 } else { n },
+                select,
             };
             if !out.iter().any(|o| o.name == p.name) {
                 out.push(p);
@@ -236,6 +264,45 @@ pub struct EpisodeSettings {
     pub example_template: String,
 }
 
+/// Which class names episodes show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// The data set's.
+    Real,
+    /// Frozen's Open-Ended protocol: nonsense words drawn per episode.
+    Nonsense,
+}
+
+/// The prompt's templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Templates {
+    /// `{labels}` becomes `"a", "b" or "c"`.
+    pub induction: String,
+    /// `{image}` and `{label}`; the query is cut just before `{label}`.
+    pub example: String,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates {
+            induction: d_induction(),
+            example: d_example(),
+        }
+    }
+}
+
+/// Checked episode settings.
+#[derive(Debug, Clone)]
+pub struct Episodes {
+    pub ways: Vec<usize>,
+    pub columns: Vec<Column>,
+    pub count: usize,
+    pub seed: u64,
+    pub file: Option<String>,
+    pub names: Names,
+    pub templates: Templates,
+}
+
 fn d_strategy() -> String {
     "generate".into()
 }
@@ -268,8 +335,9 @@ pub struct FewshotSpec {
     pub model: String,
     /// The images episodes are drawn from: the test split (`test_limit` of them).
     pub data: SuiteData,
+    /// The judge(s): one `[llm]` table, or a list (`[[llm]]`) that each get every request.
     #[serde(default)]
-    pub llm: LlmSettings,
+    pub llm: Judges,
     #[serde(default)]
     pub tokens: TokenSettings,
     pub episodes: EpisodeSettings,
@@ -280,42 +348,37 @@ pub struct FewshotSpec {
     pub tolerance: f64,
 }
 
-/// How `tokens.select` picks an image's tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Select {
-    Raster,
-    Stride,
-    Frequent,
-    All,
+/// Precomputed tokens, checked.
+#[derive(Debug, Clone)]
+pub struct TokensFile {
+    pub files: Files,
+    /// `None`: decided by the file's header (see [`TokenSettings::file_tokens`]).
+    pub field: Option<Field>,
 }
 
-impl Select {
-    pub const NAMES: &'static [&'static str] = &["raster", "stride", "frequent", "all"];
-    pub fn parse(s: &str) -> Option<Select> {
-        Some(match s {
-            "raster" => Select::Raster,
-            "stride" => Select::Stride,
-            "frequent" => Select::Frequent,
-            "all" => Select::All,
-            _ => return None,
-        })
-    }
-}
-
-/// A checked `fewshot` suite: the settings as written (`Deref`) and their enums.
+/// A checked `fewshot` suite.
 #[derive(Debug, Clone)]
 pub struct CheckedFewshot {
-    pub spec: FewshotSpec,
-    pub strategy: Strategy,
+    pub model: String,
+    pub data: SuiteData,
+    /// Every judge, in the order written; each gets the same requests.
+    pub judges: Vec<LlmConfig>,
+    pub text: TextRule,
     /// The sweep's points (one without a sweep).
     pub points: Vec<Point>,
-    pub api: Api,
+    pub file: Option<TokensFile>,
+    pub episodes: Episodes,
+    pub strategy: Strategy,
+    pub top_logprobs: usize,
+    pub tolerance: f64,
+    /// The token settings as written (the result records them).
+    pub tokens_written: serde_json::Value,
 }
 
-impl std::ops::Deref for CheckedFewshot {
-    type Target = FewshotSpec;
-    fn deref(&self) -> &FewshotSpec {
-        &self.spec
+impl CheckedFewshot {
+    /// Whether there is more than one judge (their metrics are then prefixed `judge-<name>/`).
+    pub fn several_judges(&self) -> bool {
+        self.judges.len() > 1
     }
 }
 
@@ -331,38 +394,10 @@ impl FewshotSpec {
                 Strategy::NAMES.join(", ")
             ));
         }
-        let selects = self.tokens.select.values();
-        for s in &selects {
-            if Select::parse(s).is_none() {
-                out.push(format!(
-                    "`tokens.select`: `{s}` is not one of {}",
-                    Select::NAMES.join(", ")
-                ));
-            }
-        }
-        let only_all = selects.iter().all(|s| s == "all");
-        if self.tokens.per_image.values().contains(&0) && !only_all {
-            out.push(
-                "`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)"
-                    .into(),
-            );
-        }
-        for (key, n, distinct) in [
-            (
-                "tokens.per_image",
-                self.tokens.per_image.values().len(),
-                dedup_len(self.tokens.per_image.values()),
-            ),
-            ("tokens.select", selects.len(), dedup_len(selects.clone())),
-        ] {
-            if n == 0 {
-                out.push(format!("`{key}`: an empty list sweeps nothing"));
-            } else if distinct < n {
-                out.push(format!("`{key}`: a value is listed twice"));
-            }
-        }
+        out.extend(token_problems(&self.tokens));
+        let file_field = self.tokens.file_tokens.as_deref().map(Field::parse);
         if let Some(f) = self.tokens.file_tokens.as_deref() {
-            if crate::eval::tokens_file::Field::parse(f).is_none() {
+            if file_field == Some(None) {
                 out.push(format!(
                     "`tokens.file_tokens`: `{f}` is not `ids` or `text`"
                 ));
@@ -371,58 +406,168 @@ impl FewshotSpec {
                 out.push("`tokens.file_tokens`: set without `tokens.file`".into());
             }
         }
-        let api = Api::parse(&self.llm.api);
-        if api.is_none() {
-            out.push(format!(
-                "`llm.api`: `{}` is not `completions` or `chat`",
-                self.llm.api
-            ));
-        }
-        if strategy == Some(Strategy::Loglik) && api != Some(Api::Completions) {
+        let judges = match self.llm.check() {
+            Ok(j) => j,
+            Err(p) => {
+                out.extend(p);
+                Vec::new()
+            }
+        };
+        if strategy == Some(Strategy::Loglik)
+            && judges.iter().any(|j| j.api != crate::llm::Api::Completions)
+        {
             out.push("`scoring.strategy`: `loglik` needs prompt log-probabilities, which only `/v1/completions` with `echo` gives; set llm.api = \"completions\"".into());
         }
-        if self.episodes.file.is_none() {
-            if self.episodes.count == 0 {
+        let e = &self.episodes;
+        if e.file.is_none() {
+            if e.count == 0 {
                 out.push("`episodes.count`: 0 episodes per cell".into());
             }
-            if let Some(w) = self.episodes.ways.iter().find(|&&w| w < 2) {
+            if let Some(w) = e.ways.iter().find(|&&w| w < 2) {
                 out.push(format!("`episodes.ways`: {w}-way is not a classification"));
             }
-            if self.episodes.columns.iter().any(|c| c.shots == 0) {
+            if e.columns.iter().any(|c| c.shots == 0) {
                 out.push("`episodes.columns`: shots must be at least 1".into());
             }
         }
-        if !["real", "nonsense"].contains(&self.episodes.names.as_str()) {
-            out.push(format!(
-                "`episodes.names`: `{}` is not `real` or `nonsense`",
-                self.episodes.names
-            ));
-        }
-        if !self.episodes.example_template.contains("{image}")
-            || !self.episodes.example_template.contains("{label}")
-        {
+        let names = match e.names.as_str() {
+            "real" => Some(Names::Real),
+            "nonsense" => Some(Names::Nonsense),
+            other => {
+                out.push(format!(
+                    "`episodes.names`: `{other}` is not `real` or `nonsense`"
+                ));
+                None
+            }
+        };
+        if !e.example_template.contains("{image}") || !e.example_template.contains("{label}") {
             out.push("`episodes.example_template`: needs both `{image}` and `{label}`".into());
         }
-        if self.llm.max_cost.is_some() && !self.llm.priced() {
-            out.push("`llm.max_cost`: a cost cap needs the prices: set llm.price_prompt_per_million and llm.price_completion_per_million".into());
-        }
-        if self.llm.concurrency == 0 {
-            out.push("`llm.concurrency`: must be at least 1".into());
-        }
-        match (strategy, api) {
-            (Some(strategy), Some(api)) if out.is_empty() => Ok(CheckedFewshot {
+        match (strategy, names) {
+            (Some(strategy), Some(names)) if out.is_empty() => Ok(CheckedFewshot {
                 points: sweep_points(&self.tokens),
-                spec: self,
+                tokens_written: serde_json::to_value(&self.tokens).expect("token settings"),
+                text: TextRule {
+                    keep_special: self.tokens.keep_special,
+                    keep_subword: self.tokens.keep_subword,
+                    separator: self.tokens.separator,
+                },
+                file: self.tokens.file.map(|files| TokensFile {
+                    files,
+                    field: file_field.flatten(),
+                }),
+                episodes: Episodes {
+                    ways: e.ways.clone(),
+                    columns: e.columns.clone(),
+                    count: e.count,
+                    seed: e.seed,
+                    file: e.file.clone(),
+                    names,
+                    templates: Templates {
+                        induction: e.induction_template.clone(),
+                        example: e.example_template.clone(),
+                    },
+                },
+                model: self.model,
+                data: self.data,
+                judges,
                 strategy,
-                api,
+                top_logprobs: self.scoring.top_logprobs,
+                tolerance: self.tolerance,
             }),
             _ => Err(out),
         }
     }
 }
 
+/// What is wrong with the token settings, each naming its key.
+fn token_problems(t: &TokenSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    let selects = t.select.values();
+    for s in &selects {
+        if Select::parse(s).is_none() {
+            out.push(format!(
+                "`tokens.select`: `{s}` is not one of {}",
+                Select::NAMES.join(", ")
+            ));
+        }
+    }
+    let only_all = selects.iter().all(|s| s == "all");
+    if t.per_image.values().contains(&0) && !only_all {
+        out.push(
+            "`tokens.per_image`: 0 writes no tokens (use select = \"all\" for every token)".into(),
+        );
+    }
+    for (key, n, distinct) in [
+        (
+            "tokens.per_image",
+            t.per_image.values().len(),
+            dedup_len(t.per_image.values()),
+        ),
+        ("tokens.select", selects.len(), dedup_len(selects.clone())),
+    ] {
+        if n == 0 {
+            out.push(format!("`{key}`: an empty list sweeps nothing"));
+        } else if distinct < n {
+            out.push(format!("`{key}`: a value is listed twice"));
+        }
+    }
+    out
+}
+
 fn dedup_len<T: Ord>(mut v: Vec<T>) -> usize {
     v.sort();
     v.dedup();
     v.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_parse_check_and_name_their_points() {
+        let spec = |t: &str| -> FewshotSpec {
+            toml::from_str(&format!(
+                "model = \"m\"\n[data]\ndataset = \"fashion-mnist\"\n[tokens]\n{t}\n[episodes]\ncount = 1\n"
+            ))
+            .unwrap()
+        };
+        let names = |c: &CheckedFewshot| -> Vec<String> {
+            c.points.iter().map(|p| p.name.clone()).collect()
+        };
+        let c = spec("per_image = 8").check().unwrap();
+        assert_eq!(names(&c), [""]);
+        assert_eq!(c.points[0].key("2-way/x"), "2-way/x");
+        let c = spec("per_image = [4, 8]").check().unwrap();
+        assert_eq!(names(&c), ["per_image-4", "per_image-8"]);
+        assert_eq!(
+            (c.points[1].per_image, c.points[1].select),
+            (8, Select::Stride)
+        );
+        assert_eq!(c.points[1].key("2-way/x"), "per_image-8/2-way/x");
+        let c = spec("per_image = [4, 8]\nselect = [\"frequent\", \"all\"]")
+            .check()
+            .unwrap();
+        assert_eq!(
+            names(&c),
+            [
+                "select-frequent/per_image-4",
+                "select-frequent/per_image-8",
+                "select-all/per_image-all"
+            ]
+        );
+        let c = spec("select = [\"raster\", \"stride\"]").check().unwrap();
+        assert_eq!(names(&c), ["select-raster", "select-stride"]);
+        let err = |t: &str| spec(t).check().unwrap_err().join("\n");
+        assert!(err("per_image = []").contains("`tokens.per_image`: an empty list"));
+        assert!(err("per_image = [4, 4]").contains("listed twice"));
+        assert!(err("per_image = [0, 4]").contains("0 writes no tokens"));
+        let e = err("select = [\"stride\", \"bogus\"]");
+        assert!(e.contains("`tokens.select`: `bogus` is not one of"), "{e}");
+        // Written lists are kept as lists in the resolved settings (the result records them).
+        let v = spec("per_image = [4, 8]").check().unwrap().tokens_written;
+        assert_eq!(v["per_image"], serde_json::json!([4, 8]));
+        assert_eq!(v["select"], "stride");
+    }
 }

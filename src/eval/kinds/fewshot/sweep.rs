@@ -33,10 +33,10 @@ pub struct PointResult {
 pub fn summary(points: &[PointResult]) -> Value {
     let per_image_swept = points
         .windows(2)
-        .any(|w| w[0].point.tokens.per_image() != w[1].point.tokens.per_image());
+        .any(|w| w[0].point.per_image != w[1].point.per_image);
     let select_swept = points
         .windows(2)
-        .any(|w| w[0].point.tokens.select() != w[1].point.tokens.select());
+        .any(|w| w[0].point.select != w[1].point.select);
     let mut chance = serde_json::Map::new();
     let pts: Vec<Value> = points
         .iter()
@@ -55,8 +55,8 @@ pub fn summary(points: &[PointResult]) -> Value {
                 .collect();
             json!({
                 "name": p.point.name,
-                "per_image": p.point.tokens.per_image(),
-                "select": p.point.tokens.select.first(),
+                "per_image": p.point.per_image,
+                "select": p.point.select.name(),
                 "written_mean": p.written,
                 "cells": cells,
             })
@@ -385,13 +385,13 @@ pub fn plot_png(sw: &Value, title: &str) -> Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::kinds::fewshot::spec::{sweep_points, TokenSettings};
+    use crate::eval::kinds::fewshot::spec::{sweep_points, OneOrList, TokenSettings};
     use crate::eval::stats::proportion;
 
     /// Two points x two cells, with known answers per episode.
     fn scored() -> Vec<PointResult> {
         let t = TokenSettings {
-            per_image: super::super::spec::OneOrList::List(vec![4, 16]),
+            per_image: OneOrList::List(vec![4, 16]),
             ..Default::default()
         };
         let points = sweep_points(&t);

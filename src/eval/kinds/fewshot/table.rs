@@ -82,3 +82,29 @@ pub fn column_title(c: &str) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::kinds::fewshot::spec::paper_columns;
+
+    #[test]
+    fn the_table_follows_the_papers_column_order() {
+        let mut cells = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
+        for c in paper_columns() {
+            let cell = format!("2-way/{}", c.name());
+            cells.insert(cell.clone(), (1, 2, 2));
+            metrics.insert(
+                format!("{cell}/top1"),
+                crate::eval::stats::proportion(1, 2, 0.05),
+            );
+        }
+        let t = table_markdown(&cells, &metrics);
+        let head = t.lines().next().unwrap();
+        let want = "| | no induction, 1 shot | induction, 1 shot | induction, 3 shots | induction, 5 shots | induction, 1 shot, 1 repeat | induction, 1 shot, 3 repeats | induction, 1 shot, 5 repeats | chance |";
+        assert_eq!(head, want);
+        assert!(t.contains("| 2-way | 50.0 ["), "{t}");
+        assert!(t.trim_end().ends_with("| 50.0 |"), "{t}");
+    }
+}

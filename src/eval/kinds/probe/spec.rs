@@ -1,6 +1,6 @@
 //! The settings of a `linear-probe` suite, as written and as checked.
 
-use crate::eval::suite_file::SuiteData;
+use crate::data::SuiteData;
 use serde::{Deserialize, Serialize};
 
 /// Which hidden states become features.

@@ -1,8 +1,8 @@
 //! The settings of a `reconstruction` suite, as written and as checked, and the conventions
 //! every result states.
 
+use crate::data::SuiteData;
 use crate::error::{Error, Result};
-use crate::eval::suite_file::SuiteData;
 use crate::lpips::LpipsNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
