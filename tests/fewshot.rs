@@ -1,8 +1,9 @@
-//! Few-shot classification end to end against the real embedded llama-server (SmolLM2-135M,
-//! built and fetched by the project's own set-up) with LQAE-small tokens of real
-//! Fashion-MNIST images: each scoring strategy the server supports, a clear refusal for the
-//! one it does not, a real SIGKILL mid-run and a resume that repeats no answered request, and
-//! an API key that never reaches a file.
+//! Few-shot classification end to end against the real embedded llama-server (the small
+//! SmolLM2-135M judge, fast: these tests are about the machinery; tests/judges.rs reads with
+//! the default judge) with lqae-fmnist tokens of real Fashion-MNIST images: each scoring
+//! strategy the server supports, a clear refusal for the one it does not, a real SIGKILL
+//! mid-run and a resume that repeats no answered request, and an API key that never reaches a
+//! file.
 
 mod common;
 
@@ -35,9 +36,11 @@ dataset = "fashion-mnist"
 test_limit = 300
 [llm]
 cache = "{cache}"
+judge = "smollm2"
 server_threads = 1
 [tokens]
 per_image = 8
+calibration = []
 [episodes]
 ways = {ways}
 columns = {columns}
@@ -463,6 +466,13 @@ fn dry_run_and_cost_caps_against_the_real_server() {
             && err.contains("estimated cost 12.0000-"),
         "{err}"
     );
+    // Per cell, what its episodes can detect (6 episodes against a chance-level row: nothing).
+    assert!(
+        err.contains(
+            "2-way/induction-yes/shots-1/repeats-0: 6 episodes cannot detect even a perfect row"
+        ),
+        "{err}"
+    );
     assert!(
         common::cache_keys(&cache).is_empty(),
         "a dry run sent something"
@@ -626,7 +636,9 @@ fn a_sweep_runs_every_value_over_the_same_episodes_with_a_plot_and_a_page() {
     let d = &run_dirs(&res, "fs-sweep")[0];
     let r = result(d);
     let metrics: Vec<&String> = r["metrics"].as_object().unwrap().keys().collect();
-    assert_eq!(metrics.len(), 8, "{metrics:?}");
+    // Per point and cell: the judge's top-1 and the no-LLM nearest-support reference.
+    assert_eq!(metrics.len(), 16, "{metrics:?}");
+    assert_eq!(metrics.iter().filter(|m| m.ends_with("/top1")).count(), 8);
     for m in &metrics {
         assert!(
             m.starts_with("per_image-4/") || m.starts_with("per_image-16/"),

@@ -286,10 +286,12 @@ dataset = "idx"
 path = "{data}"
 [llm]
 cache = "{cache}"
+judge = "smollm2"
 server_threads = 1
 max_answer_tokens = 4
 [tokens]
 per_image = 8
+calibration = []
 [episodes]
 ways = [2]
 columns = [{{ induction = true, shots = 1 }}]

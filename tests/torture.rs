@@ -109,7 +109,7 @@ fn write_fewshot(l: &Layout, cache: &Path) {
     std::fs::write(
         l.suites.join("t-fewshot.toml"),
         format!(
-            "kind = \"fewshot\"\ndescription = \"t\"\nmodel = \"tiny-cfg\"\n[data]\ndataset = \"idx\"\npath = \"{}\"\n[llm]\ncache = \"{}\"\nserver_threads = 1\nmax_answer_tokens = 4\nconcurrency = 2\n[tokens]\nper_image = 8\n[episodes]\nways = [2]\ncolumns = [{{ induction = true, shots = 1 }}, {{ induction = false, shots = 1 }}]\ncount = 6\nseed = 5\n",
+            "kind = \"fewshot\"\ndescription = \"t\"\nmodel = \"tiny-cfg\"\n[data]\ndataset = \"idx\"\npath = \"{}\"\n[llm]\ncache = \"{}\"\njudge = \"smollm2\"\nserver_threads = 1\nmax_answer_tokens = 4\nconcurrency = 2\n[tokens]\nper_image = 8\ncalibration = []\n[episodes]\nways = [2]\ncolumns = [{{ induction = true, shots = 1 }}, {{ induction = false, shots = 1 }}]\ncount = 6\nseed = 5\n",
             l.root.join("data").display(),
             cache.display()
         ),

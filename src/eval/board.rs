@@ -8,7 +8,6 @@
 //! episode of that way); the cells are on the run's page.
 
 use super::results::{self, compare_paired, Metric, ResultFile, Verdict};
-use super::stats::proportion;
 use crate::error::{Error, Result};
 use crate::util::html::esc;
 use std::collections::BTreeMap;
@@ -52,55 +51,6 @@ type Baseline = (
     Option<Vec<results::Sample>>,
     Option<Vec<results::ImageScore>>,
 );
-
-/// The headline metrics of a kind: `rep/<name>` for each name, in this order.
-fn headline_names(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "linear-probe" => &["top1", "top5", "balanced"],
-        "reconstruction" => &["psnr", "ssim", "lpips_alex", "rfid", "kid"],
-        "throughput" => &["per_s"],
-        _ => return None,
-    })
-}
-
-/// Few-shot rows: per point of a sweep (the metric prefix before the `N-way` part), top-1 per
-/// N-way pooled over the columns.
-fn fewshot_rows(r: &ResultFile) -> BTreeMap<String, Vec<(String, Metric)>> {
-    // point -> way -> (k, n)
-    let mut pooled: BTreeMap<String, BTreeMap<usize, (usize, usize)>> = BTreeMap::new();
-    let mut tol = 0.05;
-    for (name, m) in &r.metrics {
-        let Some(cell) = name.strip_suffix("/top1") else {
-            continue;
-        };
-        let parts: Vec<&str> = cell.split('/').collect();
-        let Some(wi) = parts.iter().position(|p| p.ends_with("-way")) else {
-            continue;
-        };
-        let Ok(way) = parts[wi].trim_end_matches("-way").parse::<usize>() else {
-            continue;
-        };
-        let point = parts[..wi].join("/");
-        let e = pooled
-            .entry(point)
-            .or_default()
-            .entry(way)
-            .or_insert((0, 0));
-        e.0 += (m.value * m.n as f64).round() as usize;
-        e.1 += m.n;
-        tol = m.tolerance;
-    }
-    pooled
-        .into_iter()
-        .map(|(point, ways)| {
-            let ms = ways
-                .into_iter()
-                .map(|(w, (k, n))| (format!("{w}-way top-1"), proportion(k, n, tol)))
-                .collect();
-            (point, ms)
-        })
-        .collect()
-}
 
 /// What the verdicts of `rows` (the comparison's rows of one board row) add up to.
 fn verdict_of(rows: &[&results::Row]) -> String {
@@ -188,79 +138,27 @@ pub fn collect(dir: &Path, baselines: Option<&Path>) -> Result<Board> {
                 _ => m.to_string(),
             })
             .unwrap_or_else(|| "-".into());
-        let model_name = r.config["model"].as_str().unwrap_or("").to_string();
-        let row = |model: String, metrics: Vec<(String, Metric)>, verdict: String| BoardRow {
-            suite: r.suite.clone(),
-            kind: r.kind.clone(),
-            run_id: r.run_id.clone(),
-            created_unix: r.created_unix,
-            model,
-            llm: llm.clone(),
-            metrics,
-            verdict,
-            link: link.clone(),
-        };
-        if r.kind == "fewshot" {
-            let tokenizer = r.extra["tokens_file"]["tokenizer"]
-                .as_str()
-                .map(|t| format!(" + tokens file ({t})"))
-                .unwrap_or_default();
-            for (point, ms) in fewshot_rows(&r) {
-                let model = if point.is_empty() {
-                    format!("{model_name}{tokenizer}")
-                } else {
-                    format!("{model_name}{tokenizer} @ {point}")
-                };
-                let verdict = cmp
-                    .as_ref()
-                    .map(|c| {
-                        verdict_of(
-                            &c.iter()
-                                .filter(|x| {
-                                    point.is_empty() || x.metric.starts_with(&format!("{point}/"))
-                                })
-                                .collect::<Vec<_>>(),
-                        )
-                    })
-                    .unwrap_or_default();
-                rows.push(row(model, ms, verdict));
-            }
-            continue;
-        }
-        // Other kinds: `rep/metric`, one row per rep.
-        let mut reps: BTreeMap<String, Vec<(String, Metric)>> = BTreeMap::new();
-        for (name, m) in &r.metrics {
-            let Some((rep, metric)) = name.rsplit_once('/') else {
-                continue;
+        for e in super::kinds::board_rows(&r) {
+            let verdict = match (&e.gate, &cmp) {
+                (Some(gate), _) => gate.clone(),
+                (None, Some(c)) => verdict_of(
+                    &c.iter()
+                        .filter(|x| e.covers.contains(&x.metric))
+                        .collect::<Vec<_>>(),
+                ),
+                (None, None) => String::new(),
             };
-            reps.entry(rep.to_string())
-                .or_default()
-                .push((metric.to_string(), m.clone()));
-        }
-        for (rep, mut ms) in reps {
-            if let Some(names) = headline_names(&r.kind) {
-                ms.retain(|(n, _)| names.contains(&n.as_str()));
-                ms.sort_by_key(|(n, _)| names.iter().position(|x| x == n));
-            }
-            if ms.is_empty() {
-                continue;
-            }
-            let model = if rep == "lqae" && !model_name.is_empty() {
-                format!("lqae ({model_name})")
-            } else {
-                rep.clone()
-            };
-            let verdict = cmp
-                .as_ref()
-                .map(|c| {
-                    verdict_of(
-                        &c.iter()
-                            .filter(|x| x.metric.starts_with(&format!("{rep}/")))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .unwrap_or_default();
-            rows.push(row(model, ms, verdict));
+            rows.push(BoardRow {
+                suite: r.suite.clone(),
+                kind: r.kind.clone(),
+                run_id: r.run_id.clone(),
+                created_unix: r.created_unix,
+                model: e.model,
+                llm: llm.clone(),
+                metrics: e.metrics,
+                verdict,
+                link: link.clone(),
+            });
         }
     }
     rows.sort_by(|a, b| {
@@ -413,7 +311,7 @@ pub fn html(b: &Board, out_dir: &Path) -> String {
 body{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px;color:#111;background:#fff}\n\
 table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #bbb;padding:4px 8px;text-align:right;vertical-align:top}\n\
 th{background:#e8eef7}td.l,th.l{text-align:left}.ci{color:#555;font-size:85%}.meta{color:#444}\n\
-td.v-same{background:#eef7ee}td.v-improved{background:#d8f0d8}td.v-regression{background:#f8d0d0;font-weight:bold}td.v-missing{background:#fde7c8}\n\
+td.v-judge{background:#eeeeee;color:#555;font-style:italic}td.v-same{background:#eef7ee}td.v-improved{background:#d8f0d8}td.v-regression{background:#f8d0d0;font-weight:bold}td.v-missing{background:#fde7c8}\n\
 </style>\n</head>\n<body>\n<h1>Results board</h1>\n");
     h.push_str(&match &b.baselines {
         Some(p) => format!("<p class=\"meta\">Verdicts against the newest run under <code>{}/&lt;suite&gt;/</code>: a regression is worse by more than the suite's tolerance and significant (McNemar on paired episodes or images, else a z-test), as <code>lqae-eval report</code> decides. Intervals are 95%.</p>\n", esc(&p.display().to_string())),

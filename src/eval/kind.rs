@@ -5,7 +5,7 @@
 //! parameters), and runs a checked spec. It never writes the run folder: the runner does
 //! (`super::runner`), extra files first and `result.json` last.
 
-use super::results::{ImageScore, Measured, ResultFile, Sample};
+use super::results::{ImageScore, Measured, Metric, ResultFile, Sample};
 use super::suite_file::Suite;
 use super::zoo::Zoo;
 use crate::error::Result;
@@ -23,6 +23,65 @@ pub trait SuiteKind {
     /// Whether `--dry-run` means anything to this kind (it sends paid requests, and can
     /// count and price them without sending); the others are not run in a dry run.
     const DRY_RUNS: bool = false;
+    /// The metrics the board shows for each representation (`rep/<name>`), in this order.
+    const HEADLINE: &'static [&'static str] = &[];
+
+    /// The board's rows for a result of this kind: by default one per representation (the
+    /// metric prefix before the last `/`) with its [`Self::HEADLINE`] metrics.
+    fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
+        rows_by_rep(r, Self::HEADLINE)
+    }
+
+    /// What `report` says of a result of this kind beyond its metrics (e.g. a few-shot judge
+    /// that cannot read the tokens), one line each.
+    fn report_notes(_r: &ResultFile) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// One row of the board: what was scored, its headline metrics, the metrics its verdict
+/// against the baseline covers, and a gate that replaces the verdict when the comparison
+/// would say nothing about what was scored.
+#[derive(Debug, Clone)]
+pub struct BoardEntry {
+    pub model: String,
+    pub metrics: Vec<(String, Metric)>,
+    /// Full names of the metrics whose comparison decides the verdict.
+    pub covers: Vec<String>,
+    pub gate: Option<String>,
+}
+
+/// The default board rows: one per representation, `lqae (model)` for the suite's LQAE.
+pub fn rows_by_rep(r: &ResultFile, headline: &[&str]) -> Vec<BoardEntry> {
+    let model_name = r.config["model"].as_str().unwrap_or("");
+    let mut reps: std::collections::BTreeMap<String, BoardEntry> = Default::default();
+    for (name, m) in &r.metrics {
+        let Some((rep, metric)) = name.rsplit_once('/') else {
+            continue;
+        };
+        let e = reps.entry(rep.to_string()).or_insert_with(|| BoardEntry {
+            model: if rep == "lqae" && !model_name.is_empty() {
+                format!("lqae ({model_name})")
+            } else {
+                rep.to_string()
+            },
+            metrics: Vec::new(),
+            covers: Vec::new(),
+            gate: None,
+        });
+        e.covers.push(name.clone());
+        if headline.is_empty() || headline.contains(&metric) {
+            e.metrics.push((metric.to_string(), m.clone()));
+        }
+    }
+    reps.into_values()
+        .filter(|e| !e.metrics.is_empty())
+        .map(|mut e| {
+            e.metrics
+                .sort_by_key(|(n, _)| headline.iter().position(|x| x == n));
+            e
+        })
+        .collect()
 }
 
 /// Where progress goes: nowhere (tests, `--quiet`) or standard error.

@@ -190,6 +190,18 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::R
             )
         })
     };
+    // What each kind says beyond its metrics (a few-shot judge that cannot read, ...).
+    let mut notes = String::new();
+    for (who, r) in [("baseline", &b), ("current", &c)] {
+        for n in kinds::report_notes(r) {
+            notes.push_str(&format!("- {who}: {n}\n"));
+        }
+    }
+    let md = if notes.is_empty() {
+        md
+    } else {
+        format!("{md}\n{notes}")
+    };
     let md = match (tokens(&b), tokens(&c)) {
         (None, None) => md,
         (x, y) => {

@@ -184,6 +184,75 @@ pub fn mcnemar_p(b: usize, c: usize) -> f64 {
     (2.0 * tail).min(1.0)
 }
 
+/// The largest `k` at which a split of `d` discordant pairs as `(k, d - k)` is significant
+/// at `alpha` by the exact McNemar test ([`mcnemar_p`]), or `None` when no split is.
+fn mcnemar_critical(d: usize, alpha: f64) -> Option<usize> {
+    (0..=d / 2)
+        .take_while(|&k| mcnemar_p(k, d - k) < alpha)
+        .last()
+}
+
+/// `ln C(n, k)` for every `k` of `0..=n`.
+fn ln_binomials(n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n + 1);
+    let mut c = 0.0f64;
+    for k in 0..=n {
+        if k > 0 {
+            c += ((n - k + 1) as f64).ln() - (k as f64).ln();
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The power of the exact two-sided McNemar test at `alpha` to find row B better than row A
+/// over `n` paired episodes, when A is right with probability `pa`, B with `pb > pa`, and
+/// their errors are independent: the number of discordant episodes is Binomial(n, psi) with
+/// psi = pa(1-pb) + pb(1-pa), and each is "only B right" with probability pb(1-pa)/psi.
+pub fn mcnemar_power(n: usize, pa: f64, pb: f64, alpha: f64) -> f64 {
+    let only_b = pb * (1.0 - pa);
+    let psi = pa * (1.0 - pb) + only_b;
+    if psi <= 0.0 || n == 0 {
+        return 0.0;
+    }
+    let q = only_b / psi;
+    let ln_n = ln_binomials(n);
+    let mut power = 0.0;
+    for d in 1..=n {
+        let Some(k) = mcnemar_critical(d, alpha) else {
+            continue;
+        };
+        let p_d = (ln_n[d] + k_ln(d, psi) + k_ln(n - d, 1.0 - psi)).exp();
+        // Significant in B's favour: at most k episodes right with A only.
+        let ln_d = ln_binomials(d);
+        let tail: f64 = (0..=k)
+            .map(|a| (ln_d[a] + k_ln(a, 1.0 - q) + k_ln(d - a, q)).exp())
+            .sum();
+        power += p_d * tail;
+    }
+    power.min(1.0)
+}
+
+/// `k ln p`, with `0 ln 0 = 0` (a probability raised to a count, in log space).
+fn k_ln(k: usize, p: f64) -> f64 {
+    match (k, p > 0.0) {
+        (0, _) => 0.0,
+        (_, true) => k as f64 * p.ln(),
+        (_, false) => f64::NEG_INFINITY,
+    }
+}
+
+/// The smallest gain in accuracy over a row right with probability `p0` that `n` paired
+/// episodes detect with probability `power` (exact McNemar, two-sided `alpha`, independent
+/// errors; see [`mcnemar_power`]), to the nearest 0.005; `None` when not even a perfect row
+/// would be detected.
+pub fn paired_mde(n: usize, p0: f64, alpha: f64, power: f64) -> Option<f64> {
+    let steps = ((1.0 - p0) / 0.005).floor() as usize;
+    (1..=steps)
+        .map(|s| s as f64 * 0.005)
+        .find(|&d| mcnemar_power(n, p0, p0 + d, alpha) >= power)
+}
+
 pub fn normal_sf(z: f64) -> f64 {
     // Abramowitz-Stegun 7.1.26 erfc approximation (|error| < 1.5e-7).
     let x = z / std::f64::consts::SQRT_2;
@@ -256,5 +325,46 @@ mod tests {
         // differences 0.1, 0.3, -0.1, 0.2: mean 0.125, sd 0.170783, t = 1.463850, df 3
         let p = paired_t_p(&[(0.0, 0.1), (0.0, 0.3), (0.0, -0.1), (0.0, 0.2)]).unwrap();
         assert!((p - 0.239443).abs() < 1e-4, "{p}");
+    }
+
+    #[test]
+    fn mcnemar_power_matches_a_simulation_and_the_mde_is_where_it_crosses() {
+        // Simulated exact McNemar tests on independent rows right with 0.5 and 0.8.
+        let (n, pa, pb) = (40usize, 0.5, 0.8);
+        let mut rng = crate::rng::Rng::new(11);
+        let trials = 20_000;
+        let mut hits = 0;
+        for _ in 0..trials {
+            let (mut only_a, mut only_b) = (0, 0);
+            for _ in 0..n {
+                let a = rng.uniform() < pa;
+                let b = rng.uniform() < pb;
+                match (a, b) {
+                    (true, false) => only_a += 1,
+                    (false, true) => only_b += 1,
+                    _ => {}
+                }
+            }
+            if only_b > only_a && mcnemar_p(only_a, only_b) < 0.05 {
+                hits += 1;
+            }
+        }
+        let sim = hits as f64 / trials as f64;
+        let exact = mcnemar_power(n, pa, pb, 0.05);
+        assert!(
+            (sim - exact).abs() < 0.015,
+            "simulated {sim}, exact {exact}"
+        );
+        // Few episodes detect only large gains; more detect smaller ones; the MDE's power is
+        // at least 0.8 and 0.005 less is not.
+        let small = paired_mde(10, 0.5, 0.05, 0.8);
+        assert!(small.is_none(), "{small:?}");
+        let d20 = paired_mde(20, 0.2, 0.05, 0.8).unwrap();
+        let d100 = paired_mde(100, 0.5, 0.05, 0.8).unwrap();
+        assert!(d100 < 0.25 && d20 > d100, "{d20} {d100}");
+        assert!(mcnemar_power(100, 0.5, 0.5 + d100, 0.05) >= 0.8);
+        assert!(mcnemar_power(100, 0.5, 0.5 + d100 - 0.005, 0.05) < 0.8);
+        // Nothing discordant, no power.
+        assert_eq!(mcnemar_power(50, 1.0, 1.0, 0.05), 0.0);
     }
 }

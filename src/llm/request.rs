@@ -41,7 +41,8 @@ impl Api {
 /// What a request asks the server for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
-    /// Greedy generation of up to `max_answer_tokens`, stopping at a newline.
+    /// Greedy generation of up to `max_answer_tokens`. No stop sequence: a judge that opens
+    /// with a new line still answers, and the answer parser cuts the text where it ends.
     Generate,
     /// One token with the top `n` log-probabilities.
     FirstToken { top_logprobs: usize },
@@ -90,7 +91,6 @@ pub fn body(shape: &Shape, ask: &Ask) -> (&'static str, Value) {
     match ask.kind {
         RequestKind::Generate => {
             o.insert("max_tokens".into(), shape.max_answer_tokens.into());
-            o.insert("stop".into(), json!(["\n"]));
         }
         RequestKind::FirstToken { top_logprobs } => {
             o.insert("max_tokens".into(), 1.into());

@@ -6,7 +6,8 @@ pub mod probe;
 pub mod recon;
 pub mod throughput;
 
-use super::kind::{Ctx, Outcome, SuiteKind};
+use super::kind::{BoardEntry, Ctx, Outcome, SuiteKind};
+use super::results::ResultFile;
 use super::suite_file::GroupSpec;
 use crate::error::Result;
 use crate::util::toml_ext::key_at;
@@ -69,6 +70,28 @@ pub fn dry_runs(spec: &SuiteSpec) -> bool {
         SuiteSpec::Reconstruction(_) => Reconstruction::DRY_RUNS,
         SuiteSpec::Throughput(_) => Throughput::DRY_RUNS,
         SuiteSpec::Group(_) => false,
+    }
+}
+
+/// The board's rows for a result, by its kind (an unknown kind: by representation).
+pub fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
+    match r.kind.as_str() {
+        LinearProbe::NAME => LinearProbe::board_rows(r),
+        Fewshot::NAME => Fewshot::board_rows(r),
+        Reconstruction::NAME => Reconstruction::board_rows(r),
+        Throughput::NAME => Throughput::board_rows(r),
+        _ => super::kind::rows_by_rep(r, &[]),
+    }
+}
+
+/// What `report` says of a result beyond its metrics, by its kind.
+pub fn report_notes(r: &ResultFile) -> Vec<String> {
+    match r.kind.as_str() {
+        LinearProbe::NAME => LinearProbe::report_notes(r),
+        Fewshot::NAME => Fewshot::report_notes(r),
+        Reconstruction::NAME => Reconstruction::report_notes(r),
+        Throughput::NAME => Throughput::report_notes(r),
+        _ => Vec::new(),
     }
 }
 

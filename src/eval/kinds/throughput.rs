@@ -101,6 +101,7 @@ pub struct Throughput;
 
 impl SuiteKind for Throughput {
     const NAME: &'static str = "throughput";
+    const HEADLINE: &'static [&'static str] = &["per_s"];
     type Spec = ThroughputSpec;
     type Checked = ThroughputSpec;
     fn check(spec: ThroughputSpec) -> std::result::Result<ThroughputSpec, Vec<String>> {

@@ -2,6 +2,7 @@
 //! context, the cost estimated (a dry run stops here), the questions sent, and every row's
 //! answers scored.
 
+use super::answer::Reading;
 use super::scoring::{Answer, Job};
 use super::spec::CheckedFewshot;
 use super::task::Task;
@@ -57,8 +58,8 @@ pub fn ask(
     spec: &CheckedFewshot,
     judge: &LlmConfig,
     task: &Task,
-    asks: &[Ask],
-    jobs: &[Job],
+    (asks, jobs): (&[Ask], &[Job]),
+    reading: &Reading,
     cx: &Ctx,
 ) -> Result<Asked> {
     let say = |m: &str| cx.progress.line(m);
@@ -110,7 +111,7 @@ pub fn ask(
     }
     let sent = backend.send(asks, &say)?;
     let rows = (0..task.rows.len())
-        .map(|r| score_row(spec, task, r, jobs, &sent))
+        .map(|r| score_row(spec, task, r, jobs, &sent, reading))
         .collect();
     Ok(Asked::Judged(Box::new(Judged {
         name: judge.name().to_string(),
@@ -175,7 +176,14 @@ fn check_context(
 }
 
 /// Row `r`'s answers folded from the replies to its questions, then its cells and metrics.
-fn score_row(spec: &CheckedFewshot, task: &Task, r: usize, jobs: &[Job], sent: &Sent) -> RowScore {
+fn score_row(
+    spec: &CheckedFewshot,
+    task: &Task,
+    r: usize,
+    jobs: &[Job],
+    sent: &Sent,
+    reading: &Reading,
+) -> RowScore {
     let row = &task.rows[r];
     let mut answers: Vec<Answer> = task
         .episodes
@@ -186,7 +194,8 @@ fn score_row(spec: &CheckedFewshot, task: &Task, r: usize, jobs: &[Job], sent: &
     for (job, c) in jobs.iter().zip(&sent.completions).filter(|x| x.0.row == r) {
         let a = &mut answers[job.episode];
         a.prompt_tokens = a.prompt_tokens.or(c.prompt_tokens);
-        spec.strategy.take(job, c, &task.episodes[job.episode], a);
+        spec.strategy
+            .take(job, c, &task.episodes[job.episode], a, reading);
     }
     spec.strategy.finish(&mut answers, task.episodes);
     let mut cells: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();

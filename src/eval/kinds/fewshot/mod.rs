@@ -17,14 +17,19 @@
 //! killed run resumes without repeating a request.
 
 pub mod answer;
+pub mod calibration;
 pub mod episodes;
+pub mod gate;
 pub mod judge;
 pub mod page;
+pub mod plot;
 pub mod prompt;
 pub mod record;
+pub mod reference;
 pub mod scoring;
 pub mod sources;
 pub mod spec;
+pub mod summary;
 pub mod sweep;
 pub mod table;
 pub mod task;
@@ -40,7 +45,8 @@ pub use spec::{
 pub use table::table_markdown;
 
 use crate::error::{Error, Result};
-use crate::eval::kind::{Ctx, Outcome, SuiteKind};
+use crate::eval::kind::{BoardEntry, Ctx, Outcome, SuiteKind};
+use crate::eval::results::ResultFile;
 use judge::Asked;
 
 pub struct Fewshot;
@@ -56,22 +62,32 @@ impl SuiteKind for Fewshot {
     fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         run(spec, cx)
     }
+    fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
+        gate::board_rows(r)
+    }
+    fn report_notes(r: &ResultFile) -> Vec<String> {
+        gate::report_notes(r)
+    }
 }
 
 /// Run a few-shot suite: what it reads, the task's questions, each judge's answers, the record.
 fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
     let inputs = sources::Inputs::load(spec, cx)?;
-    let task = task::Task::build(
-        spec,
-        &inputs.episodes,
-        &inputs.raw,
-        inputs.lqae().lm().vocab(),
-    );
+    let task = task::Task::build(spec, &inputs)?;
     let (asks, jobs) = task.asks(spec);
+    if cx.dry_run {
+        for l in summary::power_lines(&inputs.episodes) {
+            cx.progress.line(&format!("  {l}"));
+        }
+    }
+    let reading = answer::Reading {
+        cue: answer::answer_cue(&spec.episodes.templates.example),
+        names: inputs.set.class_names.clone(),
+    };
     let mut judged = Vec::new();
     let mut estimate: Option<crate::llm::Estimate> = None;
     for j in &spec.judges {
-        match judge::ask(spec, j, &task, &asks, &jobs, cx)? {
+        match judge::ask(spec, j, &task, (&asks, &jobs), &reading, cx)? {
             Asked::Judged(x) => judged.push(*x),
             Asked::Estimated(e) => match &mut estimate {
                 Some(t) => t.add(&e),

@@ -13,6 +13,8 @@ use crate::util::html::esc;
 use std::collections::HashMap;
 
 pub const PAGE_FILE: &str = "index.html";
+/// The judges' calibration curves.
+pub const CALIBRATION_PLOT: &str = "calibration.png";
 /// Thumbnails are at most this many pixels a side.
 const THUMB: u32 = 64;
 
@@ -27,6 +29,8 @@ pub struct PageData {
     pub images: HashMap<String, String>,
     /// The sweep's plot file, when there is one.
     pub plot: Option<String>,
+    /// The judges' calibration plot, when there is one.
+    pub calibration_plot: Option<String>,
 }
 
 /// A PNG thumbnail of every image shown, `(key, images/<index>.png, bytes)`.
@@ -59,23 +63,26 @@ pub fn thumbnails(
         .collect()
 }
 
+/// Escaped text with `**bold**` spans as `<b>`.
+fn markdown_bold(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split("**").enumerate() {
+        if i % 2 == 1 {
+            out.push_str(&format!("<b>{part}</b>"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// A Markdown table (and `**bold**` or `### heading` lines) as HTML; other lines as
 /// paragraphs.
 pub fn markdown_html(md: &str) -> String {
     let mut h = String::new();
     let mut in_table = false;
     let mut header = true;
-    let bold = |s: &str| {
-        let mut out = String::new();
-        for (i, part) in esc(s).split("**").enumerate() {
-            if i % 2 == 1 {
-                out.push_str(&format!("<b>{part}</b>"));
-            } else {
-                out.push_str(part);
-            }
-        }
-        out
-    };
+    let bold = markdown_bold;
     for line in md.lines() {
         let t = line.trim();
         if t.starts_with('|') {
@@ -128,7 +135,8 @@ section.ep h3{margin:4px 0 8px;font-size:16px}.badge{display:inline-block;paddin
 table.shots td{text-align:left}table.shots img{width:56px;height:56px;image-rendering:pixelated;border:1px solid #ccc}
 td.tok{font-family:'DejaVu Sans Mono',monospace;font-size:12px;max-width:900px;word-break:break-word}
 tr.query td{background:#fff8e1}pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:6px;font-size:12px;max-height:320px;overflow:auto}
-img.plot{max-width:100%;border:1px solid #ccc}";
+img.plot{max-width:100%;border:1px solid #ccc}
+.gate{border:1px solid #9c9;background:#f1faf1;padding:4px 12px;margin:12px 0}.gate.bad{border-color:#c62828;background:#fdecea}";
 
 const SCRIPT: &str = "function applyFilter(){var c=document.getElementById('cell').value,o=document.getElementById('outcome').value,n=0,all=document.querySelectorAll('section.ep');
 all.forEach(function(s){var show=(c===''||s.dataset.cell===c)&&(o===''||s.dataset.outcome===o);s.style.display=show?'':'none';if(show)n++;});
@@ -171,6 +179,27 @@ pub fn page_html(r: &ResultFile, d: &PageData) -> String {
         esc(&r.device),
         r.wall_time_s
     ));
+    // The judge's calibration first: whether it reads these tokens at all.
+    let notes = super::gate::report_notes(r);
+    if !notes.is_empty() {
+        let bad = notes
+            .iter()
+            .any(|n| n.contains(&super::summary::UNREADABLE.to_uppercase()));
+        h.push_str(&format!(
+            "<div id=\"gate\" class=\"{}\"><ul>\n",
+            if bad { "gate bad" } else { "gate" }
+        ));
+        for n in &notes {
+            h.push_str(&format!("<li>{}</li>\n", markdown_bold(n)));
+        }
+        h.push_str("</ul></div>\n");
+    }
+    if let Some(plot) = &d.calibration_plot {
+        h.push_str(&format!(
+            "<h2>Calibration</h2>\n<img class=\"plot\" src=\"{}\" alt=\"judge top-1 against the share of class words\">\n",
+            esc(plot)
+        ));
+    }
     if let Some(plot) = &d.plot {
         h.push_str(&format!(
             "<h2>Sweep</h2>\n<img class=\"plot\" src=\"{}\" alt=\"top-1 against tokens per image\">\n",

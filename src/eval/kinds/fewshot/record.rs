@@ -7,12 +7,13 @@ use super::judge::Judged;
 use super::scoring::Answer;
 use super::sources::Inputs;
 use super::spec::CheckedFewshot;
-use super::task::Task;
-use super::{page, sweep, table::table_markdown};
+use super::task::{Source, Task};
+use super::{answer, page, plot, reference, summary, sweep, table::table_markdown};
 use crate::data::LabelledImages;
 use crate::error::Result;
 use crate::eval::kind::{Ctx, Outcome};
 use crate::eval::results::{Measured, Metric, Sample};
+use crate::eval::stats::proportion;
 use crate::util::fsx::sha256_hex;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -41,6 +42,10 @@ struct Record {
     sweep: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     judges: Vec<JudgeRecord>,
+    /// How a generated answer becomes a class name.
+    answer_rule: &'static str,
+    /// The calibration rows and the gate, per judge.
+    calibration: Value,
 }
 
 /// One judge of several.
@@ -78,19 +83,21 @@ fn prompt_tokens(j: &Judged) -> Value {
     })
 }
 
-/// A judge's metrics, samples, answers and tables over every row.
+/// A judge's metrics, samples, answers and tables over every row, and its calibration.
 struct Scored {
     metrics: BTreeMap<String, Metric>,
     samples: Vec<Sample>,
     answers: Vec<Answer>,
     table: String,
     sweep: Option<Value>,
+    calibration: Value,
 }
 
 fn scored(
     spec: &CheckedFewshot,
     task: &Task,
     j: &Judged,
+    reference: &[BTreeMap<String, Metric>],
     ep_lines: &[String],
     set: &LabelledImages,
 ) -> Scored {
@@ -101,20 +108,12 @@ fn scored(
         answers: Vec::new(),
         table: String::new(),
         sweep: None,
+        calibration: Value::Null,
     };
     let mut tables = Vec::new();
     let mut points = Vec::new();
-    for (row, rs) in task.rows.iter().zip(&j.rows) {
+    for (r, (row, rs)) in task.rows.iter().zip(&j.rows).enumerate() {
         let key = |k: &str| format!("{prefix}{}", row.key(k));
-        let table = table_markdown(&rs.cells, &rs.metrics);
-        tables.push(if row.name.is_empty() {
-            table
-        } else {
-            format!(
-                "**{}** ({:.1} tokens written per image on average)\n\n{table}",
-                row.name, row.written
-            )
-        });
         for (m, v) in &rs.metrics {
             out.metrics.insert(key(m), v.clone());
         }
@@ -125,6 +124,19 @@ fn scored(
             a.cell = key(&a.cell);
         }
         out.samples.extend(samples);
+        out.answers.extend(answers);
+        if row.source != Source::Tokens {
+            continue;
+        }
+        let table = table_markdown(&rs.cells, &rs.metrics, Some(&reference[r]));
+        tables.push(if row.name.is_empty() {
+            table
+        } else {
+            format!(
+                "**{}** ({:.1} tokens written per image on average)\n\n{table}",
+                row.name, row.written
+            )
+        });
         points.push(sweep::PointResult {
             point: row.point.clone(),
             written: row.written,
@@ -133,14 +145,46 @@ fn scored(
             correct: rs.answers.iter().map(|a| a.correct).collect(),
             cell_of: task.episodes.iter().map(|e| e.cell()).collect(),
         });
-        out.answers.extend(answers);
     }
     out.sweep = (points.len() > 1).then(|| sweep::summary(&points));
+    out.calibration = summary::judge_calibration(&task.rows, &j.rows, reference);
+    let cal = summary::markdown(&j.name, &out.calibration, &spec.calibration);
     out.table = match &out.sweep {
         Some(sw) => format!("{}\n{}", sweep::summary_markdown(sw), tables.join("\n")),
         None => tables.concat(),
     };
+    if !cal.is_empty() {
+        out.table = format!("{}\n{cal}", out.table);
+    }
     out
+}
+
+/// Each row's no-LLM reference per cell (`cell/nearest_support` -> metric).
+fn references(spec: &CheckedFewshot, task: &Task) -> Vec<BTreeMap<String, Metric>> {
+    task.rows
+        .iter()
+        .map(|row| {
+            let mut cells: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            for (e, ok) in task
+                .episodes
+                .iter()
+                .zip(reference::correct(task.episodes, row))
+            {
+                let c = cells.entry(e.cell()).or_insert((0, 0));
+                c.0 += ok as usize;
+                c.1 += 1;
+            }
+            cells
+                .into_iter()
+                .map(|(cell, (k, n))| {
+                    (
+                        format!("{cell}/nearest_support"),
+                        proportion(k, n, spec.tolerance),
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The run's outcome from every judge's answers.
@@ -156,15 +200,23 @@ pub fn outcome(
         .iter()
         .map(|e| serde_json::to_string(e).expect("episode"))
         .collect();
+    let reference = references(spec, task);
     let mut metrics = BTreeMap::new();
+    for (row, refs) in task.rows.iter().zip(&reference) {
+        for (m, v) in refs {
+            metrics.insert(row.key(m), v.clone());
+        }
+    }
     let mut samples = Vec::new();
     let mut answers = Vec::new();
     let mut tables = Vec::new();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut judge_records = Vec::new();
+    let mut calibration = serde_json::Map::new();
     let mut plot = None;
     for j in &judged {
-        let s = scored(spec, task, j, &ep_lines, &inputs.set);
+        let s = scored(spec, task, j, &reference, &ep_lines, &inputs.set);
+        calibration.insert(j.name.clone(), s.calibration);
         metrics.extend(s.metrics);
         samples.extend(s.samples);
         answers.extend(s.answers);
@@ -187,7 +239,7 @@ pub fn outcome(
                 format!("sweep{suffix}.md"),
                 sweep::summary_markdown(sw).into_bytes(),
             ));
-            if let Some(png) = sweep::plot_png(sw, &cx.suite.name)? {
+            if let Some(png) = plot::sweep_png(sw, &cx.suite.name)? {
                 let name = format!("sweep{suffix}.png");
                 plot.get_or_insert(name.clone());
                 files.push((name, png));
@@ -241,7 +293,17 @@ pub fn outcome(
         } else {
             Vec::new()
         },
+        answer_rule: answer::RULE,
+        calibration: json!({
+            "rows": spec.calibration.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            "gate": summary::GATE,
+            "gate_rule": format!("a judge whose oracle row is below {:.0}% in a cell cannot read tokens there: {}", 100.0 * summary::GATE, summary::UNREADABLE),
+            "reference_rule": reference::RULE,
+            "words": task.calibrator.as_ref().map(|c| c.record(&inputs.set.class_names)),
+            "judges": calibration,
+        }),
     };
+    let calibration_plot = plot::calibration_png(&record.calibration, &cx.suite.name)?;
     let Value::Object(extra) = serde_json::to_value(&record)? else {
         unreachable!("a struct serialises to an object")
     };
@@ -290,6 +352,9 @@ pub fn outcome(
             ("table.md".into(), table.clone().into_bytes()),
         ],
     );
+    if let Some(png) = calibration_plot {
+        files.push((page::CALIBRATION_PLOT.into(), png));
+    }
     // The run's page: thumbnails of every image shown, the episodes as sent and answered.
     let thumbs = page::thumbnails(&inputs.set, &inputs.shown)?;
     let data = page::PageData {
@@ -305,6 +370,10 @@ pub fn outcome(
             .map(|(k, f, _)| (k.clone(), f.clone()))
             .collect(),
         plot,
+        calibration_plot: files
+            .iter()
+            .any(|f| f.0 == page::CALIBRATION_PLOT)
+            .then(|| page::CALIBRATION_PLOT.to_string()),
     };
     files.extend(thumbs.into_iter().map(|(_, f, png)| (f, png)));
     let mut outcome = Outcome::new(Measured {

@@ -6,7 +6,7 @@
 //! - `first-token`: the top log-probabilities of the first answer token, matched to the class
 //!   names they begin.
 
-use super::answer::{first_token_pick, match_answer};
+use super::answer::{first_token_pick, match_answer, Reading};
 use super::episodes::Episode;
 use crate::llm::response::Completion;
 use crate::llm::{Api, Ask, RequestKind};
@@ -109,11 +109,11 @@ impl Strategy {
     }
 
     /// Fold one parsed answer of `job` into the episode's `Answer`.
-    pub fn take(self, job: &Job, c: &Completion, e: &Episode, a: &mut Answer) {
+    pub fn take(self, job: &Job, c: &Completion, e: &Episode, a: &mut Answer, r: &Reading) {
         match self {
             Strategy::Generate => {
                 a.answer = c.text.clone();
-                a.predicted = match_answer(&c.text, &e.classes).map(|k| e.classes[k].clone());
+                a.predicted = match_answer(&c.text, &r.cue, &e.classes, &r.names);
             }
             Strategy::FirstToken => {
                 let top = &c.logprobs.as_ref().expect("checked")[0].top;

@@ -1,6 +1,7 @@
 //! The settings of a `fewshot` suite: as written ([`FewshotSpec`], strings and all) and as
 //! checked ([`CheckedFewshot`], enums and resolved values only).
 
+use super::calibration::Calibration;
 use super::scoring::Strategy;
 use crate::data::SuiteData;
 use crate::eval::tokens_file::{Field, Files};
@@ -74,6 +75,12 @@ pub struct TokenSettings {
     /// model's LM, else `text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_tokens: Option<String>,
+    /// Calibration tokenizers scored beside these tokens over the same episodes (rows with
+    /// metrics prefixed `calibration-<name>/`): `oracle` (each class one English word, the
+    /// judge's ceiling), `noisy-<p>` (each word the class word with probability p, else
+    /// noise), `random` (noise only, the floor). `[]` turns them off.
+    #[serde(default = "super::calibration::default_names")]
+    pub calibration: Vec<String>,
 }
 
 impl Default for TokenSettings {
@@ -367,6 +374,8 @@ pub struct CheckedFewshot {
     /// The sweep's points (one without a sweep).
     pub points: Vec<Point>,
     pub file: Option<TokensFile>,
+    /// The calibration tokenizers, in the order written.
+    pub calibration: Vec<Calibration>,
     pub episodes: Episodes,
     pub strategy: Strategy,
     pub top_logprobs: usize,
@@ -452,6 +461,12 @@ impl FewshotSpec {
                     keep_subword: self.tokens.keep_subword,
                     separator: self.tokens.separator,
                 },
+                calibration: self
+                    .tokens
+                    .calibration
+                    .iter()
+                    .filter_map(|c| Calibration::parse(c))
+                    .collect(),
                 file: self.tokens.file.map(|files| TokensFile {
                     files,
                     field: file_field.flatten(),
@@ -491,6 +506,14 @@ fn token_problems(t: &TokenSettings) -> Vec<String> {
                 Select::NAMES.join(", ")
             ));
         }
+    }
+    for c in &t.calibration {
+        if Calibration::parse(c).is_none() {
+            out.push(format!("`tokens.calibration`: `{c}` is not `oracle`, `random` or `noisy-<p>` with 0 < p < 1"));
+        }
+    }
+    if dedup_len(t.calibration.clone()) < t.calibration.len() {
+        out.push("`tokens.calibration`: a tokenizer is listed twice".into());
     }
     let only_all = selects.iter().all(|s| s == "all");
     if t.per_image.values().contains(&0) && !only_all {

@@ -6,13 +6,10 @@
 
 use super::spec::Point;
 use super::table::{column_order, column_title};
-use crate::error::{Error, Result};
 use crate::eval::results::Metric;
 use crate::eval::stats::mcnemar_p;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-pub const PLOT_FILE: &str = "sweep.png";
 
 /// One point as scored.
 pub struct PointResult {
@@ -98,7 +95,7 @@ pub fn summary(points: &[PointResult]) -> Value {
 }
 
 /// The cell's column (`induction-yes/shots-1/repeats-0`) and its way.
-fn split_cell(cell: &str) -> (usize, &str) {
+pub(super) fn split_cell(cell: &str) -> (usize, &str) {
     let (way, col) = cell.split_once('/').unwrap_or((cell, ""));
     (way.trim_end_matches("-way").parse().unwrap_or(0), col)
 }
@@ -175,211 +172,6 @@ pub fn summary_markdown(sw: &Value) -> String {
         }
     }
     s
-}
-
-fn register_font() -> Result<()> {
-    static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        plotters::style::register_font(
-            "sans-serif",
-            plotters::style::FontStyle::Normal,
-            dejavu::sans::regular(),
-        )
-        .map_err(|_| "the embedded DejaVu Sans font does not parse".to_string())
-    })
-    .clone()
-    .map_err(Error::Msg)
-}
-
-fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
-    Error::Msg(format!("cannot draw the sweep plot: {e:?}"))
-}
-
-/// The plot (PNG bytes) of top-1 against tokens per image: one panel per N-way, one line per
-/// column (and per `select` when that is swept too), 95% intervals as error bars, chance
-/// dashed. `None` when `per_image` is not swept (nothing to put on the axis).
-pub fn plot_png(sw: &Value, title: &str) -> Result<Option<Vec<u8>>> {
-    use plotters::prelude::*;
-    if !sw["swept"]["per_image"].as_bool().unwrap_or(false) {
-        return Ok(None);
-    }
-    register_font()?;
-    let points = sw["points"].as_array().cloned().unwrap_or_default();
-    let mut xs: Vec<usize> = points
-        .iter()
-        .filter_map(|p| p["per_image"].as_u64().map(|n| n as usize))
-        .filter(|&n| n > 0)
-        .collect();
-    xs.sort();
-    xs.dedup();
-    // Lines: (way, select, column) -> [(x index, top1, lo, hi)].
-    type Line = Vec<(f64, f64, f64, f64)>;
-    let mut lines: BTreeMap<(usize, String, String), Line> = BTreeMap::new();
-    let select_swept = sw["swept"]["select"].as_bool().unwrap_or(false);
-    for p in &points {
-        let Some(xi) = p["per_image"]
-            .as_u64()
-            .and_then(|n| xs.iter().position(|&x| x == n as usize))
-        else {
-            continue;
-        };
-        let sel = if select_swept {
-            p["select"].as_str().unwrap_or("").to_string()
-        } else {
-            String::new()
-        };
-        for (cell, v) in p["cells"].as_object().into_iter().flatten() {
-            let (w, col) = split_cell(cell);
-            let pct = |x: &Value| 100.0 * x.as_f64().unwrap_or(0.0);
-            lines
-                .entry((w, sel.clone(), col.to_string()))
-                .or_default()
-                .push((
-                    xi as f64,
-                    pct(&v["top1"]),
-                    pct(&v["ci95"][0]),
-                    pct(&v["ci95"][1]),
-                ));
-        }
-    }
-    let mut ways: Vec<usize> = lines.keys().map(|k| k.0).collect();
-    ways.dedup();
-    // Every line's (select, column) in the paper's column order: its colour and legend entry,
-    // the same in every panel.
-    let mut series: Vec<(String, String)> =
-        lines.keys().map(|k| (k.1.clone(), k.2.clone())).collect();
-    series.sort_by_key(|(sel, col)| (sel.clone(), column_order(col)));
-    series.dedup();
-    let series_name = |sel: &str, col: &str| {
-        if sel.is_empty() {
-            column_title(col)
-        } else {
-            format!("{sel}: {}", column_title(col))
-        }
-    };
-    let (pw, h) = (620u32, 500u32);
-    let w = pw * ways.len().max(1) as u32;
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let root = root
-            .titled(
-                &format!("{title}: few-shot top-1 against tokens per image"),
-                ("sans-serif", 20),
-            )
-            .map_err(plot_err)?;
-        let (charts, strip) = root.split_vertically(h - 40 - 30);
-        let panels = charts.split_evenly((1, ways.len().max(1)));
-        let n_lines = series.len().max(1);
-        for (panel, &way) in panels.iter().zip(&ways) {
-            let x_range = -0.5f64..(xs.len() as f64 - 0.5);
-            let mut chart = ChartBuilder::on(panel)
-                .caption(format!("{way}-way"), ("sans-serif", 18))
-                .margin(14)
-                .x_label_area_size(44)
-                .y_label_area_size(52)
-                .build_cartesian_2d(x_range.clone(), 0f64..100f64)
-                .map_err(plot_err)?;
-            let labels = xs.clone();
-            chart
-                .configure_mesh()
-                .x_labels(xs.len())
-                .y_label_formatter(&|y: &f64| format!("{y:.0}"))
-                .light_line_style(RGBColor(238, 238, 238))
-                .x_label_formatter(&|x: &f64| {
-                    let i = x.round();
-                    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                        labels[i as usize].to_string()
-                    } else {
-                        String::new()
-                    }
-                })
-                .x_desc("tokens per image (tokens.per_image)")
-                .y_desc("top-1 accuracy (%)")
-                .label_style(("sans-serif", 14))
-                .axis_desc_style(("sans-serif", 15))
-                .draw()
-                .map_err(plot_err)?;
-            let chance = 100.0 / way as f64;
-            chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(x_range.start, chance), (x_range.end, chance)],
-                    6,
-                    4,
-                    BLACK.stroke_width(1),
-                ))
-                .map_err(plot_err)?;
-            for ((_, sel, col), pts) in lines.iter().filter(|(k, _)| k.0 == way) {
-                let li = series
-                    .iter()
-                    .position(|x| x.0 == *sel && x.1 == *col)
-                    .unwrap_or(0);
-                let color = Palette99::pick(li).to_rgba();
-                // Lines side by side at each x so their bars do not hide each other.
-                let dx = 0.05 * (li as f64 - (n_lines as f64 - 1.0) / 2.0);
-                let mut pts = pts.clone();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                chart
-                    .draw_series(LineSeries::new(
-                        pts.iter().map(|p| (p.0 + dx, p.1)),
-                        color.stroke_width(2),
-                    ))
-                    .map_err(plot_err)?;
-                chart
-                    .draw_series(pts.iter().map(|p| {
-                        ErrorBar::new_vertical(p.0 + dx, p.2, p.1, p.3, color.stroke_width(1), 8)
-                    }))
-                    .map_err(plot_err)?;
-                chart
-                    .draw_series(
-                        pts.iter()
-                            .map(|p| Circle::new((p.0 + dx, p.1), 4, color.filled())),
-                    )
-                    .map_err(plot_err)?;
-            }
-        }
-        // The legend, one row under the panels: each line, then chance (dashed, per panel).
-        let font: TextStyle = ("sans-serif", 14).into();
-        let mut x = 60i32;
-        let y = 14i32;
-        let mut entry = |label: String, color: RGBAColor, dashed: bool| -> Result<()> {
-            if dashed {
-                for k in 0..3 {
-                    strip
-                        .draw(&PathElement::new(
-                            vec![(x + 10 * k, y), (x + 10 * k + 6, y)],
-                            color.stroke_width(1),
-                        ))
-                        .map_err(plot_err)?;
-                }
-            } else {
-                strip
-                    .draw(&PathElement::new(
-                        vec![(x, y), (x + 26, y)],
-                        color.stroke_width(3),
-                    ))
-                    .map_err(plot_err)?;
-            }
-            let (tw, _) = strip.estimate_text_size(&label, &font).map_err(plot_err)?;
-            strip
-                .draw(&Text::new(label, (x + 32, y - 8), font.clone()))
-                .map_err(plot_err)?;
-            x += 32 + tw as i32 + 28;
-            Ok(())
-        };
-        for (li, (sel, col)) in series.iter().enumerate() {
-            entry(series_name(sel, col), Palette99::pick(li).to_rgba(), false)?;
-        }
-        entry("chance (1/N)".into(), BLACK.to_rgba(), true)?;
-        root.present().map_err(plot_err)?;
-    }
-    let img = image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| Error::Msg("sweep plot: buffer size".into()))?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| Error::Msg(format!("cannot encode the sweep plot: {e}")))?;
-    Ok(Some(png))
 }
 
 #[cfg(test)]
@@ -462,7 +254,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| no induction, 1 shot | 40.0 ["), "{md}");
-        let png = plot_png(&sw, "test").unwrap().unwrap();
+        let png = super::super::plot::sweep_png(&sw, "test").unwrap().unwrap();
         if let Ok(p) = std::env::var("LQAE_SWEEP_PLOT_OUT") {
             std::fs::write(p, &png).unwrap();
         }
@@ -473,6 +265,6 @@ mod tests {
         // Not swept over per_image: no plot.
         let mut sw2 = sw.clone();
         sw2["swept"]["per_image"] = false.into();
-        assert!(plot_png(&sw2, "t").unwrap().is_none());
+        assert!(super::super::plot::sweep_png(&sw2, "t").unwrap().is_none());
     }
 }

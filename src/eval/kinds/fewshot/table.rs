@@ -4,10 +4,12 @@ use crate::eval::results::Metric;
 use std::collections::BTreeMap;
 
 /// The paper's layout: one row per N-way, one column per (induction, shots, repeats), each
-/// cell `accuracy % [95% interval]`, and the chance level.
+/// cell `accuracy % [95% interval] (n)` and, when given, the no-LLM nearest-support reference
+/// beside it (`reference`: `cell/nearest_support` -> metric), then the chance level.
 pub fn table_markdown(
     cells: &BTreeMap<String, (usize, usize, usize)>,
     metrics: &BTreeMap<String, Metric>,
+    reference: Option<&BTreeMap<String, Metric>>,
 ) -> String {
     let mut ways: Vec<usize> = cells.values().map(|c| c.2).collect();
     ways.sort();
@@ -31,11 +33,14 @@ pub fn table_markdown(
         for c in &cols {
             match metrics.get(&format!("{w}-way/{c}/top1")) {
                 Some(m) => s.push_str(&format!(
-                    " {:.1} [{:.1}, {:.1}] (n={}) |",
+                    " {:.1} [{:.1}, {:.1}] (n={}){} |",
                     100.0 * m.value,
                     100.0 * m.ci95[0],
                     100.0 * m.ci95[1],
-                    m.n
+                    m.n,
+                    reference
+                        .and_then(|r| r.get(&format!("{w}-way/{c}/nearest_support")))
+                        .map_or(String::new(), |r| format!(" · NS {:.1}", 100.0 * r.value))
                 )),
                 None => s.push_str(" - |"),
             }
@@ -100,7 +105,7 @@ mod tests {
                 crate::eval::stats::proportion(1, 2, 0.05),
             );
         }
-        let t = table_markdown(&cells, &metrics);
+        let t = table_markdown(&cells, &metrics, None);
         let head = t.lines().next().unwrap();
         let want = "| | no induction, 1 shot | induction, 1 shot | induction, 3 shots | induction, 5 shots | induction, 1 shot, 1 repeat | induction, 1 shot, 3 repeats | induction, 1 shot, 5 repeats | chance |";
         assert_eq!(head, want);

@@ -31,6 +31,7 @@ pub struct LinearProbe;
 
 impl SuiteKind for LinearProbe {
     const NAME: &'static str = "linear-probe";
+    const HEADLINE: &'static [&'static str] = &["top1", "top5", "balanced"];
     type Spec = LinearProbeSpec;
     type Checked = CheckedProbe;
     fn check(spec: LinearProbeSpec) -> std::result::Result<CheckedProbe, Vec<String>> {

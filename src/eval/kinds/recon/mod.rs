@@ -38,6 +38,7 @@ pub struct Reconstruction;
 
 impl SuiteKind for Reconstruction {
     const NAME: &'static str = "reconstruction";
+    const HEADLINE: &'static [&'static str] = &["psnr", "ssim", "lpips_alex", "rfid", "kid"];
     type Spec = ReconSpec;
     type Checked = CheckedRecon;
     fn check(spec: ReconSpec) -> std::result::Result<CheckedRecon, Vec<String>> {
