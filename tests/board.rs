@@ -114,7 +114,9 @@ fn the_board_shows_every_run_with_verdicts_and_renders_in_chromium() {
             run,
             serde_json::json!({"model": "lqae-fmnist"}),
             m.clone(),
-            serde_json::json!({"llm_model": "smollm2", "server": "llama-server b1 SmolLM2-135M"}),
+            // A judge that reads (its calibration says so): the verdict is about the tokens.
+            serde_json::json!({"llm_model": "smollm2", "server": "llama-server b1 SmolLM2-135M",
+                "calibration": {"judges": {"smollm2": {"calibrated": true, "unreadable": [], "cells": {}}}}}),
         )
     };
     write(&base, &fs("4-0-fsbase"), &[]);

@@ -88,7 +88,7 @@ fn encode_decode_shards_resume_and_bad_images() {
     let grey = image::open(imgs.join("c.png")).unwrap().to_rgb32f();
     assert_eq!(
         lines[2]["pixels_sha256"],
-        codec::pixels_sha256(&grey).as_str()
+        lqae::eval::tokens_file::pixels_sha256(&grey).as_str()
     );
 
     // The ids are the model's own encoding, and decode is its reconstruction from them.
@@ -160,7 +160,13 @@ fn encode_decode_shards_resume_and_bad_images() {
     let both = dir.path().join("both.jsonl");
     let joined = std::fs::read_to_string(&s1).unwrap() + &std::fs::read_to_string(&s2).unwrap();
     std::fs::write(&both, joined).unwrap();
-    assert_eq!(codec::read_tokens(&both).unwrap().images.len(), 5);
+    assert_eq!(
+        lqae::eval::tokens_file::TokensFile::read(&both)
+            .unwrap()
+            .images
+            .len(),
+        5
+    );
 
     // Resume: cut the file in the middle of its fourth line; the rerun completes it exactly.
     let cut = dir.path().join("cut.jsonl");

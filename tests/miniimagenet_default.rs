@@ -115,7 +115,7 @@ fn the_shipped_config_is_a_natural_image_model_and_the_suites_name_it() {
         "fewshot-miniimagenet",
         "recon-miniimagenet",
     ] {
-        let s = lqae::eval::suite_file::load(&suites, name, std::slice::from_ref(&data)).unwrap();
+        let s = lqae::eval::suite::load(&suites, name, std::slice::from_ref(&data)).unwrap();
         let t = &s.resolved;
         let named: Vec<&str> = match t.get("models") {
             Some(m) => m

@@ -84,7 +84,7 @@ fn tiny_suite(dir: &Path) -> std::path::PathBuf {
 fn runs_are_reproducible_round_trip_and_the_report_catches_a_regression() {
     let dir = tempfile::tempdir().unwrap();
     let suites = tiny_suite(dir.path());
-    let suite = lqae::eval::suite_file::load(&suites, "tiny-probe", &[]).unwrap();
+    let suite = lqae::eval::suite::load(&suites, "tiny-probe", &[]).unwrap();
     let SuiteSpec::LinearProbe(_) = &suite.spec else {
         panic!()
     };

@@ -31,7 +31,7 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     let dir = tempfile::tempdir().unwrap();
     // The fixture's images are 16x16: VGG16 LPIPS accepts them, AlexNet would not.
     let suites = tiny_suite(dir.path(), "vgg16");
-    let suite = lqae::eval::suite_file::load(&suites, "tiny-recon", &[]).unwrap();
+    let suite = lqae::eval::suite::load(&suites, "tiny-recon", &[]).unwrap();
     let SuiteSpec::Reconstruction(spec) = &suite.spec else {
         panic!("not a reconstruction suite")
     };
@@ -252,7 +252,7 @@ fn validation_names_bad_recon_keys() {
     )
     .unwrap();
     let bad = |o: &str| {
-        lqae::eval::suite_file::load(d.path(), "r", &[o.to_string()])
+        lqae::eval::suite::load(d.path(), "r", &[o.to_string()])
             .unwrap_err()
             .to_string()
     };
@@ -276,7 +276,7 @@ fn validation_names_bad_recon_keys() {
         e.contains("`data.path`") && e.contains("--set data.path"),
         "{e}"
     );
-    let ok = lqae::eval::suite_file::load(d.path(), "r", &[]).unwrap();
+    let ok = lqae::eval::suite::load(d.path(), "r", &[]).unwrap();
     let SuiteSpec::Reconstruction(spec) = ok.spec else {
         panic!()
     };
@@ -284,11 +284,11 @@ fn validation_names_bad_recon_keys() {
     assert_eq!(spec.tolerance.psnr, 0.5);
     // The shipped suites validate; mini-ImageNet only with a path.
     let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/suites"));
-    lqae::eval::suite_file::load(shipped, "recon-fashionmnist", &[]).unwrap();
-    let e = lqae::eval::suite_file::load(shipped, "recon-miniimagenet", &[])
+    lqae::eval::suite::load(shipped, "recon-fashionmnist", &[]).unwrap();
+    let e = lqae::eval::suite::load(shipped, "recon-miniimagenet", &[])
         .unwrap_err()
         .to_string();
     assert!(e.contains("`data.path`"), "{e}");
-    let all = lqae::eval::suite_file::expand(shipped, &["default".into()], &[]).unwrap();
+    let all = lqae::eval::suite::expand(shipped, &["default".into()], &[]).unwrap();
     assert!(all.iter().any(|s| s.name == "recon-fashionmnist"));
 }

@@ -19,7 +19,7 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
         "throughput.min_reps=3".to_string(),
         "throughput.max_reps=5".to_string(),
     ];
-    let suite = lqae::eval::suite_file::load(&suites_dir(), "throughput", &set).unwrap();
+    let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
     let SuiteSpec::Throughput(_) = &suite.spec else {
         panic!("not a throughput suite")
     };
@@ -101,14 +101,14 @@ fn bad_throughput_settings_name_their_key() {
         ("tolerance.normalised=2", "tolerance.normalised"),
         ("throughput.repeats=3", "throughput"),
     ] {
-        let e = lqae::eval::suite_file::load(&suites_dir(), "throughput", &[set.to_string()])
+        let e = lqae::eval::suite::load(&suites_dir(), "throughput", &[set.to_string()])
             .err()
             .unwrap_or_else(|| panic!("{set} accepted"))
             .to_string();
         assert!(e.contains(key), "{set}: {e}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let suite = lqae::eval::suite_file::load(
+    let suite = lqae::eval::suite::load(
         &suites_dir(),
         "throughput",
         &["throughput.kernels=[\"no-such-kernel\"]".to_string()],

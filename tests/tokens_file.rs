@@ -14,7 +14,7 @@ mod common;
 use candle_core::Device;
 use lqae::eval::codec::{self, EncodeArgs, Images};
 use lqae::eval::runner::run_one;
-use lqae::eval::suite_file;
+use lqae::eval::suite;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ fn probe_suite(dir: &Path, run: &Path, tokens: &str) -> PathBuf {
 
 fn load(suites: &Path, name: &str, sets: &[&str]) -> lqae::eval::Suite {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    suite_file::load(suites, name, &sets).unwrap()
+    suite::load(suites, name, &sets).unwrap()
 }
 
 fn run_err(suites: &Path, name: &str, sets: &[&str], out: &Path) -> String {

@@ -88,7 +88,7 @@ pub const MNIST_5K: Asset = Asset {
 
 /// SmolLM2-135M-Instruct quantized to Q4_1 (llama architecture, 30 layers, d 576, vocab
 /// 49152, context 8192), Apache-2.0: a small few-shot judge served by llama-server (it reads
-/// oracle tokens near chance; see `crate::llm::judges`).
+/// oracle tokens near chance; see the judges of the LLM module).
 pub const SMOLLM2: Asset = Asset {
     name: "smollm2",
     description: "SmolLM2-135M-Instruct Q4_1 GGUF: a small few-shot judge (llama-server)",

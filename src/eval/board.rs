@@ -7,7 +7,8 @@
 //! headline of a few-shot row is top-1 per N-way pooled over the table's columns (every
 //! episode of that way); the cells are on the run's page.
 
-use super::results::{self, compare_paired, Metric, ResultFile, Verdict};
+use super::results::{self, compare_paired, ResultFile, Verdict};
+use super::stats::Metric;
 use crate::error::{Error, Result};
 use crate::util::html::esc;
 use std::collections::BTreeMap;

@@ -1,15 +1,6 @@
 //! Images to tokens and back, for any image folder or data set: `lqae-eval encode` writes a
-//! JSONL file (a header line, then one line per image), `lqae-eval decode` turns such a file
-//! back into PNGs. The format:
-//!
-//! - header: `{"lqae_tokens": 1, "model": NAME, "model_sha256": ..., "kind": "lqae"|"vqvae",
-//!   "lm": ..., "image_size": S, "tokens_per_image": T, "vocab": V, "transform": ..., "source":
-//!   ..., "images": N, "shard": "K/N" | null}`;
-//! - image: `{"id": ..., "pixels_sha256": ..., "width": W, "height": H, "ids": [...], "text":
-//!   [...]}` where `id` is the path relative to the folder (`/`-separated) or `<split>/<index>`,
-//!   and `pixels_sha256` is the sha256 of `"{W}x{H}:"` followed by the decoded image as RGB8
-//!   (grey repeated), before any transform;
-//! - a skipped image (with `--skip-bad`): `{"id": ..., "skipped": REASON}`.
+//! tokens file (the format: [`super::tokens_file`]), `lqae-eval decode` turns one back into
+//! PNGs with the model that encoded it.
 //!
 //! `--shard K/N` takes the K-th of N contiguous, deterministic ranges of the sorted images, so
 //! the shards' image lines concatenated in order equal one whole run's. Lines are appended one
@@ -17,12 +8,12 @@
 //! complete line (a torn last line is cut off), after checking the header names the same model,
 //! transform, source and shard.
 
+use super::tokens_file::{self, pixels_sha256, Header, ImageLine, Line, TokensFile};
 use crate::data::{batch, ImageSource, LabelledImages};
 use crate::error::{Error, Result};
 use crate::eval::zoo::Zoo;
-use crate::util::fsx::sha256_hex;
 use candle_core::Tensor;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -107,7 +98,7 @@ fn image_set(images: &Images) -> Result<(LabelledImages, Vec<String>, String)> {
                 crate::data::Split::Test => "test",
             };
             let ids = (0..set.len())
-                .map(|i| super::tokens_file::data_image_id(*split, i))
+                .map(|i| tokens_file::data_image_id(*split, i))
                 .collect();
             Ok((set, ids, format!("data {} ({name})", cfg.dataset)))
         }
@@ -138,51 +129,6 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((k, n))
 }
 
-/// sha256 of `"{w}x{h}:"` + the decoded image as RGB8.
-pub fn pixels_sha256(img: &batch::RgbF) -> String {
-    let mut bytes = format!("{}x{}:", img.width(), img.height()).into_bytes();
-    bytes.extend(
-        img.pixels()
-            .flat_map(|p| p.0.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)),
-    );
-    sha256_hex(&bytes)
-}
-
-/// Each complete line of `path` (a missing file has none), parsed, with its 0-based number, read
-/// one at a time so a file of any length fits in memory; returns the byte length the complete
-/// lines span (a torn last line is left out).
-pub(crate) fn for_each_line(
-    path: &Path,
-    mut f: impl FnMut(usize, Value) -> Result<()>,
-) -> Result<u64> {
-    use std::io::BufRead;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::file(path, e.to_string())),
-    };
-    let mut r = std::io::BufReader::new(file);
-    let (mut end, mut buf) = (0u64, Vec::new());
-    for i in 0.. {
-        buf.clear();
-        let n = r
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::file(path, e.to_string()))?;
-        if n == 0 || !buf.ends_with(b"\n") {
-            break;
-        }
-        let v = serde_json::from_slice::<Value>(&buf).map_err(|e| {
-            Error::file(
-                path,
-                format!("line {} is not JSON ({e}); it is not a tokens file, or it is damaged: move it away", i + 1),
-            )
-        })?;
-        f(i, v)?;
-        end += n as u64;
-    }
-    Ok(end)
-}
-
 /// Encode images into a tokens file; resumes a partial one.
 pub fn encode(
     zoo: &Zoo,
@@ -194,38 +140,37 @@ pub fn encode(
     let size = t.state.config.model.image_size;
     let (set, ids, source) = image_set(&args.images)?;
     let range = shard_range(set.len(), args.shard)?;
-    let header = json!({
-        "lqae_tokens": 1,
-        "model": args.model,
-        "model_sha256": t.sha256,
-        "kind": format!("{:?}", t.state.config.model.kind).to_lowercase(),
-        "lm": (t.state.config.model.kind == crate::model::ModelKind::Lqae)
+    let header = Header {
+        lqae_tokens: 1,
+        model: args.model.clone(),
+        model_sha256: Some(t.sha256.clone()),
+        kind: Some(format!("{:?}", t.state.config.model.kind).to_lowercase()),
+        lm: (t.state.config.model.kind == crate::model::ModelKind::Lqae)
             .then(|| t.state.config.model.lm_name()),
-        "image_size": size,
-        "tokens_per_image": t.state.config.tokens_per_image(),
-        "vocab": model.codebook_len(),
-        "transform": format!("RGB (grey repeated) in [0, 1]; bicubic resize of the shorter side to {size}, center crop {size}x{size}"),
-        "source": source,
-        "images": range.len(),
-        "shard": args.shard.map(|(k, n)| format!("{k}/{n}")),
-    });
+        image_size: Some(size),
+        tokens_per_image: Some(t.state.config.tokens_per_image()),
+        vocab: Some(model.codebook_len()),
+        transform: Some(format!("RGB (grey repeated) in [0, 1]; bicubic resize of the shorter side to {size}, center crop {size}x{size}")),
+        source: Some(source),
+        images: Some(range.len()),
+        shard: args.shard.map(|(k, n)| format!("{k}/{n}")),
+    };
     let (mut first, mut lines) = (None, 0usize);
-    let keep = for_each_line(&args.out, |i, v| {
+    let keep = tokens_file::for_each_line(&args.out, |i, l| {
         if i == 0 {
-            first = Some(v);
+            first = Some(l);
         }
         lines += 1;
         Ok(())
     })?;
     let done = match &first {
         None => 0,
-        Some(h) if *h == header => lines - 1,
+        Some(Line::Header(h)) if **h == header => lines - 1,
         Some(h) => {
             return Err(Error::file(
                 &args.out,
                 format!(
-                    "exists with another header ({}); it was written for another model, transform, source or shard: choose another --out or remove it",
-                    h
+                    "exists with another header ({h:?}); it was written for another model, transform, source or shard: choose another --out or remove it"
                 ),
             ))
         }
@@ -251,7 +196,7 @@ pub fn encode(
             .map_err(|e| Error::file(&args.out, e.to_string()))?,
     );
     if first.is_none() {
-        writeln!(f, "{header}").map_err(|e| Error::file(&args.out, e.to_string()))?;
+        writeln!(f, "{}", header.line()).map_err(|e| Error::file(&args.out, e.to_string()))?;
     }
     let todo: Vec<usize> = range.clone().skip(done).collect();
     let mut summary = EncodeSummary {
@@ -264,15 +209,19 @@ pub fn encode(
     for chunk in todo.chunks(args.batch.max(1)) {
         // Decode each image once for its hash (and to find bad ones), then batch the good.
         let mut good = Vec::new();
-        let mut rec: Vec<Option<Value>> = Vec::new();
+        let mut rec: Vec<Option<ImageLine>> = Vec::new();
         for &i in chunk {
             match batch::rgb(&set, i) {
                 Ok(img) => {
                     good.push(i);
-                    rec.push(Some(json!({
-                        "id": ids[i], "pixels_sha256": pixels_sha256(&img),
-                        "width": img.width(), "height": img.height(),
-                    })));
+                    rec.push(Some(ImageLine {
+                        id: ids[i].clone(),
+                        pixels_sha256: Some(pixels_sha256(&img)),
+                        width: Some(img.width()),
+                        height: Some(img.height()),
+                        ids: None,
+                        text: None,
+                    }));
                 }
                 Err(e) if args.skip_bad => {
                     summary.skipped += 1;
@@ -297,10 +246,12 @@ pub fn encode(
                     .iter()
                     .map(|&t| model.token_text(t).unwrap_or_else(|| t.to_string()))
                     .collect();
-                let mut r = r;
-                r["ids"] = json!(row);
-                r["text"] = json!(text);
-                writeln!(f, "{r}").map_err(|e| Error::file(&args.out, e.to_string()))?;
+                let r = ImageLine {
+                    ids: Some(row),
+                    text: Some(text),
+                    ..r
+                };
+                writeln!(f, "{}", r.line()).map_err(|e| Error::file(&args.out, e.to_string()))?;
                 summary.encoded += 1;
             }
         }
@@ -314,84 +265,37 @@ pub fn encode(
     Ok(summary)
 }
 
-/// An image line's `ids`: a list of token ids, each fitting `u32`; `None` otherwise.
-pub(crate) fn ids_of_line(v: &Value) -> Option<Vec<u32>> {
-    v.as_array()?
-        .iter()
-        .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
-        .collect()
-}
-
-/// A tokens file: its header and image lines (skips excluded).
-pub struct TokensFile {
-    pub header: Value,
-    pub images: Vec<(String, Vec<u32>)>,
-}
-
-/// Read a tokens file (headers of concatenated shards may repeat; they must then agree on
-/// everything but `shard` and `images`).
-pub fn read_tokens(path: &Path) -> Result<TokensFile> {
-    let mut header: Option<Value> = None;
-    let mut images = Vec::new();
-    let strip = |h: &Value| {
-        let mut h = h.clone();
-        h["shard"] = Value::Null;
-        h["images"] = Value::Null;
-        h
-    };
-    for_each_line(path, |n, l| {
-        if l.get("lqae_tokens").is_some() {
-            match &header {
-                None => header = Some(l),
-                Some(h) if strip(h) == strip(&l) => {}
-                Some(_) => {
-                    return Err(Error::file(
-                        path,
-                        format!("line {}: a header for another model or transform", n + 1),
-                    ))
-                }
-            }
-            return Ok(());
-        }
-        if l.get("skipped").is_some() {
-            return Ok(());
-        }
-        let id = l["id"].as_str().map(String::from);
-        let ids = ids_of_line(&l["ids"]);
-        match (id, ids) {
-            (Some(id), Some(ids)) => {
-                images.push((id, ids));
-                Ok(())
-            }
-            _ => Err(Error::file(
-                path,
-                format!("line {}: an image line needs `id` and `ids`", n + 1),
-            )),
-        }
-    })?;
-    let header = header.ok_or_else(|| Error::file(path, "has no header line (`lqae_tokens`)"))?;
-    Ok(TokensFile { header, images })
-}
-
 /// Decode a tokens file with `model` into one PNG per image line under `out` (its id with
 /// `/` kept as folders and the extension replaced by `.png`); returns the images written.
 pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -> Result<usize> {
     let t = zoo.load(model)?;
-    let file = read_tokens(tokens)?;
-    if file.header["model_sha256"].as_str() != Some(t.sha256.as_str()) {
+    let file = TokensFile::read(tokens)?;
+    if file.header.model_sha256.as_deref() != Some(t.sha256.as_str()) {
         return Err(Error::file(
             tokens,
             format!(
                 "was encoded by `{}` (sha256 {}), not by `{model}` (sha256 {}); decode with the model that encoded it",
-                file.header["model"].as_str().unwrap_or("?"),
-                file.header["model_sha256"].as_str().unwrap_or("?"),
+                file.header.model,
+                file.header.model_sha256.as_deref().unwrap_or("?"),
                 t.sha256
             ),
         ));
     }
+    let images: Vec<(&str, &[u32])> = file
+        .images
+        .iter()
+        .map(|im| {
+            im.ids
+                .as_deref()
+                .map(|ids| (im.id.as_str(), ids))
+                .ok_or_else(|| {
+                    Error::file(tokens, format!("image `{}` has no `ids` to decode", im.id))
+                })
+        })
+        .collect::<Result<_>>()?;
     let tpi = t.state.config.tokens_per_image();
-    for chunk in file.images.chunks(batch.max(1)) {
-        let flat: Vec<u32> = chunk.iter().flat_map(|(_, ids)| ids.clone()).collect();
+    for chunk in images.chunks(batch.max(1)) {
+        let flat: Vec<u32> = chunk.iter().flat_map(|(_, ids)| ids.to_vec()).collect();
         if let Some((id, ids)) = chunk.iter().find(|(_, ids)| ids.len() != tpi) {
             return Err(Error::file(
                 tokens,
@@ -426,5 +330,5 @@ pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -
             crate::util::fsx::write_atomic(&path, &bytes)?;
         }
     }
-    Ok(file.images.len())
+    Ok(images.len())
 }

@@ -5,10 +5,12 @@
 //! parameters), and runs a checked spec. It never writes the run folder: the runner does
 //! (`super::runner`), extra files first and `result.json` last.
 
-use super::results::{ImageScore, Measured, Metric, ResultFile, Sample};
-use super::suite_file::Suite;
+use super::results::{ImageScore, Measured, ResultFile, Sample};
+use super::stats::Metric;
+use super::suite_file::SuiteId;
 use super::zoo::Zoo;
 use crate::error::Result;
+pub use crate::util::progress::{Progress, Quiet, Stderr};
 use candle_core::Device;
 use serde::de::DeserializeOwned;
 
@@ -84,42 +86,9 @@ pub fn rows_by_rep(r: &ResultFile, headline: &[&str]) -> Vec<BoardEntry> {
         .collect()
 }
 
-/// Where progress goes: nowhere (tests, `--quiet`) or standard error.
-pub trait Progress: Sync {
-    fn enabled(&self) -> bool;
-    /// A line of its own.
-    fn line(&self, msg: &str);
-    /// A line that the next `partial` or `line` overwrites (counters).
-    fn partial(&self, msg: &str);
-}
-
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn enabled(&self) -> bool {
-        false
-    }
-    fn line(&self, _: &str) {}
-    fn partial(&self, _: &str) {}
-}
-
-pub struct Stderr;
-
-impl Progress for Stderr {
-    fn enabled(&self) -> bool {
-        true
-    }
-    fn line(&self, msg: &str) {
-        eprintln!("{msg}");
-    }
-    fn partial(&self, msg: &str) {
-        eprint!("\r{msg}");
-    }
-}
-
 /// What every kind's run is given.
 pub struct Ctx<'a> {
-    pub suite: &'a Suite,
+    pub suite: &'a SuiteId,
     pub device: &'a Device,
     pub zoo: &'a Zoo,
     pub progress: &'a dyn Progress,

@@ -4,7 +4,8 @@
 use super::kind::{Ctx, Progress};
 use super::kinds;
 use super::results::{self, ResultFile};
-use super::suite_file::{self, Suite};
+use super::suite::{self, Suite};
+use super::suite_file;
 use super::zoo::Zoo;
 use crate::error::Result;
 use candle_core::Device;
@@ -37,7 +38,7 @@ pub fn run_suite(suite: &Suite, device: &Device, zoo: &Zoo, o: &RunOptions) -> R
     let t0 = Instant::now();
     results::check_writable(&results_root.join(&suite.name))?;
     let cx = Ctx {
-        suite,
+        suite: &suite.id,
         device,
         zoo,
         progress,
@@ -73,7 +74,7 @@ pub fn run_suite(suite: &Suite, device: &Device, zoo: &Zoo, o: &RunOptions) -> R
         }
         Err(e) => return Err(e),
     };
-    let result = ResultFile::finish(suite, device, t0, outcome.measured)?;
+    let result = ResultFile::finish(&suite.id, device, t0, outcome.measured)?;
     let mut pages = Vec::new();
     for (name, render) in &outcome.pages {
         outcome
@@ -102,7 +103,7 @@ pub fn resolve(names: &[String], overrides: &[String]) -> Result<Vec<Suite>> {
     let mut all: Vec<Suite> = Vec::new();
     for n in names {
         let (dir, name) = suite_file::locate(n);
-        for s in suite_file::expand(&dir, &[name], overrides)? {
+        for s in suite::expand(&dir, &[name], overrides)? {
             if !all.iter().any(|o| o.name == s.name) {
                 all.push(s);
             }

@@ -1,7 +1,21 @@
 //! Statistics of results: intervals of proportions (Wilson), means (Student t) and rates
 //! (medians), and the paired tests the regression report uses (exact McNemar, paired t).
 
-use super::results::Metric;
+use serde::{Deserialize, Serialize};
+
+/// A measured value with its standard error, 95% interval and sample size, and what the
+/// regression report allows it to lose.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metric {
+    pub value: f64,
+    pub se: f64,
+    pub ci95: [f64; 2],
+    pub n: usize,
+    /// Absolute drop allowed before a report calls it a regression.
+    pub tolerance: f64,
+    /// True when larger is better.
+    pub higher_is_better: bool,
+}
 
 /// Wilson score interval and the normal standard error of a proportion `k / n`.
 pub fn proportion(k: usize, n: usize, tolerance: f64) -> Metric {

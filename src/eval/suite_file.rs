@@ -1,12 +1,14 @@
 //! Suites are files under `suites/` (TOML): a `kind`, a one-line `description`, and the
 //! settings of that kind. `include = "other"` starts from another suite and overrides its keys
 //! (tables merge key by key); `--set key=value` overrides any key last. A `group` suite lists
-//! other suites to run. The kinds themselves are listed in one place, [`super::kinds`].
+//! other suites to run.
+//!
+//! This module reads the files and knows nothing of the kinds: it gives a suite's identity
+//! ([`SuiteId`]: name, file, description, kind name, the resolved table) and the body its
+//! kind reads; the registry (`super::kinds`) turns them into a checked suite (`super::suite`).
 
-use super::kinds::{self, SuiteSpec, KINDS};
 use crate::error::{Error, Result};
 use crate::util::toml_ext::{apply_override, merge};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// `$LQAE_SUITES`, else `./suites`, else the `suites/` folder of the source tree.
@@ -138,31 +140,60 @@ pub fn locate(arg: &str) -> (PathBuf, String) {
     }
 }
 
-/// `validate`: the problems of a suite (a name or a file) with overrides, and its path.
-pub fn validate(arg: &str, overrides: &[String]) -> Result<(PathBuf, Vec<String>)> {
-    let (dir, name) = locate(arg);
-    let (path, mut table) = resolve_table(&dir, &name, &mut Vec::new())?;
-    for o in overrides {
-        apply_override(&mut table, o)?;
-    }
-    Ok((path, problems(&table)))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupSpec {
-    pub suites: Vec<String>,
-}
-
+/// A suite as its file says, before its kind reads the body: what results record of it.
 #[derive(Debug, Clone)]
-pub struct Suite {
+pub struct SuiteId {
     pub name: String,
     pub path: PathBuf,
     pub description: String,
+    /// The `kind = "..."` as written (the registry knows which exist).
     pub kind: String,
-    pub spec: SuiteSpec,
     /// The fully resolved table (includes and overrides applied), recorded in results.
     pub resolved: toml::Table,
+}
+
+/// A suite's table by name, with its includes resolved and the overrides (`key=value`)
+/// applied: its path and the table.
+pub fn read(dir: &Path, name: &str, overrides: &[String]) -> Result<(PathBuf, toml::Table)> {
+    let (path, mut table) = resolve_table(dir, name, &mut Vec::new())?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    Ok((path, table))
+}
+
+/// The kind and description of a resolved table (or what is wrong with them), and its body:
+/// the table without those two keys, which the kind reads.
+pub fn head(
+    table: &toml::Table,
+) -> std::result::Result<(String, String, toml::Table), Vec<String>> {
+    let mut out = Vec::new();
+    let kind = match table.get("kind") {
+        Some(toml::Value::String(k)) => k.clone(),
+        Some(v) => {
+            out.push(format!("`kind`: expected a string, found {}", v.type_str()));
+            String::new()
+        }
+        None => {
+            out.push("`kind`: missing".into());
+            String::new()
+        }
+    };
+    let description = match table.get("description") {
+        Some(toml::Value::String(d)) => d.clone(),
+        _ => {
+            out.push("`description`: missing (one line saying what the suite measures)".into());
+            String::new()
+        }
+    };
+    let mut body = table.clone();
+    body.remove("kind");
+    body.remove("description");
+    if out.is_empty() {
+        Ok((kind, description, body))
+    } else {
+        Err(out)
+    }
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -205,94 +236,6 @@ pub fn resolve_table(
     Ok((entry.path, table))
 }
 
-/// Every problem of a resolved suite table, each naming its key.
-pub fn problems(table: &toml::Table) -> Vec<String> {
-    match parse(table) {
-        Ok(_) => Vec::new(),
-        Err(p) => p,
-    }
-}
-
-/// The kind and description of a resolved table, and its body parsed and checked by its kind.
-fn parse(table: &toml::Table) -> std::result::Result<(String, String, SuiteSpec), Vec<String>> {
-    let kind = match table.get("kind") {
-        Some(toml::Value::String(k)) if KINDS.contains(&k.as_str()) => k.clone(),
-        Some(toml::Value::String(k)) => {
-            return Err(vec![format!(
-                "`kind`: `{k}` is not a suite kind (known: {})",
-                KINDS.join(", ")
-            )])
-        }
-        Some(v) => {
-            return Err(vec![format!(
-                "`kind`: expected a string, found {}",
-                v.type_str()
-            )])
-        }
-        None => return Err(vec!["`kind`: missing".into()]),
-    };
-    let mut out = Vec::new();
-    let description = match table.get("description") {
-        Some(toml::Value::String(d)) => d.clone(),
-        _ => {
-            out.push("`description`: missing (one line saying what the suite measures)".into());
-            String::new()
-        }
-    };
-    let mut body = table.clone();
-    body.remove("kind");
-    body.remove("description");
-    match kinds::parse(&kind, &body) {
-        Ok(spec) if out.is_empty() => Ok((kind, description, spec)),
-        Ok(_) => Err(out),
-        Err(p) => {
-            out.extend(p);
-            Err(out)
-        }
-    }
-}
-
-/// Load a suite by name with overrides (`key=value`), validated.
-pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
-    let (path, mut table) = resolve_table(dir, name, &mut Vec::new())?;
-    for o in overrides {
-        apply_override(&mut table, o)?;
-    }
-    let (kind, description, spec) = parse(&table)
-        .map_err(|p| Error::file(&path, format!("invalid suite:\n  {}", p.join("\n  "))))?;
-    Ok(Suite {
-        name: name.to_string(),
-        path,
-        description,
-        kind,
-        spec,
-        resolved: table,
-    })
-}
-
-/// Expand groups into the list of runnable suites, in order, without repeats.
-pub fn expand(dir: &Path, names: &[String], overrides: &[String]) -> Result<Vec<Suite>> {
-    let mut out: Vec<Suite> = Vec::new();
-    for n in names {
-        let s = load(dir, n, overrides)?;
-        match &s.spec {
-            SuiteSpec::Group(g) => {
-                for inner in expand(dir, &g.suites, overrides)? {
-                    if !out.iter().any(|o| o.name == inner.name) {
-                        out.push(inner);
-                    }
-                }
-            }
-            _ => {
-                if !out.iter().any(|o| o.name == s.name) {
-                    out.push(s);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -311,7 +254,6 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::kinds::probe::Layers;
 
     #[test]
     fn did_you_mean_picks_the_close_name() {
@@ -323,84 +265,6 @@ mod tests {
         );
         assert!(m.contains("did you mean `linear-fashionmnist`"), "{m}");
         assert!(!m.contains("did you mean `x`"), "{m}");
-    }
-
-    fn write(d: &Path, name: &str, text: &str) {
-        std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
-    }
-
-    const BASE: &str = r#"
-kind = "linear-probe"
-description = "base"
-model = "lqae-small"
-baselines = ["pixels"]
-[data]
-dataset = "fashion-mnist"
-train_limit = 100
-[probe]
-layers = "all"
-l2_grid = [0.1, 1.0]
-"#;
-
-    #[test]
-    fn include_merges_tables_and_overrides_apply_last() {
-        let d = tempfile::tempdir().unwrap();
-        write(d.path(), "base", BASE);
-        write(d.path(), "child", "include = \"base\"\ndescription = \"child\"\n[data]\ntest_limit = 7\n[probe]\nlayers = [0, 6]\n");
-        let s = load(d.path(), "child", &["data.train_limit=9".into()]).unwrap();
-        assert_eq!(s.description, "child");
-        let SuiteSpec::LinearProbe(p) = s.spec else {
-            panic!()
-        };
-        assert_eq!(
-            (
-                p.data.dataset.as_str(),
-                p.data.train_limit,
-                p.data.test_limit
-            ),
-            ("fashion-mnist", Some(9), Some(7))
-        );
-        assert_eq!(p.probe.layers, Layers::List(vec![0, 6]));
-        assert_eq!(p.probe.l2_grid, vec![0.1, 1.0]);
-        assert_eq!(p.baselines, vec!["pixels"]);
-        write(d.path(), "a", "include = \"b\"\n");
-        write(d.path(), "b", "include = \"a\"\n");
-        let e = load(d.path(), "a", &[]).unwrap_err().to_string();
-        assert!(e.contains("cycle") && e.contains("a -> b -> a"), "{e}");
-    }
-
-    #[test]
-    fn validation_names_each_bad_key() {
-        let d = tempfile::tempdir().unwrap();
-        write(d.path(), "base", BASE);
-        let bad = |over: &str| {
-            load(d.path(), "base", &[over.to_string()])
-                .unwrap_err()
-                .to_string()
-        };
-        let e = bad("probe.layerz=1");
-        assert!(
-            e.contains("unknown field `layerz`") && e.contains("`probe.layerz`"),
-            "{e}"
-        );
-        let e = bad("data.train_limit=\"many\"");
-        assert!(e.contains("`data.train_limit`: invalid type"), "{e}");
-        let e = bad("data.dataset=\"mini-imagenet\"");
-        assert!(
-            e.contains("`data.path`") && e.contains("--set data.path"),
-            "{e}"
-        );
-        let e = bad("data.path=\"/no/such/dir\"");
-        assert!(e.contains("/no/such/dir does not exist"), "{e}");
-        let e = bad("kind=\"fewshots\"");
-        assert!(e.contains("`kind`") && e.contains("linear-probe"), "{e}");
-        write(
-            d.path(),
-            "g",
-            "kind = \"group\"\ndescription = \"g\"\nsuites = [\"base\", \"base\"]\n",
-        );
-        let all = expand(d.path(), &["g".into()], &[]).unwrap();
-        assert_eq!(all.len(), 1);
     }
 
     #[test]

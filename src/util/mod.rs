@@ -1,8 +1,8 @@
 //! The bottom layer: file writing and hashing, provenance of results, TOML helpers, HTML
-//! escaping. Nothing
-//! here knows about models, suites or benchmarks.
+//! escaping, progress lines. Nothing here knows about models, suites or benchmarks.
 
 pub mod fsx;
 pub mod html;
+pub mod progress;
 pub mod provenance;
 pub mod toml_ext;

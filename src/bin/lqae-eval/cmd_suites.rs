@@ -59,7 +59,7 @@ pub fn ls() -> Result<()> {
 }
 
 pub fn validate(arg: &str, set: &[String]) -> Result<()> {
-    let (path, problems) = suite_file::validate(arg, set)?;
+    let (path, problems) = lqae::eval::suite::validate(arg, set)?;
     if problems.is_empty() {
         println!("{}: ok", path.display());
         return Ok(());

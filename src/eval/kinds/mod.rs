@@ -8,13 +8,19 @@ pub mod throughput;
 
 use super::kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use super::results::ResultFile;
-use super::suite_file::GroupSpec;
 use crate::error::Result;
 use crate::util::toml_ext::key_at;
 use fewshot::Fewshot;
 use probe::LinearProbe;
 use recon::Reconstruction;
 use throughput::Throughput;
+
+/// A `group` suite: the suites it runs, in order.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub suites: Vec<String>,
+}
 
 /// A suite's checked settings, by kind.
 // One value per loaded suite: the size difference does not matter.
@@ -44,7 +50,12 @@ pub fn parse(kind: &str, body: &toml::Table) -> std::result::Result<SuiteSpec, V
         Reconstruction::NAME => SuiteSpec::Reconstruction(parse_as::<Reconstruction>(body)?),
         Throughput::NAME => SuiteSpec::Throughput(parse_as::<Throughput>(body)?),
         "group" => SuiteSpec::Group(deserialize(body)?),
-        other => return Err(vec![format!("`kind`: `{other}` is not a suite kind")]),
+        other => {
+            return Err(vec![format!(
+                "`kind`: `{other}` is not a suite kind (known: {})",
+                KINDS.join(", ")
+            )])
+        }
     })
 }
 

@@ -15,6 +15,7 @@ pub mod compare;
 pub mod read;
 pub mod writer;
 
+pub use super::stats::Metric;
 pub use crate::util::fsx::check_writable;
 pub use compare::{compare, compare_paired, markdown, Row, Verdict};
 pub use read::{find_runs, read_per_image, read_result};
@@ -25,18 +26,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const SCHEMA: &str = "lqae-result/1";
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Metric {
-    pub value: f64,
-    pub se: f64,
-    pub ci95: [f64; 2],
-    pub n: usize,
-    /// Absolute drop allowed before a report calls it a regression.
-    pub tolerance: f64,
-    /// True when larger is better.
-    pub higher_is_better: bool,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Sample {
@@ -104,7 +93,7 @@ impl ResultFile {
     /// (`<unix s>-<ns>-<samples hash>`), resolved configuration, crate version, git commit,
     /// device and wall time filled in.
     pub fn finish(
-        suite: &crate::eval::suite_file::Suite,
+        suite: &crate::eval::suite_file::SuiteId,
         device: &candle_core::Device,
         t0: std::time::Instant,
         m: Measured,

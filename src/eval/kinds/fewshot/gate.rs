@@ -6,7 +6,8 @@
 
 use super::summary::{GATE, UNREADABLE};
 use crate::eval::kind::BoardEntry;
-use crate::eval::results::{Metric, ResultFile};
+use crate::eval::results::ResultFile;
+use crate::eval::stats::Metric;
 use crate::eval::stats::{paired_mde, proportion};
 use serde_json::Value;
 use std::collections::BTreeMap;

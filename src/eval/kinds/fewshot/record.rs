@@ -12,8 +12,9 @@ use super::{answer, page, plot, reference, summary, sweep, table::table_markdown
 use crate::data::LabelledImages;
 use crate::error::Result;
 use crate::eval::kind::{Ctx, Outcome};
-use crate::eval::results::{Measured, Metric, Sample};
+use crate::eval::results::{Measured, Sample};
 use crate::eval::stats::proportion;
+use crate::eval::stats::Metric;
 use crate::util::fsx::sha256_hex;
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -8,8 +8,8 @@ use super::calibration::Calibration;
 use super::judge::RowScore;
 use super::table::{column_order, column_title};
 use super::task::{Row, Source};
-use crate::eval::results::Metric;
 use crate::eval::stats::mcnemar_p;
+use crate::eval::stats::Metric;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

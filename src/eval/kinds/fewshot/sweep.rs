@@ -6,8 +6,8 @@
 
 use super::spec::Point;
 use super::table::{column_order, column_title};
-use crate::eval::results::Metric;
 use crate::eval::stats::mcnemar_p;
+use crate::eval::stats::Metric;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

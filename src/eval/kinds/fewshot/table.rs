@@ -1,6 +1,6 @@
 //! The paper's few-shot table.
 
-use crate::eval::results::Metric;
+use crate::eval::stats::Metric;
 use std::collections::BTreeMap;
 
 /// The paper's layout: one row per N-way, one column per (induction, shots, repeats), each

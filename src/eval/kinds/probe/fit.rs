@@ -3,8 +3,8 @@
 
 use super::spec::ProbeSettings;
 use crate::error::{Error, Result};
-use crate::eval::results::Metric;
 use crate::eval::stats::proportion;
+use crate::eval::stats::Metric;
 use crate::eval::zoo::Features;
 use crate::rng::Rng;
 use linfa::prelude::*;

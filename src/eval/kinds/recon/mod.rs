@@ -26,8 +26,9 @@ pub use spec::{
 use crate::data::{input_hashes, subset, Split};
 use crate::error::{Error, Result};
 use crate::eval::kind::{Ctx, Outcome, SuiteKind};
-use crate::eval::results::{ImageScore, Measured, Metric};
+use crate::eval::results::{ImageScore, Measured};
 use crate::eval::stats::mean_t_interval;
+use crate::eval::stats::Metric;
 use crate::lpips::Lpips;
 use crate::util::fsx::sha256_hex;
 use score::{score_model, token_summary, ModelRun};
