@@ -15,11 +15,12 @@
 //! - `train-step/lqae-small/<b>`: the same for `lqae-small`, only where the MiniLM checkpoint
 //!   is on disk (said so in the report when it is not).
 
-use super::{median, uniform, TrainStep};
+use super::{median, step_record, uniform};
 use crate::error::{Error, Result};
 use crate::lm::random::{minilm_shape, random_encoder};
 use crate::model::RunConfig;
 use crate::quantizer::{Quantizer, QuantizerConfig};
+use crate::train::Step;
 use candle_core::{Device, Tensor};
 
 pub const VQVAE_SMALL_TOML: &str = include_str!("../../configs/vqvae-small.toml");
@@ -218,16 +219,16 @@ fn train_checks(cfg: RunConfig, dev: &Device, budget: f64) -> Result<Vec<Check>>
     let cpu = Device::Cpu;
     let name = cfg.name.clone();
     let b = cfg.train.batch_size;
-    let mut on_cpu = TrainStep::new(cfg.clone(), &cpu)?;
-    let mut on_dev = TrainStep::new(cfg.clone(), dev)?;
+    let mut on_cpu = Step::new(&cfg, &cpu)?;
+    let mut on_dev = Step::new(&cfg, dev)?;
     let x = super::images(&cfg, b, 9, &cpu)?;
     let x_dev = x.to_device(dev)?;
     let mut loss_d: f64 = 0.0;
     let mut norm_d: f64 = 0.0;
     let (mut same, mut total) = (0usize, 0usize);
     for _ in 0..2 {
-        let (la, ia, ga) = on_cpu.step_with_ids(&x)?;
-        let (lb, ib, gb) = on_dev.step_with_ids(&x_dev)?;
+        let (la, ia, ga) = step_record(&on_cpu.run(&x)?)?;
+        let (lb, ib, gb) = step_record(&on_dev.run(&x_dev)?)?;
         loss_d = loss_d.max(rel_diff(la, lb));
         norm_d = norm_d.max(rel_diff(ga, gb));
         same += ia.iter().zip(&ib).filter(|(p, q)| p == q).count();
@@ -243,7 +244,12 @@ fn train_checks(cfg: RunConfig, dev: &Device, budget: f64) -> Result<Vec<Check>>
         1e-3,
         false,
     )
-    .timed(dev, budget, || on_dev.step(&x_dev), || on_cpu.step(&x))?;
+    .timed(
+        dev,
+        budget,
+        || on_dev.run(&x_dev).map(drop),
+        || on_cpu.run(&x).map(drop),
+    )?;
     let norm = Check::new(
         &format!("{tag}/grad-norm"),
         &what,

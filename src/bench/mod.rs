@@ -337,57 +337,14 @@ pub fn train_step_flop(
         + mlm
 }
 
-/// The model of a `lqae-small` training step and its optimiser, random init (seed 42).
-pub struct TrainStep {
-    pub model: Autoencoder,
-    pub params: crate::model::Params,
-    pub opt: crate::train::AdamW,
-    pub cfg: RunConfig,
-    step: usize,
-}
-
-impl TrainStep {
-    pub fn new(cfg: RunConfig, device: &Device) -> Result<Self> {
-        let (model, params) = Autoencoder::build(&cfg.model, cfg.train.seed, device)?;
-        let opt = crate::train::AdamW::new(&params, &cfg.train)?;
-        Ok(TrainStep {
-            model,
-            params,
-            opt,
-            cfg,
-            step: 0,
-        })
-    }
-
-    /// One step on `images` with the training mask of step `self.step`; returns the loss.
-    pub fn step(&mut self, images: &Tensor) -> Result<f64> {
-        Ok(self.step_inner(images, false)?.0)
-    }
-
-    /// As `step`, with the code ids the forward pass chose and the global gradient norm.
-    pub fn step_with_ids(&mut self, images: &Tensor) -> Result<(f64, Vec<u32>, f64)> {
-        self.step_inner(images, true)
-    }
-
-    fn step_inner(&mut self, images: &Tensor, ids: bool) -> Result<(f64, Vec<u32>, f64)> {
-        let mut mask_rng = Rng::derive(self.cfg.train.seed, "mask", self.step as u64);
-        let fwd = self.model.forward(images, Some(&mut mask_rng))?;
-        let grads = fwd.losses.total.backward()?;
-        let gnorm = if ids {
-            self.opt.grad_norm(&grads)?
-        } else {
-            0.0
-        };
-        let lr = crate::train::lr_at(self.step.min(self.cfg.train.steps - 1), &self.cfg.train);
-        self.opt.step(&grads, lr, 1.0)?;
-        self.step += 1;
-        let ids = if ids {
-            fwd.ids.flatten_all()?.to_vec1::<u32>()?
-        } else {
-            Vec::new()
-        };
-        Ok((fwd.losses.total.to_scalar::<f32>()? as f64, ids, gnorm))
-    }
+/// A training step's loss, the code ids its forward pass chose, and its gradient norm: what
+/// the same-work checks compare.
+pub fn step_record(o: &crate::train::StepOut) -> Result<(f64, Vec<u32>, f64)> {
+    Ok((
+        o.forward.losses.total.to_scalar::<f32>()? as f64,
+        o.forward.ids.flatten_all()?.to_vec1::<u32>()?,
+        o.grad_norm,
+    ))
 }
 
 /// Random images in [0, 1] of the `lqae-small` shape.
@@ -400,7 +357,7 @@ pub fn images(cfg: &RunConfig, batch: usize, seed: u64, device: &Device) -> Resu
 pub fn train_step(device: &Device) -> Result<Kernel> {
     let cfg = lqae_small()?;
     let b = cfg.train.batch_size;
-    let mut ts = TrainStep::new(cfg.clone(), device)?;
+    let mut ts = crate::train::Step::new(&cfg, device)?;
     let Autoencoder::Lqae(m) = &ts.model else {
         return Err(Error::Msg("lqae-small is not an LQAE".into()));
     };
@@ -422,7 +379,7 @@ pub fn train_step(device: &Device) -> Result<Kernel> {
         Some(flop),
         device,
         Box::new(move || {
-            ts.step(&x)?;
+            ts.run(&x)?;
             Ok(())
         }),
     ))

@@ -317,7 +317,7 @@ pub fn train_same_work(
     work: &Path,
 ) -> Result<TrainAgreement> {
     let name = &cfg.name;
-    let mut ts = super::TrainStep::new(cfg.clone(), device)?;
+    let mut ts = crate::train::Step::new(cfg, device)?;
     let t = cfg.tokens_per_image();
     let images = super::images(cfg, b, 9, device)?;
     let mut tensors: HashMap<String, candle_core::Tensor> = ts
@@ -343,7 +343,7 @@ pub fn train_same_work(
     let mut our_ids = Vec::new();
     let mut our_norms = Vec::new();
     for _ in 0..STEPS {
-        let (loss, ids, norm) = ts.step_with_ids(&images)?;
+        let (loss, ids, norm) = super::step_record(&ts.run(&images)?)?;
         ours.push(loss);
         our_ids.extend(ids);
         our_norms.push(norm);

@@ -13,9 +13,10 @@
 //! reports torch's `max_memory_allocated` / `max_memory_reserved`.
 
 use super::peer::{Peer, PeerStepTimes};
-use super::{images, median, TrainStep};
+use super::{images, median};
 use crate::error::{Error, Result};
 use crate::model::{Autoencoder, RunConfig};
+use crate::train::Step;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -260,7 +261,7 @@ fn timing(side: &str, batch: usize, times: Vec<f64>, flop_per_image: f64) -> Ste
 /// device memory.
 #[allow(clippy::too_many_arguments)]
 fn ours_at(
-    ts: &mut TrainStep,
+    ts: &mut Step,
     x: &Tensor,
     b: usize,
     device: &Device,
@@ -279,14 +280,14 @@ fn ours_at(
     // One untimed step (the first to run out of memory if the batch does not fit), then up to
     // `steps` timed, at least two, stopping once `budget_s` has passed.
     let max = steps.max(1);
-    let times =
-        match super::time_calls(device, budget_s, max.min(2), max, || ts.step(&xb).map(drop)) {
-            Err(e) if is_oom(&e) => {
-                eprintln!("step-bench: ours at batch {b}: out of device memory");
-                return Ok(None);
-            }
-            r => r?,
-        };
+    let times = match super::time_calls(device, budget_s, max.min(2), max, || ts.run(&xb).map(drop))
+    {
+        Err(e) if is_oom(&e) => {
+            eprintln!("step-bench: ours at batch {b}: out of device memory");
+            return Ok(None);
+        }
+        r => r?,
+    };
     let mut row = timing("lqae", b, times, flop_per_image);
     (row.peak_process_mib, row.peak_device_rise_mib) = watch.peaks(std::process::id());
     eprintln!(
@@ -400,7 +401,7 @@ impl StepBench<'_> {
             report.check_code_agreement = Some(a.code_agreement);
             (report.check_losses, report.check_grad_norms) = (a.losses, a.grad_norms);
         }
-        let mut ts = TrainStep::new(cfg.clone(), &self.device)?;
+        let mut ts = Step::new(&cfg, &self.device)?;
         let lm_cfg = match &ts.model {
             Autoencoder::Lqae(m) => {
                 report.lm_dir = m.lm().dir().display().to_string();

@@ -1,0 +1,181 @@
+//! AdamW with decoupled weight decay (not on biases or position embeddings), its moments
+//! exposed for checkpoints, and the learning-rate schedule: linear warm-up, then cosine to 0.
+
+use crate::error::{Error, Result};
+use crate::model::{Params, TrainConfig};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Learning rate at `step` (0-based): linear warm-up to `lr`, then cosine to 0 at `steps`.
+pub fn lr_at(step: usize, t: &TrainConfig) -> f64 {
+    if step < t.warmup_steps {
+        return t.lr * (step + 1) as f64 / t.warmup_steps as f64;
+    }
+    let span = (t.steps - t.warmup_steps).max(1) as f64;
+    let progress = ((step - t.warmup_steps) as f64 / span).min(1.0);
+    0.5 * t.lr * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// AdamW with its moments exposed for checkpoints.
+pub struct AdamW {
+    vars: Vec<(String, Var, bool)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Number of updates done.
+    pub t: usize,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    /// Update CPU parameters in one fused pass (`kernels::adamw_update`, the same bits);
+    /// off: candle's ops, as on other devices.
+    pub fused: bool,
+}
+
+fn decays(name: &str) -> bool {
+    !(name.ends_with("bias") || name.contains("pos_embedding"))
+}
+
+impl AdamW {
+    pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
+        let vars: Vec<(String, Var, bool)> = params
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| {
+                let d = decays(&n);
+                (n, v, d)
+            })
+            .collect();
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        let m = vars
+            .iter()
+            .map(|(_, v, _)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        let vv = vars
+            .iter()
+            .map(|(_, v, _)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            vars,
+            m,
+            v: vv,
+            t: 0,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+            fused: true,
+        })
+    }
+
+    /// Global L2 norm of the gradients.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut s = 0f64;
+        for (_, var, _) in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        Ok(s.sqrt())
+    }
+
+    /// One update with learning rate `lr`, gradients scaled by `grad_scale` (for clipping).
+    pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        for (i, (_, var, decay)) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            // Gradients carry the graph they were computed through: detach, or each step's
+            // moments would keep the previous step's whole graph alive.
+            let g = g.detach();
+            let theta = &var.as_tensor().detach();
+            if self.fused {
+                let k = crate::kernels::AdamWConsts {
+                    b1: b1 as f32,
+                    one_minus_b1: (1.0 - b1) as f32,
+                    b2: b2 as f32,
+                    one_minus_b2: (1.0 - b2) as f32,
+                    inv_c1: (1.0 / c1) as f32,
+                    inv_c2: (1.0 / c2) as f32,
+                    eps: self.eps as f32,
+                    lr: lr as f32,
+                    lr_decay: (*decay && self.weight_decay > 0.0)
+                        .then_some((lr * self.weight_decay) as f32),
+                    grad_scale: (grad_scale != 1.0).then_some(grad_scale as f32),
+                };
+                if let Some((next, m, v)) =
+                    crate::kernels::adamw_update(theta, &self.m[i], &self.v[i], &g, &k)?
+                {
+                    var.set(&next)?;
+                    self.m[i] = m;
+                    self.v[i] = v;
+                    continue;
+                }
+            }
+            let g = if grad_scale != 1.0 {
+                (g * grad_scale)?
+            } else {
+                g
+            };
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
+            let mut next = (theta - (update * lr)?)?;
+            if *decay && self.weight_decay > 0.0 {
+                next = (next - (theta * (lr * self.weight_decay))?)?;
+            }
+            var.set(&next)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+
+    /// True when no moment tensor holds on to a computation graph (no leak across steps).
+    pub fn state_is_detached(&self) -> bool {
+        self.m.iter().chain(&self.v).all(|t| !t.track_op())
+    }
+
+    pub(super) fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (i, (n, _, _)) in self.vars.iter().enumerate() {
+            out.insert(format!("m.{n}"), self.m[i].clone());
+            out.insert(format!("v.{n}"), self.v[i].clone());
+        }
+        out
+    }
+
+    pub(super) fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
+        let mut t = candle_core::safetensors::load(path, device)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        for (i, (n, var, _)) in self.vars.iter().enumerate() {
+            let take = |t: &mut HashMap<String, Tensor>, k: String| {
+                t.remove(&k)
+                    .ok_or_else(|| Error::file(path, format!("optimizer state lacks `{k}`")))
+            };
+            let (m, v) = (
+                take(&mut t, format!("m.{n}"))?,
+                take(&mut t, format!("v.{n}"))?,
+            );
+            if m.dims() != var.dims() || v.dims() != var.dims() {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "optimizer state for `{n}` has shape {:?}, the parameter {:?}",
+                        m.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
