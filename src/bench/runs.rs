@@ -184,7 +184,10 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
         return Err(Error::Msg(format!("no kernel matches {filters:?}; names: sgemm, search/minilm, search/roberta, lm-forward, vit-block, train-step, probe-features, ssim, lpips-alex")));
     }
     // The sgemm rate is the yardstick of every share: always time it.
-    if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
+    if !kernels
+        .iter()
+        .any(|k| matches!(k.id, crate::bench::KernelId::Sgemm { .. }))
+    {
         kernels.insert(0, super::sgemm(&device)?);
     }
     crate::util::fsx::check_writable(out)?;

@@ -27,7 +27,8 @@ pub fn ensure(asset: &assets::Asset, quiet: bool) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub fn fetch(names: &[String], quiet: bool) -> Result<()> {
+pub fn fetch(a: FetchArgs) -> Result<()> {
+    let (names, quiet) = (&a.names, a.quiet);
     let server = names.is_empty() || names.iter().any(|n| n == "llama-server");
     let list: Vec<&assets::Asset> = if names.is_empty() {
         assets::ALL.to_vec()
@@ -60,4 +61,13 @@ pub fn fetch(names: &[String], quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The arguments of `fetch`.
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    pub names: Vec<String>,
+    /// Print only the asset folders, one per line.
+    #[arg(long)]
+    pub quiet: bool,
 }

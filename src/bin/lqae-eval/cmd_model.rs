@@ -1,25 +1,28 @@
-//! `tokens`, `train`, `encode`, `reconstruct`, `metrics`.
+//! `tokens`, `train`, `ship`, `encode`, `decode`, `reconstruct`, `fid`, `metrics`: each parses
+//! its arguments, calls the library and prints what it returns.
 
 use super::cmd_assets::ensure;
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use lqae::assets;
-use lqae::data::{self, Split, FASHION_MNIST_CLASSES};
+use lqae::data::{self, Split};
 use lqae::device::{device_name, parse_device};
+use lqae::tools::preview::Preview;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub fn tokens(
-    n: usize,
-    lm_dir: Option<PathBuf>,
-    device: &str,
-    patch: usize,
-    seed: u64,
-) -> Result<()> {
-    let device: Device = parse_device(device)?;
+pub fn tokens(a: TokensArgs) -> Result<()> {
+    let TokensArgs {
+        n,
+        lm,
+        device,
+        patch,
+        seed,
+    } = a;
+    let device: Device = parse_device(&device)?;
     let t0 = Instant::now();
-    let lm_dir = match lm_dir {
+    let lm_dir = match lm {
         Some(d) => d,
         None => ensure(&assets::MINILM, false)?,
     };
@@ -37,16 +40,17 @@ pub fn tokens(
     Ok(())
 }
 
-pub fn train(
-    config: &Path,
-    set: &[String],
-    out: Option<PathBuf>,
-    resume: bool,
-    stop_at: Option<usize>,
-    device: &str,
-) -> Result<()> {
-    let device = parse_device(device)?;
-    let cfg = lqae::model::RunConfig::from_file(config, set)?;
+pub fn train(a: TrainArgs) -> Result<()> {
+    let TrainArgs {
+        config,
+        set,
+        out,
+        resume,
+        stop_at,
+        device,
+    } = a;
+    let device = parse_device(&device)?;
+    let cfg = lqae::model::RunConfig::from_file(&config, &set)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
     println!(
         "training {} ({}) on {} -> {}",
@@ -89,18 +93,8 @@ pub fn train(
     Ok(())
 }
 
-fn test_batch(n: usize, size: usize, device: &Device) -> Result<(Tensor, data::LabelledImages)> {
-    let dir = ensure(&assets::FASHION_MNIST, false)?;
-    let test = data::load_mnist_like(&dir, Split::Test, &FASHION_MNIST_CLASSES)?;
-    let idx: Vec<usize> = (0..n.min(test.len())).collect();
-    Ok((
-        data::batch::make_batch(&test, &idx, size as u32, None, device)?,
-        test,
-    ))
-}
-
-pub fn ship(run: &Path, name: &str, out: &Path) -> Result<()> {
-    let dir = lqae::eval::shipped::ship(run, name, out, &Device::Cpu)?;
+pub fn ship(a: ShipArgs) -> Result<()> {
+    let dir = lqae::eval::shipped::ship(&a.run, &a.name, &a.out, &Device::Cpu)?;
     let m = lqae::eval::shipped::verify(&dir)?;
     println!(
         "{}: step {}, {} images, {:.0} s of training; model.safetensors sha256 {}",
@@ -113,34 +107,54 @@ pub fn ship(run: &Path, name: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn encode(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
+pub fn encode(a: EncodeArgs) -> Result<()> {
+    match (&a.ckpt, &a.model) {
+        (Some(ckpt), _) => preview_tokens(ckpt, a.n, a.show, &a.device),
+        (None, Some(model)) => encode_file(&FileArgs {
+            model: model.clone(),
+            images: a.images,
+            data: a.data,
+            data_path: a.data_path,
+            split: a.split,
+            out: a.out,
+            shard: a.shard,
+            skip_bad: a.skip_bad,
+            batch: a.batch,
+            device: a.device,
+        }),
+        (None, None) => Err(anyhow::anyhow!(
+            "encode: name a model (`--model NAME`) with `--images DIR` or `--data NAME`, or preview a run with `--ckpt DIR`"
+        )),
+    }
+}
+
+/// `encode --ckpt`: the token text of the first test images of the run's data set.
+fn preview_tokens(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
     let device = parse_device(device)?;
-    let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
-    let (images, test) = test_batch(n, state.config.model.image_size, &device)?;
-    let ids: Vec<Vec<u32>> = model.encode(&images)?.to_vec2()?;
+    let p = Preview::load(ckpt, n, &device)?;
+    let (rows, stats, per_image) = p.tokens(show)?;
     println!(
-        "{} at step {}: {} tokens per image",
-        state.config.name,
-        state.step,
-        ids.first().map_or(0, Vec::len)
+        "{} at step {}: {per_image} tokens per image ({} test images of {})",
+        p.state.config.name,
+        p.state.step,
+        rows.len(),
+        p.state.config.data.dataset
     );
-    let vocab_size = model.codebook_len();
-    let stats = model.token_stats(&ids, 10);
-    let text = |t: u32| model.token_text(t).unwrap_or_else(|| t.to_string());
-    for (i, row) in ids.iter().enumerate().take(12) {
-        let words: Vec<String> = row.iter().take(show).map(|&t| text(t)).collect();
-        println!("#{i:<3} {:12} {}", test.class_name(i), words.join(" "));
+    for (i, (class, words)) in rows.iter().enumerate().take(12) {
+        println!("#{i:<3} {class:12} {}", words.join(" "));
     }
     println!(
-        "{} images: {} distinct of {vocab_size} codes ({:.2}%), perplexity {:.1}, mean per-image entropy {:.2} nats, special {:.1}%, sub-word {:.1}%",
+        "{} images: {} distinct of {} codes ({:.2}%), perplexity {:.1}, mean per-image entropy {:.2} nats, special {:.1}%, sub-word {:.1}%",
         stats.images,
         stats.distinct,
+        p.model.codebook_len(),
         100.0 * stats.usage,
         stats.perplexity,
         stats.mean_image_entropy,
         100.0 * stats.special_share,
         100.0 * stats.subword_share
     );
+    let text = |t: u32| p.model.token_text(t).unwrap_or_else(|| t.to_string());
     let top: Vec<String> = stats
         .top
         .iter()
@@ -150,32 +164,34 @@ pub fn encode(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn encode_file(
+/// What `encode --model` and `reconstruct --model` encode, and where.
+struct FileArgs {
     model: String,
     images: Option<PathBuf>,
     data: Option<String>,
     data_path: Option<String>,
-    split: &str,
+    split: String,
     out: PathBuf,
     shard: Option<String>,
     skip_bad: bool,
     batch: usize,
-    device: &str,
-) -> Result<()> {
-    use lqae::eval::codec::{self, EncodeArgs, Images};
-    let device = parse_device(device)?;
-    let split = match split {
+    device: String,
+}
+
+fn encode_file(a: &FileArgs) -> Result<()> {
+    use lqae::eval::codec::{self, Images};
+    let device = parse_device(&a.device)?;
+    let split = match a.split.as_str() {
         "train" => Split::Train,
         "test" => Split::Test,
         s => anyhow::bail!("setting `--split`: `{s}`: use train or test"),
     };
-    let images = match (images, data) {
-        (Some(dir), None) => Images::Folder(dir),
+    let images = match (&a.images, &a.data) {
+        (Some(dir), None) => Images::Folder(dir.clone()),
         (None, Some(dataset)) => Images::Data(
             data::DataConfig {
-                dataset,
-                path: data_path,
+                dataset: dataset.clone(),
+                path: a.data_path.clone(),
                 limit: None,
                 augment: false,
             },
@@ -183,7 +199,7 @@ pub fn encode_file(
         ),
         _ => anyhow::bail!("encode: give exactly one of `--images DIR` and `--data NAME`"),
     };
-    let shard = shard.map(|s| codec::parse_shard(&s)).transpose()?;
+    let shard = a.shard.as_deref().map(codec::parse_shard).transpose()?;
     let zoo = lqae::eval::Zoo::new(&device, true);
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("encoding {bar:30} {pos}/{len} images, {per_sec}, {eta} left")
@@ -192,13 +208,13 @@ pub fn encode_file(
     let t0 = Instant::now();
     let s = codec::encode(
         &zoo,
-        &EncodeArgs {
-            model,
+        &codec::EncodeArgs {
+            model: a.model.clone(),
             images,
-            out: out.clone(),
+            out: a.out.clone(),
             shard,
-            skip_bad,
-            batch,
+            skip_bad: a.skip_bad,
+            batch: a.batch,
         },
         &mut |done, total| {
             bar.set_length(total as u64);
@@ -221,18 +237,16 @@ pub fn encode_file(
         } else {
             String::new()
         },
-        out.display()
+        a.out.display()
     );
     Ok(())
 }
 
-pub fn decode_file(
-    tokens: &Path,
-    model: &str,
-    out: &Path,
-    batch: usize,
-    device: &str,
-) -> Result<()> {
+pub fn decode(a: DecodeArgs) -> Result<()> {
+    decode_file(&a.tokens, &a.model, &a.out, a.batch, &a.device)
+}
+
+fn decode_file(tokens: &Path, model: &str, out: &Path, batch: usize, device: &str) -> Result<()> {
     let device = parse_device(device)?;
     let zoo = lqae::eval::Zoo::new(&device, true);
     let n = lqae::eval::codec::decode(&zoo, model, tokens, out, batch)?;
@@ -240,24 +254,52 @@ pub fn decode_file(
     Ok(())
 }
 
-pub fn reconstruct(ckpt: &Path, n: usize, out: &Path, device: &str) -> Result<()> {
-    let device = parse_device(device)?;
-    let (model, _p, state) = lqae::train::load_model(ckpt, &device)?;
-    let (images, _test) = test_batch(n, state.config.model.image_size, &device)?;
-    let fwd = model.forward(&images, None)?;
-    lqae::data::batch::write_grid(&[&images, &fwd.recon], 16, out)?;
-    println!(
-        "{} at step {}: recon MSE {:.5} over {} test images; grid written to {}",
-        state.config.name,
-        state.step,
-        fwd.losses.recon.to_scalar::<f32>()?,
-        images.dim(0)?,
-        out.display()
-    );
-    Ok(())
+pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
+    match (&a.ckpt, &a.model) {
+        (Some(ckpt), _) => {
+            let device = parse_device(&a.device)?;
+            let p = Preview::load(ckpt, a.n, &device)?;
+            let mse = p.grid(&a.out)?;
+            println!(
+                "{} at step {}: recon MSE {mse:.5} over {} test images of {}; grid written to {}",
+                p.state.config.name,
+                p.state.step,
+                p.images.dim(0)?,
+                p.state.config.data.dataset,
+                a.out.display()
+            );
+            Ok(())
+        }
+        (None, Some(model)) => {
+            let tokens = a.out.join("tokens.jsonl");
+            std::fs::create_dir_all(&a.out)?;
+            encode_file(&FileArgs {
+                model: model.clone(),
+                images: a.images,
+                data: a.data,
+                data_path: a.data_path,
+                split: a.split,
+                out: tokens.clone(),
+                shard: None,
+                skip_bad: a.skip_bad,
+                batch: a.batch,
+                device: a.device.clone(),
+            })?;
+            decode_file(&tokens, model, &a.out, a.batch, &a.device)
+        }
+        (None, None) => Err(anyhow::anyhow!(
+            "reconstruct: name a model (`--model NAME`) with `--images DIR` or `--data NAME`, or a run folder with `--ckpt DIR` for a grid"
+        )),
+    }
 }
 
-pub fn fid(a: &Path, b: &Path, json: bool, kid: lqae::fid::KidSettings, cache: bool) -> Result<()> {
+pub fn fid(args: FidArgs) -> Result<()> {
+    let (a, b, json, cache) = (&args.a, &args.b, args.json, !args.no_cache);
+    let kid = lqae::fid::KidSettings {
+        subsets: args.kid_subsets,
+        subset_size: args.kid_subset_size,
+        seed: args.seed,
+    };
     let (ia, ib) = (lqae::fid::read_folder(a)?, lqae::fid::read_folder(b)?);
     // Fetched here first for the progress output; `Features::load` then finds it in place.
     ensure(&assets::INCEPTION_FID, true)?;
@@ -298,7 +340,8 @@ pub fn fid(a: &Path, b: &Path, json: bool, kid: lqae::fid::KidSettings, cache: b
     Ok(())
 }
 
-pub fn metrics(a: &Path, b: &Path, json: bool, lpips: &str) -> Result<()> {
+pub fn metrics(args: MetricsArgs) -> Result<()> {
+    let (a, b, json, lpips) = (&args.a, &args.b, args.json, args.lpips.as_str());
     let net = lqae::eval::kinds::recon::lpips_setting(lpips)
         .map_err(|_| anyhow::anyhow!("setting `--lpips`: `{lpips}`: use alex, vgg16 or none"))?;
     let lp = match net {
@@ -351,4 +394,176 @@ pub fn metrics(a: &Path, b: &Path, json: bool, lpips: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The arguments of `metrics`.
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    /// One JSON object per pair, then the mean.
+    #[arg(long)]
+    pub json: bool,
+    /// LPIPS network: alex, vgg16 or none (weights fetched once as the `lpips` asset).
+    #[arg(long, default_value = "alex")]
+    pub lpips: String,
+}
+
+/// The arguments of `fid`.
+#[derive(clap::Args)]
+pub struct FidArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    /// Print one JSON object: fid, kid, kid_std, n_a, n_b, conventions.
+    #[arg(long)]
+    pub json: bool,
+    /// KID: random subsets averaged (torch-fidelity's default).
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+    /// KID: images per subset; at or above the smaller set's count, one full-set estimate.
+    #[arg(long, default_value_t = 1000)]
+    pub kid_subset_size: usize,
+    /// KID: seed of the subsets.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not read or write the per-image feature cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// The arguments of `tokens`.
+#[derive(clap::Args)]
+pub struct TokensArgs {
+    /// How many test images.
+    #[arg(long, default_value_t = 6)]
+    pub n: usize,
+    /// Language model folder (config.json, model.safetensors, tokenizer.json); default: the fetched MiniLM.
+    #[arg(long)]
+    pub lm: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Patch side in pixels (28 must be divisible by it).
+    #[arg(long, default_value_t = 4)]
+    pub patch: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The arguments of `train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a configuration key, `section.key=value` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run folder (default runs/<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from the newest checkpoint in the run folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this step (checkpointed), as an interruption would.
+    #[arg(long)]
+    pub stop_at: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The arguments of `ship`.
+#[derive(clap::Args)]
+pub struct ShipArgs {
+    /// The run folder (its newest checkpoint is shipped).
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "models")]
+    pub out: PathBuf,
+}
+
+/// The arguments of `encode`.
+#[derive(clap::Args)]
+pub struct EncodeArgs {
+    /// A model by name (shipped, a configuration, or a run folder): encode `--images` or
+    /// `--data` into the JSONL tokens file `--out`.
+    #[arg(long, conflicts_with = "ckpt")]
+    pub model: Option<String>,
+    /// A folder of PNG/JPEG images (searched recursively), any sizes.
+    #[arg(long, conflicts_with = "data")]
+    pub images: Option<PathBuf>,
+    /// A data set as suites name it (fashion-mnist, mnist-5k, idx, image-folder,
+    /// mini-imagenet); `--data-path` for those that need a folder.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub data_path: Option<String>,
+    /// Split of `--data`: train or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long, default_value = "tokens.jsonl")]
+    pub out: PathBuf,
+    /// The K-th of N contiguous shares of the images (job arrays); 1-based.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Record an unreadable image as skipped instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Preview instead: print the token text of the first `--n` test images of the data
+    /// set this run (or checkpoint folder) was trained on.
+    #[arg(long)]
+    pub ckpt: Option<PathBuf>,
+    #[arg(long, default_value_t = 6)]
+    pub n: usize,
+    /// Preview: print at most this many tokens per image.
+    #[arg(long, default_value_t = 32)]
+    pub show: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The arguments of `decode`.
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    pub tokens: PathBuf,
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The arguments of `reconstruct`.
+#[derive(clap::Args)]
+pub struct ReconstructArgs {
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, conflicts_with = "data", requires = "model")]
+    pub images: Option<PathBuf>,
+    #[arg(long, requires = "model")]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub data_path: Option<String>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long)]
+    pub skip_bad: bool,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// The grid form: a run or checkpoint folder, the first `--n` test images of the data set
+    /// it was trained on, `--out` the PNG grid.
+    #[arg(long, conflicts_with = "model")]
+    pub ckpt: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use lqae::eval::{runner, suite_file, Stderr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn run(
     names: &[String],
@@ -58,8 +58,8 @@ pub fn ls() -> Result<()> {
     Ok(())
 }
 
-pub fn validate(arg: &str, set: &[String]) -> Result<()> {
-    let (path, problems) = lqae::eval::suite::validate(arg, set)?;
+pub fn validate(a: ValidateArgs) -> Result<()> {
+    let (path, problems) = lqae::eval::suite::validate(&a.suite, &a.set)?;
     if problems.is_empty() {
         println!("{}: ok", path.display());
         return Ok(());
@@ -70,15 +70,10 @@ pub fn validate(arg: &str, set: &[String]) -> Result<()> {
     bail!("{} problem(s) in {}", problems.len(), path.display())
 }
 
-pub fn report(
-    baseline: &Path,
-    current: &Path,
-    out: Option<&Path>,
-    allow_missing: bool,
-) -> Result<()> {
-    let (md, rows) = runner::report(baseline, current)?;
+pub fn report(a: ReportArgs) -> Result<()> {
+    let (md, rows) = runner::report(&a.baseline, &a.current)?;
     print!("{md}");
-    if let Some(o) = out {
+    if let Some(o) = &a.out {
         lqae::util::fsx::write_atomic(o, md.as_bytes())?;
     }
     let bad: Vec<&str> = rows
@@ -91,7 +86,7 @@ pub fn report(
         .filter(|r| r.verdict == lqae::eval::results::Verdict::Missing)
         .map(|r| r.metric.as_str())
         .collect();
-    match (bad.is_empty(), missing.is_empty() || allow_missing) {
+    match (bad.is_empty(), missing.is_empty() || a.allow_missing) {
         (true, true) => Ok(()),
         (false, _) => bail!("regression in {}", bad.join(", ")),
         (true, false) => bail!(
@@ -102,10 +97,13 @@ pub fn report(
     }
 }
 
-pub fn board(dir: &Path, baselines: Option<&Path>, out: &Path) -> Result<()> {
-    let default = dir.join("baselines");
-    let baselines = baselines.or(Some(default.as_path()).filter(|p| p.is_dir()));
-    let (b, html, md) = lqae::eval::board::write(dir, baselines, out)?;
+pub fn board(a: BoardArgs) -> Result<()> {
+    let default = a.results_dir.join("baselines");
+    let baselines = a
+        .baselines
+        .as_deref()
+        .or(Some(default.as_path()).filter(|p| p.is_dir()));
+    let (b, html, md) = lqae::eval::board::write(&a.results_dir, baselines, &a.out)?;
     let regressions = b
         .rows
         .iter()
@@ -129,4 +127,40 @@ pub fn board(dir: &Path, baselines: Option<&Path>, out: &Path) -> Result<()> {
         md.display()
     );
     Ok(())
+}
+
+/// The arguments of `validate`.
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    pub suite: String,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// The arguments of `report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub baseline: PathBuf,
+    #[arg(long)]
+    pub current: PathBuf,
+    /// Also write the table to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not fail when a metric of the baseline is absent from the current run (it is
+    /// still listed as MISSING).
+    #[arg(long)]
+    pub allow_missing: bool,
+}
+
+/// The arguments of `board`.
+#[derive(clap::Args)]
+pub struct BoardArgs {
+    #[arg(default_value = "results")]
+    pub results_dir: PathBuf,
+    #[arg(long, default_value = "board.html")]
+    pub out: PathBuf,
+    /// Folder of baselines, `<suite>/<run>/result.json`; left out of the board's runs.
+    #[arg(long)]
+    pub baselines: Option<PathBuf>,
 }

@@ -147,7 +147,10 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
             format!("no kernel name contains any of {:?}", s.kernels),
         ));
     }
-    if !kernels.iter().any(|k| k.name.starts_with("sgemm/")) {
+    if !kernels
+        .iter()
+        .any(|k| matches!(k.id, crate::bench::KernelId::Sgemm { .. }))
+    {
         kernels.insert(0, crate::bench::sgemm(device)?);
     }
     let mut times = Vec::new();
@@ -163,7 +166,7 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
     }
     let si = kernels
         .iter()
-        .position(|k| k.name.starts_with("sgemm/"))
+        .position(|k| matches!(k.id, crate::bench::KernelId::Sgemm { .. }))
         .expect("sgemm is always timed");
     let sgemm_flops = kernels[si].flop.unwrap_or(0.0) / median(&times[si]);
     let mut metrics = BTreeMap::new();
@@ -183,7 +186,7 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
                 rate_metric(t, k.items / (sgemm_flops / 1e9), spec.tolerance.normalised),
             ),
         };
-        if !k.name.starts_with("sgemm/") {
+        if !matches!(k.id, crate::bench::KernelId::Sgemm { .. }) {
             metrics.insert(format!("{}/{norm_name}", k.name), norm);
         }
         table.push(serde_json::json!({
