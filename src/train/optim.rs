@@ -179,3 +179,100 @@ impl AdamW {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TrainConfig;
+
+    fn tc(steps: usize, warmup: usize) -> TrainConfig {
+        let text = format!("batch_size = 4\nsteps = {steps}\nwarmup_steps = {warmup}\nlr = 1.0\n");
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn warmup_then_cosine_to_zero() {
+        let t = tc(110, 10);
+        assert!((lr_at(0, &t) - 0.1).abs() < 1e-12);
+        assert!((lr_at(9, &t) - 1.0).abs() < 1e-12);
+        assert!((lr_at(10, &t) - 1.0).abs() < 1e-12);
+        assert!((lr_at(60, &t) - 0.5).abs() < 1e-12);
+        assert!(lr_at(109, &t) < 1e-3 && lr_at(109, &t) > 0.0);
+        assert!((1..110).all(|s| s <= 10 || lr_at(s, &t) <= lr_at(s - 1, &t)));
+    }
+
+    /// The fused AdamW pass and candle's op-by-op update give the same bits: parameters and
+    /// both moments, decayed and not, with and without a gradient scale, over several steps
+    /// (the cached suite models were trained op by op).
+    #[test]
+    fn fused_adamw_gives_the_same_bits_as_the_ops() {
+        let dev = Device::Cpu;
+        let mut t = tc(10, 2);
+        t.lr = 3e-3;
+        t.weight_decay = 0.05;
+        let run = |fused: bool| -> Vec<u32> {
+            let p = crate::model::Params::new(3, &dev);
+            let w = p.normal("w", (37, 1000), 1.0).unwrap();
+            let b = p.normal("b.bias", 1000, 0.1).unwrap();
+            let pos = p.normal("pos_embedding", (5, 7), 0.5).unwrap();
+            let mut opt = AdamW::new(&p, &t).unwrap();
+            opt.fused = fused;
+            let x = crate::rng::uniform_tensor(&[4, 37], 5, &dev).unwrap();
+            for step in 0..4 {
+                let y = x.matmul(&w).unwrap().broadcast_add(&b).unwrap();
+                let loss = (y.sqr().unwrap().mean_all().unwrap()
+                    + pos.sqr().unwrap().sum_all().unwrap())
+                .unwrap();
+                let grads = loss.backward().unwrap();
+                let scale = if step == 2 { 0.37 } else { 1.0 };
+                opt.step(&grads, lr_at(step, &t), scale).unwrap();
+            }
+            let mut bits = Vec::new();
+            for tensor in [w, b, pos].iter().chain(&opt.m).chain(&opt.v) {
+                let v: Vec<f32> = tensor.flatten_all().unwrap().to_vec1().unwrap();
+                bits.extend(v.iter().map(|x| x.to_bits()));
+            }
+            bits
+        };
+        // The fused pass really runs on CPU f32 (else both runs above would be the ops).
+        let t1 = crate::rng::uniform_tensor(&[3, 5], 1, &dev).unwrap();
+        let k = crate::kernels::AdamWConsts {
+            b1: 0.9,
+            one_minus_b1: 0.1,
+            b2: 0.95,
+            one_minus_b2: 0.05,
+            inv_c1: 10.0,
+            inv_c2: 20.0,
+            eps: 1e-8,
+            lr: 1e-3,
+            lr_decay: None,
+            grad_scale: None,
+        };
+        assert!(crate::kernels::adamw_update(
+            &t1,
+            &t1.zeros_like().unwrap(),
+            &t1.zeros_like().unwrap(),
+            &t1,
+            &k
+        )
+        .unwrap()
+        .is_some());
+        let (fused, ops) = (run(true), run(false));
+        assert_eq!(fused.len(), 3 * (37_000 + 1000 + 35));
+        let differ = fused.iter().zip(&ops).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{differ} of {} values differ", fused.len());
+        assert_ne!(&fused[..10], &run_untouched()[..10], "the parameters moved");
+    }
+
+    fn run_untouched() -> Vec<u32> {
+        let p = crate::model::Params::new(3, &Device::Cpu);
+        let w = p.normal("w", (37, 1000), 1.0).unwrap();
+        w.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    }
+}

@@ -356,3 +356,21 @@ fn progress_bar(show: bool, steps: usize, start: usize) -> indicatif::ProgressBa
     pb.set_position(start as u64);
     pb
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_epoch_visits_every_image_once() {
+        let (n, b) = (10, 4);
+        let seen: Vec<usize> = (0..5).flat_map(|s| batch_indices(s, b, n, 7)).collect(); // 2 epochs
+        for epoch in seen.chunks(n) {
+            let mut e = epoch.to_vec();
+            e.sort();
+            assert_eq!(e, (0..n).collect::<Vec<_>>());
+        }
+        assert_ne!(&seen[..n], &seen[n..], "epochs are shuffled differently");
+        assert_eq!(batch_indices(3, b, n, 7), batch_indices(3, b, n, 7));
+    }
+}

@@ -188,65 +188,77 @@ fn references(spec: &CheckedFewshot, task: &Task) -> Vec<BTreeMap<String, Metric
         .collect()
 }
 
-/// The run's outcome from every judge's answers.
-pub fn outcome(
+/// Every judge's scores gathered: metrics, samples, answers, tables, sweep files and plot
+/// name, each judge's record and calibration.
+struct Gathered {
+    metrics: BTreeMap<String, Metric>,
+    samples: Vec<Sample>,
+    answers: Vec<Answer>,
+    table: String,
+    files: Vec<(String, Vec<u8>)>,
+    judges: Vec<JudgeRecord>,
+    calibration: serde_json::Map<String, Value>,
+    sweep_plot: Option<String>,
+}
+
+fn gather(
     spec: &CheckedFewshot,
     inputs: &Inputs,
     task: &Task,
-    judged: Vec<Judged>,
+    judged: &[Judged],
+    ep_lines: &[String],
     cx: &Ctx,
-) -> Result<Outcome> {
-    let episodes = task.episodes;
-    let ep_lines: Vec<String> = episodes
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("episode"))
-        .collect();
+) -> Result<Gathered> {
     let reference = references(spec, task);
-    let mut metrics = BTreeMap::new();
+    let mut g = Gathered {
+        metrics: BTreeMap::new(),
+        samples: Vec::new(),
+        answers: Vec::new(),
+        table: String::new(),
+        files: Vec::new(),
+        judges: Vec::new(),
+        calibration: serde_json::Map::new(),
+        sweep_plot: None,
+    };
     for (row, refs) in task.rows.iter().zip(&reference) {
         for (m, v) in refs {
-            metrics.insert(row.key(m), v.clone());
+            g.metrics.insert(row.key(m), v.clone());
         }
     }
-    let mut samples = Vec::new();
-    let mut answers = Vec::new();
     let mut tables = Vec::new();
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut judge_records = Vec::new();
-    let mut calibration = serde_json::Map::new();
-    let mut plot = None;
-    for j in &judged {
-        let s = scored(spec, task, j, &reference, &ep_lines, &inputs.set);
-        calibration.insert(j.name.clone(), s.calibration);
-        metrics.extend(s.metrics);
-        samples.extend(s.samples);
-        answers.extend(s.answers);
-        let suffix = if spec.several_judges() {
+    for j in judged {
+        let s = scored(spec, task, j, &reference, ep_lines, &inputs.set);
+        g.calibration.insert(j.name.clone(), s.calibration);
+        g.metrics.extend(s.metrics);
+        g.samples.extend(s.samples);
+        g.answers.extend(s.answers);
+        let several = spec.several_judges();
+        let suffix = if several {
             format!("-{}", j.name)
         } else {
             String::new()
         };
-        tables.push(if spec.several_judges() {
+        tables.push(if several {
             format!("### Judge {}\n\n{}", j.name, s.table)
         } else {
             s.table
         });
         if let Some(sw) = &s.sweep {
-            files.push((
+            g.files.push((
                 format!("sweep{suffix}.json"),
                 serde_json::to_vec_pretty(sw)?,
             ));
-            files.push((
+            g.files.push((
                 format!("sweep{suffix}.md"),
                 sweep::summary_markdown(sw).into_bytes(),
             ));
             if let Some(png) = plot::sweep_png(sw, &cx.suite.name)? {
                 let name = format!("sweep{suffix}.png");
-                plot.get_or_insert(name.clone());
-                files.push((name, png));
+                g.sweep_plot.get_or_insert(name.clone());
+                g.files.push((name, png));
             }
         }
-        judge_records.push(JudgeRecord {
+        g.judges.push(JudgeRecord {
             prefix: judge_prefix(spec, &j.name),
             name: j.name.clone(),
             server: j.server.clone(),
@@ -260,13 +272,27 @@ pub fn outcome(
             sweep: s.sweep,
         });
     }
-    let table = tables.join("\n");
+    g.table = tables.join("\n");
+    Ok(g)
+}
+
+/// The record (`extra`): with one judge its fields, with several their names joined and
+/// each judge's record under `judges`.
+fn record(
+    spec: &CheckedFewshot,
+    inputs: &Inputs,
+    task: &Task,
+    judges: Vec<JudgeRecord>,
+    calibration: serde_json::Map<String, Value>,
+    table: &str,
+) -> Record {
     let one = |f: &dyn Fn(&JudgeRecord) -> String| {
-        let v: Vec<String> = judge_records.iter().map(f).collect();
+        let v: Vec<String> = judges.iter().map(f).collect();
         v.join(", ")
     };
-    let first = &judge_records[0];
-    let record = Record {
+    let first = &judges[0];
+    let several = spec.several_judges();
+    Record {
         strategy: spec.strategy.name(),
         api: one(&|r| r.api.to_string()),
         server: one(&|r| r.server.clone()),
@@ -276,24 +302,16 @@ pub fn outcome(
         lqae_tokens_per_image: inputs.tokens_per_image,
         tokens_file: inputs.file.as_ref().map(|(p, f)| p.record(*f)),
         prompt_tokens: first.prompt_tokens.clone(),
-        chance: episodes
+        chance: task
+            .episodes
             .iter()
             .map(|e| (e.cell(), 1.0 / e.ways as f64))
             .collect(),
         requests: first.requests.clone(),
         usage: first.usage.clone(),
         response_cache: first.response_cache.clone(),
-        table: table.clone(),
-        sweep: if spec.several_judges() {
-            None
-        } else {
-            first.sweep.clone()
-        },
-        judges: if spec.several_judges() {
-            judge_records
-        } else {
-            Vec::new()
-        },
+        table: table.to_string(),
+        sweep: if several { None } else { first.sweep.clone() },
         answer_rule: answer::RULE,
         calibration: json!({
             "rows": spec.calibration.iter().map(|c| c.name()).collect::<Vec<_>>(),
@@ -303,64 +321,91 @@ pub fn outcome(
             "words": task.calibrator.as_ref().map(|c| c.record(&inputs.set.class_names)),
             "judges": calibration,
         }),
-    };
-    let calibration_plot = plot::calibration_png(&record.calibration, &cx.suite.name)?;
-    let Value::Object(extra) = serde_json::to_value(&record)? else {
-        unreachable!("a struct serialises to an object")
-    };
-
-    let mut inputs_sha256 = BTreeMap::new();
-    inputs_sha256.insert("lqae".to_string(), inputs.trained.sha256.clone());
-    if let Some((p, _)) = &inputs.file {
-        inputs_sha256.insert("tokens_file".to_string(), p.sha256.clone());
+        judges: if several { judges } else { Vec::new() },
     }
-    inputs_sha256.insert(
+}
+
+/// What the run read, by hash: the model, the tokens file, the episodes, each embedded judge.
+fn input_hashes(
+    spec: &CheckedFewshot,
+    inputs: &Inputs,
+    judged: &[Judged],
+    ep_lines: &[String],
+) -> BTreeMap<String, String> {
+    let mut h = BTreeMap::new();
+    h.insert("lqae".to_string(), inputs.trained.sha256.clone());
+    if let Some((p, _)) = &inputs.file {
+        h.insert("tokens_file".to_string(), p.sha256.clone());
+    }
+    h.insert(
         "episodes".to_string(),
         sha256_hex(ep_lines.join("\n").as_bytes()),
     );
-    for j in &judged {
+    for j in judged {
         if let Some(sha) = j.model_sha256 {
             let key = if spec.several_judges() {
                 format!("llm-{}", j.name)
             } else {
                 "llm".to_string()
             };
-            inputs_sha256.insert(key, sha.to_string());
+            h.insert(key, sha.to_string());
         }
     }
+    h
+}
+
+/// The run's outcome from every judge's answers.
+pub fn outcome(
+    spec: &CheckedFewshot,
+    inputs: &Inputs,
+    task: &Task,
+    judged: Vec<Judged>,
+    cx: &Ctx,
+) -> Result<Outcome> {
+    let episodes = task.episodes;
+    let ep_lines: Vec<String> = episodes
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("episode"))
+        .collect();
+    let g = gather(spec, inputs, task, &judged, &ep_lines, cx)?;
+    let record = record(spec, inputs, task, g.judges, g.calibration, &g.table);
+    let calibration_plot = plot::calibration_png(&record.calibration, &cx.suite.name)?;
+    let Value::Object(extra) = serde_json::to_value(&record)? else {
+        unreachable!("a struct serialises to an object")
+    };
     let mut seeds = BTreeMap::new();
     seeds.insert("episodes".to_string(), spec.episodes.seed);
     let samples_sha256 = sha256_hex(
-        samples
+        g.samples
             .iter()
             .map(|s| s.input_sha256.as_str())
             .collect::<Vec<_>>()
             .join(",")
             .as_bytes(),
     );
-    let ans: Vec<String> = answers
+    let ans: Vec<String> = g
+        .answers
         .iter()
         .map(|a| serde_json::to_string(a).expect("answer"))
         .collect();
-    files.splice(
-        0..0,
-        [
-            (
-                "episodes.jsonl".to_string(),
-                (ep_lines.join("\n") + "\n").into_bytes(),
-            ),
-            ("answers.jsonl".into(), (ans.join("\n") + "\n").into_bytes()),
-            ("table.md".into(), table.clone().into_bytes()),
-        ],
-    );
-    if let Some(png) = calibration_plot {
+    let mut files = vec![
+        (
+            "episodes.jsonl".to_string(),
+            (ep_lines.join("\n") + "\n").into_bytes(),
+        ),
+        ("answers.jsonl".into(), (ans.join("\n") + "\n").into_bytes()),
+        ("table.md".into(), g.table.clone().into_bytes()),
+    ];
+    files.extend(g.files);
+    let calibration_plot = calibration_plot.map(|png| {
         files.push((page::CALIBRATION_PLOT.into(), png));
-    }
+        page::CALIBRATION_PLOT.to_string()
+    });
     // The run's page: thumbnails of every image shown, the episodes as sent and answered.
     let thumbs = page::thumbnails(&inputs.set, &inputs.shown)?;
     let data = page::PageData {
         episodes: episodes.to_vec(),
-        answers,
+        answers: g.answers,
         texts: judged
             .iter()
             .flat_map(|_| task.rows.iter())
@@ -370,27 +415,24 @@ pub fn outcome(
             .iter()
             .map(|(k, f, _)| (k.clone(), f.clone()))
             .collect(),
-        plot,
-        calibration_plot: files
-            .iter()
-            .any(|f| f.0 == page::CALIBRATION_PLOT)
-            .then(|| page::CALIBRATION_PLOT.to_string()),
+        plot: g.sweep_plot,
+        calibration_plot,
     };
     files.extend(thumbs.into_iter().map(|(_, f, png)| (f, png)));
     let mut outcome = Outcome::new(Measured {
         seeds,
-        inputs_sha256,
+        inputs_sha256: input_hashes(spec, inputs, &judged, &ep_lines),
         samples_sha256,
-        metrics,
+        metrics: g.metrics,
         extra,
     });
-    outcome.samples = samples;
+    outcome.samples = g.samples;
     outcome.files = files;
     outcome.pages = vec![(
         page::PAGE_FILE.into(),
         Box::new(move |r: &crate::eval::results::ResultFile| page::page_html(r, &data)),
     )];
-    outcome.table = Some(table);
+    outcome.table = Some(g.table);
     Ok(outcome)
 }
 
