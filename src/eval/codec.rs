@@ -129,6 +129,69 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((k, n))
 }
 
+/// The header an encode run writes.
+fn header(
+    args: &EncodeArgs,
+    t: &crate::eval::zoo::Trained,
+    vocab: usize,
+    source: String,
+    images: usize,
+) -> Header {
+    let size = t.state.config.model.image_size;
+    Header {
+        lqae_tokens: 1,
+        model: args.model.clone(),
+        model_sha256: Some(t.sha256.clone()),
+        kind: Some(format!("{:?}", t.state.config.model.kind).to_lowercase()),
+        lm: (t.state.config.model.kind == crate::model::ModelKind::Lqae)
+            .then(|| t.state.config.model.lm_name()),
+        image_size: Some(size),
+        tokens_per_image: Some(t.state.config.tokens_per_image()),
+        vocab: Some(vocab),
+        transform: Some(format!("RGB (grey repeated) in [0, 1]; bicubic resize of the shorter side to {size}, center crop {size}x{size}")),
+        source: Some(source),
+        images: Some(images),
+        shard: args.shard.map(|(k, n)| format!("{k}/{n}")),
+    }
+}
+
+/// Where an encode run into `out` starts: the images already written (after checking the
+/// header is this run's), and whether the file is new (its header still to write). A torn
+/// last line (an interrupted write) is cut off.
+fn resume_point(out: &Path, header: &Header, images: usize) -> Result<(usize, bool)> {
+    let (mut first, mut lines) = (None, 0usize);
+    let keep = tokens_file::for_each_line(out, |i, l| {
+        if i == 0 {
+            first = Some(l);
+        }
+        lines += 1;
+        Ok(())
+    })?;
+    let done = match &first {
+        None => 0,
+        Some(Line::Header(h)) if **h == *header => lines - 1,
+        Some(h) => {
+            return Err(Error::file(
+                out,
+                format!(
+                    "exists with another header ({h:?}); it was written for another model, transform, source or shard: choose another --out or remove it"
+                ),
+            ))
+        }
+    };
+    if done > images {
+        return Err(Error::file(out, "holds more images than this run has"));
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out)
+        .and_then(|f| f.set_len(keep))
+        .map_err(|e| Error::file(out, format!("cannot open for writing: {e}")))?;
+    Ok((done, first.is_none()))
+}
+
 /// Encode images into a tokens file; resumes a partial one.
 pub fn encode(
     zoo: &Zoo,
@@ -140,62 +203,15 @@ pub fn encode(
     let size = t.state.config.model.image_size;
     let (set, ids, source) = image_set(&args.images)?;
     let range = shard_range(set.len(), args.shard)?;
-    let header = Header {
-        lqae_tokens: 1,
-        model: args.model.clone(),
-        model_sha256: Some(t.sha256.clone()),
-        kind: Some(format!("{:?}", t.state.config.model.kind).to_lowercase()),
-        lm: (t.state.config.model.kind == crate::model::ModelKind::Lqae)
-            .then(|| t.state.config.model.lm_name()),
-        image_size: Some(size),
-        tokens_per_image: Some(t.state.config.tokens_per_image()),
-        vocab: Some(model.codebook_len()),
-        transform: Some(format!("RGB (grey repeated) in [0, 1]; bicubic resize of the shorter side to {size}, center crop {size}x{size}")),
-        source: Some(source),
-        images: Some(range.len()),
-        shard: args.shard.map(|(k, n)| format!("{k}/{n}")),
-    };
-    let (mut first, mut lines) = (None, 0usize);
-    let keep = tokens_file::for_each_line(&args.out, |i, l| {
-        if i == 0 {
-            first = Some(l);
-        }
-        lines += 1;
-        Ok(())
-    })?;
-    let done = match &first {
-        None => 0,
-        Some(Line::Header(h)) if **h == header => lines - 1,
-        Some(h) => {
-            return Err(Error::file(
-                &args.out,
-                format!(
-                    "exists with another header ({h:?}); it was written for another model, transform, source or shard: choose another --out or remove it"
-                ),
-            ))
-        }
-    };
-    if done > range.len() {
-        return Err(Error::file(
-            &args.out,
-            "holds more images than this run has",
-        ));
-    }
-    // Cut a torn last line (an interrupted write) before appending.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&args.out)
-        .and_then(|f| f.set_len(keep))
-        .map_err(|e| Error::file(&args.out, format!("cannot open for writing: {e}")))?;
+    let header = header(args, &t, model.codebook_len(), source, range.len());
+    let (done, fresh) = resume_point(&args.out, &header, range.len())?;
     let mut f = std::io::BufWriter::new(
         std::fs::OpenOptions::new()
             .append(true)
             .open(&args.out)
             .map_err(|e| Error::file(&args.out, e.to_string()))?,
     );
-    if first.is_none() {
+    if fresh {
         writeln!(f, "{}", header.line()).map_err(|e| Error::file(&args.out, e.to_string()))?;
     }
     let todo: Vec<usize> = range.clone().skip(done).collect();

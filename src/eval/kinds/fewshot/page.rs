@@ -150,6 +150,68 @@ fn plain(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), String::from)
 }
 
+/// One episode as sent and answered: its support images with their token text, the query,
+/// the answer, and the prompt (folded).
+fn episode_section(
+    a: &Answer,
+    e: &Episode,
+    texts: &HashMap<String, String>,
+    images: &HashMap<String, String>,
+) -> String {
+    let mut h = String::new();
+    let outcome = if a.correct { "right" } else { "wrong" };
+    h.push_str(&format!(
+        "<section class=\"ep {outcome}\" data-cell=\"{}\" data-outcome=\"{outcome}\">\n<h3><span class=\"badge\">{outcome}</span> {} #{}</h3>\n",
+        esc(&a.cell),
+        esc(&a.cell),
+        a.index
+    ));
+    if let Some(real) = &e.names {
+        let pairs: Vec<String> = e
+            .classes
+            .iter()
+            .zip(real)
+            .map(|(n, r)| format!("<code>{}</code> = {}", esc(n), esc(r)))
+            .collect();
+        h.push_str(&format!(
+            "<p class=\"meta\">nonsense names: {}</p>\n",
+            pairs.join(", ")
+        ));
+    }
+    h.push_str("<table class=\"shots\">\n<tr><th class=\"l\">image</th><th class=\"l\">label</th><th class=\"l\">token text</th></tr>\n");
+    let row = |s: &Shot, query: bool| {
+        let img = images.get(&s.image).map_or(String::new(), |f| {
+            format!("<img src=\"{}\" alt=\"{}\">", esc(f), esc(&s.image))
+        });
+        format!(
+            "<tr{}><td>{img}<br><span class=\"meta\">{}{}</span></td><td>{}</td><td class=\"tok\">{}</td></tr>\n",
+            if query { " class=\"query\"" } else { "" },
+            if query { "query " } else { "" },
+            esc(&s.image),
+            esc(&s.label),
+            esc(texts.get(&s.image).map_or("", String::as_str))
+        )
+    };
+    for s in &e.support {
+        h.push_str(&row(s, false));
+    }
+    h.push_str(&row(&e.query, true));
+    h.push_str("</table>\n");
+    h.push_str(&format!(
+        "<p>answer <code>{}</code> &rarr; predicted <b>{}</b>, true <b>{}</b></p>\n",
+        esc(a.answer.trim()),
+        esc(a.predicted.as_deref().unwrap_or("(no class)")),
+        esc(&a.label)
+    ));
+    h.push_str(&format!(
+        "<details><summary>prompt as sent{}</summary><pre>{}</pre></details>\n</section>\n",
+        a.prompt_tokens
+            .map_or(String::new(), |t| format!(" ({t} tokens)")),
+        esc(&a.prompt)
+    ));
+    h
+}
+
 /// The page: from the result (table, settings, provenance) and what the run captured.
 pub fn page_html(r: &ResultFile, d: &PageData) -> String {
     let x = &r.extra;
@@ -222,58 +284,8 @@ pub fn page_html(r: &ResultFile, d: &PageData) -> String {
     let n = d.episodes.len().max(1);
     let empty = HashMap::new();
     for (j, a) in d.answers.iter().enumerate() {
-        let e = &d.episodes[j % n];
         let texts = d.texts.get(j / n).map_or(&empty, |t| &t.1);
-        let outcome = if a.correct { "right" } else { "wrong" };
-        h.push_str(&format!(
-            "<section class=\"ep {outcome}\" data-cell=\"{}\" data-outcome=\"{outcome}\">\n<h3><span class=\"badge\">{outcome}</span> {} #{}</h3>\n",
-            esc(&a.cell),
-            esc(&a.cell),
-            a.index
-        ));
-        if let Some(real) = &e.names {
-            let pairs: Vec<String> = e
-                .classes
-                .iter()
-                .zip(real)
-                .map(|(n, r)| format!("<code>{}</code> = {}", esc(n), esc(r)))
-                .collect();
-            h.push_str(&format!(
-                "<p class=\"meta\">nonsense names: {}</p>\n",
-                pairs.join(", ")
-            ));
-        }
-        h.push_str("<table class=\"shots\">\n<tr><th class=\"l\">image</th><th class=\"l\">label</th><th class=\"l\">token text</th></tr>\n");
-        let row = |s: &Shot, query: bool| {
-            let img = d.images.get(&s.image).map_or(String::new(), |f| {
-                format!("<img src=\"{}\" alt=\"{}\">", esc(f), esc(&s.image))
-            });
-            format!(
-                "<tr{}><td>{img}<br><span class=\"meta\">{}{}</span></td><td>{}</td><td class=\"tok\">{}</td></tr>\n",
-                if query { " class=\"query\"" } else { "" },
-                if query { "query " } else { "" },
-                esc(&s.image),
-                esc(&s.label),
-                esc(texts.get(&s.image).map_or("", String::as_str))
-            )
-        };
-        for s in &e.support {
-            h.push_str(&row(s, false));
-        }
-        h.push_str(&row(&e.query, true));
-        h.push_str("</table>\n");
-        h.push_str(&format!(
-            "<p>answer <code>{}</code> &rarr; predicted <b>{}</b>, true <b>{}</b></p>\n",
-            esc(a.answer.trim()),
-            esc(a.predicted.as_deref().unwrap_or("(no class)")),
-            esc(&a.label)
-        ));
-        h.push_str(&format!(
-            "<details><summary>prompt as sent{}</summary><pre>{}</pre></details>\n</section>\n",
-            a.prompt_tokens
-                .map_or(String::new(), |t| format!(" ({t} tokens)")),
-            esc(&a.prompt)
-        ));
+        h.push_str(&episode_section(a, &d.episodes[j % n], texts, &d.images));
     }
     h.push_str(&format!(
         "<script>\n{SCRIPT}\n</script>\n</body>\n</html>\n"

@@ -153,38 +153,26 @@ fn rfid(
     Ok((metrics, info))
 }
 
-/// Run a reconstruction suite: every model over the same seeded test subset.
-fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
-    let net = spec.net;
-    let test_set = spec.data.load(Split::Test)?;
-    let seed = spec.recon.seed;
-    let idx = subset(test_set.len(), spec.data.test_limit, seed, "recon-test");
-    let hashes = input_hashes(&test_set, &idx)?;
-    let samples_sha256 = sha256_hex(hashes.join(",").as_bytes());
-    let lpips = match net {
-        Some(n) => Some(Lpips::load(n, cx.device)?),
-        None => None,
-    };
-    let mut g = Gathered::default();
-    g.inputs.insert("data".to_string(), samples_sha256.clone());
-    if let Some(n) = net {
-        let f = crate::assets::ensure(&crate::assets::LPIPS)?.join(n.file_name());
-        g.inputs.insert(
-            format!("lpips_{}", n.name()),
-            crate::util::fsx::sha256_file(&f)?,
-        );
-    }
-    g.seeds.insert("subset".to_string(), seed);
-    let fid_net = if spec.recon.fid {
-        let f = crate::fid::Features::load(cx.device, true)?;
-        g.inputs
-            .insert("inception_fid".to_string(), f.weights_sha256().to_string());
-        Some(f)
-    } else {
-        None
-    };
-    let mut fid_extra = serde_json::Map::new();
-    for name in &spec.models {
+/// What every model is scored on: the test images, the subset, the networks.
+struct Bench<'a> {
+    spec: &'a CheckedRecon,
+    cx: &'a Ctx<'a>,
+    test_set: crate::data::LabelledImages,
+    idx: Vec<usize>,
+    hashes: Vec<String>,
+    lpips: Option<Lpips>,
+    fid: Option<crate::fid::Features>,
+}
+
+impl Bench<'_> {
+    /// Score model `name` into `g` (and its rFID/KID record into `fid_extra`).
+    fn score(
+        &self,
+        name: &str,
+        g: &mut Gathered,
+        fid_extra: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        let (spec, cx, net) = (self.spec, self.cx, self.spec.net);
         let t = cx.zoo.load_for(name, &spec.data, "models")?;
         let mut rep = t.state.config.name.clone();
         if g.reps.contains(&rep) {
@@ -207,16 +195,16 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
         }
         cx.progress.line(&format!(
             "  {rep}: {} test images at {size}x{size}",
-            idx.len()
+            self.idx.len()
         ));
         let t_score = Instant::now();
         let run = score_model(
             &rep,
             &t.model,
             size,
-            &test_set,
-            &idx,
-            lpips.as_ref(),
+            &self.test_set,
+            &self.idx,
+            self.lpips.as_ref(),
             &spec.recon,
             &spec.conventions,
             cx.device,
@@ -232,7 +220,7 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
             g.metrics
                 .insert(format!("{rep}/{m}"), mean_t_interval(vals, tol, higher));
         }
-        for (j, &i) in idx.iter().enumerate() {
+        for (j, &i) in self.idx.iter().enumerate() {
             let mut values: BTreeMap<String, f64> = run
                 .values
                 .iter()
@@ -242,11 +230,11 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
             g.per_image.push(ImageScore {
                 rep: rep.clone(),
                 index: i,
-                input_sha256: hashes[j].clone(),
+                input_sha256: self.hashes[j].clone(),
                 values,
             });
         }
-        if let Some(f) = &fid_net {
+        if let Some(f) = &self.fid {
             let t_fid = Instant::now();
             let (metrics, info) = rfid(f, &rep, &run, spec, cx)?;
             g.metrics.extend(metrics);
@@ -265,38 +253,51 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
             serde_json::json!({"spec": name, "run": t.run_dir.display().to_string(), "step": t.state.step, "image_size": size, "kind": format!("{:?}", t.state.config.model.kind), "scoring_s": t_score.elapsed().as_secs_f64()}),
         );
         g.runs.push(run);
+        Ok(())
     }
+}
 
-    let rows = grid_rows(&g.runs, spec.recon.error_scale);
-    let mut extra = serde_json::Map::new();
-    extra.insert("models".into(), g.reps.clone().into());
-    extra.insert("model_runs".into(), g.model_info.into());
-    extra.insert("dataset".into(), spec.data.dataset.clone().into());
-    extra.insert("test_n".into(), idx.len().into());
-    extra.insert("test_total".into(), test_set.len().into());
-    extra.insert(
-        "lpips_net".into(),
-        net.map(|n| n.name()).unwrap_or("none").into(),
-    );
-    extra.insert(
-        "conventions".into(),
-        serde_json::to_value(conventions_with(net, spec.recon.fid, &spec.conventions))?,
-    );
-    if spec.recon.fid {
-        extra.insert("fid".into(), fid_extra.into());
+/// Run a reconstruction suite: every model over the same seeded test subset.
+fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
+    let net = spec.net;
+    let test_set = spec.data.load(Split::Test)?;
+    let seed = spec.recon.seed;
+    let idx = subset(test_set.len(), spec.data.test_limit, seed, "recon-test");
+    let hashes = input_hashes(&test_set, &idx)?;
+    let samples_sha256 = sha256_hex(hashes.join(",").as_bytes());
+    let mut g = Gathered::default();
+    g.inputs.insert("data".to_string(), samples_sha256.clone());
+    if let Some(n) = net {
+        let f = crate::assets::ensure(&crate::assets::LPIPS)?.join(n.file_name());
+        g.inputs.insert(
+            format!("lpips_{}", n.name()),
+            crate::util::fsx::sha256_file(&f)?,
+        );
     }
-    extra.insert("tokens".into(), g.tokens.into());
-    extra.insert(
-        "grid".into(),
-        serde_json::json!({
-            "file": "grid.png",
-            "rows": rows.iter().map(|r| r.label().to_string()).collect::<Vec<_>>(),
-            "images": g.runs.first().map_or(0, |r| r.grid_originals.len()),
-            "test_indices": idx.iter().take(spec.recon.grid_images).collect::<Vec<_>>(),
-            "scale": spec.recon.grid_scale,
-            "error_scale": spec.recon.error_scale,
-        }),
-    );
+    g.seeds.insert("subset".to_string(), seed);
+    let fid = if spec.recon.fid {
+        let f = crate::fid::Features::load(cx.device, true)?;
+        g.inputs
+            .insert("inception_fid".to_string(), f.weights_sha256().to_string());
+        Some(f)
+    } else {
+        None
+    };
+    let bench = Bench {
+        spec,
+        cx,
+        lpips: net.map(|n| Lpips::load(n, cx.device)).transpose()?,
+        fid,
+        test_set,
+        idx,
+        hashes,
+    };
+    let mut fid_extra = serde_json::Map::new();
+    for name in &spec.models {
+        bench.score(name, &mut g, &mut fid_extra)?;
+    }
+    let rows = grid_rows(&g.runs, spec.recon.error_scale);
+    let extra = extra_of(spec, &bench, &g, fid_extra, &rows)?;
     let png = grid_png(&rows, spec.recon.grid_scale).map_err(Error::Msg)?;
     let mut outcome = Outcome::new(Measured {
         seeds: g.seeds,
@@ -311,6 +312,48 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
         .pages
         .push(("index.html".into(), Box::new(page_html)));
     Ok(outcome)
+}
+
+/// `extra` of a reconstruction result: the models, the data, the conventions, rFID, tokens
+/// and the grid's layout.
+fn extra_of(
+    spec: &CheckedRecon,
+    b: &Bench,
+    g: &Gathered,
+    fid_extra: serde_json::Map<String, serde_json::Value>,
+    rows: &[GridRow],
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let net = spec.net;
+    let mut extra = serde_json::Map::new();
+    extra.insert("models".into(), g.reps.clone().into());
+    extra.insert("model_runs".into(), g.model_info.clone().into());
+    extra.insert("dataset".into(), spec.data.dataset.clone().into());
+    extra.insert("test_n".into(), b.idx.len().into());
+    extra.insert("test_total".into(), b.test_set.len().into());
+    extra.insert(
+        "lpips_net".into(),
+        net.map(|n| n.name()).unwrap_or("none").into(),
+    );
+    extra.insert(
+        "conventions".into(),
+        serde_json::to_value(conventions_with(net, spec.recon.fid, &spec.conventions))?,
+    );
+    if spec.recon.fid {
+        extra.insert("fid".into(), fid_extra.into());
+    }
+    extra.insert("tokens".into(), g.tokens.clone().into());
+    extra.insert(
+        "grid".into(),
+        serde_json::json!({
+            "file": "grid.png",
+            "rows": rows.iter().map(|r| r.label().to_string()).collect::<Vec<_>>(),
+            "images": g.runs.first().map_or(0, |r| r.grid_originals.len()),
+            "test_indices": b.idx.iter().take(spec.recon.grid_images).collect::<Vec<_>>(),
+            "scale": spec.recon.grid_scale,
+            "error_scale": spec.recon.error_scale,
+        }),
+    );
+    Ok(extra)
 }
 
 #[cfg(test)]

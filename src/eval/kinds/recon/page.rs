@@ -72,14 +72,34 @@ ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:
         esc(&r.device),
         r.wall_time_s
     ));
+    h.push_str(&metrics_table(r, &reps, &columns));
+    h.push_str(&tokens_table(x, &reps));
+    h.push_str(&grid_section(&x["grid"]));
+    h.push_str("<h2>Conventions</h2>\n<dl>\n");
+    if let Some(c) = x["conventions"].as_object() {
+        for (k, v) in c {
+            h.push_str(&format!(
+                "<dt>{}</dt><dd>{}</dd>\n",
+                esc(k),
+                esc(v.as_str().unwrap_or(""))
+            ));
+        }
+    }
+    h.push_str("</dl>\n</body>\n</html>\n");
+    h
+}
+
+/// The metrics table: one row per model, one column per metric with its interval.
+fn metrics_table(r: &ResultFile, reps: &[String], columns: &[(&str, &str, usize)]) -> String {
+    let mut h = String::new();
     h.push_str("<h2>Metrics</h2>\n<table id=\"metrics\">\n<tr><th class=\"l\">model</th>");
-    for (_, title, _) in &columns {
+    for (_, title, _) in columns {
         h.push_str(&format!("<th>{title}</th>"));
     }
     h.push_str("</tr>\n");
-    for rep in &reps {
+    for rep in reps {
         h.push_str(&format!("<tr><td class=\"l\">{}</td>", esc(rep)));
-        for (m, _, digits) in &columns {
+        for (m, _, digits) in columns {
             match r.metrics.get(&format!("{rep}/{m}")) {
                 Some(v) => h.push_str(&format!(
                     "<td>{:.d$}<br><span class=\"ci\">[{:.d$}, {:.d$}]</span></td>",
@@ -99,8 +119,14 @@ ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:
     }
     h.push_str("</p>\n");
 
+    h
+}
+
+/// The tokens table: codes used, perplexity, entropy, special and sub-word shares, top tokens.
+fn tokens_table(x: &serde_json::Value, reps: &[String]) -> String {
+    let mut h = String::new();
     h.push_str("<h2>Tokens</h2>\n<table id=\"tokens\">\n<tr><th class=\"l\">model</th><th>codes used / vocabulary</th><th>perplexity</th><th>per-image entropy (nats)</th><th>special</th><th>sub-word</th><th class=\"l\">most used (share)</th></tr>\n");
-    for rep in &reps {
+    for rep in reps {
         let t = &x["tokens"][rep];
         if t.is_null() {
             continue;
@@ -134,7 +160,12 @@ ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:
     }
     h.push_str("</table>\n");
 
-    let g = &x["grid"];
+    h
+}
+
+/// The grid's section: its rows, the error scale and the image.
+fn grid_section(g: &serde_json::Value) -> String {
+    let mut h = String::new();
     if let Some(file) = g["file"].as_str() {
         h.push_str("<h2>Originals, reconstructions and error</h2>\n<p>Rows, top to bottom:</p>\n<ol class=\"rows\">\n");
         for l in g["rows"].as_array().into_iter().flatten() {
@@ -150,17 +181,6 @@ ol.rows li{margin:2px 0}dl dt{font-weight:bold;margin-top:6px}dl dd{margin-left:
             esc(file)
         ));
     }
-    h.push_str("<h2>Conventions</h2>\n<dl>\n");
-    if let Some(c) = x["conventions"].as_object() {
-        for (k, v) in c {
-            h.push_str(&format!(
-                "<dt>{}</dt><dd>{}</dd>\n",
-                esc(k),
-                esc(v.as_str().unwrap_or(""))
-            ));
-        }
-    }
-    h.push_str("</dl>\n</body>\n</html>\n");
     h
 }
 
