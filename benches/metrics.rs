@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     let alex = Lpips::load(LpipsNet::Alex, &Device::Cpu).unwrap();
     let vgg = Lpips::load(LpipsNet::Vgg16, &Device::Cpu).unwrap();
-    let fid = lqae::fid::Features::load(&Device::Cpu, false).unwrap();
+    let fid = lqae::fid::FeatureNet::load(&Device::Cpu, false).unwrap();
     for &s in SIZES {
         let n_max = batch("mse_psnr", s);
         let a = random_planes(n_max, s, 1);

@@ -4,7 +4,7 @@
 //! reference FID and KID are numpy over PyTorch's features of the same images.
 
 use lqae::data::{self, ImageSource, Split};
-use lqae::fid::{Features, Rgb8};
+use lqae::fid::{FeatureNet, Rgb8};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,7 +20,7 @@ fn expected() -> serde_json::Value {
 #[test]
 fn features_match_pytorch_on_fixed_images_within_1e4() {
     let e = expected();
-    let net = Features::load(&candle_core::Device::Cpu, false).unwrap();
+    let net = FeatureNet::load(&candle_core::Device::Cpu, false).unwrap();
     let names = e["images"].as_array().unwrap();
     let imgs: Vec<Rgb8> = names
         .iter()

@@ -154,7 +154,7 @@ const EVAL_LAYERS: &[&str] = &[
     "shipped",
     "zoo",
     "codec",
-    "kind",
+    "suite_kind",
     "kinds",
     "suite",
     "runner",

@@ -6,7 +6,7 @@ use candle_core::Device;
 use lqae::eval::kinds::probe::{fit_probe, score, Features};
 use lqae::eval::kinds::probe::{Layers, ProbeSettings};
 use lqae::eval::results::{self, read_result};
-use lqae::eval::SuiteSpec;
+use lqae::eval::KindSettings;
 use lqae::rng::Rng;
 use std::path::Path;
 use std::process::Command;
@@ -85,7 +85,7 @@ fn runs_are_reproducible_round_trip_and_the_report_catches_a_regression() {
     let dir = tempfile::tempdir().unwrap();
     let suites = tiny_suite(dir.path());
     let suite = lqae::eval::suite::load(&suites, "tiny-probe", &[]).unwrap();
-    let SuiteSpec::LinearProbe(_) = &suite.spec else {
+    let KindSettings::LinearProbe(_) = &suite.settings else {
         panic!()
     };
     let out = dir.path().join("results");

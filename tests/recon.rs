@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::Device;
 use lqae::eval::results::{self, read_per_image, read_result};
-use lqae::eval::SuiteSpec;
+use lqae::eval::KindSettings;
 use std::path::Path;
 use std::process::Command;
 
@@ -32,7 +32,7 @@ fn recon_suite_writes_results_grid_page_and_report_catches_a_regression() {
     // The fixture's images are 16x16: VGG16 LPIPS accepts them, AlexNet would not.
     let suites = tiny_suite(dir.path(), "vgg16");
     let suite = lqae::eval::suite::load(&suites, "tiny-recon", &[]).unwrap();
-    let SuiteSpec::Reconstruction(spec) = &suite.spec else {
+    let KindSettings::Reconstruction(spec) = &suite.settings else {
         panic!("not a reconstruction suite")
     };
     let out = dir.path().join("results");
@@ -277,7 +277,7 @@ fn validation_names_bad_recon_keys() {
         "{e}"
     );
     let ok = lqae::eval::suite::load(d.path(), "r", &[]).unwrap();
-    let SuiteSpec::Reconstruction(spec) = ok.spec else {
+    let KindSettings::Reconstruction(spec) = ok.settings else {
         panic!()
     };
     assert_eq!(spec.recon.lpips, "alex");

@@ -4,7 +4,7 @@
 
 use candle_core::Device;
 use lqae::eval::results::{compare, read_result};
-use lqae::eval::SuiteSpec;
+use lqae::eval::KindSettings;
 
 fn suites_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/suites"))
@@ -20,7 +20,7 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
         "throughput.max_reps=5".to_string(),
     ];
     let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
-    let SuiteSpec::Throughput(_) = &suite.spec else {
+    let KindSettings::Throughput(_) = &suite.settings else {
         panic!("not a throughput suite")
     };
     let (run_dir, r) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
@@ -114,7 +114,7 @@ fn bad_throughput_settings_name_their_key() {
         &["throughput.kernels=[\"no-such-kernel\"]".to_string()],
     )
     .unwrap();
-    let SuiteSpec::Throughput(_) = &suite.spec else {
+    let KindSettings::Throughput(_) = &suite.settings else {
         panic!()
     };
     let e = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path())

@@ -54,7 +54,7 @@ type Baseline = (
 );
 
 /// What the verdicts of `rows` (the comparison's rows of one board row) add up to.
-fn verdict_of(rows: &[&results::Row]) -> String {
+fn verdict_of(rows: &[&results::Comparison]) -> String {
     let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
     let (reg, miss, imp) = (
         count(Verdict::Regression),

@@ -1,11 +1,11 @@
 //! The runner: suites by name (or file), groups expanded, each run through its kind, and the
 //! run folder written by one writer (extra files first, `result.json` last).
 
-use super::kind::{Ctx, Progress};
 use super::kinds;
 use super::results::{self, ResultFile};
 use super::suite::{self, Suite};
 use super::suite_file;
+use super::suite_kind::{Ctx, Progress};
 use super::zoo::Zoo;
 use crate::error::Result;
 use candle_core::Device;
@@ -44,7 +44,7 @@ pub fn run_suite(suite: &Suite, device: &Device, zoo: &Zoo, o: &RunOptions) -> R
         progress,
         dry_run,
     };
-    if dry_run && !kinds::dry_runs(&suite.spec) {
+    if dry_run && !kinds::dry_runs(&suite.settings) {
         return Err(crate::Error::Stopped {
             msg: format!(
                 "dry run: `{}` ({}) sends no paid requests; not run",
@@ -53,7 +53,7 @@ pub fn run_suite(suite: &Suite, device: &Device, zoo: &Zoo, o: &RunOptions) -> R
             partial: serde_json::Value::Null,
         });
     }
-    let mut outcome = match kinds::run(&suite.spec, &cx) {
+    let mut outcome = match kinds::run(&suite.settings, &cx) {
         Ok(o) => o,
         // A budget stop leaves a folder marked partial (no result.json: `report` refuses it);
         // what it got is in its caches, and a rerun resumes.
@@ -155,7 +155,7 @@ pub fn summary_markdown(runs: &[Ran]) -> String {
 
 /// `report`: compare a current result with a baseline (files, or folders meaning their newest
 /// `result.json`), with paired tests where both scored the same examples.
-pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::Row>)> {
+pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::Comparison>)> {
     let (b, bs) = results::read_result(baseline)?;
     let (c, cs) = results::read_result(current)?;
     if b.suite != c.suite {

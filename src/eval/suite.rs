@@ -1,7 +1,7 @@
 //! A loaded suite: its file's identity ([`SuiteId`]) and its body read and checked by its
 //! kind through the registry ([`super::kinds`]); groups expanded into the suites they list.
 
-use super::kinds::{self, SuiteSpec};
+use super::kinds::{self, KindSettings};
 use super::suite_file::{self, SuiteId};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Suite {
     pub id: SuiteId,
-    pub spec: SuiteSpec,
+    pub settings: KindSettings,
 }
 
 impl std::ops::Deref for Suite {
@@ -28,16 +28,16 @@ pub fn problems(table: &toml::Table) -> Vec<String> {
 }
 
 /// The kind and description of a resolved table, and its body parsed and checked by its kind.
-fn parse(table: &toml::Table) -> std::result::Result<(String, String, SuiteSpec), Vec<String>> {
+fn parse(table: &toml::Table) -> std::result::Result<(String, String, KindSettings), Vec<String>> {
     let (kind, description, body) = suite_file::head(table)?;
-    let spec = kinds::parse(&kind, &body)?;
-    Ok((kind, description, spec))
+    let settings = kinds::parse(&kind, &body)?;
+    Ok((kind, description, settings))
 }
 
 /// Load a suite by name with overrides (`key=value`), validated.
 pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
     let (path, table) = suite_file::read(dir, name, overrides)?;
-    let (kind, description, spec) = parse(&table)
+    let (kind, description, settings) = parse(&table)
         .map_err(|p| Error::file(&path, format!("invalid suite:\n  {}", p.join("\n  "))))?;
     Ok(Suite {
         id: SuiteId {
@@ -47,7 +47,7 @@ pub fn load(dir: &Path, name: &str, overrides: &[String]) -> Result<Suite> {
             kind,
             resolved: table,
         },
-        spec,
+        settings,
     })
 }
 
@@ -63,8 +63,8 @@ pub fn expand(dir: &Path, names: &[String], overrides: &[String]) -> Result<Vec<
     let mut out: Vec<Suite> = Vec::new();
     for n in names {
         let s = load(dir, n, overrides)?;
-        match &s.spec {
-            SuiteSpec::Group(g) => {
+        match &s.settings {
+            KindSettings::Group(g) => {
                 for inner in expand(dir, &g.suites, overrides)? {
                     if !out.iter().any(|o| o.name == inner.name) {
                         out.push(inner);
@@ -110,7 +110,7 @@ l2_grid = [0.1, 1.0]
         write(d.path(), "child", "include = \"base\"\ndescription = \"child\"\n[data]\ntest_limit = 7\n[probe]\nlayers = [0, 6]\n");
         let s = load(d.path(), "child", &["data.train_limit=9".into()]).unwrap();
         assert_eq!(s.description, "child");
-        let SuiteSpec::LinearProbe(p) = s.spec else {
+        let KindSettings::LinearProbe(p) = s.settings else {
             panic!()
         };
         assert_eq!(

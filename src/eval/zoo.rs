@@ -28,7 +28,7 @@ pub struct Features {
 /// A trained model with where it came from.
 pub struct Trained {
     /// The name it was asked for (a configuration or a run folder).
-    pub spec: String,
+    pub name: String,
     pub model: Autoencoder,
     pub state: CheckpointState,
     pub run_dir: PathBuf,
@@ -43,7 +43,7 @@ impl Trained {
             Autoencoder::Lqae(m) => Ok(m),
             _ => Err(Error::setting(
                 key,
-                format!("`{}` is not an LQAE{why}", self.spec),
+                format!("`{}` is not an LQAE{why}", self.name),
             )),
         }
     }
@@ -53,7 +53,7 @@ impl Trained {
             Autoencoder::Vqvae(m) => Ok(m),
             _ => Err(Error::setting(
                 key,
-                format!("`{}` is not a VQ-VAE", self.spec),
+                format!("`{}` is not a VQ-VAE", self.name),
             )),
         }
     }
@@ -85,13 +85,13 @@ impl Zoo {
         &self.device
     }
 
-    /// `configs/<spec>.toml` beside the suites, else in the source tree.
-    fn config_path(&self, spec: &str) -> PathBuf {
-        let p = self.configs.join(format!("{spec}.toml"));
+    /// `configs/<name>.toml` beside the suites, else in the source tree.
+    fn config_path(&self, name: &str) -> PathBuf {
+        let p = self.configs.join(format!("{name}.toml"));
         if p.is_file() {
             return p;
         }
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).join(format!("{spec}.toml"))
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).join(format!("{name}.toml"))
     }
 
     /// A zoo over other folders (tests).
@@ -105,10 +105,10 @@ impl Zoo {
         }
     }
 
-    /// The folder and verified manifest of a model shipped under `models/`, if `spec` names one.
-    fn shipped(&self, spec: &str) -> Result<Option<(PathBuf, super::shipped::Manifest)>> {
-        let dir = self.models.join(spec);
-        if spec.contains('/') || !dir.join(super::shipped::MANIFEST).is_file() {
+    /// The folder and verified manifest of a model shipped under `models/`, if `name` names one.
+    fn shipped(&self, name: &str) -> Result<Option<(PathBuf, super::shipped::Manifest)>> {
+        let dir = self.models.join(name);
+        if name.contains('/') || !dir.join(super::shipped::MANIFEST).is_file() {
             return Ok(None);
         }
         let m = super::shipped::verify(&dir)?;
@@ -117,22 +117,22 @@ impl Zoo {
 
     /// A trained model by name, loaded, with its checkpoint hash (a shipped model's from its
     /// manifest, which `verify` has just checked against the file).
-    pub fn load(&self, spec: &str) -> Result<Trained> {
-        self.load_with(spec, None)
+    pub fn load(&self, name: &str) -> Result<Trained> {
+        self.load_with(name, None)
     }
 
     /// The model a suite scoring `data` names under `key`: as [`Zoo::load`], except that a
     /// configuration naming the suite's data set without a folder is trained on the suite's
     /// `data.path` (cached per folder), and a model trained on another data set is an error
     /// naming both unless `data.allow_other_models` is set.
-    pub fn load_for(&self, spec: &str, data: &SuiteData, key: &str) -> Result<Trained> {
-        let t = self.load_with(spec, Some(data))?;
+    pub fn load_for(&self, name: &str, data: &SuiteData, key: &str) -> Result<Trained> {
+        let t = self.load_with(name, Some(data))?;
         let trained_on = &t.state.config.data.dataset;
         if *trained_on != data.dataset && !data.allow_other_models {
             return Err(Error::setting(
                 key,
                 format!(
-                    "`{spec}` was trained on {trained_on} ({}x{} images) but this suite scores {}; name a model trained on {} (for mini-ImageNet: `lqae-miniimagenet`, trained on your data.path), or set data.allow_other_models = true to score it anyway",
+                    "`{name}` was trained on {trained_on} ({}x{} images) but this suite scores {}; name a model trained on {} (for mini-ImageNet: `lqae-miniimagenet`, trained on your data.path), or set data.allow_other_models = true to score it anyway",
                     t.state.config.model.image_size,
                     t.state.config.model.image_size,
                     data.dataset,
@@ -143,18 +143,18 @@ impl Zoo {
         Ok(t)
     }
 
-    fn load_with(&self, spec: &str, data: Option<&SuiteData>) -> Result<Trained> {
-        let (run_dir, sha256) = match self.shipped(spec)? {
+    fn load_with(&self, name: &str, data: Option<&SuiteData>) -> Result<Trained> {
+        let (run_dir, sha256) = match self.shipped(name)? {
             Some((dir, m)) => (dir, m.files["model.safetensors"].clone()),
             None => {
-                let dir = self.run_dir_for(spec, data)?;
+                let dir = self.run_dir_for(name, data)?;
                 let sha = checkpoint_sha(&dir)?;
                 (dir, sha)
             }
         };
         let (model, _, state) = crate::train::load_model(&run_dir, &self.device)?;
         Ok(Trained {
-            spec: spec.to_string(),
+            name: name.to_string(),
             model,
             state,
             run_dir,
@@ -164,22 +164,22 @@ impl Zoo {
 
     /// The run folder of a model named in a suite: a configs/<name>.toml is trained once into
     /// `$LQAE_CACHE/runs/<name>-<config hash>` (resumed if interrupted); anything else is a run folder.
-    pub fn run_dir(&self, spec: &str) -> Result<PathBuf> {
-        self.run_dir_for(spec, None)
+    pub fn run_dir(&self, name: &str) -> Result<PathBuf> {
+        self.run_dir_for(name, None)
     }
 
-    fn run_dir_for(&self, spec: &str, data: Option<&SuiteData>) -> Result<PathBuf> {
-        if let Some((dir, _)) = self.shipped(spec)? {
+    fn run_dir_for(&self, name: &str, data: Option<&SuiteData>) -> Result<PathBuf> {
+        if let Some((dir, _)) = self.shipped(name)? {
             return Ok(dir);
         }
         let (device, progress) = (&self.device, self.progress);
-        let cfg_path = self.config_path(spec);
+        let cfg_path = self.config_path(name);
         if !cfg_path.is_file() {
-            let p = PathBuf::from(spec);
+            let p = PathBuf::from(name);
             return if crate::train::latest_checkpoint(&p)?.is_some() {
                 Ok(p)
             } else {
-                Err(Error::setting("model", format!("`{spec}` is neither a model shipped under models/, nor a configuration under configs/, nor a run folder with a checkpoint")))
+                Err(Error::setting("model", format!("`{name}` is neither a model shipped under models/, nor a configuration under configs/, nor a run folder with a checkpoint")))
             };
         }
         let mut cfg = RunConfig::from_file(&cfg_path, &[])?;

@@ -10,7 +10,7 @@
 //!   `(x - 128) / 128`.
 //! - Statistics: [`frechet`].
 //!
-//! Features are cached per image under `$LQAE_CACHE/features/inception-fid/`, keyed by the
+//! FeatureNet are cached per image under `$LQAE_CACHE/features/inception-fid/`, keyed by the
 //! sha256 of the weights, the convention and the image's pixels, so a set scored twice (or the
 //! same inputs in two runs) goes through the network once.
 //!
@@ -116,7 +116,7 @@ pub fn conventions(weights_sha256: &str) -> BTreeMap<&'static str, String> {
 }
 
 /// The network with its feature cache.
-pub struct Features {
+pub struct FeatureNet {
     net: Inception,
     device: Device,
     weights_sha256: String,
@@ -127,7 +127,7 @@ pub struct Features {
     pub batch: usize,
 }
 
-impl Features {
+impl FeatureNet {
     /// The network from the `inception-fid` asset, features cached under
     /// `$LQAE_CACHE/features/inception-fid` (`cache = false`: no cache).
     pub fn load(device: &Device, cache: bool) -> Result<Self> {

@@ -9,7 +9,7 @@ pub mod checks;
 pub mod rounds;
 
 pub use checks::{check_same_work, train_same_work, Checks, TrainAgreement};
-pub use rounds::{markdown, side_by_side, Row};
+pub use rounds::{markdown, side_by_side, KernelFigures};
 
 use crate::error::{Error, Result};
 use crate::model::RunConfig;

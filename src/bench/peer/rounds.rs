@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// One kernel's figures from a side-by-side run.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub struct KernelFigures {
     pub kernel: String,
     pub what: String,
     pub unit: String,
@@ -44,7 +44,7 @@ pub fn side_by_side(
     rounds: usize,
     budget_s: f64,
     progress: bool,
-) -> Result<Vec<Row>> {
+) -> Result<Vec<KernelFigures>> {
     let mut ours: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
     let mut ours_gemm: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
     let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); kernels.len()];
@@ -114,7 +114,7 @@ pub fn side_by_side(
             .collect();
         let og = rate(&ours[i], k);
         let pg = rate(&theirs[i], k);
-        rows.push(Row {
+        rows.push(KernelFigures {
             kernel: k.name.clone(),
             what: k.what.clone(),
             unit: k.unit.into(),
@@ -153,7 +153,7 @@ fn pct(x: Option<f64>) -> String {
 }
 
 /// The Markdown table of a side-by-side run.
-pub fn markdown(rows: &[Row]) -> String {
+pub fn markdown(rows: &[KernelFigures]) -> String {
     let mut s = String::from(
         "| kernel | ours ms | PyTorch ms | ours/PyTorch (range) | ours GFLOP/s | share of our sgemm | PyTorch GFLOP/s | PyTorch share of its sgemm | PyTorch cdist ms | ours on the gemm crate ms (/PyTorch) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );

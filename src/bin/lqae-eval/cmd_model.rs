@@ -301,9 +301,9 @@ pub fn fid(args: FidArgs) -> Result<()> {
         seed: args.seed,
     };
     let (ia, ib) = (lqae::fid::read_folder(a)?, lqae::fid::read_folder(b)?);
-    // Fetched here first for the progress output; `Features::load` then finds it in place.
+    // Fetched here first for the progress output; `FeatureNet::load` then finds it in place.
     ensure(&assets::INCEPTION_FID, true)?;
-    let net = lqae::fid::Features::load(&Device::Cpu, cache)?;
+    let net = lqae::fid::FeatureNet::load(&Device::Cpu, cache)?;
     let mut feats = Vec::new();
     for (dir, imgs) in [(a, &ia), (b, &ib)] {
         let bar = ProgressBar::new(imgs.len() as u64).with_style(

@@ -1,13 +1,13 @@
 //! The registry: the only place that lists the suite kinds. A new kind is its own module here
-//! and one line in each of `SuiteSpec`, `KINDS`, `parse` and `run` below.
+//! and one line in each of `KindSettings`, `KINDS`, `parse` and `run` below.
 
 pub mod fewshot;
 pub mod probe;
 pub mod recon;
 pub mod throughput;
 
-use super::kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use super::results::ResultFile;
+use super::suite_kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use crate::error::Result;
 use crate::util::toml_ext::key_at;
 use fewshot::Fewshot;
@@ -26,7 +26,7 @@ pub struct GroupSpec {
 // One value per loaded suite: the size difference does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
-pub enum SuiteSpec {
+pub enum KindSettings {
     LinearProbe(<LinearProbe as SuiteKind>::Checked),
     Fewshot(<Fewshot as SuiteKind>::Checked),
     Group(GroupSpec),
@@ -43,13 +43,13 @@ pub const KINDS: &[&str] = &[
 ];
 
 /// A suite body (the table without `kind` and `description`) parsed and checked by `kind`.
-pub fn parse(kind: &str, body: &toml::Table) -> std::result::Result<SuiteSpec, Vec<String>> {
+pub fn parse(kind: &str, body: &toml::Table) -> std::result::Result<KindSettings, Vec<String>> {
     Ok(match kind {
-        LinearProbe::NAME => SuiteSpec::LinearProbe(parse_as::<LinearProbe>(body)?),
-        Fewshot::NAME => SuiteSpec::Fewshot(parse_as::<Fewshot>(body)?),
-        Reconstruction::NAME => SuiteSpec::Reconstruction(parse_as::<Reconstruction>(body)?),
-        Throughput::NAME => SuiteSpec::Throughput(parse_as::<Throughput>(body)?),
-        "group" => SuiteSpec::Group(deserialize(body)?),
+        LinearProbe::NAME => KindSettings::LinearProbe(parse_as::<LinearProbe>(body)?),
+        Fewshot::NAME => KindSettings::Fewshot(parse_as::<Fewshot>(body)?),
+        Reconstruction::NAME => KindSettings::Reconstruction(parse_as::<Reconstruction>(body)?),
+        Throughput::NAME => KindSettings::Throughput(parse_as::<Throughput>(body)?),
+        "group" => KindSettings::Group(deserialize(body)?),
         other => {
             return Err(vec![format!(
                 "`kind`: `{other}` is not a suite kind (known: {})",
@@ -60,13 +60,13 @@ pub fn parse(kind: &str, body: &toml::Table) -> std::result::Result<SuiteSpec, V
 }
 
 /// Run a checked suite (groups are expanded before they get here).
-pub fn run(spec: &SuiteSpec, cx: &Ctx) -> Result<Outcome> {
+pub fn run(spec: &KindSettings, cx: &Ctx) -> Result<Outcome> {
     match spec {
-        SuiteSpec::LinearProbe(s) => LinearProbe::run(s, cx),
-        SuiteSpec::Fewshot(s) => Fewshot::run(s, cx),
-        SuiteSpec::Reconstruction(s) => Reconstruction::run(s, cx),
-        SuiteSpec::Throughput(s) => Throughput::run(s, cx),
-        SuiteSpec::Group(_) => Err(crate::Error::Msg(format!(
+        KindSettings::LinearProbe(s) => LinearProbe::run(s, cx),
+        KindSettings::Fewshot(s) => Fewshot::run(s, cx),
+        KindSettings::Reconstruction(s) => Reconstruction::run(s, cx),
+        KindSettings::Throughput(s) => Throughput::run(s, cx),
+        KindSettings::Group(_) => Err(crate::Error::Msg(format!(
             "suite `{}` is a group: expand it into its suites first",
             cx.suite.name
         ))),
@@ -74,13 +74,13 @@ pub fn run(spec: &SuiteSpec, cx: &Ctx) -> Result<Outcome> {
 }
 
 /// Whether `--dry-run` means anything to a suite's kind (see [`SuiteKind::DRY_RUNS`]).
-pub fn dry_runs(spec: &SuiteSpec) -> bool {
+pub fn dry_runs(spec: &KindSettings) -> bool {
     match spec {
-        SuiteSpec::LinearProbe(_) => LinearProbe::DRY_RUNS,
-        SuiteSpec::Fewshot(_) => Fewshot::DRY_RUNS,
-        SuiteSpec::Reconstruction(_) => Reconstruction::DRY_RUNS,
-        SuiteSpec::Throughput(_) => Throughput::DRY_RUNS,
-        SuiteSpec::Group(_) => false,
+        KindSettings::LinearProbe(_) => LinearProbe::DRY_RUNS,
+        KindSettings::Fewshot(_) => Fewshot::DRY_RUNS,
+        KindSettings::Reconstruction(_) => Reconstruction::DRY_RUNS,
+        KindSettings::Throughput(_) => Throughput::DRY_RUNS,
+        KindSettings::Group(_) => false,
     }
 }
 
@@ -91,7 +91,7 @@ pub fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
         Fewshot::NAME => Fewshot::board_rows(r),
         Reconstruction::NAME => Reconstruction::board_rows(r),
         Throughput::NAME => Throughput::board_rows(r),
-        _ => super::kind::rows_by_rep(r, &[]),
+        _ => super::suite_kind::rows_by_rep(r, &[]),
     }
 }
 

@@ -10,9 +10,9 @@
 
 use crate::bench::{median, Kernel};
 use crate::error::{Error, Result};
-use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::Measured;
 use crate::eval::stats::rate_metric;
+use crate::eval::suite_kind::{Ctx, Outcome, SuiteKind};
 use crate::util::fsx::sha256_hex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -40,7 +40,7 @@ impl PartialEq<&str> for Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub struct Comparison {
     pub metric: String,
     pub baseline: f64,
     pub current: f64,
@@ -58,7 +58,7 @@ pub fn compare(
     base_s: Option<&[Sample]>,
     cur: &ResultFile,
     cur_s: Option<&[Sample]>,
-) -> Vec<Row> {
+) -> Vec<Comparison> {
     compare_paired(base, base_s, None, cur, cur_s, None)
 }
 
@@ -71,11 +71,11 @@ pub fn compare_paired(
     cur: &ResultFile,
     cur_s: Option<&[Sample]>,
     cur_v: Option<&[ImageScore]>,
-) -> Vec<Row> {
+) -> Vec<Comparison> {
     let mut rows = Vec::new();
     for (name, b) in &base.metrics {
         let Some(c) = cur.metrics.get(name) else {
-            rows.push(Row {
+            rows.push(Comparison {
                 metric: name.clone(),
                 baseline: b.value,
                 current: f64::NAN,
@@ -112,7 +112,7 @@ pub fn compare_paired(
         } else {
             Verdict::Same
         };
-        rows.push(Row {
+        rows.push(Comparison {
             metric: name.clone(),
             baseline: b.value,
             current: c.value,
@@ -171,7 +171,7 @@ fn paired_values_p(metric: &str, bv: &[ImageScore], cv: &[ImageScore]) -> Option
 }
 
 /// The Markdown table of a comparison.
-pub fn markdown(rows: &[Row], base: &str, cur: &str) -> String {
+pub fn markdown(rows: &[Comparison], base: &str, cur: &str) -> String {
     let mut s = format!("Baseline: `{base}`\nCurrent: `{cur}`\n\n| metric | baseline | current | change | current 95% CI | p | verdict |\n|---|---|---|---|---|---|---|\n");
     for r in rows {
         if r.verdict == Verdict::Missing {

@@ -17,7 +17,7 @@ pub mod writer;
 
 pub use super::stats::Metric;
 pub use crate::util::fsx::check_writable;
-pub use compare::{compare, compare_paired, markdown, Row, Verdict};
+pub use compare::{compare, compare_paired, markdown, Comparison, Verdict};
 pub use read::{find_runs, read_per_image, read_result};
 pub use writer::{write_per_image, write_run, write_run_files};
 

@@ -5,10 +5,10 @@
 //! that instead of a verdict, which would otherwise be read as a statement about the tokenizer.
 
 use super::summary::{GATE, UNREADABLE};
-use crate::eval::kind::BoardEntry;
 use crate::eval::results::ResultFile;
 use crate::eval::stats::Metric;
 use crate::eval::stats::{paired_mde, proportion};
+use crate::eval::suite_kind::BoardEntry;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

@@ -45,8 +45,8 @@ pub use spec::{
 pub use table::table_markdown;
 
 use crate::error::{Error, Result};
-use crate::eval::kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use crate::eval::results::ResultFile;
+use crate::eval::suite_kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use judge::Asked;
 
 pub struct Fewshot;

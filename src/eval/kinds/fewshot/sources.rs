@@ -5,7 +5,7 @@ use super::episodes::{self, read_episodes, sample_episodes, Episode};
 use super::spec::{CheckedFewshot, Names};
 use crate::data::{image_key, subset, LabelledImages, Split};
 use crate::error::Result;
-use crate::eval::kind::Ctx;
+use crate::eval::suite_kind::Ctx;
 use crate::eval::tokens_file::{self, Field, Precomputed};
 use crate::eval::zoo::Trained;
 use crate::model::Lqae;

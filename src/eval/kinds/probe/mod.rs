@@ -19,8 +19,8 @@ pub use spec::{
 
 use crate::data::{input_hashes, subset, LabelledImages, Split};
 use crate::error::Result;
-use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{Measured, Sample};
+use crate::eval::suite_kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::zoo::Trained;
 use crate::model::{Autoencoder, Lqae};
 use crate::util::fsx::sha256_hex;

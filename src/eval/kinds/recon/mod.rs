@@ -25,10 +25,10 @@ pub use spec::{
 
 use crate::data::{input_hashes, subset, Split};
 use crate::error::{Error, Result};
-use crate::eval::kind::{Ctx, Outcome, SuiteKind};
 use crate::eval::results::{ImageScore, Measured};
 use crate::eval::stats::mean_t_interval;
 use crate::eval::stats::Metric;
+use crate::eval::suite_kind::{Ctx, Outcome, SuiteKind};
 use crate::lpips::Lpips;
 use crate::util::fsx::sha256_hex;
 use score::{score_model, token_summary, ModelRun};
@@ -96,7 +96,7 @@ struct Gathered {
 /// rFID and KID of one model's reconstructions against their inputs: the metrics (with a
 /// bootstrap interval over image pairs) and what `extra.fid` records.
 fn rfid(
-    f: &crate::fid::Features,
+    f: &crate::fid::FeatureNet,
     rep: &str,
     run: &ModelRun,
     spec: &CheckedRecon,
@@ -161,7 +161,7 @@ struct Bench<'a> {
     idx: Vec<usize>,
     hashes: Vec<String>,
     lpips: Option<Lpips>,
-    fid: Option<crate::fid::Features>,
+    fid: Option<crate::fid::FeatureNet>,
 }
 
 impl Bench<'_> {
@@ -276,7 +276,7 @@ fn run(spec: &CheckedRecon, cx: &Ctx) -> Result<Outcome> {
     }
     g.seeds.insert("subset".to_string(), seed);
     let fid = if spec.recon.fid {
-        let f = crate::fid::Features::load(cx.device, true)?;
+        let f = crate::fid::FeatureNet::load(cx.device, true)?;
         g.inputs
             .insert("inception_fid".to_string(), f.weights_sha256().to_string());
         Some(f)
