@@ -177,6 +177,18 @@ pub fn paired_t_p(pairs: &[(f64, f64)]) -> Option<f64> {
     Some(student_t_two_sided_p(t, n as f64 - 1.0))
 }
 
+/// The discordant pairs of paired outcomes `(a right, b right)`: `(right with a only, right
+/// with b only)`, what [`mcnemar_p`] tests.
+pub fn discordant(pairs: impl IntoIterator<Item = (bool, bool)>) -> (usize, usize) {
+    pairs
+        .into_iter()
+        .fold((0, 0), |(a, b), (x, y)| match (x, y) {
+            (true, false) => (a + 1, b),
+            (false, true) => (a, b + 1),
+            _ => (a, b),
+        })
+}
+
 /// Exact two-sided McNemar test on discordant pairs `b` (only baseline right) and `c`
 /// (only current right): the binomial probability of a split at least this uneven.
 pub fn mcnemar_p(b: usize, c: usize) -> f64 {
@@ -198,12 +210,27 @@ pub fn mcnemar_p(b: usize, c: usize) -> f64 {
     (2.0 * tail).min(1.0)
 }
 
-/// The largest `k` at which a split of `d` discordant pairs as `(k, d - k)` is significant
-/// at `alpha` by the exact McNemar test ([`mcnemar_p`]), or `None` when no split is.
-fn mcnemar_critical(d: usize, alpha: f64) -> Option<usize> {
-    (0..=d / 2)
-        .take_while(|&k| mcnemar_p(k, d - k) < alpha)
-        .last()
+/// For every count `d` of discordant pairs in `0..=n`, the largest `k` at which a split
+/// `(k, d - k)` is significant at `alpha` by the exact McNemar test ([`mcnemar_p`]), or `None`
+/// when no split is: the binomial lower tail of `d`, accumulated once per `d` (`O(n^2)`).
+fn mcnemar_critical(n: usize, alpha: f64) -> Vec<Option<usize>> {
+    (0..=n)
+        .map(|d| {
+            let ln_c = ln_binomials(d);
+            let half = d as f64 * 0.5f64.ln();
+            let mut tail = 0.0;
+            let mut best = None;
+            for (k, c) in ln_c.iter().enumerate().take(d / 2 + 1) {
+                tail += (c + half).exp();
+                if 2.0 * tail < alpha {
+                    best = Some(k);
+                } else {
+                    break;
+                }
+            }
+            best
+        })
+        .collect()
 }
 
 /// `ln C(n, k)` for every `k` of `0..=n`.
@@ -224,6 +251,11 @@ fn ln_binomials(n: usize) -> Vec<f64> {
 /// their errors are independent: the number of discordant episodes is Binomial(n, psi) with
 /// psi = pa(1-pb) + pb(1-pa), and each is "only B right" with probability pb(1-pa)/psi.
 pub fn mcnemar_power(n: usize, pa: f64, pb: f64, alpha: f64) -> f64 {
+    power_with(&mcnemar_critical(n, alpha), n, pa, pb)
+}
+
+/// [`mcnemar_power`] with the critical values of `n` computed once.
+fn power_with(critical: &[Option<usize>], n: usize, pa: f64, pb: f64) -> f64 {
     let only_b = pb * (1.0 - pa);
     let psi = pa * (1.0 - pb) + only_b;
     if psi <= 0.0 || n == 0 {
@@ -233,7 +265,7 @@ pub fn mcnemar_power(n: usize, pa: f64, pb: f64, alpha: f64) -> f64 {
     let ln_n = ln_binomials(n);
     let mut power = 0.0;
     for d in 1..=n {
-        let Some(k) = mcnemar_critical(d, alpha) else {
+        let Some(k) = critical[d] else {
             continue;
         };
         let p_d = (ln_n[d] + k_ln(d, psi) + k_ln(n - d, 1.0 - psi)).exp();
@@ -258,13 +290,25 @@ fn k_ln(k: usize, p: f64) -> f64 {
 
 /// The smallest gain in accuracy over a row right with probability `p0` that `n` paired
 /// episodes detect with probability `power` (exact McNemar, two-sided `alpha`, independent
-/// errors; see [`mcnemar_power`]), to the nearest 0.005; `None` when not even a perfect row
-/// would be detected.
+/// errors; see [`mcnemar_power`]), rounded up to a multiple of 0.005; `None` when not even a
+/// perfect row would be detected. (The power rises with the gain: a bisection over the steps.)
 pub fn paired_mde(n: usize, p0: f64, alpha: f64, power: f64) -> Option<f64> {
+    let critical = mcnemar_critical(n, alpha);
     let steps = ((1.0 - p0) / 0.005).floor() as usize;
-    (1..=steps)
-        .map(|s| s as f64 * 0.005)
-        .find(|&d| mcnemar_power(n, p0, p0 + d, alpha) >= power)
+    let enough = |s: usize| power_with(&critical, n, p0, p0 + s as f64 * 0.005) >= power;
+    if steps == 0 || !enough(steps) {
+        return None;
+    }
+    let (mut lo, mut hi) = (0usize, steps);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if enough(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi as f64 * 0.005)
 }
 
 pub fn normal_sf(z: f64) -> f64 {

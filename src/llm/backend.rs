@@ -43,7 +43,6 @@ pub struct Sent {
 pub struct Backend {
     pub config: LlmConfig,
     shape: Shape,
-    pub base_url: String,
     /// What the response cache calls the server: the URL of a remote one, or the embedded
     /// server's build, model hash and options (its port changes from run to run).
     pub identity: String,
@@ -109,7 +108,6 @@ impl Backend {
         Ok(Backend {
             shape: config.shape(),
             config: config.clone(),
-            base_url,
             identity,
             context,
             cache,
@@ -281,6 +279,9 @@ fn api_key(env: &str) -> (Option<Secret>, String) {
     (None, "none".into())
 }
 
+/// How [`Backend::count_tokens`] counted when the server's tokenizer answered.
+pub const COUNTED_BY_SERVER: &str = "server /tokenize";
+
 async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'static str) {
     let base = client.settings.base_url.trim_end_matches("/v1").to_string();
     // A server that accepts `/tokenize` and never answers must not hang the run.
@@ -319,26 +320,13 @@ async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'st
             }
         }
     }
-    (out, "server /tokenize")
+    (out, COUNTED_BY_SERVER)
 }
 
-/// Send every request (through the cache, `concurrency` at a time) and return the replies in
-/// order; the first failure stops the batch, with what is kept and how to resume.
-/// `done(answered, client)` is told of progress.
-pub async fn post_all(
-    client: Arc<LlmClient>,
-    requests: Vec<Request>,
-    done: &(dyn Fn(usize, &LlmClient) + Sync),
-) -> Result<Vec<Reply>> {
-    let all = post_until(client, requests, usize::MAX, done, &|_| None).await?;
-    Ok(all
-        .into_iter()
-        .map(|r| r.expect("every request answered"))
-        .collect())
-}
-
-/// As [`post_all`], at most `window` requests in flight, and after each answer `stop` is asked
-/// whether to go on: once it gives a reason, nothing more is sent, the requests in flight are
+/// Send every request (through the cache, at most `window` in flight) and return the replies
+/// in order; the first failure stops the batch, with what is kept and how to resume.
+/// `done(answered, client)` is told of progress. After each answer `stop` is asked whether
+/// to go on: once it gives a reason, nothing more is sent, the requests in flight are
 /// answered (and cached), and the run ends with [`Error::Stopped`] (the answers so far are in
 /// the response cache: a rerun resumes from them). Unstopped: every reply, in order.
 pub async fn post_until(

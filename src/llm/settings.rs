@@ -152,6 +152,21 @@ impl LlmConfig {
         }
     }
 
+    /// The name as metric prefixes and file names use it: characters other than letters,
+    /// digits, `.`, `_` and `-` become `_` (a remote model is often `org/name`).
+    pub fn slug(&self) -> String {
+        self.name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
     pub fn shape(&self) -> Shape {
         Shape {
             api: self.api,
@@ -278,8 +293,11 @@ impl Judges {
             };
             match s.check(&at) {
                 Ok(c) => {
-                    if out.iter().any(|o: &LlmConfig| o.name() == c.name()) {
-                        problems.push(format!("`{at}`: judge `{}` is listed twice", c.name()));
+                    if out.iter().any(|o: &LlmConfig| o.slug() == c.slug()) {
+                        problems.push(format!(
+                            "`{at}`: judge `{}` is listed twice (or two judges' names differ only in characters that metric names cannot hold)",
+                            c.name()
+                        ));
                     }
                     out.push(c);
                 }
@@ -347,6 +365,15 @@ mod tests {
             c.iter().map(|c| c.name()).collect::<Vec<_>>(),
             ["smollm2", "m"]
         );
+        let d = parse("[[llm]]\nurl = \"http://x\"\nmodel = \"org/m 1\"\n[[llm]]\nurl = \"http://y\"\nmodel = \"org_m_1\"\n")
+            .unwrap();
+        let e = d.llm.check().unwrap_err().join("\n");
+        assert!(
+            e.contains("`llm[1]`: judge `org_m_1` is listed twice"),
+            "{e}"
+        );
+        let one = parse("[llm]\nurl = \"http://x\"\nmodel = \"org/m\"\n").unwrap();
+        assert_eq!(one.llm.check().unwrap()[0].slug(), "org_m");
         let e = parse("[llm]\njudeg = \"smollm2\"\n").unwrap_err();
         assert!(e.contains("judeg"), "{e}");
         let e = parse("[[llm]]\nconcurency = 2\n").unwrap_err();

@@ -23,14 +23,21 @@ impl Usage {
         self.billed_completion += o.billed_completion;
     }
 
-    /// The `usage` record: the counts, and the billed ones' cost (`null` unless priced).
-    pub fn record(&self, prices: &Prices) -> Value {
+    /// What the billed tokens cost at `prices` (`None` unless priced).
+    pub fn cost(&self, prices: &Prices) -> Option<f64> {
+        prices
+            .priced()
+            .then(|| prices.cost(self.billed_prompt, self.billed_completion))
+    }
+
+    /// The `usage` record: the counts, and the billed ones' `cost` (`null` unless priced).
+    pub fn record(&self, cost: Option<f64>) -> Value {
         json!({
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
             "billed_prompt_tokens": self.billed_prompt,
             "billed_completion_tokens": self.billed_completion,
-            "cost": prices.priced().then(|| prices.cost(self.billed_prompt, self.billed_completion)),
+            "cost": cost,
         })
     }
 }
@@ -78,9 +85,10 @@ impl Estimate {
         self.prompt_tokens += o.prompt_tokens;
         self.completion_tokens[0] += o.completion_tokens[0];
         self.completion_tokens[1] += o.completion_tokens[1];
+        // A total of priced and unpriced batches has no price (it would under-count).
         self.cost = match (self.cost, o.cost) {
             (Some(a), Some(b)) => Some([a[0] + b[0], a[1] + b[1]]),
-            (a, b) => a.or(b),
+            _ => None,
         };
     }
 

@@ -2,7 +2,7 @@
 //! both runs scored the same examples.
 
 use super::{ImageScore, ResultFile, Sample};
-use crate::eval::stats::{mcnemar_p, normal_sf, paired_t_p};
+use crate::eval::stats::{discordant, mcnemar_p, normal_sf, paired_t_p};
 use std::collections::BTreeMap;
 
 /// What the report says of one metric.
@@ -139,18 +139,13 @@ fn paired_p(metric: &str, bs: &[Sample], cs: &[Sample]) -> Option<f64> {
         .filter(|s| s.rep == rep)
         .filter_map(|s| pick(s).map(|v| (key(s), v)))
         .collect();
-    let (mut only_b, mut only_c, mut n) = (0, 0, 0);
-    for s in cs.iter().filter(|s| s.rep == rep) {
-        if let (Some(vc), Some(&vb)) = (pick(s), base.get(&key(s))) {
-            n += 1;
-            match (vb, vc) {
-                (true, false) => only_b += 1,
-                (false, true) => only_c += 1,
-                _ => {}
-            }
-        }
-    }
-    (n > 0).then(|| mcnemar_p(only_b, only_c))
+    let pairs: Vec<(bool, bool)> = cs
+        .iter()
+        .filter(|s| s.rep == rep)
+        .filter_map(|s| Some((*base.get(&key(s))?, pick(s)?)))
+        .collect();
+    let (only_b, only_c) = discordant(pairs.iter().copied());
+    (!pairs.is_empty()).then(|| mcnemar_p(only_b, only_c))
 }
 
 /// Paired t-test p for a `rep/metric` from per-image values, matched by index and input hash.

@@ -54,24 +54,30 @@ fn tidy(s: &str) -> String {
         .to_lowercase()
 }
 
-/// The answer's first non-empty line, without a leading repeat of the prompt's answer cue
-/// (`Classification:`).
+/// The answer's first line with text, without a leading repeat of the prompt's answer cue
+/// (`Classification:`): a line that is only the cue is passed over. The cue counts only as a
+/// whole word (`is a` is not the start of `is an`).
 fn answer_line<'a>(text: &'a str, cue: &str) -> &'a str {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
     let cue = cue.trim();
-    match line.get(..cue.len()) {
-        Some(head) if !cue.is_empty() && head.eq_ignore_ascii_case(cue) => line[cue.len()..].trim(),
-        _ => line,
-    }
-}
-
-/// The answer as the protocol reads it (see [`RULE`]): the first sentence of the answer line.
-pub fn read_answer(text: &str, cue: &str) -> String {
-    tidy(first_sentence(answer_line(text, cue)))
+    text.lines()
+        .map(|l| {
+            let l = l.trim();
+            match l.get(..cue.len()) {
+                Some(head)
+                    if !cue.is_empty()
+                        && head.eq_ignore_ascii_case(cue)
+                        && l[cue.len()..]
+                            .chars()
+                            .next()
+                            .is_none_or(|c| c.is_whitespace() || !c.is_alphanumeric()) =>
+                {
+                    l[cue.len()..].trim()
+                }
+                _ => l,
+            }
+        })
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
 }
 
 /// A class name as the rule compares it.
@@ -266,7 +272,19 @@ mod tests {
             match_answer(" St. Bernard.", CUE, &odd, &[]).as_deref(),
             Some("St. Bernard")
         );
-        assert_eq!(read_answer(" Bag. Coat.", CUE), "bag");
+        assert_eq!(m(" Bag. Coat.").as_deref(), Some("Bag"));
+        // A line that is only the cue: the answer is on the next one. The cue is a whole word.
+        assert_eq!(m("Classification:\nBag").as_deref(), Some("Bag"));
+        let boots: Vec<String> = vec!["n Ankle boot".into(), "Ankle boot".into()];
+        assert_eq!(
+            match_answer("is an Ankle boot", "is a", &boots, &[]).as_deref(),
+            None,
+            "`is a` must not eat the `a` of `an`"
+        );
+        assert_eq!(
+            match_answer("is a Ankle boot", "is a", &boots, &[]).as_deref(),
+            Some("Ankle boot")
+        );
         assert_eq!(
             answer_cue("Context: {image}\nClassification: {label}.\n"),
             CUE

@@ -9,8 +9,10 @@
 //!
 //! An image's words depend only on the run's seed, the calibration and the image (its index in
 //! the split and its true class), so an image reads the same in every episode, as a tokenizer's
-//! tokens do. An image has as many words as the model gives it tokens, and the point's
-//! `per_image`/`select` pick from them as from any tokenizer's words.
+//! tokens do. An image has as many words as the suite's tokens give it before selection (the
+//! model's tokens per image, or a tokens file's mean), and the point's `per_image`/`select`
+//! pick from them as from any tokenizer's words (they are words: nothing is filtered out as
+//! special or a word piece).
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -63,6 +65,16 @@ impl Calibration {
             Calibration::Oracle => "oracle".into(),
             Calibration::Random => "random".into(),
             Calibration::Noisy(p) => format!("noisy-{p}"),
+        }
+    }
+
+    /// The metric prefix of its row at sweep point `point` (`calibration-oracle`,
+    /// `calibration-oracle/per_image-8`).
+    pub fn row_name(&self, point: &str) -> String {
+        if point.is_empty() {
+            format!("calibration-{}", self.name())
+        } else {
+            format!("calibration-{}/{point}", self.name())
         }
     }
 

@@ -4,7 +4,9 @@
 //! whose oracle row is below the gate in a cell cannot read tokens there; the board then shows
 //! that instead of a verdict, which would otherwise be read as a statement about the tokenizer.
 
+use super::calibration::Calibration;
 use super::summary::{GATE, UNREADABLE};
+use super::table::split_key;
 use crate::eval::results::ResultFile;
 use crate::eval::stats::Metric;
 use crate::eval::stats::{paired_mde, proportion};
@@ -35,24 +37,13 @@ fn judges(r: &ResultFile) -> Vec<(String, String)> {
 /// before the `N-way` part (a point of a sweep, a calibration row, or empty).
 fn parse(name: &str) -> Option<(String, usize, String, String)> {
     let (cell, measure) = name.rsplit_once('/')?;
-    let parts: Vec<&str> = cell.split('/').collect();
-    let wi = parts.iter().position(|p| p.ends_with("-way"))?;
-    let way = parts[wi].trim_end_matches("-way").parse().ok()?;
+    let (row, way, col) = split_key(cell)?;
     Some((
-        parts[..wi].join("/"),
+        row.to_string(),
         way,
-        parts[wi..].join("/"),
+        format!("{way}-way/{col}"),
         measure.to_string(),
     ))
-}
-
-/// The calibration row of point `point` (`calibration-oracle`, `calibration-oracle/per_image-8`).
-fn calibration_row(c: &str, point: &str) -> String {
-    if point.is_empty() {
-        format!("calibration-{c}")
-    } else {
-        format!("calibration-{c}/{point}")
-    }
 }
 
 /// Pooled over the columns: `(correct, n)` per N-way of the metrics of `row` and `measure`.
@@ -130,15 +121,16 @@ pub fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
                 "nearest support",
                 pooled(&reference, &point, "nearest_support"),
             );
-            add(
-                "oracle",
-                pooled(&ms, &calibration_row("oracle", &point), "top1"),
-            );
-            add(
-                "random",
-                pooled(&ms, &calibration_row("random", &point), "top1"),
-            );
-            metrics.sort_by_key(|(n, _)| n.split(' ').next().unwrap_or("").to_string());
+            for c in [Calibration::Oracle, Calibration::Random] {
+                add(&c.name(), pooled(&ms, &c.row_name(&point), "top1"));
+            }
+            // By N-way (numerically), the measures in the order added.
+            metrics.sort_by_key(|(n, _)| {
+                n.split('-')
+                    .next()
+                    .and_then(|w| w.parse::<usize>().ok())
+                    .unwrap_or(0)
+            });
             let covers = ms
                 .iter()
                 .filter(|(_, x)| x.0 == point && x.3 == "top1")
@@ -269,6 +261,5 @@ mod tests {
             Some(String::new())
         );
         assert_eq!(parse("lqae/top1"), None);
-        assert_eq!(calibration_row("random", ""), "calibration-random");
     }
 }

@@ -27,6 +27,8 @@ pub struct RowScore {
 /// What one judge answered, and what it cost.
 pub struct Judged {
     pub name: String,
+    /// The name as metric prefixes and file names use it.
+    pub slug: String,
     /// The server's identity (the response cache's name for it), the request's model, the
     /// API, where the key came from, the response cache.
     pub server: String,
@@ -37,41 +39,58 @@ pub struct Judged {
     /// The embedded judge's model file hash.
     pub model_sha256: Option<&'static str>,
     pub requests: Value,
-    pub usage: Value,
+    /// Tokens used and billed, and their cost at the judge's prices.
+    pub usage: Usage,
+    pub cost: Option<f64>,
     /// Prompt tokens of every row's prompts (row-major), how they were counted, the context.
     pub counts: Vec<usize>,
-    pub counted_by: &'static str,
+    pub counted_by: String,
     pub context: Option<usize>,
     /// Per row of the task.
     pub rows: Vec<RowScore>,
-    pub tokens: Usage,
 }
 
-/// What asking a judge came to: its answers, or (dry run) what it would send.
-pub enum Asked {
-    Judged(Box<Judged>),
-    Estimated(Estimate),
+/// A judge ready to be asked: its backend open (the embedded server started), every row's
+/// prompts counted with its tokenizer and checked against its context, and what the questions
+/// not yet in the response cache would send and cost.
+pub struct Prepared<'a> {
+    pub judge: &'a LlmConfig,
+    backend: Backend,
+    counts: Vec<usize>,
+    counted_by: String,
+    pub estimate: Estimate,
 }
 
-/// Ask `judge` every question of the task.
-pub fn ask(
+/// Open `judge`'s backend, count and check every prompt, and estimate what asking costs.
+pub fn prepare<'a>(
     spec: &CheckedFewshot,
-    judge: &LlmConfig,
+    judge: &'a LlmConfig,
     task: &Task,
     (asks, jobs): (&[Ask], &[Job]),
-    reading: &Reading,
     cx: &Ctx,
-) -> Result<Asked> {
+) -> Result<Prepared<'a>> {
     let say = |m: &str| cx.progress.line(m);
     let backend = Backend::open(judge, &say)?;
-    // Every row's prompts counted with the judge's tokenizer; each question costs its prompt.
+    if backend.context.is_none() {
+        cx.progress
+            .line("  llm.context is not set: prompt lengths are not checked before sending");
+    }
     let mut counts = Vec::new();
-    let mut counted_by = "";
+    let mut methods: Vec<&str> = Vec::new();
     for row in &task.rows {
         let prompts: Vec<&str> = row.prompts.iter().map(String::as_str).collect();
         let (c, by) = backend.count_tokens(&prompts);
-        counted_by = by;
-        check_context(spec, &backend, task, row, &c, by, cx)?;
+        if backend.embedded() && by != crate::llm::backend::COUNTED_BY_SERVER {
+            return Err(Error::Msg(format!(
+                "the embedded llama-server did not count the prompts of row `{}` through /tokenize; its log is under {}",
+                row.name,
+                crate::assets::cache_dir().join("llm").join("logs").display()
+            )));
+        }
+        check_context(spec, &backend, task, row, &c, by)?;
+        if !methods.contains(&by) {
+            methods.push(by);
+        }
         counts.extend(c);
     }
     let n_episodes = task.episodes.len();
@@ -80,13 +99,28 @@ pub fn ask(
         .map(|j| counts[j.row * n_episodes + j.episode])
         .collect();
     let per_answer = spec.strategy.answer_tokens(judge.max_answer_tokens);
-    let est = backend.estimate(asks, &ask_counts, per_answer);
+    let estimate = backend.estimate(asks, &ask_counts, per_answer);
     cx.progress
-        .line(&format!("  {}: {}", judge.name(), est.line()));
-    if cx.dry_run {
-        return Ok(Asked::Estimated(est));
-    }
-    judge.caps.check(&est)?;
+        .line(&format!("  {}: {}", judge.name(), estimate.line()));
+    Ok(Prepared {
+        judge,
+        backend,
+        counts,
+        counted_by: methods.join(", then "),
+        estimate,
+    })
+}
+
+/// Ask a prepared judge every question of the task and score its answers.
+pub fn ask(
+    spec: &CheckedFewshot,
+    p: Prepared,
+    task: &Task,
+    (asks, jobs): (&[Ask], &[Job]),
+    reading: &Reading,
+    cx: &Ctx,
+) -> Result<Judged> {
+    let (judge, backend) = (p.judge, &p.backend);
     if cx.progress.enabled() {
         let cells = task
             .episodes
@@ -96,7 +130,7 @@ pub fn ask(
         let rows = task.rows.len();
         cx.progress.line(&format!(
             "  {} episodes in {} cells{}, {} requests to {} ({} already in the response cache {})",
-            n_episodes,
+            task.episodes.len(),
             cells.len(),
             if rows > 1 {
                 format!(", each in {rows} rows")
@@ -105,16 +139,18 @@ pub fn ask(
             },
             asks.len(),
             judge.name(),
-            est.requests - est.to_send,
+            p.estimate.requests - p.estimate.to_send,
             backend.cache_path().display()
         ));
     }
+    let say = |m: &str| cx.progress.line(m);
     let sent = backend.send(asks, &say)?;
     let rows = (0..task.rows.len())
         .map(|r| score_row(spec, task, r, jobs, &sent, reading))
         .collect();
-    Ok(Asked::Judged(Box::new(Judged {
+    Ok(Judged {
         name: judge.name().to_string(),
+        slug: judge.slug(),
         server: backend.identity.clone(),
         model: judge.model.clone(),
         api: judge.api.name(),
@@ -122,13 +158,13 @@ pub fn ask(
         response_cache: backend.cache_path().display().to_string(),
         model_sha256: backend.model_sha256(),
         requests: backend.requests_record(&sent),
-        usage: sent.usage.record(&judge.prices),
-        counts,
-        counted_by,
+        cost: sent.usage.cost(&judge.prices),
+        usage: sent.usage,
+        counts: p.counts,
+        counted_by: p.counted_by,
         context: backend.context,
         rows,
-        tokens: sent.usage,
-    })))
+    })
 }
 
 /// Refuse to send anything when a prompt cannot fit the model's context with its answer.
@@ -139,7 +175,6 @@ fn check_context(
     row: &super::task::Row,
     counts: &[usize],
     counted_by: &str,
-    cx: &Ctx,
 ) -> Result<()> {
     let longest_label = task
         .episodes
@@ -152,8 +187,6 @@ fn check_context(
         .strategy
         .answer_room(backend.config.max_answer_tokens, longest_label);
     let Some(ctx) = backend.context else {
-        cx.progress
-            .line("  llm.context is not set: prompt lengths are not checked before sending");
         return Ok(());
     };
     let limit = ctx.saturating_sub(answer_room);

@@ -47,7 +47,6 @@ pub use table::table_markdown;
 use crate::error::{Error, Result};
 use crate::eval::results::ResultFile;
 use crate::eval::suite_kind::{BoardEntry, Ctx, Outcome, SuiteKind};
-use judge::Asked;
 
 pub struct Fewshot;
 
@@ -84,22 +83,35 @@ fn run(spec: &CheckedFewshot, cx: &Ctx) -> Result<Outcome> {
         cue: answer::answer_cue(&spec.episodes.templates.example),
         names: inputs.set.class_names.clone(),
     };
-    let mut judged = Vec::new();
-    let mut estimate: Option<crate::llm::Estimate> = None;
-    for j in &spec.judges {
-        match judge::ask(spec, j, &task, (&asks, &jobs), &reading, cx)? {
-            Asked::Judged(x) => judged.push(*x),
-            Asked::Estimated(e) => match &mut estimate {
-                Some(t) => t.add(&e),
-                None => estimate = Some(e),
-            },
-        }
+    // Every judge counted, checked and estimated before anything is sent to any of them.
+    let prepared = spec
+        .judges
+        .iter()
+        .map(|j| judge::prepare(spec, j, &task, (&asks, &jobs), cx))
+        .collect::<Result<Vec<_>>>()?;
+    let mut total = prepared[0].estimate.clone();
+    for p in &prepared[1..] {
+        total.add(&p.estimate);
     }
-    if let Some(est) = estimate {
+    if prepared.len() > 1 {
+        cx.progress.line(&format!(
+            "  all {} judges: {}",
+            prepared.len(),
+            total.line()
+        ));
+    }
+    if cx.dry_run {
         return Err(Error::Stopped {
-            msg: format!("dry run, nothing sent: {}", est.line()),
-            partial: est.record(),
+            msg: format!("dry run, nothing sent: {}", total.line()),
+            partial: total.record(),
         });
     }
+    for p in &prepared {
+        p.judge.caps.check(&p.estimate)?;
+    }
+    let judged = prepared
+        .into_iter()
+        .map(|p| judge::ask(spec, p, &task, (&asks, &jobs), &reading, cx))
+        .collect::<Result<Vec<_>>>()?;
     record::outcome(spec, &inputs, &task, judged, cx)
 }

@@ -18,12 +18,12 @@ pub const CALIBRATION_PLOT: &str = "calibration.png";
 /// Thumbnails are at most this many pixels a side.
 const THUMB: u32 = 64;
 
-/// What the page shows besides the result: the episodes, every point's answers (point-major,
-/// each in episode order), every point's token text per image, the thumbnails' files.
+/// What the page shows besides the result: the episodes, every answer (judge-major, then row,
+/// then episode), every row's token text per image, the thumbnails' files.
 pub struct PageData {
     pub episodes: Vec<Episode>,
     pub answers: Vec<Answer>,
-    /// (point name, image key -> token text), in point order.
+    /// (row name, image key -> token text), in row order (the same for every judge).
     pub texts: Vec<(String, HashMap<String, String>)>,
     /// Image key -> thumbnail file (relative to the run folder).
     pub images: HashMap<String, String>,
@@ -284,7 +284,10 @@ pub fn page_html(r: &ResultFile, d: &PageData) -> String {
     let n = d.episodes.len().max(1);
     let empty = HashMap::new();
     for (j, a) in d.answers.iter().enumerate() {
-        let texts = d.texts.get(j / n).map_or(&empty, |t| &t.1);
+        let texts = d
+            .texts
+            .get((j / n) % d.texts.len().max(1))
+            .map_or(&empty, |t| &t.1);
         h.push_str(&episode_section(a, &d.episodes[j % n], texts, &d.images));
     }
     h.push_str(&format!(

@@ -3,7 +3,7 @@
 
 use super::calibration::Calibration;
 use super::sweep::split_cell;
-use super::table::{column_order, column_title};
+use super::table::{column_order, column_title, split_key};
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -325,7 +325,7 @@ fn calibration_data(calibration: &Value) -> CalData {
         })
         .collect();
     cells.sort_by_key(|c| {
-        let (pre, w, col) = split_point(c);
+        let (pre, w, col) = split_key(c).unwrap_or(("", 0, c.as_str()));
         (pre.to_string(), w, column_order(col))
     });
     cells.dedup();
@@ -336,20 +336,8 @@ fn calibration_data(calibration: &Value) -> CalData {
     }
 }
 
-/// `[point/]N-way/column` as `(point, N, column)`.
-fn split_point(cell: &str) -> (&str, usize, &str) {
-    match cell.find("-way/") {
-        Some(i) => {
-            let start = cell[..i].rfind('/').map_or(0, |k| k + 1);
-            let (w, col) = split_cell(&cell[start..]);
-            (cell[..start].trim_end_matches('/'), w, col)
-        }
-        None => ("", 0, cell),
-    }
-}
-
 fn draw_calibration_panel(panel: &Area, cell: &str, d: &CalData) -> Result<()> {
-    let (pre, w, col) = split_point(cell);
+    let (pre, w, col) = split_key(cell).unwrap_or(("", 0, cell));
     let caption = if pre.is_empty() {
         format!("{w}-way, {}", column_title(col))
     } else {

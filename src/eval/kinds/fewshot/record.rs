@@ -20,11 +20,15 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// `extra` of a few-shot result. With several judges, the per-judge fields are the judges'
-/// names joined, and `judges` holds each one's record.
+/// `extra` of a few-shot result. With several judges, `judge`, `api`, `server`, `llm_model`
+/// and `api_key` are the judges' values joined, `usage` their sum (priced when every judge is),
+/// the per-judge `prompt_tokens`, `requests` and `response_cache` are left out, and `judges`
+/// holds each one's record.
 #[derive(Serialize)]
 struct Record {
     strategy: &'static str,
+    /// The judge's name (the key of its calibration, the prefix of its metrics when several).
+    judge: String,
     api: String,
     server: String,
     llm_model: String,
@@ -33,11 +37,14 @@ struct Record {
     lqae_tokens_per_image: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     tokens_file: Option<Value>,
-    prompt_tokens: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens: Option<Value>,
     chance: BTreeMap<String, f64>,
-    requests: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<Value>,
     usage: Value,
-    response_cache: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_cache: Option<String>,
     table: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sweep: Option<Value>,
@@ -66,10 +73,10 @@ struct JudgeRecord {
     sweep: Option<Value>,
 }
 
-/// The metric prefix of judge `j` (`judge-<name>/` when there are several, else empty).
-fn judge_prefix(spec: &CheckedFewshot, name: &str) -> String {
+/// The metric prefix of a judge (`judge-<slug>/` when there are several, else empty).
+fn judge_prefix(spec: &CheckedFewshot, slug: &str) -> String {
     if spec.several_judges() {
-        format!("judge-{name}/")
+        format!("judge-{slug}/")
     } else {
         String::new()
     }
@@ -102,7 +109,7 @@ fn scored(
     ep_lines: &[String],
     set: &LabelledImages,
 ) -> Scored {
-    let prefix = judge_prefix(spec, &j.name);
+    let prefix = judge_prefix(spec, &j.slug);
     let mut out = Scored {
         metrics: BTreeMap::new(),
         samples: Vec::new(),
@@ -234,7 +241,7 @@ fn gather(
         g.answers.extend(s.answers);
         let several = spec.several_judges();
         let suffix = if several {
-            format!("-{}", j.name)
+            format!("-{}", j.slug)
         } else {
             String::new()
         };
@@ -259,7 +266,7 @@ fn gather(
             }
         }
         g.judges.push(JudgeRecord {
-            prefix: judge_prefix(spec, &j.name),
+            prefix: judge_prefix(spec, &j.slug),
             name: j.name.clone(),
             server: j.server.clone(),
             llm_model: j.model.clone(),
@@ -267,7 +274,7 @@ fn gather(
             api_key: j.key_source.clone(),
             prompt_tokens: prompt_tokens(j),
             requests: j.requests.clone(),
-            usage: j.usage.clone(),
+            usage: j.usage.record(j.cost),
             response_cache: j.response_cache.clone(),
             sweep: s.sweep,
         });
@@ -282,6 +289,7 @@ fn record(
     spec: &CheckedFewshot,
     inputs: &Inputs,
     task: &Task,
+    judged: &[Judged],
     judges: Vec<JudgeRecord>,
     calibration: serde_json::Map<String, Value>,
     table: &str,
@@ -292,8 +300,16 @@ fn record(
     };
     let first = &judges[0];
     let several = spec.several_judges();
+    let only = |v: &Value| (!several).then(|| v.clone());
+    let mut usage = crate::llm::Usage::default();
+    let mut cost = Some(0.0);
+    for j in judged {
+        usage.add(j.usage);
+        cost = cost.zip(j.cost).map(|(a, b)| a + b);
+    }
     Record {
         strategy: spec.strategy.name(),
+        judge: one(&|r| r.name.clone()),
         api: one(&|r| r.api.to_string()),
         server: one(&|r| r.server.clone()),
         llm_model: one(&|r| r.llm_model.clone()),
@@ -301,15 +317,15 @@ fn record(
         tokens: spec.tokens_written.clone(),
         lqae_tokens_per_image: inputs.tokens_per_image,
         tokens_file: inputs.file.as_ref().map(|(p, f)| p.record(*f)),
-        prompt_tokens: first.prompt_tokens.clone(),
+        prompt_tokens: only(&first.prompt_tokens),
         chance: task
             .episodes
             .iter()
             .map(|e| (e.cell(), 1.0 / e.ways as f64))
             .collect(),
-        requests: first.requests.clone(),
-        usage: first.usage.clone(),
-        response_cache: first.response_cache.clone(),
+        requests: only(&first.requests),
+        usage: usage.record(cost),
+        response_cache: (!several).then(|| first.response_cache.clone()),
         table: table.to_string(),
         sweep: if several { None } else { first.sweep.clone() },
         answer_rule: answer::RULE,
@@ -344,7 +360,7 @@ fn input_hashes(
     for j in judged {
         if let Some(sha) = j.model_sha256 {
             let key = if spec.several_judges() {
-                format!("llm-{}", j.name)
+                format!("llm-{}", j.slug)
             } else {
                 "llm".to_string()
             };
@@ -368,7 +384,15 @@ pub fn outcome(
         .map(|e| serde_json::to_string(e).expect("episode"))
         .collect();
     let g = gather(spec, inputs, task, &judged, &ep_lines, cx)?;
-    let record = record(spec, inputs, task, g.judges, g.calibration, &g.table);
+    let record = record(
+        spec,
+        inputs,
+        task,
+        &judged,
+        g.judges,
+        g.calibration,
+        &g.table,
+    );
     let calibration_plot = plot::calibration_png(&record.calibration, &cx.suite.name)?;
     let Value::Object(extra) = serde_json::to_value(&record)? else {
         unreachable!("a struct serialises to an object")
@@ -406,9 +430,9 @@ pub fn outcome(
     let data = page::PageData {
         episodes: episodes.to_vec(),
         answers: g.answers,
-        texts: judged
+        texts: task
+            .rows
             .iter()
-            .flat_map(|_| task.rows.iter())
             .map(|r| (r.name.clone(), r.texts.clone()))
             .collect(),
         images: thumbs

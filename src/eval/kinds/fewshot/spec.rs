@@ -146,11 +146,16 @@ pub struct Point {
 impl Point {
     /// `name/cell` (`cell` alone without a sweep).
     pub fn key(&self, cell: &str) -> String {
-        if self.name.is_empty() {
-            cell.to_string()
-        } else {
-            format!("{}/{cell}", self.name)
-        }
+        prefixed(&self.name, cell)
+    }
+}
+
+/// `prefix/key`, or `key` alone under an empty prefix.
+pub fn prefixed(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}/{key}")
     }
 }
 
@@ -512,7 +517,12 @@ fn token_problems(t: &TokenSettings) -> Vec<String> {
             out.push(format!("`tokens.calibration`: `{c}` is not `oracle`, `random` or `noisy-<p>` with 0 < p < 1"));
         }
     }
-    if dedup_len(t.calibration.clone()) < t.calibration.len() {
+    let parsed: Vec<String> = t
+        .calibration
+        .iter()
+        .filter_map(|c| Calibration::parse(c).map(|c| c.name()))
+        .collect();
+    if dedup_len(parsed.clone()) < parsed.len() {
         out.push("`tokens.calibration`: a tokenizer is listed twice".into());
     }
     let only_all = selects.iter().all(|s| s == "all");

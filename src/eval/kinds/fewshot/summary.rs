@@ -6,10 +6,10 @@
 
 use super::calibration::Calibration;
 use super::judge::RowScore;
-use super::table::{column_order, column_title};
+use super::table::{column_order, column_title, split_key};
 use super::task::{Row, Source};
-use crate::eval::stats::mcnemar_p;
 use crate::eval::stats::Metric;
+use crate::eval::stats::{discordant, mcnemar_p};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -65,16 +65,14 @@ pub fn judge_calibration(
                 .iter()
                 .find(|&&k| rows[k].source == Source::Calibration(Calibration::Random))
             {
-                let (mut only_t, mut only_r) = (0usize, 0usize);
-                for (a, b) in scores[t].answers.iter().zip(&scores[k].answers) {
-                    if &a.cell == cell {
-                        match (a.correct, b.correct) {
-                            (true, false) => only_t += 1,
-                            (false, true) => only_r += 1,
-                            _ => {}
-                        }
-                    }
-                }
+                let (only_t, only_r) = discordant(
+                    scores[t]
+                        .answers
+                        .iter()
+                        .zip(&scores[k].answers)
+                        .filter(|(a, _)| &a.cell == cell)
+                        .map(|(a, b)| (a.correct, b.correct)),
+                );
                 e.insert(
                     "tokens_vs_random".into(),
                     json!({"only_tokens": only_t, "only_random": only_r, "p_mcnemar": mcnemar_p(only_t, only_r)}),
@@ -95,7 +93,10 @@ pub fn judge_calibration(
 /// The calibration table of one judge: per cell the judge's top-1 on each row with the
 /// nearest-support reference in brackets, the tokens against random words, and the gate.
 pub fn markdown(judge: &str, cal: &Value, calibration: &[Calibration]) -> String {
-    let Some(cells) = cal["cells"].as_object().filter(|c| !c.is_empty()) else {
+    let Some(cells) = cal["cells"]
+        .as_object()
+        .filter(|c| !c.is_empty() && !calibration.is_empty())
+    else {
         return String::new();
     };
     let names: Vec<String> = std::iter::once("tokens".to_string())
@@ -103,7 +104,7 @@ pub fn markdown(judge: &str, cal: &Value, calibration: &[Calibration]) -> String
         .collect();
     let mut keys: Vec<&String> = cells.keys().collect();
     keys.sort_by_key(|k| {
-        let (pre, way, col) = split(k);
+        let (pre, way, col) = split_key(k).unwrap_or(("", 0, k.as_str()));
         (pre.to_string(), way, column_order(col))
     });
     let mut s = format!(
@@ -113,7 +114,7 @@ pub fn markdown(judge: &str, cal: &Value, calibration: &[Calibration]) -> String
     );
     for k in keys {
         let c = &cells[k];
-        let (pre, way, col) = split(k);
+        let (pre, way, col) = split_key(k).unwrap_or(("", 0, k.as_str()));
         let pre = if pre.is_empty() {
             String::new()
         } else {
@@ -179,38 +180,4 @@ pub fn power_lines(episodes: &[super::episodes::Episode]) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// A cell key `[point/]N-way/column` as `(point, N, column)`.
-fn split(k: &str) -> (&str, usize, &str) {
-    let parts: Vec<&str> = k.split('/').collect();
-    let wi = parts.iter().position(|p| p.ends_with("-way")).unwrap_or(0);
-    let pre_len: usize = parts[..wi].iter().map(|p| p.len() + 1).sum();
-    let way = parts
-        .get(wi)
-        .and_then(|w| w.trim_end_matches("-way").parse().ok())
-        .unwrap_or(0);
-    let col_start = (pre_len + parts.get(wi).map_or(0, |w| w.len() + 1)).min(k.len());
-    (
-        k.get(..pre_len.saturating_sub(1)).unwrap_or(""),
-        way,
-        &k[col_start..],
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cell_keys_split_into_point_way_and_column() {
-        assert_eq!(
-            split("2-way/induction-no/shots-1/repeats-0"),
-            ("", 2, "induction-no/shots-1/repeats-0")
-        );
-        assert_eq!(
-            split("per_image-8/5-way/induction-yes/shots-3/repeats-0"),
-            ("per_image-8", 5, "induction-yes/shots-3/repeats-0")
-        );
-    }
 }

@@ -5,9 +5,9 @@
 //! line per column of the table, chance dashed).
 
 use super::spec::Point;
-use super::table::{column_order, column_title};
-use crate::eval::stats::mcnemar_p;
+use super::table::{column_order, column_title, split_key};
 use crate::eval::stats::Metric;
+use crate::eval::stats::{discordant, mcnemar_p};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -63,17 +63,15 @@ pub fn summary(points: &[PointResult]) -> Value {
     for w in points.windows(2) {
         let (a, b) = (&w[0], &w[1]);
         for cell in a.cells.keys() {
-            // Discordant episodes: right only at `a` (b_), right only at `b` (c_).
-            let (mut only_a, mut only_b) = (0usize, 0usize);
-            for ((ra, rb), c) in a.correct.iter().zip(&b.correct).zip(&a.cell_of) {
-                if c == cell {
-                    match (ra, rb) {
-                        (true, false) => only_a += 1,
-                        (false, true) => only_b += 1,
-                        _ => {}
-                    }
-                }
-            }
+            // Discordant episodes: right only at `a`, right only at `b`.
+            let (only_a, only_b) = discordant(
+                a.correct
+                    .iter()
+                    .zip(&b.correct)
+                    .zip(&a.cell_of)
+                    .filter(|(_, c)| *c == cell)
+                    .map(|((x, y), _)| (*x, *y)),
+            );
             let va = a.metrics[&format!("{cell}/top1")].value;
             let vb = b
                 .metrics
@@ -94,10 +92,9 @@ pub fn summary(points: &[PointResult]) -> Value {
     })
 }
 
-/// The cell's column (`induction-yes/shots-1/repeats-0`) and its way.
+/// The cell's way and column (`induction-yes/shots-1/repeats-0`).
 pub(super) fn split_cell(cell: &str) -> (usize, &str) {
-    let (way, col) = cell.split_once('/').unwrap_or((cell, ""));
-    (way.trim_end_matches("-way").parse().unwrap_or(0), col)
+    split_key(cell).map_or((0, ""), |(_, w, c)| (w, c))
 }
 
 /// The summary as Markdown: per N-way, one row per column and one column per point, then the

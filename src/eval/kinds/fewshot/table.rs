@@ -50,6 +50,22 @@ pub fn table_markdown(
     s
 }
 
+/// A cell key `[prefix/]N-way/column` (`calibration-oracle/per_image-8/5-way/induction-yes/
+/// shots-1/repeats-0`) as `(prefix, N, column)`; `None` without an `N-way` part. The one
+/// reader of cell keys (tables, the sweep, the plots, the calibration, the board).
+pub fn split_key(key: &str) -> Option<(&str, usize, &str)> {
+    let mut start = 0;
+    for part in key.split('/') {
+        if let Some(w) = part.strip_suffix("-way").and_then(|w| w.parse().ok()) {
+            let prefix = key[..start].trim_end_matches('/');
+            let col = key.get(start + part.len() + 1..).unwrap_or("");
+            return Some((prefix, w, col));
+        }
+        start += part.len() + 1;
+    }
+    None
+}
+
 /// A column name (`induction-yes/shots-3/repeats-0`) as `(induction, shots, repeats)`.
 pub fn parse_column(c: &str) -> (bool, usize, usize) {
     let p: Vec<&str> = c.split('/').collect();
@@ -111,5 +127,19 @@ mod tests {
         assert_eq!(head, want);
         assert!(t.contains("| 2-way | 50.0 ["), "{t}");
         assert!(t.trim_end().ends_with("| 50.0 |"), "{t}");
+        assert_eq!(
+            split_key("calibration-oracle/per_image-8/5-way/induction-yes/shots-1/repeats-0"),
+            Some((
+                "calibration-oracle/per_image-8",
+                5,
+                "induction-yes/shots-1/repeats-0"
+            ))
+        );
+        assert_eq!(
+            split_key("2-way/induction-no/shots-1/repeats-0"),
+            Some(("", 2, "induction-no/shots-1/repeats-0"))
+        );
+        assert_eq!(split_key("10-way"), Some(("", 10, "")));
+        assert_eq!(split_key("lqae/top1"), None);
     }
 }

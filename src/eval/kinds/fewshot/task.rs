@@ -40,11 +40,7 @@ pub struct Row {
 impl Row {
     /// `name/cell` (`cell` alone for an unnamed row).
     pub fn key(&self, cell: &str) -> String {
-        if self.name.is_empty() {
-            cell.to_string()
-        } else {
-            format!("{}/{cell}", self.name)
-        }
+        super::spec::prefixed(&self.name, cell)
     }
 }
 
@@ -106,10 +102,7 @@ impl<'a> Task<'a> {
                     .collect();
                 let name = match source {
                     Source::Tokens => point.name.clone(),
-                    Source::Calibration(c) if point.name.is_empty() => {
-                        format!("calibration-{}", c.name())
-                    }
-                    Source::Calibration(c) => format!("calibration-{}/{}", c.name(), point.name),
+                    Source::Calibration(c) => c.row_name(&point.name),
                 };
                 rows.push(Row {
                     name,
@@ -142,13 +135,5 @@ impl<'a> Task<'a> {
             }
         }
         (asks, jobs)
-    }
-
-    /// The rows of the suite's own tokens (the sweep's points).
-    pub fn token_rows(&self) -> impl Iterator<Item = (usize, &Row)> {
-        self.rows
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.source == Source::Tokens)
     }
 }
