@@ -189,6 +189,19 @@ pub fn discordant(pairs: impl IntoIterator<Item = (bool, bool)>) -> (usize, usiz
         })
 }
 
+/// The difference in accuracy between two rows scored on the same `n` examples, from the
+/// discordant pairs (`x_only` right with the first row only, `y_only` with the second only),
+/// `(x_only - y_only) / n`, with its 95% interval by Agresti and Min's adjusted Wald method
+/// for paired proportions (half a pair added to each discordant count and 2 to `n`, 2005).
+pub fn paired_difference(x_only: usize, y_only: usize, n: usize) -> (f64, [f64; 2]) {
+    let d = (x_only as f64 - y_only as f64) / n.max(1) as f64;
+    let (b, c, m) = (x_only as f64 + 0.5, y_only as f64 + 0.5, n as f64 + 2.0);
+    let centre = (b - c) / m;
+    let se = ((b + c) - (b - c).powi(2) / m).max(0.0).sqrt() / m;
+    let z = 1.959964;
+    (d, [(centre - z * se).max(-1.0), (centre + z * se).min(1.0)])
+}
+
 /// Exact two-sided McNemar test on discordant pairs `b` (only baseline right) and `c`
 /// (only current right): the binomial probability of a split at least this uneven.
 pub fn mcnemar_p(b: usize, c: usize) -> f64 {
@@ -383,6 +396,19 @@ mod tests {
         // differences 0.1, 0.3, -0.1, 0.2: mean 0.125, sd 0.170783, t = 1.463850, df 3
         let p = paired_t_p(&[(0.0, 0.1), (0.0, 0.3), (0.0, -0.1), (0.0, 0.2)]).unwrap();
         assert!((p - 0.239443).abs() < 1e-4, "{p}");
+    }
+
+    #[test]
+    fn paired_differences_have_agresti_min_intervals() {
+        // By hand (Python): b = 12.5, c = 5.5, m = 102: centre 7/102 = 0.068627; se =
+        // sqrt(18 - 49/102) / 102 = 0.041036; interval centre -+ 1.959964 se.
+        let (d, [lo, hi]) = paired_difference(12, 5, 100);
+        assert!((d - 0.07).abs() < 1e-12);
+        assert!((lo - (-0.011801)).abs() < 1e-5, "{lo}");
+        assert!((hi - 0.149056).abs() < 1e-5, "{hi}");
+        let (d, [lo, hi]) = paired_difference(0, 0, 10);
+        assert_eq!(d, 0.0);
+        assert!(lo < 0.0 && hi > 0.0 && (lo + hi).abs() < 1e-12);
     }
 
     #[test]

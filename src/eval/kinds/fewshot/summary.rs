@@ -9,7 +9,7 @@ use super::judge::RowScore;
 use super::table::{column_order, column_title, split_key};
 use super::task::{Row, Source};
 use crate::eval::stats::Metric;
-use crate::eval::stats::{discordant, mcnemar_p};
+use crate::eval::stats::{discordant, mcnemar_p, paired_difference};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -73,9 +73,11 @@ pub fn judge_calibration(
                         .filter(|(a, _)| &a.cell == cell)
                         .map(|(a, b)| (a.correct, b.correct)),
                 );
+                let n = scores[t].cells[cell].1;
+                let (d, ci) = paired_difference(only_t, only_r, n);
                 e.insert(
                     "tokens_vs_random".into(),
-                    json!({"only_tokens": only_t, "only_random": only_r, "p_mcnemar": mcnemar_p(only_t, only_r)}),
+                    json!({"only_tokens": only_t, "only_random": only_r, "n": n, "difference": d, "ci95": ci, "p_mcnemar": mcnemar_p(only_t, only_r)}),
                 );
             }
             let oracle = e.get("oracle").and_then(|o| o["top1"].as_f64());
@@ -141,11 +143,12 @@ pub fn markdown(judge: &str, cal: &Value, calibration: &[Calibration]) -> String
         if tr.is_null() {
             s.push_str(" - |");
         } else {
-            let d = c["tokens"]["top1"].as_f64().unwrap_or(f64::NAN)
-                - c["random"]["top1"].as_f64().unwrap_or(f64::NAN);
+            let pct = |v: &Value| 100.0 * v.as_f64().unwrap_or(f64::NAN);
             s.push_str(&format!(
-                " {:+.1} (p {:.3}) |",
-                100.0 * d,
+                " {:+.1} [{:+.1}, {:+.1}] (p {:.3}) |",
+                pct(&tr["difference"]),
+                pct(&tr["ci95"][0]),
+                pct(&tr["ci95"][1]),
                 tr["p_mcnemar"].as_f64().unwrap_or(1.0)
             ));
         }
@@ -156,7 +159,7 @@ pub fn markdown(judge: &str, cal: &Value, calibration: &[Calibration]) -> String
         });
     }
     s.push_str(&format!(
-        "\nA judge whose oracle row is below {:.0}% in a cell cannot read tokens there: its accuracy on the tokens says nothing about the tokenizer. Tokens vs random: the change in points and the exact McNemar test on the episodes right with only one of the two.\n",
+        "\nA judge whose oracle row is below {:.0}% in a cell cannot read tokens there: its accuracy on the tokens says nothing about the tokenizer. Tokens vs random: the difference in points with its 95% interval (Agresti-Min, paired) and the exact McNemar test on the episodes right with only one of the two.\n",
         100.0 * GATE
     ));
     s
