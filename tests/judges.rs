@@ -83,6 +83,20 @@ fn lines(p: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `report` of a run against itself (every metric the same: it passes), its output.
+fn report_against_itself(d: &Path) -> String {
+    let rep = Command::new(BIN)
+        .args(["report", "--baseline"])
+        .arg(d)
+        .arg("--current")
+        .arg(d)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&rep.stdout).to_string();
+    assert!(rep.status.success(), "{out}");
+    out
+}
+
 /// Every word of each `Context:` line of a prompt, support images first, the query last.
 fn contexts(prompt: &str) -> Vec<Vec<&str>> {
     prompt
@@ -194,15 +208,7 @@ fn the_default_judge_reads_oracle_tokens_and_random_words_sit_at_chance() {
         }
     }
     // `report` says the judge reads, with its floor and ceiling and what 5 episodes detect.
-    let rep = Command::new(BIN)
-        .args(["report", "--baseline"])
-        .arg(&d)
-        .arg("--current")
-        .arg(&d)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&rep.stdout);
-    assert!(rep.status.success(), "{out}");
+    let out = report_against_itself(&d);
     assert!(
         out.contains("judge qwen2.5-coder-1.5b reads the tokens: oracle")
             && out.contains("(the floor)"),
@@ -244,15 +250,8 @@ fn a_judge_that_cannot_read_is_flagged_and_the_board_gives_no_verdict_on_the_tok
         assert!(o < 0.9, "{cell}: {o}");
         assert_eq!(c["cells"][cell]["reads"], false);
     }
-    // `report` flags it (a report of a run against itself: every metric the same).
-    let rep = Command::new(BIN)
-        .args(["report", "--baseline"])
-        .arg(&d)
-        .arg("--current")
-        .arg(&d)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&rep.stdout);
+    // `report` flags it.
+    let out = report_against_itself(&d);
     assert!(
         out.contains("JUDGE CANNOT READ THESE TOKENS") && out.contains(unreadable[0]),
         "{out}"
