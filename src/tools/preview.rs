@@ -19,6 +19,14 @@ pub struct Preview {
     pub test: data::LabelledImages,
 }
 
+/// What [`Preview::tokens`] found.
+pub struct PreviewTokens {
+    /// Per image: its class and its token text.
+    pub rows: Vec<(String, Vec<String>)>,
+    pub stats: TokenStats,
+    pub per_image: usize,
+}
+
 impl Preview {
     pub fn load(ckpt: &Path, n: usize, device: &Device) -> Result<Preview> {
         let (model, _params, state) = crate::train::load_model(ckpt, device)?;
@@ -34,9 +42,9 @@ impl Preview {
         })
     }
 
-    /// Each image's class and token text (at most `show` tokens), and the usage statistics
-    /// of the tokens over all of them.
-    pub fn tokens(&self, show: usize) -> Result<(Vec<(String, Vec<String>)>, TokenStats, usize)> {
+    /// Each image's class and token text (at most `show` tokens), the usage statistics of the
+    /// tokens over all of them, and the tokens per image.
+    pub fn tokens(&self, show: usize) -> Result<PreviewTokens> {
         let ids: Vec<Vec<u32>> = self.model.encode(&self.images)?.to_vec2()?;
         let text = |t: u32| self.model.token_text(t).unwrap_or_else(|| t.to_string());
         let rows = ids
@@ -49,8 +57,11 @@ impl Preview {
                 )
             })
             .collect();
-        let per_image = ids.first().map_or(0, Vec::len);
-        Ok((rows, self.model.token_stats(&ids, 10), per_image))
+        Ok(PreviewTokens {
+            per_image: ids.first().map_or(0, Vec::len),
+            stats: self.model.token_stats(&ids, 10),
+            rows,
+        })
     }
 
     /// The unmasked reconstruction's MSE, with a grid (originals above reconstructions)

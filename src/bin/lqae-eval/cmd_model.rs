@@ -132,7 +132,8 @@ pub fn encode(a: EncodeArgs) -> Result<()> {
 fn preview_tokens(ckpt: &Path, n: usize, show: usize, device: &str) -> Result<()> {
     let device = parse_device(device)?;
     let p = Preview::load(ckpt, n, &device)?;
-    let (rows, stats, per_image) = p.tokens(show)?;
+    let t = p.tokens(show)?;
+    let (rows, stats, per_image) = (t.rows, t.stats, t.per_image);
     println!(
         "{} at step {}: {per_image} tokens per image ({} test images of {})",
         p.state.config.name,
