@@ -71,9 +71,15 @@ pub fn load_mini_imagenet(root: &Path, split: Split) -> Result<LabelledImages> {
         Split::Train => "train.csv",
         Split::Test => "test.csv",
     });
-    let text = std::fs::read_to_string(&csv).map_err(|e| {
-        Error::file(&csv, format!("cannot read ({e}); a mini-ImageNet folder holds images/ and train.csv, val.csv, test.csv"))
-    })?;
+    if !csv.is_file() {
+        return Err(Error::file(
+            &csv,
+            "does not exist; a mini-ImageNet folder holds images/ and train.csv, val.csv, test.csv",
+        ));
+    }
+    let bytes = crate::util::untrusted::read_bounded(&csv, 256 << 20, "split table")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::file(&csv, format!("is not UTF-8 text: {e}")))?;
     let images = root.join("images");
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -99,7 +105,17 @@ pub fn load_mini_imagenet(root: &Path, split: Split) -> Result<LabelledImages> {
                     format!("line {}: `{line}` is not `filename,label`", n + 1),
                 )
             })?;
-        let path = images.join(file);
+        // The file name comes from the table: it stays under images/, by the path rule.
+        let path = crate::util::untrusted::join_under(&images, file).map_err(|why| {
+            Error::file(
+                &csv,
+                format!(
+                    "line {}: the file name `{}` {why}",
+                    n + 1,
+                    file.escape_debug()
+                ),
+            )
+        })?;
         if !path.is_file() {
             return Err(Error::file(
                 &csv,

@@ -89,11 +89,15 @@ pub fn collect(dir: &Path, baselines: Option<&Path>) -> Result<Board> {
     let mut incomplete: Vec<Incomplete> = interrupted
         .into_iter()
         .map(|d| {
-            let why = std::fs::read(d.join(results::PARTIAL_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["stopped"].as_str().map(String::from))
-                .unwrap_or_else(|| "interrupted (no result.json)".into());
+            let why = crate::util::untrusted::read_bounded(
+                &d.join(results::PARTIAL_FILE),
+                1 << 20,
+                "partial.json",
+            )
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["stopped"].as_str().map(|t| t.chars().take(500).collect()))
+            .unwrap_or_else(|| "interrupted (no result.json)".into());
             Incomplete { dir: d, why }
         })
         .collect();

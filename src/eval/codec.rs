@@ -52,10 +52,19 @@ fn folder_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).map_err(|e| Error::file(&d, e.to_string()))? {
-            let p = e.map_err(|e| Error::file(&d, e.to_string()))?.path();
-            if p.is_dir() {
+            let e = e.map_err(|e| Error::file(&d, e.to_string()))?;
+            let p = e.path();
+            // The entry's own type: a link is not followed (out of the folder, or round a loop).
+            let kind = e.file_type().map_err(|e| Error::file(&p, e.to_string()))?;
+            if kind.is_symlink() {
+                return Err(Error::file(
+                    &p,
+                    format!("is a symbolic link inside {}; encode reads only the files in the folder it is given (copy the image in, or name the folder the link points to)", dir.display()),
+                ));
+            }
+            if kind.is_dir() {
                 stack.push(p);
-            } else if crate::metrics::is_image(&p) {
+            } else if kind.is_file() && crate::metrics::is_image(&p) {
                 let rel = p
                     .strip_prefix(dir)
                     .unwrap_or(&p)
@@ -63,6 +72,13 @@ fn folder_images(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
                     .join("/");
+                // The id becomes a file name when the tokens are decoded: the same rule now.
+                crate::util::untrusted::relative_path(&rel).map_err(|why| {
+                    Error::file(
+                        &p,
+                        format!("cannot be an image id: its name {why}; rename it"),
+                    )
+                })?;
                 out.push((rel, p));
             }
         }
@@ -284,8 +300,10 @@ pub fn encode(
 /// Decode a tokens file with `model` into one PNG per image line under `out` (its id with
 /// `/` kept as folders and the extension replaced by `.png`); returns the images written.
 pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -> Result<usize> {
-    let t = zoo.load(model)?;
     let file = TokensFile::read(tokens)?;
+    // Every output path checked before anything is loaded or written.
+    let paths = output_paths(tokens, out, file.images.iter().map(|im| im.id.as_str()))?;
+    let t = zoo.load(model)?;
     if file.header.model_sha256.as_deref() != Some(t.sha256.as_str()) {
         return Err(Error::file(
             tokens,
@@ -309,8 +327,21 @@ pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -
                 })
         })
         .collect::<Result<_>>()?;
+    let codes = t.model.codebook_len();
+    if let Some((id, bad)) = images
+        .iter()
+        .find_map(|(id, ids)| ids.iter().find(|&&c| c as usize >= codes).map(|c| (id, c)))
+    {
+        return Err(Error::file(
+            tokens,
+            format!(
+                "image `{}` holds token id {bad}; the model has {codes} codes",
+                id.escape_debug()
+            ),
+        ));
+    }
     let tpi = t.state.config.tokens_per_image();
-    for chunk in images.chunks(batch.max(1)) {
+    for (c, chunk) in images.chunks(batch.max(1)).enumerate() {
         let flat: Vec<u32> = chunk.iter().flat_map(|(_, ids)| ids.to_vec()).collect();
         if let Some((id, ids)) = chunk.iter().find(|(_, ids)| ids.len() != tpi) {
             return Err(Error::file(
@@ -325,15 +356,14 @@ pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -
         let recon = t.model.decode_ids(&ids)?.clamp(0f32, 1f32)?;
         let (_, _, h, w) = recon.dims4()?;
         let v: Vec<f32> = recon.flatten_all()?.to_vec1()?;
-        for (j, (id, _)) in chunk.iter().enumerate() {
+        for (j, _) in chunk.iter().enumerate() {
             let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
                 let at = |c: usize| {
                     (v[((j * 3 + c) * h + y as usize) * w + x as usize] * 255.0).round() as u8
                 };
                 image::Rgb([at(0), at(1), at(2)])
             });
-            let rel = Path::new(id).with_extension("png");
-            let path = out.join(rel);
+            let path = &paths[c * batch.max(1) + j];
             if let Some(d) = path.parent() {
                 std::fs::create_dir_all(d).map_err(|e| Error::file(d, e.to_string()))?;
             }
@@ -342,9 +372,46 @@ pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,
             )
-            .map_err(|e| Error::file(&path, e.to_string()))?;
-            crate::util::fsx::write_atomic(&path, &bytes)?;
+            .map_err(|e| Error::file(path, e.to_string()))?;
+            crate::util::fsx::write_atomic(path, &bytes)?;
         }
     }
     Ok(images.len())
+}
+
+/// Where each image of a tokens file is decoded to: its id with the extension replaced by
+/// `.png`, under `out` by the path rule of [`crate::util::untrusted`] (an id that would leave
+/// `out` is an error naming it), and no two ids to one file. Checked for every id before
+/// anything is written.
+fn output_paths<'a>(
+    tokens: &Path,
+    out: &Path,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<Vec<PathBuf>> {
+    let mut seen: std::collections::HashMap<PathBuf, &str> = Default::default();
+    let mut paths = Vec::new();
+    for id in ids {
+        let refuse = |why: String| {
+            Error::file(
+                tokens,
+                format!(
+                    "image id `{}` {why}; nothing was decoded",
+                    id.escape_debug()
+                ),
+            )
+        };
+        let rel = crate::util::untrusted::relative_path(id).map_err(refuse)?;
+        let name = rel.with_extension("png");
+        let path =
+            crate::util::untrusted::join_under(out, &name.to_string_lossy()).map_err(refuse)?;
+        if let Some(other) = seen.insert(path.clone(), id) {
+            return Err(refuse(format!(
+                "and image id `{}` would both be written to {}",
+                other.escape_debug(),
+                path.display()
+            )));
+        }
+        paths.push(path);
+    }
+    Ok(paths)
 }

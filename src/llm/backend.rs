@@ -11,6 +11,7 @@ use super::settings::{LlmConfig, Target};
 use super::usage::{Estimate, Usage};
 use super::{ClientSettings, LlmClient, Reply, ResponseCache, Secret};
 use crate::error::{Error, Result};
+use crate::util::untrusted;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,12 +93,20 @@ impl Backend {
                 .join("responses.jsonl")
         });
         let cache = Arc::new(ResponseCache::open(&cache_path)?);
+        if cache.skipped_lines() > 0 {
+            eprintln!(
+                "  response cache {}: {} unreadable, oversized or forged line(s) passed over",
+                cache_path.display(),
+                cache.skipped_lines()
+            );
+        }
         let (key, key_source) = api_key(&config.api_key_env);
         let mut cs = ClientSettings::new(&base_url);
         cs.identity = identity.clone();
         cs.api_key = key;
         cs.timeout = std::time::Duration::from_secs_f64(config.timeout_s);
         cs.max_retries = config.max_retries;
+        cs.max_reply_bytes = config.max_reply_bytes;
         cs.concurrency = config.concurrency;
         let client = Arc::new(LlmClient::new(cs, Some(cache.clone()))?);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -263,6 +272,8 @@ impl Backend {
             "client_overhead_ms_mean": mean_overhead,
             "client_overhead_share_of_server_time": overhead_share,
             "server_ms_total": sent.server_ms,
+            // Torn, oversized or forged lines of the response cache, passed over.
+            "cache_lines_skipped": self.cache.skipped_lines(),
         })
     }
 }
@@ -303,11 +314,15 @@ async fn count_tokens(client: &LlmClient, prompts: &[&str]) -> (Vec<usize>, &'st
             req = req.bearer_auth(k.expose());
         }
         let n = match req.send().await {
-            Ok(r) if r.status().is_success() => r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v.get("tokens").and_then(|t| t.as_array()).map(|t| t.len())),
+            // Bounded like every reply: a prompt's token list is far under the reply limit.
+            Ok(r) if r.status().is_success() => {
+                match untrusted::read_body(r, client.settings.max_reply_bytes).await {
+                    Ok(Some(b)) => serde_json::from_slice::<Value>(&b)
+                        .ok()
+                        .and_then(|v| v.get("tokens").and_then(|t| t.as_array()).map(|t| t.len())),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         match n {

@@ -43,9 +43,22 @@ pub struct Claim {
 
 /// The cache key of a request.
 pub fn key(identity: &str, endpoint: &str, body: &Value) -> String {
-    let canon = serde_json::json!({"server": identity, "endpoint": endpoint, "body": body});
-    crate::util::fsx::sha256_hex(canon.to_string().as_bytes())
+    key_of(&request(identity, endpoint, body))
 }
+
+/// What the key is the hash of; stored in each line, so a line whose answer was filed under
+/// another request's key is found out and skipped.
+pub fn request(identity: &str, endpoint: &str, body: &Value) -> Value {
+    serde_json::json!({"server": identity, "endpoint": endpoint, "body": body})
+}
+
+fn key_of(request: &Value) -> String {
+    crate::util::fsx::sha256_hex(request.to_string().as_bytes())
+}
+
+/// Longest cache line read: an answer within the largest reply limit anyone sensible sets,
+/// with its request. A longer line is skipped (and counted), never held whole.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 impl ResponseCache {
     pub fn open(path: &Path) -> Result<Self> {
@@ -78,7 +91,8 @@ impl ResponseCache {
         self.len() == 0
     }
 
-    /// Lines that could not be read (torn by a kill); they are ignored.
+    /// Lines that could not be read (torn by a kill, longer than [`MAX_LINE_BYTES`], or
+    /// holding a request whose hash is not their key); they are ignored.
     pub fn skipped_lines(&self) -> usize {
         self.inner.lock().unwrap().skipped
     }
@@ -93,9 +107,13 @@ impl ResponseCache {
         Ok(inner.entries.get(key).cloned())
     }
 
-    /// Append an answer; returns once it is on disk.
-    pub fn put(&self, key: &str, response: &Value) -> Result<()> {
-        let line = serde_json::json!({"key": key, "response": response}).to_string() + "\n";
+    /// Append the answer to `request` (as [`request`] builds it); returns once it is on disk.
+    pub fn put(&self, request: &Value, response: &Value) -> Result<()> {
+        let key = key_of(request);
+        let key = key.as_str();
+        let line = serde_json::json!({"key": key, "request": request, "response": response})
+            .to_string()
+            + "\n";
         let err = |e: std::io::Error| Error::file(&self.path, format!("response cache: {e}"));
         let mut f = OpenOptions::new()
             .create(true)
@@ -155,37 +173,77 @@ impl ResponseCache {
     }
 
     fn refresh(&self, inner: &mut Inner) -> Result<()> {
-        let mut f = match File::open(&self.path) {
+        let f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::file(&self.path, format!("response cache: {e}"))),
         };
         let err = |e: std::io::Error| Error::file(&self.path, format!("response cache: {e}"));
-        f.seek(SeekFrom::Start(inner.read_to)).map_err(err)?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(err)?;
-        // Only whole lines: a line still being written is read next time.
-        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
-            return Ok(());
-        };
-        for line in buf[..end].split(|&b| b == b'\n') {
-            if line.is_empty() {
-                continue;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+        r.seek(SeekFrom::Start(inner.read_to)).map_err(err)?;
+        let mut line = Vec::new();
+        loop {
+            // One line at a time, at most MAX_LINE_BYTES of it held; only whole lines (a line
+            // still being written is read next time).
+            line.clear();
+            let (n, whole, too_long) = read_line_bounded(&mut r, &mut line).map_err(err)?;
+            if !whole {
+                return Ok(());
             }
-            let parsed: Option<(String, Value)> =
-                serde_json::from_slice::<Value>(line).ok().and_then(|v| {
-                    let k = v.get("key")?.as_str()?.to_string();
-                    Some((k, v.get("response")?.clone()))
-                });
-            match parsed {
+            inner.read_to += n as u64;
+            match (!too_long).then(|| parse_line(&line)).flatten() {
                 Some((k, v)) => {
                     inner.entries.entry(k).or_insert(v);
                 }
+                None if line.iter().all(|b| b.is_ascii_whitespace()) && !too_long => {}
                 None => inner.skipped += 1,
             }
         }
-        inner.read_to += end as u64 + 1;
-        Ok(())
+    }
+}
+
+/// A cache line's key and answer: the line must hold both, and a line that records its
+/// request must hash to its key.
+fn parse_line(line: &[u8]) -> Option<(String, Value)> {
+    let mut v = serde_json::from_slice::<Value>(line).ok()?;
+    let k = v.get("key")?.as_str()?.to_string();
+    if let Some(req) = v.get("request") {
+        if key_of(req) != k {
+            return None;
+        }
+    }
+    Some((k, v.get_mut("response")?.take()))
+}
+
+/// Read through the next newline: `(bytes consumed, ended by a newline, longer than
+/// MAX_LINE_BYTES)`; past the bound the rest of the line is consumed but not kept.
+fn read_line_bounded(
+    r: &mut impl std::io::BufRead,
+    line: &mut Vec<u8>,
+) -> std::io::Result<(usize, bool, bool)> {
+    let (mut n, mut too_long) = (0usize, false);
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((n, false, too_long));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(p) => (p + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + take > MAX_LINE_BYTES {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&buf[..take]);
+            }
+        }
+        r.consume(take);
+        n += take;
+        if done {
+            return Ok((n, true, too_long));
+        }
     }
 }
 
@@ -254,8 +312,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.jsonl");
         let a = ResponseCache::open(&p).unwrap();
+        let r1 = request("srv", "/v1/completions", &json!({"prompt": "x"}));
         let k1 = key("srv", "/v1/completions", &json!({"prompt": "x"}));
-        a.put(&k1, &json!({"choices": [{"text": "1"}]})).unwrap();
+        a.put(&r1, &json!({"choices": [{"text": "1"}]})).unwrap();
         // A run killed mid-write leaves half a line.
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"key\": \"dead").unwrap();
@@ -264,7 +323,11 @@ mod tests {
         let b = ResponseCache::open(&p).unwrap();
         assert_eq!(b.len(), 1);
         let k2 = key("srv", "/v1/completions", &json!({"prompt": "y"}));
-        b.put(&k2, &json!({"choices": [{"text": "2"}]})).unwrap();
+        b.put(
+            &request("srv", "/v1/completions", &json!({"prompt": "y"})),
+            &json!({"choices": [{"text": "2"}]}),
+        )
+        .unwrap();
         // The first run finds the second run's answer on a miss.
         assert_eq!(
             a.get(&k2).unwrap().unwrap()["choices"][0]["text"],
@@ -277,6 +340,39 @@ mod tests {
         assert_ne!(
             k1,
             key("srv", "/v1/chat/completions", &json!({"prompt": "x"}))
+        );
+    }
+
+    /// A line filed under another request's key, and a line longer than the bound, are
+    /// skipped and counted; the lines around them are read.
+    #[test]
+    fn forged_and_oversized_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        let a = ResponseCache::open(&p).unwrap();
+        let rx = request("srv", "/v1/completions", &json!({"prompt": "x"}));
+        let ry = request("srv", "/v1/completions", &json!({"prompt": "y"}));
+        a.put(&rx, &json!({"choices": [{"text": "x"}]})).unwrap();
+        let forged = json!({"key": key_of(&rx), "request": ry, "response": {"choices": [{"text": "forged"}]}});
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        writeln!(f, "{forged}").unwrap();
+        let huge = format!(
+            "{{\"key\": \"{}\", \"response\": \"{}\"}}",
+            key_of(&ry),
+            "z".repeat(MAX_LINE_BYTES)
+        );
+        writeln!(f, "{huge}").unwrap();
+        drop(f);
+        a.put(&ry, &json!({"choices": [{"text": "y"}]})).unwrap();
+        let c = ResponseCache::open(&p).unwrap();
+        assert_eq!((c.len(), c.skipped_lines()), (2, 2));
+        assert_eq!(
+            c.get(&key_of(&rx)).unwrap().unwrap()["choices"][0]["text"],
+            json!("x")
+        );
+        assert_eq!(
+            c.get(&key_of(&ry)).unwrap().unwrap()["choices"][0]["text"],
+            json!("y")
         );
     }
 }

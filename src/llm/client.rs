@@ -9,6 +9,7 @@
 
 use super::cache::{self, ResponseCache};
 use crate::error::{Error, Result};
+use crate::util::untrusted;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,13 @@ pub struct ClientSettings {
     /// Longest `Retry-After` / `retry-after-ms` honoured as given; a longer one is waited
     /// for this long.
     pub retry_after_max: Duration,
+    /// Longest successful reply body read (`llm.max_reply_bytes`); error bodies are read to
+    /// [`ERROR_BODY_BYTES`] at most.
+    pub max_reply_bytes: usize,
 }
+
+/// What is read of an error reply (its start is quoted in the error; the rest is dropped).
+pub const ERROR_BODY_BYTES: usize = 64 << 10;
 
 impl ClientSettings {
     pub fn new(base_url: &str) -> Self {
@@ -64,6 +71,7 @@ impl ClientSettings {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(600),
+            max_reply_bytes: crate::llm::settings::DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -158,6 +166,7 @@ impl LlmClient {
         body: &Value,
         check: &(dyn Fn(&Value) -> std::result::Result<(), String> + Sync),
     ) -> Result<Reply> {
+        let request = cache::request(&self.settings.identity, endpoint, body);
         let key = cache::key(&self.settings.identity, endpoint, body);
         if let Some(r) = self.cached_reply(&key, check)? {
             return Ok(r);
@@ -195,7 +204,7 @@ impl LlmClient {
                 Ok(v) => {
                     let ms = t0.elapsed().as_secs_f64() * 1e3;
                     if let Some(c) = &self.cache {
-                        c.put(&key, &v)?;
+                        c.put(&request, &v)?;
                     }
                     let mut s = self.stats.lock().unwrap();
                     s.answered += 1;
@@ -275,9 +284,19 @@ impl LlmClient {
         };
         let status = resp.status().as_u16();
         let wait = retry_after(resp.headers());
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return Err(transport(&e)),
+        let bytes = if (200..300).contains(&status) {
+            let limit = self.settings.max_reply_bytes;
+            match untrusted::read_body(resp, limit).await {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    return Err(Attempt::Fatal(format!(
+                        "the reply is longer than {limit} bytes (`llm.max_reply_bytes`); it was not read further and nothing was cached. Raise the setting if the server's replies are really that long"
+                    )))
+                }
+                Err(e) => return Err(transport(&e)),
+            }
+        } else {
+            untrusted::read_body_prefix(resp, ERROR_BODY_BYTES).await
         };
         let snippet = || {
             let t = String::from_utf8_lossy(&bytes);

@@ -224,7 +224,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
+    // Bounded: a health or props reply is a few kilobytes.
+    s.take(1 << 20).read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
     let body = buf
         .split_once("\r\n\r\n")

@@ -26,6 +26,12 @@ fn d_retries() -> u32 {
 fn d_answer_tokens() -> usize {
     8
 }
+/// 16 MiB: a `loglik` reply echoing a 4,096-token prompt with 20 alternatives per token is
+/// about 4 MiB; a `generate` reply is under a kilobyte.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 16 << 20;
+fn d_reply_bytes() -> usize {
+    DEFAULT_MAX_REPLY_BYTES
+}
 fn d_server_ctx() -> usize {
     4096
 }
@@ -57,6 +63,10 @@ pub struct LlmSettings {
     pub timeout_s: f64,
     #[serde(default = "d_retries")]
     pub max_retries: u32,
+    /// Longest reply body read from the server; a longer one is an error naming this
+    /// setting, and nothing of it is cached.
+    #[serde(default = "d_reply_bytes")]
+    pub max_reply_bytes: usize,
     /// The model's context in tokens (the embedded server's is `server_context`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<usize>,
@@ -133,6 +143,7 @@ pub struct LlmConfig {
     pub concurrency: usize,
     pub timeout_s: f64,
     pub max_retries: u32,
+    pub max_reply_bytes: usize,
     pub context: Option<usize>,
     pub max_answer_tokens: usize,
     pub cache: Option<String>,
@@ -227,6 +238,12 @@ impl LlmSettings {
         if self.max_cost.is_some() && !prices.priced() {
             out.push(format!("`{at}.max_cost`: a cost cap needs the prices: set {at}.price_prompt_per_million and {at}.price_completion_per_million"));
         }
+        if self.max_reply_bytes < 4096 {
+            out.push(format!(
+                "`{at}.max_reply_bytes`: {} is too small for any reply; at least 4096",
+                self.max_reply_bytes
+            ));
+        }
         if self.concurrency == 0 {
             out.push(format!("`{at}.concurrency`: must be at least 1"));
         }
@@ -239,6 +256,7 @@ impl LlmSettings {
                 concurrency: self.concurrency,
                 timeout_s: self.timeout_s,
                 max_retries: self.max_retries,
+                max_reply_bytes: self.max_reply_bytes,
                 context: self.context,
                 max_answer_tokens: self.max_answer_tokens,
                 cache: self.cache.clone(),

@@ -4,6 +4,7 @@
 use super::{ImageScore, ResultFile, Sample, PER_IMAGE_FILE};
 use crate::error::{Error, Result};
 use crate::util::fsx::{json_lines, write_atomic};
+use crate::util::untrusted::join_under;
 use std::path::{Path, PathBuf};
 
 /// Write per-image metric values next to a run's `result.json` (atomically).
@@ -25,11 +26,25 @@ pub fn write_run_files(
     per_image: &[ImageScore],
     files: &[(String, Vec<u8>)],
 ) -> Result<PathBuf> {
-    let dir = root.join(&result.suite).join(&result.run_id);
+    let named = |what: &str, name: &str, under: &Path| {
+        join_under(under, name).map_err(|why| {
+            Error::Msg(format!(
+                "{what} `{}` {why}; no run folder was written",
+                name.escape_debug()
+            ))
+        })
+    };
+    let suite_dir = named("the suite name", &result.suite, root)?;
+    let dir = named("the run id", &result.run_id, &suite_dir)?;
+    let paths = files
+        .iter()
+        .map(|(name, _)| named("the result file", name, &dir))
+        .collect::<Result<Vec<_>>>()?;
     let write = || -> Result<()> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
-        for (name, bytes) in files {
-            let path = dir.join(name);
+        for ((name, bytes), path) in files.iter().zip(&paths) {
+            // Checked again now that the folder exists: nothing in it may be a link.
+            let path = join_under(&dir, name).map_err(|why| Error::file(path, why))?;
             // Names may hold a folder (`images/12.png`).
             if let Some(parent) = path.parent().filter(|p| *p != dir) {
                 std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, e.to_string()))?;

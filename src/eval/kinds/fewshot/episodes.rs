@@ -275,8 +275,9 @@ pub fn parse_episode_csv(text: &str) -> std::result::Result<Vec<(usize, Episode)
 /// Episodes from a JSONL file (one episode per line, as runs write `episodes.jsonl`) or a CSV
 /// file (`.csv`, see [`parse_episode_csv`]), checked against the data set.
 pub fn read_episodes(path: &Path, set: &LabelledImages) -> Result<Vec<Episode>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::file(path, format!("cannot read the episode file: {e}")))?;
+    let bytes = crate::util::untrusted::read_bounded(path, 256 << 20, "episode file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::file(path, format!("the episode file is not UTF-8 text: {e}")))?;
     let keys: HashMap<String, usize> = (0..set.len()).map(|i| (image_key(set, i), i)).collect();
     let parsed: Vec<(usize, Episode)> = if path
         .extension()
