@@ -37,6 +37,8 @@ struct Ran {
 /// Run the CLI with `args`, its output to files outside `root`, and its peak RSS from wait4.
 fn run(args: &[String], logs: &Path) -> Ran {
     let (o, e) = (logs.join("stdout"), logs.join("stderr"));
+    // Reaped by wait4 below, which also gives its resource usage (`Child::wait` does not).
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
