@@ -105,8 +105,9 @@ pub fn load_mini_imagenet(root: &Path, split: Split) -> Result<LabelledImages> {
                     format!("line {}: `{line}` is not `filename,label`", n + 1),
                 )
             })?;
-        // The file name comes from the table: it stays under images/, by the path rule.
-        let path = crate::util::untrusted::join_under(&images, file).map_err(|why| {
+        // The file name comes from the table: it stays under images/ by the path rule (a read:
+        // links inside the folder, common in mini-ImageNet layouts, are followed).
+        let rel = crate::util::untrusted::relative_path(file).map_err(|why| {
             Error::file(
                 &csv,
                 format!(
@@ -116,6 +117,7 @@ pub fn load_mini_imagenet(root: &Path, split: Split) -> Result<LabelledImages> {
                 ),
             )
         })?;
+        let path = images.join(rel);
         if !path.is_file() {
             return Err(Error::file(
                 &csv,

@@ -21,13 +21,26 @@ impl GreyImages {
     }
 }
 
+/// Largest IDX file after gzip (4 GiB: ImageNet-sized grey images fit).
+const MAX_UNPACKED: u64 = 4 << 30;
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
+        // Bounded: a few kilobytes of gzip can claim gigabytes.
         flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_UNPACKED + 1)
             .read_to_end(&mut out)
             .map_err(|e| Error::file(path, format!("corrupt gzip data: {e}")))?;
+        if out.len() as u64 > MAX_UNPACKED {
+            return Err(Error::file(
+                path,
+                format!(
+                    "unpacks to more than {MAX_UNPACKED} bytes; not an IDX file this reader takes"
+                ),
+            ));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -62,7 +75,10 @@ fn parse(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let want: usize = dims.iter().product();
+    let want = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::file(path, format!("IDX dimensions {dims:?} overflow")))?;
     let have = bytes.len() - header;
     if have != want {
         return Err(Error::file(

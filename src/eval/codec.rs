@@ -413,5 +413,20 @@ fn output_paths<'a>(
         }
         paths.push(path);
     }
+    // `x` (the file x.png) and `x.png/y` (a file in a folder x.png) cannot both be written.
+    for p in &paths {
+        let mut folders = p.ancestors().skip(1).take_while(|a| *a != out);
+        if let Some(folder) = folders.find(|a| seen.contains_key(*a)) {
+            return Err(Error::file(
+                tokens,
+                format!(
+                    "image ids `{}` and `{}` would make {} both a file and a folder; nothing was decoded",
+                    seen[folder].escape_debug(),
+                    seen[p.as_path()].escape_debug(),
+                    folder.display()
+                ),
+            ));
+        }
+    }
     Ok(paths)
 }

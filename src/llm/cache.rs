@@ -56,9 +56,10 @@ fn key_of(request: &Value) -> String {
     crate::util::fsx::sha256_hex(request.to_string().as_bytes())
 }
 
-/// Longest cache line read: an answer within the largest reply limit anyone sensible sets,
-/// with its request. A longer line is skipped (and counted), never held whole.
-pub const MAX_LINE_BYTES: usize = 64 << 20;
+/// Longest cache line read: an answer within the largest `llm.max_reply_bytes` allowed
+/// ([`crate::llm::settings::MAX_REPLY_BYTES_LIMIT`]) with its request. A longer line is
+/// skipped (and counted), never held whole.
+pub const MAX_LINE_BYTES: usize = 20 << 20;
 
 impl ResponseCache {
     pub fn open(path: &Path) -> Result<Self> {

@@ -29,6 +29,8 @@ fn d_answer_tokens() -> usize {
 /// 16 MiB: a `loglik` reply echoing a 4,096-token prompt with 20 alternatives per token is
 /// about 4 MiB; a `generate` reply is under a kilobyte.
 pub const DEFAULT_MAX_REPLY_BYTES: usize = 16 << 20;
+/// The largest `llm.max_reply_bytes` accepted: an answer must fit a response-cache line.
+pub const MAX_REPLY_BYTES_LIMIT: usize = 16 << 20;
 fn d_reply_bytes() -> usize {
     DEFAULT_MAX_REPLY_BYTES
 }
@@ -238,11 +240,8 @@ impl LlmSettings {
         if self.max_cost.is_some() && !prices.priced() {
             out.push(format!("`{at}.max_cost`: a cost cap needs the prices: set {at}.price_prompt_per_million and {at}.price_completion_per_million"));
         }
-        if self.max_reply_bytes < 4096 {
-            out.push(format!(
-                "`{at}.max_reply_bytes`: {} is too small for any reply; at least 4096",
-                self.max_reply_bytes
-            ));
+        if !(4096..=MAX_REPLY_BYTES_LIMIT).contains(&self.max_reply_bytes) {
+            out.push(format!("`{at}.max_reply_bytes`: {} is outside 4096..={MAX_REPLY_BYTES_LIMIT} (a reply must fit a response-cache line)", self.max_reply_bytes));
         }
         if self.concurrency == 0 {
             out.push(format!("`{at}.concurrency`: must be at least 1"));

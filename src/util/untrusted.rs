@@ -18,10 +18,10 @@ use std::path::{Component, Path, PathBuf};
 pub const MAX_NAME_BYTES: usize = 1024;
 
 /// Largest `result.json` read from a results folder (`report`, `board`).
-pub const MAX_RESULT_BYTES: u64 = 64 << 20;
+pub const MAX_RESULT_BYTES: u64 = 16 << 20;
 
 /// Largest `samples.jsonl` / `per_image.jsonl` read beside a result.
-pub const MAX_SAMPLES_BYTES: u64 = 512 << 20;
+pub const MAX_SAMPLES_BYTES: u64 = 128 << 20;
 
 /// Largest metric magnitude a result may state; a larger one (or a non-finite one) is a
 /// damaged or forged file, never a measurement.
@@ -101,6 +101,17 @@ pub fn join_under(root: &Path, name: &str) -> std::result::Result<PathBuf, Strin
 /// Read at most `limit` bytes of a file that did not come from this run; a longer file is an
 /// error naming it, the limit and `what` the file was expected to be.
 pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    // A regular file only: a FIFO or a device would block the open or never end.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::file(
+                path,
+                format!("is not a regular file; not read as a {what}"),
+            ))
+        }
+        Err(e) => return Err(Error::file(path, format!("cannot open: {e}"))),
+    }
     let f =
         std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let mut buf = Vec::new();

@@ -83,8 +83,16 @@ const MAX_FIELD_BYTES: usize = 4096;
 /// The JSON lines of a file beside a result (samples, per-image values), read within
 /// [`untrusted::MAX_SAMPLES_BYTES`]; `None` when there is no such file.
 fn json_lines_beside<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<Vec<T>>> {
-    if !path.is_file() {
-        return Ok(None);
+    match std::fs::symlink_metadata(path) {
+        Err(_) => return Ok(None),
+        // Beside a result found in a folder: not through a link out of it.
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::file(
+                path,
+                "is a symbolic link; files beside a result are read only from its folder",
+            ))
+        }
+        Ok(_) => {}
     }
     let bytes = untrusted::read_bounded(path, untrusted::MAX_SAMPLES_BYTES, "samples file")?;
     let text = std::str::from_utf8(&bytes)
