@@ -159,6 +159,7 @@ const EVAL_LAYERS: &[&str] = &[
     "suite",
     "runner",
     "board",
+    "ci",
 ];
 
 /// A file's module path (`src/eval/kinds/fewshot/judge.rs`: `eval::kinds::fewshot::judge`;

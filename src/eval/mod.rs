@@ -15,9 +15,12 @@
 //!   `throughput`);
 //! - [`suite`]: a suite file checked by its kind; groups expanded;
 //! - [`runner`]: runs suites and writes their folders, the summary, `report`;
-//! - [`board`]: every run of a results folder on one page, with verdicts against baselines.
+//! - [`board`]: every run of a results folder on one page, with verdicts against baselines;
+//! - [`ci`]: one regression report over every suite of a baselines folder, JUnit XML and a
+//!   job summary.
 
 pub mod board;
+pub mod ci;
 pub mod codec;
 pub mod kinds;
 pub mod results;

@@ -71,29 +71,55 @@ pub fn validate(a: ValidateArgs) -> Result<()> {
 }
 
 pub fn report(a: ReportArgs) -> Result<()> {
-    let (md, rows) = runner::report(&a.baseline, &a.current)?;
+    use lqae::eval::ci;
+    let reports = match (&a.baselines, &a.baseline) {
+        (Some(dir), _) => ci::report_all(dir, &a.current)?,
+        (None, Some(b)) => {
+            let one = ci::report_one(b, &a.current);
+            // A single pair that cannot be compared is the command's own error, as before.
+            if let Err(e) = &one.outcome {
+                bail!("{e}");
+            }
+            vec![one]
+        }
+        (None, None) => bail!("give --baseline (one run) or --baselines (a folder of suites)"),
+    };
+    // One pair prints its report as it always did; a folder of suites, the combined one.
+    let md = match (&a.baselines, reports.first().map(|r| &r.outcome)) {
+        (None, Some(Ok((md, _)))) => md.clone(),
+        _ => ci::markdown(&reports, a.allow_missing),
+    };
     print!("{md}");
     if let Some(o) = &a.out {
         lqae::util::fsx::write_atomic(o, md.as_bytes())?;
     }
-    let bad: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.verdict == lqae::eval::results::Verdict::Regression)
-        .map(|r| r.metric.as_str())
-        .collect();
-    let missing: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.verdict == lqae::eval::results::Verdict::Missing)
-        .map(|r| r.metric.as_str())
-        .collect();
-    match (bad.is_empty(), missing.is_empty() || a.allow_missing) {
-        (true, true) => Ok(()),
-        (false, _) => bail!("regression in {}", bad.join(", ")),
-        (true, false) => bail!(
+    if let Some(j) = &a.junit {
+        lqae::util::fsx::write_atomic(j, ci::junit(&reports, a.allow_missing).as_bytes())?;
+    }
+    if let Some(sm) = &a.summary {
+        let dir = sm
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let text = ci::summary(
+            &reports,
+            a.allow_missing,
+            &a.current,
+            a.baselines.as_deref(),
+            dir,
+        )?;
+        lqae::util::fsx::write_atomic(sm, text.as_bytes())?;
+    }
+    let fails = ci::failures(&reports, a.allow_missing);
+    let missing_only = fails.iter().all(|f| f.ends_with("(MISSING)"));
+    match (fails.is_empty(), missing_only) {
+        (true, _) => Ok(()),
+        (false, true) => bail!(
             "the current run lacks {} of the baseline's metrics: {} (pass --allow-missing if that is intended)",
-            missing.len(),
-            missing.join(", ")
+            fails.len(),
+            fails.join(", ")
         ),
+        (false, false) => bail!("regression report failed: {}", fails.join("; ")),
     }
 }
 
@@ -140,13 +166,30 @@ pub struct ValidateArgs {
 /// The arguments of `report`.
 #[derive(clap::Args)]
 pub struct ReportArgs {
+    /// One baseline run (a result file, or a folder meaning its newest result).
+    #[arg(
+        long,
+        conflicts_with = "baselines",
+        required_unless_present = "baselines"
+    )]
+    pub baseline: Option<PathBuf>,
+    /// A folder of baselines, `<suite>/<run>/result.json`: every suite in it is compared with
+    /// the newest run of that suite under `--current` (a folder of results), one exit code.
     #[arg(long)]
-    pub baseline: PathBuf,
+    pub baselines: Option<PathBuf>,
     #[arg(long)]
     pub current: PathBuf,
-    /// Also write the table to this file.
+    /// Also write the Markdown report to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write JUnit XML here: a test case per metric, failing on a regression or a missing
+    /// metric, an error for a suite that could not be compared.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown job summary here (regressions first, then the board's table), e.g.
+    /// `--summary "$GITHUB_STEP_SUMMARY"`.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
     /// Do not fail when a metric of the baseline is absent from the current run (it is
     /// still listed as MISSING).
     #[arg(long)]
