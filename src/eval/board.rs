@@ -56,15 +56,18 @@ type Baseline = (
 /// What the verdicts of `rows` (the comparison's rows of one board row) add up to.
 fn verdict_of(rows: &[&results::Comparison]) -> String {
     let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
-    let (reg, miss, imp) = (
+    let (reg, miss, imp, stale) = (
         count(Verdict::Regression),
         count(Verdict::Missing),
         count(Verdict::Improved),
+        count(Verdict::Stale),
     );
     if reg > 0 {
         format!("REGRESSION ({reg})")
     } else if miss > 0 {
         format!("MISSING ({miss})")
+    } else if stale > 0 {
+        format!("BASELINE STALE ({stale})")
     } else if imp > 0 {
         format!("improved ({imp})")
     } else if rows.is_empty() {

@@ -24,7 +24,7 @@ impl SuiteReport {
             Ok((_, rows)) => rows
                 .iter()
                 .filter(|r| {
-                    r.verdict == Verdict::Regression
+                    matches!(r.verdict, Verdict::Regression | Verdict::Stale)
                         || (r.verdict == Verdict::Missing && !allow_missing)
                 })
                 .collect(),
@@ -114,10 +114,13 @@ fn verdict_line(r: &SuiteReport, allow_missing: bool) -> String {
         Ok((_, rows)) => {
             let count = |v: Verdict| rows.iter().filter(|x| x.verdict == v).count();
             let (reg, miss) = (count(Verdict::Regression), count(Verdict::Missing));
-            match (reg, miss) {
-                (0, 0) => format!("pass ({} metrics)", rows.len()),
-                (0, m) if allow_missing => format!("pass ({m} missing, allowed)"),
-                _ => format!("FAIL ({reg} regressed, {miss} missing)"),
+            match (reg, miss, count(Verdict::Stale)) {
+                (0, 0, 0) => format!("pass ({} metrics)", rows.len()),
+                (0, m, 0) if allow_missing => format!("pass ({m} missing, allowed)"),
+                (r, m, 0) => format!("FAIL ({r} regressed, {m} missing)"),
+                (r, m, s) => format!(
+                    "FAIL ({r} regressed, {m} missing, {s} with a stale baseline: rebuild it)"
+                ),
             }
         }
     }

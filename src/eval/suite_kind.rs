@@ -25,6 +25,9 @@ pub trait SuiteKind {
     /// Whether `--dry-run` means anything to this kind (it sends paid requests, and can
     /// count and price them without sending); the others are not run in a dry run.
     const DRY_RUNS: bool = false;
+    /// Whether the metrics measure the machine (speeds) rather than the code: a run better than
+    /// its baseline is then `improved`, not a stale baseline.
+    const MACHINE_DEPENDENT: bool = false;
     /// The metrics the board shows for each representation (`rep/<name>`), in this order.
     const HEADLINE: &'static [&'static str] = &[];
 

@@ -95,6 +95,17 @@ pub fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
     }
 }
 
+/// Whether a kind's metrics measure the machine (see [`SuiteKind::MACHINE_DEPENDENT`]).
+pub fn machine_dependent(kind: &str) -> bool {
+    match kind {
+        LinearProbe::NAME => LinearProbe::MACHINE_DEPENDENT,
+        Fewshot::NAME => Fewshot::MACHINE_DEPENDENT,
+        Reconstruction::NAME => Reconstruction::MACHINE_DEPENDENT,
+        Throughput::NAME => Throughput::MACHINE_DEPENDENT,
+        _ => false,
+    }
+}
+
 /// What `report` says of a result beyond its metrics, by its kind.
 pub fn report_notes(r: &ResultFile) -> Vec<String> {
     match r.kind.as_str() {

@@ -101,6 +101,7 @@ pub struct Throughput;
 
 impl SuiteKind for Throughput {
     const NAME: &'static str = "throughput";
+    const MACHINE_DEPENDENT: bool = true;
     const HEADLINE: &'static [&'static str] = &["per_s"];
     type Spec = ThroughputSpec;
     type Checked = ThroughputSpec;

@@ -9,7 +9,13 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Same,
+    /// Better beyond its tolerance, significantly, where speeds depend on the machine (the
+    /// throughput suite): said, not gated.
     Improved,
+    /// Better beyond its tolerance, significantly (the regression rule, mirrored): the baseline
+    /// no longer describes this code or these numerics. The gate fails until the baseline is
+    /// rebuilt, in the same change, so a stale baseline cannot stand and hide a later drop.
+    Stale,
     Regression,
     /// In the baseline, absent from the current run (a representation or metric was lost):
     /// the gate fails on it unless told to allow it.
@@ -21,6 +27,7 @@ impl Verdict {
         match self {
             Verdict::Same => "same",
             Verdict::Improved => "improved",
+            Verdict::Stale => "BASELINE STALE",
             Verdict::Regression => "REGRESSION",
             Verdict::Missing => "MISSING",
         }
@@ -108,7 +115,7 @@ pub fn compare_paired(
         let verdict = if worse > b.tolerance && significant {
             Verdict::Regression
         } else if -worse > b.tolerance && significant {
-            Verdict::Improved
+            Verdict::Stale
         } else {
             Verdict::Same
         };

@@ -99,6 +99,11 @@ impl ResultFile {
         m: Measured,
     ) -> Result<Self> {
         let now = crate::util::provenance::now();
+        let mut extra = m.extra;
+        // Where it ran (CPU model, threads, AVX-512), for `report`'s provenance lines.
+        extra
+            .entry("machine")
+            .or_insert_with(crate::util::provenance::machine);
         Ok(ResultFile {
             schema: SCHEMA.into(),
             suite: suite.name.clone(),
@@ -121,7 +126,7 @@ impl ResultFile {
             inputs_sha256: m.inputs_sha256,
             samples_sha256: m.samples_sha256,
             metrics: m.metrics,
-            extra: serde_json::Value::Object(m.extra),
+            extra: serde_json::Value::Object(extra),
         })
     }
 }

@@ -77,6 +77,32 @@ fn splits(spec: &CheckedProbe) -> Result<Splits> {
     })
 }
 
+/// The generation of the probe's feature numerics: raise it with any change that moves the
+/// features' numbers (the LM or encoder forward, the pooling, the kernels), so that features
+/// cached by older code are computed again rather than mixed with new results.
+pub const FEATURES_NUMERICS: u32 = 2;
+
+/// The feature cache's key: the representation, what computed it (a model's sha256, a tokens
+/// file's, an untrained model's [`init_tag`]), the images (their hashes), the layers, the input
+/// size, and the numerics generations of training and of the features.
+fn feature_key(rep: &str, what: &str, data_sha: &str, layers: &str, size: u32) -> String {
+    sha256_hex(
+        format!(
+            "{rep}|{what}|{data_sha}|{layers}|{size}|train-numerics-{}|features-{FEATURES_NUMERICS}",
+            crate::train::NUMERICS
+        )
+        .as_bytes(),
+    )
+}
+
+/// What an untrained LQAE is made of: its model configuration and seed.
+fn init_tag(model_config_json: &str, seed: u64) -> String {
+    format!(
+        "init|{}|seed-{seed}",
+        sha256_hex(model_config_json.as_bytes())
+    )
+}
+
 /// Train and test features of one representation, from the zoo's feature cache.
 fn features_of(
     rep: Baseline,
@@ -110,7 +136,10 @@ fn features_of(
             let Autoencoder::Lqae(m) = &m else {
                 unreachable!("built from an LQAE config")
             };
-            lqae_pair(m, "init")
+            // The untrained model is a function of its configuration and seed: both in the key
+            // (a key of "init" alone let features of older code and other models stand).
+            let tag = init_tag(&serde_json::to_string(&cfg.model)?, cfg.train.seed);
+            lqae_pair(m, &tag)
         }
         Baseline::Vqvae => {
             let name = spec.vqvae.as_deref().expect("checked: vqvae is set");
@@ -175,9 +204,7 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
             d.te.len()
         ));
         let data_sha = &d.data_sha;
-        let key = |what: &str| {
-            sha256_hex(format!("{name}|{what}|{data_sha}|{layers_key}|{size}").as_bytes())
-        };
+        let key = |what: &str| feature_key(name, what, data_sha, &layers_key, size);
         let (ftr, fte) = match (rep, &file) {
             (None, Some((p, field))) => {
                 let what = format!("{}|{}", p.sha256, field.name());
@@ -251,4 +278,39 @@ fn run(spec: &CheckedProbe, cx: &Ctx) -> Result<Outcome> {
     });
     outcome.samples = samples;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every input of a cached feature matrix is in its key: changing any one of them misses
+    /// the cache (the untrained encoder's configuration and seed included: their absence let a
+    /// stale random-encoder baseline stand).
+    #[test]
+    fn every_input_of_the_features_is_in_their_key() {
+        let base = (
+            "random-encoder",
+            init_tag("{\"dim\":64}", 0),
+            "data",
+            "[-1]",
+            32u32,
+        );
+        let key = |k: &(&str, String, &str, &str, u32)| feature_key(k.0, &k.1, k.2, k.3, k.4);
+        let variants = [
+            base.clone(),
+            ("lqae", base.1.clone(), base.2, base.3, base.4),
+            (base.0, init_tag("{\"dim\":96}", 0), base.2, base.3, base.4),
+            (base.0, init_tag("{\"dim\":64}", 1), base.2, base.3, base.4),
+            (base.0, base.1.clone(), "other data", base.3, base.4),
+            (base.0, base.1.clone(), base.2, "[-2]", base.4),
+            (base.0, base.1.clone(), base.2, base.3, 28),
+        ];
+        let keys: std::collections::BTreeSet<String> = variants.iter().map(key).collect();
+        assert_eq!(keys.len(), variants.len());
+        // The numerics generations are in it too (a key from before them cannot be hit).
+        let old = sha256_hex(b"random-encoder|init|data|[-1]|32");
+        assert!(!keys.contains(&old));
+        assert_eq!(key(&base), key(&base.clone()), "deterministic");
+    }
 }
