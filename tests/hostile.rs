@@ -485,6 +485,23 @@ fn results_cases(c: &mut Corpus) {
         ];
         c.check(name, &work, args, false, want);
     }
+    // A commit of multibyte characters (cut by characters, not bytes, in the report's
+    // provenance lines): compared, not a crash.
+    {
+        let (dir, work) = c.case("result-multibyte-commit");
+        let mut odd = good.clone();
+        odd["git_commit"] = json!(format!("a{}", "\u{e9}".repeat(10)));
+        let base = write_run(&dir.join("base"), "s", "base", good.to_string().as_bytes());
+        let cur = write_run(&dir.join("cur"), "s", "cur", odd.to_string().as_bytes());
+        let args = vec![
+            "report".into(),
+            "--baseline".into(),
+            s(&base),
+            "--current".into(),
+            s(&cur),
+        ];
+        c.check("result-multibyte-commit", &work, args, true, "code differs");
+    }
     {
         let (dir, work) = c.case("samples-bad-line");
         let base = write_run(&dir.join("base"), "s", "base", good.to_string().as_bytes());

@@ -177,7 +177,9 @@ fn probe_scores_encode_files_as_the_model_and_any_tokenizer_by_text() {
         "other tokens, other features"
     );
     // The report says whose tokens each run scored.
-    let (md, _) = lqae::eval::runner::report(&d_model, &d_words).unwrap();
+    let md = lqae::eval::runner::report(&d_model, &d_words)
+        .unwrap()
+        .markdown;
     assert!(
         md.contains("Tokens: baseline the model's own, current `brightness-words`"),
         "{md}"

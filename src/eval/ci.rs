@@ -5,7 +5,7 @@
 
 use super::board;
 use super::results::{self, Comparison, Verdict};
-use super::runner;
+use super::runner::{self, Report};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,15 @@ pub struct SuiteReport {
     pub suite: String,
     pub baseline: PathBuf,
     pub current: PathBuf,
-    pub outcome: std::result::Result<(String, Vec<Comparison>), String>,
+    pub outcome: std::result::Result<Report, String>,
 }
 
 impl SuiteReport {
     /// Metrics whose verdict fails the gate (`Missing` unless allowed).
     pub fn failing(&self, allow_missing: bool) -> Vec<&Comparison> {
         match &self.outcome {
-            Ok((_, rows)) => rows
+            Ok(report) => report
+                .rows
                 .iter()
                 .filter(|r| {
                     matches!(r.verdict, Verdict::Regression | Verdict::Stale)
@@ -76,10 +77,10 @@ pub fn report_all(baselines: &Path, current: &Path) -> Result<Vec<SuiteReport>> 
 /// One suite given as two result files or folders.
 pub fn report_one(baseline: &Path, current: &Path) -> SuiteReport {
     let outcome = runner::report(baseline, current).map_err(|e| e.to_string());
-    let suite = results::read_result(current)
-        .or_else(|_| results::read_result(baseline))
-        .map(|(r, _)| r.suite)
-        .unwrap_or_else(|_| "report".into());
+    let suite = match &outcome {
+        Ok(r) => r.suite.clone(),
+        Err(_) => "report".into(),
+    };
     SuiteReport {
         suite,
         baseline: baseline.to_path_buf(),
@@ -101,7 +102,7 @@ pub fn markdown(reports: &[SuiteReport], allow_missing: bool) -> String {
     for r in reports {
         s.push_str(&format!("\n## {}\n\n", r.suite));
         match &r.outcome {
-            Ok((md, _)) => s.push_str(md),
+            Ok(report) => s.push_str(&report.markdown),
             Err(e) => s.push_str(&format!("**error**: {e}\n")),
         }
     }
@@ -111,7 +112,7 @@ pub fn markdown(reports: &[SuiteReport], allow_missing: bool) -> String {
 fn verdict_line(r: &SuiteReport, allow_missing: bool) -> String {
     match &r.outcome {
         Err(_) => "ERROR".into(),
-        Ok((_, rows)) => {
+        Ok(Report { rows, .. }) => {
             let count = |v: Verdict| rows.iter().filter(|x| x.verdict == v).count();
             let (reg, miss) = (count(Verdict::Regression), count(Verdict::Missing));
             match (reg, miss, count(Verdict::Stale)) {
@@ -124,6 +125,17 @@ fn verdict_line(r: &SuiteReport, allow_missing: bool) -> String {
             }
         }
     }
+}
+
+/// Whether every failure is a missing metric (no regression, stale baseline or suite error):
+/// the case `--allow-missing` is for.
+pub fn only_missing(reports: &[SuiteReport]) -> bool {
+    reports.iter().all(|r| {
+        r.outcome.is_ok()
+            && r.failing(false)
+                .iter()
+                .all(|c| c.verdict == Verdict::Missing)
+    })
 }
 
 /// Every failure: `suite: metric (why)`, or `suite: error`.
@@ -159,7 +171,7 @@ pub fn junit(reports: &[SuiteReport], allow_missing: bool) -> String {
                     xml(e)
                 ));
             }
-            Ok((_, rows)) => {
+            Ok(Report { rows, .. }) => {
                 let failing = r.failing(allow_missing);
                 tests += rows.len();
                 fails += failing.len();

@@ -341,7 +341,8 @@ pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -
         ));
     }
     let tpi = t.state.config.tokens_per_image();
-    for (c, chunk) in images.chunks(batch.max(1)).enumerate() {
+    let batch = batch.max(1);
+    for (chunk, chunk_paths) in images.chunks(batch).zip(paths.chunks(batch)) {
         let flat: Vec<u32> = chunk.iter().flat_map(|(_, ids)| ids.to_vec()).collect();
         if let Some((id, ids)) = chunk.iter().find(|(_, ids)| ids.len() != tpi) {
             return Err(Error::file(
@@ -356,14 +357,13 @@ pub fn decode(zoo: &Zoo, model: &str, tokens: &Path, out: &Path, batch: usize) -
         let recon = t.model.decode_ids(&ids)?.clamp(0f32, 1f32)?;
         let (_, _, h, w) = recon.dims4()?;
         let v: Vec<f32> = recon.flatten_all()?.to_vec1()?;
-        for (j, _) in chunk.iter().enumerate() {
+        for (j, path) in chunk_paths.iter().enumerate() {
             let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
                 let at = |c: usize| {
                     (v[((j * 3 + c) * h + y as usize) * w + x as usize] * 255.0).round() as u8
                 };
                 image::Rgb([at(0), at(1), at(2)])
             });
-            let path = &paths[c * batch.max(1) + j];
             if let Some(d) = path.parent() {
                 std::fs::create_dir_all(d).map_err(|e| Error::file(d, e.to_string()))?;
             }

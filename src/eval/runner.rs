@@ -153,9 +153,16 @@ pub fn summary_markdown(runs: &[Ran]) -> String {
     s
 }
 
+/// What `report` found: the suite both results belong to, the Markdown and the rows.
+pub struct Report {
+    pub suite: String,
+    pub markdown: String,
+    pub rows: Vec<results::Comparison>,
+}
+
 /// `report`: compare a current result with a baseline (files, or folders meaning their newest
 /// `result.json`), with paired tests where both scored the same examples.
-pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::Comparison>)> {
+pub fn report(baseline: &Path, current: &Path) -> Result<Report> {
     let (b, bs) = results::read_result(baseline)?;
     let (c, cs) = results::read_result(current)?;
     if b.suite != c.suite {
@@ -222,7 +229,11 @@ pub fn report(baseline: &Path, current: &Path) -> Result<(String, Vec<results::C
             )
         }
     };
-    Ok((md, rows))
+    Ok(Report {
+        suite: c.suite,
+        markdown: md,
+        rows,
+    })
 }
 
 /// Where baseline and current were computed differently (BLAS, CPU, threads, code), one line
@@ -250,19 +261,12 @@ fn provenance_notes(b: &ResultFile, c: &ResultFile) -> String {
     differ("CPU", machine(b, "cpu"), machine(c, "cpu"));
     differ("threads", machine(b, "threads"), machine(c, "threads"));
     differ("device", b.device.clone(), c.device.clone());
-    differ(
-        "code",
-        format!(
-            "{} ({})",
-            b.crate_version,
-            &b.git_commit[..12.min(b.git_commit.len())]
-        ),
-        format!(
-            "{} ({})",
-            c.crate_version,
-            &c.git_commit[..12.min(c.git_commit.len())]
-        ),
-    );
+    // By characters: the commit comes from a result file, which may hold any text.
+    let code = |r: &ResultFile| {
+        let commit: String = r.git_commit.chars().take(12).collect();
+        format!("{} ({commit})", r.crate_version)
+    };
+    differ("code", code(b), code(c));
     out
 }
 

@@ -198,7 +198,6 @@ pub fn pixels_sha256(img: &batch::RgbF) -> String {
 /// an interrupted write). A line that is not JSON or not a tokens-file line, or longer than
 /// [`MAX_LINE_BYTES`], is an error naming the file and line.
 pub fn for_each_line(path: &Path, mut f: impl FnMut(usize, Line) -> Result<()>) -> Result<u64> {
-    use std::io::{BufRead, Read};
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -208,11 +207,10 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(usize, Line) -> Result<()>) 
     let (mut end, mut buf) = (0u64, Vec::new());
     for i in 0.. {
         buf.clear();
-        let n = (&mut r)
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::file(path, e.to_string()))?;
-        if n > MAX_LINE_BYTES {
+        let (n, whole, too_long) =
+            crate::util::untrusted::read_line_bounded(&mut r, &mut buf, MAX_LINE_BYTES)
+                .map_err(|e| Error::file(path, e.to_string()))?;
+        if too_long {
             return Err(Error::file(
                 path,
                 format!(
@@ -221,7 +219,7 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(usize, Line) -> Result<()>) 
                 ),
             ));
         }
-        if n == 0 || !buf.ends_with(b"\n") {
+        if !whole {
             break;
         }
         let bad = |why: String| Error::file(path, format!("line {}: {why}", i + 1));

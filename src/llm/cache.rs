@@ -16,6 +16,7 @@
 //! new file of the same name.)
 
 use crate::error::{Error, Result};
+use crate::util::untrusted;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -52,7 +53,8 @@ pub fn request(identity: &str, endpoint: &str, body: &Value) -> Value {
     serde_json::json!({"server": identity, "endpoint": endpoint, "body": body})
 }
 
-fn key_of(request: &Value) -> String {
+/// The key of a request as [`request`] builds it.
+pub fn key_of(request: &Value) -> String {
     crate::util::fsx::sha256_hex(request.to_string().as_bytes())
 }
 
@@ -187,7 +189,8 @@ impl ResponseCache {
             // One line at a time, at most MAX_LINE_BYTES of it held; only whole lines (a line
             // still being written is read next time).
             line.clear();
-            let (n, whole, too_long) = read_line_bounded(&mut r, &mut line).map_err(err)?;
+            let (n, whole, too_long) =
+                untrusted::read_line_bounded(&mut r, &mut line, MAX_LINE_BYTES).map_err(err)?;
             if !whole {
                 return Ok(());
             }
@@ -214,38 +217,6 @@ fn parse_line(line: &[u8]) -> Option<(String, Value)> {
         }
     }
     Some((k, v.get_mut("response")?.take()))
-}
-
-/// Read through the next newline: `(bytes consumed, ended by a newline, longer than
-/// MAX_LINE_BYTES)`; past the bound the rest of the line is consumed but not kept.
-fn read_line_bounded(
-    r: &mut impl std::io::BufRead,
-    line: &mut Vec<u8>,
-) -> std::io::Result<(usize, bool, bool)> {
-    let (mut n, mut too_long) = (0usize, false);
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok((n, false, too_long));
-        }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(p) => (p + 1, true),
-            None => (buf.len(), false),
-        };
-        if !too_long {
-            if line.len() + take > MAX_LINE_BYTES {
-                too_long = true;
-                line.clear();
-            } else {
-                line.extend_from_slice(&buf[..take]);
-            }
-        }
-        r.consume(take);
-        n += take;
-        if done {
-            return Ok((n, true, too_long));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ impl LlmClient {
         check: &(dyn Fn(&Value) -> std::result::Result<(), String> + Sync),
     ) -> Result<Reply> {
         let request = cache::request(&self.settings.identity, endpoint, body);
-        let key = cache::key(&self.settings.identity, endpoint, body);
+        let key = cache::key_of(&request);
         if let Some(r) = self.cached_reply(&key, check)? {
             return Ok(r);
         }

@@ -127,6 +127,41 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Read through the next newline into `line`, holding at most `limit` bytes of it:
+/// `(bytes consumed, ended by a newline, longer than limit)`. Past the limit the rest of the
+/// line is consumed but not kept, so a reader can skip the line or name it as an error; a
+/// line without its newline (end of input, a line still being written) is not whole.
+pub fn read_line_bounded(
+    r: &mut impl std::io::BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<(usize, bool, bool)> {
+    let (mut n, mut too_long) = (0usize, false);
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((n, false, too_long));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(p) => (p + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + take > limit {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&buf[..take]);
+            }
+        }
+        r.consume(take);
+        n += take;
+        if done {
+            return Ok((n, true, too_long));
+        }
+    }
+}
+
 /// The body of an HTTP reply, read piece by piece and stopped past `limit` bytes: `Ok(None)`
 /// when it is longer (the rest is never read; the caller names its setting), so a server
 /// cannot make the client hold more than `limit` bytes of one reply.

@@ -86,7 +86,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     };
     // One pair prints its report as it always did; a folder of suites, the combined one.
     let md = match (&a.baselines, reports.first().map(|r| &r.outcome)) {
-        (None, Some(Ok((md, _)))) => md.clone(),
+        (None, Some(Ok(report))) => report.markdown.clone(),
         _ => ci::markdown(&reports, a.allow_missing),
     };
     print!("{md}");
@@ -111,8 +111,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
         lqae::util::fsx::write_atomic(sm, text.as_bytes())?;
     }
     let fails = ci::failures(&reports, a.allow_missing);
-    let missing_only = fails.iter().all(|f| f.ends_with("(MISSING)"));
-    match (fails.is_empty(), missing_only) {
+    match (fails.is_empty(), ci::only_missing(&reports)) {
         (true, _) => Ok(()),
         (false, true) => bail!(
             "the current run lacks {} of the baseline's metrics: {} (pass --allow-missing if that is intended)",

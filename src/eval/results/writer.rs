@@ -42,14 +42,12 @@ pub fn write_run_files(
         .collect::<Result<Vec<_>>>()?;
     let write = || -> Result<()> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
-        for ((name, bytes), path) in files.iter().zip(&paths) {
-            // Checked again now that the folder exists: nothing in it may be a link.
-            let path = join_under(&dir, name).map_err(|why| Error::file(path, why))?;
+        for ((_, bytes), path) in files.iter().zip(&paths) {
             // Names may hold a folder (`images/12.png`).
             if let Some(parent) = path.parent().filter(|p| *p != dir) {
                 std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, e.to_string()))?;
             }
-            write_atomic(&path, bytes)?;
+            write_atomic(path, bytes)?;
         }
         if !per_image.is_empty() {
             write_per_image(&dir, per_image)?;
