@@ -11,6 +11,15 @@
 //! normalised codebook, and folds it into a running arg-max at once; no per-call `N x V`
 //! allocation and no single-threaded arg-max pass. Other devices use candle ops tile by tile.
 //!
+//! **Ties are settled exactly** ([`SEARCH_RULE`]): an f32 product's last bits depend on the BLAS,
+//! the thread count and how the product is split, so two codes whose cosines differ by less than
+//! that rounding could swap places between machines. Every code whose f32 similarity lies within
+//! [`TIE_MARGIN`] (in cosine units, times the input's norm) of the best is re-scored in f64 over
+//! the stored normalised vectors, in one fixed order, and the f64 best wins, the lowest id on an
+//! exact tie. The margin is about 8x the worst-case f32 error of a 1,024-long dot product of unit
+//! vectors (`2 * 1024 * 2^-24`), so the exact best is always among the candidates and the same
+//! input gives the same ids under every backend, thread count and tiling.
+//!
 //! What passes on is the **raw** embedding row, through the straight-through estimator
 //! `q = x + stopgrad(e - x)`, with the commitment loss `beta * mean((stopgrad(e) - x)^2)`.
 
@@ -32,6 +41,20 @@ pub struct QuantizerConfig {
     /// search sees) is trained and its norm cannot run away. Off (default): the raw input, as the
     /// official code.
     pub sphere: bool,
+    /// The tie margin in cosine units (default [`TIE_MARGIN`]); 0 turns the f64 re-scoring off
+    /// for everything but equal f32 scores (the bench's plain search).
+    pub tie_margin: f32,
+}
+
+/// Codes within this cosine of the f32 best are re-scored in f64.
+pub const TIE_MARGIN: f32 = 1e-3;
+
+/// The code-search rule, as results record it.
+pub const SEARCH_RULE: &str = "nearest normalised codebook row by cosine over the whole vocabulary; codes within the margin (cosine) of the f32 best re-scored in f64 over the normalised vectors, highest wins, lowest id on an exact tie";
+
+/// [`SEARCH_RULE`] and [`TIE_MARGIN`] as a result's `extra.code_search`.
+pub fn search_rule() -> serde_json::Value {
+    serde_json::json!({ "rule": SEARCH_RULE, "margin": TIE_MARGIN })
 }
 
 impl Default for QuantizerConfig {
@@ -41,6 +64,7 @@ impl Default for QuantizerConfig {
             max_block_elems: 1 << 22,
             fused_cpu: true,
             sphere: false,
+            tie_margin: TIE_MARGIN,
         }
     }
 }
@@ -99,6 +123,12 @@ impl Quantizer {
         }
         if cfg.max_block_elems == 0 {
             return Err(Error::setting("max_block_elems", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&cfg.tie_margin) {
+            return Err(Error::setting(
+                "tie_margin",
+                "must be in [0, 1] (cosine units)",
+            ));
         }
         let raw = codebook.detach().to_dtype(DType::F32)?.contiguous()?;
         let normed = l2_normalize_rows(&raw)?.contiguous()?;
@@ -197,7 +227,7 @@ impl Quantizer {
                     t0 + tn
                 )));
             }
-            out.push(bi);
+            out.push(self.settle_on_device(&xt, &bv, bi, &mut stats)?);
         }
         let ids = if out.is_empty() {
             Tensor::zeros(0, DType::U32, x.device())?
@@ -224,11 +254,13 @@ impl Quantizer {
         let part = v.div_ceil(threads);
         let cv = part.min(CODE_TILE).min(budget);
         let nt = (budget / cv).max(1).min(n.max(1));
-        let per_thread: Vec<(Vec<(f32, u32)>, usize)> = std::thread::scope(|s| {
+        let tols = tolerances(x, n, d, self.cfg.tie_margin);
+        let tols = &tols;
+        let per_thread: Vec<(Vec<Near>, usize)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let (lo, hi) = (t * part, ((t + 1) * part).min(v));
-                    s.spawn(move || search_slice(x, n, d, et, v, lo, hi, nt, cv))
+                    s.spawn(move || search_slice(x, n, d, et, v, lo, hi, nt, cv, tols))
                 })
                 .collect();
             handles
@@ -238,25 +270,83 @@ impl Quantizer {
         });
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            // Threads hold ascending id ranges: strictly greater keeps the lowest id on ties.
-            let mut best = per_thread[0].0[i];
-            for (b, _) in &per_thread[1..] {
-                if b[i].0 > best.0 {
-                    best = b[i];
-                }
-            }
-            if !best.0.is_finite() {
+            let best = per_thread
+                .iter()
+                .map(|(near, _)| near[i].best)
+                .fold(f32::NEG_INFINITY, f32::max);
+            if !best.is_finite() {
                 return Err(Error::Msg(format!(
                     "quantizer input row {i} has no finite similarity to any code (NaN or infinite values in the encoder output)"
                 )));
             }
-            ids.push(best.1);
+            let cands = per_thread.iter().flat_map(|(near, _)| &near[i].cands);
+            let xi = &x[i * d..(i + 1) * d];
+            ids.push(settle(best - tols[i], cands.copied(), |id| {
+                exact_score(xi, |k| et[k * v + id as usize])
+            }));
         }
         let stats = SearchStats {
             peak_block_elems: threads.min(v.div_ceil(cv)) * nt.min(n) * cv,
             blocks: per_thread.iter().map(|(_, b)| b).sum(),
         };
         Ok((ids, stats))
+    }
+
+    /// The generic path's tie settling for one block of tokens `xt` `(tn, D)` with f32 best
+    /// scores `bv` and ids `bi` `(tn, 1)`: a second pass over the tiles marks every code within
+    /// the margin; the tokens with more than one are re-scored on the host.
+    fn settle_on_device(
+        &self,
+        xt: &Tensor,
+        bv: &Tensor,
+        bi: Tensor,
+        stats: &mut SearchStats,
+    ) -> Result<Tensor> {
+        let (tn, d) = xt.dims2()?;
+        let v = self.vocab_size();
+        let cv = v.min(self.cfg.max_block_elems);
+        let xv = xt.flatten_all()?.to_vec1::<f32>()?;
+        let tols = tolerances(&xv, tn, d, self.cfg.tie_margin);
+        let thr: Vec<f32> = bv
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .zip(&tols)
+            .map(|(b, t)| b - t)
+            .collect();
+        let thr_t = Tensor::from_vec(thr.clone(), (tn, 1), xt.device())?;
+        let mut cands: Vec<Vec<(f32, u32)>> = vec![Vec::new(); tn];
+        for c0 in (0..v).step_by(cv) {
+            let cn = cv.min(v - c0);
+            let sims = xt.matmul(&self.normed.narrow(0, c0, cn)?.t()?)?;
+            stats.blocks += 1;
+            let near = sims.broadcast_ge(&thr_t)?.to_vec2::<u8>()?;
+            let sims = sims.to_vec2::<f32>()?;
+            for (r, row) in near.iter().enumerate() {
+                for (j, &m) in row.iter().enumerate() {
+                    if m != 0 {
+                        cands[r].push((sims[r][j], (c0 + j) as u32));
+                    }
+                }
+            }
+        }
+        if cands.iter().all(|c| c.len() <= 1) {
+            return Ok(bi);
+        }
+        let mut ids = bi.flatten_all()?.to_vec1::<u32>()?;
+        for (r, c) in cands.iter().enumerate().filter(|(_, c)| c.len() > 1) {
+            let list: Vec<u32> = c.iter().map(|&(_, id)| id).collect();
+            let rows = self
+                .normed
+                .index_select(&Tensor::new(list.as_slice(), xt.device())?, 0)?
+                .to_vec2::<f32>()?;
+            let xi = &xv[r * d..(r + 1) * d];
+            let pos = |id: u32| list.iter().position(|&l| l == id).expect("a candidate");
+            ids[r] = settle(thr[r], c.iter().copied(), |id| {
+                exact_score(xi, |k| rows[pos(id)][k])
+            });
+        }
+        Ok(Tensor::from_vec(ids, (tn, 1), xt.device())?)
     }
 
     /// Quantize `x` `(..., D)`: ids, raw codes, straight-through output and commitment loss.
@@ -289,7 +379,81 @@ impl Quantizer {
     }
 }
 
-/// Best (similarity, id) per token over codes `lo..hi`, one `tn x cn` tile at a time.
+/// One token's search over part of the vocabulary: the best f32 similarity and every code
+/// within the tolerance of it (pruned as the best rises).
+#[derive(Debug, Clone)]
+struct Near {
+    best: f32,
+    cands: Vec<(f32, u32)>,
+}
+
+impl Near {
+    /// Fold one tile row (codes `c0..c0 + row.len()`) in.
+    fn fold(&mut self, row: &[f32], c0: usize, tol: f32) {
+        let m = row_max(row);
+        if m < self.best - tol {
+            return;
+        }
+        if m > self.best {
+            self.best = m;
+            let th = m - tol;
+            self.cands.retain(|c| c.0 >= th);
+        }
+        let th = self.best - tol;
+        for (j, &s) in row.iter().enumerate() {
+            if s >= th {
+                self.cands.push((s, (c0 + j) as u32));
+            }
+        }
+    }
+}
+
+/// Each token's tolerance in the unnormalised similarity: the margin times the input's norm.
+fn tolerances(x: &[f32], n: usize, d: usize, margin: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let s: f64 = x[i * d..(i + 1) * d]
+                .iter()
+                .map(|&v| v as f64 * v as f64)
+                .sum();
+            (s.sqrt() * margin as f64) as f32
+        })
+        .collect()
+}
+
+/// The dot product of `x` with one normalised code (its element `k` from `code(k)`), in f64,
+/// summed in index order: the same number on every machine.
+fn exact_score(x: &[f32], code: impl Fn(usize) -> f32) -> f64 {
+    x.iter()
+        .enumerate()
+        .map(|(k, &v)| v as f64 * code(k) as f64)
+        .sum()
+}
+
+/// The id among the candidates at or above `threshold` (f32) with the highest exact score, the
+/// lowest id on an exact tie; one candidate is taken as it is.
+fn settle(
+    threshold: f32,
+    cands: impl Iterator<Item = (f32, u32)>,
+    exact: impl Fn(u32) -> f64,
+) -> u32 {
+    let mut near: Vec<u32> = cands.filter(|c| c.0 >= threshold).map(|c| c.1).collect();
+    near.sort_unstable();
+    near.dedup();
+    if near.len() == 1 {
+        return near[0];
+    }
+    let mut best = (f64::NEG_INFINITY, u32::MAX);
+    for id in near {
+        let s = exact(id);
+        if s > best.0 || best.1 == u32::MAX {
+            best = (s, id);
+        }
+    }
+    best.1
+}
+
+/// Each token's [`Near`] over codes `lo..hi`, one `tn x cn` tile at a time.
 #[allow(clippy::too_many_arguments)]
 fn search_slice(
     x: &[f32],
@@ -301,10 +465,17 @@ fn search_slice(
     hi: usize,
     nt: usize,
     cv: usize,
-) -> (Vec<(f32, u32)>, usize) {
-    let mut best = vec![(f32::NEG_INFINITY, 0u32); n];
+    tols: &[f32],
+) -> (Vec<Near>, usize) {
+    let mut near = vec![
+        Near {
+            best: f32::NEG_INFINITY,
+            cands: Vec::new()
+        };
+        n
+    ];
     if lo >= hi || n == 0 {
-        return (best, 0);
+        return (near, 0);
     }
     let mut tile = vec![0f32; nt * cv];
     let mut blocks = 0;
@@ -333,17 +504,11 @@ fn search_slice(
             }
             blocks += 1;
             for r in 0..tn {
-                let row = &tile[r * cn..(r + 1) * cn];
-                let m = row_max(row);
-                let b = &mut best[t0 + r];
-                if m > b.0 {
-                    let j = row.iter().position(|&s| s == m).expect("max is in the row");
-                    *b = (m, (c0 + j) as u32);
-                }
+                near[t0 + r].fold(&tile[r * cn..(r + 1) * cn], c0, tols[t0 + r]);
             }
         }
     }
-    (best, blocks)
+    (near, blocks)
 }
 
 /// Maximum of a row (NaNs ignored), with independent lanes so the compiler vectorises it.

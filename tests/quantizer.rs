@@ -203,6 +203,7 @@ fn passes_raw_rows_with_straight_through_gradient_and_commitment_loss() {
             max_block_elems: 50,
             fused_cpu: true,
             sphere: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -258,6 +259,7 @@ fn sphere_trains_only_the_direction_and_commits_by_cosine() {
             max_block_elems: 50,
             fused_cpu: true,
             sphere: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -326,4 +328,81 @@ fn real_minilm_rows_quantize_to_themselves() {
         q.nearest(&m).unwrap().to_vec1::<u32>().unwrap(),
         vec![lm.mask_id()]
     );
+}
+
+/// The f64 arg-max of `x . normed` over the quantizer's stored normalised codebook, summed in
+/// index order, lowest id on an exact tie: what the search's rule promises.
+fn exact_argmax(x: &[Vec<f32>], normed: &[Vec<f32>]) -> Vec<u32> {
+    x.iter()
+        .map(|xr| {
+            let mut best = (f64::NEG_INFINITY, 0u32);
+            for (j, er) in normed.iter().enumerate() {
+                let s: f64 = xr.iter().zip(er).map(|(a, b)| *a as f64 * *b as f64).sum();
+                if s > best.0 {
+                    best = (s, j as u32);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+#[test]
+fn near_ties_are_settled_in_f64_whatever_the_tiling() {
+    // Codes a few 1e-7 apart around one direction: their cosines to an input differ by about an
+    // f32 dot product's rounding (384 terms), so the f32 order alone is an accident of the sum.
+    let mut rng = StdRng::seed_from_u64(35);
+    let (n, v, d) = (96, 48, 384);
+    let base = randn(&mut rng, &[1, d], 1.0 / (d as f32).sqrt());
+    let e = base
+        .broadcast_add(&randn(&mut rng, &[v, d], 3e-7 / (d as f32).sqrt()))
+        .unwrap();
+    let x = base
+        .broadcast_add(&randn(&mut rng, &[n, d], 0.3 / (d as f32).sqrt()))
+        .unwrap();
+    let q = Quantizer::new(&e, QuantizerConfig::default()).unwrap();
+    let normed: Vec<Vec<f32>> = q.normed().to_vec2().unwrap();
+    let want = exact_argmax(&x.to_vec2().unwrap(), &normed);
+    // The data exercise the rule: the f32 scores alone (margin 0) pick another code somewhere.
+    let plain: Vec<u32> = Quantizer::new(
+        &e,
+        QuantizerConfig {
+            tie_margin: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .nearest(&x)
+    .unwrap()
+    .to_vec1()
+    .unwrap();
+    let differ = plain.iter().zip(&want).filter(|(a, b)| a != b).count();
+    eprintln!("{differ} of {n} differ in f32");
+    assert!(
+        differ > 0,
+        "no near tie flipped in f32: the test data are too easy"
+    );
+    for block in [1usize, 7, 48, 1000, 3 * 48 * 96, 1 << 22] {
+        for c in both(block) {
+            let ids: Vec<u32> = Quantizer::new(&e, c)
+                .unwrap()
+                .nearest(&x)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(ids, want, "block {block}, fused {}", c.fused_cpu);
+        }
+    }
+    // A margin out of range is a named setting error.
+    let err = Quantizer::new(
+        &e,
+        QuantizerConfig {
+            tie_margin: 2.0,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("a margin of 2 is refused")
+    .to_string();
+    assert!(err.contains("tie_margin"), "{err}");
 }

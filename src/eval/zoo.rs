@@ -191,23 +191,8 @@ impl Zoo {
                     .unwrap_or_else(|_| p.to_string())
             });
         }
-        // The numerics generation is part of the key: a change that moves training's float
-        // rounding (e.g. fused kernels) gives a different, equally valid model, and cached models
-        // from older code must not be mixed with baselines made by newer code.
-        let hash = crate::util::fsx::sha256_hex(
-            format!(
-                "{}\nnumerics {}{}",
-                serde_json::to_string(&cfg)?,
-                crate::train::NUMERICS,
-                // The products' rounding differs between backends: a model trained on one is
-                // another (equally valid) model. The gemm crate keeps the older keys.
-                match crate::kernels::blas::active() {
-                    Some(b) => format!("\nblas {}", b.name),
-                    None => String::new(),
-                }
-            )
-            .as_bytes(),
-        );
+        let blas = crate::kernels::blas::active().map(|b| b.name.as_str());
+        let hash = run_key(&serde_json::to_string(&cfg)?, crate::train::NUMERICS, blas);
         let out = self
             .cache
             .join("runs")
@@ -349,6 +334,21 @@ impl Zoo {
     }
 }
 
+/// The cache key of a model a suite trains from a configuration: the resolved configuration
+/// (data folder included), the numerics generation (a change that moves training's float
+/// rounding, e.g. fused kernels, gives a different, equally valid model, and cached models from
+/// older code must not be mixed with baselines made by newer code) and the BLAS (the products'
+/// rounding differs between backends; the gemm crate keeps the older keys).
+fn run_key(config_json: &str, numerics: u32, blas: Option<&str>) -> String {
+    crate::util::fsx::sha256_hex(
+        format!(
+            "{config_json}\nnumerics {numerics}{}",
+            blas.map(|b| format!("\nblas {b}")).unwrap_or_default()
+        )
+        .as_bytes(),
+    )
+}
+
 /// The step of a run folder's newest readable checkpoint; 0 when it has none.
 fn checkpoint_step(run: &Path) -> Result<usize> {
     Ok(crate::train::latest_checkpoint(run)?
@@ -365,4 +365,28 @@ pub fn checkpoint_sha(run: &Path) -> Result<String> {
     let ck =
         crate::train::latest_checkpoint(run)?.ok_or_else(|| Error::file(run, "no checkpoint"))?;
     crate::util::fsx::sha256_file(&ck.join("model.safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_key;
+
+    /// Each input of a suite-trained model changes its cache key; the gemm crate's key is the
+    /// one older code wrote (`config`, then `numerics N`).
+    #[test]
+    fn every_input_of_a_trained_model_is_in_its_key() {
+        let base = run_key("{\"steps\":10}", 4, None);
+        assert_eq!(
+            base,
+            crate::util::fsx::sha256_hex(b"{\"steps\":10}\nnumerics 4")
+        );
+        for other in [
+            run_key("{\"steps\":11}", 4, None),
+            run_key("{\"steps\":10}", 3, None),
+            run_key("{\"steps\":10}", 4, Some("mkl 2026.2.1")),
+            run_key("{\"steps\":10}", 4, Some("openblas 0.3.34")),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 }

@@ -307,7 +307,36 @@ mod tests {
         );
         let c = ResponseCache::open(&p).unwrap();
         assert_eq!((c.len(), c.skipped_lines()), (2, 1));
-        // Keys differ by server identity, endpoint and body.
+        // Keys differ by server identity, endpoint and body, and the embedded server's
+        // identity by each of its inputs (source build, model file, its hash, options).
+        let opts = crate::llm::server::ServerOptions {
+            context: 4096,
+            threads: 2,
+            alias: "judge".into(),
+        };
+        let id = |src: &str, file: &str, sha: &str, o: &crate::llm::server::ServerOptions| {
+            key(
+                &crate::llm::server::identity(src, file, sha, o),
+                "/v1/completions",
+                &json!({"prompt": "x"}),
+            )
+        };
+        let base = id("src 1", "m.gguf", "cc324af0aaaaaaaa", &opts);
+        let with = |f: &dyn Fn(&mut crate::llm::server::ServerOptions)| {
+            let mut o = opts.clone();
+            f(&mut o);
+            id("src 1", "m.gguf", "cc324af0aaaaaaaa", &o)
+        };
+        for other in [
+            id("src 2", "m.gguf", "cc324af0aaaaaaaa", &opts),
+            id("src 1", "n.gguf", "cc324af0aaaaaaaa", &opts),
+            id("src 1", "m.gguf", "dd324af0aaaaaaaa", &opts),
+            with(&|o| o.context = 2048),
+            with(&|o| o.threads = 1),
+            with(&|o| o.alias = "other".into()),
+        ] {
+            assert_ne!(base, other);
+        }
         assert_ne!(k1, key("other", "/v1/completions", &json!({"prompt": "x"})));
         assert_ne!(
             k1,

@@ -74,6 +74,19 @@ pub struct ServerOptions {
     pub alias: String,
 }
 
+/// The response cache's name for an embedded server: everything an answer depends on besides
+/// the request body (which names the model alias, prompt, sampling and seed): the server's
+/// source and build, the model file and its hash, the context and the thread count.
+pub fn identity(source: &str, file: &str, sha256: &str, opts: &ServerOptions) -> String {
+    format!(
+        "embedded llama-server ({source}) model {file} sha256 {} alias {} ctx {} threads {}",
+        &sha256[..16.min(sha256.len())],
+        opts.alias,
+        opts.context,
+        opts.threads
+    )
+}
+
 /// A running llama-server; stopped on drop.
 pub struct EmbeddedServer {
     pub base_url: String,
@@ -152,16 +165,9 @@ impl EmbeddedServer {
             .recv()
             .map_err(|e| Error::Msg(e.to_string()))?
             .map_err(|e| Error::file(&bin, format!("cannot start llama-server: {e}")))?;
-        let sha = &judge.sha256()[..16];
         let server = EmbeddedServer {
             base_url: format!("http://127.0.0.1:{port}"),
-            identity: format!(
-                "embedded llama-server ({SERVER_SOURCE}) model {} sha256 {sha} alias {} ctx {} threads {}",
-                judge.file(),
-                opts.alias,
-                opts.context,
-                opts.threads
-            ),
+            identity: identity(SERVER_SOURCE, judge.file(), judge.sha256(), opts),
             options: opts.clone(),
             model_file: model,
             log: log.clone(),

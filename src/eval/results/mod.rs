@@ -104,6 +104,10 @@ impl ResultFile {
         extra
             .entry("machine")
             .or_insert_with(crate::util::provenance::machine);
+        // How tokens were chosen (the code search's tie rule and margin).
+        extra
+            .entry("code_search")
+            .or_insert_with(crate::quantizer::search_rule);
         Ok(ResultFile {
             schema: SCHEMA.into(),
             suite: suite.name.clone(),

@@ -80,7 +80,8 @@ fn splits(spec: &CheckedProbe) -> Result<Splits> {
 /// The generation of the probe's feature numerics: raise it with any change that moves the
 /// features' numbers (the LM or encoder forward, the pooling, the kernels), so that features
 /// cached by older code are computed again rather than mixed with new results.
-pub const FEATURES_NUMERICS: u32 = 2;
+/// 3: the code search settles near ties in f64 (`quantizer::SEARCH_RULE`).
+pub const FEATURES_NUMERICS: u32 = 3;
 
 /// The feature cache's key: the representation, what computed it (a model's sha256, a tokens
 /// file's, an untrained model's [`init_tag`]), the images (their hashes), the layers, the input
