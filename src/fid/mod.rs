@@ -127,6 +127,21 @@ pub struct FeatureNet {
     pub batch: usize,
 }
 
+/// The generation of the Inception forward's numerics: raise it with a change that moves the
+/// features' float results (the convolutions' kernels, the resize), so that features cached by
+/// older code are computed again. 1: candle's `conv2d`; 2: the convolutions on the BLAS path
+/// (`kernels::conv2d_bias_relu`).
+pub const FEATURES_NUMERICS: u32 = 2;
+
+/// What every cached feature's key starts with: the weights, the input convention and the
+/// numerics generation (generation 1 keeps the keys older code wrote).
+fn feature_key_prefix(weights_sha256: &str, convention: &str, numerics: u32) -> String {
+    match numerics {
+        1 => format!("{weights_sha256}|{convention}"),
+        n => format!("{weights_sha256}|{convention}|numerics-{n}"),
+    }
+}
+
 impl FeatureNet {
     /// The network from the `inception-fid` asset, features cached under
     /// `$LQAE_CACHE/features/inception-fid` (`cache = false`: no cache).
@@ -138,9 +153,10 @@ impl FeatureNet {
                 .join("features")
                 .join("inception-fid")
         });
-        let key_prefix = format!(
-            "{weights_sha256}|{}",
-            conventions(&weights_sha256)["fid_input"]
+        let key_prefix = feature_key_prefix(
+            &weights_sha256,
+            &conventions(&weights_sha256)["fid_input"],
+            FEATURES_NUMERICS,
         );
         Ok(Self {
             net,
@@ -314,4 +330,42 @@ pub fn bootstrap_pairs(
         kids.push(frechet::kid(&a, &b, full)?.mean);
     }
     Ok((fids, kids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{feature_key_prefix, Rgb8};
+
+    /// Each input of a cached feature changes its key: the weights, the convention, the
+    /// numerics generation and the image (its pixels and its shape).
+    #[test]
+    fn every_input_of_a_cached_feature_is_in_its_key() {
+        let img = Rgb8 {
+            h: 2,
+            w: 2,
+            data: vec![7; 12],
+        };
+        let key = |w: &str, c: &str, n: u32, i: &Rgb8| {
+            format!("{}|{}", feature_key_prefix(w, c, n), i.key())
+        };
+        let base = key("aa", "conv", 1, &img);
+        // Generation 1 is the key older code wrote.
+        assert_eq!(base, format!("aa|conv|{}", img.key()));
+        let mut changed = img.clone();
+        changed.data[5] = 8;
+        let reshaped = Rgb8 {
+            h: 1,
+            w: 4,
+            data: img.data.clone(),
+        };
+        for other in [
+            key("ab", "conv", 1, &img),
+            key("aa", "conv2", 1, &img),
+            key("aa", "conv", 2, &img),
+            key("aa", "conv", 1, &changed),
+            key("aa", "conv", 1, &reshaped),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 }

@@ -22,6 +22,7 @@ mod simd;
 mod adamw;
 mod attention;
 pub mod blas;
+mod conv;
 mod cross_entropy;
 mod dense;
 mod depthwise;
@@ -29,10 +30,12 @@ mod frozen;
 mod geglu;
 mod gelu;
 mod layer_norm;
+mod pool;
 mod softmax;
 mod tune;
 pub use adamw::*;
 pub use attention::*;
+pub use conv::*;
 pub use cross_entropy::*;
 pub use dense::*;
 pub use depthwise::*;
@@ -40,6 +43,7 @@ pub use frozen::*;
 pub use geglu::*;
 pub use gelu::*;
 pub use layer_norm::*;
+pub use pool::*;
 pub use simd::*;
 pub use softmax::*;
 pub use tune::*;
@@ -69,9 +73,19 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// `LQAE_FUSED_KERNELS=off` runs every layer as primitive candle ops for the whole process
+/// (the form before these kernels: for before/after timings and for bisecting numerics).
+fn off_by_env() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| {
+        std::env::var("LQAE_FUSED_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("off"))
+    })
+}
+
 /// True when the fused kernels apply: enabled, and a CPU f32 tensor.
 pub(crate) fn fused(x: &Tensor) -> bool {
-    ENABLED.load(std::sync::atomic::Ordering::SeqCst)
+    !off_by_env()
+        && ENABLED.load(std::sync::atomic::Ordering::SeqCst)
         && x.device().is_cpu()
         && x.dtype() == candle_core::DType::F32
 }

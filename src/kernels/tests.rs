@@ -359,3 +359,179 @@ fn non_contiguous_inputs_are_accepted() {
     let b = candle_nn::ops::softmax(&t.contiguous().unwrap(), candle_core::D::Minus1).unwrap();
     assert!(max_diff(&a, &b) < 1e-6);
 }
+
+/// The convolution on the BLAS path against candle's (pad, `conv2d`, bias, ReLU) for every
+/// geometry the feature networks use: 1x1 read in place, 3x3 same and strided, asymmetric
+/// 1x7 / 7x1 padding, AlexNet's 11x11 stride 4, several im2col tiles per image, one image and
+/// more images than threads, with and without the ReLU.
+#[test]
+fn conv2d_matches_candle_for_every_geometry() {
+    let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 9] = [
+        (3, 8, 9, 7, 1, 1, ConvGeometry::same(1, 0)),
+        (1, 5, 11, 10, 3, 3, ConvGeometry::same(1, 1)),
+        (2, 4, 13, 6, 3, 3, ConvGeometry::same(2, 0)),
+        (
+            2,
+            6,
+            9,
+            5,
+            1,
+            7,
+            ConvGeometry {
+                stride: 1,
+                pad: [0, 0, 3, 3],
+            },
+        ),
+        (
+            1,
+            6,
+            9,
+            5,
+            7,
+            1,
+            ConvGeometry {
+                stride: 1,
+                pad: [3, 3, 0, 0],
+            },
+        ),
+        (2, 3, 35, 8, 11, 11, ConvGeometry::same(4, 2)),
+        (1, 64, 30, 16, 3, 3, ConvGeometry::same(1, 1)),
+        (3, 7, 8, 5, 5, 5, ConvGeometry::same(1, 2)),
+        (
+            1,
+            3,
+            10,
+            4,
+            3,
+            2,
+            ConvGeometry {
+                stride: 2,
+                pad: [1, 0, 0, 1],
+            },
+        ),
+    ];
+    for (i, &(n, c, side, co, kh, kw, g)) in cases.iter().enumerate() {
+        let x = rand(&[n, c, side, side + 1], 100 + i as u64)
+            .as_tensor()
+            .affine(1.0, -2.3)
+            .unwrap();
+        let w = rand(&[co, c, kh, kw], 200 + i as u64)
+            .as_tensor()
+            .affine(0.1, -0.2)
+            .unwrap();
+        let b = rand(&[co], 300 + i as u64)
+            .as_tensor()
+            .affine(1.0, -2.0)
+            .unwrap();
+        for relu in [false, true] {
+            let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
+            let got = conv2d_bias_relu(&x, &w, &b, g, relu).unwrap();
+            assert_eq!(got.dims(), want.dims(), "case {i}");
+            let err = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                err <= 1e-5 * scale.max(1.0),
+                "case {i} relu {relu}: max error {err} of {scale}"
+            );
+        }
+    }
+    // A kernel larger than the padded input is a named error.
+    let x = rand(&[1, 2, 3, 3], 1).as_tensor().clone();
+    let w = rand(&[1, 2, 5, 5], 2).as_tensor().clone();
+    let b = rand(&[1], 3).as_tensor().clone();
+    let e = conv2d_bias_relu(&x, &w, &b, ConvGeometry::same(1, 0), true).unwrap_err();
+    assert!(e.to_string().contains("does not fit"), "{e}");
+}
+
+/// The pooling kernel against candle's pooling for the windows the networks use (3x3 same and
+/// stride 2, AlexNet's 3x3/2, VGG's 2x2/2, the 8x8 global average) on non-negative inputs,
+/// and, with negative inputs, against a direct computation that leaves the padding out.
+#[test]
+fn pool2d_matches_candle_and_leaves_padding_out() {
+    let pools = [
+        (PoolKind::Avg, 3, 1, 1),
+        (PoolKind::Max, 3, 1, 1),
+        (PoolKind::Max, 3, 2, 0),
+        (PoolKind::Max, 2, 2, 0),
+        (PoolKind::Avg, 8, 8, 0),
+        (PoolKind::Avg, 3, 2, 1),
+    ];
+    for (i, &(kind, k, stride, pad)) in pools.iter().enumerate() {
+        let p = Pool {
+            kind,
+            k,
+            stride,
+            pad,
+        };
+        let x = rand(&[2, 3, 9, 8], 400 + i as u64)
+            .as_tensor()
+            .abs()
+            .unwrap();
+        let want = pool2d_ops(&x, p).unwrap();
+        let got = pool2d(&x, p).unwrap();
+        assert_eq!(got.dims(), want.dims(), "pool {i}");
+        let err = (&got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err <= 1e-5, "pool {i}: max error {err}");
+        // Negative values: the padding is never a candidate or a count.
+        let xn = x.affine(-1.0, 0.0).unwrap();
+        let got: Vec<f32> = pool2d(&xn, p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let xs: Vec<f32> = xn.flatten_all().unwrap().to_vec1().unwrap();
+        let (h, w) = (9usize, 8usize);
+        let (ho, wo) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        for plane in 0..6 {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut vals = Vec::new();
+                    for r in 0..k {
+                        for c in 0..k {
+                            let (ih, iw) = (
+                                (oh * stride + r) as isize - pad as isize,
+                                (ow * stride + c) as isize - pad as isize,
+                            );
+                            if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < w {
+                                vals.push(xs[plane * h * w + ih as usize * w + iw as usize]);
+                            }
+                        }
+                    }
+                    let want = match kind {
+                        PoolKind::Max => vals.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                        PoolKind::Avg => vals.iter().sum::<f32>() / vals.len() as f32,
+                    };
+                    let g = got[(plane * ho + oh) * wo + ow];
+                    assert!(
+                        (g - want).abs() <= 1e-5,
+                        "pool {i} plane {plane} ({oh}, {ow}): {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! 2-D convolution with bias and an optional ReLU, for the frozen feature networks (FID
+//! Inception-v3, LPIPS): NCHW input, OIHW weights, any stride, asymmetric zero padding, no
+//! dilation or groups, forward only.
+//!
+//! On the CPU each image is a product on the BLAS path ([`super::blas::sgemm`]):
+//! `out (c_out x Ho*Wo) = W (c_out x C*kh*kw) . col (C*kh*kw x Ho*Wo)`, where `col` holds the
+//! image's patches (im2col) for a tile of output pixels at a time, sized to stay in cache; a 1x1
+//! stride-1 unpadded convolution reads the image itself. Bias and ReLU are applied to each
+//! output tile right after its product (the epilogue), while it is in cache. The weights are
+//! used as they are stored (OIHW is already `c_out x (C*kh*kw)` row-major, the order `col`'s
+//! rows follow), and the padding is never materialised. Images go to rayon's threads when
+//! there are enough of them; a lone image splits its products instead.
+//!
+//! [`conv2d_bias_relu_ops`] is the reference form in candle ops (pad, `conv2d`, add, ReLU),
+//! used on other devices and when the fused kernels are off; the tests check one against the
+//! other.
+
+use super::blas::{sgemm, Par};
+use candle_core::{Result, Tensor};
+use rayon::prelude::*;
+
+static MACS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Multiply-adds of the convolutions run on the CPU path since the process started (the
+/// bench's FLOP count of a network: read before and after one call).
+pub fn conv_macs() -> u64 {
+    MACS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Stride and zero padding (top, bottom, left, right) of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub stride: usize,
+    pub pad: [usize; 4],
+}
+
+impl ConvGeometry {
+    /// The same padding on every side.
+    pub fn same(stride: usize, pad: usize) -> Self {
+        Self {
+            stride,
+            pad: [pad; 4],
+        }
+    }
+
+    fn out(&self, h: usize, w: usize, kh: usize, kw: usize) -> Result<(usize, usize)> {
+        let [t, b, l, r] = self.pad;
+        let (hp, wp) = (h + t + b, w + l + r);
+        if hp < kh || wp < kw || self.stride == 0 {
+            candle_core::bail!(
+                "conv2d: a {kh}x{kw} kernel (stride {}) does not fit a padded {hp}x{wp} input",
+                self.stride
+            );
+        }
+        Ok(((hp - kh) / self.stride + 1, (wp - kw) / self.stride + 1))
+    }
+}
+
+/// Output pixels per im2col tile: about 1 MiB of patches, at least 256 columns.
+fn tile_pixels(k: usize, pixels: usize) -> usize {
+    ((1usize << 18) / k.max(1)).max(256).min(pixels.max(1))
+}
+
+/// `relu?(conv2d(x, weight) + bias)` in candle ops: the reference form.
+pub fn conv2d_bias_relu_ops(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: ConvGeometry,
+    relu: bool,
+) -> Result<Tensor> {
+    let [t, b, l, r] = g.pad;
+    let y = if t == b && b == l && l == r {
+        x.conv2d(weight, t, g.stride, 1, 1)?
+    } else {
+        x.pad_with_zeros(2, t, b)?
+            .pad_with_zeros(3, l, r)?
+            .conv2d(weight, 0, g.stride, 1, 1)?
+    };
+    let y = y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// `relu?(conv2d(x, weight) + bias)`: `x` `(n, c, h, w)`, `weight` `(c_out, c, kh, kw)`,
+/// `bias` `(c_out)` (any shape of `c_out` elements), f32.
+pub fn conv2d_bias_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: ConvGeometry,
+    relu: bool,
+) -> Result<Tensor> {
+    if !super::fused(x) || weight.dtype() != candle_core::DType::F32 {
+        return conv2d_bias_relu_ops(x, weight, bias, g, relu);
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let (co, ci, kh, kw) = weight.dims4()?;
+    if ci != c {
+        candle_core::bail!("conv2d: the input has {c} channels, the weights expect {ci}");
+    }
+    if bias.elem_count() != co {
+        candle_core::bail!(
+            "conv2d: {} bias values for {co} output channels",
+            bias.elem_count()
+        );
+    }
+    let (ho, wo) = g.out(h, w, kh, kw)?;
+    let shape = Shape {
+        c,
+        h,
+        w,
+        co,
+        kh,
+        kw,
+        ho,
+        wo,
+        g,
+    };
+    MACS.fetch_add(
+        (n * co * ho * wo * c * kh * kw) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = weight.storage_and_layout();
+    let (bs, bl) = bias.storage_and_layout();
+    let (
+        candle_core::Storage::Cpu(xs),
+        candle_core::Storage::Cpu(ws),
+        candle_core::Storage::Cpu(bs),
+    ) = (&*xs, &*ws, &*bs)
+    else {
+        candle_core::bail!("conv2d: input, weights and bias must all be on the CPU")
+    };
+    let (xv, wv, bv) = (
+        super::slice(xs, xl, "conv2d input")?,
+        super::slice(ws, wl, "conv2d weights")?,
+        super::slice(bs, bl, "conv2d bias")?,
+    );
+    let mut out = vec![0f32; n * co * ho * wo];
+    let (per_in, per_out, p) = (c * h * w, co * ho * wo, ho * wo);
+    // Small outputs are poor products one image at a time: images go together, their
+    // patches side by side, until a product has about GROUP_COLUMNS columns.
+    let group = GROUP_COLUMNS.div_ceil(p).clamp(1, n.max(1));
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let par = if n.div_ceil(group) >= threads && threads > 1 {
+        Par::None
+    } else {
+        Par::Rayon
+    };
+    let run = |(o, xi): (&mut [f32], &[f32])| {
+        if group == 1 {
+            shape.image(xi, wv, bv, relu, o, par)
+        } else {
+            shape.images(xi, wv, bv, relu, o, par)
+        }
+    };
+    match par {
+        Par::None => out
+            .par_chunks_mut(group * per_out)
+            .zip(xv.par_chunks(group * per_in))
+            .for_each(run),
+        Par::Rayon => out
+            .chunks_mut(group * per_out)
+            .zip(xv.chunks(group * per_in))
+            .for_each(run),
+    }
+    Tensor::from_vec(out, (n, co, ho, wo), x.device())
+}
+
+/// Columns a product should have at least before images are grouped into it.
+const GROUP_COLUMNS: usize = 1024;
+
+struct Shape {
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    g: ConvGeometry,
+}
+
+impl Shape {
+    /// One image: `x` `(c, h, w)` into `out` `(co, ho, wo)`.
+    fn image(&self, x: &[f32], wt: &[f32], bias: &[f32], relu: bool, out: &mut [f32], par: Par) {
+        let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
+        let direct = self.kh == 1 && self.kw == 1 && self.g.stride == 1 && self.g.pad == [0; 4];
+        let tile = if direct { p } else { tile_pixels(k, p) };
+        let mut col = if direct {
+            Vec::new()
+        } else {
+            vec![0f32; k * tile]
+        };
+        for q0 in (0..p).step_by(tile) {
+            let tn = tile.min(p - q0);
+            let (rhs, rhs_rs) = if direct {
+                (x.as_ptr(), p)
+            } else {
+                self.im2col(x, q0, tn, &mut col[..k * tn], tn);
+                (col.as_ptr(), tn)
+            };
+            // SAFETY: W is co x k row-major; rhs is k x tn with row stride rhs_rs; the
+            // destination is rows 0..co, columns q0..q0+tn of out (co x p, row stride p).
+            unsafe {
+                sgemm(
+                    self.co,
+                    tn,
+                    k,
+                    out.as_mut_ptr().add(q0),
+                    p,
+                    false,
+                    wt.as_ptr(),
+                    (k, 1),
+                    rhs,
+                    (rhs_rs, 1),
+                    0.0,
+                    1.0,
+                    par,
+                );
+            }
+            for (o, &b) in out.chunks_mut(p).zip(bias) {
+                let seg = &mut o[q0..q0 + tn];
+                if relu {
+                    seg.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+                } else {
+                    seg.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        }
+    }
+
+    /// Several images, `x` `(g, c, h, w)` into `out` `(g, co, ho, wo)`, in one product: the
+    /// images' patches side by side (`k x g*p`), then bias and ReLU on the way to each image.
+    fn images(&self, x: &[f32], wt: &[f32], bias: &[f32], relu: bool, out: &mut [f32], par: Par) {
+        let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
+        let per_in = self.c * self.h * self.w;
+        let g = x.len() / per_in;
+        let cols = g * p;
+        let mut col = vec![0f32; k * cols];
+        let fill = |(r, row): (usize, &mut [f32])| {
+            for (xi, seg) in x.chunks(per_in).zip(row.chunks_mut(p)) {
+                self.patch_row(xi, r, 0, seg);
+            }
+        };
+        match par {
+            Par::Rayon => col.par_chunks_mut(cols).enumerate().for_each(fill),
+            Par::None => col.chunks_mut(cols).enumerate().for_each(fill),
+        }
+        let mut tmp = vec![0f32; self.co * cols];
+        // SAFETY: W is co x k, col is k x cols, tmp is co x cols, all row-major and dense.
+        unsafe {
+            sgemm(
+                self.co,
+                cols,
+                k,
+                tmp.as_mut_ptr(),
+                cols,
+                false,
+                wt.as_ptr(),
+                (k, 1),
+                col.as_ptr(),
+                (cols, 1),
+                0.0,
+                1.0,
+                par,
+            );
+        }
+        for (j, o) in out.chunks_mut(self.co * p).enumerate() {
+            for ((row, t), &b) in o.chunks_mut(p).zip(tmp.chunks(cols)).zip(bias) {
+                let src = &t[j * p..(j + 1) * p];
+                if relu {
+                    row.iter_mut()
+                        .zip(src)
+                        .for_each(|(v, s)| *v = (s + b).max(0.0));
+                } else {
+                    row.iter_mut().zip(src).for_each(|(v, s)| *v = s + b);
+                }
+            }
+        }
+    }
+
+    /// Patches of output pixels `q0..q0 + tn` (row-major over `ho x wo`): row `(ch, i, j)` of
+    /// `col` (`k` rows `ld` apart, `tn` used) holds input `(ch, oh * s + i - top, ow * s + j -
+    /// left)`, 0 outside.
+    fn im2col(&self, x: &[f32], q0: usize, tn: usize, col: &mut [f32], ld: usize) {
+        let k = self.c * self.kh * self.kw;
+        for r in 0..k {
+            self.patch_row(x, r, q0, &mut col[r * ld..r * ld + tn]);
+        }
+    }
+
+    /// Row `r = (ch, i, j)` of the patches of output pixels `q0..q0 + row.len()`.
+    fn patch_row(&self, x: &[f32], r: usize, q0: usize, row: &mut [f32]) {
+        let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
+        let (h, w, wo) = (self.h, self.w, self.wo);
+        let tn = row.len();
+        let (ch, i, j) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+        let plane = &x[ch * h * w..(ch + 1) * h * w];
+        let mut q = q0;
+        let mut dst = 0;
+        while dst < tn {
+            let (oh, ow0) = (q / wo, q % wo);
+            let run = (wo - ow0).min(tn - dst);
+            let seg = &mut row[dst..dst + run];
+            let ih = (oh * s + i) as isize - top as isize;
+            if ih < 0 || ih >= h as isize {
+                seg.fill(0.0);
+            } else if s == 1 {
+                // Input columns ow0 + j - left .. : zeros left and right of the image.
+                let src = &plane[ih as usize * w..(ih as usize + 1) * w];
+                let c0 = (ow0 + j) as isize - left as isize;
+                let lo = ((-c0).max(0) as usize).min(run);
+                let hi = ((w as isize - c0).clamp(0, run as isize)) as usize;
+                seg[..lo].fill(0.0);
+                if hi > lo {
+                    let a = (c0 + lo as isize) as usize;
+                    seg[lo..hi].copy_from_slice(&src[a..a + hi - lo]);
+                }
+                seg[hi.max(lo)..].fill(0.0);
+            } else {
+                let src = &plane[ih as usize * w..(ih as usize + 1) * w];
+                for (t, v) in seg.iter_mut().enumerate() {
+                    let iw = ((ow0 + t) * s + j) as isize - left as isize;
+                    *v = if iw < 0 || iw >= w as isize {
+                        0.0
+                    } else {
+                        src[iw as usize]
+                    };
+                }
+            }
+            q += run;
+            dst += run;
+        }
+    }
+}
