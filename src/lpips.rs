@@ -280,7 +280,10 @@ impl Lpips {
         let n = a.dim(0)?;
         // One pass over both batches.
         let feats = self.features(&Tensor::cat(&[a, b], 0)?)?;
-        if feats[0].device().is_cpu() {
+        if feats.is_empty() {
+            return Err(Error::Msg("LPIPS network has no taps".into()));
+        }
+        if crate::kernels::fused(&feats[0]) {
             // One pass per tap over both halves: per pixel the two channel norms, then the
             // weighted squared difference of the unit vectors; pairs split across threads.
             let mut total = vec![0f32; n];

@@ -48,6 +48,8 @@ pub struct QuantizerConfig {
 
 /// Codes within this cosine of the f32 best are re-scored in f64.
 pub const TIE_MARGIN: f32 = 1e-3;
+/// The largest margin allowed: each code within it costs an f64 dot product per token.
+pub const MAX_TIE_MARGIN: f32 = 1e-2;
 
 /// The code-search rule, as results record it.
 pub const SEARCH_RULE: &str = "nearest normalised codebook row by cosine over the whole vocabulary; codes within the margin (cosine) of the f32 best re-scored in f64 over the normalised vectors, highest wins, lowest id on an exact tie";
@@ -279,11 +281,17 @@ impl Quantizer {
                     "quantizer input row {i} has no finite similarity to any code (NaN or infinite values in the encoder output)"
                 )));
             }
+            if tols[i].is_nan() {
+                // A zero input is as near to every code: the lowest id, as an exact tie.
+                ids.push(0);
+                continue;
+            }
             let cands = per_thread.iter().flat_map(|(near, _)| &near[i].cands);
             let xi = &x[i * d..(i + 1) * d];
-            ids.push(settle(best - tols[i], cands.copied(), |id| {
+            let id = settle(best - tols[i], cands.copied(), |id| {
                 exact_score(xi, |k| et[k * v + id as usize])
-            }));
+            });
+            ids.push(id.expect("the best code is a candidate"));
         }
         let stats = SearchStats {
             peak_block_elems: threads.min(v.div_ceil(cv)) * nt.min(n) * cv,
@@ -315,36 +323,52 @@ impl Quantizer {
             .map(|(b, t)| b - t)
             .collect();
         let thr_t = Tensor::from_vec(thr.clone(), (tn, 1), xt.device())?;
-        let mut cands: Vec<Vec<(f32, u32)>> = vec![Vec::new(); tn];
+        // How many codes lie within the margin of each token's best: only counts come back.
+        let mut counts = vec![0f32; tn];
         for c0 in (0..v).step_by(cv) {
             let cn = cv.min(v - c0);
             let sims = xt.matmul(&self.normed.narrow(0, c0, cn)?.t()?)?;
             stats.blocks += 1;
-            let near = sims.broadcast_ge(&thr_t)?.to_vec2::<u8>()?;
-            let sims = sims.to_vec2::<f32>()?;
-            for (r, row) in near.iter().enumerate() {
-                for (j, &m) in row.iter().enumerate() {
-                    if m != 0 {
-                        cands[r].push((sims[r][j], (c0 + j) as u32));
-                    }
-                }
-            }
+            let c = sims
+                .broadcast_ge(&thr_t)?
+                .to_dtype(DType::F32)?
+                .sum(1)?
+                .to_vec1::<f32>()?;
+            counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
         }
-        if cands.iter().all(|c| c.len() <= 1) {
+        // A zero input is as near to every code: the lowest id, as an exact tie.
+        let tied: Vec<u32> = (0..tn as u32)
+            .filter(|&r| counts[r as usize] > 1.0 && !tols[r as usize].is_nan())
+            .collect();
+        if tied.is_empty() {
             return Ok(bi);
         }
+        // The few tied tokens: their candidates' ids, then the exact scores on the host.
+        let sel = Tensor::new(tied.as_slice(), xt.device())?;
+        let (xs, ts) = (xt.index_select(&sel, 0)?, thr_t.index_select(&sel, 0)?);
+        let mut cands: Vec<Vec<u32>> = vec![Vec::new(); tied.len()];
+        for c0 in (0..v).step_by(cv) {
+            let cn = cv.min(v - c0);
+            let near = xs
+                .matmul(&self.normed.narrow(0, c0, cn)?.t()?)?
+                .broadcast_ge(&ts)?
+                .to_vec2::<u8>()?;
+            for (c, row) in cands.iter_mut().zip(near) {
+                c.extend((0..cn).filter(|&j| row[j] != 0).map(|j| (c0 + j) as u32));
+            }
+        }
         let mut ids = bi.flatten_all()?.to_vec1::<u32>()?;
-        for (r, c) in cands.iter().enumerate().filter(|(_, c)| c.len() > 1) {
-            let list: Vec<u32> = c.iter().map(|&(_, id)| id).collect();
+        for (&r, list) in tied.iter().zip(&cands) {
             let rows = self
                 .normed
                 .index_select(&Tensor::new(list.as_slice(), xt.device())?, 0)?
                 .to_vec2::<f32>()?;
-            let xi = &xv[r * d..(r + 1) * d];
-            let pos = |id: u32| list.iter().position(|&l| l == id).expect("a candidate");
-            ids[r] = settle(thr[r], c.iter().copied(), |id| {
-                exact_score(xi, |k| rows[pos(id)][k])
-            });
+            let xi = &xv[r as usize * d..(r as usize + 1) * d];
+            let scored = list
+                .iter()
+                .zip(&rows)
+                .map(|(&id, row)| (id, exact_score(xi, |k| row[k])));
+            ids[r as usize] = best_exact(scored).expect("the best code is a candidate");
         }
         Ok(Tensor::from_vec(ids, (tn, 1), xt.device())?)
     }
@@ -408,7 +432,9 @@ impl Near {
     }
 }
 
-/// Each token's tolerance in the unnormalised similarity: the margin times the input's norm.
+/// Each token's tolerance in the unnormalised similarity: the margin times the input's norm;
+/// NaN for a zero input (every similarity is 0: no candidate is kept, and the search gives
+/// the lowest id).
 fn tolerances(x: &[f32], n: usize, d: usize, margin: f32) -> Vec<f32> {
     (0..n)
         .map(|i| {
@@ -416,7 +442,11 @@ fn tolerances(x: &[f32], n: usize, d: usize, margin: f32) -> Vec<f32> {
                 .iter()
                 .map(|&v| v as f64 * v as f64)
                 .sum();
-            (s.sqrt() * margin as f64) as f32
+            if s == 0.0 {
+                f32::NAN
+            } else {
+                (s.sqrt() * margin as f64) as f32
+            }
         })
         .collect()
 }
@@ -431,26 +461,29 @@ fn exact_score(x: &[f32], code: impl Fn(usize) -> f32) -> f64 {
 }
 
 /// The id among the candidates at or above `threshold` (f32) with the highest exact score, the
-/// lowest id on an exact tie; one candidate is taken as it is.
+/// lowest id on an exact tie; one candidate is taken as it is. `None` only for no candidate.
 fn settle(
     threshold: f32,
     cands: impl Iterator<Item = (f32, u32)>,
     exact: impl Fn(u32) -> f64,
-) -> u32 {
+) -> Option<u32> {
     let mut near: Vec<u32> = cands.filter(|c| c.0 >= threshold).map(|c| c.1).collect();
     near.sort_unstable();
     near.dedup();
     if near.len() == 1 {
-        return near[0];
+        return Some(near[0]);
     }
-    let mut best = (f64::NEG_INFINITY, u32::MAX);
-    for id in near {
-        let s = exact(id);
-        if s > best.0 || best.1 == u32::MAX {
-            best = (s, id);
-        }
-    }
-    best.1
+    best_exact(near.into_iter().map(|id| (id, exact(id))))
+}
+
+/// The highest exact score's id, the lowest id on an exact tie (ids in any order).
+fn best_exact(scored: impl Iterator<Item = (u32, f64)>) -> Option<u32> {
+    scored
+        .fold(None, |best: Option<(u32, f64)>, (id, s)| match best {
+            Some((bid, bs)) if bs > s || (bs == s && bid < id) => Some((bid, bs)),
+            _ => Some((id, s)),
+        })
+        .map(|b| b.0)
 }
 
 /// Each token's [`Near`] over codes `lo..hi`, one `tn x cn` tile at a time.

@@ -2,9 +2,10 @@
 //! through the shipped `lqae-fmnist` and through the untrained LQAE the random-encoder probe
 //! builds (its configuration and seed), searched over the whole MiniLM vocabulary under every
 //! BLAS backend (`LQAE_BLAS=off`, `openblas`, `mkl`), one and two threads, and three tilings of
-//! the product, each in its own process (the backend is chosen once per process). The ids
-//! must be the same everywhere, for the same encoder outputs (the search's promise) and end to
-//! end (each process also runs the encoder under its own backend). The f32 search without the
+//! the product, each in its own process (the backend is chosen once per process). For the same
+//! encoder outputs the ids must be the same everywhere (the search's promise); end to end (each
+//! process also runs the encoder under its own backend, whose outputs differ in their last bits)
+//! the differing ids are counted and bounded at 1%. The f32 search without the
 //! f64 re-scoring (`tie_margin = 0`) is run beside it and how often it disagrees is printed.
 //! One test per binary: the children re-run this binary.
 
@@ -155,6 +156,8 @@ fn ids_are_the_same_under_every_backend_thread_count_and_tiling() {
                 .env(CHILD, spec)
                 .env("LQAE_BLAS", backend)
                 .env("RAYON_NUM_THREADS", threads)
+                // The child's own "test result" line would count as a test of this run.
+                .stdout(std::process::Stdio::null())
                 .status()
                 .unwrap();
             assert!(st.success(), "child {tag} failed");
@@ -208,8 +211,11 @@ fn ids_are_the_same_under_every_backend_thread_count_and_tiling() {
                 "{name} {tag}: encoder outputs {} the parent's; end-to-end ids differ from {first_tag} in {differ} of {tokens}; the f32 search alone differs from the settled ids in {plain_differ}",
                 if r["same_z"].as_bool().unwrap() { "equal" } else { "differ from" }
             );
-            assert_eq!(
-                differ, 0,
+            // The encoders' own outputs differ in their last bits between backends, so equal
+            // ids end to end are a property of these images, not a promise of the rule (it was
+            // 0 of 2048 for both models when this test was written): a bound, not equality.
+            assert!(
+                differ * 100 <= tokens,
                 "{name}: {differ} of {tokens} end-to-end ids differ between {tag} and {first_tag}"
             );
         }

@@ -1,6 +1,7 @@
 //! The fused CPU kernels (`lqae::kernels`) against the primitive-op layers, on the whole
 //! `lqae-small` model (real MiniLM weights): the same loss, codes and gradient for every
-//! trainable tensor, so the kernels change speed and nothing else. One test per binary: the
+//! trainable tensor, so the kernels change speed and nothing else; and the feature networks'
+//! forward kernels (LPIPS, FID Inception) against their candle forms. One test per binary: the
 //! switch is process-wide.
 
 use candle_core::Device;
@@ -41,6 +42,50 @@ fn fused_and_primitive_layers_give_the_same_lqae_small_loss_and_gradients() {
         lqae::kernels::blas::set_enabled(on);
         compare(&run, &lqae::kernels::blas::backend_name());
     }
+
+    // The feature networks' forward kernels (convolution, pooling, LPIPS's per-tap distance)
+    // against their candle forms, on real weights: LPIPS alex and vgg16 distances, Inception
+    // pool features.
+    let a = (lqae::rng::uniform_tensor(&[3, 3, 48, 48], 5, &Device::Cpu).unwrap() + 0.5).unwrap();
+    let b = (lqae::rng::uniform_tensor(&[3, 3, 48, 48], 6, &Device::Cpu).unwrap() + 0.5).unwrap();
+    for net in [lqae::lpips::LpipsNet::Alex, lqae::lpips::LpipsNet::Vgg16] {
+        let lp = lqae::lpips::Lpips::load(net, &Device::Cpu).unwrap();
+        let d = |fused: bool| -> Vec<f32> {
+            lqae::kernels::set_enabled(fused);
+            lp.forward(&a, &b).unwrap().to_vec1().unwrap()
+        };
+        let (ops, fused) = (d(false), d(true));
+        for (o, f) in ops.iter().zip(&fused) {
+            assert!(
+                (o - f).abs() <= 1e-5 * o.abs().max(1e-3),
+                "LPIPS {}: {ops:?} vs {fused:?}",
+                net.name()
+            );
+        }
+    }
+    let net = lqae::fid::Inception::load(&Device::Cpu).unwrap();
+    let x = (lqae::rng::uniform_tensor(&[2, 3, 299, 299], 7, &Device::Cpu).unwrap() * 2.0).unwrap();
+    let f = |fused: bool| -> Vec<f32> {
+        lqae::kernels::set_enabled(fused);
+        net.forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (ops, fused) = (f(false), f(true));
+    let worst = ops
+        .iter()
+        .zip(&fused)
+        .map(|(o, f)| (o - f).abs())
+        .fold(0f32, f32::max);
+    let scale = ops.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "Inception features: max difference {worst} of {scale}"
+    );
+    lqae::kernels::set_enabled(true);
 }
 
 type Run<'a> = dyn Fn(bool) -> (f32, Vec<u32>, Vec<(String, Vec<f32>)>) + 'a;

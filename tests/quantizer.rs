@@ -406,3 +406,43 @@ fn near_ties_are_settled_in_f64_whatever_the_tiling() {
     .to_string();
     assert!(err.contains("tie_margin"), "{err}");
 }
+
+#[test]
+fn planted_near_ties_among_spread_codes_and_a_zero_input() {
+    // Spread codes, and for each input three near copies of its own direction (1e-7 apart) at
+    // ids far apart, so that they fall in different tiles and threads and the running best
+    // rises past earlier candidates (the pruning); one input is zero (every code ties: id 0).
+    let mut rng = StdRng::seed_from_u64(36);
+    let (n, v, d) = (40, 3000, 64);
+    let x = randn(&mut rng, &[n, d], 1.0);
+    let mut xv: Vec<Vec<f32>> = x.to_vec2().unwrap();
+    xv[5] = vec![0.0; d];
+    let mut ev: Vec<Vec<f32>> = randn(&mut rng, &[v, d], 1.0).to_vec2().unwrap();
+    let noise: Vec<Vec<f32>> = randn(&mut rng, &[3 * n, d], 1e-7).to_vec2().unwrap();
+    for (i, xr) in xv.iter().enumerate().filter(|(i, _)| *i != 5) {
+        for t in 0..3 {
+            let id = (i * 70 + 5 + t * 1000) % v;
+            ev[id] = xr
+                .iter()
+                .zip(&noise[3 * i + t])
+                .map(|(a, z)| a * (1.0 + t as f32) + z)
+                .collect();
+        }
+    }
+    let x = Tensor::new(xv.clone(), &Device::Cpu).unwrap();
+    let e = Tensor::new(ev, &Device::Cpu).unwrap();
+    let q = Quantizer::new(&e, QuantizerConfig::default()).unwrap();
+    let want = exact_argmax(&xv, &q.normed().to_vec2().unwrap());
+    assert_eq!(want[5], 0, "a zero input ties everywhere: the lowest id");
+    for block in [64usize, 1000, 5000, 40 * 3000, 1 << 22] {
+        for c in both(block) {
+            let ids: Vec<u32> = Quantizer::new(&e, c)
+                .unwrap()
+                .nearest(&x)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(ids, want, "block {block}, fused {}", c.fused_cpu);
+        }
+    }
+}

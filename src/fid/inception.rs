@@ -20,6 +20,8 @@ use std::path::Path;
 pub const SIDE: usize = 299;
 /// Feature width.
 pub const DIM: usize = 2048;
+/// Images per pass on the CPU (see [`Inception::forward`]).
+const CPU_CHUNK: usize = 4;
 const BN_EPS: f64 = 1e-3;
 
 struct Conv {
@@ -347,6 +349,16 @@ impl Inception {
             return Err(Error::Msg(format!(
                 "FID Inception input must be (batch, 3, {SIDE}, {SIDE}), got ({b}, {c}, {h}, {w})"
             )));
+        }
+        if x.device().is_cpu() && b > CPU_CHUNK {
+            // A few images per pass: the stem's activations of a whole batch are tens of MiB
+            // per layer, past glibc's largest mmap threshold (32 MiB), and every fresh mapping
+            // pays a page fault per 4 KiB; a few images' stay on the reused heap.
+            let parts = (0..b)
+                .step_by(CPU_CHUNK)
+                .map(|i| self.forward(&x.narrow(0, i, CPU_CHUNK.min(b - i))?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&parts, 0)?);
         }
         let mut y = max_pool_3x3_s2(&seq(&self.stem, x)?)?;
         y = max_pool_3x3_s2(&seq(&self.stem_2, &y)?)?;

@@ -133,12 +133,23 @@ pub struct FeatureNet {
 /// (`kernels::conv2d_bias_relu`).
 pub const FEATURES_NUMERICS: u32 = 2;
 
-/// What every cached feature's key starts with: the weights, the input convention and the
-/// numerics generation (generation 1 keeps the keys older code wrote).
-fn feature_key_prefix(weights_sha256: &str, convention: &str, numerics: u32) -> String {
+/// What every cached feature's key starts with: the weights, the input convention, the
+/// numerics generation (generation 1 keeps the keys older code wrote) and, from generation 2
+/// (the convolutions on the BLAS path), the BLAS (`None`: the gemm crate), whose rounding
+/// differs. Within one backend, features may still differ in their last bits with the batch
+/// they were computed in (products grouped across images): accepted as the same features.
+fn feature_key_prefix(
+    weights_sha256: &str,
+    convention: &str,
+    numerics: u32,
+    blas: Option<&str>,
+) -> String {
     match numerics {
         1 => format!("{weights_sha256}|{convention}"),
-        n => format!("{weights_sha256}|{convention}|numerics-{n}"),
+        n => format!(
+            "{weights_sha256}|{convention}|numerics-{n}|blas {}",
+            blas.unwrap_or("gemm crate")
+        ),
     }
 }
 
@@ -157,6 +168,7 @@ impl FeatureNet {
             &weights_sha256,
             &conventions(&weights_sha256)["fid_input"],
             FEATURES_NUMERICS,
+            crate::kernels::blas::active().map(|b| b.name.as_str()),
         );
         Ok(Self {
             net,
@@ -346,11 +358,14 @@ mod tests {
             data: vec![7; 12],
         };
         let key = |w: &str, c: &str, n: u32, i: &Rgb8| {
-            format!("{}|{}", feature_key_prefix(w, c, n), i.key())
+            format!("{}|{}", feature_key_prefix(w, c, n, None), i.key())
         };
         let base = key("aa", "conv", 1, &img);
         // Generation 1 is the key older code wrote.
         assert_eq!(base, format!("aa|conv|{}", img.key()));
+        let b2 = feature_key_prefix("aa", "conv", 2, None);
+        assert_ne!(b2, feature_key_prefix("aa", "conv", 2, Some("mkl 2026.2")));
+        assert_ne!(b2, feature_key_prefix("aa", "conv", 3, None));
         let mut changed = img.clone();
         changed.data[5] = 8;
         let reshaped = Rgb8 {

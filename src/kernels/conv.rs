@@ -6,10 +6,13 @@
 //! `out (c_out x Ho*Wo) = W (c_out x C*kh*kw) . col (C*kh*kw x Ho*Wo)`, where `col` holds the
 //! image's patches (im2col) for a tile of output pixels at a time, sized to stay in cache; a 1x1
 //! stride-1 unpadded convolution reads the image itself. Bias and ReLU are applied to each
-//! output tile right after its product (the epilogue), while it is in cache. The weights are
-//! used as they are stored (OIHW is already `c_out x (C*kh*kw)` row-major, the order `col`'s
-//! rows follow), and the padding is never materialised. Images go to rayon's threads when
-//! there are enough of them; a lone image splits its products instead.
+//! output tile right after its product (the epilogue), while it is in cache. Outputs smaller
+//! than [`GROUP_COLUMNS`] pixels make poor products one image at a time: images are grouped,
+//! their patches side by side, into one product, and bias and ReLU are applied on the way to
+//! each image's output. The weights are used as they are stored (OIHW is already
+//! `c_out x (C*kh*kw)` row-major, the order `col`'s rows follow), and the padding is never
+//! materialised. Images (or groups) go to rayon's threads when there are enough of them;
+//! otherwise each product is split across the threads.
 //!
 //! [`conv2d_bias_relu_ops`] is the reference form in candle ops (pad, `conv2d`, add, ReLU),
 //! used on other devices and when the fused kernels are off; the tests check one against the
@@ -109,6 +112,11 @@ pub fn conv2d_bias_relu(
         );
     }
     let (ho, wo) = g.out(h, w, kh, kw)?;
+    if n * c * h * w * co * kh * kw == 0 {
+        candle_core::bail!(
+            "conv2d: an empty input or kernel ({n}x{c}x{h}x{w} input, {co}x{ci}x{kh}x{kw} kernel)"
+        );
+    }
     let shape = Shape {
         c,
         h,

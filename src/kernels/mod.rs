@@ -10,6 +10,10 @@
 //! across threads by rows; the backward kernels are custom ops themselves (no second-order
 //! gradients are needed).
 //!
+//! The frozen feature networks (FID Inception-v3, LPIPS) have forward-only kernels here too:
+//! convolution with bias and ReLU as products on the BLAS path (`conv.rs`) and pooling
+//! (`pool.rs`).
+//!
 //! Every function falls back to the primitive-op form on other devices, so CUDA keeps working.
 //! One file per op, each with its primitive-op reference form where it has one; the tests
 //! (`tests.rs`) check values and gradients against those forms.
@@ -80,6 +84,12 @@ fn off_by_env() -> bool {
     *OFF.get_or_init(|| {
         std::env::var("LQAE_FUSED_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("off"))
     })
+}
+
+/// Whether the fused kernels are on (not turned off by `LQAE_FUSED_KERNELS=off` or
+/// [`set_enabled`]): recorded with every result and bench record.
+pub fn fused_enabled() -> bool {
+    !off_by_env() && ENABLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// True when the fused kernels apply: enabled, and a CPU f32 tensor.

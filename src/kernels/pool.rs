@@ -80,6 +80,9 @@ pub fn pool2d(x: &Tensor, p: Pool) -> Result<Tensor> {
     }
     let (n, c, h, w) = x.dims4()?;
     let (ho, wo) = p.out(h, w)?;
+    if h * w == 0 {
+        candle_core::bail!("pool2d: an empty {h}x{w} input");
+    }
     let x = x.contiguous()?;
     let (st, l) = x.storage_and_layout();
     let candle_core::Storage::Cpu(st) = &*st else {

@@ -362,11 +362,15 @@ fn non_contiguous_inputs_are_accepted() {
 
 /// The convolution on the BLAS path against candle's (pad, `conv2d`, bias, ReLU) for every
 /// geometry the feature networks use: 1x1 read in place, 3x3 same and strided, asymmetric
-/// 1x7 / 7x1 padding, AlexNet's 11x11 stride 4, several im2col tiles per image, one image and
-/// more images than threads, with and without the ReLU.
+/// 1x7 / 7x1 padding, AlexNet's 11x11 stride 4, several im2col tiles per image; small outputs
+/// grouped across images in one group, in several groups across threads with a smaller last
+/// group (13 images of 10x11: 11 + 2), large outputs image by image across threads (3 images of
+/// 33x34); with and without the ReLU.
 #[test]
 fn conv2d_matches_candle_for_every_geometry() {
-    let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 9] = [
+    let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 11] = [
+        (13, 4, 10, 6, 3, 3, ConvGeometry::same(1, 1)),
+        (3, 2, 33, 5, 3, 3, ConvGeometry::same(1, 1)),
         (3, 8, 9, 7, 1, 1, ConvGeometry::same(1, 0)),
         (1, 5, 11, 10, 3, 3, ConvGeometry::same(1, 1)),
         (2, 4, 13, 6, 3, 3, ConvGeometry::same(2, 0)),
@@ -427,21 +431,8 @@ fn conv2d_matches_candle_for_every_geometry() {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
             let got = conv2d_bias_relu(&x, &w, &b, g, relu).unwrap();
             assert_eq!(got.dims(), want.dims(), "case {i}");
-            let err = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = max_diff(&got, &want);
+            let scale = max_diff(&want, &want.zeros_like().unwrap());
             assert!(
                 err <= 1e-5 * scale.max(1.0),
                 "case {i} relu {relu}: max error {err} of {scale}"
@@ -483,14 +474,7 @@ fn pool2d_matches_candle_and_leaves_padding_out() {
         let want = pool2d_ops(&x, p).unwrap();
         let got = pool2d(&x, p).unwrap();
         assert_eq!(got.dims(), want.dims(), "pool {i}");
-        let err = (&got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_diff(&got, &want);
         assert!(err <= 1e-5, "pool {i}: max error {err}");
         // Negative values: the padding is never a candidate or a count.
         let xn = x.affine(-1.0, 0.0).unwrap();

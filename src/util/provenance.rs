@@ -6,13 +6,26 @@ use std::path::{Path, PathBuf};
 /// The commit of the working tree, or "unknown" outside a git checkout.
 pub fn git_commit() -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
-    std::process::Command::new("git")
-        .args(["-C", dir, "rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(["-C", dir])
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        // Tracked files changed since that commit: the figures are not that commit's.
+        Some(head)
+            if git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty()) =>
+        {
+            format!("{head}-dirty")
+        }
+        Some(head) => head,
+        None => "unknown".into(),
+    }
 }
 
 /// The CPU model, the worker threads and whether the CPU has AVX-512.
@@ -30,6 +43,7 @@ pub fn machine() -> Value {
         "cpu": cpu,
         "threads": candle_core::utils::get_num_threads(),
         "avx512": avx512(),
+        "fused_kernels": crate::kernels::fused_enabled(),
     })
 }
 
