@@ -347,6 +347,21 @@ fn exact_argmax(x: &[Vec<f32>], normed: &[Vec<f32>]) -> Vec<u32> {
         .collect()
 }
 
+/// Both search paths under each tile budget give `want`.
+fn same_under_every_tiling(e: &Tensor, x: &Tensor, want: &[u32], blocks: &[usize]) {
+    for &block in blocks {
+        for c in both(block) {
+            let ids: Vec<u32> = Quantizer::new(e, c)
+                .unwrap()
+                .nearest(x)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(ids, want, "block {block}, fused {}", c.fused_cpu);
+        }
+    }
+}
+
 #[test]
 fn near_ties_are_settled_in_f64_whatever_the_tiling() {
     // Codes a few 1e-7 apart around one direction: their cosines to an input differ by about an
@@ -382,17 +397,7 @@ fn near_ties_are_settled_in_f64_whatever_the_tiling() {
         differ > 0,
         "no near tie flipped in f32: the test data are too easy"
     );
-    for block in [1usize, 7, 48, 1000, 3 * 48 * 96, 1 << 22] {
-        for c in both(block) {
-            let ids: Vec<u32> = Quantizer::new(&e, c)
-                .unwrap()
-                .nearest(&x)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert_eq!(ids, want, "block {block}, fused {}", c.fused_cpu);
-        }
-    }
+    same_under_every_tiling(&e, &x, &want, &[1, 7, 48, 1000, 3 * 48 * 96, 1 << 22]);
     // A margin out of range is a named setting error.
     let err = Quantizer::new(
         &e,
@@ -434,15 +439,5 @@ fn planted_near_ties_among_spread_codes_and_a_zero_input() {
     let q = Quantizer::new(&e, QuantizerConfig::default()).unwrap();
     let want = exact_argmax(&xv, &q.normed().to_vec2().unwrap());
     assert_eq!(want[5], 0, "a zero input ties everywhere: the lowest id");
-    for block in [64usize, 1000, 5000, 40 * 3000, 1 << 22] {
-        for c in both(block) {
-            let ids: Vec<u32> = Quantizer::new(&e, c)
-                .unwrap()
-                .nearest(&x)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert_eq!(ids, want, "block {block}, fused {}", c.fused_cpu);
-        }
-    }
+    same_under_every_tiling(&e, &x, &want, &[64, 1000, 5000, 40 * 3000, 1 << 22]);
 }
