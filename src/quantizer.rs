@@ -322,7 +322,7 @@ impl Quantizer {
             .zip(&tols)
             .map(|(b, t)| b - t)
             .collect();
-        let thr_t = Tensor::from_vec(thr.clone(), (tn, 1), xt.device())?;
+        let thr_t = Tensor::from_vec(thr, (tn, 1), xt.device())?;
         // How many codes lie within the margin of each token's best: only counts come back.
         let mut counts = vec![0f32; tn];
         for c0 in (0..v).step_by(cv) {
@@ -467,9 +467,8 @@ fn settle(
     cands: impl Iterator<Item = (f32, u32)>,
     exact: impl Fn(u32) -> f64,
 ) -> Option<u32> {
-    let mut near: Vec<u32> = cands.filter(|c| c.0 >= threshold).map(|c| c.1).collect();
-    near.sort_unstable();
-    near.dedup();
+    // Threads search disjoint id ranges and fold each code once: no id repeats.
+    let near: Vec<u32> = cands.filter(|c| c.0 >= threshold).map(|c| c.1).collect();
     if near.len() == 1 {
         return Some(near[0]);
     }

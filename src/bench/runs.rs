@@ -5,9 +5,10 @@
 use super::{peer, step};
 use crate::device::device_name;
 use crate::error::{Error, Result};
+use crate::kernels::machine;
 use crate::lm::FrozenLm;
 use crate::util::fsx::write_atomic;
-use crate::util::provenance::{git_commit, machine, run_folder};
+use crate::util::provenance::{git_commit, run_folder};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

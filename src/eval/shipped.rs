@@ -160,7 +160,7 @@ pub fn ship(run: &Path, name: &str, models: &Path, device: &Device) -> Result<Pa
         train_seconds,
         machine: {
             // The machine that ships, and the backend of the products that trained the weights.
-            let mut m = crate::util::provenance::machine();
+            let mut m = crate::kernels::machine();
             m["blas"] = state
                 .blas
                 .clone()

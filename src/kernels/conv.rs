@@ -117,7 +117,8 @@ pub fn conv2d_bias_relu(
             "conv2d: an empty input or kernel ({n}x{c}x{h}x{w} input, {co}x{ci}x{kh}x{kw} kernel)"
         );
     }
-    let shape = Shape {
+    let plan = ConvPlan {
+        n,
         c,
         h,
         w,
@@ -127,63 +128,71 @@ pub fn conv2d_bias_relu(
         ho,
         wo,
         g,
+        relu,
     };
     MACS.fetch_add(
         (n * co * ho * wo * c * kh * kw) as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let (x, weight, bias) = (x.contiguous()?, weight.contiguous()?, bias.contiguous()?);
-    let (xs, xl) = x.storage_and_layout();
-    let (ws, wl) = weight.storage_and_layout();
-    let (bs, bl) = bias.storage_and_layout();
-    let (
-        candle_core::Storage::Cpu(xs),
-        candle_core::Storage::Cpu(ws),
-        candle_core::Storage::Cpu(bs),
-    ) = (&*xs, &*ws, &*bs)
-    else {
-        candle_core::bail!("conv2d: input, weights and bias must all be on the CPU")
-    };
-    let (xv, wv, bv) = (
-        super::slice(xs, xl, "conv2d input")?,
-        super::slice(ws, wl, "conv2d weights")?,
-        super::slice(bs, bl, "conv2d bias")?,
-    );
-    let mut out = vec![0f32; n * co * ho * wo];
-    let (per_in, per_out, p) = (c * h * w, co * ho * wo, ho * wo);
-    // Small outputs are poor products one image at a time: images go together, their
-    // patches side by side, until a product has about GROUP_COLUMNS columns.
-    let group = GROUP_COLUMNS.div_ceil(p).clamp(1, n.max(1));
-    let threads = candle_core::utils::get_num_threads().max(1);
-    let par = if n.div_ceil(group) >= threads && threads > 1 {
-        Par::None
-    } else {
-        Par::Rayon
-    };
-    let run = |(o, xi): (&mut [f32], &[f32])| {
-        if group == 1 {
-            shape.image(xi, wv, bv, relu, o, par)
-        } else {
-            shape.images(xi, wv, bv, relu, o, par)
-        }
-    };
-    match par {
-        Par::None => out
-            .par_chunks_mut(group * per_out)
-            .zip(xv.par_chunks(group * per_in))
-            .for_each(run),
-        Par::Rayon => out
-            .chunks_mut(group * per_out)
-            .zip(xv.chunks(group * per_in))
-            .for_each(run),
+    x.contiguous()?
+        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &plan)
+}
+
+impl candle_core::CustomOp3 for ConvPlan {
+    fn name(&self) -> &'static str {
+        "lqae-conv2d-bias-relu"
     }
-    Tensor::from_vec(out, (n, co, ho, wo), x.device())
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let xv = super::slice(s1, l1, "conv2d input")?;
+        let wv = super::slice(s2, l2, "conv2d weights")?;
+        let bv = super::slice(s3, l3, "conv2d bias")?;
+        let (n, co, ho, wo) = (self.n, self.co, self.ho, self.wo);
+        let mut out = vec![0f32; n * co * ho * wo];
+        let (per_in, per_out, p) = (self.c * self.h * self.w, co * ho * wo, ho * wo);
+        // Small outputs are poor products one image at a time: images go together, their
+        // patches side by side, until a product has about GROUP_COLUMNS columns.
+        let group = GROUP_COLUMNS.div_ceil(p).clamp(1, n.max(1));
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let par = if n.div_ceil(group) >= threads && threads > 1 {
+            Par::None
+        } else {
+            Par::Rayon
+        };
+        let run = |(o, xi): (&mut [f32], &[f32])| {
+            if group == 1 {
+                self.image(xi, wv, bv, o, par)
+            } else {
+                self.images(xi, wv, bv, o, par)
+            }
+        };
+        match par {
+            Par::None => out
+                .par_chunks_mut(group * per_out)
+                .zip(xv.par_chunks(group * per_in))
+                .for_each(run),
+            Par::Rayon => out
+                .chunks_mut(group * per_out)
+                .zip(xv.chunks(group * per_in))
+                .for_each(run),
+        }
+        Ok((super::storage(out), (n, co, ho, wo).into()))
+    }
 }
 
 /// Columns a product should have at least before images are grouped into it.
 const GROUP_COLUMNS: usize = 1024;
 
-struct Shape {
+/// One convolution's sizes, geometry and activation: the op the CPU path applies.
+struct ConvPlan {
+    n: usize,
     c: usize,
     h: usize,
     w: usize,
@@ -193,11 +202,13 @@ struct Shape {
     ho: usize,
     wo: usize,
     g: ConvGeometry,
+    relu: bool,
 }
 
-impl Shape {
+impl ConvPlan {
     /// One image: `x` `(c, h, w)` into `out` `(co, ho, wo)`.
-    fn image(&self, x: &[f32], wt: &[f32], bias: &[f32], relu: bool, out: &mut [f32], par: Par) {
+    fn image(&self, x: &[f32], wt: &[f32], bias: &[f32], out: &mut [f32], par: Par) {
+        let relu = self.relu;
         let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
         let direct = self.kh == 1 && self.kw == 1 && self.g.stride == 1 && self.g.pad == [0; 4];
         let tile = if direct { p } else { tile_pixels(k, p) };
@@ -246,7 +257,8 @@ impl Shape {
 
     /// Several images, `x` `(g, c, h, w)` into `out` `(g, co, ho, wo)`, in one product: the
     /// images' patches side by side (`k x g*p`), then bias and ReLU on the way to each image.
-    fn images(&self, x: &[f32], wt: &[f32], bias: &[f32], relu: bool, out: &mut [f32], par: Par) {
+    fn images(&self, x: &[f32], wt: &[f32], bias: &[f32], out: &mut [f32], par: Par) {
+        let relu = self.relu;
         let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
         let per_in = self.c * self.h * self.w;
         let g = x.len() / per_in;

@@ -92,6 +92,14 @@ pub fn fused_enabled() -> bool {
     !off_by_env() && ENABLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// Where a result or bench record was computed: the machine
+/// ([`crate::util::provenance::machine`]) and whether the fused kernels were on.
+pub fn machine() -> serde_json::Value {
+    let mut m = crate::util::provenance::machine();
+    m["fused_kernels"] = fused_enabled().into();
+    m
+}
+
 /// True when the fused kernels apply: enabled, and a CPU f32 tensor.
 pub(crate) fn fused(x: &Tensor) -> bool {
     !off_by_env()

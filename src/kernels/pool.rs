@@ -83,34 +83,62 @@ pub fn pool2d(x: &Tensor, p: Pool) -> Result<Tensor> {
     if h * w == 0 {
         candle_core::bail!("pool2d: an empty {h}x{w} input");
     }
-    let x = x.contiguous()?;
-    let (st, l) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(st) = &*st else {
-        candle_core::bail!("pool2d: the input must be on the CPU")
-    };
-    let xv = super::slice(st, l, "pool2d input")?;
-    let mut out = vec![0f32; n * c * ho * wo];
-    out.par_chunks_mut(ho * wo)
-        .zip(xv.par_chunks(h * w))
-        .for_each(|(o, plane)| {
-            for oh in 0..ho {
-                let r0 = (oh * p.stride).saturating_sub(p.pad);
-                let r1 = (oh * p.stride + p.k - p.pad).min(h);
-                for ow in 0..wo {
-                    let c0 = (ow * p.stride).saturating_sub(p.pad);
-                    let c1 = (ow * p.stride + p.k - p.pad).min(w);
-                    let rows = (r0..r1).map(|r| &plane[r * w + c0..r * w + c1]);
-                    o[oh * wo + ow] = match p.kind {
-                        PoolKind::Max => rows
-                            .flat_map(|s| s.iter().copied())
-                            .fold(f32::NEG_INFINITY, f32::max),
-                        PoolKind::Avg => {
-                            let sum: f32 = rows.map(|s| s.iter().sum::<f32>()).sum();
-                            sum / ((r1 - r0) * (c1 - c0)) as f32
-                        }
-                    };
+    x.contiguous()?.apply_op1_no_bwd(&PoolOp {
+        p,
+        n,
+        c,
+        h,
+        w,
+        ho,
+        wo,
+    })
+}
+
+/// One pooling's sizes: the op the CPU path applies.
+struct PoolOp {
+    p: Pool,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl candle_core::CustomOp1 for PoolOp {
+    fn name(&self) -> &'static str {
+        "lqae-pool2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let xv = super::slice(s, l, "pool2d input")?;
+        let (p, h, w, ho, wo) = (self.p, self.h, self.w, self.ho, self.wo);
+        let mut out = vec![0f32; self.n * self.c * ho * wo];
+        out.par_chunks_mut(ho * wo)
+            .zip(xv.par_chunks(h * w))
+            .for_each(|(o, plane)| {
+                for oh in 0..ho {
+                    let r0 = (oh * p.stride).saturating_sub(p.pad);
+                    let r1 = (oh * p.stride + p.k - p.pad).min(h);
+                    for ow in 0..wo {
+                        let c0 = (ow * p.stride).saturating_sub(p.pad);
+                        let c1 = (ow * p.stride + p.k - p.pad).min(w);
+                        let rows = (r0..r1).map(|r| &plane[r * w + c0..r * w + c1]);
+                        o[oh * wo + ow] = match p.kind {
+                            PoolKind::Max => rows
+                                .flat_map(|s| s.iter().copied())
+                                .fold(f32::NEG_INFINITY, f32::max),
+                            PoolKind::Avg => {
+                                let sum: f32 = rows.map(|s| s.iter().sum::<f32>()).sum();
+                                sum / ((r1 - r0) * (c1 - c0)) as f32
+                            }
+                        };
+                    }
                 }
-            }
-        });
-    Tensor::from_vec(out, (n, c, ho, wo), x.device())
+            });
+        Ok((super::storage(out), (self.n, self.c, ho, wo).into()))
+    }
 }

@@ -43,7 +43,6 @@ pub fn machine() -> Value {
         "cpu": cpu,
         "threads": candle_core::utils::get_num_threads(),
         "avx512": avx512(),
-        "fused_kernels": crate::kernels::fused_enabled(),
     })
 }
 

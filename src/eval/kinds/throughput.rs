@@ -205,7 +205,7 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
     let mut extra = serde_json::Map::new();
     extra.insert("kernels".into(), table.into());
     extra.insert("sgemm_gflops".into(), (sgemm_flops / 1e9).into());
-    extra.insert("machine".into(), crate::util::provenance::machine());
+    extra.insert("machine".into(), crate::kernels::machine());
     extra.insert(
         "note".into(),
         "per_s: items per second (tokens, images; flop for sgemm). sgemm_share: FLOP rate over the same run's sgemm rate. per_sgemm_gflop: items per second per sgemm GFLOP/s. Medians over calls.".into(),

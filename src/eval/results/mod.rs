@@ -103,7 +103,7 @@ impl ResultFile {
         // Where it ran (CPU model, threads, AVX-512), for `report`'s provenance lines.
         extra
             .entry("machine")
-            .or_insert_with(crate::util::provenance::machine);
+            .or_insert_with(crate::kernels::machine);
         // How tokens were chosen (the code search's tie rule and margin).
         extra
             .entry("code_search")
