@@ -2,6 +2,7 @@
 //! and one line in each of `KindSettings`, `KINDS`, `parse` and `run` below.
 
 pub mod fewshot;
+pub mod nearest;
 pub mod probe;
 pub mod recon;
 pub mod throughput;
@@ -11,6 +12,7 @@ use super::suite_kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use crate::error::Result;
 use crate::util::toml_ext::key_at;
 use fewshot::Fewshot;
+use nearest::NearestSupport;
 use probe::LinearProbe;
 use recon::Reconstruction;
 use throughput::Throughput;
@@ -29,6 +31,7 @@ pub struct GroupSpec {
 pub enum KindSettings {
     LinearProbe(<LinearProbe as SuiteKind>::Checked),
     Fewshot(<Fewshot as SuiteKind>::Checked),
+    NearestSupport(<NearestSupport as SuiteKind>::Checked),
     Group(GroupSpec),
     Reconstruction(<Reconstruction as SuiteKind>::Checked),
     Throughput(<Throughput as SuiteKind>::Checked),
@@ -37,6 +40,7 @@ pub enum KindSettings {
 pub const KINDS: &[&str] = &[
     LinearProbe::NAME,
     Fewshot::NAME,
+    NearestSupport::NAME,
     "group",
     Reconstruction::NAME,
     Throughput::NAME,
@@ -47,6 +51,7 @@ pub fn parse(kind: &str, body: &toml::Table) -> std::result::Result<KindSettings
     Ok(match kind {
         LinearProbe::NAME => KindSettings::LinearProbe(parse_as::<LinearProbe>(body)?),
         Fewshot::NAME => KindSettings::Fewshot(parse_as::<Fewshot>(body)?),
+        NearestSupport::NAME => KindSettings::NearestSupport(parse_as::<NearestSupport>(body)?),
         Reconstruction::NAME => KindSettings::Reconstruction(parse_as::<Reconstruction>(body)?),
         Throughput::NAME => KindSettings::Throughput(parse_as::<Throughput>(body)?),
         "group" => KindSettings::Group(deserialize(body)?),
@@ -64,6 +69,7 @@ pub fn run(spec: &KindSettings, cx: &Ctx) -> Result<Outcome> {
     match spec {
         KindSettings::LinearProbe(s) => LinearProbe::run(s, cx),
         KindSettings::Fewshot(s) => Fewshot::run(s, cx),
+        KindSettings::NearestSupport(s) => NearestSupport::run(s, cx),
         KindSettings::Reconstruction(s) => Reconstruction::run(s, cx),
         KindSettings::Throughput(s) => Throughput::run(s, cx),
         KindSettings::Group(_) => Err(crate::Error::Msg(format!(
@@ -78,6 +84,7 @@ pub fn dry_runs(spec: &KindSettings) -> bool {
     match spec {
         KindSettings::LinearProbe(_) => LinearProbe::DRY_RUNS,
         KindSettings::Fewshot(_) => Fewshot::DRY_RUNS,
+        KindSettings::NearestSupport(_) => NearestSupport::DRY_RUNS,
         KindSettings::Reconstruction(_) => Reconstruction::DRY_RUNS,
         KindSettings::Throughput(_) => Throughput::DRY_RUNS,
         KindSettings::Group(_) => false,
@@ -89,6 +96,7 @@ pub fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
     match r.kind.as_str() {
         LinearProbe::NAME => LinearProbe::board_rows(r),
         Fewshot::NAME => Fewshot::board_rows(r),
+        NearestSupport::NAME => NearestSupport::board_rows(r),
         Reconstruction::NAME => Reconstruction::board_rows(r),
         Throughput::NAME => Throughput::board_rows(r),
         _ => super::suite_kind::rows_by_rep(r, &[]),
@@ -100,6 +108,7 @@ pub fn machine_dependent(kind: &str) -> bool {
     match kind {
         LinearProbe::NAME => LinearProbe::MACHINE_DEPENDENT,
         Fewshot::NAME => Fewshot::MACHINE_DEPENDENT,
+        NearestSupport::NAME => NearestSupport::MACHINE_DEPENDENT,
         Reconstruction::NAME => Reconstruction::MACHINE_DEPENDENT,
         Throughput::NAME => Throughput::MACHINE_DEPENDENT,
         _ => false,
@@ -111,6 +120,7 @@ pub fn report_notes(r: &ResultFile) -> Vec<String> {
     match r.kind.as_str() {
         LinearProbe::NAME => LinearProbe::report_notes(r),
         Fewshot::NAME => Fewshot::report_notes(r),
+        NearestSupport::NAME => NearestSupport::report_notes(r),
         Reconstruction::NAME => Reconstruction::report_notes(r),
         Throughput::NAME => Throughput::report_notes(r),
         _ => Vec::new(),

@@ -239,10 +239,10 @@ fn d_ways() -> Vec<usize> {
 fn d_names() -> String {
     "real".into()
 }
-fn d_induction() -> String {
+pub(crate) fn d_induction() -> String {
     "Classify the context into {labels}.\n".into()
 }
-fn d_example() -> String {
+pub(crate) fn d_example() -> String {
     "Context: {image}\nClassification: {label}.\n".into()
 }
 
