@@ -36,7 +36,11 @@ for spec in "$@"; do
   IFS=':' read -r name cfg sets <<< "$spec"
   run_one "$name" "$cfg" "$sets" &
   pids+=($!)
-  if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}" || echo "a run failed: see $out/*.log" >&2; pids=("${pids[@]:1}"); fi
 done
-wait
-python3 "$(dirname "$0")/ablations_table.py" "$out" "$steps" "$@"
+# A failed run (its log says why) leaves the others running and its row out of the table.
+for p in "${pids[@]}"; do wait "$p" || echo "a run failed: see $out/*.log" >&2; done
+# The table; the plot beside it when matplotlib is at hand (scripts/plot-requirements.txt).
+py=${LQAE_CACHE:-$HOME/.cache/lqae}/plot-venv/bin/python
+if [ ! -x "$py" ]; then python3 -m venv "${py%/bin/python}" && "${py%/python}/pip" install -q -r "$(dirname "$0")/plot-requirements.txt"; fi
+"$py" "$(dirname "$0")/ablations_table.py" --plot "$out/ablations.png" "$out" "$steps" "$@"

@@ -102,6 +102,10 @@ fn episodes_pixels_and_tokens_agree_with_independent_records() {
             "{ways}-way: the few-shot suite's no-LLM reference"
         );
     }
+    // Which examples were scored: the episodes' hash (two runs over the same episodes pair
+    // their samples in `report`, whatever they predicted).
+    let bytes = std::fs::read(dir.join("episodes.jsonl")).unwrap();
+    assert_eq!(r.samples_sha256, lqae::util::fsx::sha256_hex(&bytes));
     // The rule and what was written are on record.
     assert!(r.extra["rule"]
         .as_str()

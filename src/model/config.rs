@@ -172,6 +172,11 @@ pub struct TrainConfig {
     /// (no effect on the weights).
     #[serde(default = "d_true", skip_serializing_if = "is_true")]
     pub diagnostics: bool,
+    /// Parameters left as initialised: every parameter whose name starts with one of these
+    /// (`encoder`, `proj_in`, ...) gets no update (the ablation of a random, untrained
+    /// tokenizer under a trained decoder). Each must name at least one parameter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 fn d_true() -> bool {

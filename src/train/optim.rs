@@ -40,9 +40,22 @@ fn decays(name: &str) -> bool {
 
 impl AdamW {
     pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
+        for f in &t.frozen {
+            if !params
+                .named_vars()
+                .iter()
+                .any(|(n, _)| n.starts_with(f.as_str()))
+            {
+                return Err(Error::setting(
+                    "train.frozen",
+                    format!("`{f}` names no parameter of this model"),
+                ));
+            }
+        }
         let vars: Vec<(String, Var, bool)> = params
             .named_vars()
             .into_iter()
+            .filter(|(n, _)| !t.frozen.iter().any(|f| n.starts_with(f.as_str())))
             .map(|(n, v)| {
                 let d = decays(&n);
                 (n, v, d)
@@ -199,6 +212,45 @@ mod tests {
         assert!((lr_at(60, &t) - 0.5).abs() < 1e-12);
         assert!(lr_at(109, &t) < 1e-3 && lr_at(109, &t) > 0.0);
         assert!((1..110).all(|s| s <= 10 || lr_at(s, &t) <= lr_at(s - 1, &t)));
+    }
+
+    /// `train.frozen`: the named parameters keep their initial bits through several steps with
+    /// weight decay, the others move; a prefix that names nothing is refused by key.
+    #[test]
+    fn frozen_parameters_keep_their_bits_and_unknown_prefixes_are_named() {
+        let dev = Device::Cpu;
+        let mut t = tc(10, 2);
+        t.lr = 1e-2;
+        t.weight_decay = 0.1;
+        t.frozen = vec!["encoder".into()];
+        let p = crate::model::Params::new(3, &dev);
+        let enc = p.normal("encoder.w", (8, 4), 1.0).unwrap();
+        let dec = p.normal("decoder.w", (4, 3), 1.0).unwrap();
+        let (enc0, dec0): (Vec<f32>, Vec<f32>) = (
+            enc.flatten_all().unwrap().to_vec1().unwrap(),
+            dec.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        let mut opt = AdamW::new(&p, &t).unwrap();
+        let x = crate::rng::uniform_tensor(&[5, 8], 7, &dev).unwrap();
+        for step in 0..3 {
+            let loss = x.matmul(&enc).unwrap().matmul(&dec).unwrap().sqr().unwrap();
+            let grads = loss.mean_all().unwrap().backward().unwrap();
+            assert!(
+                grads.get(&enc).is_some(),
+                "the frozen weight still gets a gradient"
+            );
+            opt.step(&grads, lr_at(step, &t), 1.0).unwrap();
+        }
+        let enc1: Vec<f32> = enc.flatten_all().unwrap().to_vec1().unwrap();
+        let dec1: Vec<f32> = dec.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(
+            enc0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            enc1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(dec0.iter().zip(&dec1).all(|(a, b)| a != b));
+        t.frozen = vec!["encodr".into()];
+        let e = AdamW::new(&p, &t).err().unwrap().to_string();
+        assert!(e.contains("train.frozen") && e.contains("encodr"), "{e}");
     }
 
     /// The fused AdamW pass and candle's op-by-op update give the same bits: parameters and

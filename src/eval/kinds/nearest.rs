@@ -9,13 +9,13 @@
 //! (`docs/ablations.md`) score recipes with: a judge can only read what these words carry.
 
 use super::fewshot::{
-    reference, sources::Inputs, task::Task, text_words, Column, EpisodeSettings, FewshotSpec,
-    TokenSettings,
+    reference, sources::Inputs, task::Task, text_words, CheckedFewshot, Column, Episode,
+    EpisodeSettings, FewshotSpec, TokenSettings,
 };
 use crate::data::SuiteData;
 use crate::error::Result;
 use crate::eval::results::{Measured, Sample};
-use crate::eval::stats::proportion;
+use crate::eval::stats::{proportion, Metric};
 use crate::eval::suite_kind::{Ctx, Outcome, SuiteKind};
 use crate::util::fsx::sha256_hex;
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ pub struct NearestSpec {
 /// A checked nearest-support suite: the few-shot form it runs through, and its baselines.
 #[derive(Debug, Clone)]
 pub struct CheckedNearest {
-    pub fewshot: super::fewshot::CheckedFewshot,
+    pub fewshot: CheckedFewshot,
     pub vqvae: Option<String>,
     pub pixels: bool,
     pub tolerance: f64,
@@ -158,7 +158,7 @@ impl SuiteKind for NearestSupport {
 
 /// The label the nearest support (cosine of dense vectors) gives the query; ties (and zero
 /// vectors) go to the support shown first, as the word rule's do.
-fn nearest_dense(e: &super::fewshot::Episode, v: &HashMap<String, Vec<f64>>) -> String {
+fn nearest_dense(e: &Episode, v: &HashMap<String, Vec<f64>>) -> String {
     let cos = |a: &[f64], b: &[f64]| {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -173,6 +173,7 @@ fn nearest_dense(e: &super::fewshot::Episode, v: &HashMap<String, Vec<f64>>) -> 
     let mut best: Option<(f64, &str)> = None;
     for s in &e.support {
         let sim = cos(q, &v[&s.image]);
+        // Strictly greater: the first of equals (in prompt order) stays.
         if best.is_none_or(|(b, _)| sim > b) {
             best = Some((sim, &s.label));
         }
@@ -180,12 +181,116 @@ fn nearest_dense(e: &super::fewshot::Episode, v: &HashMap<String, Vec<f64>>) -> 
     best.map(|b| b.1.to_string()).unwrap_or_default()
 }
 
+/// Each representation's name and its prediction per episode, in episode order.
+type Predictions = Vec<(String, Vec<String>)>;
+
 fn run(spec: &CheckedNearest, cx: &Ctx) -> Result<Outcome> {
     let fs = &spec.fewshot;
     let inputs = Inputs::load(fs, cx)?;
     let task = Task::build(fs, &inputs)?;
-    let eps = task.episodes;
-    let size = inputs.trained.state.config.model.image_size as u32;
+    let mut inputs_sha = BTreeMap::new();
+    inputs_sha.insert("lqae".to_string(), inputs.trained.sha256.clone());
+    let mut reps: Predictions = task
+        .rows
+        .iter()
+        .map(|row| {
+            let p = task
+                .episodes
+                .iter()
+                .map(|e| reference::predict(e, &row.words));
+            (rep_name("lqae", &row.name), p.collect())
+        })
+        .collect();
+    if let Some(name) = &spec.vqvae {
+        let t = cx.zoo.load_for(name, &fs.data, "vqvae")?;
+        inputs_sha.insert("vqvae".to_string(), t.sha256.clone());
+        reps.extend(vqvae_predictions(fs, &t, &inputs, task.episodes, cx)?);
+    }
+    if spec.pixels {
+        let size = inputs.trained.state.config.model.image_size as u32;
+        let v = raw_pixels(&inputs, size)?;
+        let p = task.episodes.iter().map(|e| nearest_dense(e, &v));
+        reps.push(("pixels".into(), p.collect()));
+    }
+    let idx: Vec<usize> = inputs.shown.iter().map(|x| x.1).collect();
+    let hashes = crate::data::input_hashes(&inputs.set, &idx)?;
+    inputs_sha.insert("data".to_string(), sha256_hex(hashes.join(",").as_bytes()));
+    let hash_of: HashMap<&str, &String> = inputs
+        .shown
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .zip(&hashes)
+        .collect();
+    let (metrics, samples, table) = score(spec, &inputs, task.episodes, &reps, &hash_of);
+    // The episodes, so that the figures can be recomputed outside (tests/data/nearest/golden.py
+    // does) and replayed by a few-shot suite (`episodes.file`); their hash says which examples
+    // were scored (equal in two runs: their samples pair up).
+    let mut episodes = String::new();
+    for e in task.episodes {
+        episodes.push_str(&serde_json::to_string(e)?);
+        episodes.push('\n');
+    }
+    let mut seeds = BTreeMap::new();
+    seeds.insert("episodes".to_string(), fs.episodes.seed);
+    Ok(Outcome {
+        measured: Measured {
+            seeds,
+            inputs_sha256: inputs_sha,
+            samples_sha256: sha256_hex(episodes.as_bytes()),
+            metrics,
+            extra: extra(fs, &inputs, &task),
+        },
+        samples,
+        per_image: Vec::new(),
+        files: vec![("episodes.jsonl".to_string(), episodes.into_bytes())],
+        pages: Vec::new(),
+        table: Some(table),
+    })
+}
+
+/// The VQ-VAE's code ids as words (`c<id>`), written at each point as a tokens file's words
+/// are, and the nearest support under them.
+fn vqvae_predictions(
+    fs: &CheckedFewshot,
+    t: &crate::eval::zoo::Trained,
+    inputs: &Inputs,
+    eps: &[Episode],
+    cx: &Ctx,
+) -> Result<Predictions> {
+    let vq = t.vqvae("vqvae")?;
+    let size = t.state.config.model.image_size as u32;
+    let mut raw: HashMap<String, Vec<String>> = HashMap::new();
+    for chunk in inputs.shown.chunks(64) {
+        let ix: Vec<usize> = chunk.iter().map(|x| x.1).collect();
+        let batch = crate::data::batch::make_batch(&inputs.set, &ix, size, None, cx.device)?;
+        let ids: Vec<Vec<u32>> = vq.encode(&batch)?.to_vec2()?;
+        for ((k, _), row) in chunk.iter().zip(ids) {
+            raw.insert(k.clone(), row.iter().map(|c| format!("c{c}")).collect());
+        }
+    }
+    Ok(fs
+        .points
+        .iter()
+        .map(|point| {
+            let words: HashMap<String, Vec<String>> = raw
+                .iter()
+                .map(|(k, w)| (k.clone(), text_words(w, point)))
+                .collect();
+            let p = eps.iter().map(|e| reference::predict(e, &words));
+            (rep_name("vqvae", &point.name), p.collect())
+        })
+        .collect())
+}
+
+/// Each representation's accuracy per cell (Wilson intervals), one sample per episode (the
+/// query's hash, label and predicted label), and the table shown at the end.
+fn score(
+    spec: &CheckedNearest,
+    inputs: &Inputs,
+    eps: &[Episode],
+    reps: &Predictions,
+    hash_of: &HashMap<&str, &String>,
+) -> (BTreeMap<String, Metric>, Vec<Sample>, String) {
     let class_of: HashMap<&str, u32> = inputs
         .set
         .class_names
@@ -193,73 +298,25 @@ fn run(spec: &CheckedNearest, cx: &Ctx) -> Result<Outcome> {
         .enumerate()
         .map(|(i, c)| (c.as_str(), i as u32))
         .collect();
-    let index_of: HashMap<&str, usize> =
-        inputs.shown.iter().map(|(k, i)| (k.as_str(), *i)).collect();
-    // Each representation's prediction per episode, in order.
-    let mut reps: Vec<(String, Vec<String>)> = Vec::new();
-    for row in &task.rows {
-        let name = rep_name("lqae", &row.name);
-        reps.push((
-            name,
-            eps.iter()
-                .map(|e| reference::predict(e, &row.words))
-                .collect(),
-        ));
-    }
-    let idx: Vec<usize> = inputs.shown.iter().map(|x| x.1).collect();
-    if let Some(name) = &spec.vqvae {
-        let t = cx.zoo.load_for(name, &fs.data, "vqvae")?;
-        let vq = t.vqvae("vqvae")?;
-        let mut raw: HashMap<String, Vec<String>> = HashMap::new();
-        for chunk in inputs.shown.chunks(64) {
-            let ix: Vec<usize> = chunk.iter().map(|x| x.1).collect();
-            let vq_size = t.state.config.model.image_size as u32;
-            let batch = crate::data::batch::make_batch(&inputs.set, &ix, vq_size, None, cx.device)?;
-            let ids: Vec<Vec<u32>> = vq.encode(&batch)?.to_vec2()?;
-            for ((k, _), row) in chunk.iter().zip(ids) {
-                raw.insert(k.clone(), row.iter().map(|c| format!("c{c}")).collect());
-            }
-        }
-        for point in &fs.points {
-            let words: HashMap<String, Vec<String>> = raw
-                .iter()
-                .map(|(k, w)| (k.clone(), text_words(w, point)))
-                .collect();
-            let name = rep_name("vqvae", &point.name);
-            reps.push((
-                name,
-                eps.iter().map(|e| reference::predict(e, &words)).collect(),
-            ));
-        }
-    }
-    if spec.pixels {
-        let v = raw_pixels(&inputs, size)?;
-        reps.push((
-            "pixels".into(),
-            eps.iter().map(|e| nearest_dense(e, &v)).collect(),
-        ));
-    }
-    let hashes = crate::data::input_hashes(&inputs.set, &idx)?;
-    let hash_of: HashMap<usize, &String> = idx.iter().copied().zip(&hashes).collect();
     let mut metrics = BTreeMap::new();
     let mut samples = Vec::new();
     let mut table =
         String::from("| representation | cell | nearest support | n |\n|---|---|---|---|\n");
-    for (rep, preds) in &reps {
+    for (rep, preds) in reps {
         let mut cells: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for (i, (e, p)) in eps.iter().zip(preds).enumerate() {
             let ok = *p == e.query.label;
             let c = cells.entry(cell_name(e)).or_insert((0, 0));
             c.0 += ok as usize;
             c.1 += 1;
-            let qi = index_of[e.query.image.as_str()];
             samples.push(Sample {
                 rep: format!("{rep}/{}", cell_name(e)),
                 index: i,
-                input_sha256: hash_of[&qi].clone(),
+                input_sha256: hash_of[e.query.image.as_str()].clone(),
                 label: class_of[e.query.label.as_str()],
                 pred: class_of.get(p.as_str()).copied().unwrap_or(u32::MAX),
                 correct: ok,
+                // One answer per episode: top-5 is top-1.
                 top5: ok,
             });
         }
@@ -274,9 +331,15 @@ fn run(spec: &CheckedNearest, cx: &Ctx) -> Result<Outcome> {
             metrics.insert(format!("{rep}/{cell}"), m);
         }
     }
-    let mut inputs_sha = BTreeMap::new();
-    inputs_sha.insert("lqae".to_string(), inputs.trained.sha256.clone());
-    inputs_sha.insert("data".to_string(), sha256_hex(hashes.join(",").as_bytes()));
+    (metrics, samples, table)
+}
+
+/// The rules, the token settings and how many words each row wrote per image.
+fn extra(
+    fs: &CheckedFewshot,
+    inputs: &Inputs,
+    task: &Task,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut extra = serde_json::Map::new();
     extra.insert("rule".into(), reference::RULE.into());
     extra.insert(
@@ -291,33 +354,8 @@ fn run(spec: &CheckedNearest, cx: &Ctx) -> Result<Outcome> {
         .map(|r| (rep_name("lqae", &r.name), r.written.into()))
         .collect();
     extra.insert("written_per_image".into(), written.into());
-    extra.insert("episodes".into(), eps.len().into());
-    // The episodes, so that the figures can be recomputed outside (tests/data/nearest/golden.py
-    // does) and replayed by a few-shot suite (`episodes.file`).
-    let mut files = Vec::new();
-    let mut ep_lines = String::new();
-    for e in eps {
-        ep_lines.push_str(&serde_json::to_string(e)?);
-        ep_lines.push('\n');
-    }
-    files.push(("episodes.jsonl".to_string(), ep_lines.into_bytes()));
-    let samples_sha = sha256_hex(serde_json::to_string(&samples)?.as_bytes());
-    let mut seeds = BTreeMap::new();
-    seeds.insert("episodes".to_string(), fs.episodes.seed);
-    Ok(Outcome {
-        measured: Measured {
-            seeds,
-            inputs_sha256: inputs_sha,
-            samples_sha256: samples_sha,
-            metrics,
-            extra,
-        },
-        samples,
-        per_image: Vec::new(),
-        files,
-        pages: Vec::new(),
-        table: Some(table),
-    })
+    extra.insert("episodes".into(), task.episodes.len().into());
+    extra
 }
 
 /// Every shown image's pixels as the pixel rule compares them: the grey values of an IDX data
@@ -358,6 +396,6 @@ fn rep_name(rep: &str, point: &str) -> String {
 }
 
 /// `2-way-1-shot`.
-fn cell_name(e: &super::fewshot::Episode) -> String {
+fn cell_name(e: &Episode) -> String {
     format!("{}-way-{}-shot", e.ways, e.shots)
 }
