@@ -554,3 +554,55 @@ fn recipe_settings_change_only_what_they_name() {
         "the entropy term has no gradient"
     );
 }
+
+/// The entropy loss formed over blocks of tokens (to keep its `tokens x codes` temporaries small)
+/// equals the whole-batch form, value and gradient; and a golden by hand on a tiny case.
+#[test]
+fn blocked_entropy_loss_equals_the_whole_batch_form() {
+    use candle_core::Var;
+    use lqae::model::lqae::entropy_loss_blocked;
+    let dev = Device::Cpu;
+    let codes = Tensor::rand(-1f32, 1f32, (300, 24), &dev).unwrap();
+    let normed = lqae::quantizer::l2_normalize_rows(&codes).unwrap();
+    let z0 = Tensor::rand(-1f32, 1f32, (3, 11, 24), &dev).unwrap();
+    let run = |rows: usize| {
+        let z = Var::from_tensor(&z0).unwrap();
+        let l = entropy_loss_blocked(z.as_tensor(), &normed, 0.05, rows).unwrap();
+        let g = l.backward().unwrap();
+        let g: Vec<f32> = g
+            .get(z.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        (l.to_scalar::<f32>().unwrap(), g)
+    };
+    let (whole, gw) = run(33);
+    for rows in [1, 7, 32] {
+        let (v, g) = run(rows);
+        assert!((v - whole).abs() < 1e-5, "{rows} rows: {v} vs {whole}");
+        let d = g
+            .iter()
+            .zip(&gw)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-6, "{rows} rows: gradient differs by {d}");
+    }
+    // By hand: two codes, e0 = (1, 0) and e1 = (0, 1), T = 1, tokens along e0 and e1: each
+    // token's logits are 2 cos = (2, 0) or (0, 2), p = (s, 1 - s) with s = e^2 / (e^2 + 1);
+    // the per-token entropy H(s), and the mean distribution is (1/2, 1/2) (entropy ln 2 up to
+    // the 1e-5 inside the log).
+    let normed = Tensor::new(&[[1f32, 0.], [0., 1.]], &dev).unwrap();
+    let z = Tensor::new(&[[[3f32, 0.], [0., 0.5]]], &dev).unwrap();
+    let s = (2f64.exp()) / (2f64.exp() + 1.0);
+    let h = -(s * s.ln() + (1.0 - s) * (1.0 - s).ln());
+    let avg = -(2.0 * 0.5 * (0.5f64 + 1e-5).ln());
+    for rows in [1, 2] {
+        let v = entropy_loss_blocked(&z, &normed, 1.0, rows)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert!((v - (h - avg)).abs() < 1e-5, "{rows}: {v} vs {}", h - avg);
+    }
+}

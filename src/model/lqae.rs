@@ -267,27 +267,19 @@ impl Lqae {
 
     /// The official entropy loss over `z` `(b, t, h)`: mean per-token entropy of
     /// `softmax(-(2 - 2 cos) / T)` over every code, minus the entropy of the batch-average
-    /// distribution (the codebook is a constant: only `z` gets a gradient).
+    /// distribution (the codebook is a constant: only `z` gets a gradient). Computed over blocks
+    /// of tokens whose `tokens x codes` tensors stay under [`ENTROPY_BLOCK_ELEMS`]: whole-batch
+    /// ones (125 MB at 1,024 tokens x 30,522 codes) are above what the C allocator keeps for
+    /// reuse, so every step mapped them fresh and faulted every page in (8 s a step on one
+    /// thread, nearly all of it in the kernel).
     fn entropy_loss(&self, z: &Tensor) -> Result<Tensor> {
-        let h = z.dim(D::Minus1)?;
-        let z = z.reshape(((), h))?;
-        let zn = crate::quantizer::l2_normalize_rows(&z)?;
-        let t = self.cfg.entropy_temperature.unwrap_or(0.01);
-        // -(2 - 2 cos) / T: the constant -2 / T does not change a softmax.
-        let logits = (zn.matmul(&self.quantizer.normed().t()?)? * (2.0 / t))?;
-        let p = crate::kernels::softmax_last(&logits)?;
-        let max = logits.max_keepdim(D::Minus1)?.detach();
-        let lse = (logits
-            .broadcast_sub(&max)?
-            .exp()?
-            .sum_keepdim(D::Minus1)?
-            .log()?
-            + &max)?;
-        let logp = logits.broadcast_sub(&lse)?;
-        let sample = (p.mul(&logp)?.sum(D::Minus1)?.mean_all()? * -1.0)?;
-        let avg = p.mean(0)?;
-        let avg_entropy = (avg.mul(&(&avg + 1e-5)?.log()?)?.sum_all()? * -1.0)?;
-        sample - avg_entropy
+        let rows = (ENTROPY_BLOCK_ELEMS / self.quantizer.normed().dim(0)?).max(1);
+        entropy_loss_blocked(
+            z,
+            self.quantizer.normed(),
+            self.cfg.entropy_temperature.unwrap_or(0.01),
+            rows,
+        )
     }
 
     /// Cross-entropy of the tied head on masked positions against the quantized ids.
@@ -310,4 +302,61 @@ impl Lqae {
         let logits = crate::kernels::frozen_matmul_t(&hid, self.lm.word_embeddings())?;
         Ok(Some(crate::kernels::cross_entropy(&logits, &target)?))
     }
+}
+
+/// The largest `tokens x codes` block the entropy loss forms at once (24 MB of f32: under glibc's
+/// 32 MB ceiling for memory it keeps for reuse).
+pub const ENTROPY_BLOCK_ELEMS: usize = 6 << 20;
+
+/// The entropy loss over `z` `(b, t, h)` against the normalised codebook `normed`, `rows`
+/// tokens at a time: each block's summed per-token entropies and summed distributions, then
+/// the mean entropy minus the entropy of the mean distribution.
+pub fn entropy_loss_blocked(
+    z: &Tensor,
+    normed: &Tensor,
+    temperature: f64,
+    rows: usize,
+) -> Result<Tensor> {
+    let h = z.dim(D::Minus1)?;
+    let z = z.reshape(((), h))?;
+    let n = z.dim(0)?;
+    let zn = crate::quantizer::l2_normalize_rows(&z)?;
+    let codes_t = normed.t()?;
+    let mut sample_sum: Option<Tensor> = None;
+    let mut p_sum: Option<Tensor> = None;
+    let mut start = 0;
+    while start < n {
+        let len = rows.min(n - start);
+        // -(2 - 2 cos) / T: the constant -2 / T does not change a softmax.
+        let logits = (zn.narrow(0, start, len)?.matmul(&codes_t)? * (2.0 / temperature))?;
+        let p = crate::kernels::softmax_last(&logits)?;
+        let max = logits.max_keepdim(D::Minus1)?.detach();
+        let lse = (logits
+            .broadcast_sub(&max)?
+            .exp()?
+            .sum_keepdim(D::Minus1)?
+            .log()?
+            + &max)?;
+        let logp = logits.broadcast_sub(&lse)?;
+        let s = p.mul(&logp)?.sum_all()?;
+        let ps = p.sum(0)?;
+        sample_sum = Some(match sample_sum {
+            Some(acc) => (acc + s)?,
+            None => s,
+        });
+        p_sum = Some(match p_sum {
+            Some(acc) => (acc + ps)?,
+            None => ps,
+        });
+        start += len;
+    }
+    let (Some(sample_sum), Some(p_sum)) = (sample_sum, p_sum) else {
+        return Err(candle_core::Error::Msg(
+            "the entropy loss of no tokens".into(),
+        ));
+    };
+    let sample = (sample_sum * (-1.0 / n as f64))?;
+    let avg = (p_sum / n as f64)?;
+    let avg_entropy = (avg.mul(&(&avg + 1e-5)?.log()?)?.sum_all()? * -1.0)?;
+    sample - avg_entropy
 }
