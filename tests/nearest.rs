@@ -121,6 +121,7 @@ fn bad_settings_are_named() {
         ("baselines=[\"judge\"]", "`baselines`"),
         ("episodes.shots=[0]", "`episodes.shots`"),
         ("tokens.select=\"best\"", "`tokens.select`"),
+        ("tokens.calibration=[\"oracle\"]", "`tokens.calibration`"),
     ] {
         let e =
             lqae::eval::suite::load(&root.join("suites"), "nearest-fashionmnist", &[set.into()])

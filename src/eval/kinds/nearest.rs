@@ -98,6 +98,15 @@ impl NearestSpec {
             out.push("`episodes.shots`: a cell needs at least one support image per class".into());
         }
         let mut tokens = self.tokens;
+        // Unset, `[tokens]` carries the few-shot suites' default calibration rows: dropped here.
+        if !tokens.calibration.is_empty()
+            && tokens.calibration != super::fewshot::calibration::default_names()
+        {
+            out.push(
+                "`tokens.calibration`: calibration rows are not scored by a nearest-support suite (remove the key)"
+                    .into(),
+            );
+        }
         tokens.calibration = Vec::new();
         let fs = FewshotSpec {
             model: self.model,
