@@ -76,14 +76,13 @@ fn episodes_pixels_and_tokens_agree_with_independent_records() {
     for e in &fs_eps {
         let ways = e["ways"].as_u64().unwrap() as usize;
         let index = e["index"].as_u64().unwrap() as usize;
-        let mine = eps
+        let pos = eps
             .iter()
-            .find(|x| x["ways"] == e["ways"] && x["index"] == e["index"])
+            .position(|x| x["ways"] == e["ways"] && x["index"] == e["index"])
             .expect("the few-shot episode is among these");
         for k in ["classes", "support", "query"] {
-            assert_eq!(mine[k], e[k], "{ways}-way episode {index}: {k}");
+            assert_eq!(eps[pos][k], e[k], "{ways}-way episode {index}: {k}");
         }
-        let pos = eps.iter().position(|x| x == mine).unwrap();
         let s = samples
             .iter()
             .find(|s| s.rep == format!("lqae/{ways}-way-1-shot") && s.index == pos)

@@ -40,20 +40,16 @@ fn decays(name: &str) -> bool {
 
 impl AdamW {
     pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
+        let named = params.named_vars();
         for f in &t.frozen {
-            if !params
-                .named_vars()
-                .iter()
-                .any(|(n, _)| n.starts_with(f.as_str()))
-            {
+            if !named.iter().any(|(n, _)| n.starts_with(f.as_str())) {
                 return Err(Error::setting(
                     "train.frozen",
                     format!("`{f}` names no parameter of this model"),
                 ));
             }
         }
-        let vars: Vec<(String, Var, bool)> = params
-            .named_vars()
+        let vars: Vec<(String, Var, bool)> = named
             .into_iter()
             .filter(|(n, _)| !t.frozen.iter().any(|f| n.starts_with(f.as_str())))
             .map(|(n, v)| {

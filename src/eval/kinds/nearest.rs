@@ -4,8 +4,8 @@
 //! and text rule), and the query takes the label of the most similar support image under the
 //! few-shot suite's own no-LLM reference rule ([`reference::RULE`]: cosine of word counts).
 //! Beside the model's tokens, on the same episodes: raw pixels under the same nearest-support
-//! rule (cosine of the grey values at the model's input size), and optionally the VQ-VAE's
-//! codes as words under the same selection. It is the yardstick the tokenizer ablations
+//! rule (cosine of the grey values as stored for IDX data, at the model's input size for image
+//! files), and optionally the VQ-VAE's codes as words under the same selection. It is the yardstick the tokenizer ablations
 //! (`docs/ablations.md`) score recipes with: a judge can only read what these words carry.
 
 use super::fewshot::{
@@ -165,8 +165,8 @@ impl SuiteKind for NearestSupport {
     }
 }
 
-/// The label the nearest support (cosine of dense vectors) gives the query; ties (and zero
-/// vectors) go to the support shown first, as the word rule's do.
+/// The label the nearest support (cosine of dense vectors) gives the query, under the word
+/// rule's tie-break ([`reference::nearest_by`]).
 fn nearest_dense(e: &Episode, v: &HashMap<String, Vec<f64>>) -> String {
     let cos = |a: &[f64], b: &[f64]| {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -179,15 +179,7 @@ fn nearest_dense(e: &Episode, v: &HashMap<String, Vec<f64>>) -> String {
         }
     };
     let q = &v[&e.query.image];
-    let mut best: Option<(f64, &str)> = None;
-    for s in &e.support {
-        let sim = cos(q, &v[&s.image]);
-        // Strictly greater: the first of equals (in prompt order) stays.
-        if best.is_none_or(|(b, _)| sim > b) {
-            best = Some((sim, &s.label));
-        }
-    }
-    best.map(|b| b.1.to_string()).unwrap_or_default()
+    reference::nearest_by(e, |support| cos(q, &v[support]))
 }
 
 /// Each representation's name and its prediction per episode, in episode order.
@@ -215,13 +207,13 @@ fn run(spec: &CheckedNearest, cx: &Ctx) -> Result<Outcome> {
         inputs_sha.insert("vqvae".to_string(), t.sha256.clone());
         reps.extend(vqvae_predictions(fs, &t, &inputs, task.episodes, cx)?);
     }
+    let idx: Vec<usize> = inputs.shown.iter().map(|x| x.1).collect();
     if spec.pixels {
         let size = inputs.trained.state.config.model.image_size as u32;
-        let v = raw_pixels(&inputs, size)?;
+        let v = raw_pixels(&inputs, &idx, size)?;
         let p = task.episodes.iter().map(|e| nearest_dense(e, &v));
         reps.push(("pixels".into(), p.collect()));
     }
-    let idx: Vec<usize> = inputs.shown.iter().map(|x| x.1).collect();
     let hashes = crate::data::input_hashes(&inputs.set, &idx)?;
     inputs_sha.insert("data".to_string(), sha256_hex(hashes.join(",").as_bytes()));
     let hash_of: HashMap<&str, &String> = inputs
@@ -369,7 +361,8 @@ fn extra(
 
 /// Every shown image's pixels as the pixel rule compares them: the grey values of an IDX data
 /// set as stored (0-255 as 0-1, no resize), other images at the model's input size.
-fn raw_pixels(inputs: &Inputs, size: u32) -> Result<HashMap<String, Vec<f64>>> {
+/// `idx`: the shown images' indices, in `inputs.shown` order.
+fn raw_pixels(inputs: &Inputs, idx: &[usize], size: u32) -> Result<HashMap<String, Vec<f64>>> {
     if let crate::data::ImageSource::Grey(im) = &inputs.set.source {
         return Ok(inputs
             .shown
@@ -382,8 +375,7 @@ fn raw_pixels(inputs: &Inputs, size: u32) -> Result<HashMap<String, Vec<f64>>> {
             })
             .collect());
     }
-    let idx: Vec<usize> = inputs.shown.iter().map(|x| x.1).collect();
-    let f = super::probe::pixel_features(&inputs.set, &idx, size)?;
+    let f = super::probe::pixel_features(&inputs.set, idx, size)?;
     Ok(inputs
         .shown
         .iter()

@@ -36,9 +36,16 @@ pub fn predict(e: &Episode, words: &HashMap<String, Vec<String>>) -> String {
     let empty = Vec::new();
     let bag = |image: &str| counts(words.get(image).unwrap_or(&empty));
     let q = bag(&e.query.image);
+    nearest_by(e, |support| cosine(&q, &bag(support)))
+}
+
+/// The label of the support most similar to the query (`similarity` of a support image's key);
+/// ties go to the support shown first in the prompt. The rule every nearest support here uses,
+/// whatever the similarity.
+pub fn nearest_by(e: &Episode, similarity: impl Fn(&str) -> f64) -> String {
     let mut best: Option<(f64, &str)> = None;
     for s in &e.support {
-        let sim = cosine(&q, &bag(&s.image));
+        let sim = similarity(&s.image);
         // Strictly greater: the first of equals (in prompt order) stays.
         if best.is_none_or(|(b, _)| sim > b) {
             best = Some((sim, &s.label));
