@@ -19,6 +19,7 @@
 //! other.
 
 use super::blas::{sgemm, Par};
+use super::simd::BASELINE_ONLY;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
@@ -159,8 +160,13 @@ impl candle_core::CustomOp3 for ConvPlan {
         let (per_in, per_out, p) = (self.c * self.h * self.w, co * ho * wo, ho * wo);
         // Small outputs are poor products one image at a time: images go together, their
         // patches side by side, until a product has about GROUP_COLUMNS columns.
-        let group = GROUP_COLUMNS.div_ceil(p).clamp(1, n.max(1));
+        // Each thread gets a group of its own when there are images enough: one-thread
+        // products of a few hundred columns run nearer the machine's rate than one product
+        // split across the threads.
         let threads = candle_core::utils::get_num_threads().max(1);
+        let group = GROUP_COLUMNS
+            .div_ceil(p)
+            .clamp(1, (n / threads).max(1));
         let par = if n.div_ceil(group) >= threads && threads > 1 {
             Par::None
         } else {
@@ -184,6 +190,36 @@ impl candle_core::CustomOp3 for ConvPlan {
                 .for_each(run),
         }
         Ok((super::storage(out), (n, co, ho, wo).into()))
+    }
+}
+
+avx2_or_baseline! {
+    /// `v = relu?(v + b)` over a row of a product's output (the epilogue).
+    fn bias_act(row: &mut [f32], b: f32, relu: bool) {
+        if relu {
+            for v in row.iter_mut() {
+                *v = (*v + b).max(0.0);
+            }
+        } else {
+            for v in row.iter_mut() {
+                *v += b;
+            }
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// `dst = relu?(src + b)`.
+    fn bias_act_from(dst: &mut [f32], src: &[f32], b: f32, relu: bool) {
+        if relu {
+            for (v, &s) in dst.iter_mut().zip(src) {
+                *v = (s + b).max(0.0);
+            }
+        } else {
+            for (v, &s) in dst.iter_mut().zip(src) {
+                *v = s + b;
+            }
+        }
     }
 }
 
@@ -245,12 +281,7 @@ impl ConvPlan {
                 );
             }
             for (o, &b) in out.chunks_mut(p).zip(bias) {
-                let seg = &mut o[q0..q0 + tn];
-                if relu {
-                    seg.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
-                } else {
-                    seg.iter_mut().for_each(|v| *v += b);
-                }
+                bias_act(&mut o[q0..q0 + tn], b, relu);
             }
         }
     }
@@ -294,14 +325,7 @@ impl ConvPlan {
         }
         for (j, o) in out.chunks_mut(self.co * p).enumerate() {
             for ((row, t), &b) in o.chunks_mut(p).zip(tmp.chunks(cols)).zip(bias) {
-                let src = &t[j * p..(j + 1) * p];
-                if relu {
-                    row.iter_mut()
-                        .zip(src)
-                        .for_each(|(v, s)| *v = (s + b).max(0.0));
-                } else {
-                    row.iter_mut().zip(src).for_each(|(v, s)| *v = s + b);
-                }
+                bias_act_from(row, &t[j * p..(j + 1) * p], b, relu);
             }
         }
     }

@@ -9,6 +9,7 @@
 //! negative: the networks pool ReLU outputs (and unpadded windows), and the tests compare the
 //! two forms there and check negative inputs against a direct computation.
 
+use super::simd::BASELINE_ONLY;
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
@@ -94,6 +95,98 @@ pub fn pool2d(x: &Tensor, p: Pool) -> Result<Tensor> {
     })
 }
 
+/// Input columns `c0..c1` of output column `ow` (the in-image part of its window).
+fn window(p: Pool, ow: usize, w: usize) -> (usize, usize) {
+    (
+        (ow * p.stride).saturating_sub(p.pad),
+        (ow * p.stride + p.k - p.pad).min(w),
+    )
+}
+
+/// One plane, separably: each input row reduced over every output column's window into `tmp`
+/// (`h x wo`), then each output row reduced over its window's rows of `tmp`. The additions of
+/// an average are in the order of the direct form (a row's values left to right, then the rows
+/// top to bottom), so it gives the same sums; the windows that lie whole inside the row run as
+/// a pass per tap over all of them, which the compiler vectorises for stride 1.
+#[inline(always)]
+fn pool_plane_of<const MAX: bool>(
+    p: Pool,
+    (h, w): (usize, usize),
+    (ho, wo): (usize, usize),
+    plane: &[f32],
+    o: &mut [f32],
+    tmp: &mut [f32],
+) {
+    let op = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    // Output columns whose window lies whole inside the row: ow * s >= pad and
+    // ow * s + k - pad <= w.
+    let lo = p.pad.div_ceil(p.stride).min(wo);
+    let hi = if w + p.pad >= p.k {
+        ((w + p.pad - p.k) / p.stride + 1).min(wo).max(lo)
+    } else {
+        lo
+    };
+    for (xr, tr) in plane.chunks(w).zip(tmp.chunks_mut(wo)) {
+        for ow in (0..lo).chain(hi..wo) {
+            let (c0, c1) = window(p, ow, w);
+            tr[ow] = xr[c0 + 1..c1].iter().fold(xr[c0], |a, &b| op(a, b));
+        }
+        let s = p.stride;
+        for (ow, t) in (lo..hi).zip(&mut tr[lo..hi]) {
+            *t = xr[ow * s - p.pad];
+        }
+        for j in 1..p.k {
+            let off = j as isize - p.pad as isize;
+            if s == 1 {
+                let src = &xr[(lo as isize + off) as usize..(hi as isize + off) as usize];
+                for (t, &v) in tr[lo..hi].iter_mut().zip(src) {
+                    *t = op(*t, v);
+                }
+            } else {
+                for (ow, t) in (lo..hi).zip(&mut tr[lo..hi]) {
+                    *t = op(*t, xr[((ow * s) as isize + off) as usize]);
+                }
+            }
+        }
+    }
+    for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
+        let r0 = (oh * p.stride).saturating_sub(p.pad);
+        let r1 = (oh * p.stride + p.k - p.pad).min(h);
+        orow.copy_from_slice(&tmp[r0 * wo..(r0 + 1) * wo]);
+        for r in r0 + 1..r1 {
+            for (v, &t) in orow.iter_mut().zip(&tmp[r * wo..(r + 1) * wo]) {
+                *v = op(*v, t);
+            }
+        }
+        if !MAX {
+            for (ow, v) in orow.iter_mut().enumerate() {
+                let (c0, c1) = window(p, ow, w);
+                *v /= ((r1 - r0) * (c1 - c0)) as f32;
+            }
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// [`pool_plane_of`] for the pooling's kind.
+    #[allow(clippy::too_many_arguments)]
+    fn pool_plane(
+        p: Pool,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        plane: &[f32],
+        o: &mut [f32],
+        tmp: &mut [f32],
+    ) {
+        match p.kind {
+            PoolKind::Max => pool_plane_of::<true>(p, (h, w), (ho, wo), plane, o, tmp),
+            PoolKind::Avg => pool_plane_of::<false>(p, (h, w), (ho, wo), plane, o, tmp),
+        }
+    }
+}
+
 /// One pooling's sizes: the op the CPU path applies.
 struct PoolOp {
     p: Pool,
@@ -119,26 +212,10 @@ impl candle_core::CustomOp1 for PoolOp {
         let mut out = vec![0f32; self.n * self.c * ho * wo];
         out.par_chunks_mut(ho * wo)
             .zip(xv.par_chunks(h * w))
-            .for_each(|(o, plane)| {
-                for oh in 0..ho {
-                    let r0 = (oh * p.stride).saturating_sub(p.pad);
-                    let r1 = (oh * p.stride + p.k - p.pad).min(h);
-                    for ow in 0..wo {
-                        let c0 = (ow * p.stride).saturating_sub(p.pad);
-                        let c1 = (ow * p.stride + p.k - p.pad).min(w);
-                        let rows = (r0..r1).map(|r| &plane[r * w + c0..r * w + c1]);
-                        o[oh * wo + ow] = match p.kind {
-                            PoolKind::Max => rows
-                                .flat_map(|s| s.iter().copied())
-                                .fold(f32::NEG_INFINITY, f32::max),
-                            PoolKind::Avg => {
-                                let sum: f32 = rows.map(|s| s.iter().sum::<f32>()).sum();
-                                sum / ((r1 - r0) * (c1 - c0)) as f32
-                            }
-                        };
-                    }
-                }
-            });
+            .for_each_init(
+                || vec![0f32; h * wo],
+                |tmp, (o, plane)| pool_plane(p, h, w, ho, wo, plane, o, tmp),
+            );
         Ok((super::storage(out), (self.n, self.c, ho, wo).into()))
     }
 }
