@@ -60,25 +60,8 @@ impl LpipsNet {
     }
 }
 
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    padding: usize,
-}
-
-impl Conv {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = crate::kernels::ConvGeometry::same(self.stride, self.padding);
-        Ok(crate::kernels::conv2d_bias_relu(
-            x,
-            &self.weight,
-            &self.bias,
-            g,
-            true,
-        )?)
-    }
-}
+/// A convolution with its ReLU, as every LPIPS backbone layer is.
+type Conv = crate::kernels::Conv2d;
 
 enum Layer {
     Conv(Conv),
@@ -189,13 +172,13 @@ impl Lpips {
                         ));
                     }
                     conv_i += 1;
-                    layers.push(Layer::Conv(Conv {
+                    layers.push(Layer::Conv(Conv::new(
                         // HWIO -> OIHW
-                        weight: k.permute((3, 2, 0, 1))?.contiguous()?,
-                        bias: b.reshape((1, out, 1, 1))?,
-                        stride,
-                        padding,
-                    }));
+                        k.permute((3, 2, 0, 1))?.contiguous()?,
+                        b.reshape((1, out, 1, 1))?,
+                        crate::kernels::ConvGeometry::same(stride, padding),
+                        true,
+                    )));
                 }
                 None => {
                     layers.push(Layer::Tap);

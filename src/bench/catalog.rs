@@ -169,6 +169,21 @@ pub fn catalog(quick: bool) -> Result<Vec<KernelId>> {
             images: if quick { 4 } else { 16 },
         },
     ]);
+    if !quick {
+        // LPIPS at the side its users score at (and the README's per-1000-pairs table).
+        out.extend([
+            KernelId::Lpips {
+                net: crate::lpips::LpipsNet::Alex,
+                side: 256,
+                images: 4,
+            },
+            KernelId::Lpips {
+                net: crate::lpips::LpipsNet::Vgg16,
+                side: 256,
+                images: 1,
+            },
+        ]);
+    }
     Ok(out)
 }
 

@@ -24,30 +24,8 @@ pub const DIM: usize = 2048;
 const CPU_CHUNK: usize = 4;
 const BN_EPS: f64 = 1e-3;
 
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    pad: (usize, usize),
-}
-
-impl Conv {
-    /// Convolution, folded batch norm and ReLU in one kernel (the BLAS path on the CPU).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (ph, pw) = self.pad;
-        let g = crate::kernels::ConvGeometry {
-            stride: self.stride,
-            pad: [ph, ph, pw, pw],
-        };
-        Ok(crate::kernels::conv2d_bias_relu(
-            x,
-            &self.weight,
-            &self.bias,
-            g,
-            true,
-        )?)
-    }
-}
+/// Convolution, folded batch norm and ReLU in one kernel (the BLAS path on the CPU).
+type Conv = crate::kernels::Conv2d;
 
 fn seq(convs: &[Conv], x: &Tensor) -> Result<Tensor> {
     let mut y = x.clone();
@@ -246,12 +224,12 @@ impl Weights {
         let o = w.dim(0)?;
         let weight = w.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
         let bias = (beta - mean.mul(&scale)?)?.reshape((1, o, 1, 1))?;
-        Ok(Conv {
-            weight,
-            bias,
+        let (ph, pw) = pad;
+        let g = crate::kernels::ConvGeometry {
             stride,
-            pad,
-        })
+            pad: [ph, ph, pw, pw],
+        };
+        Ok(Conv::new(weight, bias, g, true))
     }
 
     fn convs(&self, prefix: &str, n: usize) -> Result<Vec<Conv>> {

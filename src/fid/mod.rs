@@ -130,8 +130,15 @@ pub struct FeatureNet {
 /// The generation of the Inception forward's numerics: raise it with a change that moves the
 /// features' float results (the convolutions' kernels, the resize), so that features cached by
 /// older code are computed again. 1: candle's `conv2d`; 2: the convolutions on the BLAS path
-/// (`kernels::conv2d_bias_relu`).
-pub const FEATURES_NUMERICS: u32 = 2;
+/// (`kernels::conv2d_bias_relu`); 3: the 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3)
+/// (`LQAE_WINOGRAD=off` computes, and keys, generation 2's way).
+pub fn features_numerics() -> u32 {
+    if crate::kernels::winograd_enabled() {
+        3
+    } else {
+        2
+    }
+}
 
 /// What every cached feature's key starts with: the weights, the input convention, the
 /// numerics generation (generation 1 keeps the keys older code wrote) and, from generation 2
@@ -167,7 +174,7 @@ impl FeatureNet {
         let key_prefix = feature_key_prefix(
             &weights_sha256,
             &conventions(&weights_sha256)["fid_input"],
-            FEATURES_NUMERICS,
+            features_numerics(),
             crate::kernels::blas::active().map(|b| b.name.as_str()),
         );
         Ok(Self {

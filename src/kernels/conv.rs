@@ -22,6 +22,7 @@ use super::blas::{sgemm, Par};
 use super::simd::BASELINE_ONLY;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 static MACS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -90,13 +91,86 @@ pub fn conv2d_bias_relu_ops(
 }
 
 /// `relu?(conv2d(x, weight) + bias)`: `x` `(n, c, h, w)`, `weight` `(c_out, c, kh, kw)`,
-/// `bias` `(c_out)` (any shape of `c_out` elements), f32.
+/// `bias` `(c_out)` (any shape of `c_out` elements), f32. A 3x3 stride-1 convolution takes the
+/// Winograd path ([`super::winograd`]) and transforms the weights on every call; [`Conv2d`]
+/// keeps them.
 pub fn conv2d_bias_relu(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     g: ConvGeometry,
     relu: bool,
+) -> Result<Tensor> {
+    conv_with(x, weight, bias, g, relu, Wino::Auto)
+}
+
+/// Which way a convolution that may take the Winograd path goes.
+pub(crate) enum Wino {
+    /// Winograd where it applies, the weights transformed for this call.
+    Auto,
+    /// Winograd, with these transformed weights.
+    Prepared(Arc<Vec<f32>>),
+    /// im2col (for the tests' comparisons).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Off,
+}
+
+/// A convolution layer of a frozen network: weights, bias, geometry, activation, and the
+/// weights' Winograd transform once the first CPU call has computed it.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub g: ConvGeometry,
+    pub relu: bool,
+    wino: std::sync::OnceLock<Arc<Vec<f32>>>,
+}
+
+impl Conv2d {
+    pub fn new(weight: Tensor, bias: Tensor, g: ConvGeometry, relu: bool) -> Self {
+        Self {
+            weight,
+            bias,
+            g,
+            relu,
+            wino: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `relu?(conv2d(x, weight) + bias)`, as [`conv2d_bias_relu`].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let u = match self.wino.get() {
+            Some(u) => Wino::Prepared(u.clone()),
+            None if super::fused(x) && self.winograd_applies(x)? => {
+                let u = Arc::new(transformed(&self.weight)?);
+                Wino::Prepared(self.wino.get_or_init(|| u).clone())
+            }
+            None => Wino::Auto,
+        };
+        conv_with(x, &self.weight, &self.bias, self.g, self.relu, u)
+    }
+
+    fn winograd_applies(&self, x: &Tensor) -> Result<bool> {
+        let (_, c, kh, kw) = self.weight.dims4()?;
+        Ok(x.dim(1)? == c
+            && self.weight.dtype() == candle_core::DType::F32
+            && super::winograd::eligible(c, kh, kw, self.g.stride))
+    }
+}
+
+/// The Winograd transform of OIHW 3x3 f32 weights.
+fn transformed(weight: &Tensor) -> Result<Vec<f32>> {
+    let (co, c, _, _) = weight.dims4()?;
+    let w = weight.flatten_all()?.to_vec1::<f32>()?;
+    Ok(super::winograd::winograd_weights(&w, co, c))
+}
+
+pub(crate) fn conv_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: ConvGeometry,
+    relu: bool,
+    wino: Wino,
 ) -> Result<Tensor> {
     if !super::fused(x) || weight.dtype() != candle_core::DType::F32 {
         return conv2d_bias_relu_ops(x, weight, bias, g, relu);
@@ -118,7 +192,14 @@ pub fn conv2d_bias_relu(
             "conv2d: an empty input or kernel ({n}x{c}x{h}x{w} input, {co}x{ci}x{kh}x{kw} kernel)"
         );
     }
+    let wino = match wino {
+        _ if !super::winograd::eligible(c, kh, kw, g.stride) => None,
+        Wino::Prepared(u) => Some(u),
+        Wino::Auto => Some(Arc::new(transformed(weight)?)),
+        Wino::Off => None,
+    };
     let plan = ConvPlan {
+        wino,
         n,
         c,
         h,
@@ -157,6 +238,23 @@ impl candle_core::CustomOp3 for ConvPlan {
         let bv = super::slice(s3, l3, "conv2d bias")?;
         let (n, co, ho, wo) = (self.n, self.co, self.ho, self.wo);
         let mut out = vec![0f32; n * co * ho * wo];
+        if let Some(u) = &self.wino {
+            let [top, _, left, _] = self.g.pad;
+            super::winograd::Wino {
+                n,
+                c: self.c,
+                h: self.h,
+                w: self.w,
+                co,
+                ho,
+                wo,
+                top,
+                left,
+                relu: self.relu,
+            }
+            .run(xv, u, bv, &mut out);
+            return Ok((super::storage(out), (n, co, ho, wo).into()));
+        }
         let (per_in, per_out, p) = (self.c * self.h * self.w, co * ho * wo, ho * wo);
         // Small outputs are poor products one image at a time: images go together, their
         // patches side by side, until a product has about GROUP_COLUMNS columns.
@@ -164,9 +262,7 @@ impl candle_core::CustomOp3 for ConvPlan {
         // products of a few hundred columns run nearer the machine's rate than one product
         // split across the threads.
         let threads = candle_core::utils::get_num_threads().max(1);
-        let group = GROUP_COLUMNS
-            .div_ceil(p)
-            .clamp(1, (n / threads).max(1));
+        let group = GROUP_COLUMNS.div_ceil(p).clamp(1, (n / threads).max(1));
         let par = if n.div_ceil(group) >= threads && threads > 1 {
             Par::None
         } else {
@@ -228,6 +324,8 @@ const GROUP_COLUMNS: usize = 1024;
 
 /// One convolution's sizes, geometry and activation: the op the CPU path applies.
 struct ConvPlan {
+    /// The weights' Winograd transform, for a convolution that takes that path.
+    wino: Option<Arc<Vec<f32>>>,
     n: usize,
     c: usize,
     h: usize,

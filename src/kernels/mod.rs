@@ -37,6 +37,7 @@ mod layer_norm;
 mod pool;
 mod softmax;
 mod tune;
+mod winograd;
 pub use adamw::*;
 pub use attention::*;
 pub use conv::*;
@@ -51,6 +52,7 @@ pub use pool::*;
 pub use simd::*;
 pub use softmax::*;
 pub use tune::*;
+pub use winograd::{winograd_enabled, winograd_weights};
 
 /// Rows per parallel task: enough work per task to amortise the scheduling.
 pub(crate) fn rows_per_task(cols: usize) -> usize {
@@ -93,10 +95,12 @@ pub fn fused_enabled() -> bool {
 }
 
 /// Where a result or bench record was computed: the machine
-/// ([`crate::util::provenance::machine`]) and whether the fused kernels were on.
+/// ([`crate::util::provenance::machine`]), whether the fused kernels were on and whether the
+/// 3x3 convolutions took the Winograd path.
 pub fn machine() -> serde_json::Value {
     let mut m = crate::util::provenance::machine();
     m["fused_kernels"] = fused_enabled().into();
+    m["winograd"] = winograd_enabled().into();
     m
 }
 

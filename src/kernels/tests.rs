@@ -62,6 +62,44 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
                     .map(|v| v.to_bits()),
             );
         }
+        // The forward-only kernels of the feature networks: pooling, the convolution's
+        // epilogue, and the Winograd transforms (a 3x3 stride-1 convolution over 8 channels).
+        let planes = rand(&[2, 8, 13, 11], 18);
+        let filt = rand(&[5, 8, 3, 3], 19);
+        let bias = rand(&[5], 20);
+        let pools = [
+            Pool {
+                kind: PoolKind::Max,
+                k: 3,
+                stride: 2,
+                pad: 0,
+            },
+            Pool {
+                kind: PoolKind::Avg,
+                k: 3,
+                stride: 1,
+                pad: 1,
+            },
+        ];
+        let mut fwd: Vec<Tensor> = pools
+            .iter()
+            .map(|&p| pool2d(planes.as_tensor(), p).unwrap())
+            .collect();
+        for (kh, g) in [(3, ConvGeometry::same(1, 1)), (3, ConvGeometry::same(2, 0))] {
+            let w = filt.as_tensor().narrow(2, 0, kh).unwrap();
+            let y = conv2d_bias_relu(planes.as_tensor(), &w, bias.as_tensor(), g, true);
+            fwd.push(y.unwrap());
+        }
+        for t in &fwd {
+            bits.extend(
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits()),
+            );
+        }
         bits
     };
     let fast = run();
@@ -445,6 +483,64 @@ fn conv2d_matches_candle_for_every_geometry() {
     let b = rand(&[1], 3).as_tensor().clone();
     let e = conv2d_bias_relu(&x, &w, &b, ConvGeometry::same(1, 0), true).unwrap_err();
     assert!(e.to_string().contains("does not fit"), "{e}");
+}
+
+/// The Winograd path (3x3, stride 1, at least 8 channels) against the candle form and
+/// against the im2col path, in each of its modes: whole tiles and cut ones, no padding, same
+/// padding and uneven padding, one block whose 36 products go to the threads, blocks per
+/// thread, several images per block; and a layer's cached transform gives the same bits as the
+/// transform computed for one call.
+#[test]
+fn winograd_matches_the_direct_convolution() {
+    let cases: [(usize, usize, usize, usize, usize, [usize; 4]); 6] = [
+        (2, 8, 13, 5, 7, [0; 4]),
+        (1, 16, 9, 12, 9, [1; 4]),
+        (3, 64, 40, 24, 16, [1; 4]),
+        (16, 32, 4, 40, 4, [1; 4]),
+        (2, 12, 7, 3, 10, [1, 0, 0, 1]),
+        (4, 96, 17, 20, 32, [2, 0, 1, 1]),
+    ];
+    for (i, &(n, c, side, co, wide, pad)) in cases.iter().enumerate() {
+        let x = rand(&[n, c, side, wide], 400 + i as u64)
+            .as_tensor()
+            .affine(1.0, -2.3)
+            .unwrap();
+        let w = rand(&[co, c, 3, 3], 500 + i as u64)
+            .as_tensor()
+            .affine(0.1, -0.2)
+            .unwrap();
+        let b = rand(&[co], 600 + i as u64)
+            .as_tensor()
+            .affine(1.0, -2.0)
+            .unwrap();
+        let g = ConvGeometry { stride: 1, pad };
+        for relu in [false, true] {
+            let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
+            let scale = max_diff(&want, &want.zeros_like().unwrap());
+            let got = conv2d_bias_relu(&x, &w, &b, g, relu).unwrap();
+            assert_eq!(got.dims(), want.dims(), "case {i}");
+            let err = max_diff(&got, &want);
+            // F(4x4, 3x3) in f32: a few 1e-6 of the output's scale (the direct form's error
+            // is a tenth of that); 3e-5 leaves room and still catches a wrong transform.
+            assert!(
+                err <= 3e-5 * scale.max(1.0),
+                "case {i} relu {relu}: max error {err} of {scale}"
+            );
+            let layer = Conv2d::new(w.clone(), b.clone(), g, relu);
+            for _ in 0..2 {
+                assert_eq!(max_diff(&layer.forward(&x).unwrap(), &got), 0.0, "case {i}");
+            }
+            let direct = conv_with(&x, &w, &b, g, relu, conv::Wino::Off).unwrap();
+            assert!(
+                max_diff(&direct, &want) <= 1e-5 * scale.max(1.0),
+                "case {i}"
+            );
+            assert!(
+                max_diff(&direct, &got) > 0.0,
+                "case {i}: the same path twice?"
+            );
+        }
+    }
 }
 
 /// The pooling kernel against candle's pooling for the windows the networks use (3x3 same and

@@ -1,0 +1,352 @@
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering, F(4x4, 3x3) (Lavin and Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016): each 4x4 block of outputs (a
+//! tile) comes from its 6x6 input patch `d` and the 3x3 filter `g` as `A^T [(G g G^T) .*
+//! (B^T d B)] A`, 36 multiplications per tile and input channel instead of 144. Summed over
+//! the input channels, the element-wise products become 36 matrix products, one per position
+//! `xi` of the 6x6 transformed tile: `M_xi (c_out x tiles) = U_xi (c_out x C) . V_xi (C x tiles)`,
+//! on the BLAS path ([`super::blas::sgemm`]).
+//!
+//! Steps, for a block of tiles at a time (tiles of all the images of the call, so that deep
+//! layers' small maps still make products of a useful width): the input patches transformed
+//! (`V`, eight tiles per vector), the 36 products, the output transform with bias and ReLU. The
+//! input is first copied once into zero-padded planes whose sides are whole tiles, so that the
+//! patches are read without bounds checks. The weights' transform `U = G g G^T` is computed in
+//! f64 once per weight tensor ([`winograd_weights`], kept by [`super::Conv2d`]).
+//!
+//! The points 0, +-1, +-2 give transforms with entries up to 8 (`A`) and 1/24 (`G`): in f32 the
+//! result differs from the direct sum by a few units in 1e-6 of the output's scale for the
+//! networks' channel counts (the tests bound it against the candle form); the FID and LPIPS
+//! goldens against PyTorch and numpy hold at their tolerances.
+
+use super::blas::{sgemm, Par};
+use super::simd::BASELINE_ONLY;
+use super::SendPtr;
+use rayon::prelude::*;
+
+/// Tiles transformed together, one per vector lane.
+const L: usize = 8;
+/// Positions of a transformed tile.
+const XI: usize = 36;
+
+/// `G` (6x3): the filter transform.
+const G: [[f64; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Whether the Winograd path is on: `LQAE_WINOGRAD=off` turns it off for the whole process
+/// (the 3x3 convolutions then run as im2col products: for before/after timings and bisecting).
+pub fn winograd_enabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*OFF
+        .get_or_init(|| std::env::var("LQAE_WINOGRAD").is_ok_and(|v| v.eq_ignore_ascii_case("off")))
+}
+
+/// Whether a convolution takes the Winograd path: a 3x3 kernel at stride 1 over at least 8
+/// input channels (below that the transforms cost more than the products they save), with
+/// the path on ([`winograd_enabled`]).
+pub(crate) fn eligible(c: usize, kh: usize, kw: usize, stride: usize) -> bool {
+    winograd_enabled() && kh == 3 && kw == 3 && stride == 1 && c >= 8
+}
+
+/// `U` `(36, co, c)` of OIHW 3x3 weights `(co, c, 3, 3)`: `U[xi][o][i] = (G g_oi G^T)[xi]`,
+/// computed in f64.
+pub fn winograd_weights(w: &[f32], co: usize, c: usize) -> Vec<f32> {
+    let mut u = vec![0f32; XI * co * c];
+    for o in 0..co {
+        for i in 0..c {
+            let g = &w[(o * c + i) * 9..(o * c + i + 1) * 9];
+            let mut t = [[0f64; 3]; 6];
+            for (a, ta) in t.iter_mut().enumerate() {
+                for (k, v) in ta.iter_mut().enumerate() {
+                    *v = (0..3).map(|j| G[a][j] * g[j * 3 + k] as f64).sum();
+                }
+            }
+            for (a, ta) in t.iter().enumerate() {
+                for (b, gb) in G.iter().enumerate() {
+                    let v: f64 = (0..3).map(|k| ta[k] * gb[k]).sum();
+                    u[((a * 6 + b) * co + o) * c + i] = v as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Sizes of one Winograd convolution.
+pub(crate) struct Wino {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub ho: usize,
+    pub wo: usize,
+    /// Zero padding above and left of the input.
+    pub top: usize,
+    pub left: usize,
+    pub relu: bool,
+}
+
+type Lanes = [f32; L];
+
+/// `B^T z` for six rows of lanes.
+#[inline(always)]
+fn bt(z: &[Lanes; 6]) -> [Lanes; 6] {
+    let mut o = [[0f32; L]; 6];
+    for l in 0..L {
+        let [z0, z1, z2, z3, z4, z5] = [z[0][l], z[1][l], z[2][l], z[3][l], z[4][l], z[5][l]];
+        o[0][l] = 4.0 * z0 - 5.0 * z2 + z4;
+        o[1][l] = -4.0 * (z1 + z2) + z3 + z4;
+        o[2][l] = 4.0 * (z1 - z2) - z3 + z4;
+        o[3][l] = 2.0 * (z3 - z1) - z2 + z4;
+        o[4][l] = 2.0 * (z1 - z3) - z2 + z4;
+        o[5][l] = 4.0 * z1 - 5.0 * z3 + z5;
+    }
+    o
+}
+
+/// `A^T z` for six rows of lanes.
+#[inline(always)]
+fn at(z: &[Lanes; 6]) -> [Lanes; 4] {
+    let mut o = [[0f32; L]; 4];
+    for l in 0..L {
+        let [z0, z1, z2, z3, z4, z5] = [z[0][l], z[1][l], z[2][l], z[3][l], z[4][l], z[5][l]];
+        let (s12, d12, s34, d34) = (z1 + z2, z1 - z2, z3 + z4, z3 - z4);
+        o[0][l] = z0 + s12 + s34;
+        o[1][l] = d12 + 2.0 * d34;
+        o[2][l] = s12 + 4.0 * s34;
+        o[3][l] = d12 + 8.0 * d34 + z5;
+    }
+    o
+}
+
+avx2_or_baseline! {
+    /// `V` of one block: for each input channel and each group of `L` tiles (`bases`: each
+    /// tile's patch origin in the padded input, less the channel's offset), `B^T d B` into
+    /// `v[xi][ci][t]` (`ld` tiles per row).
+    fn transform_input(
+        xp: &[f32],
+        bases: &[usize],
+        c: usize,
+        plane: usize,
+        wp: usize,
+        v: &mut [f32],
+        ld: usize,
+    ) {
+        for ci in 0..c {
+            for (k, lanes) in bases.chunks_exact(L).enumerate() {
+                // Columns q of the patch, transformed down the rows: t[q] = B^T d[., q].
+                let mut t = [[[0f32; L]; 6]; 6];
+                for (q, tq) in t.iter_mut().enumerate() {
+                    let mut col = [[0f32; L]; 6];
+                    for (r, cr) in col.iter_mut().enumerate() {
+                        for l in 0..L {
+                            cr[l] = xp[lanes[l] + ci * plane + r * wp + q];
+                        }
+                    }
+                    *tq = bt(&col);
+                }
+                // Then along the columns: V[a][.] = B^T (t[.][a]).
+                for a in 0..6 {
+                    let row = [t[0][a], t[1][a], t[2][a], t[3][a], t[4][a], t[5][a]];
+                    let vb = bt(&row);
+                    for (b, lanes_v) in vb.iter().enumerate() {
+                        let idx = ((a * 6 + b) * c + ci) * ld + k * L;
+                        v[idx..idx + L].copy_from_slice(lanes_v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// The output transform of one block: `A^T M A + bias`, ReLU, into `y[o][t][16]` (each
+    /// tile's 4x4 outputs row-major), for `nt` tiles (a multiple of `L`).
+    fn transform_output(
+        m: &[f32],
+        ld: usize,
+        co: usize,
+        nt: usize,
+        bias: &[f32],
+        relu: bool,
+        y: &mut [f32],
+    ) {
+        for o in 0..co {
+            for k in 0..nt / L {
+                let mut s = [[[0f32; L]; 6]; 4];
+                for q in 0..6 {
+                    let mut col = [[0f32; L]; 6];
+                    for (r, cr) in col.iter_mut().enumerate() {
+                        let idx = ((r * 6 + q) * co + o) * ld + k * L;
+                        cr.copy_from_slice(&m[idx..idx + L]);
+                    }
+                    let a4 = at(&col);
+                    for (a, s_a) in s.iter_mut().enumerate() {
+                        s_a[q] = a4[a];
+                    }
+                }
+                for (a, s_a) in s.iter().enumerate() {
+                    let r4 = at(s_a);
+                    for (b, lanes) in r4.iter().enumerate() {
+                        for l in 0..L {
+                            let mut v = lanes[l] + bias[o];
+                            if relu {
+                                v = v.max(0.0);
+                            }
+                            y[(o * nt + k * L + l) * 16 + a * 4 + b] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's working buffers (`V`, `M` and the output tiles of a block), kept between
+    /// calls: every element is written before it is read, so they are not cleared.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on `len` floats of this thread's scratch (a fresh buffer when a caller up the stack
+/// holds it: rayon may run another call on a thread that waits for its own tasks).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// Tiles per block: about 128 KiB of one position's `V` (`C x tiles`), between 32 and 512, a
+/// multiple of `L`; smaller when that leaves a thread without a block, but not below 64 tiles
+/// (narrower products run far below the machine's rate: then the 36 products of one block go
+/// to the threads instead).
+fn block_tiles(c: usize, tiles: usize, threads: usize) -> usize {
+    let target = (32768 / c.max(1)).clamp(32, 512);
+    let share = tiles.div_ceil(threads.max(1)).max(64);
+    target.min(share).min(tiles).max(1).div_ceil(L) * L
+}
+
+impl Wino {
+    /// `out` `(n, co, ho, wo)` of `x` `(n, c, h, w)`, with `u` from [`winograd_weights`].
+    pub(crate) fn run(&self, x: &[f32], u: &[f32], bias: &[f32], out: &mut [f32]) {
+        let (c, co, ho, wo) = (self.c, self.co, self.ho, self.wo);
+        let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
+        let (hp, wp) = (th * 4 + 2, tw * 4 + 2);
+        let plane = hp * wp;
+        // Zero-padded planes whose sides are whole tiles: input (y, x) at (y + top, x + left).
+        let mut xp = vec![0f32; self.n * c * plane];
+        xp.par_chunks_mut(plane)
+            .zip(x.par_chunks(self.h * self.w))
+            .for_each(|(p, src)| {
+                let cols = self.w.min(wp.saturating_sub(self.left));
+                for (y, row) in src.chunks(self.w).enumerate() {
+                    let py = y + self.top;
+                    if py >= hp {
+                        break;
+                    }
+                    let at = py * wp + self.left;
+                    p[at..at + cols].copy_from_slice(&row[..cols]);
+                }
+            });
+        let per_img = th * tw;
+        let tiles = self.n * per_img;
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let tb = block_tiles(c, tiles, threads);
+        let blocks = tiles.div_ceil(tb);
+        // Enough blocks: each thread takes a run of blocks, its products on one thread.
+        // Otherwise the blocks go one by one, their 36 products across the threads.
+        let by_block = blocks >= threads;
+        let dst = SendPtr(out.as_mut_ptr());
+        let (nv, nm) = (XI * c * tb, XI * co * tb);
+        let run = |buf: &mut [f32], b: usize| {
+            let (v, rest) = buf.split_at_mut(nv);
+            let (m, y) = rest.split_at_mut(nm);
+            let t0 = b * tb;
+            let nt_valid = tb.min(tiles - t0);
+            let nt = nt_valid.div_ceil(L) * L;
+            // Lanes past the last tile repeat it (computed, never written out).
+            let bases: Vec<usize> = (0..nt)
+                .map(|i| {
+                    let t = t0 + i.min(nt_valid - 1);
+                    let (img, r) = (t / per_img, t % per_img);
+                    img * c * plane + (r / tw) * 4 * wp + (r % tw) * 4
+                })
+                .collect();
+            transform_input(&xp, &bases, c, plane, wp, v, nt);
+            let mp = SendPtr(m.as_mut_ptr());
+            let product = |xi: usize| {
+                // SAFETY: U_xi is co x c row-major, V_xi is c x nt (row stride nt), M_xi is
+                // co x nt (row stride nt); all lie inside their buffers, and each xi writes
+                // its own M_xi.
+                unsafe {
+                    sgemm(
+                        co,
+                        nt,
+                        c,
+                        mp.get().add(xi * co * nt),
+                        nt,
+                        false,
+                        u.as_ptr().add(xi * co * c),
+                        (c, 1),
+                        v.as_ptr().add(xi * c * nt),
+                        (nt, 1),
+                        0.0,
+                        1.0,
+                        Par::None,
+                    );
+                }
+            };
+            if by_block {
+                (0..XI).for_each(product);
+            } else {
+                (0..XI).into_par_iter().for_each(product);
+            }
+            transform_output(m, nt, co, nt, bias, self.relu, y);
+            for i in 0..nt_valid {
+                let t = t0 + i;
+                let (img, r) = (t / per_img, t % per_img);
+                let (oy, ox) = ((r / tw) * 4, (r % tw) * 4);
+                let (rows, cols) = (4.min(ho - oy), 4.min(wo - ox));
+                for o in 0..co {
+                    let src = &y[(o * nt + i) * 16..(o * nt + i + 1) * 16];
+                    let base = ((img * co + o) * ho + oy) * wo + ox;
+                    for a in 0..rows {
+                        // SAFETY: each output pixel belongs to exactly one tile and each tile
+                        // to one block, so the blocks write disjoint elements of `out`, whose
+                        // (n, co, ho, wo) bounds the index.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src.as_ptr().add(a * 4),
+                                dst.get().add(base + a * wo),
+                                cols,
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        let len = nv + nm + co * tb * 16;
+        if by_block {
+            let per = blocks.div_ceil(threads);
+            (0..threads).into_par_iter().for_each(|k| {
+                with_scratch(len, |b| {
+                    (k * per..((k + 1) * per).min(blocks)).for_each(|i| run(b, i))
+                })
+            });
+        } else {
+            with_scratch(len, |b| (0..blocks).for_each(|i| run(b, i)));
+        }
+    }
+}
