@@ -159,9 +159,9 @@ impl Conv2d {
 
 /// The Winograd transform of OIHW 3x3 f32 weights.
 fn transformed(weight: &Tensor) -> Result<Vec<f32>> {
-    let (co, c, _, _) = weight.dims4()?;
+    let (co, c, r, _) = weight.dims4()?;
     let w = weight.flatten_all()?.to_vec1::<f32>()?;
-    Ok(super::winograd::winograd_weights(&w, co, c))
+    Ok(super::winograd::winograd_weights(&w, co, c, r))
 }
 
 pub(crate) fn conv_with(
@@ -251,6 +251,7 @@ impl candle_core::CustomOp3 for ConvPlan {
                 top,
                 left,
                 relu: self.relu,
+                m: super::winograd::tile_side(self.kh).unwrap_or(4),
             }
             .run(xv, u, bv, &mut out);
             return Ok((super::storage(out), (n, co, ho, wo).into()));

@@ -485,27 +485,31 @@ fn conv2d_matches_candle_for_every_geometry() {
     assert!(e.to_string().contains("does not fit"), "{e}");
 }
 
-/// The Winograd path (3x3, stride 1, at least 8 channels) against the candle form and
+/// The Winograd path (3x3 and 5x5, stride 1, at least 8 channels) against the candle form and
 /// against the im2col path, in each of its modes: whole tiles and cut ones, no padding, same
 /// padding and uneven padding, one block whose 36 products go to the threads, blocks per
 /// thread, several images per block; and a layer's cached transform gives the same bits as the
 /// transform computed for one call.
 #[test]
 fn winograd_matches_the_direct_convolution() {
-    let cases: [(usize, usize, usize, usize, usize, [usize; 4]); 6] = [
-        (2, 8, 13, 5, 7, [0; 4]),
-        (1, 16, 9, 12, 9, [1; 4]),
-        (3, 64, 40, 24, 16, [1; 4]),
-        (16, 32, 4, 40, 4, [1; 4]),
-        (2, 12, 7, 3, 10, [1, 0, 0, 1]),
-        (4, 96, 17, 20, 32, [2, 0, 1, 1]),
+    let cases: [(usize, usize, usize, usize, usize, [usize; 4], usize); 10] = [
+        (2, 8, 13, 5, 7, [0; 4], 3),
+        (1, 16, 9, 12, 9, [1; 4], 3),
+        (3, 64, 40, 24, 16, [1; 4], 3),
+        (16, 32, 4, 40, 4, [1; 4], 3),
+        (2, 12, 7, 3, 10, [1, 0, 0, 1], 3),
+        (4, 96, 17, 20, 32, [2, 0, 1, 1], 3),
+        (2, 8, 9, 6, 11, [0; 4], 5),
+        (3, 64, 7, 24, 7, [2; 4], 5),
+        (2, 48, 35, 16, 35, [2; 4], 5),
+        (1, 10, 6, 5, 9, [2, 1, 0, 3], 5),
     ];
-    for (i, &(n, c, side, co, wide, pad)) in cases.iter().enumerate() {
+    for (i, &(n, c, side, co, wide, pad, k)) in cases.iter().enumerate() {
         let x = rand(&[n, c, side, wide], 400 + i as u64)
             .as_tensor()
             .affine(1.0, -2.3)
             .unwrap();
-        let w = rand(&[co, c, 3, 3], 500 + i as u64)
+        let w = rand(&[co, c, k, k], 500 + i as u64)
             .as_tensor()
             .affine(0.1, -0.2)
             .unwrap();

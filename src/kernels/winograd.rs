@@ -28,15 +28,33 @@ const L: usize = 8;
 /// Positions of a transformed tile.
 const XI: usize = 36;
 
-/// `G` (6x3): the filter transform.
-const G: [[f64; 3]; 6] = [
-    [0.25, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
+/// The filter transforms' scales: `G`'s row `j` is `S[j] (1, p_j, p_j^2, ...)` at the points
+/// `p = 0, 1, -1, 2, -2`, and `(0, ..., 0, 1)` for the point at infinity; with these scales
+/// `B^T` is the integer matrix of [`bt`] for both tile sizes.
+const S: [f64; 5] = [0.25, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 24.0, 1.0 / 24.0];
+const P: [f64; 5] = [0.0, 1.0, -1.0, 2.0, -2.0];
+
+/// `G` (6 x r): the filter transform of F(m x m, r x r), `m + r = 7`.
+fn g_matrix(r: usize) -> [[f64; 5]; 6] {
+    let mut g = [[0f64; 5]; 6];
+    for (j, row) in g.iter_mut().take(5).enumerate() {
+        for (k, v) in row.iter_mut().take(r).enumerate() {
+            *v = S[j] * P[j].powi(k as i32);
+        }
+    }
+    g[5][r - 1] = 1.0;
+    g
+}
+
+/// The output tile's side for a square kernel of side `k` at stride 1: F(4x4, 3x3) for 3x3,
+/// F(2x2, 5x5) for 5x5 (both 6x6 transformed tiles, the same input transform).
+pub(crate) fn tile_side(k: usize) -> Option<usize> {
+    match k {
+        3 => Some(4),
+        5 => Some(2),
+        _ => None,
+    }
+}
 
 /// Whether the Winograd path is on: `LQAE_WINOGRAD=off` turns it off for the whole process
 /// (the 3x3 convolutions then run as im2col products: for before/after timings and bisecting).
@@ -46,29 +64,31 @@ pub fn winograd_enabled() -> bool {
         .get_or_init(|| std::env::var("LQAE_WINOGRAD").is_ok_and(|v| v.eq_ignore_ascii_case("off")))
 }
 
-/// Whether a convolution takes the Winograd path: a 3x3 kernel at stride 1 over at least 8
-/// input channels (below that the transforms cost more than the products they save), with
-/// the path on ([`winograd_enabled`]).
+/// Whether a convolution takes the Winograd path: a 3x3 or 5x5 kernel at stride 1 over at
+/// least 8 input channels (below that the transforms cost more than the products they save),
+/// with the path on ([`winograd_enabled`]).
 pub(crate) fn eligible(c: usize, kh: usize, kw: usize, stride: usize) -> bool {
-    winograd_enabled() && kh == 3 && kw == 3 && stride == 1 && c >= 8
+    winograd_enabled() && kh == kw && tile_side(kh).is_some() && stride == 1 && c >= 8
 }
 
-/// `U` `(36, co, c)` of OIHW 3x3 weights `(co, c, 3, 3)`: `U[xi][o][i] = (G g_oi G^T)[xi]`,
-/// computed in f64.
-pub fn winograd_weights(w: &[f32], co: usize, c: usize) -> Vec<f32> {
+/// `U` `(36, co, c)` of OIHW `r x r` weights `(co, c, r, r)`, `r` 3 or 5:
+/// `U[xi][o][i] = (G g_oi G^T)[xi]`, computed in f64.
+pub fn winograd_weights(w: &[f32], co: usize, c: usize, r: usize) -> Vec<f32> {
+    let gm = g_matrix(r);
     let mut u = vec![0f32; XI * co * c];
     for o in 0..co {
         for i in 0..c {
-            let g = &w[(o * c + i) * 9..(o * c + i + 1) * 9];
-            let mut t = [[0f64; 3]; 6];
+            let g = &w[(o * c + i) * r * r..(o * c + i + 1) * r * r];
+            // t = G g (6 x r), then t G^T (6 x 6).
+            let mut t = [[0f64; 5]; 6];
             for (a, ta) in t.iter_mut().enumerate() {
-                for (k, v) in ta.iter_mut().enumerate() {
-                    *v = (0..3).map(|j| G[a][j] * g[j * 3 + k] as f64).sum();
+                for (k, v) in ta.iter_mut().take(r).enumerate() {
+                    *v = (0..r).map(|j| gm[a][j] * g[j * r + k] as f64).sum();
                 }
             }
             for (a, ta) in t.iter().enumerate() {
-                for (b, gb) in G.iter().enumerate() {
-                    let v: f64 = (0..3).map(|k| ta[k] * gb[k]).sum();
+                for (b, gb) in gm.iter().enumerate() {
+                    let v: f64 = (0..r).map(|k| ta[k] * gb[k]).sum();
                     u[((a * 6 + b) * co + o) * c + i] = v as f32;
                 }
             }
@@ -90,6 +110,8 @@ pub(crate) struct Wino {
     pub top: usize,
     pub left: usize,
     pub relu: bool,
+    /// Output tile side: 4 (3x3 kernels) or 2 (5x5).
+    pub m: usize,
 }
 
 type Lanes = [f32; L];
@@ -121,6 +143,18 @@ fn at(z: &[Lanes; 6]) -> [Lanes; 4] {
         o[1][l] = d12 + 2.0 * d34;
         o[2][l] = s12 + 4.0 * s34;
         o[3][l] = d12 + 8.0 * d34 + z5;
+    }
+    o
+}
+
+/// `A^T z` of F(2, 5) for six rows of lanes.
+#[inline(always)]
+fn at2(z: &[Lanes; 6]) -> [Lanes; 2] {
+    let mut o = [[0f32; L]; 2];
+    for l in 0..L {
+        let [z0, z1, z2, z3, z4, z5] = [z[0][l], z[1][l], z[2][l], z[3][l], z[4][l], z[5][l]];
+        o[0][l] = z0 + (z1 + z2) + (z3 + z4);
+        o[1][l] = (z1 - z2) + 2.0 * (z3 - z4) + z5;
     }
     o
 }
@@ -165,10 +199,56 @@ avx2_or_baseline! {
     }
 }
 
+/// The output transform of one block for tiles of side `M`, `at` its `A^T`: `A^T M A + bias`,
+/// ReLU, into `y[o][t][M * M]` (each tile's outputs row-major), for `nt` tiles (a multiple
+/// of `L`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output_of<const M: usize>(
+    at: impl Fn(&[Lanes; 6]) -> [Lanes; M],
+    m: &[f32],
+    ld: usize,
+    co: usize,
+    nt: usize,
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    for o in 0..co {
+        for k in 0..nt / L {
+            let mut s = [[[0f32; L]; 6]; M];
+            for q in 0..6 {
+                let mut col = [[0f32; L]; 6];
+                for (r, cr) in col.iter_mut().enumerate() {
+                    let idx = ((r * 6 + q) * co + o) * ld + k * L;
+                    cr.copy_from_slice(&m[idx..idx + L]);
+                }
+                let am = at(&col);
+                for (a, s_a) in s.iter_mut().enumerate() {
+                    s_a[q] = am[a];
+                }
+            }
+            for (a, s_a) in s.iter().enumerate() {
+                let rm = at(s_a);
+                for (b, lanes) in rm.iter().enumerate() {
+                    for l in 0..L {
+                        let mut v = lanes[l] + bias[o];
+                        if relu {
+                            v = v.max(0.0);
+                        }
+                        y[(o * nt + k * L + l) * M * M + a * M + b] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
 avx2_or_baseline! {
-    /// The output transform of one block: `A^T M A + bias`, ReLU, into `y[o][t][16]` (each
-    /// tile's 4x4 outputs row-major), for `nt` tiles (a multiple of `L`).
+    /// [`transform_output_of`] for output tiles of side `side` (4 or 2).
+    #[allow(clippy::too_many_arguments)]
     fn transform_output(
+        side: usize,
         m: &[f32],
         ld: usize,
         co: usize,
@@ -177,33 +257,10 @@ avx2_or_baseline! {
         relu: bool,
         y: &mut [f32],
     ) {
-        for o in 0..co {
-            for k in 0..nt / L {
-                let mut s = [[[0f32; L]; 6]; 4];
-                for q in 0..6 {
-                    let mut col = [[0f32; L]; 6];
-                    for (r, cr) in col.iter_mut().enumerate() {
-                        let idx = ((r * 6 + q) * co + o) * ld + k * L;
-                        cr.copy_from_slice(&m[idx..idx + L]);
-                    }
-                    let a4 = at(&col);
-                    for (a, s_a) in s.iter_mut().enumerate() {
-                        s_a[q] = a4[a];
-                    }
-                }
-                for (a, s_a) in s.iter().enumerate() {
-                    let r4 = at(s_a);
-                    for (b, lanes) in r4.iter().enumerate() {
-                        for l in 0..L {
-                            let mut v = lanes[l] + bias[o];
-                            if relu {
-                                v = v.max(0.0);
-                            }
-                            y[(o * nt + k * L + l) * 16 + a * 4 + b] = v;
-                        }
-                    }
-                }
-            }
+        if side == 4 {
+            transform_output_of::<4>(at, m, ld, co, nt, bias, relu, y)
+        } else {
+            transform_output_of::<2>(at2, m, ld, co, nt, bias, relu, y)
         }
     }
 }
@@ -241,9 +298,9 @@ fn block_tiles(c: usize, tiles: usize, threads: usize) -> usize {
 impl Wino {
     /// `out` `(n, co, ho, wo)` of `x` `(n, c, h, w)`, with `u` from [`winograd_weights`].
     pub(crate) fn run(&self, x: &[f32], u: &[f32], bias: &[f32], out: &mut [f32]) {
-        let (c, co, ho, wo) = (self.c, self.co, self.ho, self.wo);
-        let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
-        let (hp, wp) = (th * 4 + 2, tw * 4 + 2);
+        let (c, co, ho, wo, ms) = (self.c, self.co, self.ho, self.wo, self.m);
+        let (th, tw) = (ho.div_ceil(ms), wo.div_ceil(ms));
+        let (hp, wp) = ((th - 1) * ms + 6, (tw - 1) * ms + 6);
         let plane = hp * wp;
         // Zero-padded planes whose sides are whole tiles: input (y, x) at (y + top, x + left).
         let mut xp = vec![0f32; self.n * c * plane];
@@ -281,7 +338,7 @@ impl Wino {
                 .map(|i| {
                     let t = t0 + i.min(nt_valid - 1);
                     let (img, r) = (t / per_img, t % per_img);
-                    img * c * plane + (r / tw) * 4 * wp + (r % tw) * 4
+                    img * c * plane + (r / tw) * ms * wp + (r % tw) * ms
                 })
                 .collect();
             transform_input(&xp, &bases, c, plane, wp, v, nt);
@@ -313,14 +370,14 @@ impl Wino {
             } else {
                 (0..XI).into_par_iter().for_each(product);
             }
-            transform_output(m, nt, co, nt, bias, self.relu, y);
+            transform_output(ms, m, nt, co, nt, bias, self.relu, y);
             for i in 0..nt_valid {
                 let t = t0 + i;
                 let (img, r) = (t / per_img, t % per_img);
-                let (oy, ox) = ((r / tw) * 4, (r % tw) * 4);
-                let (rows, cols) = (4.min(ho - oy), 4.min(wo - ox));
+                let (oy, ox) = ((r / tw) * ms, (r % tw) * ms);
+                let (rows, cols) = (ms.min(ho - oy), ms.min(wo - ox));
                 for o in 0..co {
-                    let src = &y[(o * nt + i) * 16..(o * nt + i + 1) * 16];
+                    let src = &y[(o * nt + i) * ms * ms..(o * nt + i + 1) * ms * ms];
                     let base = ((img * co + o) * ho + oy) * wo + ox;
                     for a in 0..rows {
                         // SAFETY: each output pixel belongs to exactly one tile and each tile
@@ -328,7 +385,7 @@ impl Wino {
                         // (n, co, ho, wo) bounds the index.
                         unsafe {
                             std::ptr::copy_nonoverlapping(
-                                src.as_ptr().add(a * 4),
+                                src.as_ptr().add(a * ms),
                                 dst.get().add(base + a * wo),
                                 cols,
                             );
@@ -337,7 +394,7 @@ impl Wino {
                 }
             }
         };
-        let len = nv + nm + co * tb * 16;
+        let len = nv + nm + co * tb * ms * ms;
         if by_block {
             let per = blocks.div_ceil(threads);
             (0..threads).into_par_iter().for_each(|k| {
