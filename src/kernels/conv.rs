@@ -113,6 +113,9 @@ pub(crate) enum Wino {
     /// im2col (for the tests' comparisons).
     #[cfg_attr(not(test), allow(dead_code))]
     Off,
+    /// Winograd for every kernel it can compute, whatever the channel counts (for the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Always,
 }
 
 /// A convolution layer of a frozen network: weights, bias, geometry, activation, and the
@@ -150,10 +153,10 @@ impl Conv2d {
     }
 
     fn winograd_applies(&self, x: &Tensor) -> Result<bool> {
-        let (_, c, kh, kw) = self.weight.dims4()?;
+        let (co, c, kh, kw) = self.weight.dims4()?;
         Ok(x.dim(1)? == c
             && self.weight.dtype() == candle_core::DType::F32
-            && super::winograd::eligible(c, kh, kw, self.g.stride))
+            && super::winograd::eligible(c, co, kh, kw, self.g.stride))
     }
 }
 
@@ -193,10 +196,13 @@ pub(crate) fn conv_with(
         );
     }
     let wino = match wino {
-        _ if !super::winograd::eligible(c, kh, kw, g.stride) => None,
+        Wino::Always if super::winograd::fits(kh, kw, g.stride) => {
+            Some(Arc::new(transformed(weight)?))
+        }
+        _ if !super::winograd::eligible(c, co, kh, kw, g.stride) => None,
         Wino::Prepared(u) => Some(u),
         Wino::Auto => Some(Arc::new(transformed(weight)?)),
-        Wino::Off => None,
+        Wino::Off | Wino::Always => None,
     };
     let plan = ConvPlan {
         wino,

@@ -64,11 +64,23 @@ pub fn winograd_enabled() -> bool {
         .get_or_init(|| std::env::var("LQAE_WINOGRAD").is_ok_and(|v| v.eq_ignore_ascii_case("off")))
 }
 
-/// Whether a convolution takes the Winograd path: a 3x3 or 5x5 kernel at stride 1 over at
-/// least 8 input channels (below that the transforms cost more than the products they save),
-/// with the path on ([`winograd_enabled`]).
-pub(crate) fn eligible(c: usize, kh: usize, kw: usize, stride: usize) -> bool {
-    winograd_enabled() && kh == kw && tile_side(kh).is_some() && stride == 1 && c >= 8
+/// Whether a convolution takes the Winograd path: a 3x3 or 5x5 kernel at stride 1
+/// ([`fits`]) with at least [`min_channels`] input and output channels, with the path on
+/// ([`winograd_enabled`]).
+pub(crate) fn eligible(c: usize, co: usize, kh: usize, kw: usize, stride: usize) -> bool {
+    winograd_enabled() && fits(kh, kw, stride) && c.min(co) >= min_channels()
+}
+
+/// A kernel the Winograd path can compute: 3x3 or 5x5 at stride 1.
+pub(crate) fn fits(kh: usize, kw: usize, stride: usize) -> bool {
+    kh == kw && tile_side(kh).is_some() && stride == 1
+}
+
+/// Fewer channels than this on either side and the 36 products are too thin (k or m of a few
+/// dozen) to repay the transforms: Inception's 32-channel stem ran slower by Winograd than by
+/// im2col on the AVX-512 AMD machine.
+pub fn min_channels() -> usize {
+    64
 }
 
 /// `U` `(36, co, c)` of OIHW `r x r` weights `(co, c, r, r)`, `r` 3 or 5:
