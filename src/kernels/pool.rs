@@ -118,6 +118,9 @@ fn pool_plane_of<const MAX: bool>(
     tmp: &mut [f32],
 ) {
     let op = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    if MAX && p.stride > 1 {
+        return max_strided(p, (h, w), (ho, wo), plane, o, tmp);
+    }
     // Output columns whose window lies whole inside the row: ow * s >= pad and
     // ow * s + k - pad <= w.
     let lo = p.pad.div_ceil(p.stride).min(wo);
@@ -163,6 +166,47 @@ fn pool_plane_of<const MAX: bool>(
                 let (c0, c1) = window(p, ow, w);
                 *v /= ((r1 - r0) * (c1 - c0)) as f32;
             }
+        }
+    }
+}
+
+/// A strided max pool (exact in any order): each output row's window rows reduced first, over
+/// the whole width, then the running max of `k` columns at every column (vectorised passes)
+/// picked at the output columns.
+#[inline(always)]
+fn max_strided(
+    p: Pool,
+    (h, w): (usize, usize),
+    (ho, wo): (usize, usize),
+    plane: &[f32],
+    o: &mut [f32],
+    tmp: &mut [f32],
+) {
+    let (rows, run) = tmp[..2 * w].split_at_mut(w);
+    for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
+        let r0 = (oh * p.stride).saturating_sub(p.pad);
+        let r1 = (oh * p.stride + p.k - p.pad).min(h);
+        rows.copy_from_slice(&plane[r0 * w..(r0 + 1) * w]);
+        for r in r0 + 1..r1 {
+            for (v, &x) in rows.iter_mut().zip(&plane[r * w..(r + 1) * w]) {
+                *v = v.max(x);
+            }
+        }
+        // run[j] = max(rows[j..j + k]) for every whole window.
+        let whole = (w + 1).saturating_sub(p.k);
+        run[..whole].copy_from_slice(&rows[..whole]);
+        for j in 1..p.k {
+            for (v, &x) in run[..whole].iter_mut().zip(&rows[j..j + whole]) {
+                *v = v.max(x);
+            }
+        }
+        for (ow, v) in orow.iter_mut().enumerate() {
+            let (c0, c1) = window(p, ow, w);
+            *v = if c1 - c0 == p.k {
+                run[c0]
+            } else {
+                rows[c0 + 1..c1].iter().fold(rows[c0], |a, &b| a.max(b))
+            };
         }
     }
 }
@@ -213,7 +257,7 @@ impl candle_core::CustomOp1 for PoolOp {
         out.par_chunks_mut(ho * wo)
             .zip(xv.par_chunks(h * w))
             .for_each_init(
-                || vec![0f32; h * wo],
+                || vec![0f32; (h * wo).max(2 * w)],
                 |tmp, (o, plane)| pool_plane(p, h, w, ho, wo, plane, o, tmp),
             );
         Ok((super::storage(out), (self.n, self.c, ho, wo).into()))

@@ -411,6 +411,19 @@ fn non_contiguous_inputs_are_accepted() {
 /// grouped across images in one group, in several groups across threads with a smaller last
 /// group (13 images of 10x11: 11 + 2), large outputs image by image across threads (3 images of
 /// 33x34); with and without the ReLU.
+/// A convolution's input `(n, c, h, w)`, weights `(co, c, kh, kw)` and bias, drawn from the
+/// streams `seed`, `seed + 100`, `seed + 200`.
+fn conv_inputs(x: [usize; 4], w: [usize; 4], seed: u64) -> (Tensor, Tensor, Tensor) {
+    let draw = |shape: &[usize], s: u64, mul: f64, add: f64| {
+        rand(shape, s).as_tensor().affine(mul, add).unwrap()
+    };
+    (
+        draw(&x, seed, 1.0, -2.3),
+        draw(&w, seed + 100, 0.1, -0.2),
+        draw(&[w[0]], seed + 200, 1.0, -2.0),
+    )
+}
+
 #[test]
 fn conv2d_matches_candle_for_every_geometry() {
     let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 11] = [
@@ -460,18 +473,7 @@ fn conv2d_matches_candle_for_every_geometry() {
         ),
     ];
     for (i, &(n, c, side, co, kh, kw, g)) in cases.iter().enumerate() {
-        let x = rand(&[n, c, side, side + 1], 100 + i as u64)
-            .as_tensor()
-            .affine(1.0, -2.3)
-            .unwrap();
-        let w = rand(&[co, c, kh, kw], 200 + i as u64)
-            .as_tensor()
-            .affine(0.1, -0.2)
-            .unwrap();
-        let b = rand(&[co], 300 + i as u64)
-            .as_tensor()
-            .affine(1.0, -2.0)
-            .unwrap();
+        let (x, w, b) = conv_inputs([n, c, side, side + 1], [co, c, kh, kw], 100 + i as u64);
         for relu in [false, true] {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
             let got = conv_with(&x, &w, &b, g, relu, conv::Wino::Always).unwrap();
@@ -512,18 +514,7 @@ fn winograd_matches_the_direct_convolution() {
         (1, 10, 6, 5, 9, [2, 1, 0, 3], 5),
     ];
     for (i, &(n, c, side, co, wide, pad, k)) in cases.iter().enumerate() {
-        let x = rand(&[n, c, side, wide], 400 + i as u64)
-            .as_tensor()
-            .affine(1.0, -2.3)
-            .unwrap();
-        let w = rand(&[co, c, k, k], 500 + i as u64)
-            .as_tensor()
-            .affine(0.1, -0.2)
-            .unwrap();
-        let b = rand(&[co], 600 + i as u64)
-            .as_tensor()
-            .affine(1.0, -2.0)
-            .unwrap();
+        let (x, w, b) = conv_inputs([n, c, side, wide], [co, c, k, k], 400 + i as u64);
         let g = ConvGeometry { stride: 1, pad };
         for relu in [false, true] {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
