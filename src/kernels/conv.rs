@@ -154,9 +154,13 @@ impl Conv2d {
 
     fn winograd_applies(&self, x: &Tensor) -> Result<bool> {
         let (co, c, kh, kw) = self.weight.dims4()?;
-        Ok(x.dim(1)? == c
+        let (n, ci, h, w) = x.dims4()?;
+        let Ok((ho, wo)) = self.g.out(h, w, kh, kw) else {
+            return Ok(false);
+        };
+        Ok(ci == c
             && self.weight.dtype() == candle_core::DType::F32
-            && super::winograd::eligible(c, co, kh, kw, self.g.stride))
+            && super::winograd::eligible(c, co, kh, kw, self.g.stride, [n, ho, wo]))
     }
 }
 
@@ -199,7 +203,7 @@ pub(crate) fn conv_with(
         Wino::Always if super::winograd::fits(kh, kw, g.stride) => {
             Some(Arc::new(transformed(weight)?))
         }
-        _ if !super::winograd::eligible(c, co, kh, kw, g.stride) => None,
+        _ if !super::winograd::eligible(c, co, kh, kw, g.stride, [n, ho, wo]) => None,
         Wino::Prepared(u) => Some(u),
         Wino::Auto => Some(Arc::new(transformed(weight)?)),
         Wino::Off | Wino::Always => None,

@@ -65,11 +65,28 @@ pub fn winograd_enabled() -> bool {
 }
 
 /// Whether a convolution takes the Winograd path: a 3x3 or 5x5 kernel at stride 1
-/// ([`fits`]) with at least [`min_channels`] input and output channels, with the path on
+/// ([`fits`]) with at least [`min_channels`] input and output channels and at least
+/// [`MIN_TILES`] output tiles in the call (`n` images of `ho x wo` outputs), with the path on
 /// ([`winograd_enabled`]).
-pub(crate) fn eligible(c: usize, co: usize, kh: usize, kw: usize, stride: usize) -> bool {
-    winograd_enabled() && fits(kh, kw, stride) && c.min(co) >= min_channels()
+pub(crate) fn eligible(
+    c: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    out: [usize; 3],
+) -> bool {
+    let [n, ho, wo] = out;
+    winograd_enabled()
+        && fits(kh, kw, stride)
+        && c.min(co) >= min_channels()
+        && tile_side(kh).is_some_and(|m| n * ho.div_ceil(m) * wo.div_ceil(m) >= MIN_TILES)
 }
+
+/// Fewer tiles than this and the 36 products are too narrow: Inception's 8x8 maps (16 tiles
+/// for 4 images) and VGG16's 4x4 maps at 64 px ran slower by Winograd than by im2col products
+/// grouped across images.
+const MIN_TILES: usize = 64;
 
 /// A kernel the Winograd path can compute: 3x3 or 5x5 at stride 1.
 pub(crate) fn fits(kh: usize, kw: usize, stride: usize) -> bool {
