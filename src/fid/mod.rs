@@ -130,11 +130,12 @@ pub struct FeatureNet {
 /// The generation of the Inception forward's numerics: raise it with a change that moves the
 /// features' float results (the convolutions' kernels, the resize), so that features cached by
 /// older code are computed again. 1: candle's `conv2d`; 2: the convolutions on the BLAS path
-/// (`kernels::conv2d_bias_relu`); 3: the 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3)
-/// (`LQAE_WINOGRAD=off` computes, and keys, generation 2's way).
+/// (`kernels::conv2d_bias_relu`); 3: Winograd for every 3x3/5x5 stride-1 layer of 8+
+/// channels (one day's rule, replaced); 4: Winograd for those of 64+ channels each side and
+/// 64+ tiles per call (`LQAE_WINOGRAD=off` computes, and keys, generation 2's way).
 pub fn features_numerics() -> u32 {
     if crate::kernels::winograd_enabled() {
-        3
+        4
     } else {
         2
     }
