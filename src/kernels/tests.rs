@@ -501,7 +501,9 @@ fn conv2d_matches_candle_for_every_geometry() {
 /// transform computed for one call.
 #[test]
 fn winograd_matches_the_direct_convolution() {
-    let cases: [(usize, usize, usize, usize, usize, [usize; 4], usize); 10] = [
+    // (images, channels, height, width, out channels, padding, kernel side)
+    type Case = (usize, usize, usize, usize, usize, [usize; 4], usize);
+    let cases: [Case; 10] = [
         (2, 8, 13, 5, 7, [0; 4], 3),
         (1, 16, 9, 12, 9, [1; 4], 3),
         (3, 64, 40, 64, 16, [1; 4], 3),

@@ -215,6 +215,7 @@ avx2_or_baseline! {
                     *tq = bt(&col);
                 }
                 // Then along the columns: V[a][.] = B^T (t[.][a]).
+                #[allow(clippy::needless_range_loop)]
                 for a in 0..6 {
                     let row = [t[0][a], t[1][a], t[2][a], t[3][a], t[4][a], t[5][a]];
                     let vb = bt(&row);
