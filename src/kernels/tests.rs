@@ -48,19 +48,16 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             .unwrap();
         let grads = loss.backward().unwrap();
         let mut bits: Vec<u32> = Vec::new();
+        let mut push = |t: &Tensor| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            bits.extend(v.iter().map(|v| v.to_bits()));
+        };
         for t in outs.iter().chain(
             [&x, &w, &b, &xs, &qkv, &img, &taps]
                 .iter()
                 .map(|v| grads.get(v.as_tensor()).unwrap()),
         ) {
-            bits.extend(
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits()),
-            );
+            push(t);
         }
         // The forward-only kernels of the feature networks: pooling, the convolution's
         // epilogue, and the Winograd transforms (a 3x3 stride-1 convolution over 8 channels).
@@ -97,16 +94,7 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             );
             fwd.push(y.unwrap());
         }
-        for t in &fwd {
-            bits.extend(
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits()),
-            );
-        }
+        fwd.iter().for_each(&mut push);
         bits
     };
     let fast = run();
