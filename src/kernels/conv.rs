@@ -91,9 +91,9 @@ pub fn conv2d_bias_relu_ops(
 }
 
 /// `relu?(conv2d(x, weight) + bias)`: `x` `(n, c, h, w)`, `weight` `(c_out, c, kh, kw)`,
-/// `bias` `(c_out)` (any shape of `c_out` elements), f32. A 3x3 stride-1 convolution takes the
-/// Winograd path ([`super::winograd`]) and transforms the weights on every call; [`Conv2d`]
-/// keeps them.
+/// `bias` `(c_out)` (any shape of `c_out` elements), f32. A convolution the Winograd path
+/// takes ([`super::winograd`]: 3x3 or 5x5 at stride 1, channels and tiles enough) transforms
+/// the weights on every call; [`Conv2d`] keeps them.
 pub fn conv2d_bias_relu(
     x: &Tensor,
     weight: &Tensor,
@@ -101,15 +101,16 @@ pub fn conv2d_bias_relu(
     g: ConvGeometry,
     relu: bool,
 ) -> Result<Tensor> {
-    conv_with(x, weight, bias, g, relu, Wino::Auto)
+    conv_with(x, weight, bias, g, relu, WinoPath::Auto)
 }
 
 /// Which way a convolution that may take the Winograd path goes.
-pub(crate) enum Wino {
+pub(crate) enum WinoPath<'a> {
     /// Winograd where it applies, the weights transformed for this call.
     Auto,
-    /// Winograd, with these transformed weights.
-    Prepared(Arc<Vec<f32>>),
+    /// Winograd where it applies, the weights' transform kept in this cell (computed by the
+    /// first call that takes the path).
+    Cached(&'a std::sync::OnceLock<Arc<Vec<f32>>>),
     /// im2col (for the tests' comparisons).
     #[cfg_attr(not(test), allow(dead_code))]
     Off,
@@ -141,30 +142,12 @@ impl Conv2d {
 
     /// `relu?(conv2d(x, weight) + bias)`, as [`conv2d_bias_relu`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let u = match self.wino.get() {
-            Some(u) => Wino::Prepared(u.clone()),
-            None if super::fused(x) && self.winograd_applies(x)? => {
-                let u = Arc::new(transformed(&self.weight)?);
-                Wino::Prepared(self.wino.get_or_init(|| u).clone())
-            }
-            None => Wino::Auto,
-        };
-        conv_with(x, &self.weight, &self.bias, self.g, self.relu, u)
-    }
-
-    fn winograd_applies(&self, x: &Tensor) -> Result<bool> {
-        let (co, c, kh, kw) = self.weight.dims4()?;
-        let (n, ci, h, w) = x.dims4()?;
-        let Ok((ho, wo)) = self.g.out(h, w, kh, kw) else {
-            return Ok(false);
-        };
-        Ok(ci == c
-            && self.weight.dtype() == candle_core::DType::F32
-            && super::winograd::eligible(c, co, kh, kw, self.g.stride, [n, ho, wo]))
+        let path = WinoPath::Cached(&self.wino);
+        conv_with(x, &self.weight, &self.bias, self.g, self.relu, path)
     }
 }
 
-/// The Winograd transform of OIHW 3x3 f32 weights.
+/// The Winograd transform of OIHW 3x3 or 5x5 f32 weights.
 fn transformed(weight: &Tensor) -> Result<Vec<f32>> {
     let (co, c, r, _) = weight.dims4()?;
     let w = weight.flatten_all()?.to_vec1::<f32>()?;
@@ -177,7 +160,7 @@ pub(crate) fn conv_with(
     bias: &Tensor,
     g: ConvGeometry,
     relu: bool,
-    wino: Wino,
+    wino: WinoPath,
 ) -> Result<Tensor> {
     if !super::fused(x) || weight.dtype() != candle_core::DType::F32 {
         return conv2d_bias_relu_ops(x, weight, bias, g, relu);
@@ -200,13 +183,19 @@ pub(crate) fn conv_with(
         );
     }
     let wino = match wino {
-        Wino::Always if super::winograd::fits(kh, kw, g.stride) => {
+        WinoPath::Always if super::winograd::fits(kh, kw, g.stride) => {
             Some(Arc::new(transformed(weight)?))
         }
         _ if !super::winograd::eligible(c, co, kh, kw, g.stride, [n, ho, wo]) => None,
-        Wino::Prepared(u) => Some(u),
-        Wino::Auto => Some(Arc::new(transformed(weight)?)),
-        Wino::Off | Wino::Always => None,
+        WinoPath::Cached(cell) => Some(match cell.get() {
+            Some(u) => u.clone(),
+            None => {
+                let u = Arc::new(transformed(weight)?);
+                cell.get_or_init(|| u).clone()
+            }
+        }),
+        WinoPath::Auto => Some(Arc::new(transformed(weight)?)),
+        WinoPath::Off | WinoPath::Always => None,
     };
     let plan = ConvPlan {
         wino,

@@ -96,7 +96,7 @@ pub fn fused_enabled() -> bool {
 
 /// Where a result or bench record was computed: the machine
 /// ([`crate::util::provenance::machine`]), whether the fused kernels were on and whether the
-/// 3x3 convolutions took the Winograd path.
+/// Winograd path of the convolutions was on.
 pub fn machine() -> serde_json::Value {
     let mut m = crate::util::provenance::machine();
     m["fused_kernels"] = fused_enabled().into();

@@ -90,7 +90,7 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
                 bias.as_tensor(),
                 g,
                 true,
-                conv::Wino::Always,
+                conv::WinoPath::Always,
             );
             fwd.push(y.unwrap());
         }
@@ -464,7 +464,7 @@ fn conv2d_matches_candle_for_every_geometry() {
         let (x, w, b) = conv_inputs([n, c, side, side + 1], [co, c, kh, kw], 100 + i as u64);
         for relu in [false, true] {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
-            let got = conv_with(&x, &w, &b, g, relu, conv::Wino::Always).unwrap();
+            let got = conv_with(&x, &w, &b, g, relu, conv::WinoPath::Always).unwrap();
             assert_eq!(got.dims(), want.dims(), "case {i}");
             let err = max_diff(&got, &want);
             let scale = max_diff(&want, &want.zeros_like().unwrap());
@@ -509,7 +509,7 @@ fn winograd_matches_the_direct_convolution() {
         for relu in [false, true] {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
             let scale = max_diff(&want, &want.zeros_like().unwrap());
-            let got = conv_with(&x, &w, &b, g, relu, conv::Wino::Always).unwrap();
+            let got = conv_with(&x, &w, &b, g, relu, conv::WinoPath::Always).unwrap();
             assert_eq!(got.dims(), want.dims(), "case {i}");
             let err = max_diff(&got, &want);
             // F(4x4, 3x3) in f32: a few 1e-6 of the output's scale (the direct form's error
@@ -533,7 +533,7 @@ fn winograd_matches_the_direct_convolution() {
                     "case {i}"
                 );
             }
-            let direct = conv_with(&x, &w, &b, g, relu, conv::Wino::Off).unwrap();
+            let direct = conv_with(&x, &w, &b, g, relu, conv::WinoPath::Off).unwrap();
             assert!(
                 max_diff(&direct, &want) <= 1e-5 * scale.max(1.0),
                 "case {i}"

@@ -1,7 +1,8 @@
-//! 3x3 stride-1 convolutions by Winograd's minimal filtering, F(4x4, 3x3) (Lavin and Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", 2016): each 4x4 block of outputs (a
-//! tile) comes from its 6x6 input patch `d` and the 3x3 filter `g` as `A^T [(G g G^T) .*
-//! (B^T d B)] A`, 36 multiplications per tile and input channel instead of 144. Summed over
+//! 3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering, F(4x4, 3x3) and F(2x2,
+//! 5x5) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each 4x4
+//! (2x2) block of outputs (a tile) comes from its 6x6 input patch `d` and the filter `g` as
+//! `A^T [(G g G^T) .* (B^T d B)] A`, 36 multiplications per tile and input channel instead of
+//! 144 (100). Which layers take the path: [`eligible`]. Summed over
 //! the input channels, the element-wise products become 36 matrix products, one per position
 //! `xi` of the 6x6 transformed tile: `M_xi (c_out x tiles) = U_xi (c_out x C) . V_xi (C x tiles)`,
 //! on the BLAS path ([`super::blas::sgemm`]).
@@ -191,7 +192,7 @@ fn at2(z: &[Lanes; 6]) -> [Lanes; 2] {
 avx2_or_baseline! {
     /// `V` of one block: for each input channel and each group of `L` tiles (`bases`: each
     /// tile's patch origin in the padded input, less the channel's offset), `B^T d B` into
-    /// `v[xi][ci][t]` (`ld` tiles per row).
+    /// `v[xi][ci][t]` (one row per tile of `bases`).
     fn transform_input(
         xp: &[f32],
         bases: &[usize],
@@ -199,8 +200,8 @@ avx2_or_baseline! {
         plane: usize,
         wp: usize,
         v: &mut [f32],
-        ld: usize,
     ) {
+        let ld = bases.len();
         for ci in 0..c {
             for (k, lanes) in bases.chunks_exact(L).enumerate() {
                 // Columns q of the patch, transformed down the rows: t[q] = B^T d[., q].
@@ -237,7 +238,6 @@ avx2_or_baseline! {
 fn transform_output_of<const M: usize>(
     at: impl Fn(&[Lanes; 6]) -> [Lanes; M],
     m: &[f32],
-    ld: usize,
     co: usize,
     nt: usize,
     bias: &[f32],
@@ -250,7 +250,7 @@ fn transform_output_of<const M: usize>(
             for q in 0..6 {
                 let mut col = [[0f32; L]; 6];
                 for (r, cr) in col.iter_mut().enumerate() {
-                    let idx = ((r * 6 + q) * co + o) * ld + k * L;
+                    let idx = ((r * 6 + q) * co + o) * nt + k * L;
                     cr.copy_from_slice(&m[idx..idx + L]);
                 }
                 let am = at(&col);
@@ -280,7 +280,6 @@ avx2_or_baseline! {
     fn transform_output(
         side: usize,
         m: &[f32],
-        ld: usize,
         co: usize,
         nt: usize,
         bias: &[f32],
@@ -288,9 +287,9 @@ avx2_or_baseline! {
         y: &mut [f32],
     ) {
         if side == 4 {
-            transform_output_of::<4>(at, m, ld, co, nt, bias, relu, y)
+            transform_output_of::<4>(at, m, co, nt, bias, relu, y)
         } else {
-            transform_output_of::<2>(at2, m, ld, co, nt, bias, relu, y)
+            transform_output_of::<2>(at2, m, co, nt, bias, relu, y)
         }
     }
 }
@@ -349,6 +348,12 @@ impl Wino {
             });
         let per_img = th * tw;
         let tiles = self.n * per_img;
+        // Tile t: its image and its first output row and column (in the padded input too: a
+        // tile's patch starts where its outputs do).
+        let origin = |t: usize| {
+            let r = t % per_img;
+            (t / per_img, (r / tw) * ms, (r % tw) * ms)
+        };
         let threads = candle_core::utils::get_num_threads().max(1);
         let tb = block_tiles(c, tiles, threads);
         let blocks = tiles.div_ceil(tb);
@@ -366,12 +371,11 @@ impl Wino {
             // Lanes past the last tile repeat it (computed, never written out).
             let bases: Vec<usize> = (0..nt)
                 .map(|i| {
-                    let t = t0 + i.min(nt_valid - 1);
-                    let (img, r) = (t / per_img, t % per_img);
-                    img * c * plane + (r / tw) * ms * wp + (r % tw) * ms
+                    let (img, oy, ox) = origin(t0 + i.min(nt_valid - 1));
+                    img * c * plane + oy * wp + ox
                 })
                 .collect();
-            transform_input(&xp, &bases, c, plane, wp, v, nt);
+            transform_input(&xp, &bases, c, plane, wp, v);
             let mp = SendPtr(m.as_mut_ptr());
             let product = |xi: usize| {
                 // SAFETY: U_xi is co x c row-major, V_xi is c x nt (row stride nt), M_xi is
@@ -400,11 +404,9 @@ impl Wino {
             } else {
                 (0..XI).into_par_iter().for_each(product);
             }
-            transform_output(ms, m, nt, co, nt, bias, self.relu, y);
+            transform_output(ms, m, co, nt, bias, self.relu, y);
             for i in 0..nt_valid {
-                let t = t0 + i;
-                let (img, r) = (t / per_img, t % per_img);
-                let (oy, ox) = ((r / tw) * ms, (r % tw) * ms);
+                let (img, oy, ox) = origin(t0 + i);
                 let (rows, cols) = (ms.min(ho - oy), ms.min(wo - ox));
                 for o in 0..co {
                     let src = &y[(o * nt + i) * ms * ms..(o * nt + i + 1) * ms * ms];
