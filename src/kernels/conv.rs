@@ -351,6 +351,13 @@ impl ConvPlan {
         } else {
             vec![0f32; k * tile]
         };
+        let sd;
+        let x = if self.g.stride > 1 {
+            sd = self.space_to_depth(x);
+            &sd[..]
+        } else {
+            x
+        };
         for q0 in (0..p).step_by(tile) {
             let tn = tile.min(p - q0);
             let (rhs, rhs_rs) = if direct {
@@ -393,6 +400,16 @@ impl ConvPlan {
         let g = x.len() / per_in;
         let cols = g * p;
         let mut col = vec![0f32; k * cols];
+        let sd: Vec<f32>;
+        let (x, per_in) = if self.g.stride > 1 {
+            sd = x
+                .chunks(per_in)
+                .flat_map(|xi| self.space_to_depth(xi))
+                .collect();
+            (&sd[..], sd.len() / g)
+        } else {
+            (x, per_in)
+        };
         let fill = |(r, row): (usize, &mut [f32])| {
             for (xi, seg) in x.chunks(per_in).zip(row.chunks_mut(p)) {
                 self.patch_row(xi, r, 0, seg);
@@ -438,12 +455,69 @@ impl ConvPlan {
         }
     }
 
-    /// Row `r = (ch, i, j)` of the patches of output pixels `q0..q0 + row.len()`.
+    /// Sides of the planes of [`Self::space_to_depth`].
+    fn s2d_sides(&self) -> (usize, usize) {
+        let s = self.g.stride;
+        (self.ho + (self.kh - 1) / s, self.wo + (self.kw - 1) / s)
+    }
+
+    /// One image `(c, h, w)` of a strided convolution split into `c * s * s` planes of
+    /// [`Self::s2d_sides`]: plane `(ch, dy, dx)` holds the zero-padded input
+    /// `(ch, s Y + dy - top, s X + dx - left)` at `(Y, X)`, so that every patch row is a
+    /// contiguous run of one plane (kernel tap `(i, j)` of output `(oh, ow)` is plane
+    /// `(ch, i % s, j % s)` at `(oh + i / s, ow + j / s)`).
+    fn space_to_depth(&self, x: &[f32]) -> Vec<f32> {
+        let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
+        let (h, w) = (self.h, self.w);
+        let (hs, ws) = self.s2d_sides();
+        let mut out = vec![0f32; self.c * s * s * hs * ws];
+        for (pi, plane) in out.chunks_mut(hs * ws).enumerate() {
+            let (ch, dy, dx) = (pi / (s * s), pi / s % s, pi % s);
+            let src = &x[ch * h * w..(ch + 1) * h * w];
+            // Columns X with 0 <= s X + dx - left < w.
+            let x_lo = (left.saturating_sub(dx)).div_ceil(s);
+            let x_hi = ((w + left).saturating_sub(dx)).div_ceil(s).min(ws);
+            for (y, row) in plane.chunks_mut(ws).enumerate() {
+                let iy = (s * y + dy) as isize - top as isize;
+                if iy < 0 || iy >= h as isize || x_lo >= x_hi {
+                    continue;
+                }
+                let srow = &src[iy as usize * w..];
+                let first = s * x_lo + dx - left;
+                for (v, &e) in row[x_lo..x_hi]
+                    .iter_mut()
+                    .zip(srow[first..].iter().step_by(s))
+                {
+                    *v = e;
+                }
+            }
+        }
+        out
+    }
+
+    /// Row `r = (ch, i, j)` of the patches of output pixels `q0..q0 + row.len()`; `x` is the
+    /// image, or its [`Self::space_to_depth`] planes for a strided convolution.
     fn patch_row(&self, x: &[f32], r: usize, q0: usize, row: &mut [f32]) {
         let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
         let (h, w, wo) = (self.h, self.w, self.wo);
         let tn = row.len();
         let (ch, i, j) = (r / (self.kh * self.kw), r / self.kw % self.kh, r % self.kw);
+        if s > 1 {
+            let (hs, ws) = self.s2d_sides();
+            let pi = (ch * s + i % s) * s + j % s;
+            let plane = &x[pi * hs * ws..(pi + 1) * hs * ws];
+            let (ky, kx) = (i / s, j / s);
+            let (mut q, mut dst) = (q0, 0);
+            while dst < tn {
+                let (oh, ow0) = (q / wo, q % wo);
+                let run = (wo - ow0).min(tn - dst);
+                let at = (oh + ky) * ws + ow0 + kx;
+                row[dst..dst + run].copy_from_slice(&plane[at..at + run]);
+                q += run;
+                dst += run;
+            }
+            return;
+        }
         let plane = &x[ch * h * w..(ch + 1) * h * w];
         let mut q = q0;
         let mut dst = 0;
@@ -454,7 +528,7 @@ impl ConvPlan {
             let ih = (oh * s + i) as isize - top as isize;
             if ih < 0 || ih >= h as isize {
                 seg.fill(0.0);
-            } else if s == 1 {
+            } else {
                 // Input columns ow0 + j - left .. : zeros left and right of the image.
                 let src = &plane[ih as usize * w..(ih as usize + 1) * w];
                 let c0 = (ow0 + j) as isize - left as isize;
@@ -466,16 +540,6 @@ impl ConvPlan {
                     seg[lo..hi].copy_from_slice(&src[a..a + hi - lo]);
                 }
                 seg[hi.max(lo)..].fill(0.0);
-            } else {
-                let src = &plane[ih as usize * w..(ih as usize + 1) * w];
-                for (t, v) in seg.iter_mut().enumerate() {
-                    let iw = ((ow0 + t) * s + j) as isize - left as isize;
-                    *v = if iw < 0 || iw >= w as isize {
-                        0.0
-                    } else {
-                        src[iw as usize]
-                    };
-                }
             }
             q += run;
             dst += run;

@@ -60,9 +60,9 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             push(t);
         }
         // The forward-only kernels of the feature networks: pooling, the convolution's
-        // epilogue, and the Winograd transforms (a 3x3 stride-1 convolution over 8 channels).
+        // epilogue, and the Winograd transforms (3x3 and 5x5 stride-1 convolutions over 8 channels).
         let planes = rand(&[2, 8, 13, 11], 18);
-        let filt = rand(&[5, 8, 3, 3], 19);
+        let filt = rand(&[5, 8, 5, 5], 19);
         let bias = rand(&[5], 20);
         let pools = [
             Pool {
@@ -82,8 +82,10 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             .iter()
             .map(|&p| pool2d(planes.as_tensor(), p).unwrap())
             .collect();
-        for (kh, g) in [(3, ConvGeometry::same(1, 1)), (3, ConvGeometry::same(2, 0))] {
+        let same = ConvGeometry::same;
+        for (kh, g) in [(3, same(1, 1)), (3, same(2, 0)), (5, same(1, 2))] {
             let w = filt.as_tensor().narrow(2, 0, kh).unwrap();
+            let w = w.narrow(3, 0, kh).unwrap();
             let y = conv_with(
                 planes.as_tensor(),
                 &w,

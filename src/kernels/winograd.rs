@@ -146,6 +146,13 @@ pub(crate) struct Wino {
 
 type Lanes = [f32; L];
 
+/// Floats from one position's matrix (`V_xi`, `M_xi`) of a block to the next: the matrix and a
+/// cache line more, so that the 36 rows a transform reads or writes at once do not all fall in
+/// one set of the L1 cache (the matrices' sizes are multiples of 4 KiB).
+fn xi_stride(len: usize) -> usize {
+    len + 16
+}
+
 /// `B^T z` for six rows of lanes.
 #[inline(always)]
 fn bt(z: &[Lanes; 6]) -> [Lanes; 6] {
@@ -189,84 +196,132 @@ fn at2(z: &[Lanes; 6]) -> [Lanes; 2] {
     o
 }
 
-avx2_or_baseline! {
-    /// `V` of one block: for each input channel and each group of `L` tiles (`bases`: each
-    /// tile's patch origin in the padded input, less the channel's offset), `B^T d B` into
-    /// `v[xi][ci][t]` (one row per tile of `bases`).
-    fn transform_input(
-        xp: &[f32],
-        bases: &[usize],
-        c: usize,
-        plane: usize,
-        wp: usize,
-        v: &mut [f32],
-    ) {
-        let ld = bases.len();
-        for ci in 0..c {
-            for (k, lanes) in bases.chunks_exact(L).enumerate() {
-                // Columns q of the patch, transformed down the rows: t[q] = B^T d[., q].
-                let mut t = [[[0f32; L]; 6]; 6];
-                for (q, tq) in t.iter_mut().enumerate() {
-                    let mut col = [[0f32; L]; 6];
-                    for (r, cr) in col.iter_mut().enumerate() {
-                        for l in 0..L {
-                            cr[l] = xp[lanes[l] + ci * plane + r * wp + q];
-                        }
-                    }
-                    *tq = bt(&col);
-                }
-                // Then along the columns: V[a][.] = B^T (t[.][a]).
-                #[allow(clippy::needless_range_loop)]
-                for a in 0..6 {
-                    let row = [t[0][a], t[1][a], t[2][a], t[3][a], t[4][a], t[5][a]];
-                    let vb = bt(&row);
-                    for (b, lanes_v) in vb.iter().enumerate() {
-                        let idx = ((a * 6 + b) * c + ci) * ld + k * L;
-                        v[idx..idx + L].copy_from_slice(lanes_v);
-                    }
+/// Eight floats of `xp` from `at`.
+#[inline(always)]
+fn lanes(xp: &[f32], at: usize) -> Lanes {
+    xp[at..at + L].try_into().unwrap()
+}
+
+/// `V` of one block: for each tile (`bases`: its patch origin in the interleaved padded
+/// input, eight channels to a pixel) and each block of eight input channels (`plane8`
+/// apart), `B^T d B` into `v[xi][t][ch]` (`cb * L` channels to a tile, a tile's channels
+/// contiguous), the eight channels one per lane.
+fn transform_input_generic(
+    xp: &[f32],
+    bases: &[usize],
+    cb: usize,
+    plane8: usize,
+    wp: usize,
+    v: &mut [f32],
+) {
+    let (nt, c8) = (bases.len(), cb * L);
+    let xs = xi_stride(nt * c8);
+    for (t, &base) in bases.iter().enumerate() {
+        for k in 0..cb {
+            let b0 = base + k * plane8;
+            // Columns q of the patch, transformed down the rows: t[q] = B^T d[., q].
+            let tq: [[Lanes; 6]; 6] = std::array::from_fn(|q| {
+                bt(&std::array::from_fn(|r| lanes(xp, b0 + (r * wp + q) * L)))
+            });
+            // Then along the columns: V[a][.] = B^T (t[.][a]).
+            #[allow(clippy::needless_range_loop)]
+            for a in 0..6 {
+                let vb = bt(&std::array::from_fn(|q| tq[q][a]));
+                for (b, lanes_v) in vb.iter().enumerate() {
+                    let idx = (a * 6 + b) * xs + t * c8 + k * L;
+                    v[idx..idx + L].copy_from_slice(lanes_v);
                 }
             }
         }
     }
 }
 
+/// `V` of one block ([`transform_input_generic`]; with AVX2, the same arithmetic in
+/// intrinsics).
+fn transform_input(
+    xp: &[f32],
+    bases: &[usize],
+    cb: usize,
+    plane8: usize,
+    wp: usize,
+    v: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+        && std::is_x86_feature_detected!("avx2")
+    {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { x86::transform_input(xp, bases, cb, plane8, wp, v) };
+    }
+    transform_input_generic(xp, bases, cb, plane8, wp, v)
+}
+
+/// Where a tile's outputs go: the offset of its first output in its image's first output
+/// plane, and its rows and columns inside the output (fewer than the tile's side at the
+/// bottom and right edges).
+#[derive(Clone, Copy)]
+struct Dest {
+    at: usize,
+    rows: usize,
+    cols: usize,
+}
+
 /// The output transform of one block for tiles of side `M`, `at` its `A^T`: `A^T M A + bias`,
-/// ReLU, into `y[o][t][M * M]` (each tile's outputs row-major), for `nt` tiles (a multiple
-/// of `L`).
+/// ReLU, straight into the output planes (`plane` floats apart, rows `wo` apart) of the tiles
+/// of `dest` (the first `dest.len()` of the `nt` columns of `m`, `nt` a multiple of `L`).
+///
+/// # Safety
+/// `out` must be valid for writes of every output `dest` names, in each of the `co` planes.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn transform_output_of<const M: usize>(
+unsafe fn transform_output_of<const M: usize>(
     at: impl Fn(&[Lanes; 6]) -> [Lanes; M],
     m: &[f32],
     co: usize,
     nt: usize,
     bias: &[f32],
     relu: bool,
-    y: &mut [f32],
+    dest: &[Dest],
+    plane: usize,
+    wo: usize,
+    out: *mut f32,
 ) {
+    let xs = xi_stride(co * nt);
+    #[allow(clippy::needless_range_loop)]
     for o in 0..co {
-        for k in 0..nt / L {
-            let mut s = [[[0f32; L]; 6]; M];
-            for q in 0..6 {
-                let mut col = [[0f32; L]; 6];
-                for (r, cr) in col.iter_mut().enumerate() {
-                    let idx = ((r * 6 + q) * co + o) * nt + k * L;
-                    cr.copy_from_slice(&m[idx..idx + L]);
-                }
-                let am = at(&col);
-                for (a, s_a) in s.iter_mut().enumerate() {
-                    s_a[q] = am[a];
-                }
-            }
+        for (k, group) in dest.chunks(L).enumerate() {
+            let s: [[Lanes; 6]; M] = {
+                let cols: [[Lanes; M]; 6] = std::array::from_fn(|q| {
+                    at(&std::array::from_fn(|r| {
+                        lanes(m, (r * 6 + q) * xs + o * nt + k * L)
+                    }))
+                });
+                std::array::from_fn(|a| std::array::from_fn(|q| cols[q][a]))
+            };
             for (a, s_a) in s.iter().enumerate() {
-                let rm = at(s_a);
-                for (b, lanes) in rm.iter().enumerate() {
-                    for l in 0..L {
-                        let mut v = lanes[l] + bias[o];
-                        if relu {
-                            v = v.max(0.0);
+                let mut rm = at(s_a);
+                for lanes in rm.iter_mut() {
+                    for v in lanes.iter_mut() {
+                        *v += bias[o];
+                        // As `_mm256_max_ps(v, 0)`: -0 and NaN give +0.
+                        if relu && (v.is_nan() || *v <= 0.0) {
+                            *v = 0.0;
                         }
-                        y[(o * nt + k * L + l) * M * M + a * M + b] = v;
+                    }
+                }
+                for (l, d) in group.iter().enumerate() {
+                    if a >= d.rows {
+                        continue;
+                    }
+                    let row = out.add(o * plane + d.at + a * wo);
+                    if d.cols == M {
+                        for (b, lanes) in rm.iter().enumerate() {
+                            *row.add(b) = lanes[l];
+                        }
+                    } else {
+                        for (b, lanes) in rm.iter().enumerate().take(d.cols) {
+                            *row.add(b) = lanes[l];
+                        }
                     }
                 }
             }
@@ -274,22 +329,251 @@ fn transform_output_of<const M: usize>(
     }
 }
 
-avx2_or_baseline! {
-    /// [`transform_output_of`] for output tiles of side `side` (4 or 2).
+/// [`transform_output_of`] for output tiles of side `side` (4 or 2); with AVX2, the same
+/// arithmetic in intrinsics.
+#[allow(clippy::too_many_arguments)]
+fn transform_output(
+    side: usize,
+    m: &[f32],
+    co: usize,
+    nt: usize,
+    bias: &[f32],
+    relu: bool,
+    dest: &[Dest],
+    plane: usize,
+    wo: usize,
+    out: SendPtr,
+) {
+    assert!(
+        m.len() >= XI * xi_stride(co * nt) && bias.len() >= co && dest.len() <= nt && nt.is_multiple_of(L)
+    );
+    // SAFETY: the caller (`Wino::run`) names in `dest` only outputs inside `out`, and each of
+    // them in one block only; `m` holds the 36 products (checked above).
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+            && std::is_x86_feature_detected!("avx2")
+        {
+            return if side == 4 {
+                x86::transform_output4(m, co, nt, bias, relu, dest, plane, wo, out.get())
+            } else {
+                x86::transform_output2(m, co, nt, bias, relu, dest, plane, wo, out.get())
+            };
+        }
+        if side == 4 {
+            transform_output_of::<4>(at, m, co, nt, bias, relu, dest, plane, wo, out.get())
+        } else {
+            transform_output_of::<2>(at2, m, co, nt, bias, relu, dest, plane, wo, out.get())
+        }
+    }
+}
+
+/// The transforms in AVX2 intrinsics: the generic forms' operations in the same order, so
+/// the same bits (the kernels' tests check).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Dest, L, XI};
+    use std::arch::x86_64::*;
+
+    type V = __m256;
+
+    #[inline(always)]
+    unsafe fn k(x: f32) -> V {
+        _mm256_set1_ps(x)
+    }
+
+    /// [`super::bt`].
+    #[inline(always)]
+    unsafe fn bt(z: [V; 6]) -> [V; 6] {
+        let [z0, z1, z2, z3, z4, z5] = z;
+        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        [
+            add(sub(mul(k(4.0), z0), mul(k(5.0), z2)), z4),
+            add(add(mul(k(-4.0), add(z1, z2)), z3), z4),
+            add(sub(mul(k(4.0), sub(z1, z2)), z3), z4),
+            add(sub(mul(k(2.0), sub(z3, z1)), z2), z4),
+            add(sub(mul(k(2.0), sub(z1, z3)), z2), z4),
+            add(sub(mul(k(4.0), z1), mul(k(5.0), z3)), z5),
+        ]
+    }
+
+    /// [`super::at`].
+    #[inline(always)]
+    unsafe fn at(z: [V; 6]) -> [V; 4] {
+        let [z0, z1, z2, z3, z4, z5] = z;
+        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let (s12, d12, s34, d34) = (add(z1, z2), sub(z1, z2), add(z3, z4), sub(z3, z4));
+        [
+            add(add(z0, s12), s34),
+            add(d12, mul(k(2.0), d34)),
+            add(s12, mul(k(4.0), s34)),
+            add(add(d12, mul(k(8.0), d34)), z5),
+        ]
+    }
+
+    /// [`super::at2`].
+    #[inline(always)]
+    unsafe fn at2(z: [V; 6]) -> [V; 2] {
+        let [z0, z1, z2, z3, z4, z5] = z;
+        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        [
+            add(add(z0, add(z1, z2)), add(z3, z4)),
+            add(add(sub(z1, z2), mul(k(2.0), sub(z3, z4))), z5),
+        ]
+    }
+
+    /// [`super::transform_input_generic`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transform_input(
+        xp: &[f32],
+        bases: &[usize],
+        cb: usize,
+        plane8: usize,
+        wp: usize,
+        v: &mut [f32],
+    ) {
+        let (nt, c8) = (bases.len(), cb * L);
+        let last = (cb.max(1) - 1) * plane8 + (5 * wp + 5) * L + L;
+        let xs = super::xi_stride(nt * c8);
+        assert!(bases.iter().all(|&b| b + last <= xp.len()) && v.len() >= XI * xs);
+        let (x, vp) = (xp.as_ptr(), v.as_mut_ptr());
+        for (t, &base) in bases.iter().enumerate() {
+            for kb in 0..cb {
+                let b0 = x.add(base + kb * plane8);
+                let mut tq = [[_mm256_setzero_ps(); 6]; 6];
+                for (q, tqq) in tq.iter_mut().enumerate() {
+                    let ld = |r: usize| _mm256_loadu_ps(b0.add((r * wp + q) * L));
+                    *tqq = bt([ld(0), ld(1), ld(2), ld(3), ld(4), ld(5)]);
+                }
+                #[allow(clippy::needless_range_loop)]
+                for a in 0..6 {
+                    let vb = bt([tq[0][a], tq[1][a], tq[2][a], tq[3][a], tq[4][a], tq[5][a]]);
+                    for (b, &lanes) in vb.iter().enumerate() {
+                        _mm256_storeu_ps(vp.add((a * 6 + b) * xs + t * c8 + kb * L), lanes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 6x6 -> `M`x`M` output transform of lanes `k * L..` of output channel `o`, bias
+    /// and ReLU applied: `M` rows of `M` vectors.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn transform_output(
-        side: usize,
+    unsafe fn tile_rows<const M: usize>(
+        at: impl Fn([V; 6]) -> [V; M],
+        m: *const f32,
+        co: usize,
+        nt: usize,
+        o: usize,
+        kl: usize,
+        bias: f32,
+        relu: bool,
+    ) -> [[V; M]; M] {
+        let xs = super::xi_stride(co * nt);
+        let ld = |r: usize, q: usize| _mm256_loadu_ps(m.add((r * 6 + q) * xs + o * nt + kl));
+        let mut cols = [[_mm256_setzero_ps(); M]; 6];
+        for (q, c) in cols.iter_mut().enumerate() {
+            *c = at([ld(0, q), ld(1, q), ld(2, q), ld(3, q), ld(4, q), ld(5, q)]);
+        }
+        let mut rows = [[_mm256_setzero_ps(); M]; M];
+        for (a, row) in rows.iter_mut().enumerate() {
+            *row = at([
+                cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a],
+            ]);
+            for v in row.iter_mut() {
+                *v = _mm256_add_ps(*v, k(bias));
+                if relu {
+                    *v = _mm256_max_ps(*v, _mm256_setzero_ps());
+                }
+            }
+        }
+        rows
+    }
+
+    /// `cols` floats of a tile's row from `src` to `row`.
+    #[inline(always)]
+    unsafe fn put<const M: usize>(src: *const f32, d: &Dest, row: *mut f32) {
+        if d.cols == M {
+            std::ptr::copy_nonoverlapping(src, row, M);
+        } else {
+            std::ptr::copy_nonoverlapping(src, row, d.cols);
+        }
+    }
+
+    /// [`super::transform_output_of`] for 4x4 tiles.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn transform_output4(
         m: &[f32],
         co: usize,
         nt: usize,
         bias: &[f32],
         relu: bool,
-        y: &mut [f32],
+        dest: &[Dest],
+        plane: usize,
+        wo: usize,
+        out: *mut f32,
     ) {
-        if side == 4 {
-            transform_output_of::<4>(at, m, co, nt, bias, relu, y)
-        } else {
-            transform_output_of::<2>(at2, m, co, nt, bias, relu, y)
+        let mut buf = [0f32; 4 * L];
+        #[allow(clippy::needless_range_loop)]
+        for o in 0..co {
+            for (kg, group) in dest.chunks(L).enumerate() {
+                let rows = tile_rows::<4>(|z| at(z), m.as_ptr(), co, nt, o, kg * L, bias[o], relu);
+                for (a, r) in rows.iter().enumerate() {
+                    // 4 x 8 -> 8 x 4: lane l's row at 8 l (l < 4) or 8 (l - 4) + 4.
+                    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                    let b = buf.as_mut_ptr();
+                    _mm256_storeu_ps(b, _mm256_shuffle_ps::<0x44>(t0, t2));
+                    _mm256_storeu_ps(b.add(8), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                    _mm256_storeu_ps(b.add(16), _mm256_shuffle_ps::<0x44>(t1, t3));
+                    _mm256_storeu_ps(b.add(24), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                    for (l, d) in group.iter().enumerate() {
+                        if a < d.rows {
+                            let src = b.add(if l < 4 { 8 * l } else { 8 * (l - 4) + 4 });
+                            put::<4>(src, d, out.add(o * plane + d.at + a * wo));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::transform_output_of`] for 2x2 tiles.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn transform_output2(
+        m: &[f32],
+        co: usize,
+        nt: usize,
+        bias: &[f32],
+        relu: bool,
+        dest: &[Dest],
+        plane: usize,
+        wo: usize,
+        out: *mut f32,
+    ) {
+        let mut buf = [0f32; 2 * L];
+        #[allow(clippy::needless_range_loop)]
+        for o in 0..co {
+            for (kg, group) in dest.chunks(L).enumerate() {
+                let rows = tile_rows::<2>(|z| at2(z), m.as_ptr(), co, nt, o, kg * L, bias[o], relu);
+                for (a, r) in rows.iter().enumerate() {
+                    // 2 x 8 -> 8 x 2: pairs of lanes 0, 1, 4, 5, 2, 3, 6, 7.
+                    let b = buf.as_mut_ptr();
+                    _mm256_storeu_ps(b, _mm256_unpacklo_ps(r[0], r[1]));
+                    _mm256_storeu_ps(b.add(8), _mm256_unpackhi_ps(r[0], r[1]));
+                    for (l, d) in group.iter().enumerate() {
+                        if a < d.rows {
+                            let pair = (l & 1) + 2 * ((l >> 2) & 1) + 4 * ((l >> 1) & 1);
+                            put::<2>(b.add(2 * pair), d, out.add(o * plane + d.at + a * wo));
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -314,13 +598,15 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Tiles per block: about 128 KiB of one position's `V` (`C x tiles`), between 32 and 512, a
-/// multiple of `L`; smaller when that leaves a thread without a block, but not below 64 tiles
-/// (narrower products run far below the machine's rate: then the 36 products of one block go
-/// to the threads instead).
+/// Tiles per block: about 16 KiB of one position's `V` (`C x tiles`), so that the block's 36
+/// (about 600 KiB) stay in the L2 cache between the input transform and the products, at
+/// least 32 tiles (narrower products run far below the machine's rate) and at most 512, a
+/// multiple of `L`; smaller when that leaves a thread without a block, but not below 32 tiles
+/// (then the 36 products of one block go to the threads instead). On the AVX-512 AMD machine,
+/// AlexNet at 256 px ran 6-12% slower with 32 or 64 KiB and no faster with 8 KiB.
 fn block_tiles(c: usize, tiles: usize, threads: usize) -> usize {
-    let target = (32768 / c.max(1)).clamp(32, 512);
-    let share = tiles.div_ceil(threads.max(1)).max(64);
+    let target = (4096 / c.max(1)).clamp(32, 512);
+    let share = tiles.div_ceil(threads.max(1)).max(32);
     target.min(share).min(tiles).max(1).div_ceil(L) * L
 }
 
@@ -330,22 +616,32 @@ impl Wino {
         let (c, co, ho, wo, ms) = (self.c, self.co, self.ho, self.wo, self.m);
         let (th, tw) = (ho.div_ceil(ms), wo.div_ceil(ms));
         let (hp, wp) = ((th - 1) * ms + 6, (tw - 1) * ms + 6);
-        let plane = hp * wp;
-        // Zero-padded planes whose sides are whole tiles: input (y, x) at (y + top, x + left).
-        let mut xp = vec![0f32; self.n * c * plane];
-        xp.par_chunks_mut(plane)
-            .zip(x.par_chunks(self.h * self.w))
-            .for_each(|(p, src)| {
-                let cols = self.w.min(wp.saturating_sub(self.left));
-                for (y, row) in src.chunks(self.w).enumerate() {
-                    let py = y + self.top;
-                    if py >= hp {
-                        break;
-                    }
-                    let at = py * wp + self.left;
-                    p[at..at + cols].copy_from_slice(&row[..cols]);
-                }
-            });
+        // Zero-padded planes whose sides are whole tiles, eight channels interleaved to a
+        // pixel (the lanes of the input transform): input (ch, y, x) at
+        // (ch / L, y + top, x + left, ch % L); channels past `c` are zero.
+        let cb = c.div_ceil(L);
+        let plane8 = hp * wp * L;
+        let mut xp = vec![0f32; self.n * cb * plane8];
+        let (h, w) = (self.h, self.w);
+        let (rows, cols) = (
+            h.min(hp.saturating_sub(self.top)),
+            w.min(wp.saturating_sub(self.left)),
+        );
+        xp.par_chunks_mut(plane8).enumerate().for_each(|(i, p)| {
+            let (img, k) = (i / cb, i % cb);
+            let chans = L.min(c - k * L);
+            let src = &x[(img * c + k * L) * h * w..(img * c + k * L + chans) * h * w];
+            interleave(
+                src,
+                chans,
+                h * w,
+                w,
+                rows,
+                cols,
+                &mut p[((self.top * wp) + self.left) * L..],
+                wp,
+            );
+        });
         let per_img = th * tw;
         let tiles = self.n * per_img;
         // Tile t: its image and its first output row and column (in the padded input too: a
@@ -361,10 +657,10 @@ impl Wino {
         // Otherwise the blocks go one by one, their 36 products across the threads.
         let by_block = blocks >= threads;
         let dst = SendPtr(out.as_mut_ptr());
-        let (nv, nm) = (XI * c * tb, XI * co * tb);
+        let c8 = cb * L;
+        let (nv, nm) = (XI * xi_stride(c8 * tb), XI * xi_stride(co * tb));
         let run = |buf: &mut [f32], b: usize| {
-            let (v, rest) = buf.split_at_mut(nv);
-            let (m, y) = rest.split_at_mut(nm);
+            let (v, m) = buf.split_at_mut(nv);
             let t0 = b * tb;
             let nt_valid = tb.min(tiles - t0);
             let nt = nt_valid.div_ceil(L) * L;
@@ -372,27 +668,27 @@ impl Wino {
             let bases: Vec<usize> = (0..nt)
                 .map(|i| {
                     let (img, oy, ox) = origin(t0 + i.min(nt_valid - 1));
-                    img * c * plane + oy * wp + ox
+                    img * cb * plane8 + (oy * wp + ox) * L
                 })
                 .collect();
-            transform_input(&xp, &bases, c, plane, wp, v);
+            transform_input(&xp, &bases, cb, plane8, wp, v);
             let mp = SendPtr(m.as_mut_ptr());
             let product = |xi: usize| {
-                // SAFETY: U_xi is co x c row-major, V_xi is c x nt (row stride nt), M_xi is
-                // co x nt (row stride nt); all lie inside their buffers, and each xi writes
-                // its own M_xi.
+                // SAFETY: U_xi is co x c row-major; V_xi is c x nt, a tile's channels
+                // contiguous (row stride 1, column stride c8); M_xi is co x nt (row stride
+                // nt); all lie inside their buffers, and each xi writes its own M_xi.
                 unsafe {
                     sgemm(
                         co,
                         nt,
                         c,
-                        mp.get().add(xi * co * nt),
+                        mp.get().add(xi * xi_stride(co * nt)),
                         nt,
                         false,
                         u.as_ptr().add(xi * co * c),
                         (c, 1),
-                        v.as_ptr().add(xi * c * nt),
-                        (nt, 1),
+                        v.as_ptr().add(xi * xi_stride(c8 * nt)),
+                        (1, c8),
                         0.0,
                         1.0,
                         Par::None,
@@ -404,29 +700,21 @@ impl Wino {
             } else {
                 (0..XI).into_par_iter().for_each(product);
             }
-            transform_output(ms, m, co, nt, bias, self.relu, y);
-            for i in 0..nt_valid {
-                let (img, oy, ox) = origin(t0 + i);
-                let (rows, cols) = (ms.min(ho - oy), ms.min(wo - ox));
-                for o in 0..co {
-                    let src = &y[(o * nt + i) * ms * ms..(o * nt + i + 1) * ms * ms];
-                    let base = ((img * co + o) * ho + oy) * wo + ox;
-                    for a in 0..rows {
-                        // SAFETY: each output pixel belongs to exactly one tile and each tile
-                        // to one block, so the blocks write disjoint elements of `out`, whose
-                        // (n, co, ho, wo) bounds the index.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                src.as_ptr().add(a * ms),
-                                dst.get().add(base + a * wo),
-                                cols,
-                            );
-                        }
+            let dest: Vec<Dest> = (0..nt_valid)
+                .map(|i| {
+                    let (img, oy, ox) = origin(t0 + i);
+                    Dest {
+                        at: img * co * ho * wo + oy * wo + ox,
+                        rows: ms.min(ho - oy),
+                        cols: ms.min(wo - ox),
                     }
-                }
-            }
+                })
+                .collect();
+            // Each output pixel belongs to exactly one tile and each tile to one block, so
+            // the blocks write disjoint elements of `out`, whose (n, co, ho, wo) holds them.
+            transform_output(ms, m, co, nt, bias, self.relu, &dest, ho * wo, wo, dst);
         };
-        let len = nv + nm + co * tb * ms * ms;
+        let len = nv + nm;
         if by_block {
             let per = blocks.div_ceil(threads);
             (0..threads).into_par_iter().for_each(|k| {
@@ -436,6 +724,41 @@ impl Wino {
             });
         } else {
             with_scratch(len, |b| (0..blocks).for_each(|i| run(b, i)));
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// `chans` planes of `src` (`plane` floats apart, rows `w` apart; `rows x cols` of each
+    /// used) into `dst` interleaved: plane `l`'s (y, x) at `(y * wp + x) * L + l`.
+    #[allow(clippy::too_many_arguments)]
+    fn interleave(
+        src: &[f32],
+        chans: usize,
+        plane: usize,
+        w: usize,
+        rows: usize,
+        cols: usize,
+        dst: &mut [f32],
+        wp: usize,
+    ) {
+        for y in 0..rows {
+            let d = &mut dst[y * wp * L..(y * wp + cols) * L];
+            if chans == L {
+                let s: [&[f32]; L] = std::array::from_fn(|l| &src[l * plane + y * w..][..cols]);
+                for (x, px) in d.chunks_exact_mut(L).enumerate() {
+                    for l in 0..L {
+                        px[l] = s[l][x];
+                    }
+                }
+            } else {
+                for l in 0..chans {
+                    let s = &src[l * plane + y * w..][..cols];
+                    for (x, &v) in s.iter().enumerate() {
+                        d[x * L + l] = v;
+                    }
+                }
+            }
         }
     }
 }
