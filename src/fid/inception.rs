@@ -63,38 +63,80 @@ fn pool(x: &Tensor, kind: PoolKind, k: usize, stride: usize, pad: usize) -> Resu
     )?)
 }
 
+/// The 1x1 convolutions of a block that read its input, stacked into one layer (the input is
+/// read and packed once): their outputs are the parts of `sizes` channels, in order.
+struct Head {
+    conv: Conv,
+    sizes: Vec<usize>,
+}
+
+impl Head {
+    /// `parts`: each convolution and whether its ReLU is applied by the head (the ones
+    /// without come last).
+    fn new(parts: &[(&Conv, bool)]) -> Result<Self> {
+        let sizes = parts
+            .iter()
+            .map(|(c, _)| c.weight.dim(0))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            conv: Conv::stack(parts)?,
+            sizes,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let y = self.conv.forward(x)?;
+        let mut at = 0;
+        let mut out = Vec::with_capacity(self.sizes.len());
+        for &n in &self.sizes {
+            out.push(y.narrow(1, at, n)?);
+            at += n;
+        }
+        Ok(out)
+    }
+}
+
+/// The average-pool branch: `relu(avg_pool(conv(x) + b))`, which is
+/// `relu(conv(avg_pool(x)) + b)` (a 1x1 convolution and a 3x3 average that leaves the padding
+/// out are both linear and commute; the average of the bias is the bias), pooled on the
+/// branch's output channels (32 to 192) rather than the block's input channels (192 to 1280).
+fn pool_branch(pre: &Tensor) -> Result<Tensor> {
+    Ok(avg_pool_3x3_same(pre)?.relu()?)
+}
+
 enum Block {
-    /// 1x1 | 1x1, 5x5 | 1x1, 3x3, 3x3 | avg pool, 1x1.
+    /// 1x1 | 1x1, 5x5 | 1x1, 3x3, 3x3 | avg pool, 1x1: `head` holds the four 1x1
+    /// convolutions (the pool branch's without its ReLU, pooled after it: [`pool_branch`]),
+    /// `tower` and `tower_1` the rest of their branches.
     A {
-        conv: Conv,
+        head: Head,
         tower: Vec<Conv>,
         tower_1: Vec<Conv>,
-        pool_conv: Conv,
     },
     /// 3x3/2 | 1x1, 3x3, 3x3/2 | max pool 3x3/2.
     B { conv: Conv, tower: Vec<Conv> },
-    /// 1x1 | 1x1, 1x7, 7x1 | 1x1, 7x1, 1x7, 7x1, 1x7 | avg pool, 1x1.
+    /// 1x1 | 1x1, 1x7, 7x1 | 1x1, 7x1, 1x7, 7x1, 1x7 | avg pool, 1x1, with `head` as in `A`.
     C {
-        conv: Conv,
+        head: Head,
         tower: Vec<Conv>,
         tower_1: Vec<Conv>,
-        pool_conv: Conv,
     },
-    /// 1x1, 3x3/2 | 1x1, 1x7, 7x1, 3x3/2 | max pool 3x3/2.
+    /// 1x1, 3x3/2 | 1x1, 1x7, 7x1, 3x3/2 | max pool 3x3/2; `head` holds the two 1x1.
     D {
+        head: Head,
         tower: Vec<Conv>,
         tower_1: Vec<Conv>,
     },
     /// 1x1 | 1x1 then (1x3 | 3x1) | 1x1, 3x3 then (1x3 | 3x1) | pool, 1x1; the pool is an
-    /// average in `mixed_9` and a max in `mixed_10`.
+    /// average in `mixed_9` and a max in `mixed_10`. `head` holds the three 1x1 convolutions
+    /// of the input and, with the average pool, the pool branch's (as in `A`); with the max
+    /// pool, `pool_conv` follows the pool.
     E {
-        conv: Conv,
-        tower_conv: Conv,
+        head: Head,
         tower_mixed: [Conv; 2],
-        tower_1: [Conv; 2],
+        tower_1: Conv,
         tower_1_mixed: [Conv; 2],
-        pool_conv: Conv,
-        max_pool: bool,
+        pool_conv: Option<Conv>,
     },
 }
 
@@ -102,51 +144,58 @@ impl Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let parts = match self {
             Block::A {
-                conv,
+                head,
                 tower,
                 tower_1,
-                pool_conv,
             }
             | Block::C {
-                conv,
+                head,
                 tower,
                 tower_1,
-                pool_conv,
-            } => vec![
-                conv.forward(x)?,
-                seq(tower, x)?,
-                seq(tower_1, x)?,
-                pool_conv.forward(&avg_pool_3x3_same(x)?)?,
-            ],
+            } => {
+                let h = head.forward(x)?;
+                vec![
+                    h[0].clone(),
+                    seq(tower, &h[1])?,
+                    seq(tower_1, &h[2])?,
+                    pool_branch(&h[3])?,
+                ]
+            }
             Block::B { conv, tower } => {
                 vec![conv.forward(x)?, seq(tower, x)?, max_pool_3x3_s2(x)?]
             }
-            Block::D { tower, tower_1 } => {
-                vec![seq(tower, x)?, seq(tower_1, x)?, max_pool_3x3_s2(x)?]
+            Block::D {
+                head,
+                tower,
+                tower_1,
+            } => {
+                let h = head.forward(x)?;
+                vec![
+                    seq(tower, &h[0])?,
+                    seq(tower_1, &h[1])?,
+                    max_pool_3x3_s2(x)?,
+                ]
             }
             Block::E {
-                conv,
-                tower_conv,
+                head,
                 tower_mixed,
                 tower_1,
                 tower_1_mixed,
                 pool_conv,
-                max_pool,
             } => {
-                let a = tower_conv.forward(x)?;
-                let b = seq(tower_1, x)?;
-                let pooled = if *max_pool {
-                    max_pool_3x3_same(x)?
-                } else {
-                    avg_pool_3x3_same(x)?
+                let h = head.forward(x)?;
+                let b = tower_1.forward(&h[2])?;
+                let pooled = match pool_conv {
+                    Some(c) => c.forward(&max_pool_3x3_same(x)?)?,
+                    None => pool_branch(&h[3])?,
                 };
                 vec![
-                    conv.forward(x)?,
-                    tower_mixed[0].forward(&a)?,
-                    tower_mixed[1].forward(&a)?,
+                    h[0].clone(),
+                    tower_mixed[0].forward(&h[1])?,
+                    tower_mixed[1].forward(&h[1])?,
                     tower_1_mixed[0].forward(&b)?,
                     tower_1_mixed[1].forward(&b)?,
-                    pool_conv.forward(&pooled)?,
+                    pooled,
                 ]
             }
         };
@@ -232,6 +281,23 @@ impl Weights {
         Ok(Conv::new(weight, bias, g, true))
     }
 
+    /// An A or C block `p`: the head (`conv`, the first convolutions of `tower` and
+    /// `tower_1`, and the pool branch's `tower_2.conv`), and the rest of the two towers of
+    /// `n` and `n_1` convolutions.
+    fn branches(&self, p: &str, n: usize, n_1: usize) -> Result<(Head, Vec<Conv>, Vec<Conv>)> {
+        let conv = self.conv(&format!("{p}.conv"))?;
+        let mut tower = self.convs(&format!("{p}.tower"), n)?;
+        let mut tower_1 = self.convs(&format!("{p}.tower_1"), n_1)?;
+        let pool_conv = self.conv(&format!("{p}.tower_2.conv"))?;
+        let head = Head::new(&[
+            (&conv, true),
+            (&tower[0], true),
+            (&tower_1[0], true),
+            (&pool_conv, false),
+        ])?;
+        Ok((head, tower.split_off(1), tower_1.split_off(1)))
+    }
+
     fn convs(&self, prefix: &str, n: usize) -> Result<Vec<Conv>> {
         (0..n)
             .map(|i| {
@@ -275,11 +341,11 @@ impl Inception {
         };
         for i in 0..3 {
             let p = m(i);
+            let (head, tower, tower_1) = w.branches(&p, 2, 3)?;
             blocks.push(Block::A {
-                conv: w.conv(&format!("{p}.conv"))?,
-                tower: w.convs(&format!("{p}.tower"), 2)?,
-                tower_1: w.convs(&format!("{p}.tower_1"), 3)?,
-                pool_conv: w.conv(&format!("{p}.tower_2.conv"))?,
+                head,
+                tower,
+                tower_1,
             });
         }
         blocks.push(Block::B {
@@ -288,28 +354,37 @@ impl Inception {
         });
         for i in 4..8 {
             let p = m(i);
+            let (head, tower, tower_1) = w.branches(&p, 3, 5)?;
             blocks.push(Block::C {
-                conv: w.conv(&format!("{p}.conv"))?,
-                tower: w.convs(&format!("{p}.tower"), 3)?,
-                tower_1: w.convs(&format!("{p}.tower_1"), 5)?,
-                pool_conv: w.conv(&format!("{p}.tower_2.conv"))?,
+                head,
+                tower,
+                tower_1,
             });
         }
+        let mut tower = w.convs(&format!("{}.tower", m(8)), 2)?;
+        let mut tower_1 = w.convs(&format!("{}.tower_1", m(8)), 4)?;
         blocks.push(Block::D {
-            tower: w.convs(&format!("{}.tower", m(8)), 2)?,
-            tower_1: w.convs(&format!("{}.tower_1", m(8)), 4)?,
+            head: Head::new(&[(&tower[0], true), (&tower_1[0], true)])?,
+            tower: tower.split_off(1),
+            tower_1: tower_1.split_off(1),
         });
         for i in 9..11 {
             let p = m(i);
             let c = |n: &str| w.conv(&format!("{p}.{n}"));
+            let (conv, tower_conv, tower_1_conv) =
+                (c("conv")?, c("tower_conv")?, c("tower_1_conv")?);
+            let pool_conv = c("tower_2_conv")?;
+            let max_pool = i == 10;
+            let mut parts = vec![(&conv, true), (&tower_conv, true), (&tower_1_conv, true)];
+            if !max_pool {
+                parts.push((&pool_conv, false));
+            }
             blocks.push(Block::E {
-                conv: c("conv")?,
-                tower_conv: c("tower_conv")?,
+                head: Head::new(&parts)?,
                 tower_mixed: [c("tower_mixed_conv")?, c("tower_mixed_conv_1")?],
-                tower_1: [c("tower_1_conv")?, c("tower_1_conv_1")?],
+                tower_1: c("tower_1_conv_1")?,
                 tower_1_mixed: [c("tower_1_mixed_conv")?, c("tower_1_mixed_conv_1")?],
-                pool_conv: c("tower_2_conv")?,
-                max_pool: i == 10,
+                pool_conv: max_pool.then_some(pool_conv),
             });
         }
         Ok(Self {

@@ -132,12 +132,13 @@ pub struct FeatureNet {
 /// older code are computed again. 1: candle's `conv2d`; 2: the convolutions on the BLAS path
 /// (`kernels::conv2d_bias_relu`); 3: Winograd for every 3x3/5x5 stride-1 layer of 8+
 /// channels (one day's rule, replaced); 4: Winograd for those of 64+ channels each side and
-/// 64+ tiles per call (`LQAE_WINOGRAD=off` computes, and keys, generation 2's way).
+/// 64+ tiles per call; 5: from 16 tiles per call, and the average-pool branches pooled after
+/// their 1x1 convolution (`LQAE_WINOGRAD=off` gives 6: generation 2 with that pooling).
 pub fn features_numerics() -> u32 {
     if crate::kernels::winograd_enabled() {
-        4
+        5
     } else {
-        2
+        6
     }
 }
 

@@ -90,6 +90,26 @@ pub fn conv2d_bias_relu_ops(
     }
 }
 
+/// [`conv2d_bias_relu_ops`] with the ReLU on output channels `0..relu` only.
+pub(crate) fn ops_relu_below(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: ConvGeometry,
+    relu: usize,
+) -> Result<Tensor> {
+    let co = weight.dim(0)?;
+    let y = conv2d_bias_relu_ops(x, weight, bias, g, relu >= co)?;
+    if relu == 0 || relu >= co {
+        Ok(y)
+    } else {
+        Tensor::cat(
+            &[y.narrow(1, 0, relu)?.relu()?, y.narrow(1, relu, co - relu)?],
+            1,
+        )
+    }
+}
+
 /// `relu?(conv2d(x, weight) + bias)`: `x` `(n, c, h, w)`, `weight` `(c_out, c, kh, kw)`,
 /// `bias` `(c_out)` (any shape of `c_out` elements), f32. A convolution the Winograd path
 /// takes ([`super::winograd`]: 3x3 or 5x5 at stride 1, channels and tiles enough) transforms
@@ -125,12 +145,14 @@ pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Tensor,
     pub g: ConvGeometry,
-    pub relu: bool,
+    /// Output channels `0..relu` get the ReLU (all or none, except in [`Conv2d::stack`]s).
+    pub relu: usize,
     wino: std::sync::OnceLock<Arc<Vec<f32>>>,
 }
 
 impl Conv2d {
     pub fn new(weight: Tensor, bias: Tensor, g: ConvGeometry, relu: bool) -> Self {
+        let relu = if relu { weight.dim(0).unwrap_or(0) } else { 0 };
         Self {
             weight,
             bias,
@@ -140,10 +162,52 @@ impl Conv2d {
         }
     }
 
-    /// `relu?(conv2d(x, weight) + bias)`, as [`conv2d_bias_relu`].
+    /// Convolutions of one input with the same kernel size and geometry as one layer, their
+    /// output channels one after another (one product reads the input once): each part's
+    /// ReLU flag with it, the parts with a ReLU first.
+    pub fn stack(parts: &[(&Conv2d, bool)]) -> Result<Self> {
+        let Some((first, _)) = parts.first() else {
+            candle_core::bail!("Conv2d::stack: no convolutions");
+        };
+        let (_, c, kh, kw) = first.weight.dims4()?;
+        let mut relu = 0;
+        for (i, (p, r)) in parts.iter().enumerate() {
+            let (_, pc, ph, pw) = p.weight.dims4()?;
+            if (pc, ph, pw) != (c, kh, kw) || p.g != first.g {
+                candle_core::bail!("Conv2d::stack: part {i} has another input, kernel or geometry");
+            }
+            if *r
+                && relu
+                    < parts[..i]
+                        .iter()
+                        .map(|(q, _)| q.weight.dim(0).unwrap_or(0))
+                        .sum()
+            {
+                candle_core::bail!("Conv2d::stack: the parts with a ReLU must come first");
+            }
+            if *r {
+                relu += p.weight.dim(0)?;
+            }
+        }
+        let w: Vec<&Tensor> = parts.iter().map(|(p, _)| &p.weight).collect();
+        let b: Vec<Tensor> = parts
+            .iter()
+            .map(|(p, _)| p.bias.flatten_all())
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            weight: Tensor::cat(&w, 0)?,
+            bias: Tensor::cat(&b, 0)?,
+            g: first.g,
+            relu,
+            wino: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// `relu?(conv2d(x, weight) + bias)`, as [`conv2d_bias_relu`] (the ReLU on output channels
+    /// `0..relu`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let path = WinoPath::Cached(&self.wino);
-        conv_with(x, &self.weight, &self.bias, self.g, self.relu, path)
+        conv_relu_below(x, &self.weight, &self.bias, self.g, self.relu, path)
     }
 }
 
@@ -162,8 +226,21 @@ pub(crate) fn conv_with(
     relu: bool,
     wino: WinoPath,
 ) -> Result<Tensor> {
+    let relu = if relu { weight.dim(0)? } else { 0 };
+    conv_relu_below(x, weight, bias, g, relu, wino)
+}
+
+/// [`conv_with`] with the ReLU on output channels `0..relu` only.
+fn conv_relu_below(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    g: ConvGeometry,
+    relu: usize,
+    wino: WinoPath,
+) -> Result<Tensor> {
     if !super::fused(x) || weight.dtype() != candle_core::DType::F32 {
-        return conv2d_bias_relu_ops(x, weight, bias, g, relu);
+        return ops_relu_below(x, weight, bias, g, relu);
     }
     let (n, c, h, w) = x.dims4()?;
     let (co, ci, kh, kw) = weight.dims4()?;
@@ -186,6 +263,8 @@ pub(crate) fn conv_with(
         WinoPath::Always if super::winograd::fits(kh, kw, g.stride) => {
             Some(Arc::new(transformed(weight)?))
         }
+        // The transform's epilogue has one ReLU flag for all channels.
+        _ if relu != 0 && relu < co => None,
         _ if !super::winograd::eligible(c, co, kh, kw, g.stride, [n, ho, wo]) => None,
         WinoPath::Cached(cell) => Some(match cell.get() {
             Some(u) => u.clone(),
@@ -249,7 +328,7 @@ impl candle_core::CustomOp3 for ConvPlan {
                 wo,
                 top,
                 left,
-                relu: self.relu,
+                relu: self.relu >= co,
                 m: super::winograd::tile_side(self.kh).unwrap_or(4),
             }
             .run(xv, u, bv, &mut out);
@@ -336,7 +415,8 @@ struct ConvPlan {
     ho: usize,
     wo: usize,
     g: ConvGeometry,
-    relu: bool,
+    /// Output channels `0..relu` get the ReLU.
+    relu: usize,
 }
 
 impl ConvPlan {
@@ -385,8 +465,8 @@ impl ConvPlan {
                     par,
                 );
             }
-            for (o, &b) in out.chunks_mut(p).zip(bias) {
-                bias_act(&mut o[q0..q0 + tn], b, relu);
+            for (i, (o, &b)) in out.chunks_mut(p).zip(bias).enumerate() {
+                bias_act(&mut o[q0..q0 + tn], b, i < relu);
             }
         }
     }
@@ -402,10 +482,10 @@ impl ConvPlan {
         let mut col = vec![0f32; k * cols];
         let sd: Vec<f32>;
         let (x, per_in) = if self.g.stride > 1 {
-            sd = x
-                .chunks(per_in)
-                .flat_map(|xi| self.space_to_depth(xi))
-                .collect();
+            sd = x.chunks(per_in).fold(Vec::new(), |mut v, xi| {
+                v.extend_from_slice(&self.space_to_depth(xi));
+                v
+            });
             (&sd[..], sd.len() / g)
         } else {
             (x, per_in)
@@ -439,8 +519,8 @@ impl ConvPlan {
             );
         }
         for (j, o) in out.chunks_mut(self.co * p).enumerate() {
-            for ((row, t), &b) in o.chunks_mut(p).zip(tmp.chunks(cols)).zip(bias) {
-                bias_act_from(row, &t[j * p..(j + 1) * p], b, relu);
+            for (i, ((row, t), &b)) in o.chunks_mut(p).zip(tmp.chunks(cols)).zip(bias).enumerate() {
+                bias_act_from(row, &t[j * p..(j + 1) * p], b, i < relu);
             }
         }
     }

@@ -414,6 +414,62 @@ fn conv_inputs(x: [usize; 4], w: [usize; 4], seed: u64) -> (Tensor, Tensor, Tens
     )
 }
 
+/// A stack of convolutions (Inception's block heads) gives its parts' outputs one after
+/// another, the ReLU only on the parts that have it, on the kernel's path and the candle form;
+/// parts that cannot be stacked are errors.
+#[test]
+fn stacked_convolutions_give_their_parts() {
+    for (k, g, seed) in [
+        (1, ConvGeometry::same(1, 0), 700),
+        (3, ConvGeometry::same(1, 1), 710),
+    ] {
+        // Biases lowered so that both parts have negative sums (the draws' sums are positive).
+        let (x, w1, b1) = conv_inputs([2, 64, 12, 10], [72, 64, k, k], seed);
+        let (_, w2, b2) = conv_inputs([2, 64, 12, 10], [40, 64, k, k], seed + 1);
+        let shift = if k == 1 { -14.0 } else { -120.0 };
+        let (b1, b2) = ((b1 + shift).unwrap(), (b2 + shift).unwrap());
+        let (c1, c2) = (
+            Conv2d::new(w1.clone(), b1.clone(), g, true),
+            Conv2d::new(w2.clone(), b2.clone(), g, false),
+        );
+        let stack = Conv2d::stack(&[(&c1, true), (&c2, false)]).unwrap();
+        assert_eq!(stack.relu, 72);
+        let want = Tensor::cat(
+            &[
+                conv2d_bias_relu_ops(&x, &w1, &b1, g, true).unwrap(),
+                conv2d_bias_relu_ops(&x, &w2, &b2, g, false).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        let scale = max_diff(&want, &want.zeros_like().unwrap());
+        let got = stack.forward(&x).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        assert!(max_diff(&got, &want) <= 1e-5 * scale, "{k}x{k}");
+        let ops = conv::ops_relu_below(&x, &stack.weight, &stack.bias, g, stack.relu).unwrap();
+        assert!(max_diff(&ops, &want) <= 1e-5 * scale, "{k}x{k}");
+        // The second part has negative outputs (no ReLU), the first none.
+        let min = |t: &Tensor| {
+            t.flatten_all()
+                .unwrap()
+                .min(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(min(&got.narrow(1, 0, 72).unwrap()) >= 0.0);
+        assert!(min(&got.narrow(1, 72, 40).unwrap()) < 0.0);
+        let before = conv2d_bias_relu_ops(&x, &w1, &b1, g, false).unwrap();
+        assert!(min(&before) < 0.0, "the ReLU is not exercised");
+        assert!(Conv2d::stack(&[(&c2, false), (&c1, true)]).is_err());
+    }
+    let (_, w3, b3) = conv_inputs([1, 64, 4, 4], [8, 64, 3, 3], 720);
+    let (_, w1, b1) = conv_inputs([1, 64, 4, 4], [8, 64, 1, 1], 721);
+    let g = ConvGeometry::same(1, 0);
+    let (a, b) = (Conv2d::new(w1, b1, g, true), Conv2d::new(w3, b3, g, true));
+    assert!(Conv2d::stack(&[(&a, true), (&b, true)]).is_err());
+}
+
 #[test]
 fn conv2d_matches_candle_for_every_geometry() {
     let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 11] = [
