@@ -10,9 +10,13 @@
 //! than [`GROUP_COLUMNS`] pixels make poor products one image at a time: images are grouped,
 //! their patches side by side, into one product, and bias and ReLU are applied on the way to
 //! each image's output. The weights are used as they are stored (OIHW is already
-//! `c_out x (C*kh*kw)` row-major, the order `col`'s rows follow), and the padding is never
-//! materialised. Images (or groups) go to rayon's threads when there are enough of them;
-//! otherwise each product is split across the threads.
+//! `c_out x (C*kh*kw)` row-major, the order `col`'s rows follow), and the padding of a
+//! stride-1 convolution is never materialised. A strided convolution first splits each image
+//! into space-to-depth planes (zero padding included), so that its patch rows are contiguous
+//! runs too rather than element-by-element gathers. Images (or groups) go to rayon's threads
+//! when there are enough of them; otherwise each product is split across the threads.
+//! 3x3 and 5x5 stride-1 layers with channels and tiles enough take the Winograd path
+//! ([`super::winograd`]); [`Conv2d::stack`] runs several convolutions of one input as one.
 //!
 //! [`conv2d_bias_relu_ops`] is the reference form in candle ops (pad, `conv2d`, add, ReLU),
 //! used on other devices and when the fused kernels are off; the tests check one against the

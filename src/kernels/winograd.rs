@@ -7,12 +7,17 @@
 //! `xi` of the 6x6 transformed tile: `M_xi (c_out x tiles) = U_xi (c_out x C) . V_xi (C x tiles)`,
 //! on the BLAS path ([`super::blas::sgemm`]).
 //!
-//! Steps, for a block of tiles at a time (tiles of all the images of the call, so that deep
-//! layers' small maps still make products of a useful width): the input patches transformed
-//! (`V`, eight tiles per vector), the 36 products, the output transform with bias and ReLU. The
-//! input is first copied once into zero-padded planes whose sides are whole tiles, so that the
-//! patches are read without bounds checks. The weights' transform `U = G g G^T` is computed in
-//! f64 once per weight tensor ([`winograd_weights`], kept by [`super::Conv2d`]).
+//! The input is first copied once into zero-padded planes whose sides are whole tiles, eight
+//! channels interleaved to a pixel, so that a patch of eight channels is 36 vector loads
+//! without bounds checks. Then, for a block of tiles at a time (tiles of all the images of the
+//! call, so that deep layers' small maps still make products of a useful width, and few
+//! enough that the block's 36 `V_xi` stay in the L2 cache): the input patches transformed
+//! (`V`, eight channels per vector, stored tile by tile), the 36 products, and the output
+//! transform with bias and ReLU straight into the output planes (eight tiles per vector,
+//! turned into rows of tiles by a small transpose). The transforms have AVX2 copies in
+//! intrinsics that do the generic forms' operations in the same order (the same bits). The
+//! weights' transform `U = G g G^T` is computed in f64 once per weight tensor
+//! ([`winograd_weights`], kept by [`super::Conv2d`]).
 //!
 //! The points 0, +-1, +-2 give transforms with entries up to 8 (`A`) and 1/24 (`G`): in f32 the
 //! result differs from the direct sum by a few units in 1e-6 of the output's scale for the
