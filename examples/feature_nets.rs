@@ -29,7 +29,8 @@ fn input(n: usize, side: usize, freq: f64, d: &Device) -> Result<Tensor> {
 fn bits_hash(y: &Tensor) -> Result<u64> {
     let v: Vec<f32> = y.flatten_all()?.to_vec1()?;
     Ok(v.iter().fold(0u64, |h, x| {
-        h.wrapping_mul(1_000_003).wrapping_add(u64::from(x.to_bits()))
+        h.wrapping_mul(1_000_003)
+            .wrapping_add(u64::from(x.to_bits()))
     }))
 }
 
@@ -39,7 +40,8 @@ fn main() -> Result<()> {
     let net = args.get(1).map(String::as_str).unwrap_or("alex");
     let num = |i: usize, default: usize| -> Result<usize> {
         args.get(i).map_or(Ok(default), |s| {
-            s.parse().map_err(|_| Error::Msg(format!("{s:?} is not a number; {usage}")))
+            s.parse()
+                .map_err(|_| Error::Msg(format!("{s:?} is not a number; {usage}")))
         })
     };
     let (n, calls) = (num(3, 4)?, num(4, 40)?.max(1));
@@ -69,6 +71,10 @@ fn main() -> Result<()> {
         }
     }
     ms.sort_by(f64::total_cmp);
-    println!("{net} n={n}: median {:.2} ms min {:.2}", ms[calls / 2], ms[0]);
+    println!(
+        "{net} n={n}: median {:.2} ms min {:.2}",
+        ms[calls / 2],
+        ms[0]
+    );
     Ok(())
 }

@@ -18,6 +18,14 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::path::Path;
 
+/// The reference's input shift and scale per channel (after `2x - 1`).
+const SHIFT: [f64; 3] = [-0.030, -0.088, -0.188];
+const SCALE: [f64; 3] = [0.458, 0.448, 0.450];
+
+fn per_channel(v: [f64; 3], device: &Device) -> Result<Tensor> {
+    Ok(Tensor::new(&v.map(|x| x as f32), device)?.reshape((1, 3, 1, 1))?)
+}
+
 /// The backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LpipsNet {
@@ -77,8 +85,10 @@ pub struct Lpips {
     layers: Vec<Layer>,
     /// Linear-layer weights, `(1, c, 1, 1)` each.
     lins: Vec<Tensor>,
-    shift: Tensor,
-    scale: Tensor,
+    /// The input map `(2x - 1 - shift) / scale` per channel as `x * mul + add`, `(1, 3, 1, 1)`
+    /// each (computed in f64 from the reference's shift and scale).
+    mul: Tensor,
+    add: Tensor,
 }
 
 fn tensor(
@@ -205,8 +215,8 @@ impl Lpips {
             net,
             layers,
             lins,
-            shift: Tensor::new(&[-0.030f32, -0.088, -0.188], device)?.reshape((1, 3, 1, 1))?,
-            scale: Tensor::new(&[0.458f32, 0.448, 0.450], device)?.reshape((1, 3, 1, 1))?,
+            mul: per_channel(SCALE.map(|s| 2.0 / s), device)?,
+            add: per_channel([0, 1, 2].map(|c| (-1.0 - SHIFT[c]) / SCALE[c]), device)?,
         })
     }
 
@@ -229,9 +239,10 @@ impl Lpips {
                 self.net.name()
             )));
         }
-        let mut x = ((x.to_dtype(DType::F32)? * 2.0)? - 1.0)?
-            .broadcast_sub(&self.shift)?
-            .broadcast_div(&self.scale)?;
+        let mut x = x
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&self.mul)?
+            .broadcast_add(&self.add)?;
         let mut out = Vec::with_capacity(5);
         for l in &self.layers {
             match l {
@@ -272,15 +283,17 @@ impl Lpips {
             let mut total = vec![0f32; n];
             for (f, lin) in feats.iter().zip(&self.lins) {
                 let (_, c, h, w) = f.dims4()?;
-                let fv: Vec<f32> = f.flatten_all()?.to_vec1()?;
                 let lv: Vec<f32> = lin.flatten_all()?.to_vec1()?;
                 let per = c * h * w;
-                let (fa, fb) = fv.split_at(n * per);
-                use rayon::prelude::*;
-                total
-                    .par_iter_mut()
-                    .zip(fa.par_chunks(per).zip(fb.par_chunks(per)))
-                    .for_each(|(t, (a, b))| *t += tap_distance(a, b, &lv, h * w));
+                // The tap's elements borrowed (the taps are the convolutions' own outputs).
+                crate::kernels::with_cpu_slice(&f.contiguous()?, |fv| {
+                    let (fa, fb) = fv.split_at(n * per);
+                    use rayon::prelude::*;
+                    total
+                        .par_iter_mut()
+                        .zip(fa.par_chunks(per).zip(fb.par_chunks(per)))
+                        .for_each(|(t, (a, b))| *t += tap_distance(a, b, &lv, h * w));
+                })?;
             }
             return Ok(Tensor::new(total, a.device())?);
         }

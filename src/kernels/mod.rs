@@ -67,6 +67,15 @@ pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a
     }
 }
 
+/// `f` on the f32 elements of a contiguous CPU tensor, borrowed rather than copied.
+pub(crate) fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (st, layout) = t.storage_and_layout();
+    match &*st {
+        candle_core::Storage::Cpu(c) => Ok(f(slice(c, layout, "a CPU tensor")?)),
+        _ => candle_core::bail!("with_cpu_slice: the tensor is not on the CPU"),
+    }
+}
+
 pub(crate) fn storage(v: Vec<f32>) -> CpuStorage {
     CpuStorage::F32(v)
 }
