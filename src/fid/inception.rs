@@ -104,6 +104,9 @@ fn pool_branch(pre: &Tensor) -> Result<Tensor> {
     Ok(avg_pool_3x3_same(pre)?.relu()?)
 }
 
+// The variants differ in size (E holds seven layers inline); there are eleven blocks, built
+// once, so boxing the large one would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Block {
     /// 1x1 | 1x1, 5x5 | 1x1, 3x3, 3x3 | avg pool, 1x1: `head` holds the four 1x1
     /// convolutions (the pool branch's without its ReLU, pooled after it: [`pool_branch`]),

@@ -510,6 +510,40 @@ mod x86 {
         }
     }
 
+    /// The output transform of `M`x`M` tiles: each output row of a group of `L` tiles
+    /// transposed by `spill` into a buffer where lane `l`'s row starts at `slot(l)`, then
+    /// copied to the tile's place.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output_rows<const M: usize>(
+        at: impl Fn([V; 6]) -> [V; M],
+        spill: impl Fn(&[V; M], *mut f32),
+        slot: impl Fn(usize) -> usize,
+        (m, co, nt): (&[f32], usize, usize),
+        bias: &[f32],
+        relu: bool,
+        dest: &[Dest],
+        (plane, wo): (usize, usize),
+        out: *mut f32,
+    ) {
+        let mut buf = [0f32; 4 * L];
+        #[allow(clippy::needless_range_loop)]
+        for o in 0..co {
+            for (kg, group) in dest.chunks(L).enumerate() {
+                let rows = tile_rows::<M>(&at, m.as_ptr(), co, nt, o, kg * L, bias[o], relu);
+                for (a, r) in rows.iter().enumerate() {
+                    let b = buf.as_mut_ptr();
+                    spill(r, b);
+                    for (l, d) in group.iter().enumerate() {
+                        if a < d.rows {
+                            put::<M>(b.add(slot(l)), d, out.add(o * plane + d.at + a * wo));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// [`super::transform_output_of`] for 4x4 tiles.
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
@@ -524,31 +558,20 @@ mod x86 {
         wo: usize,
         out: *mut f32,
     ) {
-        let mut buf = [0f32; 4 * L];
-        #[allow(clippy::needless_range_loop)]
-        for o in 0..co {
-            for (kg, group) in dest.chunks(L).enumerate() {
-                let rows = tile_rows::<4>(|z| at(z), m.as_ptr(), co, nt, o, kg * L, bias[o], relu);
-                for (a, r) in rows.iter().enumerate() {
-                    // 4 x 8 -> 8 x 4: lane l's row at 8 l (l < 4) or 8 (l - 4) + 4.
-                    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-                    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-                    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-                    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-                    let b = buf.as_mut_ptr();
-                    _mm256_storeu_ps(b, _mm256_shuffle_ps::<0x44>(t0, t2));
-                    _mm256_storeu_ps(b.add(8), _mm256_shuffle_ps::<0xEE>(t0, t2));
-                    _mm256_storeu_ps(b.add(16), _mm256_shuffle_ps::<0x44>(t1, t3));
-                    _mm256_storeu_ps(b.add(24), _mm256_shuffle_ps::<0xEE>(t1, t3));
-                    for (l, d) in group.iter().enumerate() {
-                        if a < d.rows {
-                            let src = b.add(if l < 4 { 8 * l } else { 8 * (l - 4) + 4 });
-                            put::<4>(src, d, out.add(o * plane + d.at + a * wo));
-                        }
-                    }
-                }
-            }
-        }
+        // 4 x 8 -> 8 x 4: lane l's row at 8 l (l < 4) or 8 (l - 4) + 4.
+        let spill = |r: &[V; 4], b: *mut f32| {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            _mm256_storeu_ps(b, _mm256_shuffle_ps::<0x44>(t0, t2));
+            _mm256_storeu_ps(b.add(8), _mm256_shuffle_ps::<0xEE>(t0, t2));
+            _mm256_storeu_ps(b.add(16), _mm256_shuffle_ps::<0x44>(t1, t3));
+            _mm256_storeu_ps(b.add(24), _mm256_shuffle_ps::<0xEE>(t1, t3));
+        };
+        let slot = |l: usize| if l < 4 { 8 * l } else { 8 * (l - 4) + 4 };
+        let (mats, sides) = ((m, co, nt), (plane, wo));
+        output_rows::<4>(|z| at(z), spill, slot, mats, bias, relu, dest, sides, out)
     }
 
     /// [`super::transform_output_of`] for 2x2 tiles.
@@ -565,25 +588,14 @@ mod x86 {
         wo: usize,
         out: *mut f32,
     ) {
-        let mut buf = [0f32; 2 * L];
-        #[allow(clippy::needless_range_loop)]
-        for o in 0..co {
-            for (kg, group) in dest.chunks(L).enumerate() {
-                let rows = tile_rows::<2>(|z| at2(z), m.as_ptr(), co, nt, o, kg * L, bias[o], relu);
-                for (a, r) in rows.iter().enumerate() {
-                    // 2 x 8 -> 8 x 2: pairs of lanes 0, 1, 4, 5, 2, 3, 6, 7.
-                    let b = buf.as_mut_ptr();
-                    _mm256_storeu_ps(b, _mm256_unpacklo_ps(r[0], r[1]));
-                    _mm256_storeu_ps(b.add(8), _mm256_unpackhi_ps(r[0], r[1]));
-                    for (l, d) in group.iter().enumerate() {
-                        if a < d.rows {
-                            let pair = (l & 1) + 2 * ((l >> 2) & 1) + 4 * ((l >> 1) & 1);
-                            put::<2>(b.add(2 * pair), d, out.add(o * plane + d.at + a * wo));
-                        }
-                    }
-                }
-            }
-        }
+        // 2 x 8 -> 8 x 2: pairs of lanes 0, 1, 4, 5, 2, 3, 6, 7.
+        let spill = |r: &[V; 2], b: *mut f32| {
+            _mm256_storeu_ps(b, _mm256_unpacklo_ps(r[0], r[1]));
+            _mm256_storeu_ps(b.add(8), _mm256_unpackhi_ps(r[0], r[1]));
+        };
+        let slot = |l: usize| 2 * ((l & 1) + 2 * ((l >> 2) & 1) + 4 * ((l >> 1) & 1));
+        let (mats, sides) = ((m, co, nt), (plane, wo));
+        output_rows::<2>(|z| at2(z), spill, slot, mats, bias, relu, dest, sides, out)
     }
 }
 
