@@ -419,13 +419,16 @@ fn conv_inputs(x: [usize; 4], w: [usize; 4], seed: u64) -> (Tensor, Tensor, Tens
 /// parts that cannot be stacked are errors.
 #[test]
 fn stacked_convolutions_give_their_parts() {
-    for (k, g, seed) in [
-        (1, ConvGeometry::same(1, 0), 700),
-        (3, ConvGeometry::same(1, 1), 710),
+    // Two images: a product per image; eight: images grouped into one product per thread.
+    for (n, k, g, seed) in [
+        (2, 1, ConvGeometry::same(1, 0), 700),
+        (2, 3, ConvGeometry::same(1, 1), 710),
+        (8, 1, ConvGeometry::same(1, 0), 720),
+        (8, 3, ConvGeometry::same(1, 1), 730),
     ] {
         // Biases lowered so that both parts have negative sums (the draws' sums are positive).
-        let (x, w1, b1) = conv_inputs([2, 64, 12, 10], [72, 64, k, k], seed);
-        let (_, w2, b2) = conv_inputs([2, 64, 12, 10], [40, 64, k, k], seed + 1);
+        let (x, w1, b1) = conv_inputs([n, 64, 12, 10], [72, 64, k, k], seed);
+        let (_, w2, b2) = conv_inputs([n, 64, 12, 10], [40, 64, k, k], seed + 1);
         let shift = if k == 1 { -14.0 } else { -120.0 };
         let (b1, b2) = ((b1 + shift).unwrap(), (b2 + shift).unwrap());
         let (c1, c2) = (
@@ -463,8 +466,8 @@ fn stacked_convolutions_give_their_parts() {
         assert!(min(&before) < 0.0, "the ReLU is not exercised");
         assert!(Conv2d::stack(&[(&c2, false), (&c1, true)]).is_err());
     }
-    let (_, w3, b3) = conv_inputs([1, 64, 4, 4], [8, 64, 3, 3], 720);
-    let (_, w1, b1) = conv_inputs([1, 64, 4, 4], [8, 64, 1, 1], 721);
+    let (_, w3, b3) = conv_inputs([1, 64, 4, 4], [8, 64, 3, 3], 750);
+    let (_, w1, b1) = conv_inputs([1, 64, 4, 4], [8, 64, 1, 1], 751);
     let g = ConvGeometry::same(1, 0);
     let (a, b) = (Conv2d::new(w1, b1, g, true), Conv2d::new(w3, b3, g, true));
     assert!(Conv2d::stack(&[(&a, true), (&b, true)]).is_err());
