@@ -174,24 +174,20 @@ impl Conv2d {
             candle_core::bail!("Conv2d::stack: no convolutions");
         };
         let (_, c, kh, kw) = first.weight.dims4()?;
-        let mut relu = 0;
+        // Output channels with a ReLU, and of all the parts so far.
+        let (mut relu, mut all) = (0, 0);
         for (i, (p, r)) in parts.iter().enumerate() {
-            let (_, pc, ph, pw) = p.weight.dims4()?;
+            let (co, pc, ph, pw) = p.weight.dims4()?;
             if (pc, ph, pw) != (c, kh, kw) || p.g != first.g {
                 candle_core::bail!("Conv2d::stack: part {i} has another input, kernel or geometry");
             }
-            if *r
-                && relu
-                    < parts[..i]
-                        .iter()
-                        .map(|(q, _)| q.weight.dim(0).unwrap_or(0))
-                        .sum()
-            {
-                candle_core::bail!("Conv2d::stack: the parts with a ReLU must come first");
-            }
             if *r {
-                relu += p.weight.dim(0)?;
+                if relu < all {
+                    candle_core::bail!("Conv2d::stack: the parts with a ReLU must come first");
+                }
+                relu += co;
             }
+            all += co;
         }
         let w: Vec<&Tensor> = parts.iter().map(|(p, _)| &p.weight).collect();
         let b: Vec<Tensor> = parts
@@ -435,13 +431,8 @@ impl ConvPlan {
         } else {
             vec![0f32; k * tile]
         };
-        let sd;
-        let x = if self.g.stride > 1 {
-            sd = self.space_to_depth(x);
-            &sd[..]
-        } else {
-            x
-        };
+        let (src, _) = self.patch_source(x);
+        let x = &src[..];
         for q0 in (0..p).step_by(tile) {
             let tn = tile.min(p - q0);
             let (rhs, rhs_rs) = if direct {
@@ -480,20 +471,11 @@ impl ConvPlan {
     fn images(&self, x: &[f32], wt: &[f32], bias: &[f32], out: &mut [f32], par: Par) {
         let relu = self.relu;
         let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
-        let per_in = self.c * self.h * self.w;
-        let g = x.len() / per_in;
+        let g = x.len() / (self.c * self.h * self.w);
         let cols = g * p;
         let mut col = vec![0f32; k * cols];
-        let sd: Vec<f32>;
-        let (x, per_in) = if self.g.stride > 1 {
-            sd = x.chunks(per_in).fold(Vec::new(), |mut v, xi| {
-                v.extend_from_slice(&self.space_to_depth(xi));
-                v
-            });
-            (&sd[..], sd.len() / g)
-        } else {
-            (x, per_in)
-        };
+        let (src, per_in) = self.patch_source(x);
+        let x = &src[..];
         let fill = |(r, row): (usize, &mut [f32])| {
             for (xi, seg) in x.chunks(per_in).zip(row.chunks_mut(p)) {
                 self.patch_row(xi, r, 0, seg);
@@ -537,6 +519,23 @@ impl ConvPlan {
         for r in 0..k {
             self.patch_row(x, r, q0, &mut col[r * ld..r * ld + tn]);
         }
+    }
+
+    /// Images `(g, c, h, w)` as [`Self::patch_row`] reads them, with the floats per image:
+    /// themselves, or for a strided convolution their [`Self::space_to_depth`] planes, one
+    /// image after another.
+    fn patch_source<'a>(&self, x: &'a [f32]) -> (std::borrow::Cow<'a, [f32]>, usize) {
+        let per_in = self.c * self.h * self.w;
+        if self.g.stride == 1 {
+            return (x.into(), per_in);
+        }
+        let (hs, ws) = self.s2d_sides();
+        let per = self.c * self.g.stride * self.g.stride * hs * ws;
+        let mut planes = Vec::with_capacity(x.len() / per_in * per);
+        for xi in x.chunks(per_in) {
+            planes.extend_from_slice(&self.space_to_depth(xi));
+        }
+        (planes.into(), per)
     }
 
     /// Sides of the planes of [`Self::space_to_depth`].

@@ -95,7 +95,8 @@ pub fn pool2d(x: &Tensor, p: Pool) -> Result<Tensor> {
     })
 }
 
-/// Input columns `c0..c1` of output column `ow` (the in-image part of its window).
+/// Input columns (rows) `c0..c1` of output column (row) `ow`, of `w` input columns (rows): the
+/// in-image part of its window.
 fn window(p: Pool, ow: usize, w: usize) -> (usize, usize) {
     (
         (ow * p.stride).saturating_sub(p.pad),
@@ -153,8 +154,7 @@ fn pool_plane_of<const MAX: bool>(
         }
     }
     for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
-        let r0 = (oh * p.stride).saturating_sub(p.pad);
-        let r1 = (oh * p.stride + p.k - p.pad).min(h);
+        let (r0, r1) = window(p, oh, h);
         orow.copy_from_slice(&tmp[r0 * wo..(r0 + 1) * wo]);
         for r in r0 + 1..r1 {
             for (v, &t) in orow.iter_mut().zip(&tmp[r * wo..(r + 1) * wo]) {
@@ -184,8 +184,7 @@ fn max_strided(
 ) {
     let (rows, run) = tmp[..2 * w].split_at_mut(w);
     for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
-        let r0 = (oh * p.stride).saturating_sub(p.pad);
-        let r1 = (oh * p.stride + p.k - p.pad).min(h);
+        let (r0, r1) = window(p, oh, h);
         rows.copy_from_slice(&plane[r0 * w..(r0 + 1) * w]);
         for r in r0 + 1..r1 {
             for (v, &x) in rows.iter_mut().zip(&plane[r * w..(r + 1) * w]) {

@@ -272,34 +272,51 @@ struct Dest {
     cols: usize,
 }
 
-/// The output transform of one block for tiles of side `M`, `at` its `A^T`: `A^T M A + bias`,
-/// ReLU, straight into the output planes (`plane` floats apart, rows `wo` apart) of the tiles
-/// of `dest` (the first `dest.len()` of the `nt` columns of `m`, `nt` a multiple of `L`).
-///
-/// # Safety
-/// `out` must be valid for writes of every output `dest` names, in each of the `co` planes.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn transform_output_of<const M: usize>(
-    at: impl Fn(&[Lanes; 6]) -> [Lanes; M],
-    m: &[f32],
+/// One block's output transform: the 36 products `m` (`M_xi`: `co x nt`, [`xi_stride`]
+/// apart), the bias and ReLU, and where the tiles' outputs go: the tiles of `dest` (the first
+/// `dest.len()` of the `nt` columns, `nt` a multiple of `L`) in the output planes at `out`,
+/// `plane` floats apart, rows `wo` apart.
+struct OutBlock<'a> {
+    m: &'a [f32],
     co: usize,
     nt: usize,
-    bias: &[f32],
+    bias: &'a [f32],
     relu: bool,
-    dest: &[Dest],
+    dest: &'a [Dest],
     plane: usize,
     wo: usize,
     out: *mut f32,
+}
+
+impl OutBlock<'_> {
+    /// Where row `a` of tile `d`'s outputs in channel `o` starts.
+    ///
+    /// # Safety
+    /// `out` must hold the `co` planes that `dest` names.
+    #[inline(always)]
+    unsafe fn row(&self, o: usize, d: &Dest, a: usize) -> *mut f32 {
+        self.out.add(o * self.plane + d.at + a * self.wo)
+    }
+}
+
+/// The output transform of one block for tiles of side `M`, `at` its `A^T`: `A^T M A + bias`,
+/// ReLU, straight into the output planes.
+///
+/// # Safety
+/// `ob.out` must be valid for writes of every output `ob.dest` names, in each of the planes.
+#[inline(always)]
+unsafe fn transform_output_of<const M: usize>(
+    at: impl Fn(&[Lanes; 6]) -> [Lanes; M],
+    ob: &OutBlock,
 ) {
+    let (co, nt) = (ob.co, ob.nt);
     let xs = xi_stride(co * nt);
-    #[allow(clippy::needless_range_loop)]
-    for o in 0..co {
-        for (k, group) in dest.chunks(L).enumerate() {
+    for (o, &bias) in ob.bias.iter().enumerate().take(co) {
+        for (k, group) in ob.dest.chunks(L).enumerate() {
             let s: [[Lanes; 6]; M] = {
                 let cols: [[Lanes; M]; 6] = std::array::from_fn(|q| {
                     at(&std::array::from_fn(|r| {
-                        lanes(m, (r * 6 + q) * xs + o * nt + k * L)
+                        lanes(ob.m, (r * 6 + q) * xs + o * nt + k * L)
                     }))
                 });
                 std::array::from_fn(|a| std::array::from_fn(|q| cols[q][a]))
@@ -308,23 +325,16 @@ unsafe fn transform_output_of<const M: usize>(
                 let mut rm = at(s_a);
                 for lanes in rm.iter_mut() {
                     for v in lanes.iter_mut() {
-                        *v += bias[o];
+                        *v += bias;
                         // As `_mm256_max_ps(v, 0)`: -0 and NaN give +0.
-                        if relu && (v.is_nan() || *v <= 0.0) {
+                        if ob.relu && (v.is_nan() || *v <= 0.0) {
                             *v = 0.0;
                         }
                     }
                 }
                 for (l, d) in group.iter().enumerate() {
-                    if a >= d.rows {
-                        continue;
-                    }
-                    let row = out.add(o * plane + d.at + a * wo);
-                    if d.cols == M {
-                        for (b, lanes) in rm.iter().enumerate() {
-                            *row.add(b) = lanes[l];
-                        }
-                    } else {
+                    if a < d.rows {
+                        let row = ob.row(o, d, a);
                         for (b, lanes) in rm.iter().enumerate().take(d.cols) {
                             *row.add(b) = lanes[l];
                         }
@@ -337,24 +347,12 @@ unsafe fn transform_output_of<const M: usize>(
 
 /// [`transform_output_of`] for output tiles of side `side` (4 or 2); with AVX2, the same
 /// arithmetic in intrinsics.
-#[allow(clippy::too_many_arguments)]
-fn transform_output(
-    side: usize,
-    m: &[f32],
-    co: usize,
-    nt: usize,
-    bias: &[f32],
-    relu: bool,
-    dest: &[Dest],
-    plane: usize,
-    wo: usize,
-    out: SendPtr,
-) {
+fn transform_output(side: usize, ob: &OutBlock) {
     assert!(
-        m.len() >= XI * xi_stride(co * nt)
-            && bias.len() >= co
-            && dest.len() <= nt
-            && nt.is_multiple_of(L)
+        ob.m.len() >= XI * xi_stride(ob.co * ob.nt)
+            && ob.bias.len() >= ob.co
+            && ob.dest.len() <= ob.nt
+            && ob.nt.is_multiple_of(L)
     );
     // SAFETY: the caller (`Wino::run`) names in `dest` only outputs inside `out`, and each of
     // them in one block only; `m` holds the 36 products (checked above).
@@ -364,240 +362,22 @@ fn transform_output(
             && std::is_x86_feature_detected!("avx2")
         {
             return if side == 4 {
-                x86::transform_output4(m, co, nt, bias, relu, dest, plane, wo, out.get())
+                x86::transform_output4(ob)
             } else {
-                x86::transform_output2(m, co, nt, bias, relu, dest, plane, wo, out.get())
+                x86::transform_output2(ob)
             };
         }
         if side == 4 {
-            transform_output_of::<4>(at, m, co, nt, bias, relu, dest, plane, wo, out.get())
+            transform_output_of::<4>(at, ob)
         } else {
-            transform_output_of::<2>(at2, m, co, nt, bias, relu, dest, plane, wo, out.get())
+            transform_output_of::<2>(at2, ob)
         }
     }
 }
 
-/// The transforms in AVX2 intrinsics: the generic forms' operations in the same order, so
-/// the same bits (the kernels' tests check).
+/// The transforms in AVX2 intrinsics.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Dest, L, XI};
-    use std::arch::x86_64::*;
-
-    type V = __m256;
-
-    #[inline(always)]
-    unsafe fn k(x: f32) -> V {
-        _mm256_set1_ps(x)
-    }
-
-    /// [`super::bt`].
-    #[inline(always)]
-    unsafe fn bt(z: [V; 6]) -> [V; 6] {
-        let [z0, z1, z2, z3, z4, z5] = z;
-        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
-        [
-            add(sub(mul(k(4.0), z0), mul(k(5.0), z2)), z4),
-            add(add(mul(k(-4.0), add(z1, z2)), z3), z4),
-            add(sub(mul(k(4.0), sub(z1, z2)), z3), z4),
-            add(sub(mul(k(2.0), sub(z3, z1)), z2), z4),
-            add(sub(mul(k(2.0), sub(z1, z3)), z2), z4),
-            add(sub(mul(k(4.0), z1), mul(k(5.0), z3)), z5),
-        ]
-    }
-
-    /// [`super::at`].
-    #[inline(always)]
-    unsafe fn at(z: [V; 6]) -> [V; 4] {
-        let [z0, z1, z2, z3, z4, z5] = z;
-        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
-        let (s12, d12, s34, d34) = (add(z1, z2), sub(z1, z2), add(z3, z4), sub(z3, z4));
-        [
-            add(add(z0, s12), s34),
-            add(d12, mul(k(2.0), d34)),
-            add(s12, mul(k(4.0), s34)),
-            add(add(d12, mul(k(8.0), d34)), z5),
-        ]
-    }
-
-    /// [`super::at2`].
-    #[inline(always)]
-    unsafe fn at2(z: [V; 6]) -> [V; 2] {
-        let [z0, z1, z2, z3, z4, z5] = z;
-        let (add, sub, mul) = (_mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
-        [
-            add(add(z0, add(z1, z2)), add(z3, z4)),
-            add(add(sub(z1, z2), mul(k(2.0), sub(z3, z4))), z5),
-        ]
-    }
-
-    /// [`super::transform_input_generic`].
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn transform_input(
-        xp: &[f32],
-        bases: &[usize],
-        cb: usize,
-        plane8: usize,
-        wp: usize,
-        v: &mut [f32],
-    ) {
-        let (nt, c8) = (bases.len(), cb * L);
-        let last = (cb.max(1) - 1) * plane8 + (5 * wp + 5) * L + L;
-        let xs = super::xi_stride(nt * c8);
-        assert!(bases.iter().all(|&b| b + last <= xp.len()) && v.len() >= XI * xs);
-        let (x, vp) = (xp.as_ptr(), v.as_mut_ptr());
-        for (t, &base) in bases.iter().enumerate() {
-            for kb in 0..cb {
-                let b0 = x.add(base + kb * plane8);
-                let mut tq = [[_mm256_setzero_ps(); 6]; 6];
-                for (q, tqq) in tq.iter_mut().enumerate() {
-                    let ld = |r: usize| _mm256_loadu_ps(b0.add((r * wp + q) * L));
-                    *tqq = bt([ld(0), ld(1), ld(2), ld(3), ld(4), ld(5)]);
-                }
-                #[allow(clippy::needless_range_loop)]
-                for a in 0..6 {
-                    let vb = bt([tq[0][a], tq[1][a], tq[2][a], tq[3][a], tq[4][a], tq[5][a]]);
-                    for (b, &lanes) in vb.iter().enumerate() {
-                        _mm256_storeu_ps(vp.add((a * 6 + b) * xs + t * c8 + kb * L), lanes);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The 6x6 -> `M`x`M` output transform of lanes `k * L..` of output channel `o`, bias
-    /// and ReLU applied: `M` rows of `M` vectors.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_rows<const M: usize>(
-        at: impl Fn([V; 6]) -> [V; M],
-        m: *const f32,
-        co: usize,
-        nt: usize,
-        o: usize,
-        kl: usize,
-        bias: f32,
-        relu: bool,
-    ) -> [[V; M]; M] {
-        let xs = super::xi_stride(co * nt);
-        let ld = |r: usize, q: usize| _mm256_loadu_ps(m.add((r * 6 + q) * xs + o * nt + kl));
-        let mut cols = [[_mm256_setzero_ps(); M]; 6];
-        for (q, c) in cols.iter_mut().enumerate() {
-            *c = at([ld(0, q), ld(1, q), ld(2, q), ld(3, q), ld(4, q), ld(5, q)]);
-        }
-        let mut rows = [[_mm256_setzero_ps(); M]; M];
-        for (a, row) in rows.iter_mut().enumerate() {
-            *row = at([
-                cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a],
-            ]);
-            for v in row.iter_mut() {
-                *v = _mm256_add_ps(*v, k(bias));
-                if relu {
-                    *v = _mm256_max_ps(*v, _mm256_setzero_ps());
-                }
-            }
-        }
-        rows
-    }
-
-    /// `cols` floats of a tile's row from `src` to `row`.
-    #[inline(always)]
-    unsafe fn put<const M: usize>(src: *const f32, d: &Dest, row: *mut f32) {
-        if d.cols == M {
-            std::ptr::copy_nonoverlapping(src, row, M);
-        } else {
-            std::ptr::copy_nonoverlapping(src, row, d.cols);
-        }
-    }
-
-    /// The output transform of `M`x`M` tiles: each output row of a group of `L` tiles
-    /// transposed by `spill` into a buffer where lane `l`'s row starts at `slot(l)`, then
-    /// copied to the tile's place.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn output_rows<const M: usize>(
-        at: impl Fn([V; 6]) -> [V; M],
-        spill: impl Fn(&[V; M], *mut f32),
-        slot: impl Fn(usize) -> usize,
-        (m, co, nt): (&[f32], usize, usize),
-        bias: &[f32],
-        relu: bool,
-        dest: &[Dest],
-        (plane, wo): (usize, usize),
-        out: *mut f32,
-    ) {
-        let mut buf = [0f32; 4 * L];
-        #[allow(clippy::needless_range_loop)]
-        for o in 0..co {
-            for (kg, group) in dest.chunks(L).enumerate() {
-                let rows = tile_rows::<M>(&at, m.as_ptr(), co, nt, o, kg * L, bias[o], relu);
-                for (a, r) in rows.iter().enumerate() {
-                    let b = buf.as_mut_ptr();
-                    spill(r, b);
-                    for (l, d) in group.iter().enumerate() {
-                        if a < d.rows {
-                            put::<M>(b.add(slot(l)), d, out.add(o * plane + d.at + a * wo));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`super::transform_output_of`] for 4x4 tiles.
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn transform_output4(
-        m: &[f32],
-        co: usize,
-        nt: usize,
-        bias: &[f32],
-        relu: bool,
-        dest: &[Dest],
-        plane: usize,
-        wo: usize,
-        out: *mut f32,
-    ) {
-        // 4 x 8 -> 8 x 4: lane l's row at 8 l (l < 4) or 8 (l - 4) + 4.
-        let spill = |r: &[V; 4], b: *mut f32| {
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            _mm256_storeu_ps(b, _mm256_shuffle_ps::<0x44>(t0, t2));
-            _mm256_storeu_ps(b.add(8), _mm256_shuffle_ps::<0xEE>(t0, t2));
-            _mm256_storeu_ps(b.add(16), _mm256_shuffle_ps::<0x44>(t1, t3));
-            _mm256_storeu_ps(b.add(24), _mm256_shuffle_ps::<0xEE>(t1, t3));
-        };
-        let slot = |l: usize| if l < 4 { 8 * l } else { 8 * (l - 4) + 4 };
-        let (mats, sides) = ((m, co, nt), (plane, wo));
-        output_rows::<4>(|z| at(z), spill, slot, mats, bias, relu, dest, sides, out)
-    }
-
-    /// [`super::transform_output_of`] for 2x2 tiles.
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn transform_output2(
-        m: &[f32],
-        co: usize,
-        nt: usize,
-        bias: &[f32],
-        relu: bool,
-        dest: &[Dest],
-        plane: usize,
-        wo: usize,
-        out: *mut f32,
-    ) {
-        // 2 x 8 -> 8 x 2: pairs of lanes 0, 1, 4, 5, 2, 3, 6, 7.
-        let spill = |r: &[V; 2], b: *mut f32| {
-            _mm256_storeu_ps(b, _mm256_unpacklo_ps(r[0], r[1]));
-            _mm256_storeu_ps(b.add(8), _mm256_unpackhi_ps(r[0], r[1]));
-        };
-        let slot = |l: usize| 2 * ((l & 1) + 2 * ((l >> 2) & 1) + 4 * ((l >> 1) & 1));
-        let (mats, sides) = ((m, co, nt), (plane, wo));
-        output_rows::<2>(|z| at2(z), spill, slot, mats, bias, relu, dest, sides, out)
-    }
-}
+mod x86;
 
 thread_local! {
     /// Each thread's working buffers (`V`, `M` and the output tiles of a block), kept between
@@ -733,7 +513,18 @@ impl Wino {
                 .collect();
             // Each output pixel belongs to exactly one tile and each tile to one block, so
             // the blocks write disjoint elements of `out`, whose (n, co, ho, wo) holds them.
-            transform_output(ms, m, co, nt, bias, self.relu, &dest, ho * wo, wo, dst);
+            let ob = OutBlock {
+                m,
+                co,
+                nt,
+                bias,
+                relu: self.relu,
+                dest: &dest,
+                plane: ho * wo,
+                wo,
+                out: dst.get(),
+            };
+            transform_output(ms, &ob);
         };
         let len = nv + nm;
         if by_block {
