@@ -7,6 +7,7 @@
 //! perf record ./target/release/examples/feature_nets alex 256 4 100   # net, side, pairs, calls
 //! ./target/release/examples/feature_nets inception 0 16 5            # 16 images of 299x299
 //! FEATURE_BITS=1 ./target/release/examples/feature_nets vgg16 64 2 1  # the outputs' bits
+//! LQAE_BLAS_PROFILE=1 ./target/release/examples/feature_nets alex 64 32 # products by shape
 //! ```
 //!
 //! Prints the median and the fastest call in ms (on a shared machine the fastest is the
@@ -69,6 +70,10 @@ fn main() -> Result<()> {
         if bits {
             println!("bits {:016x}", bits_hash(&y)?);
         }
+    }
+    // With LQAE_BLAS_PROFILE=1: the products' shapes and rates over all the calls.
+    if let Some(r) = lqae::kernels::blas::profile_report() {
+        println!("{r}");
     }
     ms.sort_by(f64::total_cmp);
     println!(

@@ -16,7 +16,9 @@
 //! runs too rather than element-by-element gathers. Images (or groups) go to rayon's threads
 //! when there are enough of them; otherwise each product is split across the threads.
 //! 3x3 and 5x5 stride-1 layers with channels and tiles enough take the Winograd path
-//! ([`super::winograd`]); [`Conv2d::stack`] runs several convolutions of one input as one.
+//! ([`super::winograd`]), and so do strided layers whose space-to-depth form is one (AlexNet's
+//! 11x11/4 stem is a 3x3 convolution of its input's 48 planes: [`s2d_weights`]);
+//! [`Conv2d::stack`] runs several convolutions of one input as one.
 //!
 //! [`conv2d_bias_relu_ops`] is the reference form in candle ops (pad, `conv2d`, add, ReLU),
 //! used on other devices and when the fused kernels are off; the tests check one against the
@@ -116,8 +118,8 @@ pub(crate) fn ops_relu_below(
 
 /// `relu?(conv2d(x, weight) + bias)`: `x` `(n, c, h, w)`, `weight` `(c_out, c, kh, kw)`,
 /// `bias` `(c_out)` (any shape of `c_out` elements), f32. A convolution the Winograd path
-/// takes ([`super::winograd`]: 3x3 or 5x5 at stride 1, channels and tiles enough) transforms
-/// the weights on every call; [`Conv2d`] keeps them.
+/// takes ([`super::winograd::eligible`]) transforms the weights on every call; [`Conv2d`]
+/// keeps them.
 pub fn conv2d_bias_relu(
     x: &Tensor,
     weight: &Tensor,
@@ -211,11 +213,47 @@ impl Conv2d {
     }
 }
 
-/// The Winograd transform of OIHW 3x3 or 5x5 f32 weights.
-fn transformed(weight: &Tensor) -> Result<Vec<f32>> {
-    let (co, c, r, _) = weight.dims4()?;
+/// The Winograd transform of OIHW f32 weights of a kernel the path computes
+/// ([`super::winograd::fits`]): of the weights themselves at stride 1, of their
+/// space-to-depth form ([`s2d_weights`]) at a larger stride.
+fn transformed(weight: &Tensor, stride: usize) -> Result<Vec<f32>> {
+    let (co, c, k, _) = weight.dims4()?;
     let w = weight.flatten_all()?.to_vec1::<f32>()?;
-    Ok(super::winograd::winograd_weights(&w, co, c, r))
+    let r = super::winograd::s2d_kernel(k, stride);
+    let w = if stride > 1 {
+        s2d_weights(&w, [co, c, k], stride)
+    } else {
+        w
+    };
+    Ok(super::winograd::winograd_weights(
+        &w,
+        co,
+        c * stride * stride,
+        r,
+    ))
+}
+
+/// OIHW `k x k` weights `(co, c, k, k)` of a stride-`s` convolution as the weights of the
+/// stride-1 convolution of the input's space-to-depth planes ([`ConvPlan::space_to_depth`]):
+/// `(co, c s^2, r, r)`, `r` = [`super::winograd::s2d_kernel`], plane `(ch, dy, dx)`'s tap
+/// `(ky, kx)` is tap `(s ky + dy, s kx + dx)` of channel `ch`, zero past `k`.
+fn s2d_weights(w: &[f32], [co, c, k]: [usize; 3], s: usize) -> Vec<f32> {
+    let r = super::winograd::s2d_kernel(k, s);
+    let mut out = vec![0f32; co * c * s * s * r * r];
+    for (i, tap) in out.iter_mut().enumerate() {
+        let (kx, ky, pi, o) = (
+            i % r,
+            i / r % r,
+            i / (r * r) % (c * s * s),
+            i / (r * r * c * s * s),
+        );
+        let (ch, dy, dx) = (pi / (s * s), pi / s % s, pi % s);
+        let (y, x) = (s * ky + dy, s * kx + dx);
+        if y < k && x < k {
+            *tap = w[((o * c + ch) * k + y) * k + x];
+        }
+    }
+    out
 }
 
 pub(crate) fn conv_with(
@@ -261,7 +299,7 @@ fn conv_relu_below(
     }
     let wino = match wino {
         WinoPath::Always if super::winograd::fits(kh, kw, g.stride) => {
-            Some(Arc::new(transformed(weight)?))
+            Some(Arc::new(transformed(weight, g.stride)?))
         }
         // The transform's epilogue has one ReLU flag for all channels.
         _ if relu != 0 && relu < co => None,
@@ -269,11 +307,11 @@ fn conv_relu_below(
         WinoPath::Cached(cell) => Some(match cell.get() {
             Some(u) => u.clone(),
             None => {
-                let u = Arc::new(transformed(weight)?);
+                let u = Arc::new(transformed(weight, g.stride)?);
                 cell.get_or_init(|| u).clone()
             }
         }),
-        WinoPath::Auto => Some(Arc::new(transformed(weight)?)),
+        WinoPath::Auto => Some(Arc::new(transformed(weight, g.stride)?)),
         WinoPath::Off | WinoPath::Always => None,
     };
     let plan = ConvPlan {
@@ -315,25 +353,40 @@ impl candle_core::CustomOp3 for ConvPlan {
         let wv = super::slice(s2, l2, "conv2d weights")?;
         let bv = super::slice(s3, l3, "conv2d bias")?;
         let (n, co, ho, wo) = (self.n, self.co, self.ho, self.wo);
-        let mut out = vec![0f32; n * co * ho * wo];
+        let len = n * co * ho * wo;
         if let Some(u) = &self.wino {
-            let [top, _, left, _] = self.g.pad;
+            // At a stride, the stride-1 convolution of the space-to-depth planes (their zero
+            // padding included) by the weights' space-to-depth form.
+            let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
+            let (src, _) = self.patch_source(xv);
+            let (h, w) = if s > 1 {
+                self.s2d_sides()
+            } else {
+                (self.h, self.w)
+            };
+            let (top, left) = if s > 1 { (0, 0) } else { (top, left) };
+            let r = super::winograd::s2d_kernel(self.kh, s);
+            let mut out = Vec::with_capacity(len);
             super::winograd::Wino {
                 n,
-                c: self.c,
-                h: self.h,
-                w: self.w,
+                c: self.c * s * s,
+                h,
+                w,
                 co,
                 ho,
                 wo,
                 top,
                 left,
                 relu: self.relu >= co,
-                m: super::winograd::tile_side(self.kh).unwrap_or(4),
+                m: super::winograd::tile_side(r).unwrap_or(4),
             }
-            .run(xv, u, bv, &mut out);
+            .run(&src, u, bv, out.spare_capacity_mut());
+            // SAFETY: `run` wrote all `len` elements (not zeroed first: on the calling thread
+            // alone, that was 2-3% of AlexNet's time).
+            unsafe { out.set_len(len) };
             return Ok((super::storage(out), (n, co, ho, wo).into()));
         }
+        let mut out = vec![0f32; len];
         let (per_in, per_out, p) = (self.c * self.h * self.w, co * ho * wo, ho * wo);
         // Small outputs are poor products one image at a time: images go together, their
         // patches side by side, until a product has about GROUP_COLUMNS columns.
@@ -531,10 +584,11 @@ impl ConvPlan {
         }
         let (hs, ws) = self.s2d_sides();
         let per = self.c * self.g.stride * self.g.stride * hs * ws;
-        let mut planes = Vec::with_capacity(x.len() / per_in * per);
-        for xi in x.chunks(per_in) {
-            planes.extend_from_slice(&self.space_to_depth(xi));
-        }
+        let mut planes = vec![0f32; x.len() / per_in * per];
+        planes
+            .par_chunks_mut(per)
+            .zip(x.par_chunks(per_in))
+            .for_each(|(d, xi)| self.space_to_depth(xi, d));
         (planes.into(), per)
     }
 
@@ -545,15 +599,14 @@ impl ConvPlan {
     }
 
     /// One image `(c, h, w)` of a strided convolution split into `c * s * s` planes of
-    /// [`Self::s2d_sides`]: plane `(ch, dy, dx)` holds the zero-padded input
+    /// [`Self::s2d_sides`], written into `out` (which holds zeros): plane `(ch, dy, dx)` holds the zero-padded input
     /// `(ch, s Y + dy - top, s X + dx - left)` at `(Y, X)`, so that every patch row is a
     /// contiguous run of one plane (kernel tap `(i, j)` of output `(oh, ow)` is plane
     /// `(ch, i % s, j % s)` at `(oh + i / s, ow + j / s)`).
-    fn space_to_depth(&self, x: &[f32]) -> Vec<f32> {
+    fn space_to_depth(&self, x: &[f32], out: &mut [f32]) {
         let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
         let (h, w) = (self.h, self.w);
         let (hs, ws) = self.s2d_sides();
-        let mut out = vec![0f32; self.c * s * s * hs * ws];
         for (pi, plane) in out.chunks_mut(hs * ws).enumerate() {
             let (ch, dy, dx) = (pi / (s * s), pi / s % s, pi % s);
             let src = &x[ch * h * w..(ch + 1) * h * w];
@@ -575,7 +628,6 @@ impl ConvPlan {
                 }
             }
         }
-        out
     }
 
     /// Row `r = (ch, i, j)` of the patches of output pixels `q0..q0 + row.len()`; `x` is the

@@ -543,30 +543,35 @@ fn conv2d_matches_candle_for_every_geometry() {
     assert!(e.to_string().contains("does not fit"), "{e}");
 }
 
-/// The Winograd path (3x3 and 5x5, stride 1, at least 8 channels) against the candle form and
+/// The Winograd path (3x3 and 5x5 at stride 1; at a larger stride, a kernel whose
+/// space-to-depth form is 3x3 or 5x5, as AlexNet's 11x11/4 stem) against the candle form and
 /// against the im2col path, in each of its modes: whole tiles and cut ones, no padding, same
 /// padding and uneven padding, one block whose 36 products go to the threads, blocks per
 /// thread, several images per block; and a layer's cached transform gives the same bits as the
 /// transform computed for one call.
 #[test]
 fn winograd_matches_the_direct_convolution() {
-    // (images, channels, height, width, out channels, padding, kernel side)
-    type Case = (usize, usize, usize, usize, usize, [usize; 4], usize);
-    let cases: [Case; 10] = [
-        (2, 8, 13, 5, 7, [0; 4], 3),
-        (1, 16, 9, 12, 9, [1; 4], 3),
-        (3, 64, 40, 64, 16, [1; 4], 3),
-        (16, 32, 4, 40, 4, [1; 4], 3),
-        (2, 12, 7, 3, 10, [1, 0, 0, 1], 3),
-        (4, 96, 17, 20, 32, [2, 0, 1, 1], 3),
-        (2, 8, 9, 6, 11, [0; 4], 5),
-        (4, 64, 7, 64, 7, [2; 4], 5),
-        (2, 48, 35, 16, 35, [2; 4], 5),
-        (1, 10, 6, 5, 9, [2, 1, 0, 3], 5),
+    // (images, channels, height, out channels, width, padding, kernel side, stride)
+    type Case = (usize, usize, usize, usize, usize, [usize; 4], usize, usize);
+    let cases: [Case; 14] = [
+        (2, 8, 13, 5, 7, [0; 4], 3, 1),
+        (1, 16, 9, 12, 9, [1; 4], 3, 1),
+        (3, 64, 40, 64, 16, [1; 4], 3, 1),
+        (16, 32, 4, 40, 4, [1; 4], 3, 1),
+        (2, 12, 7, 3, 10, [1, 0, 0, 1], 3, 1),
+        (4, 96, 17, 20, 32, [2, 0, 1, 1], 3, 1),
+        (2, 8, 9, 6, 11, [0; 4], 5, 1),
+        (4, 64, 7, 64, 7, [2; 4], 5, 1),
+        (2, 48, 35, 16, 35, [2; 4], 5, 1),
+        (1, 10, 6, 5, 9, [2, 1, 0, 3], 5, 1),
+        (2, 3, 35, 16, 37, [2; 4], 11, 4),
+        (3, 3, 64, 64, 64, [2; 4], 11, 4),
+        (2, 5, 17, 8, 19, [1, 0, 2, 1], 5, 2),
+        (1, 4, 20, 6, 23, [0; 4], 7, 3),
     ];
-    for (i, &(n, c, side, co, wide, pad, k)) in cases.iter().enumerate() {
+    for (i, &(n, c, side, co, wide, pad, k, stride)) in cases.iter().enumerate() {
         let (x, w, b) = conv_inputs([n, c, side, wide], [co, c, k, k], 400 + i as u64);
-        let g = ConvGeometry { stride: 1, pad };
+        let g = ConvGeometry { stride, pad };
         for relu in [false, true] {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
             let scale = max_diff(&want, &want.zeros_like().unwrap());
@@ -584,7 +589,7 @@ fn winograd_matches_the_direct_convolution() {
             let layer = Conv2d::new(w.clone(), b.clone(), g, relu);
             let once = conv2d_bias_relu(&x, &w, &b, g, relu).unwrap();
             let out = [n, want.dim(2).unwrap(), want.dim(3).unwrap()];
-            if winograd::eligible(c, co, k, k, 1, out) {
+            if winograd::eligible(c, co, k, k, stride, out) {
                 assert_eq!(max_diff(&once, &got), 0.0, "case {i}");
             }
             for _ in 0..2 {
@@ -605,6 +610,8 @@ fn winograd_matches_the_direct_convolution() {
             );
         }
     }
+    // AlexNet's stem on three 64 px images (case 11) is a layer that takes the path.
+    assert!(winograd::eligible(3, 64, 11, 11, 4, [3, 15, 15]));
 }
 
 /// The pooling kernel against candle's pooling for the windows the networks use (3x3 same and

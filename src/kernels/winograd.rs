@@ -2,7 +2,8 @@
 //! 5x5) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each 4x4
 //! (2x2) block of outputs (a tile) comes from its 6x6 input patch `d` and the filter `g` as
 //! `A^T [(G g G^T) .* (B^T d B)] A`, 36 multiplications per tile and input channel instead of
-//! 144 (100). Which layers take the path: [`eligible`]. Summed over
+//! 144 (100). Which layers take the path: [`eligible`] (a strided layer as the stride-1
+//! convolution of its input's space-to-depth planes, [`s2d_kernel`]). Summed over
 //! the input channels, the element-wise products become 36 matrix products, one per position
 //! `xi` of the 6x6 transformed tile: `M_xi (c_out x tiles) = U_xi (c_out x C) . V_xi (C x tiles)`,
 //! on the BLAS path ([`super::blas::sgemm`]).
@@ -70,9 +71,10 @@ pub fn winograd_enabled() -> bool {
         .get_or_init(|| std::env::var("LQAE_WINOGRAD").is_ok_and(|v| v.eq_ignore_ascii_case("off")))
 }
 
-/// Whether a convolution takes the Winograd path: a 3x3 or 5x5 kernel at stride 1
-/// ([`fits`]) with at least [`min_channels`] input and output channels and at least
-/// [`MIN_TILES`] output tiles in the call (`n` images of `ho x wo` outputs), with the path on
+/// Whether a convolution takes the Winograd path: a kernel it can compute ([`fits`]) with at
+/// least [`min_channels`] input and output channels (for a strided convolution, the input
+/// channels of its space-to-depth form, `c * stride^2`) and at least [`MIN_TILES`] output
+/// tiles in the call (`n` images of `ho x wo` outputs), with the path on
 /// ([`winograd_enabled`]).
 pub(crate) fn eligible(
     c: usize,
@@ -85,8 +87,9 @@ pub(crate) fn eligible(
     let [n, ho, wo] = out;
     winograd_enabled()
         && fits(kh, kw, stride)
-        && c.min(co) >= min_channels()
-        && tile_side(kh).is_some_and(|m| n * ho.div_ceil(m) * wo.div_ceil(m) >= MIN_TILES)
+        && (c * stride * stride).min(co) >= min_channels(stride)
+        && tile_side(s2d_kernel(kh, stride))
+            .is_some_and(|m| n * ho.div_ceil(m) * wo.div_ceil(m) >= MIN_TILES)
 }
 
 /// Fewer tiles than this and the 36 products are too narrow. With the transforms as they are
@@ -95,16 +98,30 @@ pub(crate) fn eligible(
 /// the same within noise; with the older transforms both were slower, and the rule was 64.
 const MIN_TILES: usize = 16;
 
-/// A kernel the Winograd path can compute: 3x3 or 5x5 at stride 1.
+/// A kernel the Winograd path can compute: square, 3x3 or 5x5 at stride 1, or at a larger
+/// stride one whose space-to-depth form is 3x3 or 5x5 ([`s2d_kernel`]: AlexNet's 11x11/4 stem
+/// is a 3x3 convolution of its input's 48 space-to-depth planes).
 pub(crate) fn fits(kh: usize, kw: usize, stride: usize) -> bool {
-    kh == kw && tile_side(kh).is_some() && stride == 1
+    kh == kw && stride >= 1 && tile_side(s2d_kernel(kh, stride)).is_some()
 }
 
-/// Fewer channels than this on either side and the 36 products are too thin (k or m of a few
-/// dozen) to repay the transforms: Inception's 32-channel stem ran slower by Winograd than by
-/// im2col on the AVX-512 AMD machine.
-pub fn min_channels() -> usize {
-    64
+/// The kernel side of the space-to-depth form of a `k x k` convolution at stride `s`: with the
+/// input split into its `s x s` phases (`c s^2` planes), output `(y, x)` reads planes' pixels
+/// `y..y + (k - 1) / s` (the taps past `k` in the last block are zero); `k` itself at stride 1.
+pub(crate) fn s2d_kernel(k: usize, s: usize) -> usize {
+    (k.max(1) - 1) / s.max(1) + 1
+}
+
+/// Fewer channels than this on either side (input channels of the space-to-depth form at a
+/// stride) and the 36 products are too thin (k or m of a few dozen) to repay the transforms:
+/// Inception's 32-channel stem ran slower by Winograd than by im2col on the AVX-512 AMD
+/// machine. AlexNet's 11x11/4 stem (48 planes, 64 outputs) ran faster.
+pub fn min_channels(stride: usize) -> usize {
+    if stride > 1 {
+        48
+    } else {
+        64
+    }
 }
 
 /// `U` `(36, co, c)` of OIHW `r x r` weights `(co, c, r, r)`, `r` 3 or 5:
@@ -412,8 +429,17 @@ fn block_tiles(c: usize, tiles: usize, threads: usize) -> usize {
 }
 
 impl Wino {
-    /// `out` `(n, co, ho, wo)` of `x` `(n, c, h, w)`, with `u` from [`winograd_weights`].
-    pub(crate) fn run(&self, x: &[f32], u: &[f32], bias: &[f32], out: &mut [f32]) {
+    /// `out` `(n, co, ho, wo)` of `x` `(n, c, h, w)`, with `u` from [`winograd_weights`]; every
+    /// element of `out` is written (each output pixel belongs to one tile), so it may come
+    /// uninitialised.
+    pub(crate) fn run(
+        &self,
+        x: &[f32],
+        u: &[f32],
+        bias: &[f32],
+        out: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        assert!(out.len() >= self.n * self.co * self.ho * self.wo);
         let (c, co, ho, wo, ms) = (self.c, self.co, self.ho, self.wo, self.m);
         let (th, tw) = (ho.div_ceil(ms), wo.div_ceil(ms));
         let (hp, wp) = ((th - 1) * ms + 6, (tw - 1) * ms + 6);
@@ -457,7 +483,7 @@ impl Wino {
         // Enough blocks: each thread takes a run of blocks, its products on one thread.
         // Otherwise the blocks go one by one, their 36 products across the threads.
         let by_block = blocks >= threads;
-        let dst = SendPtr(out.as_mut_ptr());
+        let dst = SendPtr(out.as_mut_ptr().cast::<f32>());
         let c8 = cb * L;
         let (nv, nm) = (XI * xi_stride(c8 * tb), XI * xi_stride(co * tb));
         let run = |buf: &mut [f32], b: usize| {
