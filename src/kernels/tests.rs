@@ -360,16 +360,20 @@ fn fused_attention_matches_split_heads_with_gradients() {
     }
 }
 
+/// `dense` and both its gradients against candle's matmul; with 40 output columns the weight
+/// gradient is split across two threads (32 + 8 columns).
 #[test]
 fn dense_matches_candle_matmul_with_gradients() {
-    let x = rand(&[3, 7, 6], 30);
-    let w = rand(&[6, 5], 31);
-    same(
-        &[x.as_tensor(), w.as_tensor()],
-        || dense(x.as_tensor(), w.as_tensor()).unwrap(),
-        || x.as_tensor().broadcast_matmul(w.as_tensor()).unwrap(),
-        1e-5,
-    );
+    for (i, &(b, s, inp, out)) in [(3, 7, 6, 5), (2, 9, 6, 40)].iter().enumerate() {
+        let x = rand(&[b, s, inp], 30 + 2 * i as u64);
+        let w = rand(&[inp, out], 31 + 2 * i as u64);
+        same(
+            &[x.as_tensor(), w.as_tensor()],
+            || dense(x.as_tensor(), w.as_tensor()).unwrap(),
+            || x.as_tensor().broadcast_matmul(w.as_tensor()).unwrap(),
+            1e-5,
+        );
+    }
 }
 
 #[test]
