@@ -104,30 +104,6 @@ fn tensor(
     })
 }
 
-/// One tap's LPIPS term of one pair: `a`, `b` `(c, pixels)`, the linear weights `lin` `(c)`:
-/// the mean over pixels of `sum_c lin_c (a_c / (|a| + 1e-10) - b_c / (|b| + 1e-10))^2`.
-fn tap_distance(a: &[f32], b: &[f32], lin: &[f32], pixels: usize) -> f32 {
-    let mut na = vec![0f32; pixels];
-    let mut nb = vec![0f32; pixels];
-    for (ar, br) in a.chunks(pixels).zip(b.chunks(pixels)) {
-        for p in 0..pixels {
-            na[p] += ar[p] * ar[p];
-            nb[p] += br[p] * br[p];
-        }
-    }
-    for v in na.iter_mut().chain(nb.iter_mut()) {
-        *v = 1.0 / (v.sqrt() + 1e-10);
-    }
-    let mut acc = vec![0f32; pixels];
-    for ((ar, br), &l) in a.chunks(pixels).zip(b.chunks(pixels)).zip(lin) {
-        for p in 0..pixels {
-            let d = ar[p] * na[p] - br[p] * nb[p];
-            acc[p] += l * d * d;
-        }
-    }
-    acc.iter().sum::<f32>() / pixels as f32
-}
-
 impl Lpips {
     /// Fetch (once) the `lpips` asset and load `net` from it.
     pub fn load(net: LpipsNet, device: &Device) -> Result<Self> {
@@ -292,7 +268,9 @@ impl Lpips {
                     total
                         .par_iter_mut()
                         .zip(fa.par_chunks(per).zip(fb.par_chunks(per)))
-                        .for_each(|(t, (a, b))| *t += tap_distance(a, b, &lv, h * w));
+                        .for_each(|(t, (a, b))| {
+                            *t += crate::kernels::lpips_tap_distance(a, b, &lv, h * w)
+                        });
                 })?;
             }
             return Ok(Tensor::new(total, a.device())?);

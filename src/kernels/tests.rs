@@ -690,3 +690,49 @@ fn pool2d_matches_candle_and_leaves_padding_out() {
         }
     }
 }
+
+/// LPIPS's tap distance in blocks of pixels gives the bits of the direct two-pass form (norms
+/// of all pixels, then the weighted squared differences), on and off the AVX2 path, across
+/// whole blocks and a cut last one (16 channels: blocks of 4,096 pixels; 5,000 pixels), and on
+/// one block (384 channels, 225 pixels).
+#[test]
+fn lpips_tap_distance_matches_the_direct_form() {
+    let direct = |a: &[f32], b: &[f32], lin: &[f32], pixels: usize| -> f32 {
+        let (mut na, mut nb) = (vec![0f32; pixels], vec![0f32; pixels]);
+        for (ar, br) in a.chunks(pixels).zip(b.chunks(pixels)) {
+            for p in 0..pixels {
+                na[p] += ar[p] * ar[p];
+                nb[p] += br[p] * br[p];
+            }
+        }
+        for v in na.iter_mut().chain(nb.iter_mut()) {
+            *v = 1.0 / (v.sqrt() + 1e-10);
+        }
+        let mut acc = vec![0f32; pixels];
+        for ((ar, br), &l) in a.chunks(pixels).zip(b.chunks(pixels)).zip(lin) {
+            for p in 0..pixels {
+                let d = ar[p] * na[p] - br[p] * nb[p];
+                acc[p] += l * d * d;
+            }
+        }
+        acc.iter().sum::<f32>() / pixels as f32
+    };
+    let draw =
+        |n: usize, seed: u64| -> Vec<f32> { rand(&[n], seed).as_tensor().to_vec1().unwrap() };
+    for (i, &(c, pixels)) in [(16usize, 5000usize), (384, 225)].iter().enumerate() {
+        let s = 700 + 3 * i as u64;
+        let (a, b, lin) = (draw(c * pixels, s), draw(c * pixels, s + 1), draw(c, s + 2));
+        let want = direct(&a, &b, &lin, pixels);
+        assert!(want > 0.0, "case {i}");
+        for baseline in [false, true] {
+            BASELINE_ONLY.store(baseline, std::sync::atomic::Ordering::SeqCst);
+            let got = lpips_tap_distance(&a, &b, &lin, pixels);
+            BASELINE_ONLY.store(false, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "case {i} baseline {baseline}"
+            );
+        }
+    }
+}
