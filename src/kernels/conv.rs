@@ -584,11 +584,9 @@ impl ConvPlan {
         }
         let (hs, ws) = self.s2d_sides();
         let per = self.c * self.g.stride * self.g.stride * hs * ws;
-        let mut planes = vec![0f32; x.len() / per_in * per];
-        planes
-            .par_chunks_mut(per)
-            .zip(x.par_chunks(per_in))
-            .for_each(|(d, xi)| self.space_to_depth(xi, d));
+        let planes = super::par_filled(x.len() / per_in * per, per, |i, d| {
+            self.space_to_depth(&x[i * per_in..(i + 1) * per_in], d)
+        });
         (planes.into(), per)
     }
 

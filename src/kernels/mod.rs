@@ -56,6 +56,30 @@ pub use softmax::*;
 pub use tune::*;
 pub use winograd::{winograd_enabled, winograd_weights};
 
+/// `len` floats made by `fill(i, chunk_i)` on consecutive chunks of `chunk` floats across the
+/// threads, each chunk zeroed just before by the thread that fills it: in parallel and in that
+/// thread's cache, where `vec![0.0; len]` zeroes the whole on the calling thread alone (for
+/// the feature networks' padded copies, 1-3% of AlexNet's time).
+pub(crate) fn par_filled(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            c.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: every element of `c` was initialised just above.
+            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            fill(i, c);
+        });
+    // SAFETY: the chunks cover 0..len, and each was initialised.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Rows per parallel task: enough work per task to amortise the scheduling.
 pub(crate) fn rows_per_task(cols: usize) -> usize {
     (16384 / cols.max(1)).max(1)

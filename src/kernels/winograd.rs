@@ -448,13 +448,12 @@ impl Wino {
         // (ch / L, y + top, x + left, ch % L); channels past `c` are zero.
         let cb = c.div_ceil(L);
         let plane8 = hp * wp * L;
-        let mut xp = vec![0f32; self.n * cb * plane8];
         let (h, w) = (self.h, self.w);
         let (rows, cols) = (
             h.min(hp.saturating_sub(self.top)),
             w.min(wp.saturating_sub(self.left)),
         );
-        xp.par_chunks_mut(plane8).enumerate().for_each(|(i, p)| {
+        let xp = super::par_filled(self.n * cb * plane8, plane8, |i, p| {
             let (img, k) = (i / cb, i % cb);
             let chans = L.min(c - k * L);
             let src = &x[(img * c + k * L) * h * w..(img * c + k * L + chans) * h * w];
