@@ -631,14 +631,21 @@ fn pool2d_matches_candle_and_leaves_padding_out() {
         (PoolKind::Avg, 8, 8, 0),
         (PoolKind::Avg, 3, 2, 1),
     ];
-    for (i, &(kind, k, stride, pad)) in pools.iter().enumerate() {
+    // Small planes (a strided max pools them window by window) and wide ones (by row passes).
+    for (i, &((kind, k, stride, pad), (h, w))) in pools
+        .iter()
+        .flat_map(|p| [(*p, (9usize, 8usize)), (*p, (13, 21))])
+        .collect::<Vec<_>>()
+        .iter()
+        .enumerate()
+    {
         let p = Pool {
             kind,
             k,
             stride,
             pad,
         };
-        let x = rand(&[2, 3, 9, 8], 400 + i as u64)
+        let x = rand(&[2, 3, h, w], 400 + i as u64)
             .as_tensor()
             .abs()
             .unwrap();
@@ -656,7 +663,6 @@ fn pool2d_matches_candle_and_leaves_padding_out() {
             .to_vec1()
             .unwrap();
         let xs: Vec<f32> = xn.flatten_all().unwrap().to_vec1().unwrap();
-        let (h, w) = (9usize, 8usize);
         let (ho, wo) = (
             (h + 2 * pad - k) / stride + 1,
             (w + 2 * pad - k) / stride + 1,
