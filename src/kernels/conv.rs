@@ -357,14 +357,14 @@ impl candle_core::CustomOp3 for ConvPlan {
         if let Some(u) = &self.wino {
             // At a stride, the stride-1 convolution of the space-to-depth planes (their zero
             // padding included) by the weights' space-to-depth form.
-            let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
+            let s = self.g.stride;
             let (src, _) = self.patch_source(xv);
-            let (h, w) = if s > 1 {
-                self.s2d_sides()
+            let (h, w, top, left) = if s > 1 {
+                let (hs, ws) = self.s2d_sides();
+                (hs, ws, 0, 0)
             } else {
-                (self.h, self.w)
+                (self.h, self.w, self.g.pad[0], self.g.pad[2])
             };
-            let (top, left) = if s > 1 { (0, 0) } else { (top, left) };
             let r = super::winograd::s2d_kernel(self.kh, s);
             let mut out = Vec::with_capacity(len);
             super::winograd::Wino {
@@ -597,10 +597,10 @@ impl ConvPlan {
     }
 
     /// One image `(c, h, w)` of a strided convolution split into `c * s * s` planes of
-    /// [`Self::s2d_sides`], written into `out` (which holds zeros): plane `(ch, dy, dx)` holds the zero-padded input
-    /// `(ch, s Y + dy - top, s X + dx - left)` at `(Y, X)`, so that every patch row is a
-    /// contiguous run of one plane (kernel tap `(i, j)` of output `(oh, ow)` is plane
-    /// `(ch, i % s, j % s)` at `(oh + i / s, ow + j / s)`).
+    /// [`Self::s2d_sides`], written into `out` (which holds zeros): plane `(ch, dy, dx)` holds
+    /// the zero-padded input `(ch, s Y + dy - top, s X + dx - left)` at `(Y, X)`, so that every
+    /// patch row is a contiguous run of one plane (kernel tap `(i, j)` of output `(oh, ow)` is
+    /// plane `(ch, i % s, j % s)` at `(oh + i / s, ow + j / s)`).
     fn space_to_depth(&self, x: &[f32], out: &mut [f32]) {
         let (s, [top, _, left, _]) = (self.g.stride, self.g.pad);
         let (h, w) = (self.h, self.w);

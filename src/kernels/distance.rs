@@ -1,6 +1,6 @@
-//! LPIPS's per-tap distance of one image pair (`crate::lpips`): per pixel, the channel vectors
-//! of both images scaled to unit length, their squared difference weighted per channel, and
-//! the mean over pixels. Done in blocks of pixels small enough that the second pass over the
+//! LPIPS's per-tap distance of one image pair (for `Lpips::forward`): per pixel, the channel
+//! vectors of both images scaled to unit length, their squared difference weighted per
+//! channel, and the mean over pixels. Done in blocks of pixels small enough that the second pass over the
 //! channels finds them in the L2 cache (a tap is read from memory once, not twice), with an
 //! AVX2 copy of the loops; the operations per pixel and their order are those of the direct
 //! form, so the bits are too.
