@@ -54,6 +54,16 @@ fn batched_distances_equal_one_at_a_time_and_small_images_are_refused() {
     }
     assert!(all.iter().all(|&d| d > 0.0));
     assert!(lp.distances(&a, &a, 3).unwrap().iter().all(|&d| d == 0.0));
+    // 16 pairs of 64 px images at once take the Winograd tiles of small maps (the 5x5 layer's
+    // 7x7 maps by F(4x4, 5x5), the 3x3 maps of the last three by F(3x3, 3x3)); one pair at a
+    // time has too few tiles for them and takes im2col products.
+    let a = candle_core::Tensor::rand(0f32, 1f32, (16, 3, 64, 64), &Device::Cpu).unwrap();
+    let b = candle_core::Tensor::rand(0f32, 1f32, (16, 3, 64, 64), &Device::Cpu).unwrap();
+    let all = lp.distances(&a, &b, 16).unwrap();
+    let one = lp.distances(&a, &b, 1).unwrap();
+    for (x, y) in all.iter().zip(&one) {
+        assert!((x - y).abs() < 1e-5, "{all:?} vs {one:?}");
+    }
     let small =
         candle_core::Tensor::zeros((1, 3, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap();
     let e = lp.forward(&small, &small).unwrap_err().to_string();

@@ -136,7 +136,7 @@ pub(crate) enum WinoPath<'a> {
     Auto,
     /// Winograd where it applies, the weights' transform kept in this cell (computed by the
     /// first call that takes the path).
-    Cached(&'a std::sync::OnceLock<Arc<Vec<f32>>>),
+    Cached(&'a TileCache),
     /// im2col (for the tests' comparisons).
     #[cfg_attr(not(test), allow(dead_code))]
     Off,
@@ -145,15 +145,19 @@ pub(crate) enum WinoPath<'a> {
     Always,
 }
 
+/// A layer's Winograd transforms of its weights, one per [`super::winograd::Tile`] (the tile
+/// follows the map's size), each made by the first call that takes it.
+pub(crate) type TileCache = [std::sync::OnceLock<Arc<Vec<f32>>>; super::winograd::TILES];
+
 /// A convolution layer of a frozen network: weights, bias, geometry, activation, and the
-/// weights' Winograd transform once the first CPU call has computed it.
+/// weights' Winograd transforms once the first CPU calls have computed them.
 pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Tensor,
     pub g: ConvGeometry,
     /// Output channels `0..relu` get the ReLU (all or none, except in [`Conv2d::stack`]s).
     pub relu: usize,
-    wino: std::sync::OnceLock<Arc<Vec<f32>>>,
+    wino: TileCache,
 }
 
 impl Conv2d {
@@ -164,7 +168,7 @@ impl Conv2d {
             bias,
             g,
             relu,
-            wino: std::sync::OnceLock::new(),
+            wino: Default::default(),
         }
     }
 
@@ -201,7 +205,7 @@ impl Conv2d {
             bias: Tensor::cat(&b, 0)?,
             g: first.g,
             relu,
-            wino: std::sync::OnceLock::new(),
+            wino: Default::default(),
         })
     }
 
@@ -213,13 +217,12 @@ impl Conv2d {
     }
 }
 
-/// The Winograd transform of OIHW f32 weights of a kernel the path computes
+/// The Winograd transform for `tile` of OIHW f32 weights of a kernel the path computes
 /// ([`super::winograd::fits`]): of the weights themselves at stride 1, of their
 /// space-to-depth form ([`s2d_weights`]) at a larger stride.
-fn transformed(weight: &Tensor, stride: usize) -> Result<Vec<f32>> {
+fn transformed(weight: &Tensor, stride: usize, tile: super::winograd::Tile) -> Result<Vec<f32>> {
     let (co, c, k, _) = weight.dims4()?;
     let w = weight.flatten_all()?.to_vec1::<f32>()?;
-    let r = super::winograd::s2d_kernel(k, stride);
     let w = if stride > 1 {
         s2d_weights(&w, [co, c, k], stride)
     } else {
@@ -229,7 +232,7 @@ fn transformed(weight: &Tensor, stride: usize) -> Result<Vec<f32>> {
         &w,
         co,
         c * stride * stride,
-        r,
+        tile,
     ))
 }
 
@@ -297,22 +300,28 @@ fn conv_relu_below(
             "conv2d: an empty input or kernel ({n}x{c}x{h}x{w} input, {co}x{ci}x{kh}x{kw} kernel)"
         );
     }
-    let wino = match wino {
-        WinoPath::Always if super::winograd::fits(kh, kw, g.stride) => {
-            Some(Arc::new(transformed(weight, g.stride)?))
+    // The tile for this map, where the kernel has one.
+    let tile = super::winograd::tile_for(super::winograd::s2d_kernel(kh, g.stride), ho, wo);
+    let wino = match (wino, tile) {
+        (_, None) => None,
+        (WinoPath::Always, Some(t)) if super::winograd::fits(kh, kw, g.stride) => {
+            Some((t, Arc::new(transformed(weight, g.stride, t)?)))
         }
         // The transform's epilogue has one ReLU flag for all channels.
         _ if relu != 0 && relu < co => None,
         _ if !super::winograd::eligible(c, co, kh, kw, g.stride, [n, ho, wo]) => None,
-        WinoPath::Cached(cell) => Some(match cell.get() {
-            Some(u) => u.clone(),
-            None => {
-                let u = Arc::new(transformed(weight, g.stride)?);
-                cell.get_or_init(|| u).clone()
-            }
-        }),
-        WinoPath::Auto => Some(Arc::new(transformed(weight, g.stride)?)),
-        WinoPath::Off | WinoPath::Always => None,
+        (WinoPath::Cached(cells), Some(t)) => Some((
+            t,
+            match cells[t.index()].get() {
+                Some(u) => u.clone(),
+                None => {
+                    let u = Arc::new(transformed(weight, g.stride, t)?);
+                    cells[t.index()].get_or_init(|| u).clone()
+                }
+            },
+        )),
+        (WinoPath::Auto, Some(t)) => Some((t, Arc::new(transformed(weight, g.stride, t)?))),
+        (WinoPath::Off | WinoPath::Always, _) => None,
     };
     let plan = ConvPlan {
         wino,
@@ -354,7 +363,7 @@ impl candle_core::CustomOp3 for ConvPlan {
         let bv = super::slice(s3, l3, "conv2d bias")?;
         let (n, co, ho, wo) = (self.n, self.co, self.ho, self.wo);
         let len = n * co * ho * wo;
-        if let Some(u) = &self.wino {
+        if let Some((tile, u)) = &self.wino {
             // At a stride, the stride-1 convolution of the space-to-depth planes (their zero
             // padding included) by the weights' space-to-depth form.
             let s = self.g.stride;
@@ -365,7 +374,6 @@ impl candle_core::CustomOp3 for ConvPlan {
             } else {
                 (self.h, self.w, self.g.pad[0], self.g.pad[2])
             };
-            let r = super::winograd::s2d_kernel(self.kh, s);
             let mut out = Vec::with_capacity(len);
             super::winograd::Wino {
                 n,
@@ -378,7 +386,7 @@ impl candle_core::CustomOp3 for ConvPlan {
                 top,
                 left,
                 relu: self.relu >= co,
-                m: super::winograd::tile_side(r).unwrap_or(4),
+                tile: *tile,
             }
             .run(&src, u, bv, out.spare_capacity_mut());
             // SAFETY: `run` wrote all `len` elements (not zeroed first: on the calling thread
@@ -456,8 +464,9 @@ const GROUP_COLUMNS: usize = 1024;
 
 /// One convolution's sizes, geometry and activation: the op the CPU path applies.
 struct ConvPlan {
-    /// The weights' Winograd transform, for a convolution that takes that path.
-    wino: Option<Arc<Vec<f32>>>,
+    /// The tile and the weights' Winograd transform for it, for a convolution that takes
+    /// that path.
+    wino: Option<(super::winograd::Tile, Arc<Vec<f32>>)>,
     n: usize,
     c: usize,
     h: usize,

@@ -54,7 +54,7 @@ pub use pool::*;
 pub use simd::*;
 pub use softmax::*;
 pub use tune::*;
-pub use winograd::{winograd_enabled, winograd_weights};
+pub use winograd::winograd_enabled;
 
 /// `len` floats made by `fill(i, chunk_i)` on consecutive chunks of `chunk` floats across the
 /// threads, each chunk zeroed just before by the thread that fills it: in parallel and in that

@@ -177,7 +177,10 @@ fn pool_plane_of<const MAX: bool>(
 /// (0.93-0.99 ms against 0.68).
 const SMALL: usize = 16;
 
-/// A strided max pool of a small plane, each output the max of its window read directly.
+/// A strided max pool of a small plane, each output the max of its window read directly; an
+/// unpadded 3x3 window (AlexNet's) as nine named reads, without the loops over the window's
+/// bounds (the pooling's share of AlexNet's samples at 64 px, 32 pairs, on the AVX2 AMD
+/// machine: 6.3% -> 2.5%).
 #[inline(always)]
 fn max_windows(
     p: Pool,
@@ -186,6 +189,22 @@ fn max_windows(
     plane: &[f32],
     o: &mut [f32],
 ) {
+    if p.k == 3 && p.pad == 0 {
+        let s = p.stride;
+        for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
+            let rows = &plane[oh * s * w..][..3 * w];
+            let (a, rest) = rows.split_at(w);
+            let (b, c) = rest.split_at(w);
+            for (ow, v) in orow.iter_mut().enumerate() {
+                let x = ow * s;
+                let (a, b, c) = (&a[x..x + 3], &b[x..x + 3], &c[x..x + 3]);
+                let m = a[0].max(a[1]).max(a[2]);
+                let m = m.max(b[0]).max(b[1]).max(b[2]);
+                *v = m.max(c[0]).max(c[1]).max(c[2]);
+            }
+        }
+        return;
+    }
     for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
         let (r0, r1) = window(p, oh, h);
         for (ow, v) in orow.iter_mut().enumerate() {
@@ -287,11 +306,18 @@ impl candle_core::CustomOp1 for PoolOp {
         let xv = super::slice(s, l, "pool2d input")?;
         let (p, h, w, ho, wo) = (self.p, self.h, self.w, self.ho, self.wo);
         let mut out = vec![0f32; self.n * self.c * ho * wo];
-        out.par_chunks_mut(ho * wo)
-            .zip(xv.par_chunks(h * w))
+        // Small planes go to the threads in groups of about 2,048 input values (one task each
+        // was most of the time of AlexNet's 7x7 planes).
+        let group = (2048 / (h * w)).max(1);
+        out.par_chunks_mut(group * ho * wo)
+            .zip(xv.par_chunks(group * h * w))
             .for_each_init(
                 || vec![0f32; (h * wo).max(2 * w)],
-                |tmp, (o, plane)| pool_plane(p, h, w, ho, wo, plane, o, tmp),
+                |tmp, (os, planes)| {
+                    for (o, plane) in os.chunks_mut(ho * wo).zip(planes.chunks(h * w)) {
+                        pool_plane(p, h, w, ho, wo, plane, o, tmp)
+                    }
+                },
             );
         Ok((super::storage(out), (self.n, self.c, ho, wo).into()))
     }

@@ -60,7 +60,8 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             push(t);
         }
         // The forward-only kernels of the feature networks: pooling, the convolution's
-        // epilogue, and the Winograd transforms (3x3 and 5x5 stride-1 convolutions over 8 channels).
+        // epilogue, and the Winograd transforms of every tile (3x3 and 5x5 stride-1 convolutions
+        // over 8 channels).
         let planes = rand(&[2, 8, 13, 11], 18);
         let filt = rand(&[5, 8, 5, 5], 19);
         let bias = rand(&[5], 20);
@@ -83,17 +84,21 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             .map(|&p| pool2d(planes.as_tensor(), p).unwrap())
             .collect();
         let same = ConvGeometry::same;
-        for (kh, g) in [(3, same(1, 1)), (3, same(2, 0)), (5, same(1, 2))] {
+        // 13x11 maps (F(4x4, 3x3), F(4x4, 5x5)), a 3x3 map (F(3x3, 3x3)), a 2x2 one (F(2x2,
+        // 5x5)).
+        let p = planes.as_tensor();
+        let small = p.narrow(2, 0, 6).unwrap().narrow(3, 0, 6).unwrap();
+        let five = p.narrow(2, 0, 5).unwrap().narrow(3, 0, 5).unwrap();
+        for (x, kh, g) in [
+            (p, 3, same(1, 1)),
+            (p, 3, same(2, 0)),
+            (p, 5, same(1, 2)),
+            (&five, 3, same(1, 0)),
+            (&small, 5, same(1, 0)),
+        ] {
             let w = filt.as_tensor().narrow(2, 0, kh).unwrap();
             let w = w.narrow(3, 0, kh).unwrap();
-            let y = conv_with(
-                planes.as_tensor(),
-                &w,
-                bias.as_tensor(),
-                g,
-                true,
-                conv::WinoPath::Always,
-            );
+            let y = conv_with(x, &w, bias.as_tensor(), g, true, conv::WinoPath::Always);
             fwd.push(y.unwrap());
         }
         fwd.iter().for_each(&mut push);
@@ -557,7 +562,7 @@ fn conv2d_matches_candle_for_every_geometry() {
 fn winograd_matches_the_direct_convolution() {
     // (images, channels, height, out channels, width, padding, kernel side, stride)
     type Case = (usize, usize, usize, usize, usize, [usize; 4], usize, usize);
-    let cases: [Case; 14] = [
+    let cases: [Case; 17] = [
         (2, 8, 13, 5, 7, [0; 4], 3, 1),
         (1, 16, 9, 12, 9, [1; 4], 3, 1),
         (3, 64, 40, 64, 16, [1; 4], 3, 1),
@@ -572,7 +577,29 @@ fn winograd_matches_the_direct_convolution() {
         (3, 3, 64, 64, 64, [2; 4], 11, 4),
         (2, 5, 17, 8, 19, [1, 0, 2, 1], 5, 2),
         (1, 4, 20, 6, 23, [0; 4], 7, 3),
+        // 3x3 maps (F(3x3, 3x3)), AlexNet's third layer at 64 px; 2x2 and 1x2 maps of a 5x5
+        // kernel (F(2x2, 5x5)); the other 5x5 cases take F(4x4, 5x5).
+        (5, 96, 3, 72, 3, [1; 4], 3, 1),
+        (3, 24, 6, 16, 6, [0; 4], 5, 1),
+        (2, 16, 5, 8, 6, [0; 4], 5, 1),
     ];
+    // Which tile each case takes (every tile is checked).
+    let tiles: Vec<_> = cases
+        .iter()
+        .map(|&(_, _, side, _, wide, pad, k, stride)| {
+            let ho = (side + pad[0] + pad[1] - k) / stride + 1;
+            let wo = (wide + pad[2] + pad[3] - k) / stride + 1;
+            winograd::tile_for(winograd::s2d_kernel(k, stride), ho, wo)
+        })
+        .collect();
+    for t in [
+        winograd::Tile::F4x3,
+        winograd::Tile::F3x3,
+        winograd::Tile::F4x5,
+        winograd::Tile::F2x5,
+    ] {
+        assert!(tiles.contains(&Some(t)), "no case takes {t:?}");
+    }
     for (i, &(n, c, side, co, wide, pad, k, stride)) in cases.iter().enumerate() {
         let (x, w, b) = conv_inputs([n, c, side, wide], [co, c, k, k], 400 + i as u64);
         let g = ConvGeometry { stride, pad };

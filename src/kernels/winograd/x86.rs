@@ -51,7 +51,7 @@ unsafe fn at2(z: [V; 6]) -> [V; 2] {
     ]
 }
 
-/// [`super::transform_input_generic`].
+/// [`super::transform_input_of`] for 6x6 patches.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn transform_input(
     xp: &[f32],
