@@ -245,30 +245,43 @@ impl Lpips {
                 .broadcast_add(&self.add)?);
         }
         let (_, c, h, w) = parts[0].dims4()?;
+        if c != self.mul_v.len() || parts.iter().any(|t| t.dims()[1..] != parts[0].dims()[1..]) {
+            return Err(Error::Msg(format!(
+                "LPIPS scales batches of 3-channel images of one size, got {:?}",
+                parts.iter().map(|t| t.dims().to_vec()).collect::<Vec<_>>()
+            )));
+        }
         let plane = h * w;
         let n: usize = parts
             .iter()
             .map(|t| t.dim(0))
             .sum::<candle_core::Result<_>>()?;
-        let mut out = vec![0f32; n * c * plane];
+        let total = n * c * plane;
+        // Written whole below, so not zeroed first.
+        let mut out: Vec<f32> = Vec::with_capacity(total);
+        let spare = &mut out.spare_capacity_mut()[..total];
         let mut at = 0;
         for t in &parts {
             let len = t.elem_count();
             crate::kernels::with_cpu_slice(&t.contiguous()?, |src| {
                 use rayon::prelude::*;
-                out[at..at + len]
+                spare[at..at + len]
                     .par_chunks_mut(plane)
                     .zip(src.par_chunks(plane))
                     .enumerate()
                     .for_each(|(i, (o, x))| {
                         let (m, a) = (self.mul_v[i % c], self.add_v[i % c]);
                         for (o, &x) in o.iter_mut().zip(x) {
-                            *o = x * m + a;
+                            o.write(x * m + a);
                         }
                     });
             })?;
             at += len;
         }
+        assert_eq!(at, total);
+        // SAFETY: the parts' planes, one after another, wrote all `total` elements (the parts
+        // share `c x h x w`, checked above, and their images add up to `n`).
+        unsafe { out.set_len(total) };
         Ok(Tensor::from_vec(out, (n, c, h, w), parts[0].device())?)
     }
 

@@ -42,16 +42,29 @@ fn matches_the_numpy_reference_for_alex_and_vgg16() {
     }
 }
 
+/// The distances of `a` and `b` in batches of `batch` pairs, checked against one pair at a
+/// time (to 1e-5).
+fn batched_equal_one_at_a_time(
+    lp: &Lpips,
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+    batch: usize,
+) -> Vec<f64> {
+    let all = lp.distances(a, b, batch).unwrap();
+    let one = lp.distances(a, b, 1).unwrap();
+    assert_eq!(all.len(), one.len());
+    for (x, y) in all.iter().zip(&one) {
+        assert!((x - y).abs() < 1e-5, "{all:?} vs {one:?}");
+    }
+    all
+}
+
 #[test]
 fn batched_distances_equal_one_at_a_time_and_small_images_are_refused() {
     let lp = Lpips::load(LpipsNet::Alex, &Device::Cpu).unwrap();
     let a = candle_core::Tensor::rand(0f32, 1f32, (3, 3, 40, 40), &Device::Cpu).unwrap();
     let b = candle_core::Tensor::rand(0f32, 1f32, (3, 3, 40, 40), &Device::Cpu).unwrap();
-    let all = lp.distances(&a, &b, 3).unwrap();
-    let one = lp.distances(&a, &b, 1).unwrap();
-    for (x, y) in all.iter().zip(&one) {
-        assert!((x - y).abs() < 1e-5, "{all:?} vs {one:?}");
-    }
+    let all = batched_equal_one_at_a_time(&lp, &a, &b, 3);
     assert!(all.iter().all(|&d| d > 0.0));
     assert!(lp.distances(&a, &a, 3).unwrap().iter().all(|&d| d == 0.0));
     // 16 pairs of 64 px images at once take the Winograd tiles of small maps (the 5x5 layer's
@@ -59,11 +72,7 @@ fn batched_distances_equal_one_at_a_time_and_small_images_are_refused() {
     // time has too few tiles for them and takes im2col products.
     let a = candle_core::Tensor::rand(0f32, 1f32, (16, 3, 64, 64), &Device::Cpu).unwrap();
     let b = candle_core::Tensor::rand(0f32, 1f32, (16, 3, 64, 64), &Device::Cpu).unwrap();
-    let all = lp.distances(&a, &b, 16).unwrap();
-    let one = lp.distances(&a, &b, 1).unwrap();
-    for (x, y) in all.iter().zip(&one) {
-        assert!((x - y).abs() < 1e-5, "{all:?} vs {one:?}");
-    }
+    batched_equal_one_at_a_time(&lp, &a, &b, 16);
     let small =
         candle_core::Tensor::zeros((1, 3, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap();
     let e = lp.forward(&small, &small).unwrap_err().to_string();

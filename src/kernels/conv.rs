@@ -134,8 +134,8 @@ pub fn conv2d_bias_relu(
 pub(crate) enum WinoPath<'a> {
     /// Winograd where it applies, the weights transformed for this call.
     Auto,
-    /// Winograd where it applies, the weights' transform kept in this cell (computed by the
-    /// first call that takes the path).
+    /// Winograd where it applies, the weights' transform kept in the cell for its tile
+    /// (computed by the first call that takes the path with that tile).
     Cached(&'a TileCache),
     /// im2col (for the tests' comparisons).
     #[cfg_attr(not(test), allow(dead_code))]

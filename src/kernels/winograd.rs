@@ -72,7 +72,7 @@ pub(crate) enum Tile {
 }
 
 /// The weights' transforms a layer may keep, one per [`Tile`] ([`Tile::index`]).
-pub(crate) const TILES: usize = 4;
+pub(crate) const TILES: usize = Tile::F4x5 as usize + 1;
 
 impl Tile {
     /// Output tile side `m`.
@@ -179,8 +179,10 @@ pub(crate) struct Mats {
 
 /// The tile for an `r x r` kernel on an `ho x wo` output map: of the two for `r` (3: F(4x4,
 /// 3x3), F(3x3, 3x3); 5: F(4x4, 5x5), F(2x2, 5x5)), the one with fewer transformed positions,
-/// the first on a tie. F(3x3, 3x3) wins only on small maps (AlexNet's 3x3 maps at 64 px: 25
-/// products per image against 36); F(4x4, 5x5) everywhere but 1 and 2 pixel wide maps.
+/// the first on a tie. F(3x3, 3x3) wins where F(4x4, 3x3) would compute many outputs past
+/// the map (AlexNet's 3x3 maps at 64 px: 25 products per image against 36; also 6x6, 9x9,
+/// 21x21); F(4x4, 5x5) on most maps (AlexNet's 7x7 and 31x31), F(2x2, 5x5) on a few narrow
+/// ones (2x2, 2x6, 5x1).
 pub(crate) fn tile_for(r: usize, ho: usize, wo: usize) -> Option<Tile> {
     let candidates = match r {
         3 => [Tile::F4x3, Tile::F3x3],
@@ -240,7 +242,7 @@ pub(crate) fn s2d_kernel(k: usize, s: usize) -> usize {
 }
 
 /// Fewer channels than this on either side (input channels of the space-to-depth form at a
-/// stride) and the 36 products are too thin (k or m of a few dozen) to repay the transforms:
+/// stride) and the `n^2` products are too thin (k or m of a few dozen) to repay the transforms:
 /// Inception's 32-channel stem ran slower by Winograd than by im2col on the AVX-512 AMD
 /// machine. AlexNet's 11x11/4 stem (48 planes, 64 outputs) ran faster.
 pub fn min_channels(stride: usize) -> usize {
@@ -305,7 +307,7 @@ pub(crate) struct Wino {
 type Lanes = [f32; L];
 
 /// Floats from one position's matrix (`V_xi`, `M_xi`) of a block to the next: the matrix and a
-/// cache line more, so that the 36 rows a transform reads or writes at once do not all fall in
+/// cache line more, so that the `n^2` rows a transform reads or writes at once do not all fall in
 /// one set of the L1 cache (the matrices' sizes are multiples of 4 KiB).
 fn xi_stride(len: usize) -> usize {
     len + 16
@@ -741,11 +743,11 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// Tiles per block: about 16 KiB of one position's `V` (`C x tiles`) for 6x6 patches (`nn`
-/// positions: as much in all for other patches), so that the block's 36 (about 600 KiB)
+/// positions: as much in all for other patches), so that the block's `V_xi` (about 600 KiB)
 /// stay in the L2 cache between the input transform and the products, at
 /// least 32 tiles (narrower products run far below the machine's rate) and at most 512, a
 /// multiple of `L`; smaller when that leaves a thread without a block, but not below 32 tiles
-/// (then the 36 products of one block go to the threads instead). On the AVX-512 AMD machine,
+/// (then the `n^2` products of one block go to the threads instead). On the AVX-512 AMD machine,
 /// AlexNet at 256 px ran 6-12% slower with 32 or 64 KiB and no faster with 8 KiB.
 fn block_tiles(c: usize, nn: usize, tiles: usize, threads: usize) -> usize {
     let target = (4096 * XI / (nn * c.max(1))).clamp(32, 512);
@@ -878,13 +880,18 @@ impl Wino {
             transform_output(tile, &ob);
         };
         let len = nv + nm;
-        // Tiles `a..b` in blocks of as even a size as `tb` allows.
+        // Tiles `a..b` in as few blocks as `tb` allows, their sizes in units of L differing
+        // by at most one (144 tiles at most 40 a block: 40, 32, 40, 32): at most
+        // ceil(units / k) * L <= tb tiles a block, as `tb` is a multiple of L.
         let blocks_of = |buf: &mut [f32], a: usize, b: usize| {
-            let k = (b - a).div_ceil(tb);
-            let size = (b - a).div_ceil(k.max(1)).div_ceil(L) * L;
-            (a..b)
-                .step_by(size.max(1))
-                .for_each(|t0| run(buf, t0, size.min(b - t0)));
+            let (units, k) = ((b - a).div_ceil(L), (b - a).div_ceil(tb));
+            for i in 0..k {
+                let (t0, t1) = (a + i * units / k * L, (a + (i + 1) * units / k * L).min(b));
+                debug_assert!(t1 - t0 <= tb && tb.is_multiple_of(L));
+                if t0 < t1 {
+                    run(buf, t0, t1 - t0)
+                }
+            }
         };
         if by_block {
             // Each thread an equal share of the tiles (a multiple of L), in its own blocks:
