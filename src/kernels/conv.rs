@@ -25,7 +25,6 @@
 //! other.
 
 use super::blas::{sgemm, Par};
-use super::simd::BASELINE_ONLY;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;

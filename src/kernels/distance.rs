@@ -5,8 +5,6 @@
 //! AVX2 copy of the loops; the operations per pixel and their order are those of the direct
 //! form, so the bits are too.
 
-use super::simd::BASELINE_ONLY;
-
 /// Pixels per block: the block's channels of both images in about 512 KiB.
 fn block_pixels(channels: usize) -> usize {
     ((1usize << 16) / channels.max(1)).clamp(64, 4096) / 8 * 8

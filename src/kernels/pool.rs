@@ -9,7 +9,6 @@
 //! negative: the networks pool ReLU outputs (and unpadded windows), and the tests compare the
 //! two forms there and check negative inputs against a direct computation.
 
-use super::simd::BASELINE_ONLY;
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 

@@ -4,6 +4,21 @@
 pub(crate) static BASELINE_ONLY: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// Whether the AVX2 copies run: the CPU has AVX2 (a runtime check, cached by std) and the
+/// tests have not asked for the baseline ([`BASELINE_ONLY`]).
+#[inline]
+pub(crate) fn avx2_on() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+            && std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Defines `fn $name(args) body` twice: as written (baseline x86-64, SSE2: 4 lanes) and
 /// compiled for AVX2 (8 lanes), and calls the AVX2 copy when the CPU has it (a runtime check,
 /// cached by std). For the element-wise loops below, which are written as plain index loops
@@ -20,9 +35,7 @@ macro_rules! avx2_or_baseline {
             {
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) $body
-                if !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-                    && std::is_x86_feature_detected!("avx2")
-                {
+                if $crate::kernels::simd::avx2_on() {
                     // SAFETY: the CPU has AVX2 (checked just above).
                     return unsafe { avx2($($arg),*) };
                 }

@@ -32,7 +32,7 @@
 //! their tolerances.
 
 use super::blas::{sgemm, Par};
-use super::simd::BASELINE_ONLY;
+use super::simd::avx2_on;
 use super::SendPtr;
 use rayon::prelude::*;
 
@@ -512,7 +512,8 @@ impl Xform<8, 4> for Mat45 {
 }
 
 /// `V` of one block for `tile` ([`transform_input_of`]): the hand-written 6x6 transform (with
-/// AVX2, its intrinsics copy), or `tile`'s matrix (compiled for AVX2 where the CPU has it).
+/// AVX2, its intrinsics copy), or `tile`'s factored transform ([`Xform`], compiled for AVX2
+/// where the CPU has it).
 fn transform_input(
     tile: Tile,
     xp: &[f32],
@@ -522,9 +523,7 @@ fn transform_input(
     wp: usize,
     v: &mut [f32],
 ) {
-    let avx2 = cfg!(target_arch = "x86_64")
-        && !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-        && avx2_detected();
+    let avx2 = avx2_on();
     match tile {
         Tile::F4x3 | Tile::F2x5 => {
             #[cfg(target_arch = "x86_64")]
@@ -534,25 +533,14 @@ fn transform_input(
             }
             transform_input_of::<6, 4, Hand43>(xp, bases, cb, plane8, wp, v)
         }
-        Tile::F3x3 => input_by_mat::<5, 3, Mat33>(avx2, xp, bases, cb, plane8, wp, v),
-        Tile::F4x5 => input_by_mat::<8, 4, Mat45>(avx2, xp, bases, cb, plane8, wp, v),
-    }
-}
-
-fn avx2_detected() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+        Tile::F3x3 => input_for::<5, 3, Mat33>(avx2, xp, bases, cb, plane8, wp, v),
+        Tile::F4x5 => input_for::<8, 4, Mat45>(avx2, xp, bases, cb, plane8, wp, v),
     }
 }
 
 /// [`transform_input_of`] for `X`, compiled for AVX2 when `avx2`.
 #[allow(clippy::too_many_arguments)]
-fn input_by_mat<const N: usize, const M: usize, X: Xform<N, M>>(
+fn input_for<const N: usize, const M: usize, X: Xform<N, M>>(
     avx2: bool,
     xp: &[f32],
     bases: &[usize],
@@ -669,7 +657,8 @@ unsafe fn transform_output_of<const N: usize, const M: usize, X: Xform<N, M>>(ob
 }
 
 /// [`transform_output_of`] for `tile`: the hand-written transforms of 6x6 patches (with AVX2,
-/// their intrinsics copies), or `tile`'s `A^T` (compiled for AVX2 where the CPU has it).
+/// their intrinsics copies), or `tile`'s factored transform ([`Xform`], compiled for AVX2
+/// where the CPU has it).
 fn transform_output(tile: Tile, ob: &OutBlock) {
     let n = tile.n();
     assert!(
@@ -678,9 +667,7 @@ fn transform_output(tile: Tile, ob: &OutBlock) {
             && ob.dest.len() <= ob.nt
             && ob.nt.is_multiple_of(L)
     );
-    let avx2 = cfg!(target_arch = "x86_64")
-        && !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-        && avx2_detected();
+    let avx2 = avx2_on();
     // SAFETY: the caller (`Wino::run`) names in `dest` only outputs inside `out`, and each of
     // them in one block only; `m` holds the n^2 products (checked above).
     unsafe {
@@ -695,8 +682,8 @@ fn transform_output(tile: Tile, ob: &OutBlock) {
         match tile {
             Tile::F4x3 => transform_output_of::<6, 4, Hand43>(ob),
             Tile::F2x5 => transform_output_of::<6, 2, Hand25>(ob),
-            Tile::F3x3 => output_by_mat::<5, 3, Mat33>(avx2, ob),
-            Tile::F4x5 => output_by_mat::<8, 4, Mat45>(avx2, ob),
+            Tile::F3x3 => output_for::<5, 3, Mat33>(avx2, ob),
+            Tile::F4x5 => output_for::<8, 4, Mat45>(avx2, ob),
         }
     }
 }
@@ -705,7 +692,7 @@ fn transform_output(tile: Tile, ob: &OutBlock) {
 ///
 /// # Safety
 /// As [`transform_output_of`].
-unsafe fn output_by_mat<const N: usize, const M: usize, X: Xform<N, M>>(avx2: bool, ob: &OutBlock) {
+unsafe fn output_for<const N: usize, const M: usize, X: Xform<N, M>>(avx2: bool, ob: &OutBlock) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         #[target_feature(enable = "avx2")]
