@@ -22,8 +22,8 @@ use std::path::Path;
 const SHIFT: [f64; 3] = [-0.030, -0.088, -0.188];
 const SCALE: [f64; 3] = [0.458, 0.448, 0.450];
 
-fn per_channel(v: [f64; 3], device: &Device) -> Result<Tensor> {
-    Ok(Tensor::new(&v.map(|x| x as f32), device)?.reshape((1, 3, 1, 1))?)
+fn per_channel(v: [f32; 3], device: &Device) -> Result<Tensor> {
+    Ok(Tensor::new(&v, device)?.reshape((1, 3, 1, 1))?)
 }
 
 /// The backbone.
@@ -89,7 +89,7 @@ pub struct Lpips {
     /// each (computed in f64 from the reference's shift and scale).
     mul: Tensor,
     add: Tensor,
-    /// `mul` and `add` as f32 values, for the CPU path's one pass ([`Lpips::scaled`]).
+    /// The values of `mul` and `add`, for the CPU path's one pass ([`Lpips::scaled`]).
     mul_v: [f32; 3],
     add_v: [f32; 3],
 }
@@ -190,14 +190,17 @@ impl Lpips {
                 Ok(w.reshape((1, c, 1, 1))?)
             })
             .collect::<Result<Vec<_>>>()?;
+        // The scaling layer, computed in f64 from the reference's shift and scale.
+        let mul_v = SCALE.map(|s| (2.0 / s) as f32);
+        let add_v = [0, 1, 2].map(|c| ((-1.0 - SHIFT[c]) / SCALE[c]) as f32);
         Ok(Self {
             net,
             layers,
             lins,
-            mul: per_channel(SCALE.map(|s| 2.0 / s), device)?,
-            add: per_channel([0, 1, 2].map(|c| (-1.0 - SHIFT[c]) / SCALE[c]), device)?,
-            mul_v: SCALE.map(|s| (2.0 / s) as f32),
-            add_v: [0, 1, 2].map(|c| ((-1.0 - SHIFT[c]) / SCALE[c]) as f32),
+            mul: per_channel(mul_v, device)?,
+            add: per_channel(add_v, device)?,
+            mul_v,
+            add_v,
         })
     }
 
