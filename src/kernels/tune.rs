@@ -46,3 +46,40 @@ pub fn tune_threads() {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    fn buffer(t: &Tensor) -> *const f32 {
+        let (s, l) = t.storage_and_layout();
+        match &*s {
+            candle_core::Storage::Cpu(c) => {
+                c.as_slice::<f32>().unwrap()[l.start_offset()..].as_ptr()
+            }
+            _ => unreachable!("CPU tensors"),
+        }
+    }
+
+    /// The vendored candle-core (vendor/README.md) is the one built: its backward pass stores a
+    /// tensor's first gradient as it is, so both sides of a sum receive the sum's gradient
+    /// itself (one buffer), where candle's own adds each to a fresh tensor of zeros (two
+    /// buffers). The values are the same either way; this fails if the `[patch]` is lost.
+    #[test]
+    fn first_gradients_are_stored_without_a_copy() {
+        let d = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::arange(0f32, 6., &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::arange(1f32, 7., &d).unwrap()).unwrap();
+        let y = (a.as_tensor() + b.as_tensor()).unwrap();
+        let g = (&y * &y).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (g.get(&a).unwrap(), g.get(&b).unwrap());
+        let want: Vec<f32> = (0..6).map(|i| 2.0 * (2 * i + 1) as f32).collect();
+        assert_eq!(ga.to_vec1::<f32>().unwrap(), want);
+        assert_eq!(gb.to_vec1::<f32>().unwrap(), want);
+        assert_eq!(
+            buffer(ga),
+            buffer(gb),
+            "the patched backward pass is not in use"
+        );
+    }
+}
