@@ -248,10 +248,7 @@ impl Quantizer {
     ) -> Result<(Vec<u32>, SearchStats)> {
         let v = self.vocab_size();
         let max_block = self.cfg.max_block_elems;
-        let threads = candle_core::utils::get_num_threads()
-            .min(max_block)
-            .min(v)
-            .max(1);
+        let threads = crate::kernels::threads().min(max_block).min(v).max(1);
         let budget = (max_block / threads).max(1);
         let part = v.div_ceil(threads);
         let cv = part.min(CODE_TILE).min(budget);

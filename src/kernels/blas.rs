@@ -334,7 +334,7 @@ unsafe fn sgemm_inner(
     let Some(b) = blas else {
         let threads = match par {
             Par::None => gemm::Parallelism::None,
-            Par::Rayon => gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
+            Par::Rayon => gemm::Parallelism::Rayon(super::threads()),
         };
         gemm::gemm(
             m,
@@ -395,7 +395,7 @@ unsafe fn sgemm_inner(
         Par::None => call(0, m),
         Par::Rayon => {
             use rayon::prelude::*;
-            let threads = candle_core::utils::get_num_threads().max(1);
+            let threads = super::threads();
             let per = m.div_ceil(threads).max(1);
             // SAFETY: each task writes its own rows r0..r0+rows of dst.
             (0..m.div_ceil(per))

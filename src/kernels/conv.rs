@@ -400,7 +400,7 @@ impl candle_core::CustomOp3 for ConvPlan {
         // Each thread gets a group of its own when there are images enough: one-thread
         // products of a few hundred columns run nearer the machine's rate than one product
         // split across the threads.
-        let threads = candle_core::utils::get_num_threads().max(1);
+        let threads = super::threads();
         let group = GROUP_COLUMNS.div_ceil(p).clamp(1, (n / threads).max(1));
         let par = if n.div_ceil(group) >= threads && threads > 1 {
             Par::None

@@ -18,7 +18,7 @@ pub(crate) fn rows_gemm(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let rows = x.len() / inp.max(1);
-    let threads = candle_core::utils::get_num_threads().max(1);
+    let threads = super::threads();
     let per = rows.div_ceil(threads).max(1);
     let rhs = SendPtr(rhs as *mut f32);
     let mut y = Vec::<f32>::with_capacity(rows * out);
@@ -173,7 +173,7 @@ impl CustomOp2 for DenseDw {
         // The columns of dw split across the threads, one single-threaded product each (for
         // these shapes, inner size the batch's rows, gemm's own threading ran at 55-85% of
         // this rate on the AVX-512 AMD machine).
-        let threads = candle_core::utils::get_num_threads().max(1);
+        let threads = super::threads();
         let per = out.div_ceil(threads).next_multiple_of(16).min(out.max(1));
         let dp = SendPtr(dw.as_mut_ptr());
         (0..out.div_ceil(per)).into_par_iter().for_each(|task| {

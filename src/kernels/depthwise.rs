@@ -97,10 +97,9 @@ impl CustomOp2 for Depthwise {
                 "depthwise conv: {t} tokens are not a {g}x{g} grid, or the kernel is not (9, {c})"
             );
         }
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(t * c)
-            .zip(x.par_chunks(t * c))
-            .for_each(|(o, i)| depthwise_image(i, k, o, g, c, false));
+        let y = par_filled(x.len(), t * c, |i, o| {
+            depthwise_image(&x[i * t * c..][..o.len()], k, o, g, c, false)
+        });
         let _ = b;
         Ok((storage(y), l1.shape().clone()))
     }

@@ -44,16 +44,14 @@ impl CustomOp1 for GeGlu {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(st, l, "gated gelu")?;
         let m = geglu_m(l)?;
-        let mut y = vec![0f32; x.len() / 2];
         let r = rows_per_task(2 * m);
-        y.par_chunks_mut(r * m)
-            .zip(x.par_chunks(r * 2 * m))
-            .for_each(|(yo, xi)| {
-                for (yr, xr) in yo.chunks_mut(m).zip(xi.chunks(2 * m)) {
-                    let (a, b) = xr.split_at(m);
-                    geglu_row(yr, a, b);
-                }
-            });
+        let y = par_filled(x.len() / 2, r * m, |i, yo| {
+            let xi = &x[i * r * 2 * m..][..2 * yo.len()];
+            for (yr, xr) in yo.chunks_mut(m).zip(xi.chunks(2 * m)) {
+                let (a, b) = xr.split_at(m);
+                geglu_row(yr, a, b);
+            }
+        });
         let mut dims = l.dims().to_vec();
         *dims.last_mut().expect("checked") = m;
         Ok((storage(y), Shape::from(dims)))
@@ -77,17 +75,23 @@ impl CustomOp2 for GeGluBwd {
         let x = slice(s1, l1, "gated gelu backward")?;
         let g = slice(s2, l2, "gated gelu backward")?;
         let m = geglu_m(l1)?;
-        let mut dx = vec![0f32; x.len()];
+        if 2 * g.len() != x.len() {
+            candle_core::bail!(
+                "gated gelu backward: {} gradients for {} inputs (2 per gradient)",
+                g.len(),
+                x.len()
+            );
+        }
         let r = rows_per_task(2 * m);
-        dx.par_chunks_mut(r * 2 * m)
-            .zip(x.par_chunks(r * 2 * m).zip(g.par_chunks(r * m)))
-            .for_each(|(o, (xi, gi))| {
-                for ((or, xr), gr) in o.chunks_mut(2 * m).zip(xi.chunks(2 * m)).zip(gi.chunks(m)) {
-                    let (a, b) = xr.split_at(m);
-                    let (da, db) = or.split_at_mut(m);
-                    geglu_grad_row(da, db, a, b, gr);
-                }
-            });
+        let dx = par_filled(x.len(), r * 2 * m, |i, o| {
+            let xi = &x[i * r * 2 * m..][..o.len()];
+            let gi = &g[i * r * m..][..o.len() / 2];
+            for ((or, xr), gr) in o.chunks_mut(2 * m).zip(xi.chunks(2 * m)).zip(gi.chunks(m)) {
+                let (a, b) = xr.split_at(m);
+                let (da, db) = or.split_at_mut(m);
+                geglu_grad_row(da, db, a, b, gr);
+            }
+        });
         Ok((storage(dx), l1.shape().clone()))
     }
 }

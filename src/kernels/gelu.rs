@@ -89,10 +89,9 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "gelu")?;
         let k = self.0;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(16384)
-            .zip(x.par_chunks(16384))
-            .for_each(|(yo, xi)| gelu_rows(k, yo, xi));
+        let y = par_filled(x.len(), 16384, |i, yo| {
+            gelu_rows(k, yo, &x[i * 16384..][..yo.len()])
+        });
         Ok((storage(y), l.shape().clone()))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -118,10 +117,17 @@ impl CustomOp2 for GeluBwd {
             slice(s2, l2, "gelu backward")?,
         );
         let k = self.0;
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(16384)
-            .zip(x.par_chunks(16384).zip(g.par_chunks(16384)))
-            .for_each(|(o, (xi, gi))| gelu_grad_rows(k, o, xi, gi));
+        if g.len() != x.len() {
+            candle_core::bail!(
+                "gelu backward: {} gradients for {} inputs",
+                g.len(),
+                x.len()
+            );
+        }
+        let dx = par_filled(x.len(), 16384, |i, o| {
+            let (xi, gi) = (&x[i * 16384..][..o.len()], &g[i * 16384..][..o.len()]);
+            gelu_grad_rows(k, o, xi, gi)
+        });
         Ok((storage(dx), l1.shape().clone()))
     }
 }

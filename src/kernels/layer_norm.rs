@@ -36,6 +36,29 @@ pub(crate) fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes_total(acc)
 }
 
+/// `sum f(a[k], b[k], c[k])` over a row, in the same `LANES` partial sums and order as
+/// [`lane_sum`].
+#[inline(always)]
+pub(crate) fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let mut acc = [0f32; LANES];
+    let mut it = a
+        .chunks_exact(LANES)
+        .zip(b.chunks_exact(LANES))
+        .zip(c.chunks_exact(LANES));
+    for ((ac, bc), cc) in &mut it {
+        for l in 0..LANES {
+            acc[l] += f(ac[l], bc[l], cc[l]);
+        }
+    }
+    let tail = n - n % LANES;
+    for k in tail..n {
+        acc[k - tail] += f(a[k], b[k], c[k]);
+    }
+    lanes_total(acc)
+}
+
 /// The largest element of a row (`-inf` for an empty one), in `LANES` interleaved maxima.
 #[inline(always)]
 pub(crate) fn lane_max(x: &[f32]) -> f32 {
@@ -97,11 +120,10 @@ impl CustomOp3 for LayerNormOp {
             candle_core::bail!("layer norm: input width does not match the weight ({d})");
         }
         let eps = self.eps;
-        let mut y = vec![0f32; x.len()];
         let r = rows_per_task(d) * d;
-        y.par_chunks_mut(r)
-            .zip(x.par_chunks(r))
-            .for_each(|(yo, xi)| layer_norm_rows(yo, xi, w, b, eps));
+        let y = par_filled(x.len(), r, |i, yo| {
+            layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps)
+        });
         Ok((storage(y), l1.shape().clone()))
     }
     fn bwd(
@@ -138,32 +160,18 @@ avx2_or_baseline! {
         let (aw, ab) = acc.split_at_mut(d);
         for ((or, xr), gr) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
             let (mean, rstd) = row_stats(xr, eps);
-            // m1 = mean(g w), m2 = mean(g w xhat) in lanes; the column sums of dw (g xhat)
-            // and db (g) alongside.
-            let (mut m1, mut m2) = ([0f32; LANES], [0f32; LANES]);
-            let mut step = |l: usize, x: f32, g: f32, w: f32, aw: &mut f32, ab: &mut f32| {
-                let xh = (x - mean) * rstd;
-                let gw = g * w;
-                m1[l] += gw;
-                m2[l] += gw * xh;
-                *aw += g * xh;
-                *ab += g;
-            };
-            let mut chunks = xr
-                .chunks_exact(LANES)
-                .zip(gr.chunks_exact(LANES))
-                .zip(w.chunks_exact(LANES))
-                .zip(aw.chunks_exact_mut(LANES).zip(ab.chunks_exact_mut(LANES)));
-            for (((xc, gc), wc), (awc, abc)) in &mut chunks {
-                for l in 0..LANES {
-                    step(l, xc[l], gc[l], wc[l], &mut awc[l], &mut abc[l]);
-                }
+            // m1 = mean(g w), m2 = mean(g w xhat), each a vectorised pass over the row (one
+            // loop carrying both sums and the column sums below stayed scalar).
+            let m1 = lane_sum3(gr, w, gr, |g, w, _| g * w);
+            let m2 = lane_sum3(xr, gr, w, |x, g, w| g * w * ((x - mean) * rstd));
+            // The column sums of dw (g xhat) and db (g).
+            let (aw, ab) = (&mut aw[..d], &mut ab[..d]);
+            for k in 0..d {
+                let xh = (xr[k] - mean) * rstd;
+                aw[k] += gr[k] * xh;
+                ab[k] += gr[k];
             }
-            let tail = d - d % LANES;
-            for k in tail..d {
-                step(k - tail, xr[k], gr[k], w[k], &mut aw[k], &mut ab[k]);
-            }
-            let (m1, m2) = (lanes_total(m1) / d as f32, lanes_total(m2) / d as f32);
+            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
             let (or, xr, gr) = (&mut or[..d], &xr[..d], &gr[..d]);
             for k in 0..d {
                 let xh = (xr[k] - mean) * rstd;

@@ -792,7 +792,7 @@ impl Wino {
             let r = t % per_img;
             (t / per_img, (r / tw) * ms, (r % tw) * ms)
         };
-        let threads = candle_core::utils::get_num_threads().max(1);
+        let threads = super::threads();
         let tb = block_tiles(c, nn, tiles, threads);
         let blocks = tiles.div_ceil(tb);
         // Enough blocks: each thread takes a run of blocks, its products on one thread.
