@@ -26,7 +26,7 @@ fn main() -> Result<()> {
         None => 50,
     };
     lqae::kernels::tune_threads();
-    let mut ks = lqae::bench::selected(&Device::Cpu, false, &[name.clone()])?;
+    let mut ks = lqae::bench::selected(&Device::Cpu, false, std::slice::from_ref(&name))?;
     if ks.len() != 1 {
         let names: Vec<_> = ks.iter().map(|k| k.name.clone()).collect();
         return Err(Error::Msg(format!(
