@@ -24,6 +24,7 @@ use rayon::prelude::*;
 #[macro_use]
 mod simd;
 mod adamw;
+mod add_items;
 mod attention;
 pub mod blas;
 mod conv;
@@ -40,6 +41,7 @@ mod softmax;
 mod tune;
 mod winograd;
 pub use adamw::*;
+pub use add_items::*;
 pub use attention::*;
 pub use conv::*;
 pub use cross_entropy::*;

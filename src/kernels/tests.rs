@@ -27,6 +27,7 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
     let qkv = rand(&[2, 9, 3 * 4 * 5], 15);
     let img = rand(&[2, 9, 11], 16);
     let taps = rand(&[9, 11], 17);
+    let pos = rand(&[5, 37], 21);
     let run = || {
         let outs = [
             gelu_erf(x.as_tensor()).unwrap(),
@@ -35,6 +36,7 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             layer_norm(xs.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
             attention_qkv(qkv.as_tensor(), 4, None).unwrap(),
             depthwise3x3(img.as_tensor(), taps.as_tensor(), 3, || unreachable!()).unwrap(),
+            add_items(xs.as_tensor(), pos.as_tensor()).unwrap(),
             cross_entropy(
                 &xs.as_tensor().reshape((15, 37)).unwrap(),
                 &Tensor::arange(0u32, 15, &Device::Cpu).unwrap(),
@@ -53,7 +55,7 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             bits.extend(v.iter().map(|v| v.to_bits()));
         };
         for t in outs.iter().chain(
-            [&x, &w, &b, &xs, &qkv, &img, &taps]
+            [&x, &w, &b, &xs, &qkv, &img, &taps, &pos]
                 .iter()
                 .map(|v| grads.get(v.as_tensor()).unwrap()),
         ) {
@@ -167,6 +169,26 @@ pub(crate) fn same(vars: &[&Tensor], f: impl Fn() -> Tensor, g: impl Fn() -> Ten
             "gradient {i} differs by {d} (scale {scale})"
         );
     }
+}
+
+#[test]
+fn add_items_matches_broadcast_add_with_gradients() {
+    // Items of 3 x 1000 values: two column tasks in the backward sum, the second partial.
+    for (x, p) in [
+        (rand(&[4, 3, 1000], 31), rand(&[3, 1000], 32)),
+        (rand(&[1, 7, 5], 33), rand(&[1, 7, 5], 34)),
+        (rand(&[16, 64, 12], 35), rand(&[64, 12], 36)),
+    ] {
+        same(
+            &[x.as_tensor(), p.as_tensor()],
+            || add_items(x.as_tensor(), p.as_tensor()).unwrap(),
+            || x.as_tensor().broadcast_add(p.as_tensor()).unwrap(),
+            1e-5,
+        );
+    }
+    // Not whole items: candle's op (and its error), not the kernel.
+    let (x, p) = (rand(&[2, 6], 37), rand(&[4], 38));
+    assert!(add_items(x.as_tensor(), p.as_tensor()).is_err());
 }
 
 #[test]

@@ -183,7 +183,7 @@ impl Transformer {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
-        let mut h = x.broadcast_add(&self.pos)?;
+        let mut h = crate::kernels::add_items(x, &self.pos)?;
         let mut outs = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
             h = b.forward(&h)?;
