@@ -20,24 +20,14 @@ pub(crate) fn lanes_total(a: [f32; LANES]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
-/// `sum f(x[k])` over a row, in `LANES` interleaved partial sums.
+/// `sum f(x[k])` over a row, in `LANES` interleaved partial sums ([`lane_sum3`] of one row).
 #[inline(always)]
 pub(crate) fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut it = x.chunks_exact(LANES);
-    for c in &mut it {
-        for l in 0..LANES {
-            acc[l] += f(c[l]);
-        }
-    }
-    for (l, &v) in it.remainder().iter().enumerate() {
-        acc[l] += f(v);
-    }
-    lanes_total(acc)
+    lane_sum3(x, x, x, |v, _, _| f(v))
 }
 
-/// `sum f(a[k], b[k], c[k])` over a row, in the same `LANES` partial sums and order as
-/// [`lane_sum`].
+/// `sum f(a[k], b[k], c[k])` over rows of equal length, in `LANES` interleaved partial sums
+/// (lane `k % LANES`, the tail's elements in lanes 0.., then the lanes added in pairs).
 #[inline(always)]
 pub(crate) fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let n = a.len().min(b.len()).min(c.len());
