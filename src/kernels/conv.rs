@@ -9,7 +9,8 @@
 //! output tile right after its product (the epilogue), while it is in cache. Outputs smaller
 //! than [`GROUP_COLUMNS`] pixels make poor products one image at a time: images are grouped,
 //! their patches side by side, into one product, and bias and ReLU are applied on the way to
-//! each image's output. The weights are used as they are stored (OIHW is already
+//! each image's output (not a 1x1 convolution read in place: its products are as fast per
+//! image, and grouping would copy its input). The weights are used as they are stored (OIHW is already
 //! `c_out x (C*kh*kw)` row-major, the order `col`'s rows follow), and the padding of a
 //! stride-1 convolution is never materialised. A strided convolution first splits each image
 //! into space-to-depth planes (zero padding included), so that its patch rows are contiguous
@@ -393,15 +394,21 @@ impl candle_core::CustomOp3 for ConvPlan {
             unsafe { out.set_len(len) };
             return Ok((super::storage(out), (n, co, ho, wo).into()));
         }
-        let mut out = vec![0f32; len];
         let (per_in, per_out, p) = (self.c * self.h * self.w, co * ho * wo, ho * wo);
         // Small outputs are poor products one image at a time: images go together, their
         // patches side by side, until a product has about GROUP_COLUMNS columns.
         // Each thread gets a group of its own when there are images enough: one-thread
         // products of a few hundred columns run nearer the machine's rate than one product
         // split across the threads.
+        // A 1x1 convolution read in place is not grouped: grouping would copy its input
+        // side by side and its output back, and its products (hundreds of rows and inner
+        // size) run at the same rate on one 17x17 or 8x8 map as on several.
         let threads = super::threads();
-        let group = GROUP_COLUMNS.div_ceil(p).clamp(1, (n / threads).max(1));
+        let group = if self.direct() {
+            1
+        } else {
+            GROUP_COLUMNS.div_ceil(p).clamp(1, (n / threads).max(1))
+        };
         let par = if n.div_ceil(group) >= threads && threads > 1 {
             Par::None
         } else {
@@ -414,16 +421,22 @@ impl candle_core::CustomOp3 for ConvPlan {
                 self.images(xi, wv, bv, o, par)
             }
         };
-        match par {
-            Par::None => out
-                .par_chunks_mut(group * per_out)
-                .zip(xv.par_chunks(group * per_in))
-                .for_each(run),
-            Par::Rayon => out
-                .chunks_mut(group * per_out)
-                .zip(xv.chunks(group * per_in))
-                .for_each(run),
-        }
+        let out = match par {
+            // Each group's output zeroed by the thread that computes it.
+            Par::None => super::par_filled(len, group * per_out, |i, o| {
+                run((
+                    o,
+                    &xv[i * group * per_in..((i + 1) * group * per_in).min(xv.len())],
+                ))
+            }),
+            Par::Rayon => {
+                let mut out = vec![0f32; len];
+                out.chunks_mut(group * per_out)
+                    .zip(xv.chunks(group * per_in))
+                    .for_each(run);
+                out
+            }
+        };
         Ok((super::storage(out), (n, co, ho, wo).into()))
     }
 }
@@ -481,49 +494,75 @@ struct ConvPlan {
 }
 
 impl ConvPlan {
+    /// A 1x1 stride-1 unpadded convolution: its products read the image itself.
+    fn direct(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.g.stride == 1 && self.g.pad == [0; 4]
+    }
+
     /// One image: `x` `(c, h, w)` into `out` `(co, ho, wo)`.
     fn image(&self, x: &[f32], wt: &[f32], bias: &[f32], out: &mut [f32], par: Par) {
-        let relu = self.relu;
         let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
-        let direct = self.kh == 1 && self.kw == 1 && self.g.stride == 1 && self.g.pad == [0; 4];
+        let direct = self.direct();
         let tile = if direct { p } else { tile_pixels(k, p) };
-        let mut col = if direct {
-            Vec::new()
-        } else {
-            vec![0f32; k * tile]
-        };
         let (src, _) = self.patch_source(x);
         let x = &src[..];
-        for q0 in (0..p).step_by(tile) {
-            let tn = tile.min(p - q0);
-            let (rhs, rhs_rs) = if direct {
-                (x.as_ptr(), p)
-            } else {
-                self.im2col(x, q0, tn, &mut col[..k * tn], tn);
-                (col.as_ptr(), tn)
-            };
-            // SAFETY: W is co x k row-major; rhs is k x tn with row stride rhs_rs; the
-            // destination is rows 0..co, columns q0..q0+tn of out (co x p, row stride p).
-            unsafe {
-                sgemm(
-                    self.co,
-                    tn,
-                    k,
-                    out.as_mut_ptr().add(q0),
-                    p,
-                    false,
-                    wt.as_ptr(),
-                    (k, 1),
-                    rhs,
-                    (rhs_rs, 1),
-                    0.0,
-                    1.0,
-                    par,
-                );
+        let mut tiles = |col: &mut [f32]| {
+            for q0 in (0..p).step_by(tile) {
+                self.tile(x, wt, bias, out, par, q0, tile.min(p - q0), col);
             }
-            for (i, (o, &b)) in out.chunks_mut(p).zip(bias).enumerate() {
-                bias_act(&mut o[q0..q0 + tn], b, i < relu);
-            }
+        };
+        if direct {
+            tiles(&mut [])
+        } else {
+            // Every patch is written before the product reads it.
+            super::with_scratch(k * tile, tiles)
+        }
+    }
+
+    /// Output pixels `q0..q0 + tn` of one image (as [`Self::image`]), their patches in `col`
+    /// (`k * tn` floats; unused by a 1x1 convolution read in place).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        x: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        par: Par,
+        q0: usize,
+        tn: usize,
+        col: &mut [f32],
+    ) {
+        let relu = self.relu;
+        let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
+        let direct = col.is_empty();
+        let (rhs, rhs_rs) = if direct {
+            (x.as_ptr(), p)
+        } else {
+            self.im2col(x, q0, tn, &mut col[..k * tn], tn);
+            (col.as_ptr(), tn)
+        };
+        // SAFETY: W is co x k row-major; rhs is k x tn with row stride rhs_rs; the
+        // destination is rows 0..co, columns q0..q0+tn of out (co x p, row stride p).
+        unsafe {
+            sgemm(
+                self.co,
+                tn,
+                k,
+                out.as_mut_ptr().add(q0),
+                p,
+                false,
+                wt.as_ptr(),
+                (k, 1),
+                rhs,
+                (rhs_rs, 1),
+                0.0,
+                1.0,
+                par,
+            );
+        }
+        for (i, (o, &b)) in out.chunks_mut(p).zip(bias).enumerate() {
+            bias_act(&mut o[q0..q0 + tn], b, i < relu);
         }
     }
 
@@ -534,42 +573,46 @@ impl ConvPlan {
         let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
         let g = x.len() / (self.c * self.h * self.w);
         let cols = g * p;
-        let mut col = vec![0f32; k * cols];
         let (src, per_in) = self.patch_source(x);
         let x = &src[..];
-        let fill = |(r, row): (usize, &mut [f32])| {
-            for (xi, seg) in x.chunks(per_in).zip(row.chunks_mut(p)) {
-                self.patch_row(xi, r, 0, seg);
+        // The patches, then the product: every float is written before it is read.
+        super::with_scratch(k * cols + self.co * cols, |buf| {
+            let (col, tmp) = buf.split_at_mut(k * cols);
+            let fill = |(r, row): (usize, &mut [f32])| {
+                for (xi, seg) in x.chunks(per_in).zip(row.chunks_mut(p)) {
+                    self.patch_row(xi, r, 0, seg);
+                }
+            };
+            match par {
+                Par::Rayon => col.par_chunks_mut(cols).enumerate().for_each(fill),
+                Par::None => col.chunks_mut(cols).enumerate().for_each(fill),
             }
-        };
-        match par {
-            Par::Rayon => col.par_chunks_mut(cols).enumerate().for_each(fill),
-            Par::None => col.chunks_mut(cols).enumerate().for_each(fill),
-        }
-        let mut tmp = vec![0f32; self.co * cols];
-        // SAFETY: W is co x k, col is k x cols, tmp is co x cols, all row-major and dense.
-        unsafe {
-            sgemm(
-                self.co,
-                cols,
-                k,
-                tmp.as_mut_ptr(),
-                cols,
-                false,
-                wt.as_ptr(),
-                (k, 1),
-                col.as_ptr(),
-                (cols, 1),
-                0.0,
-                1.0,
-                par,
-            );
-        }
-        for (j, o) in out.chunks_mut(self.co * p).enumerate() {
-            for (i, ((row, t), &b)) in o.chunks_mut(p).zip(tmp.chunks(cols)).zip(bias).enumerate() {
-                bias_act_from(row, &t[j * p..(j + 1) * p], b, i < relu);
+            // SAFETY: W is co x k, col is k x cols, tmp is co x cols, all row-major and dense.
+            unsafe {
+                sgemm(
+                    self.co,
+                    cols,
+                    k,
+                    tmp.as_mut_ptr(),
+                    cols,
+                    false,
+                    wt.as_ptr(),
+                    (k, 1),
+                    col.as_ptr(),
+                    (cols, 1),
+                    0.0,
+                    1.0,
+                    par,
+                );
             }
-        }
+            for (j, o) in out.chunks_mut(self.co * p).enumerate() {
+                for (i, ((row, t), &b)) in
+                    o.chunks_mut(p).zip(tmp.chunks(cols)).zip(bias).enumerate()
+                {
+                    bias_act_from(row, &t[j * p..(j + 1) * p], b, i < relu);
+                }
+            }
+        })
     }
 
     /// Patches of output pixels `q0..q0 + tn` (row-major over `ho x wo`): row `(ch, i, j)` of
@@ -653,13 +696,28 @@ impl ConvPlan {
                 let (oh, ow0) = (q / wo, q % wo);
                 let run = (wo - ow0).min(tn - dst);
                 let at = (oh + ky) * ws + ow0 + kx;
-                row[dst..dst + run].copy_from_slice(&plane[at..at + run]);
+                copy_short(&mut row[dst..dst + run], &plane[at..at + run]);
                 q += run;
                 dst += run;
             }
             return;
         }
         let plane = &x[ch * h * w..(ch + 1) * h * w];
+        if j == left && w == wo {
+            // A tap with no horizontal offset of a map as wide as its output (a 7x1 kernel,
+            // the middle column of a 3x3 one): output pixel q reads input pixel
+            // q + (i - top) w, so the row is one run of the plane between zeros.
+            let shift = i as isize - top as isize;
+            let valid = |rows: isize| (rows.max(0) as usize * w).clamp(q0, q0 + tn) - q0;
+            let (a, b) = (valid(-shift), valid(h as isize - shift));
+            row[..a].fill(0.0);
+            if b > a {
+                let at = ((q0 + a) as isize + shift * w as isize) as usize;
+                row[a..b].copy_from_slice(&plane[at..at + b - a]);
+            }
+            row[b.max(a)..].fill(0.0);
+            return;
+        }
         let mut q = q0;
         let mut dst = 0;
         while dst < tn {
@@ -678,12 +736,50 @@ impl ConvPlan {
                 seg[..lo].fill(0.0);
                 if hi > lo {
                     let a = (c0 + lo as isize) as usize;
-                    seg[lo..hi].copy_from_slice(&src[a..a + hi - lo]);
+                    copy_short(&mut seg[lo..hi], &src[a..a + hi - lo]);
                 }
                 seg[hi.max(lo)..].fill(0.0);
             }
             q += run;
             dst += run;
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of a patch row (one output row of a small
+/// map: 8 to 35 floats in Inception's 17x17 and 35x35 layers) without a call: whole vectors of
+/// 8 (or 4), the last one overlapping the one before, where `copy_from_slice` (and a loop for
+/// the rest, which the compiler turns into the same call) calls `memmove` for each run.
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    fn copy<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().unwrap();
+        *d = src.try_into().unwrap();
+    }
+    let n = dst.len();
+    assert_eq!(n, src.len());
+    match n {
+        65.. => dst.copy_from_slice(src),
+        8.. => {
+            for at in (0..n - 8).step_by(8) {
+                copy::<8>(&mut dst[at..at + 8], &src[at..at + 8]);
+            }
+            copy::<8>(&mut dst[n - 8..], &src[n - 8..]);
+        }
+        4.. => {
+            copy::<4>(&mut dst[..4], &src[..4]);
+            copy::<4>(&mut dst[n - 4..], &src[n - 4..]);
+        }
+        _ => {
+            if n > 0 {
+                dst[0] = src[0];
+            }
+            if n > 1 {
+                dst[1] = src[1];
+            }
+            if n > 2 {
+                dst[2] = src[2];
+            }
         }
     }
 }

@@ -173,3 +173,25 @@ impl SendPtr {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+thread_local! {
+    /// Each thread's working buffers (Winograd's `V`, `M` and output tiles of a block, the
+    /// convolution's patches and grouped products), kept between calls: every element is
+    /// written before it is read, so they are not cleared.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on `len` floats of this thread's scratch (a fresh buffer when a caller up the stack
+/// holds it: rayon may run another call on a thread that waits for its own tasks). The floats
+/// hold whatever the last user left: `f` must write each before it reads it.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}

@@ -450,7 +450,8 @@ fn conv_inputs(x: [usize; 4], w: [usize; 4], seed: u64) -> (Tensor, Tensor, Tens
 /// parts that cannot be stacked are errors.
 #[test]
 fn stacked_convolutions_give_their_parts() {
-    // Two images: a product per image; eight: images grouped into one product per thread.
+    // Two images: a product per image; eight: 3x3 images grouped into one product per thread,
+    // 1x1 ones (read in place, never grouped) a product per image on the threads.
     for (n, k, g, seed) in [
         (2, 1, ConvGeometry::same(1, 0), 700),
         (2, 3, ConvGeometry::same(1, 1), 710),
@@ -506,7 +507,20 @@ fn stacked_convolutions_give_their_parts() {
 
 #[test]
 fn conv2d_matches_candle_for_every_geometry() {
-    let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 11] = [
+    let vertical = ConvGeometry {
+        stride: 1,
+        pad: [3, 3, 0, 0],
+    };
+    let horizontal = ConvGeometry {
+        stride: 1,
+        pad: [0, 0, 3, 3],
+    };
+    let cases: [(usize, usize, usize, usize, usize, usize, ConvGeometry); 14] = [
+        // 7x1 and 1x7 with two im2col tiles per image (420 pixels, 256 per tile: the cut is
+        // inside a row), and 7x1 on small maps grouped across images.
+        (1, 160, 20, 4, 7, 1, vertical),
+        (1, 160, 20, 4, 1, 7, horizontal),
+        (5, 3, 6, 4, 7, 1, vertical),
         (13, 4, 10, 6, 3, 3, ConvGeometry::same(1, 1)),
         (3, 2, 33, 5, 3, 3, ConvGeometry::same(1, 1)),
         (3, 8, 9, 7, 1, 1, ConvGeometry::same(1, 0)),

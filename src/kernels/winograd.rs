@@ -33,7 +33,7 @@
 
 use super::blas::{sgemm, Par};
 use super::simd::avx2_on;
-use super::SendPtr;
+use super::{with_scratch, SendPtr};
 use rayon::prelude::*;
 
 /// Tiles transformed together, one per vector lane.
@@ -708,26 +708,6 @@ unsafe fn output_for<const N: usize, const M: usize, X: Xform<N, M>>(avx2: bool,
 /// The transforms in AVX2 intrinsics.
 #[cfg(target_arch = "x86_64")]
 mod x86;
-
-thread_local! {
-    /// Each thread's working buffers (`V`, `M` and the output tiles of a block), kept between
-    /// calls: every element is written before it is read, so they are not cleared.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `f` on `len` floats of this thread's scratch (a fresh buffer when a caller up the stack
-/// holds it: rayon may run another call on a thread that waits for its own tasks).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < len {
-                v.resize(len, 0.0);
-            }
-            f(&mut v[..len])
-        }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
-}
 
 /// Tiles per block: about 16 KiB of one position's `V` (`C x tiles`) for 6x6 patches (`nn`
 /// positions: as much in all for other patches), so that the block's `V_xi` (about 600 KiB)
