@@ -18,7 +18,9 @@
 //! when there are enough of them; otherwise each product is split across the threads.
 //! 3x3 and 5x5 stride-1 layers with channels and tiles enough take the Winograd path
 //! ([`super::winograd`]), and so do strided layers whose space-to-depth form is one (AlexNet's
-//! 11x11/4 stem is a 3x3 convolution of its input's 48 planes: [`s2d_weights`]);
+//! 11x11/4 stem is a 3x3 convolution of its input's 48 planes: [`s2d_weights`]); 1x7, 7x1,
+//! 1x3 and 3x1 stride-1 layers (Inception's factorised towers) take the 1-D Winograd path
+//! ([`super::winograd::line`]) under the same rules;
 //! [`Conv2d::stack`] runs several convolutions of one input as one.
 //!
 //! [`conv2d_bias_relu_ops`] is the reference form in candle ops (pad, `conv2d`, add, ReLU),
@@ -147,7 +149,8 @@ pub(crate) enum WinoPath<'a> {
 
 /// A layer's Winograd transforms of its weights, one per [`super::winograd::Tile`] (the tile
 /// follows the map's size), each made by the first call that takes it.
-pub(crate) type TileCache = [std::sync::OnceLock<Arc<Vec<f32>>>; super::winograd::TILES];
+/// The last cell keeps the 1-D transform of a 1 x r or r x 1 layer ([`super::winograd::line`]).
+pub(crate) type TileCache = [std::sync::OnceLock<Arc<Vec<f32>>>; super::winograd::TILES + 1];
 
 /// A convolution layer of a frozen network: weights, bias, geometry, activation, and the
 /// weights' Winograd transforms once the first CPU calls have computed them.
@@ -300,6 +303,35 @@ fn conv_relu_below(
             "conv2d: an empty input or kernel ({n}x{c}x{h}x{w} input, {co}x{ci}x{kh}x{kw} kernel)"
         );
     }
+    // 1 x r and r x 1 kernels: the 1-D Winograd path, where it applies.
+    let line = match super::winograd::line::kernel(kh, kw, g.stride, g.pad) {
+        None => None,
+        Some((r, _)) => {
+            let make = || -> Result<Arc<Vec<f32>>> {
+                let w = weight.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Arc::new(super::winograd::line::weights(&w, co, c, r)))
+            };
+            let geometry = (kh, kw, g.stride, g.pad);
+            match &wino {
+                WinoPath::Off => None,
+                // The transform's epilogue has one ReLU flag for all channels.
+                _ if relu != 0 && relu < co => None,
+                WinoPath::Always => Some(make()?),
+                _ if !super::winograd::line::eligible(c, co, geometry, [n, ho, wo]) => None,
+                WinoPath::Cached(cells) => {
+                    let cell = &cells[super::winograd::TILES];
+                    Some(match cell.get() {
+                        Some(u) => u.clone(),
+                        None => {
+                            let u = make()?;
+                            cell.get_or_init(|| u).clone()
+                        }
+                    })
+                }
+                WinoPath::Auto => Some(make()?),
+            }
+        }
+    };
     // The tile for this map, where the kernel has one.
     let tile = super::winograd::tile_for(super::winograd::s2d_kernel(kh, g.stride), ho, wo);
     let wino = match (wino, tile) {
@@ -325,6 +357,7 @@ fn conv_relu_below(
     };
     let plan = ConvPlan {
         wino,
+        line,
         n,
         c,
         h,
@@ -363,6 +396,33 @@ impl candle_core::CustomOp3 for ConvPlan {
         let bv = super::slice(s3, l3, "conv2d bias")?;
         let (n, co, ho, wo) = (self.n, self.co, self.ho, self.wo);
         let len = n * co * ho * wo;
+        if let (Some(u), Some((r, vertical))) = (
+            &self.line,
+            super::winograd::line::kernel(self.kh, self.kw, self.g.stride, self.g.pad),
+        ) {
+            let mut out = Vec::with_capacity(len);
+            super::winograd::line::Line {
+                n,
+                c: self.c,
+                h: self.h,
+                w: self.w,
+                co,
+                ho,
+                wo,
+                r,
+                vertical,
+                before: if vertical {
+                    self.g.pad[0]
+                } else {
+                    self.g.pad[2]
+                },
+                relu: self.relu >= co,
+            }
+            .run(xv, u, bv, out.spare_capacity_mut());
+            // SAFETY: `run` wrote all `len` elements.
+            unsafe { out.set_len(len) };
+            return Ok((super::storage(out), (n, co, ho, wo).into()));
+        }
         if let Some((tile, u)) = &self.wino {
             // At a stride, the stride-1 convolution of the space-to-depth planes (their zero
             // padding included) by the weights' space-to-depth form.
@@ -479,6 +539,8 @@ struct ConvPlan {
     /// The tile and the weights' Winograd transform for it, for a convolution that takes
     /// that path.
     wino: Option<(super::winograd::Tile, Arc<Vec<f32>>)>,
+    /// The 1-D transform of the weights of a 1 x r or r x 1 convolution that takes that path.
+    line: Option<Arc<Vec<f32>>>,
     n: usize,
     c: usize,
     h: usize,

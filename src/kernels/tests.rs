@@ -103,6 +103,19 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             let y = conv_with(x, &w, bias.as_tensor(), g, true, conv::WinoPath::Always);
             fwd.push(y.unwrap());
         }
+        // The 1-D path: 1x7 and 7x1 (F(2, 7)), 1x3 and 3x1 (F(4, 3)).
+        let filt7 = rand(&[5, 8, 7, 7], 22);
+        for (kh, kw) in [(1, 7), (7, 1), (1, 3), (3, 1)] {
+            let w = filt7.as_tensor().narrow(2, 0, kh).unwrap();
+            let w = w.narrow(3, 0, kw).unwrap();
+            let (ph, pw) = ((kh - 1) / 2, (kw - 1) / 2);
+            let g = ConvGeometry {
+                stride: 1,
+                pad: [ph, ph, pw, pw],
+            };
+            let y = conv_with(p, &w, bias.as_tensor(), g, true, conv::WinoPath::Always);
+            fwd.push(y.unwrap());
+        }
         fwd.iter().for_each(&mut push);
         bits
     };
@@ -568,15 +581,21 @@ fn conv2d_matches_candle_for_every_geometry() {
     ];
     for (i, &(n, c, side, co, kh, kw, g)) in cases.iter().enumerate() {
         let (x, w, b) = conv_inputs([n, c, side, side + 1], [co, c, kh, kw], 100 + i as u64);
-        for relu in [false, true] {
+        for (relu, winograd) in [(false, true), (true, true), (false, false), (true, false)] {
             let want = conv2d_bias_relu_ops(&x, &w, &b, g, relu).unwrap();
-            let got = conv_with(&x, &w, &b, g, relu, conv::WinoPath::Always).unwrap();
+            // The Winograd paths (2-D, and 1-D for the 1x7 / 7x1 cases) and im2col.
+            let path = if winograd {
+                conv::WinoPath::Always
+            } else {
+                conv::WinoPath::Off
+            };
+            let got = conv_with(&x, &w, &b, g, relu, path).unwrap();
             assert_eq!(got.dims(), want.dims(), "case {i}");
             let err = max_diff(&got, &want);
             let scale = max_diff(&want, &want.zeros_like().unwrap());
             assert!(
                 err <= 1e-5 * scale.max(1.0),
-                "case {i} relu {relu}: max error {err} of {scale}"
+                "case {i} relu {relu} winograd {winograd}: max error {err} of {scale}"
             );
         }
     }

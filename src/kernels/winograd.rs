@@ -126,47 +126,54 @@ impl Tile {
     /// column) and the last row of `B^T` (the coefficients of `prod_l (x - p_l)`). For the points
     /// 0, +-1, +-2 these are the hand-written transforms' matrices (a test checks).
     pub(crate) fn mats(self) -> Mats {
-        let (m, r, n, p) = (self.m(), self.r(), self.n(), self.points());
-        let poly = |skip: Option<usize>| {
-            let mut c = vec![1f64];
-            for (l, &q) in p.iter().enumerate() {
-                if Some(l) != skip {
-                    // c (x - q)
-                    let mut d = vec![0f64; c.len() + 1];
-                    for (i, &ci) in c.iter().enumerate() {
-                        d[i + 1] += ci;
-                        d[i] -= q * ci;
-                    }
-                    c = d;
-                }
-            }
-            c
-        };
-        let (mut at, mut g, mut bt) = (vec![0f64; m * n], vec![0f64; n * r], vec![0f64; n * n]);
-        for (j, &pj) in p.iter().enumerate() {
-            for i in 0..m {
-                at[i * n + j] = pj.powi(i as i32);
-            }
-            let f: f64 = p
-                .iter()
-                .enumerate()
-                .filter(|&(l, _)| l != j)
-                .map(|(_, &q)| pj - q)
-                .product();
-            for k in 0..r {
-                g[j * r + k] = pj.powi(k as i32) / f;
-            }
-            for (k, c) in poly(Some(j)).into_iter().enumerate() {
-                bt[j * n + k] = c;
-            }
-        }
-        at[(m - 1) * n + n - 1] = 1.0;
-        g[(n - 1) * r + r - 1] = 1.0;
-        for (k, c) in poly(None).into_iter().enumerate() {
-            bt[(n - 1) * n + k] = c;
-        }
-        Mats { at, g, bt }
+        toom_cook(self.m(), self.r(), self.points())
     }
+}
+
+/// The Toom-Cook matrices of F(m, r) at the finite points `p` and infinity (`m + r - 1 = n`
+/// points in all), in f64 (see [`Tile::mats`]; the 2-D tiles' are these applied on both sides).
+pub(crate) fn toom_cook(m: usize, r: usize, p: &[f64]) -> Mats {
+    let n = m + r - 1;
+    assert_eq!(p.len() + 1, n, "F({m}, {r}) takes {} finite points", n - 1);
+    let poly = |skip: Option<usize>| {
+        let mut c = vec![1f64];
+        for (l, &q) in p.iter().enumerate() {
+            if Some(l) != skip {
+                // c (x - q)
+                let mut d = vec![0f64; c.len() + 1];
+                for (i, &ci) in c.iter().enumerate() {
+                    d[i + 1] += ci;
+                    d[i] -= q * ci;
+                }
+                c = d;
+            }
+        }
+        c
+    };
+    let (mut at, mut g, mut bt) = (vec![0f64; m * n], vec![0f64; n * r], vec![0f64; n * n]);
+    for (j, &pj) in p.iter().enumerate() {
+        for i in 0..m {
+            at[i * n + j] = pj.powi(i as i32);
+        }
+        let f: f64 = p
+            .iter()
+            .enumerate()
+            .filter(|&(l, _)| l != j)
+            .map(|(_, &q)| pj - q)
+            .product();
+        for k in 0..r {
+            g[j * r + k] = pj.powi(k as i32) / f;
+        }
+        for (k, c) in poly(Some(j)).into_iter().enumerate() {
+            bt[j * n + k] = c;
+        }
+    }
+    at[(m - 1) * n + n - 1] = 1.0;
+    g[(n - 1) * r + r - 1] = 1.0;
+    for (k, c) in poly(None).into_iter().enumerate() {
+        bt[(n - 1) * n + k] = c;
+    }
+    Mats { at, g, bt }
 }
 
 /// A tile's transforms ([`Tile::mats`]), row-major, in f64.
@@ -709,6 +716,8 @@ unsafe fn output_for<const N: usize, const M: usize, X: Xform<N, M>>(avx2: bool,
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub(crate) mod line;
+
 /// Tiles per block: about 16 KiB of one position's `V` (`C x tiles`) for 6x6 patches (`nn`
 /// positions: as much in all for other patches), so that the block's `V_xi` (about 600 KiB)
 /// stay in the L2 cache between the input transform and the products, at
@@ -917,7 +926,8 @@ mod tests {
     use super::*;
 
     /// `X`'s transforms applied to the unit vectors: the columns of its `B^T` and `A^T`.
-    fn columns<const N: usize, const M: usize, X: Xform<N, M>>() -> (Vec<f64>, Vec<f64>) {
+    pub(super) fn columns<const N: usize, const M: usize, X: Xform<N, M>>() -> (Vec<f64>, Vec<f64>)
+    {
         let (mut bt, mut at) = (vec![0f64; N * N], vec![0f64; M * N]);
         for j in 0..N {
             let mut e = [[0f32; L]; N];
