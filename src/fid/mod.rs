@@ -133,10 +133,12 @@ pub struct FeatureNet {
 /// (`kernels::conv2d_bias_relu`); 3: Winograd for every 3x3/5x5 stride-1 layer of 8+
 /// channels (one day's rule, replaced); 4: Winograd for those of 64+ channels each side and
 /// 64+ tiles per call; 5: from 16 tiles per call, and the average-pool branches pooled after
-/// their 1x1 convolution (`LQAE_WINOGRAD=off` gives 6: generation 2 with that pooling).
+/// their 1x1 convolution (`LQAE_WINOGRAD=off` gives 6: generation 2 with that pooling); 7:
+/// the 1x7, 7x1, 1x3 and 3x1 layers by 1-D Winograd (`kernels::winograd::line`), and the
+/// 48-to-64 5x5 layers by F(4x4, 5x5) (5x5 kernels from 32 channels).
 pub fn features_numerics() -> u32 {
     if crate::kernels::winograd_enabled() {
-        5
+        7
     } else {
         6
     }

@@ -92,7 +92,7 @@ pub(crate) fn eligible(
     let m = tile(r).map_or(1, |t| t.0);
     let (along, across) = if vertical { (ho, wo) } else { (wo, ho) };
     winograd_enabled()
-        && c.min(co) >= min_channels(1)
+        && c.min(co) >= min_channels(1, 3)
         && n * across * along.div_ceil(m) >= MIN_TILES
 }
 
