@@ -10,7 +10,6 @@
 //! two forms there and check negative inputs against a direct computation.
 
 use candle_core::{DType, Result, Tensor};
-use rayon::prelude::*;
 
 /// Which pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,13 +250,25 @@ fn max_strided(
                 *v = v.max(x);
             }
         }
-        for (ow, v) in orow.iter_mut().enumerate() {
+        // Output columns whose window lies whole inside the row (ow * s >= pad and
+        // ow * s + k - pad <= w) read the running max at their first column; the others,
+        // at most a few at each edge, reduce their window.
+        let s = p.stride;
+        let lo = p.pad.div_ceil(s).min(wo);
+        let hi = if w + p.pad >= p.k {
+            ((w + p.pad - p.k) / s + 1).min(wo).max(lo)
+        } else {
+            lo
+        };
+        for ow in (0..lo).chain(hi..wo) {
             let (c0, c1) = window(p, ow, w);
-            *v = if c1 - c0 == p.k {
-                run[c0]
-            } else {
-                rows[c0 + 1..c1].iter().fold(rows[c0], |a, &b| a.max(b))
-            };
+            orow[ow] = rows[c0 + 1..c1].iter().fold(rows[c0], |a, &b| a.max(b));
+        }
+        for (v, &m) in orow[lo..hi]
+            .iter_mut()
+            .zip(run[lo * s - p.pad..].iter().step_by(s))
+        {
+            *v = m;
         }
     }
 }
@@ -304,20 +315,18 @@ impl candle_core::CustomOp1 for PoolOp {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let xv = super::slice(s, l, "pool2d input")?;
         let (p, h, w, ho, wo) = (self.p, self.h, self.w, self.ho, self.wo);
-        let mut out = vec![0f32; self.n * self.c * ho * wo];
         // Small planes go to the threads in groups of about 2,048 input values (one task each
-        // was most of the time of AlexNet's 7x7 planes).
+        // was most of the time of AlexNet's 7x7 planes), each group's output zeroed by its
+        // thread; the row buffers are the thread's scratch (written before they are read).
         let group = (2048 / (h * w)).max(1);
-        out.par_chunks_mut(group * ho * wo)
-            .zip(xv.par_chunks(group * h * w))
-            .for_each_init(
-                || vec![0f32; (h * wo).max(2 * w)],
-                |tmp, (os, planes)| {
-                    for (o, plane) in os.chunks_mut(ho * wo).zip(planes.chunks(h * w)) {
-                        pool_plane(p, h, w, ho, wo, plane, o, tmp)
-                    }
-                },
-            );
+        let out = super::par_filled(self.n * self.c * ho * wo, group * ho * wo, |i, os| {
+            let planes = &xv[i * group * h * w..];
+            super::with_scratch((h * wo).max(2 * w), |tmp| {
+                for (o, plane) in os.chunks_mut(ho * wo).zip(planes.chunks(h * w)) {
+                    pool_plane(p, h, w, ho, wo, plane, o, tmp)
+                }
+            })
+        });
         Ok((super::storage(out), (self.n, self.c, ho, wo).into()))
     }
 }

@@ -713,6 +713,7 @@ fn pool2d_matches_candle_and_leaves_padding_out() {
         (PoolKind::Max, 2, 2, 0),
         (PoolKind::Avg, 8, 8, 0),
         (PoolKind::Avg, 3, 2, 1),
+        (PoolKind::Max, 3, 2, 1),
     ];
     // Small planes (a strided max pools them window by window) and wide ones (by row passes).
     for (i, &((kind, k, stride, pad), (h, w))) in pools
