@@ -757,26 +757,11 @@ impl Wino {
         // (ch / L, y + top, x + left, ch % L); channels past `c` are zero.
         let cb = c.div_ceil(L);
         let plane8 = hp * wp * L;
-        let (h, w) = (self.h, self.w);
-        let (rows, cols) = (
-            h.min(hp.saturating_sub(self.top)),
-            w.min(wp.saturating_sub(self.left)),
+        let xp = padded_planes(
+            x,
+            [self.n, c, self.h, self.w],
+            [hp, wp, self.top, self.left],
         );
-        let xp = super::par_filled(self.n * cb * plane8, plane8, |i, p| {
-            let (img, k) = (i / cb, i % cb);
-            let chans = L.min(c - k * L);
-            let src = &x[(img * c + k * L) * h * w..(img * c + k * L + chans) * h * w];
-            interleave(
-                src,
-                chans,
-                h * w,
-                w,
-                rows,
-                cols,
-                &mut p[((self.top * wp) + self.left) * L..],
-                wp,
-            );
-        });
         let per_img = th * tw;
         let tiles = self.n * per_img;
         // Tile t: its image and its first output row and column (in the padded input too: a
@@ -806,34 +791,7 @@ impl Wino {
                 })
                 .collect();
             transform_input(tile, &xp, &bases, cb, plane8, wp, v);
-            let mp = SendPtr(m.as_mut_ptr());
-            let product = |xi: usize| {
-                // SAFETY: U_xi is co x c row-major; V_xi is c x nt, a tile's channels
-                // contiguous (row stride 1, column stride c8); M_xi is co x nt (row stride
-                // nt); all lie inside their buffers, and each xi writes its own M_xi.
-                unsafe {
-                    sgemm(
-                        co,
-                        nt,
-                        c,
-                        mp.get().add(xi * xi_stride(co * nt)),
-                        nt,
-                        false,
-                        u.as_ptr().add(xi * co * c),
-                        (c, 1),
-                        v.as_ptr().add(xi * xi_stride(c8 * nt)),
-                        (1, c8),
-                        0.0,
-                        1.0,
-                        Par::None,
-                    );
-                }
-            };
-            if by_block {
-                (0..nn).for_each(product);
-            } else {
-                (0..nn).into_par_iter().for_each(product);
-            }
+            position_products(nn, [co, nt, c, c8], u, v, m, !by_block);
             let dest: Vec<Dest> = (0..nt_valid)
                 .map(|i| {
                     let (img, oy, ox) = origin(t0 + i);
@@ -859,34 +817,126 @@ impl Wino {
             };
             transform_output(tile, &ob);
         };
-        let len = nv + nm;
-        // Tiles `a..b` in as few blocks as `tb` allows, their sizes in units of L differing
-        // by at most one (144 tiles at most 40 a block: 40, 32, 40, 32): at most
-        // ceil(units / k) * L <= tb tiles a block, as `tb` is a multiple of L.
-        let blocks_of = |buf: &mut [f32], a: usize, b: usize| {
-            let (units, k) = ((b - a).div_ceil(L), (b - a).div_ceil(tb));
-            for i in 0..k {
-                let (t0, t1) = (a + i * units / k * L, (a + (i + 1) * units / k * L).min(b));
-                debug_assert!(t1 - t0 <= tb && tb.is_multiple_of(L));
-                if t0 < t1 {
-                    run(buf, t0, t1 - t0)
-                }
-            }
-        };
-        if by_block {
-            // Each thread an equal share of the tiles (a multiple of L), in its own blocks:
-            // a share of whole blocks left one thread a block more than the other (AlexNet's
-            // 5x5 layer at 64 px: 7 blocks of 40 tiles for 2 threads).
-            let share = tiles.div_ceil(threads).div_ceil(L) * L;
-            (0..threads).into_par_iter().for_each(|k| {
-                let (a, b) = ((k * share).min(tiles), ((k + 1) * share).min(tiles));
-                if a < b {
-                    with_scratch(len, |buf| blocks_of(buf, a, b))
-                }
-            });
-        } else {
-            with_scratch(len, |buf| blocks_of(buf, 0, tiles));
+        in_blocks(tiles, tb, threads, nv + nm, run);
+    }
+}
+
+/// Images `x` `(n, c, h, w)` copied into zero-padded planes of `hp x wp`, eight channels
+/// interleaved to a pixel (the lanes of the input transforms): input `(img, ch, y, x)` at
+/// `((img * cb + ch / L) * hp * wp + (y + top) * wp + x + left) * L + ch % L`, `cb` =
+/// `ceil(c / L)`; channels past `c`, and pixels past the planes' sides, are zero (dropped).
+pub(super) fn padded_planes(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    [hp, wp, top, left]: [usize; 4],
+) -> Vec<f32> {
+    let cb = c.div_ceil(L);
+    let plane8 = hp * wp * L;
+    let (rows, cols) = (
+        h.min(hp.saturating_sub(top)),
+        w.min(wp.saturating_sub(left)),
+    );
+    super::par_filled(n * cb * plane8, plane8, |i, p| {
+        let (img, k) = (i / cb, i % cb);
+        let chans = L.min(c - k * L);
+        let src = &x[(img * c + k * L) * h * w..(img * c + k * L + chans) * h * w];
+        interleave(
+            src,
+            chans,
+            h * w,
+            w,
+            rows,
+            cols,
+            &mut p[(top * wp + left) * L..],
+            wp,
+        );
+    })
+}
+
+/// `M_xi = U_xi . V_xi` for the `positions` positions of a block: `U_xi` `co x c` row-major
+/// (`xi * co * c` into `u`), `V_xi` `c x nt` with a tile's channels contiguous (column stride
+/// `c8`, [`xi_stride`] apart in `v`), `M_xi` `co x nt` ([`xi_stride`] apart in `m`); on this
+/// thread, or the positions across the threads when `across`.
+pub(super) fn position_products(
+    positions: usize,
+    [co, nt, c, c8]: [usize; 4],
+    u: &[f32],
+    v: &[f32],
+    m: &mut [f32],
+    across: bool,
+) {
+    assert!(
+        u.len() >= positions * co * c
+            && v.len() >= positions * xi_stride(c8 * nt)
+            && m.len() >= positions * xi_stride(co * nt)
+            && c <= c8
+    );
+    let mp = SendPtr(m.as_mut_ptr());
+    let product = |xi: usize| {
+        // SAFETY: U_xi is co x c row-major; V_xi is c x nt, a tile's channels contiguous (row
+        // stride 1, column stride c8); M_xi is co x nt (row stride nt); all lie inside their
+        // buffers (checked above), and each xi writes its own M_xi.
+        unsafe {
+            sgemm(
+                co,
+                nt,
+                c,
+                mp.get().add(xi * xi_stride(co * nt)),
+                nt,
+                false,
+                u.as_ptr().add(xi * co * c),
+                (c, 1),
+                v.as_ptr().add(xi * xi_stride(c8 * nt)),
+                (1, c8),
+                0.0,
+                1.0,
+                Par::None,
+            );
         }
+    };
+    if across {
+        (0..positions).into_par_iter().for_each(product);
+    } else {
+        (0..positions).for_each(product);
+    }
+}
+
+/// `run(buf, t0, nt)` for every block of tiles `t0..t0 + nt` of `0..tiles`, `buf` a thread's
+/// scratch of `len` floats. With blocks enough for every thread (`tiles / tb >= threads`),
+/// each thread takes an equal share of the tiles (a multiple of L), in its own blocks: a share
+/// of whole blocks left one thread a block more than the other (AlexNet's 5x5 layer at 64 px:
+/// 7 blocks of 40 tiles for 2 threads). Otherwise the blocks go one by one on this thread
+/// (their products across the threads: [`position_products`]). Within a share, the tiles go
+/// in as few blocks as `tb` allows, their sizes in units of L differing by at most one (144
+/// tiles at most 40 a block: 40, 32, 40, 32): at most `ceil(units / k) * L <= tb` tiles a
+/// block, as `tb` is a multiple of L.
+pub(super) fn in_blocks(
+    tiles: usize,
+    tb: usize,
+    threads: usize,
+    len: usize,
+    run: impl Fn(&mut [f32], usize, usize) + Sync,
+) {
+    let blocks_of = |buf: &mut [f32], a: usize, b: usize| {
+        let (units, k) = ((b - a).div_ceil(L), (b - a).div_ceil(tb));
+        for i in 0..k {
+            let (t0, t1) = (a + i * units / k * L, (a + (i + 1) * units / k * L).min(b));
+            debug_assert!(t1 - t0 <= tb && tb.is_multiple_of(L));
+            if t0 < t1 {
+                run(buf, t0, t1 - t0)
+            }
+        }
+    };
+    if tiles.div_ceil(tb) >= threads {
+        let share = tiles.div_ceil(threads).div_ceil(L) * L;
+        (0..threads).into_par_iter().for_each(|k| {
+            let (a, b) = ((k * share).min(tiles), ((k + 1) * share).min(tiles));
+            if a < b {
+                with_scratch(len, |buf| blocks_of(buf, a, b))
+            }
+        });
+    } else {
+        with_scratch(len, |buf| blocks_of(buf, 0, tiles));
     }
 }
 

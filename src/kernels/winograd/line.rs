@@ -13,13 +13,11 @@
 //! with bias and ReLU straight into the output. The transforms run on eight channels (input)
 //! and eight tiles (output) a vector.
 
-use super::super::blas::{sgemm, Par};
-use super::super::{with_scratch, SendPtr};
+use super::super::SendPtr;
 use super::{
-    block_tiles, interleave, lanes, min_channels, toom_cook, winograd_enabled, xi_stride, Hand43,
-    Lanes, Mat45, Mats, Xform, L, MIN_TILES, P,
+    block_tiles, lanes, min_channels, padded_planes, toom_cook, winograd_enabled, xi_stride,
+    Hand43, Lanes, Mat45, Mats, Xform, L, MIN_TILES, P,
 };
-use rayon::prelude::*;
 
 /// F(2, 7)'s points but infinity (those of F(4x4, 5x5)).
 const P7: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
@@ -158,25 +156,7 @@ impl Line {
         // Input (ch, y, x) at (ch / L, y + top, x + left, ch % L) of zero-padded planes.
         let cb = c.div_ceil(L);
         let plane8 = hp * wp * L;
-        let (rows, cols) = (
-            h.min(hp.saturating_sub(top)),
-            w.min(wp.saturating_sub(left)),
-        );
-        let xp = super::super::par_filled(self.n * cb * plane8, plane8, |i, p| {
-            let (img, k) = (i / cb, i % cb);
-            let chans = L.min(c - k * L);
-            let src = &x[(img * c + k * L) * h * w..(img * c + k * L + chans) * h * w];
-            interleave(
-                src,
-                chans,
-                h * w,
-                w,
-                rows,
-                cols,
-                &mut p[(top * wp + left) * L..],
-                wp,
-            );
-        });
+        let xp = padded_planes(x, [self.n, c, h, w], [hp, wp, top, left]);
         let per_img = across * per_line;
         let tiles = self.n * per_img;
         // Tile t: its image, its line and its first output along the line.
@@ -204,34 +184,7 @@ impl Line {
                 })
                 .collect();
             transform_input(pn, &xp, &bases, cb, plane8, step, v);
-            let mp = SendPtr(mm.as_mut_ptr());
-            let product = |xi: usize| {
-                // SAFETY: U_xi is co x c row-major; V_xi is c x nt, a tile's channels
-                // contiguous (row stride 1, column stride c8); M_xi is co x nt (row stride
-                // nt); all lie inside their buffers, and each xi writes its own M_xi.
-                unsafe {
-                    sgemm(
-                        co,
-                        nt,
-                        c,
-                        mp.get().add(xi * xi_stride(co * nt)),
-                        nt,
-                        false,
-                        u.as_ptr().add(xi * co * c),
-                        (c, 1),
-                        v.as_ptr().add(xi * xi_stride(c8 * nt)),
-                        (1, c8),
-                        0.0,
-                        1.0,
-                        Par::None,
-                    );
-                }
-            };
-            if by_block {
-                (0..pn).for_each(product);
-            } else {
-                (0..pn).into_par_iter().for_each(product);
-            }
+            super::position_products(pn, [co, nt, c, c8], u, v, mm, !by_block);
             // Each tile's first output in the first output plane, and its outputs on the map.
             let dest: Vec<(usize, usize)> = (0..nt_valid)
                 .map(|i| {
@@ -259,27 +212,7 @@ impl Line {
             // blocks write disjoint elements of `out`, which holds (n, co, ho, wo).
             unsafe { transform_output(pn, &ob) };
         };
-        let len = nv + nm;
-        let blocks_of = |buf: &mut [f32], a: usize, b: usize| {
-            let (units, k) = ((b - a).div_ceil(L), (b - a).div_ceil(tb));
-            for i in 0..k {
-                let (t0, t1) = (a + i * units / k * L, (a + (i + 1) * units / k * L).min(b));
-                if t0 < t1 {
-                    run(buf, t0, t1 - t0)
-                }
-            }
-        };
-        if by_block {
-            let share = tiles.div_ceil(threads).div_ceil(L) * L;
-            (0..threads).into_par_iter().for_each(|k| {
-                let (a, b) = ((k * share).min(tiles), ((k + 1) * share).min(tiles));
-                if a < b {
-                    with_scratch(len, |buf| blocks_of(buf, a, b))
-                }
-            });
-        } else {
-            with_scratch(len, |buf| blocks_of(buf, 0, tiles));
-        }
+        super::in_blocks(tiles, tb, threads, nv + nm, run);
     }
 }
 
