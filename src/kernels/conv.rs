@@ -262,6 +262,20 @@ fn s2d_weights(w: &[f32], [co, c, k]: [usize; 3], s: usize) -> Vec<f32> {
     out
 }
 
+/// The weights' transform in `cell`, made by `make` on the first call (an error is not kept).
+fn kept(
+    cell: &std::sync::OnceLock<Arc<Vec<f32>>>,
+    make: impl FnOnce() -> Result<Arc<Vec<f32>>>,
+) -> Result<Arc<Vec<f32>>> {
+    match cell.get() {
+        Some(u) => Ok(u.clone()),
+        None => {
+            let u = make()?;
+            Ok(cell.get_or_init(|| u).clone())
+        }
+    }
+}
+
 pub(crate) fn conv_with(
     x: &Tensor,
     weight: &Tensor,
@@ -318,16 +332,7 @@ fn conv_relu_below(
                 _ if relu != 0 && relu < co => None,
                 WinoPath::Always => Some(make()?),
                 _ if !super::winograd::line::eligible(c, co, geometry, [n, ho, wo]) => None,
-                WinoPath::Cached(cells) => {
-                    let cell = &cells[super::winograd::TILES];
-                    Some(match cell.get() {
-                        Some(u) => u.clone(),
-                        None => {
-                            let u = make()?;
-                            cell.get_or_init(|| u).clone()
-                        }
-                    })
-                }
+                WinoPath::Cached(cells) => Some(kept(&cells[super::winograd::TILES], make)?),
                 WinoPath::Auto => Some(make()?),
             }
         }
@@ -344,13 +349,9 @@ fn conv_relu_below(
         _ if !super::winograd::eligible(c, co, kh, kw, g.stride, [n, ho, wo]) => None,
         (WinoPath::Cached(cells), Some(t)) => Some((
             t,
-            match cells[t.index()].get() {
-                Some(u) => u.clone(),
-                None => {
-                    let u = Arc::new(transformed(weight, g.stride, t)?);
-                    cells[t.index()].get_or_init(|| u).clone()
-                }
-            },
+            kept(&cells[t.index()], || {
+                Ok(Arc::new(transformed(weight, g.stride, t)?))
+            })?,
         )),
         (WinoPath::Auto, Some(t)) => Some((t, Arc::new(transformed(weight, g.stride, t)?))),
         (WinoPath::Off | WinoPath::Always, _) => None,
@@ -582,7 +583,7 @@ impl ConvPlan {
     }
 
     /// Output pixels `q0..q0 + tn` of one image (as [`Self::image`]), their patches in `col`
-    /// (`k * tn` floats; unused by a 1x1 convolution read in place).
+    /// (`k * tn` floats; unused, and empty, for a 1x1 convolution read in place).
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
@@ -597,8 +598,7 @@ impl ConvPlan {
     ) {
         let relu = self.relu;
         let (k, p) = (self.c * self.kh * self.kw, self.ho * self.wo);
-        let direct = col.is_empty();
-        let (rhs, rhs_rs) = if direct {
+        let (rhs, rhs_rs) = if self.direct() {
             (x.as_ptr(), p)
         } else {
             self.im2col(x, q0, tn, &mut col[..k * tn], tn);

@@ -93,6 +93,18 @@ pub fn pool2d(x: &Tensor, p: Pool) -> Result<Tensor> {
     })
 }
 
+/// Output columns `lo..hi` of `wo`, on rows of `w` input columns: those whose window lies whole
+/// inside the row (`ow * s >= pad` and `ow * s + k - pad <= w`).
+fn whole_windows(p: Pool, w: usize, wo: usize) -> (usize, usize) {
+    let lo = p.pad.div_ceil(p.stride).min(wo);
+    let hi = if w + p.pad >= p.k {
+        ((w + p.pad - p.k) / p.stride + 1).min(wo).max(lo)
+    } else {
+        lo
+    };
+    (lo, hi)
+}
+
 /// Input columns (rows) `c0..c1` of output column (row) `ow`, of `w` input columns (rows): the
 /// in-image part of its window.
 fn window(p: Pool, ow: usize, w: usize) -> (usize, usize) {
@@ -120,14 +132,7 @@ fn pool_plane_of<const MAX: bool>(
     if MAX && p.stride > 1 {
         return max_strided(p, (h, w), (ho, wo), plane, o, tmp);
     }
-    // Output columns whose window lies whole inside the row: ow * s >= pad and
-    // ow * s + k - pad <= w.
-    let lo = p.pad.div_ceil(p.stride).min(wo);
-    let hi = if w + p.pad >= p.k {
-        ((w + p.pad - p.k) / p.stride + 1).min(wo).max(lo)
-    } else {
-        lo
-    };
+    let (lo, hi) = whole_windows(p, w, wo);
     for (xr, tr) in plane.chunks(w).zip(tmp.chunks_mut(wo)) {
         for ow in (0..lo).chain(hi..wo) {
             let (c0, c1) = window(p, ow, w);
@@ -234,6 +239,7 @@ fn max_strided(
         return max_windows(p, (h, w), (ho, wo), plane, o);
     }
     let (rows, run) = tmp[..2 * w].split_at_mut(w);
+    let (s, (lo, hi)) = (p.stride, whole_windows(p, w, wo));
     for (oh, orow) in o.chunks_mut(wo).enumerate().take(ho) {
         let (r0, r1) = window(p, oh, h);
         rows.copy_from_slice(&plane[r0 * w..(r0 + 1) * w]);
@@ -250,16 +256,8 @@ fn max_strided(
                 *v = v.max(x);
             }
         }
-        // Output columns whose window lies whole inside the row (ow * s >= pad and
-        // ow * s + k - pad <= w) read the running max at their first column; the others,
-        // at most a few at each edge, reduce their window.
-        let s = p.stride;
-        let lo = p.pad.div_ceil(s).min(wo);
-        let hi = if w + p.pad >= p.k {
-            ((w + p.pad - p.k) / s + 1).min(wo).max(lo)
-        } else {
-            lo
-        };
+        // Output columns whose window lies whole inside the row read the running max at
+        // their first column; the others, at most a few at each edge, reduce their window.
         for ow in (0..lo).chain(hi..wo) {
             let (c0, c1) = window(p, ow, w);
             orow[ow] = rows[c0 + 1..c1].iter().fold(rows[c0], |a, &b| a.max(b));

@@ -772,15 +772,11 @@ impl Wino {
         };
         let threads = super::threads();
         let tb = block_tiles(c, nn, tiles, threads);
-        let blocks = tiles.div_ceil(tb);
-        // Enough blocks: each thread takes a run of blocks, its products on one thread.
-        // Otherwise the blocks go one by one, their n^2 products across the threads.
-        let by_block = blocks >= threads;
         let dst = SendPtr(out.as_mut_ptr().cast::<f32>());
         let c8 = cb * L;
         let (nv, nm) = (nn * xi_stride(c8 * tb), nn * xi_stride(co * tb));
         // Tiles `t0..t0 + nt_valid` (at most `tb`) as one block.
-        let run = |buf: &mut [f32], t0: usize, nt_valid: usize| {
+        let run = |buf: &mut [f32], t0: usize, nt_valid: usize, across: bool| {
             let (v, m) = buf.split_at_mut(nv);
             let nt = nt_valid.div_ceil(L) * L;
             // Lanes past the last tile repeat it (computed, never written out).
@@ -791,7 +787,7 @@ impl Wino {
                 })
                 .collect();
             transform_input(tile, &xp, &bases, cb, plane8, wp, v);
-            position_products(nn, [co, nt, c, c8], u, v, m, !by_block);
+            position_products(nn, [co, nt, c, c8], u, v, m, across);
             let dest: Vec<Dest> = (0..nt_valid)
                 .map(|i| {
                     let (img, oy, ox) = origin(t0 + i);
@@ -901,12 +897,13 @@ pub(super) fn position_products(
     }
 }
 
-/// `run(buf, t0, nt)` for every block of tiles `t0..t0 + nt` of `0..tiles`, `buf` a thread's
-/// scratch of `len` floats. With blocks enough for every thread (`tiles / tb >= threads`),
-/// each thread takes an equal share of the tiles (a multiple of L), in its own blocks: a share
-/// of whole blocks left one thread a block more than the other (AlexNet's 5x5 layer at 64 px:
-/// 7 blocks of 40 tiles for 2 threads). Otherwise the blocks go one by one on this thread
-/// (their products across the threads: [`position_products`]). Within a share, the tiles go
+/// `run(buf, t0, nt, across)` for every block of tiles `t0..t0 + nt` of `0..tiles`, `buf` a
+/// thread's scratch of `len` floats. With blocks enough for every thread (`tiles / tb >=
+/// threads`), each thread takes an equal share of the tiles (a multiple of L), in its own
+/// blocks, `across` false: a share of whole blocks left one thread a block more than the other
+/// (AlexNet's 5x5 layer at 64 px: 7 blocks of 40 tiles for 2 threads). Otherwise the blocks go
+/// one by one on this thread, `across` true: their products go across the threads
+/// ([`position_products`]). Within a share, the tiles go
 /// in as few blocks as `tb` allows, their sizes in units of L differing by at most one (144
 /// tiles at most 40 a block: 40, 32, 40, 32): at most `ceil(units / k) * L <= tb` tiles a
 /// block, as `tb` is a multiple of L.
@@ -915,19 +912,20 @@ pub(super) fn in_blocks(
     tb: usize,
     threads: usize,
     len: usize,
-    run: impl Fn(&mut [f32], usize, usize) + Sync,
+    run: impl Fn(&mut [f32], usize, usize, bool) + Sync,
 ) {
+    let across = tiles.div_ceil(tb) < threads;
     let blocks_of = |buf: &mut [f32], a: usize, b: usize| {
         let (units, k) = ((b - a).div_ceil(L), (b - a).div_ceil(tb));
         for i in 0..k {
             let (t0, t1) = (a + i * units / k * L, (a + (i + 1) * units / k * L).min(b));
             debug_assert!(t1 - t0 <= tb && tb.is_multiple_of(L));
             if t0 < t1 {
-                run(buf, t0, t1 - t0)
+                run(buf, t0, t1 - t0, across)
             }
         }
     };
-    if tiles.div_ceil(tb) >= threads {
+    if !across {
         let share = tiles.div_ceil(threads).div_ceil(L) * L;
         (0..threads).into_par_iter().for_each(|k| {
             let (a, b) = ((k * share).min(tiles), ((k + 1) * share).min(tiles));

@@ -168,11 +168,10 @@ impl Line {
         let step = if self.vertical { wp } else { 1 };
         let threads = super::super::threads();
         let tb = block_tiles(c, pn, tiles, threads);
-        let by_block = tiles.div_ceil(tb) >= threads;
         let dst = SendPtr(out.as_mut_ptr().cast::<f32>());
         let c8 = cb * L;
         let (nv, nm) = (pn * xi_stride(c8 * tb), pn * xi_stride(co * tb));
-        let run = |buf: &mut [f32], t0: usize, nt_valid: usize| {
+        let run = |buf: &mut [f32], t0: usize, nt_valid: usize, across: bool| {
             let (v, mm) = buf.split_at_mut(nv);
             let nt = nt_valid.div_ceil(L) * L;
             // Lanes past the last tile repeat it (computed, never written out).
@@ -184,7 +183,7 @@ impl Line {
                 })
                 .collect();
             transform_input(pn, &xp, &bases, cb, plane8, step, v);
-            super::position_products(pn, [co, nt, c, c8], u, v, mm, !by_block);
+            super::position_products(pn, [co, nt, c, c8], u, v, mm, across);
             // Each tile's first output in the first output plane, and its outputs on the map.
             let dest: Vec<(usize, usize)> = (0..nt_valid)
                 .map(|i| {
