@@ -244,9 +244,24 @@ fn input_of<const N: usize, const M: usize, X: Xform<N, M>>(
     }
 }
 
-/// [`input_of`] for the tile of `pn` inputs, compiled for AVX2 where the CPU has it.
+/// [`input_of`] for the tile of `pn` inputs.
 fn transform_input(
     pn: usize,
+    xp: &[f32],
+    bases: &[usize],
+    cb: usize,
+    plane8: usize,
+    step: usize,
+    v: &mut [f32],
+) {
+    match pn {
+        8 => input_for::<8, 2, Line27>(xp, bases, cb, plane8, step, v),
+        _ => input_for::<6, 4, Hand43>(xp, bases, cb, plane8, step, v),
+    }
+}
+
+/// [`input_of`] for `X`, compiled for AVX2 where the CPU has it.
+fn input_for<const N: usize, const M: usize, X: Xform<N, M>>(
     xp: &[f32],
     bases: &[usize],
     cb: usize,
@@ -257,8 +272,7 @@ fn transform_input(
     #[cfg(target_arch = "x86_64")]
     if super::avx2_on() {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(
-            pn: usize,
+        unsafe fn avx2<const N: usize, const M: usize, X: Xform<N, M>>(
             xp: &[f32],
             bases: &[usize],
             cb: usize,
@@ -266,18 +280,12 @@ fn transform_input(
             step: usize,
             v: &mut [f32],
         ) {
-            match pn {
-                8 => input_of::<8, 2, Line27>(xp, bases, cb, plane8, step, v),
-                _ => input_of::<6, 4, Hand43>(xp, bases, cb, plane8, step, v),
-            }
+            input_of::<N, M, X>(xp, bases, cb, plane8, step, v)
         }
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { avx2(pn, xp, bases, cb, plane8, step, v) };
+        return unsafe { avx2::<N, M, X>(xp, bases, cb, plane8, step, v) };
     }
-    match pn {
-        8 => input_of::<8, 2, Line27>(xp, bases, cb, plane8, step, v),
-        _ => input_of::<6, 4, Hand43>(xp, bases, cb, plane8, step, v),
-    }
+    input_of::<N, M, X>(xp, bases, cb, plane8, step, v)
 }
 
 /// One block's output transform: the `n` products `m` (`M_xi`: `co x nt`, [`xi_stride`]
@@ -341,21 +349,26 @@ unsafe fn transform_output(pn: usize, ob: &LineOut) {
             && ob.dest.len() <= ob.nt
             && ob.nt.is_multiple_of(L)
     );
+    match pn {
+        8 => output_for::<8, 2, Line27>(ob),
+        _ => output_for::<6, 4, Hand43>(ob),
+    }
+}
+
+/// [`output_of`] for `X`, compiled for AVX2 where the CPU has it.
+///
+/// # Safety
+/// As [`output_of`].
+unsafe fn output_for<const N: usize, const M: usize, X: Xform<N, M>>(ob: &LineOut) {
     #[cfg(target_arch = "x86_64")]
     if super::avx2_on() {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(pn: usize, ob: &LineOut) {
-            match pn {
-                8 => output_of::<8, 2, Line27>(ob),
-                _ => output_of::<6, 4, Hand43>(ob),
-            }
+        unsafe fn avx2<const N: usize, const M: usize, X: Xform<N, M>>(ob: &LineOut) {
+            output_of::<N, M, X>(ob)
         }
-        return avx2(pn, ob);
+        return avx2::<N, M, X>(ob);
     }
-    match pn {
-        8 => output_of::<8, 2, Line27>(ob),
-        _ => output_of::<6, 4, Hand43>(ob),
-    }
+    output_of::<N, M, X>(ob)
 }
 
 #[cfg(test)]
