@@ -12,8 +12,8 @@
 //! (`N` row-major as given, `T` transposed; default `NN`). Prints, per shape, the fastest of
 //! the repeats in GFLOP/s per thread: alone, and with all threads busy.
 //!
-//! `products peak` prints the core's FMA peak instead (x86-64 with AVX2 and FMA): twelve
-//! independent chains of 8-lane fused multiply-adds in registers, on one thread and on all.
+//! `products peak` prints the core's FMA peak instead (`lqae::bench::peak`: twelve independent
+//! chains of fused multiply-adds in the widest registers the CPU has), on one thread and on all.
 
 use lqae::error::{Error, Result};
 use lqae::kernels::blas::{self, Par};
@@ -73,46 +73,21 @@ fn once(s: &Shape, a: &[f32], b: &[f32], c: &mut [f32]) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// GFLOP/s of `iters` rounds of twelve independent 8-lane FMA chains on this thread.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_chains(iters: u64) -> f64 {
-    use std::arch::x86_64::*;
-    let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-4));
-    let mut acc = [_mm256_set1_ps(0.5); 12];
-    let t = std::time::Instant::now();
-    for _ in 0..iters {
-        for v in acc.iter_mut() {
-            *v = _mm256_fmadd_ps(*v, a, b);
-        }
-    }
-    let dt = t.elapsed().as_secs_f64();
-    // Every chain's result is used, or the compiler drops the chains nobody reads.
-    let mut sum = [0f32; 8];
-    for v in acc {
-        _mm256_storeu_ps(sum.as_mut_ptr(), v);
-        std::hint::black_box(sum);
-    }
-    (iters * 12 * 16) as f64 / dt / 1e9
-}
-
 /// The FMA peak per thread, alone and with every thread running the chains.
 fn peak() -> Result<()> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        let iters = 100_000_000;
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        let alone = unsafe { fma_chains(iters) };
-        let busy: Vec<f64> = (0..rayon::current_num_threads())
-            .into_par_iter()
-            .map(|_| unsafe { fma_chains(iters) })
-            .collect();
-        println!("FMA peak: alone {alone:.1}, all busy {busy:.1?} GFLOP/s per thread");
-        return Ok(());
-    }
-    Err(Error::Msg(
-        "`products peak` needs x86-64 with AVX2 and FMA".into(),
-    ))
+    let iters = 100_000_000;
+    let alone = lqae::bench::peak::fma_chains(iters).ok_or_else(|| {
+        Error::Msg("`products peak` needs x86-64 with AVX2 and FMA (or AVX-512)".into())
+    })?;
+    let busy: Vec<f64> = (0..rayon::current_num_threads())
+        .into_par_iter()
+        .filter_map(|_| lqae::bench::peak::fma_chains(iters))
+        .collect();
+    println!(
+        "FMA peak ({}): alone {alone:.1}, all busy {busy:.1?} GFLOP/s per thread",
+        lqae::bench::peak::fma_path()
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {

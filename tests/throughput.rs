@@ -91,6 +91,223 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
         .find(|row| row.metric == "search/minilm/256/sgemm_share")
         .unwrap();
     assert_eq!(row.verdict, "REGRESSION", "{row:?}");
+
+    // sgemm's own yardstick: its share of the FMA peak, where the CPU has an FMA vector path.
+    if lqae::bench::peak::fma_path() != "none" {
+        let share = r.metrics["sgemm/2048/peak_share"].value;
+        let peak = r.extra["fma_peak"]["gflops"].as_f64().unwrap();
+        assert!(
+            share > 0.05 && share < 1.5,
+            "sgemm at {share} of the FMA peak"
+        );
+        // Each share pairs a call with its own reading of the peak; their median is near the
+        // ratio of the medians (within the noise of a busy host).
+        let ratio = sgemm_gflops / peak;
+        assert!(
+            share / ratio > 0.5 && share / ratio < 2.0,
+            "{share} vs {ratio}"
+        );
+    }
+}
+
+/// Raw rates measure the machine: against a baseline from another machine kind a significant
+/// drop is said (`slower, other machine`), not gated, while the same drop on the same machine
+/// kind, and any drop of a share, is a regression; the report and the board agree.
+#[test]
+fn raw_rates_gate_only_on_the_same_machine_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = [
+        "throughput.kernels=[\"search/minilm/256\"]".to_string(),
+        "throughput.budget_s=0.2".to_string(),
+        "throughput.min_reps=5".to_string(),
+        "throughput.max_reps=7".to_string(),
+    ];
+    let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
+    let (_, base) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
+    let scale = |r: &mut lqae::eval::results::ResultFile, metric: &str, by: f64| {
+        let m = r.metrics.get_mut(metric).unwrap();
+        m.value /= by;
+        m.se /= by;
+        m.ci95 = [m.ci95[0] / by, m.ci95[1] / by];
+    };
+    // Every raw rate 5x slower (beyond the 75% tolerance): a machine 5x slower.
+    let mut slow = base.clone();
+    for name in ["sgemm/2048/per_s", "search/minilm/256/per_s"] {
+        scale(&mut slow, name, 5.0);
+    }
+    let verdict =
+        |b: &lqae::eval::results::ResultFile, c: &lqae::eval::results::ResultFile, metric: &str| {
+            let from_report = write_pair(b, c);
+            let rows = lqae::eval::kinds::compare(b, None, None, c, None, None);
+            let row = rows.iter().find(|r| r.metric == metric).unwrap();
+            let in_report = from_report
+                .iter()
+                .find(|r| r.metric == metric)
+                .unwrap()
+                .verdict;
+            assert_eq!(
+                row.verdict, in_report,
+                "{metric}: compare and report differ"
+            );
+            row.verdict.as_str().to_string()
+        };
+    // Same machine kind (the run's own record): the drop is a regression.
+    assert_eq!(verdict(&base, &slow, "sgemm/2048/per_s"), "REGRESSION");
+    assert_eq!(
+        verdict(&base, &slow, "search/minilm/256/per_s"),
+        "REGRESSION"
+    );
+    // Another machine kind: said, not gated; shares are untouched and stay the same.
+    let mut elsewhere = slow.clone();
+    elsewhere.extra["machine"]["cpu"] = "Some Other CPU".into();
+    for m in ["sgemm/2048/per_s", "search/minilm/256/per_s"] {
+        assert_eq!(verdict(&base, &elsewhere, m), "slower, other machine");
+    }
+    assert_eq!(
+        verdict(&base, &elsewhere, "search/minilm/256/sgemm_share"),
+        "same"
+    );
+    // The board says the same of the kernel's row.
+    {
+        let d = tempfile::tempdir().unwrap();
+        write_result(&d.path().join("baselines/throughput/1"), &base);
+        write_result(&d.path().join("runs/throughput/2"), &elsewhere);
+        let board =
+            lqae::eval::board::collect(&d.path().join("runs"), Some(&d.path().join("baselines")))
+                .unwrap();
+        let row = board
+            .rows
+            .iter()
+            .find(|r| r.model == "search/minilm/256")
+            .unwrap();
+        assert_eq!(row.verdict, "slower, other machine (1)");
+    }
+    // A machine record that is missing is not the same kind either.
+    let mut unrecorded = slow.clone();
+    unrecorded.extra["machine"] = serde_json::Value::Null;
+    assert_eq!(
+        verdict(&base, &unrecorded, "sgemm/2048/per_s"),
+        "slower, other machine"
+    );
+    // A share that drops 3x is a regression on any machine.
+    if lqae::bench::peak::fma_path() != "none" {
+        scale(&mut elsewhere, "sgemm/2048/peak_share", 3.0);
+        assert_eq!(
+            verdict(&base, &elsewhere, "sgemm/2048/peak_share"),
+            "REGRESSION"
+        );
+    }
+    let report = {
+        let d = tempfile::tempdir().unwrap();
+        let (b, c) = (d.path().join("b"), d.path().join("c"));
+        write_result(&b, &base);
+        write_result(&c, &elsewhere);
+        lqae::eval::ci::report_one(&b, &c)
+    };
+    let failing: Vec<&str> = report
+        .failing(false)
+        .iter()
+        .map(|r| r.metric.as_str())
+        .collect();
+    let want: &[&str] = if lqae::bench::peak::fma_path() != "none" {
+        &["sgemm/2048/peak_share"]
+    } else {
+        &[]
+    };
+    assert_eq!(failing, want, "only the share fails the gate");
+}
+
+/// A baselines folder may hold a throughput run per machine kind: the report and the board
+/// compare with the newest run from the current run's kind, else with the newest run.
+#[test]
+fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = [
+        "throughput.kernels=[\"search/minilm/256\"]".to_string(),
+        "throughput.budget_s=0.2".to_string(),
+        "throughput.min_reps=5".to_string(),
+        "throughput.max_reps=7".to_string(),
+    ];
+    let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
+    let (_, here) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
+    // A newer baseline from another machine kind, every raw rate 5x this one's.
+    let mut fast = here.clone();
+    fast.created_unix += 10;
+    fast.run_id = "fast".into();
+    fast.extra["machine"]["cpu"] = "A Faster CPU".into();
+    for (_, m) in fast
+        .metrics
+        .iter_mut()
+        .filter(|(k, _)| k.ends_with("/per_s"))
+    {
+        m.value *= 5.0;
+        m.se *= 5.0;
+        m.ci95 = [m.ci95[0] * 5.0, m.ci95[1] * 5.0];
+        m.tolerance *= 5.0;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let baselines = d.path().join("baselines");
+    write_result(&baselines.join("throughput/a-here"), &here);
+    write_result(&baselines.join("throughput/b-fast"), &fast);
+    let verdict_of = |current: &lqae::eval::results::ResultFile| {
+        let cur = d.path().join(format!("runs/throughput/{}", current.run_id));
+        write_result(&cur, current);
+        let report = lqae::eval::runner::report(&baselines.join("throughput"), &cur).unwrap();
+        let row = report
+            .rows
+            .iter()
+            .find(|r| r.metric == "sgemm/2048/per_s")
+            .unwrap()
+            .clone();
+        row.verdict.as_str().to_string()
+    };
+    // This machine kind: its own baseline, the older run (against the fast one it would be
+    // 5x slower).
+    assert_eq!(verdict_of(&here), "same");
+    // A third kind: the newest run, the fast one.
+    let mut third = here.clone();
+    third.run_id = "third".into();
+    third.extra["machine"]["cpu"] = "A Third CPU".into();
+    assert_eq!(verdict_of(&third), "slower, other machine");
+    // The board picks the same baselines, run by run.
+    let board = lqae::eval::board::collect(&d.path().join("runs"), Some(&baselines)).unwrap();
+    let verdicts: Vec<(&str, &str)> = board
+        .rows
+        .iter()
+        .filter(|r| r.model == "sgemm/2048")
+        .map(|r| (r.run_id.as_str(), r.verdict.as_str()))
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    for (run, v) in verdicts {
+        let want = if run == "third" {
+            "slower, other machine (1)"
+        } else {
+            "same"
+        };
+        assert_eq!(v, want, "run {run}");
+    }
+}
+
+/// Write `r` as a run folder's `result.json`.
+fn write_result(dir: &std::path::Path, r: &lqae::eval::results::ResultFile) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("result.json"),
+        serde_json::to_vec_pretty(r).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The rows `lqae-eval report` gives for the pair, through files as a CI reads them.
+fn write_pair(
+    b: &lqae::eval::results::ResultFile,
+    c: &lqae::eval::results::ResultFile,
+) -> Vec<lqae::eval::results::Comparison> {
+    let d = tempfile::tempdir().unwrap();
+    let (bp, cp) = (d.path().join("b"), d.path().join("c"));
+    write_result(&bp, b);
+    write_result(&cp, c);
+    lqae::eval::runner::report(&bp, &cp).unwrap().rows
 }
 
 #[test]

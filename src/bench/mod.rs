@@ -6,11 +6,13 @@
 //! - [`catalog`]: the kernels, named by a [`KernelId`], and their constructors;
 //! - [`peer`]: the PyTorch peer (its process protocol, the same-work checks, side-by-side
 //!   rounds); [`step`]: the training step at the paper's shape against it; [`gpu`]: CUDA
-//!   against the CPU; [`runs`]: the recorded runs of the CLI's bench commands.
+//!   against the CPU; [`runs`]: the recorded runs of the CLI's bench commands;
+//! - [`peak`]: the cores' FMA peak, the yardstick of the sgemm rate itself.
 
 pub mod catalog;
 pub mod flops;
 pub mod gpu;
+pub mod peak;
 pub mod peer;
 pub mod runs;
 pub mod step;

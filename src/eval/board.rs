@@ -7,7 +7,7 @@
 //! headline of a few-shot row is top-1 per N-way pooled over the table's columns (every
 //! episode of that way); the cells are on the run's page.
 
-use super::results::{self, compare_paired, ResultFile, Verdict};
+use super::results::{self, ResultFile, Verdict};
 use super::stats::Metric;
 use crate::error::{Error, Result};
 use crate::util::html::esc;
@@ -26,8 +26,8 @@ pub struct BoardRow {
     pub llm: String,
     /// Headline name -> metric.
     pub metrics: Vec<(String, Metric)>,
-    /// Against the baseline: `same`, `improved (n)`, `REGRESSION (n)`, `MISSING (n)`, or
-    /// empty without a baseline.
+    /// Against the baseline: `same`, `improved (n)`, `slower, other machine (n)`,
+    /// `REGRESSION (n)`, `MISSING (n)`, `BASELINE STALE (n)`, or empty without a baseline.
     pub verdict: String,
     /// The run's page (or its `result.json`).
     pub link: PathBuf,
@@ -56,11 +56,12 @@ type Baseline = (
 /// What the verdicts of `rows` (the comparison's rows of one board row) add up to.
 fn verdict_of(rows: &[&results::Comparison]) -> String {
     let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
-    let (reg, miss, imp, stale) = (
+    let (reg, miss, imp, stale, elsewhere) = (
         count(Verdict::Regression),
         count(Verdict::Missing),
         count(Verdict::Improved),
         count(Verdict::Stale),
+        count(Verdict::SlowerElsewhere),
     );
     if reg > 0 {
         format!("REGRESSION ({reg})")
@@ -68,6 +69,8 @@ fn verdict_of(rows: &[&results::Comparison]) -> String {
         format!("MISSING ({miss})")
     } else if stale > 0 {
         format!("BASELINE STALE ({stale})")
+    } else if elsewhere > 0 {
+        format!("slower, other machine ({elsewhere})")
     } else if imp > 0 {
         format!("improved ({imp})")
     } else if rows.is_empty() {
@@ -104,7 +107,7 @@ pub fn collect(dir: &Path, baselines: Option<&Path>) -> Result<Board> {
             Incomplete { dir: d, why }
         })
         .collect();
-    let mut base_cache: BTreeMap<String, Option<Baseline>> = BTreeMap::new();
+    let mut base_cache: BTreeMap<(String, String), Option<Baseline>> = BTreeMap::new();
     for file in found {
         let (r, samples) = match results::read_result(&file) {
             Ok(x) => x,
@@ -117,18 +120,25 @@ pub fn collect(dir: &Path, baselines: Option<&Path>) -> Result<Board> {
             }
         };
         let values = results::read_per_image(&file).ok().flatten();
+        // Speeds are compared with a baseline from the same machine kind where there is one.
+        let machine = if super::kinds::machine_dependent(&r.kind) {
+            r.extra["machine"].to_string()
+        } else {
+            String::new()
+        };
         let base = base_cache
-            .entry(r.suite.clone())
+            .entry((r.suite.clone(), machine))
             .or_insert_with(|| {
                 // The suite name comes from a result file: the path rule, like every name.
                 let b = crate::util::untrusted::join_under(baselines?, &r.suite).ok()?;
+                let b = super::runner::baseline_run(&b, &r);
                 let (br, bs) = results::read_result(&b).ok()?;
                 let bv = results::read_per_image(&b).ok().flatten();
                 Some((br, bs, bv))
             })
             .as_ref();
         let cmp = base.map(|(br, bs, bv)| {
-            compare_paired(
+            super::kinds::compare(
                 br,
                 bs.as_deref(),
                 bv.as_deref(),

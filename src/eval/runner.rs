@@ -160,11 +160,38 @@ pub struct Report {
     pub rows: Vec<results::Comparison>,
 }
 
+/// The run of a baseline folder that `current` is compared with. For a kind whose metrics
+/// measure the machine (speeds), the folder may hold a run per machine kind: the newest (by
+/// `created_unix`) from the current run's machine kind, where there is one. Otherwise, and for
+/// every other kind, the folder itself (its newest run, as [`results::read_result`] picks).
+pub fn baseline_run(baseline: &Path, current: &ResultFile) -> PathBuf {
+    if !baseline.is_dir() || !kinds::machine_dependent(&current.kind) {
+        return baseline.to_path_buf();
+    }
+    let (found, _) = results::find_runs(baseline, None);
+    found
+        .iter()
+        .filter_map(|f| {
+            let (r, _) = results::read_result(f).ok()?;
+            let run = f.parent()?.to_path_buf();
+            (r.suite == current.suite
+                && crate::util::provenance::same_machine_kind(
+                    &r.extra["machine"],
+                    &current.extra["machine"],
+                ))
+            .then_some((r.created_unix, run))
+        })
+        .max()
+        .map(|(_, run)| run)
+        .unwrap_or_else(|| baseline.to_path_buf())
+}
+
 /// `report`: compare a current result with a baseline (files, or folders meaning their newest
 /// `result.json`), with paired tests where both scored the same examples.
 pub fn report(baseline: &Path, current: &Path) -> Result<Report> {
-    let (b, bs) = results::read_result(baseline)?;
     let (c, cs) = results::read_result(current)?;
+    let baseline = &baseline_run(baseline, &c);
+    let (b, bs) = results::read_result(baseline)?;
     if b.suite != c.suite {
         return Err(crate::Error::Msg(format!(
             "the baseline is suite `{}` but the current result is `{}`",
@@ -176,7 +203,7 @@ pub fn report(baseline: &Path, current: &Path) -> Result<Report> {
         results::read_per_image(baseline)?,
         results::read_per_image(current)?,
     );
-    let mut rows = results::compare_paired(
+    let rows = kinds::compare(
         &b,
         bs.as_deref(),
         bv.as_deref(),
@@ -184,14 +211,6 @@ pub fn report(baseline: &Path, current: &Path) -> Result<Report> {
         cs.as_deref(),
         cv.as_deref(),
     );
-    if kinds::machine_dependent(&c.kind) {
-        for r in rows
-            .iter_mut()
-            .filter(|r| r.verdict == results::Verdict::Stale)
-        {
-            r.verdict = results::Verdict::Improved;
-        }
-    }
     let md = results::markdown(
         &rows,
         &baseline.display().to_string(),
@@ -259,6 +278,7 @@ fn provenance_notes(b: &ResultFile, c: &ResultFile) -> String {
     };
     differ("BLAS", or_unknown(&b.blas), or_unknown(&c.blas));
     differ("CPU", machine(b, "cpu"), machine(c, "cpu"));
+    differ("AVX-512", machine(b, "avx512"), machine(c, "avx512"));
     differ("threads", machine(b, "threads"), machine(c, "threads"));
     differ("device", b.device.clone(), c.device.clone());
     // By characters: the commit comes from a result file, which may hold any text.

@@ -338,8 +338,13 @@ pub fn normal_sf(z: f64) -> f64 {
 /// median (1.2533 sd / sqrt n) and a normal 95% interval; `tolerance` a fraction of the value.
 pub fn rate_metric(times: &[f64], scale: f64, tolerance: f64) -> Metric {
     let rates: Vec<f64> = times.iter().map(|t| scale / t).collect();
+    median_metric(&rates, tolerance)
+}
+
+/// A higher-is-better metric from per-call values (rates, shares): as [`rate_metric`].
+pub fn median_metric(rates: &[f64], tolerance: f64) -> Metric {
     let n = rates.len();
-    let value = crate::bench::median(&rates);
+    let value = crate::bench::median(rates);
     let se = if n > 1 {
         let mean = rates.iter().sum::<f64>() / n as f64;
         let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();

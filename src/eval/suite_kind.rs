@@ -28,6 +28,12 @@ pub trait SuiteKind {
     /// Whether the metrics measure the machine (speeds) rather than the code: a run better than
     /// its baseline is then `improved`, not a stale baseline.
     const MACHINE_DEPENDENT: bool = false;
+    /// Whether `metric` measures the machine itself (a raw speed, which moves 4x between these
+    /// CPU kinds and 3x on one box between a quiet and a busy day): against a baseline from
+    /// another machine kind (CPU model, AVX-512, threads) a significant drop is said, not gated.
+    fn machine_bound(_metric: &str) -> bool {
+        false
+    }
     /// The metrics the board shows for each representation (`rep/<name>`), in this order.
     const HEADLINE: &'static [&'static str] = &[];
 

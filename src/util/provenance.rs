@@ -46,6 +46,14 @@ pub fn machine() -> Value {
     })
 }
 
+/// Whether two [`machine`] records (of results, so any JSON) name the same machine kind: the
+/// same CPU model, AVX-512 or not, and thread count, every one of them recorded.
+pub fn same_machine_kind(a: &Value, b: &Value) -> bool {
+    ["cpu", "avx512", "threads"]
+        .iter()
+        .all(|k| !a[k].is_null() && a[k] == b[k])
+}
+
 #[cfg(target_arch = "x86_64")]
 fn avx512() -> bool {
     std::is_x86_feature_detected!("avx512f")

@@ -7,7 +7,7 @@ pub mod probe;
 pub mod recon;
 pub mod throughput;
 
-use super::results::ResultFile;
+use super::results::{self, Comparison, ImageScore, ResultFile, Sample, Verdict};
 use super::suite_kind::{BoardEntry, Ctx, Outcome, SuiteKind};
 use crate::error::Result;
 use crate::util::toml_ext::key_at;
@@ -100,6 +100,47 @@ pub fn board_rows(r: &ResultFile) -> Vec<BoardEntry> {
         Reconstruction::NAME => Reconstruction::board_rows(r),
         Throughput::NAME => Throughput::board_rows(r),
         _ => super::suite_kind::rows_by_rep(r, &[]),
+    }
+}
+
+/// A result compared with its baseline metric by metric ([`results::compare_paired`]), under
+/// its kind's rules: a kind whose metrics measure the machine calls a significant gain
+/// `improved`, not a stale baseline; a metric that measures the machine itself
+/// ([`SuiteKind::machine_bound`]) compared across machine kinds has a significant drop called
+/// `slower, other machine`, said and not gated. The report and the board both judge by this.
+pub fn compare(
+    base: &ResultFile,
+    base_s: Option<&[Sample]>,
+    base_v: Option<&[ImageScore]>,
+    cur: &ResultFile,
+    cur_s: Option<&[Sample]>,
+    cur_v: Option<&[ImageScore]>,
+) -> Vec<Comparison> {
+    let mut rows = results::compare_paired(base, base_s, base_v, cur, cur_s, cur_v);
+    let speeds = machine_dependent(&cur.kind);
+    let same_machine =
+        crate::util::provenance::same_machine_kind(&base.extra["machine"], &cur.extra["machine"]);
+    for r in rows.iter_mut() {
+        match r.verdict {
+            Verdict::Stale if speeds => r.verdict = Verdict::Improved,
+            Verdict::Regression if !same_machine && machine_bound(&cur.kind, &r.metric) => {
+                r.verdict = Verdict::SlowerElsewhere
+            }
+            _ => {}
+        }
+    }
+    rows
+}
+
+/// Whether a metric of a kind measures the machine itself ([`SuiteKind::machine_bound`]).
+fn machine_bound(kind: &str, metric: &str) -> bool {
+    match kind {
+        LinearProbe::NAME => LinearProbe::machine_bound(metric),
+        Fewshot::NAME => Fewshot::machine_bound(metric),
+        NearestSupport::NAME => NearestSupport::machine_bound(metric),
+        Reconstruction::NAME => Reconstruction::machine_bound(metric),
+        Throughput::NAME => Throughput::machine_bound(metric),
+        _ => false,
     }
 }
 

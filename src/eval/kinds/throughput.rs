@@ -7,11 +7,14 @@
 //! the same run: `<kernel>/sgemm_share` (achieved FLOP rate over the sgemm rate) for the
 //! matrix-multiply-bound kernels and `<kernel>/per_sgemm_gflop` (items per second per sgemm
 //! GFLOP/s) for the others. A slowdown of our code moves them; a slower machine does not.
+//! sgemm itself is held by `sgemm/<n>/peak_share`, its FLOP rate over the cores' FMA peak
+//! (`crate::bench::peak`), each timed call paired with a reading of the peak. Raw rates are
+//! gated only against a baseline from the same machine kind: across kinds they move 4x.
 
 use crate::bench::{median, Kernel};
 use crate::error::{Error, Result};
 use crate::eval::results::Measured;
-use crate::eval::stats::rate_metric;
+use crate::eval::stats::{median_metric, rate_metric};
 use crate::eval::suite_kind::{Ctx, Outcome, SuiteKind};
 use crate::util::fsx::sha256_hex;
 use serde::{Deserialize, Serialize};
@@ -112,6 +115,10 @@ impl SuiteKind for Throughput {
     fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
         run(spec, cx)
     }
+    /// The raw rates; the shares of the same run's sgemm rate and FMA peak are gated anywhere.
+    fn machine_bound(metric: &str) -> bool {
+        metric.ends_with("/per_s")
+    }
 }
 
 impl ThroughputSpec {
@@ -136,6 +143,36 @@ impl ThroughputSpec {
         }
         out
     }
+}
+
+/// FMA chain rounds per thread for one reading of the peak (about 40 ms at 3 GHz).
+const PEAK_ITERS: u64 = 20_000_000;
+
+/// sgemm's share of the cores' FMA peak (the yardstick's own yardstick), each timed sgemm call
+/// paired with a reading of the peak right after it, so that a busy moment lowers both: the
+/// per-pair shares and the peak readings (GFLOP/s). `None` without an FMA vector path.
+fn peak_share(sgemm: &mut Kernel, s: &ThroughputSettings) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
+    let Some(flop) = sgemm.flop else {
+        return Ok(None);
+    };
+    if crate::bench::peak::fma_chains(1).is_none() {
+        return Ok(None);
+    }
+    let start = std::time::Instant::now();
+    let (mut shares, mut peaks) = (Vec::new(), Vec::new());
+    while shares.len() < s.min_reps
+        || (shares.len() < s.max_reps && start.elapsed().as_secs_f64() < s.budget_s)
+    {
+        let t = std::time::Instant::now();
+        sgemm.call()?;
+        let dt = t.elapsed().as_secs_f64();
+        let Some(p) = crate::bench::peak::fma_peak(PEAK_ITERS, 1) else {
+            return Ok(None);
+        };
+        shares.push(flop / dt / (p * 1e9));
+        peaks.push(p);
+    }
+    Ok(Some((shares, peaks)))
 }
 
 /// Time the kernels (sgemm always: it is the yardstick of the normalised rates).
@@ -171,6 +208,17 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
         .expect("sgemm is always timed");
     let sgemm_flops = kernels[si].flop.unwrap_or(0.0) / median(&times[si]);
     let mut metrics = BTreeMap::new();
+    let peak = if device.is_cpu() {
+        peak_share(&mut kernels[si], s)?
+    } else {
+        None
+    };
+    if let Some((shares, _)) = &peak {
+        metrics.insert(
+            format!("{}/peak_share", kernels[si].name),
+            median_metric(shares, spec.tolerance.normalised),
+        );
+    }
     let mut table = Vec::new();
     for (k, t) in kernels.iter().zip(&times) {
         metrics.insert(
@@ -205,10 +253,17 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
     let mut extra = serde_json::Map::new();
     extra.insert("kernels".into(), table.into());
     extra.insert("sgemm_gflops".into(), (sgemm_flops / 1e9).into());
+    extra.insert(
+        "fma_peak".into(),
+        serde_json::json!({
+            "gflops": peak.as_ref().map(|(_, p)| median(p)),
+            "vectors": crate::bench::peak::fma_path(),
+        }),
+    );
     extra.insert("machine".into(), crate::kernels::machine());
     extra.insert(
         "note".into(),
-        "per_s: items per second (tokens, images; flop for sgemm). sgemm_share: FLOP rate over the same run's sgemm rate. per_sgemm_gflop: items per second per sgemm GFLOP/s. Medians over calls.".into(),
+        "per_s: items per second (tokens, images; flop for sgemm), gated only against a baseline from the same machine kind. sgemm_share: FLOP rate over the same run's sgemm rate. per_sgemm_gflop: items per second per sgemm GFLOP/s. peak_share (sgemm): its FLOP rate over the cores' FMA peak measured in the same run. Medians over calls.".into(),
     );
     let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
     Ok(Outcome::new(Measured {

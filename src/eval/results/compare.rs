@@ -17,6 +17,9 @@ pub enum Verdict {
     /// rebuilt, in the same change, so a stale baseline cannot stand and hide a later drop.
     Stale,
     Regression,
+    /// Worse beyond its tolerance, significantly, in a metric that measures the machine itself
+    /// (a raw speed) against a baseline from another machine kind: said, not gated.
+    SlowerElsewhere,
     /// In the baseline, absent from the current run (a representation or metric was lost):
     /// the gate fails on it unless told to allow it.
     Missing,
@@ -29,6 +32,7 @@ impl Verdict {
             Verdict::Improved => "improved",
             Verdict::Stale => "BASELINE STALE",
             Verdict::Regression => "REGRESSION",
+            Verdict::SlowerElsewhere => "slower, other machine",
             Verdict::Missing => "MISSING",
         }
     }
