@@ -1,5 +1,5 @@
 //! The `throughput` suite: a result file with raw and sgemm-normalised rates that agree with
-//! the recorded call times, a report that passes a run against itself and catches an injected
+//! the recorded call times and yardstick readings, a report that passes a run against itself and catches an injected
 //! slowdown of the normalised rate, and settings checked by `validate`.
 
 use candle_core::Device;
@@ -57,19 +57,54 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
         assert!(
             per_s >= rates[(rates.len() - 1) / 2] - 1e-9 && per_s <= rates[rates.len() / 2] + 1e-9
         );
-        if let Some(flop) = k["flop_per_call"].as_f64() {
-            if !name.starts_with("sgemm/") {
-                let share = r.metrics[&format!("{name}/sgemm_share")].value;
-                let want = per_s * (flop / items) / (sgemm_gflops * 1e9);
+        // Each call is paired with a reading of its yardstick (sgemm's rate; the FMA peak's
+        // for sgemm) right after it, in GFLOP/s: the normalised metric is the median of the
+        // per-call ratios, recomputed here from the recorded times and readings.
+        let yard: Vec<f64> = serde_json::from_value(k["yardstick_gflops"].clone()).unwrap();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            let n = v.len();
+            0.5 * (v[(n - 1) / 2] + v[n / 2])
+        };
+        let ratio = |per_call: f64| {
+            median(
+                times
+                    .iter()
+                    .zip(&yard)
+                    .map(|(t, y)| per_call / t / y)
+                    .collect(),
+            )
+        };
+        let close = |got: f64, want: f64| (got - want).abs() <= 1e-9 * want.abs().max(1.0);
+        if name.starts_with("sgemm/") {
+            if lqae::bench::peak::fma_path() != "none" {
+                assert_eq!(yard.len(), times.len(), "{name}: a peak reading per call");
+                let want = ratio(k["flop_per_call"].as_f64().unwrap() / 1e9);
+                let share = r.metrics[&format!("{name}/peak_share")].value;
+                assert!(close(share, want), "{name}: {share} vs {want}");
                 assert!(
-                    (share - want).abs() < 1e-9 * want.max(1.0),
-                    "{name}: {share} vs {want}"
+                    share > 0.05 && share < 1.5,
+                    "sgemm at {share} of the FMA peak"
                 );
-                assert!(share > 0.05 && share < 3.0, "{name}: share {share}");
             }
+            continue;
+        }
+        assert_eq!(yard.len(), times.len(), "{name}: an sgemm reading per call");
+        // The readings are sgemm's rate at other moments of the same run.
+        let m = median(yard.clone());
+        assert!(
+            m > 0.2 * sgemm_gflops && m < 5.0 * sgemm_gflops,
+            "{name}: sgemm read at {m} GFLOP/s, timed alone at {sgemm_gflops}"
+        );
+        if let Some(flop) = k["flop_per_call"].as_f64() {
+            let share = r.metrics[&format!("{name}/sgemm_share")].value;
+            let want = ratio(flop / 1e9);
+            assert!(close(share, want), "{name}: {share} vs {want}");
+            assert!(share > 0.05 && share < 3.0, "{name}: share {share}");
         } else {
             let norm = r.metrics[&format!("{name}/per_sgemm_gflop")].value;
-            assert!((norm - per_s / sgemm_gflops).abs() < 1e-9 * norm.max(1.0));
+            let want = ratio(items);
+            assert!(close(norm, want), "{name}: {norm} vs {want}");
         }
     }
     // Against itself: nothing regresses.
