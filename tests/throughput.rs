@@ -282,8 +282,11 @@ fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
     }
     let d = tempfile::tempdir().unwrap();
     let baselines = d.path().join("baselines");
-    write_result(&baselines.join("throughput/a-here"), &here);
+    // The newer run written first: file times say the opposite of `created_unix`, as a fresh
+    // clone's checkout order may.
     write_result(&baselines.join("throughput/b-fast"), &fast);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_result(&baselines.join("throughput/a-here"), &here);
     let verdict_of = |current: &lqae::eval::results::ResultFile| {
         let cur = d.path().join(format!("runs/throughput/{}", current.run_id));
         write_result(&cur, current);
@@ -299,7 +302,7 @@ fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
     // This machine kind: its own baseline, the older run (against the fast one it would be
     // 5x slower).
     assert_eq!(verdict_of(&here), "same");
-    // A third kind: the newest run, the fast one.
+    // A third kind: the newest run by `created_unix`, the fast one.
     let mut third = here.clone();
     third.run_id = "third".into();
     third.extra["machine"]["cpu"] = "A Third CPU".into();

@@ -162,8 +162,9 @@ pub struct Report {
 
 /// The run of a baseline folder that `current` is compared with. For a kind whose metrics
 /// measure the machine (speeds), the folder may hold a run per machine kind: the newest (by
-/// `created_unix`) from the current run's machine kind, where there is one. Otherwise, and for
-/// every other kind, the folder itself (its newest run, as [`results::read_result`] picks).
+/// `created_unix`, not by file times, which a fresh clone sets in checkout order) from the
+/// current run's machine kind where there is one, else the newest. For every other kind the
+/// folder itself (its newest run, as [`results::read_result`] picks).
 pub fn baseline_run(baseline: &Path, current: &ResultFile) -> PathBuf {
     if !baseline.is_dir() || !kinds::machine_dependent(&current.kind) {
         return baseline.to_path_buf();
@@ -173,16 +174,15 @@ pub fn baseline_run(baseline: &Path, current: &ResultFile) -> PathBuf {
         .iter()
         .filter_map(|f| {
             let (r, _) = results::read_result(f).ok()?;
+            let same_kind = crate::util::provenance::same_machine_kind(
+                &r.extra["machine"],
+                &current.extra["machine"],
+            );
             let run = f.parent()?.to_path_buf();
-            (r.suite == current.suite
-                && crate::util::provenance::same_machine_kind(
-                    &r.extra["machine"],
-                    &current.extra["machine"],
-                ))
-            .then_some((r.created_unix, run))
+            (r.suite == current.suite).then_some((same_kind, r.created_unix, run))
         })
         .max()
-        .map(|(_, run)| run)
+        .map(|(_, _, run)| run)
         .unwrap_or_else(|| baseline.to_path_buf())
 }
 
