@@ -150,15 +150,7 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
 /// kind, and any drop of a share, is a regression; the report and the board agree.
 #[test]
 fn raw_rates_gate_only_on_the_same_machine_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = [
-        "throughput.kernels=[\"search/minilm/256\"]".to_string(),
-        "throughput.budget_s=0.2".to_string(),
-        "throughput.min_reps=5".to_string(),
-        "throughput.max_reps=7".to_string(),
-    ];
-    let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
-    let (_, base) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
+    let base = minilm_run();
     let scale = |r: &mut lqae::eval::results::ResultFile, metric: &str, by: f64| {
         let m = r.metrics.get_mut(metric).unwrap();
         m.value /= by;
@@ -256,15 +248,7 @@ fn raw_rates_gate_only_on_the_same_machine_kind() {
 /// compare with the newest run from the current run's kind, else with the newest run.
 #[test]
 fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let set = [
-        "throughput.kernels=[\"search/minilm/256\"]".to_string(),
-        "throughput.budget_s=0.2".to_string(),
-        "throughput.min_reps=5".to_string(),
-        "throughput.max_reps=7".to_string(),
-    ];
-    let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
-    let (_, here) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
+    let here = minilm_run();
     // A newer baseline from another machine kind, every raw rate 5x this one's.
     let mut fast = here.clone();
     fast.created_unix += 10;
@@ -324,6 +308,21 @@ fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
         };
         assert_eq!(v, want, "run {run}");
     }
+}
+
+/// A short throughput run of one kernel (and sgemm, always timed).
+fn minilm_run() -> lqae::eval::results::ResultFile {
+    let dir = tempfile::tempdir().unwrap();
+    let set = [
+        "throughput.kernels=[\"search/minilm/256\"]".to_string(),
+        "throughput.budget_s=0.2".to_string(),
+        "throughput.min_reps=5".to_string(),
+        "throughput.max_reps=7".to_string(),
+    ];
+    let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
+    lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path())
+        .unwrap()
+        .1
 }
 
 /// Write `r` as a run folder's `result.json`.
