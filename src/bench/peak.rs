@@ -19,19 +19,15 @@ const CHAINS: usize = 12;
 /// on the calling thread, in the widest vectors the CPU has; `None` without an FMA vector path
 /// (not x86-64, or no AVX2 and FMA).
 pub fn fma_chains(iters: u64) -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return Some(unsafe { chains_avx512(iters) });
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return Some(unsafe { chains_avx2(iters) });
-        }
+    match fma_path() {
+        // SAFETY: the CPU has AVX-512F (fma_path checked).
+        #[cfg(target_arch = "x86_64")]
+        "avx512" => Some(unsafe { chains_avx512(iters) }),
+        // SAFETY: the CPU has AVX2 and FMA (fma_path checked).
+        #[cfg(target_arch = "x86_64")]
+        "avx2" => Some(unsafe { chains_avx2(iters) }),
+        _ => None,
     }
-    let _ = iters;
-    None
 }
 
 /// Which vectors [`fma_chains`] uses here.

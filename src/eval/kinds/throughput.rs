@@ -173,6 +173,29 @@ fn paired(
     Ok((times, rates))
 }
 
+/// sgemm's call times, each call paired with a reading of the cores' FMA peak (FLOP/s) where
+/// the CPU has an FMA vector path; elsewhere timed alone, with no readings.
+fn time_sgemm(
+    sgemm: &mut Kernel,
+    device: &candle_core::Device,
+    s: &ThroughputSettings,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    if device.is_cpu() && crate::bench::peak::fma_path() != "none" {
+        return paired(
+            sgemm,
+            || {
+                let p = crate::bench::peak::fma_peak(PEAK_ITERS, 1);
+                Ok(p.expect("the FMA path was found") * 1e9)
+            },
+            s,
+        );
+    }
+    Ok((
+        sgemm.time_for(s.budget_s, s.min_reps, s.max_reps)?,
+        Vec::new(),
+    ))
+}
+
 /// Time the kernels (sgemm always: it is the yardstick of the normalised rates), each paired
 /// call by call with its yardstick.
 fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
@@ -190,23 +213,8 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
         None => crate::bench::sgemm(device)?,
     };
     let sgemm_flop = sgemm.flop.expect("sgemm counts its FLOPs");
-    // sgemm against the cores' FMA peak where the CPU has an FMA vector path; else alone.
-    let peak = device.is_cpu() && crate::bench::peak::fma_chains(1).is_some();
-    let (sgemm_times, peaks) = if peak {
-        paired(
-            &mut sgemm,
-            || {
-                let p = crate::bench::peak::fma_peak(PEAK_ITERS, 1);
-                Ok(p.expect("the FMA path was found") * 1e9)
-            },
-            s,
-        )?
-    } else {
-        (
-            sgemm.time_for(s.budget_s, s.min_reps, s.max_reps)?,
-            Vec::new(),
-        )
-    };
+    let (sgemm_times, peaks) = time_sgemm(&mut sgemm, device, s)?;
+    let peak = !peaks.is_empty();
     let line = |k: &Kernel, t: &[f64]| {
         cx.progress.line(&format!(
             "{:<32} median {:>9.3} ms over {} calls",
@@ -218,8 +226,23 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
     line(&sgemm, &sgemm_times);
     let sgemm_flops = sgemm_flop / median(&sgemm_times);
     let mut metrics = BTreeMap::new();
-    let row = |k: &Kernel, t: &[f64], paired_with: serde_json::Value| {
-        serde_json::json!({
+    let mut table = Vec::new();
+    // A kernel's raw rate, its rate over the yardstick read after each call (`norm`: the
+    // metric's name and what one call does per unit of the yardstick), and its table row.
+    let mut record = |k: &Kernel, t: &[f64], yard: &[f64], norm: Option<(&str, f64)>| {
+        metrics.insert(
+            format!("{}/per_s", k.name),
+            rate_metric(t, k.items, spec.tolerance.raw),
+        );
+        if let Some((name, per_call)) = norm {
+            let ratios: Vec<f64> = t.iter().zip(yard).map(|(t, y)| per_call / t / y).collect();
+            metrics.insert(
+                format!("{}/{name}", k.name),
+                median_metric(&ratios, spec.tolerance.normalised),
+            );
+        }
+        let yard_gflops: Vec<f64> = yard.iter().map(|y| y / 1e9).collect();
+        table.push(serde_json::json!({
             "kernel": k.name,
             "what": k.what,
             "unit": k.unit,
@@ -229,26 +252,15 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
             "calls": t.len(),
             "times_s": t,
             "gflops": k.flop.map(|f| f / median(t) / 1e9),
-            "yardstick_gflops": paired_with,
-        })
+            "yardstick_gflops": yard_gflops,
+        }));
     };
-    metrics.insert(
-        format!("{}/per_s", sgemm.name),
-        rate_metric(&sgemm_times, sgemm.items, spec.tolerance.raw),
+    record(
+        &sgemm,
+        &sgemm_times,
+        &peaks,
+        peak.then_some(("peak_share", sgemm_flop)),
     );
-    if peak {
-        let shares: Vec<f64> = sgemm_times
-            .iter()
-            .zip(&peaks)
-            .map(|(t, p)| sgemm_flop / t / p)
-            .collect();
-        metrics.insert(
-            format!("{}/peak_share", sgemm.name),
-            median_metric(&shares, spec.tolerance.normalised),
-        );
-    }
-    let gflops = |r: &[f64]| r.iter().map(|x| x / 1e9).collect::<Vec<f64>>();
-    let mut table = vec![row(&sgemm, &sgemm_times, gflops(&peaks).into())];
     for k in kernels.iter_mut() {
         let (t, yard) = paired(
             k,
@@ -260,22 +272,13 @@ fn run(spec: &ThroughputSpec, cx: &Ctx) -> Result<Outcome> {
             s,
         )?;
         line(k, &t);
-        metrics.insert(
-            format!("{}/per_s", k.name),
-            rate_metric(&t, k.items, spec.tolerance.raw),
-        );
         // Per call: the kernel's FLOP rate over the sgemm rate read right after it, or its
         // items per second per sgemm GFLOP/s.
-        let (norm_name, per_call) = match k.flop {
+        let norm = match k.flop {
             Some(f) => ("sgemm_share", f),
             None => ("per_sgemm_gflop", k.items * 1e9),
         };
-        let norm: Vec<f64> = t.iter().zip(&yard).map(|(t, y)| per_call / t / y).collect();
-        metrics.insert(
-            format!("{}/{norm_name}", k.name),
-            median_metric(&norm, spec.tolerance.normalised),
-        );
-        table.push(row(k, &t, gflops(&yard).into()));
+        record(k, &t, &yard, Some(norm));
     }
     let mut extra = serde_json::Map::new();
     extra.insert("kernels".into(), table.into());
