@@ -23,7 +23,10 @@ fn throughput_suite_writes_consistent_rates_and_the_report_catches_a_slowdown() 
     let KindSettings::Throughput(_) = &suite.settings else {
         panic!("not a throughput suite")
     };
-    let (run_dir, r) = lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap();
+    let (run_dir, r) = {
+        let _alone = measuring();
+        lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path()).unwrap()
+    };
     let (back, _) = read_result(&run_dir).unwrap();
     assert_eq!(back, r);
     // sgemm is always timed: it is the yardstick of the normalised rates.
@@ -320,9 +323,17 @@ fn minilm_run() -> lqae::eval::results::ResultFile {
         "throughput.max_reps=7".to_string(),
     ];
     let suite = lqae::eval::suite::load(&suites_dir(), "throughput", &set).unwrap();
+    let _alone = measuring();
     lqae::eval::runner::run_one(&suite, &Device::Cpu, dir.path())
         .unwrap()
         .1
+}
+
+/// The tests of this file run in parallel; one suite run at a time measures (two runs at once
+/// on two cores read each other's load as noise).
+fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Write `r` as a run folder's `result.json`.

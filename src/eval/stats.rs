@@ -341,13 +341,22 @@ pub fn rate_metric(times: &[f64], scale: f64, tolerance: f64) -> Metric {
     median_metric(&rates, tolerance)
 }
 
-/// A higher-is-better metric from per-call values (rates, shares): as [`rate_metric`].
+/// A higher-is-better metric from per-call values (rates, shares): as [`rate_metric`]. The
+/// spread is read robustly, 1.4826 times the median absolute deviation (the sd of a normal
+/// sample), so that one call slowed by another process does not widen the interval of a median
+/// it does not move; the sample sd only where the MAD is zero.
 pub fn median_metric(rates: &[f64], tolerance: f64) -> Metric {
     let n = rates.len();
     let value = crate::bench::median(rates);
     let se = if n > 1 {
-        let mean = rates.iter().sum::<f64>() / n as f64;
-        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        let deviations: Vec<f64> = rates.iter().map(|r| (r - value).abs()).collect();
+        let mad = 1.4826 * crate::bench::median(&deviations);
+        let sd = if mad > 0.0 {
+            mad
+        } else {
+            let mean = rates.iter().sum::<f64>() / n as f64;
+            (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        };
         1.2533 * sd / (n as f64).sqrt()
     } else {
         0.0
@@ -380,6 +389,18 @@ mod tests {
         assert!((mcnemar_p(1, 9) - 22.0 / 1024.0).abs() < 1e-12);
         assert_eq!(mcnemar_p(5, 5), 1.0);
         assert!((normal_sf(1.959964) - 0.025).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_median_s_error_ignores_one_slowed_call() {
+        // Golden values (Python statistics): median 9.9, MAD 0.35, se 1.2533 * 1.4826 * 0.35 /
+        // sqrt(6) = 0.265504; the sample sd would give 1.888010.
+        let m = median_metric(&[10.0, 10.5, 9.5, 10.2, 9.8, 1.0], 0.5);
+        assert!((m.value - 9.9).abs() < 1e-12 && (m.se - 0.265504).abs() < 1e-5);
+        assert!((m.tolerance - 4.95).abs() < 1e-12);
+        // MAD zero: the sample sd (1.5), se 1.2533 * 1.5 / 2.
+        let m = median_metric(&[2.0, 2.0, 2.0, 5.0], 0.5);
+        assert!((m.value - 2.0).abs() < 1e-12 && (m.se - 0.939975).abs() < 1e-5);
     }
 
     #[test]
