@@ -248,7 +248,8 @@ fn raw_rates_gate_only_on_the_same_machine_kind() {
 }
 
 /// A baselines folder may hold a throughput run per machine kind: the report and the board
-/// compare with the newest run from the current run's kind, else with the newest run.
+/// compare with the newest run from the current run's kind, else with the newest of its vector
+/// width, else with the newest run.
 #[test]
 fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
     let here = minilm_run();
@@ -311,6 +312,26 @@ fn speeds_are_compared_with_the_baseline_of_their_machine_kind() {
         };
         assert_eq!(v, want, "run {run}");
     }
+    // The vector width before age: a newest baseline of the other width (rates as this
+    // machine's) is passed over for the fast run of this width, and chosen by a machine of its
+    // own width.
+    let flip = |r: &mut lqae::eval::results::ResultFile| {
+        let wide = r.extra["machine"]["avx512"].as_bool() != Some(true);
+        r.extra["machine"]["avx512"] = wide.into();
+    };
+    let mut wide = here.clone();
+    wide.created_unix += 20;
+    wide.run_id = "wide".into();
+    wide.extra["machine"]["cpu"] = "A CPU of the other width".into();
+    flip(&mut wide);
+    write_result(&baselines.join("throughput/c-wide"), &wide);
+    third.run_id = "third-again".into();
+    assert_eq!(verdict_of(&third), "slower, other machine");
+    let mut fourth = here.clone();
+    fourth.run_id = "fourth".into();
+    fourth.extra["machine"]["cpu"] = "A Fourth CPU".into();
+    flip(&mut fourth);
+    assert_eq!(verdict_of(&fourth), "same");
 }
 
 /// A short throughput run of one kernel (and sgemm, always timed).

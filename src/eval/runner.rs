@@ -163,8 +163,11 @@ pub struct Report {
 /// The run of a baseline folder that `current` is compared with. For a kind whose metrics
 /// measure the machine (speeds), the folder may hold a run per machine kind: the newest (by
 /// `created_unix`, not by file times, which a fresh clone sets in checkout order) from the
-/// current run's machine kind where there is one, else the newest. For every other kind the
+/// current run's machine kind where there is one, else the newest of the same vector width and
+/// thread count ([`provenance::machine_likeness`]), else the newest. For every other kind the
 /// folder itself (its newest run, as [`results::read_result`] picks).
+///
+/// [`provenance::machine_likeness`]: crate::util::provenance::machine_likeness
 pub fn baseline_run(baseline: &Path, current: &ResultFile) -> PathBuf {
     if !baseline.is_dir() || !kinds::machine_dependent(&current.kind) {
         return baseline.to_path_buf();
@@ -174,12 +177,12 @@ pub fn baseline_run(baseline: &Path, current: &ResultFile) -> PathBuf {
         .iter()
         .filter_map(|f| {
             let (r, _) = results::read_result(f).ok()?;
-            let same_kind = crate::util::provenance::same_machine_kind(
+            let likeness = crate::util::provenance::machine_likeness(
                 &r.extra["machine"],
                 &current.extra["machine"],
             );
             let run = f.parent()?.to_path_buf();
-            (r.suite == current.suite).then_some((same_kind, r.created_unix, run))
+            (r.suite == current.suite).then_some((likeness, r.created_unix, run))
         })
         .max()
         .map(|(_, _, run)| run)

@@ -54,6 +54,23 @@ pub fn same_machine_kind(a: &Value, b: &Value) -> bool {
         .all(|k| !a[k].is_null() && a[k] == b[k])
 }
 
+/// How near machine `b` is to machine `a`, for choosing a speed baseline: 2 for the same kind
+/// ([`same_machine_kind`]), 1 for the same vector width (AVX-512 or not) and thread count on
+/// another CPU model (kernels that are not products move by 2x or more between vector widths
+/// against the same run's sgemm rate, much less between models of one width), else 0.
+pub fn machine_likeness(a: &Value, b: &Value) -> u8 {
+    if same_machine_kind(a, b) {
+        2
+    } else if ["avx512", "threads"]
+        .iter()
+        .all(|k| !a[k].is_null() && a[k] == b[k])
+    {
+        1
+    } else {
+        0
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn avx512() -> bool {
     std::is_x86_feature_detected!("avx512f")
