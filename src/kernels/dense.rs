@@ -13,51 +13,110 @@ pub(crate) fn rows_gemm(
     x: &[f32],
     inp: usize,
     rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
+    rhs_strides: (usize, usize),
     out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let rows = x.len() / inp.max(1);
-    let threads = super::threads();
-    let per = rows.div_ceil(threads).max(1);
+    let per = rows.div_ceil(super::threads()).max(1);
     let rhs = SendPtr(rhs as *mut f32);
     let mut y = Vec::<f32>::with_capacity(rows * out);
     let yp = SendPtr(y.as_mut_ptr());
     (0..rows.div_ceil(per)).into_par_iter().for_each(|task| {
         let r0 = task * per;
-        let m = per.min(rows - r0);
-        let xc = &x[r0 * inp..(r0 + m) * inp];
-        // SAFETY: this task alone writes rows r0..r0+m of y, inside its capacity (rows * out).
-        let dst = unsafe { yp.get().add(r0 * out) };
-        if let Some(b) = bias {
-            for r in 0..m {
-                // SAFETY: row r of this task's block; b has `out` elements (checked by callers).
-                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(r * out), out) };
-            }
-        }
-        // SAFETY: dst m x out (row stride out), lhs m x inp (row stride inp); the caller
-        // vouches for rhs and its strides. gemm reads dst only with a bias (written above).
+        // SAFETY: this task alone writes rows r0..r0+m of y, inside its capacity (rows * out);
+        // the caller vouches for rhs and its strides.
         unsafe {
-            blas::sgemm(
-                m,
-                out,
+            rows_block(
+                yp.get(),
+                x,
                 inp,
-                dst,
+                (r0, per.min(rows - r0)),
+                rhs.get(),
+                rhs_strides,
                 out,
-                bias.is_some(),
-                xc.as_ptr(),
-                (inp, 1),
-                rhs.get() as *const f32,
-                (rhs_rs, rhs_cs),
-                1.0,
-                1.0,
-                blas::Par::None,
-            );
-        }
+                bias,
+            )
+        };
     });
     // SAFETY: the tasks cover rows 0..rows and wrote every element of each.
     unsafe { y.set_len(rows * out) };
     y
+}
+
+/// Rows `r0..r0 + m` of `y (rows x out) = [bias +] x (rows x inp) @ rhs` into `y` at `y`
+/// (row stride `out`), one single-threaded `gemm`; every element of those rows is written, by
+/// the bias copy or by `gemm`, which does not read the destination when told not to.
+///
+/// # Safety
+/// `y` holds `(r0 + m) * out` floats that no other thread touches in these rows; `rhs` is an
+/// `inp x out` matrix at strides `(rhs_rs, rhs_cs)`; `bias`, if any, has `out` elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_block(
+    y: *mut f32,
+    x: &[f32],
+    inp: usize,
+    (r0, m): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    out: usize,
+    bias: Option<&[f32]>,
+) {
+    let xc = &x[r0 * inp..(r0 + m) * inp];
+    let dst = y.add(r0 * out);
+    if let Some(b) = bias {
+        for r in 0..m {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(r * out), out);
+        }
+    }
+    blas::sgemm(
+        m,
+        out,
+        inp,
+        dst,
+        out,
+        bias.is_some(),
+        xc.as_ptr(),
+        (inp, 1),
+        rhs,
+        (rhs_rs, rhs_cs),
+        1.0,
+        1.0,
+        blas::Par::None,
+    );
+}
+
+/// Columns `c0..c0 + n` of `dw (inp x out) = x^T (inp x rows) @ g (rows x out)` into `dw`
+/// (row stride `out`), one single-threaded `gemm` that writes them without reading them.
+///
+/// # Safety
+/// `dw` holds `inp * out` floats of which no other thread touches these columns.
+unsafe fn dw_columns(
+    dw: *mut f32,
+    x: &[f32],
+    inp: usize,
+    g: &[f32],
+    out: usize,
+    c0: usize,
+    n: usize,
+) {
+    let rows = x.len() / inp.max(1);
+    // lhs = x^T (element (i, r) at x[r * inp + i]); rhs = columns c0..c0+n of g.
+    blas::sgemm(
+        inp,
+        n,
+        rows,
+        dw.add(c0),
+        out,
+        false,
+        x.as_ptr(),
+        (1, inp),
+        g.as_ptr().add(c0),
+        (out, 1),
+        0.0,
+        1.0,
+        blas::Par::None,
+    );
 }
 
 /// `(rows, last)` of a layout read as a matrix of its last axis; `with_last` the same shape with
@@ -87,8 +146,11 @@ pub(crate) struct Dense;
 pub(crate) struct DenseDx {
     pub(crate) w_is_out_in: bool,
 }
-/// `x^T @ g`: the weight gradient of `Dense`.
-pub(crate) struct DenseDw;
+/// Both gradients of `Dense`, `g @ w^T` and `x^T @ g`, packed as `[dx | dw]`: the threads
+/// split between the two products (each whole on one thread when there are two), so that no
+/// two threads pack the same operand, where splitting each product in turn packed its shared
+/// operand once per thread, and one wait serves both.
+pub(crate) struct DenseBwd;
 
 impl CustomOp2 for Dense {
     fn name(&self) -> &'static str {
@@ -118,9 +180,11 @@ impl CustomOp2 for Dense {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.contiguous()?;
-        let dx = g.apply_op2_no_bwd(w, &DenseDx { w_is_out_in: false })?;
-        let dw = x.apply_op2_no_bwd(&g, &DenseDw)?;
+        // One op forms both: [dx (x's size) | dw (w's size)].
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DenseBwd)?;
+        let n = x.elem_count();
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, n, w.elem_count())?.reshape(w.shape())?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -154,9 +218,9 @@ impl CustomOp2 for DenseDx {
     }
 }
 
-impl CustomOp2 for DenseDw {
+impl CustomOp3 for DenseBwd {
     fn name(&self) -> &'static str {
-        "lqae-dense-dw"
+        "lqae-dense-bwd"
     }
     fn cpu_fwd(
         &self,
@@ -164,43 +228,52 @@ impl CustomOp2 for DenseDw {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "dense backward")?;
-        let g = slice(s2, l2, "dense backward")?;
+        let w = slice(s2, l2, "dense backward weight")?;
+        let g = slice(s3, l3, "dense backward gradient")?;
         let (rows, inp) = as_rows(l1)?;
-        let (_, out) = as_rows(l2)?;
-        let mut dw = vec![0f32; inp * out];
-        // The columns of dw split across the threads, one single-threaded product each (for
-        // these shapes, inner size the batch's rows, gemm's own threading ran at 55-85% of
-        // this rate on the AVX-512 AMD machine).
+        let (grows, out) = as_rows(l3)?;
+        if l2.shape().dims2()? != (inp, out) || grows != rows {
+            candle_core::bail!(
+                "dense backward: input {:?}, weight {:?}, gradient {:?}",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        // dx's tasks take rows, dw's columns (in 16s); half the threads each.
         let threads = super::threads();
-        let per = out.div_ceil(threads).next_multiple_of(16).min(out.max(1));
-        let dp = SendPtr(dw.as_mut_ptr());
-        (0..out.div_ceil(per)).into_par_iter().for_each(|task| {
-            let c0 = task * per;
-            let n = per.min(out - c0);
-            // SAFETY: dst is columns c0..c0+n of dw (inp x out, row stride out), this task's
-            // alone; lhs = x^T (element (i, r) at x[r * inp + i]); rhs = columns c0..c0+n of
-            // g (rows x out).
+        let (tx, tw) = (threads / 2, threads - threads / 2);
+        let per_row = rows.div_ceil(tx.max(1)).max(1);
+        let per_col = out.div_ceil(tw).next_multiple_of(16).min(out.max(1));
+        let tasks: Vec<(bool, usize)> = (0..rows.div_ceil(per_row))
+            .map(|t| (true, t * per_row))
+            .chain((0..out.div_ceil(per_col)).map(|t| (false, t * per_col)))
+            .collect();
+        let (nx, nw) = (rows * inp, inp * out);
+        let mut packed = Vec::<f32>::with_capacity(nx + nw);
+        let dst = SendPtr(packed.as_mut_ptr());
+        let wp = SendPtr(w.as_ptr() as *mut f32);
+        tasks.into_par_iter().for_each(|(is_dx, at)| {
+            // SAFETY: dx is rows x inp at the start of `packed`, dw inp x out after it; each
+            // task writes its own rows of dx or columns of dw; rhs = w^T, element (j, i) of
+            // the (out x inp) matrix at w[i * out + j].
             unsafe {
-                blas::sgemm(
-                    inp,
-                    n,
-                    rows,
-                    dp.get().add(c0),
-                    out,
-                    false,
-                    x.as_ptr(),
-                    (1, inp),
-                    g.as_ptr().add(c0),
-                    (out, 1),
-                    0.0,
-                    1.0,
-                    blas::Par::None,
-                );
+                if is_dx {
+                    let m = per_row.min(rows - at);
+                    rows_block(dst.get(), g, out, (at, m), wp.get(), (1, out), inp, None);
+                } else {
+                    let n = per_col.min(out - at);
+                    dw_columns(dst.get().add(nx), x, inp, g, out, at, n);
+                }
             }
         });
-        Ok((storage(dw), Shape::from((inp, out))))
+        // SAFETY: the tasks cover every row of dx and every column of dw, each written whole.
+        unsafe { packed.set_len(nx + nw) };
+        Ok((storage(packed), Shape::from(nx + nw)))
     }
 }
 

@@ -404,7 +404,11 @@ fn fused_attention_matches_split_heads_with_gradients() {
 /// gradient is split across two threads (32 + 8 columns).
 #[test]
 fn dense_matches_candle_matmul_with_gradients() {
-    for (i, &(b, s, inp, out)) in [(3, 7, 6, 5), (2, 9, 6, 40)].iter().enumerate() {
+    // The last: fewer rows than threads, and columns that split unevenly in 16s.
+    for (i, &(b, s, inp, out)) in [(3, 7, 6, 5), (2, 9, 6, 40), (1, 1, 3, 17)]
+        .iter()
+        .enumerate()
+    {
         let x = rand(&[b, s, inp], 30 + 2 * i as u64);
         let w = rand(&[inp, out], 31 + 2 * i as u64);
         same(
