@@ -41,11 +41,18 @@ avx2_or_baseline! {
     /// One image `(g*g, c)` row-major, kernel `(9, c)`: out[y, x] = sum over taps of
     /// k[3*dy + dx] * in[y + dy - 1, x + dx - 1] (zero outside the grid); with `flip`, the
     /// input gradient (the taps mirrored).
-    fn depthwise_image(inp: &[f32], k: &[f32], out: &mut [f32], g: usize, c: usize, flip: bool) {
+    fn depthwise_image(
+        inp: &[f32],
+        k: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        g: usize,
+        c: usize,
+        flip: bool,
+    ) {
         for y in 0..g {
             for x in 0..g {
-                let o = &mut out[(y * g + x) * c..(y * g + x + 1) * c];
-                o.iter_mut().for_each(|v| *v = 0.0);
+                // Each output position zeroed here, in cache, then its taps added.
+                let o = zeroed(&mut out[(y * g + x) * c..(y * g + x + 1) * c]);
                 for dy in 0..3 {
                     // Forward reads in[y + dy - 1]; the input gradient reads grad[y - dy + 1].
                     let sy = if flip {
@@ -97,9 +104,12 @@ impl CustomOp2 for Depthwise {
                 "depthwise conv: {t} tokens are not a {g}x{g} grid, or the kernel is not (9, {c})"
             );
         }
-        let y = par_filled(x.len(), t * c, |i, o| {
-            depthwise_image(&x[i * t * c..][..o.len()], k, o, g, c, false)
-        });
+        // SAFETY: depthwise_image writes every position of its image.
+        let y = unsafe {
+            par_written(x.len(), t * c, |i, o| {
+                depthwise_image(&x[i * t * c..][..o.len()], k, o, g, c, false)
+            })
+        };
         let _ = b;
         Ok((storage(y), l1.shape().clone()))
     }
@@ -138,25 +148,18 @@ impl CustomOp3 for DepthwiseBwd {
         let (_b, t, c) = l1.shape().dims3()?;
         let g = self.grid;
         let n = x.len();
-        let mut out = vec![0f32; n + 9 * c];
-        let (dx, _) = out.split_at_mut(n);
-        let partials: Vec<Vec<f32>> = dx
-            .par_chunks_mut(t * c)
-            .zip(x.par_chunks(t * c).zip(gr.par_chunks(t * c)))
-            .map(|(o, (xi, gi))| {
+        let m = t * c;
+        // SAFETY: depthwise_image writes every position of its image.
+        let out = unsafe {
+            par_filled_summed(n, m, 9 * c, |i, o| {
+                let (xi, gi) = (&x[i * m..][..o.len()], &gr[i * m..][..o.len()]);
                 depthwise_image(gi, k, o, g, c, true);
                 // dk[tap] = sum over positions of grad[y, x] * in[y + dy - 1, x + dx - 1].
                 let mut dk = vec![0f32; 9 * c];
                 depthwise_kernel_grad(gi, xi, &mut dk, g, c);
                 dk
             })
-            .collect();
-        let tail = &mut out[n..];
-        for p in partials {
-            for (t, v) in tail.iter_mut().zip(p) {
-                *t += v;
-            }
-        }
+        };
         Ok((storage(out), Shape::from(n + 9 * c)))
     }
 }

@@ -17,22 +17,28 @@ pub(crate) fn geglu_m(l: &Layout) -> Result<usize> {
 
 avx2_or_baseline! {
     /// `y = gelu_tanh(a) * b`.
-    fn geglu_row(y: &mut [f32], a: &[f32], b: &[f32]) {
+    fn geglu_row(y: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32]) {
         let n = y.len().min(a.len()).min(b.len());
         let (y, a, b) = (&mut y[..n], &a[..n], &b[..n]);
         for k in 0..n {
-            y[k] = gelu_fwd(GeluKind::Tanh, a[k]) * b[k];
+            y[k].write(gelu_fwd(GeluKind::Tanh, a[k]) * b[k]);
         }
     }
 }
 avx2_or_baseline! {
     /// The gradients of `geglu_row` for the output gradient `g`.
-    fn geglu_grad_row(da: &mut [f32], db: &mut [f32], a: &[f32], b: &[f32], g: &[f32]) {
+    fn geglu_grad_row(
+        da: &mut [MaybeUninit<f32>],
+        db: &mut [MaybeUninit<f32>],
+        a: &[f32],
+        b: &[f32],
+        g: &[f32],
+    ) {
         let n = da.len().min(db.len()).min(a.len()).min(b.len()).min(g.len());
         let (da, db, a, b, g) = (&mut da[..n], &mut db[..n], &a[..n], &b[..n], &g[..n]);
         for k in 0..n {
-            da[k] = g[k] * b[k] * gelu_grad(GeluKind::Tanh, a[k]);
-            db[k] = g[k] * gelu_fwd(GeluKind::Tanh, a[k]);
+            da[k].write(g[k] * b[k] * gelu_grad(GeluKind::Tanh, a[k]));
+            db[k].write(g[k] * gelu_fwd(GeluKind::Tanh, a[k]));
         }
     }
 }
@@ -45,13 +51,16 @@ impl CustomOp1 for GeGlu {
         let x = slice(st, l, "gated gelu")?;
         let m = geglu_m(l)?;
         let r = rows_per_task(2 * m);
-        let y = par_filled(x.len() / 2, r * m, |i, yo| {
-            let xi = &x[i * r * 2 * m..][..2 * yo.len()];
-            for (yr, xr) in yo.chunks_mut(m).zip(xi.chunks(2 * m)) {
-                let (a, b) = xr.split_at(m);
-                geglu_row(yr, a, b);
-            }
-        });
+        // SAFETY: each output row of m is written whole by geglu_row from its [a | b] row.
+        let y = unsafe {
+            par_written(x.len() / 2, r * m, |i, yo| {
+                let xi = &x[i * r * 2 * m..][..2 * yo.len()];
+                for (yr, xr) in yo.chunks_mut(m).zip(xi.chunks(2 * m)) {
+                    let (a, b) = xr.split_at(m);
+                    geglu_row(yr, a, b);
+                }
+            })
+        };
         let mut dims = l.dims().to_vec();
         *dims.last_mut().expect("checked") = m;
         Ok((storage(y), Shape::from(dims)))
@@ -83,15 +92,19 @@ impl CustomOp2 for GeGluBwd {
             );
         }
         let r = rows_per_task(2 * m);
-        let dx = par_filled(x.len(), r * 2 * m, |i, o| {
-            let xi = &x[i * r * 2 * m..][..o.len()];
-            let gi = &g[i * r * m..][..o.len() / 2];
-            for ((or, xr), gr) in o.chunks_mut(2 * m).zip(xi.chunks(2 * m)).zip(gi.chunks(m)) {
-                let (a, b) = xr.split_at(m);
-                let (da, db) = or.split_at_mut(m);
-                geglu_grad_row(da, db, a, b, gr);
-            }
-        });
+        // SAFETY: each row of 2m is written whole by geglu_grad_row (both halves, from full
+        // rows of x and g: their lengths are checked above).
+        let dx = unsafe {
+            par_written(x.len(), r * 2 * m, |i, o| {
+                let xi = &x[i * r * 2 * m..][..o.len()];
+                let gi = &g[i * r * m..][..o.len() / 2];
+                for ((or, xr), gr) in o.chunks_mut(2 * m).zip(xi.chunks(2 * m)).zip(gi.chunks(m)) {
+                    let (a, b) = xr.split_at(m);
+                    let (da, db) = or.split_at_mut(m);
+                    geglu_grad_row(da, db, a, b, gr);
+                }
+            })
+        };
         Ok((storage(dx), l1.shape().clone()))
     }
 }

@@ -42,18 +42,18 @@ pub(crate) fn gelu_grad(k: GeluKind, x: f32) -> f32 {
 
 avx2_or_baseline! {
     /// `y = gelu(x)`.
-    fn gelu_rows(k: GeluKind, y: &mut [f32], x: &[f32]) {
+    fn gelu_rows(k: GeluKind, y: &mut [MaybeUninit<f32>], x: &[f32]) {
         let n = y.len().min(x.len());
         let (y, x) = (&mut y[..n], &x[..n]);
         match k {
             GeluKind::Tanh => {
                 for i in 0..n {
-                    y[i] = gelu_fwd(GeluKind::Tanh, x[i]);
+                    y[i].write(gelu_fwd(GeluKind::Tanh, x[i]));
                 }
             }
             GeluKind::Erf => {
                 for i in 0..n {
-                    y[i] = gelu_fwd(GeluKind::Erf, x[i]);
+                    y[i].write(gelu_fwd(GeluKind::Erf, x[i]));
                 }
             }
         }
@@ -61,18 +61,18 @@ avx2_or_baseline! {
 }
 avx2_or_baseline! {
     /// `dx = g * gelu'(x)`.
-    fn gelu_grad_rows(k: GeluKind, dx: &mut [f32], x: &[f32], g: &[f32]) {
+    fn gelu_grad_rows(k: GeluKind, dx: &mut [MaybeUninit<f32>], x: &[f32], g: &[f32]) {
         let n = dx.len().min(x.len()).min(g.len());
         let (dx, x, g) = (&mut dx[..n], &x[..n], &g[..n]);
         match k {
             GeluKind::Tanh => {
                 for i in 0..n {
-                    dx[i] = g[i] * gelu_grad(GeluKind::Tanh, x[i]);
+                    dx[i].write(g[i] * gelu_grad(GeluKind::Tanh, x[i]));
                 }
             }
             GeluKind::Erf => {
                 for i in 0..n {
-                    dx[i] = g[i] * gelu_grad(GeluKind::Erf, x[i]);
+                    dx[i].write(g[i] * gelu_grad(GeluKind::Erf, x[i]));
                 }
             }
         }
@@ -89,9 +89,12 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "gelu")?;
         let k = self.0;
-        let y = par_filled(x.len(), 16384, |i, yo| {
-            gelu_rows(k, yo, &x[i * 16384..][..yo.len()])
-        });
+        // SAFETY: gelu_rows writes every element (`x` is as long as the output).
+        let y = unsafe {
+            par_written(x.len(), 16384, |i, yo| {
+                gelu_rows(k, yo, &x[i * 16384..][..yo.len()])
+            })
+        };
         Ok((storage(y), l.shape().clone()))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -124,10 +127,13 @@ impl CustomOp2 for GeluBwd {
                 x.len()
             );
         }
-        let dx = par_filled(x.len(), 16384, |i, o| {
-            let (xi, gi) = (&x[i * 16384..][..o.len()], &g[i * 16384..][..o.len()]);
-            gelu_grad_rows(k, o, xi, gi)
-        });
+        // SAFETY: gelu_grad_rows writes every element (`x` and `g` are as long as `dx`).
+        let dx = unsafe {
+            par_written(x.len(), 16384, |i, o| {
+                let (xi, gi) = (&x[i * 16384..][..o.len()], &g[i * 16384..][..o.len()]);
+                gelu_grad_rows(k, o, xi, gi)
+            })
+        };
         Ok((storage(dx), l1.shape().clone()))
     }
 }

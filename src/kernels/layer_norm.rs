@@ -75,13 +75,13 @@ pub(crate) fn row_stats(xr: &[f32], eps: f32) -> (f32, f32) {
 
 avx2_or_baseline! {
     /// LayerNorm of each `w.len()`-wide row of `x` into `y`.
-    fn layer_norm_rows(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    fn layer_norm_rows(y: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
         let d = w.len();
         for (yr, xr) in y.chunks_mut(d).zip(x.chunks(d)) {
             let (mean, rstd) = row_stats(xr, eps);
             let (yr, xr, b) = (&mut yr[..d], &xr[..d], &b[..d]);
             for k in 0..d {
-                yr[k] = (xr[k] - mean) * rstd * w[k] + b[k];
+                yr[k].write((xr[k] - mean) * rstd * w[k] + b[k]);
             }
         }
     }
@@ -111,9 +111,12 @@ impl CustomOp3 for LayerNormOp {
         }
         let eps = self.eps;
         let r = rows_per_task(d) * d;
-        let y = par_filled(x.len(), r, |i, yo| {
-            layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps)
-        });
+        // SAFETY: layer_norm_rows writes every element of its rows.
+        let y = unsafe {
+            par_written(x.len(), r, |i, yo| {
+                layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps)
+            })
+        };
         Ok((storage(y), l1.shape().clone()))
     }
     fn bwd(
@@ -136,10 +139,10 @@ impl CustomOp3 for LayerNormOp {
 }
 
 avx2_or_baseline! {
-    /// LayerNorm backward over rows: `dx` per row, and the column sums of `g xhat` (the
-    /// weight's gradient) and `g` (the bias's) added into `acc` = `[dw | db]`.
+    /// LayerNorm backward over rows: `dx` per row (every element written), and the column sums
+    /// of `g xhat` (the weight's gradient) and `g` (the bias's) added into `acc` = `[dw | db]`.
     fn layer_norm_grad_rows(
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
         x: &[f32],
         g: &[f32],
         w: &[f32],
@@ -165,7 +168,7 @@ avx2_or_baseline! {
             let (or, xr, gr) = (&mut or[..d], &xr[..d], &gr[..d]);
             for k in 0..d {
                 let xh = (xr[k] - mean) * rstd;
-                or[k] = rstd * (gr[k] * w[k] - m1 - xh * m2);
+                or[k].write(rstd * (gr[k] * w[k] - m1 - xh * m2));
             }
         }
     }
@@ -189,26 +192,24 @@ impl CustomOp3 for LayerNormBwd {
         let g = slice(s3, l3, "layer norm backward")?;
         let d = w.len();
         let n = x.len();
+        if d == 0 || n % d != 0 || g.len() != n {
+            candle_core::bail!(
+                "layer norm backward: {} gradients for {n} inputs of width {d}",
+                g.len()
+            );
+        }
         let eps = self.eps;
-        let mut out = vec![0f32; n + 2 * d];
-        let (dx, _) = out.split_at_mut(n);
         let r = rows_per_task(d) * d;
         // dx per row; dw and db as per-task partial sums, added up after.
-        let partials: Vec<Vec<f32>> = dx
-            .par_chunks_mut(r)
-            .zip(x.par_chunks(r).zip(g.par_chunks(r)))
-            .map(|(o, (xi, gi))| {
+        // SAFETY: layer_norm_grad_rows writes every element of its rows of dx.
+        let out = unsafe {
+            par_filled_summed(n, r, 2 * d, |i, o| {
+                let (xi, gi) = (&x[i * r..][..o.len()], &g[i * r..][..o.len()]);
                 let mut acc = vec![0f32; 2 * d];
                 layer_norm_grad_rows(o, xi, gi, w, &mut acc, eps);
                 acc
             })
-            .collect();
-        let tail = &mut out[n..];
-        for p in partials {
-            for (t, v) in tail.iter_mut().zip(p) {
-                *t += v;
-            }
-        }
+        };
         Ok((storage(out), Shape::from(n + 2 * d)))
     }
 }
