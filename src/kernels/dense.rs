@@ -184,7 +184,12 @@ impl CustomOp2 for Dense {
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DenseBwd)?;
         let n = x.elem_count();
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, n, w.elem_count())?.reshape(w.shape())?;
+        // A copy: a view would keep the whole packed buffer, dx's activation-sized part
+        // included, alive for as long as the weight's gradient is stored.
+        let dw = packed
+            .narrow(0, n, w.elem_count())?
+            .copy()?
+            .reshape(w.shape())?;
         Ok((Some(dx), Some(dw)))
     }
 }

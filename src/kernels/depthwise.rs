@@ -124,7 +124,11 @@ impl CustomOp2 for Depthwise {
         let packed =
             x.apply_op3_no_bwd(k, &grad.contiguous()?, &DepthwiseBwd { grid: self.grid })?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dk = packed.narrow(0, n, k.elem_count())?.reshape(k.shape())?;
+        // A copy: a view would keep dx's part of the buffer alive with the stored gradient.
+        let dk = packed
+            .narrow(0, n, k.elem_count())?
+            .copy()?
+            .reshape(k.shape())?;
         Ok((Some(dx), Some(dk)))
     }
 }
@@ -148,6 +152,13 @@ impl CustomOp3 for DepthwiseBwd {
         let (_b, t, c) = l1.shape().dims3()?;
         let g = self.grid;
         let n = x.len();
+        // Every position is written below only for a whole grid of tokens.
+        if g * g != t || k.len() != 9 * c || gr.len() != n {
+            candle_core::bail!(
+                "depthwise conv backward: {t} tokens are not a {g}x{g} grid, the kernel is not (9, {c}), or {} gradients for {n} inputs",
+                gr.len()
+            );
+        }
         let m = t * c;
         // SAFETY: depthwise_image writes every position of its image.
         let out = unsafe {

@@ -132,8 +132,9 @@ impl CustomOp3 for LayerNormOp {
         // One op computes all three: [dx (n) | dw (d) | db (d)].
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormBwd { eps: self.eps })?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, n, d)?.reshape(w.shape())?;
-        let db = packed.narrow(0, n + d, d)?.reshape(w.shape())?;
+        // Copies: views would keep dx's part of the buffer alive with the stored gradients.
+        let dw = packed.narrow(0, n, d)?.copy()?.reshape(w.shape())?;
+        let db = packed.narrow(0, n + d, d)?.copy()?.reshape(w.shape())?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
