@@ -182,14 +182,9 @@ impl CustomOp2 for Dense {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // One op forms both: [dx (x's size) | dw (w's size)].
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DenseBwd)?;
-        let n = x.elem_count();
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        // A copy: a view would keep the whole packed buffer, dx's activation-sized part
-        // included, alive for as long as the weight's gradient is stored.
-        let dw = packed
-            .narrow(0, n, w.elem_count())?
-            .copy()?
-            .reshape(w.shape())?;
+        let [dx, dw]: [Tensor; 2] = unpack(&packed, &[x.shape(), w.shape()])?
+            .try_into()
+            .expect("two parts");
         Ok((Some(dx), Some(dw)))
     }
 }

@@ -120,15 +120,11 @@ impl CustomOp2 for Depthwise {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = x.elem_count();
         let packed =
             x.apply_op3_no_bwd(k, &grad.contiguous()?, &DepthwiseBwd { grid: self.grid })?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        // A copy: a view would keep dx's part of the buffer alive with the stored gradient.
-        let dk = packed
-            .narrow(0, n, k.elem_count())?
-            .copy()?
-            .reshape(k.shape())?;
+        let [dx, dk]: [Tensor; 2] = unpack(&packed, &[x.shape(), k.shape()])?
+            .try_into()
+            .expect("two parts");
         Ok((Some(dx), Some(dk)))
     }
 }
@@ -162,7 +158,7 @@ impl CustomOp3 for DepthwiseBwd {
         let m = t * c;
         // SAFETY: depthwise_image writes every position of its image.
         let out = unsafe {
-            par_filled_summed(n, m, 9 * c, |i, o| {
+            par_written_summed(n, m, 9 * c, |i, o| {
                 let (xi, gi) = (&x[i * m..][..o.len()], &gr[i * m..][..o.len()]);
                 depthwise_image(gi, k, o, g, c, true);
                 // dk[tap] = sum over positions of grad[y, x] * in[y + dy - 1, x + dx - 1].

@@ -127,14 +127,11 @@ impl CustomOp3 for LayerNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d = w.elem_count();
-        let n = x.elem_count();
         // One op computes all three: [dx (n) | dw (d) | db (d)].
         let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormBwd { eps: self.eps })?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        // Copies: views would keep dx's part of the buffer alive with the stored gradients.
-        let dw = packed.narrow(0, n, d)?.copy()?.reshape(w.shape())?;
-        let db = packed.narrow(0, n + d, d)?.copy()?.reshape(w.shape())?;
+        let [dx, dw, db]: [Tensor; 3] = unpack(&packed, &[x.shape(), w.shape(), w.shape()])?
+            .try_into()
+            .expect("three parts");
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -204,7 +201,7 @@ impl CustomOp3 for LayerNormBwd {
         // dx per row; dw and db as per-task partial sums, added up after.
         // SAFETY: layer_norm_grad_rows writes every element of its rows of dx.
         let out = unsafe {
-            par_filled_summed(n, r, 2 * d, |i, o| {
+            par_written_summed(n, r, 2 * d, |i, o| {
                 let (xi, gi) = (&x[i * r..][..o.len()], &g[i * r..][..o.len()]);
                 let mut acc = vec![0f32; 2 * d];
                 layer_norm_grad_rows(o, xi, gi, w, &mut acc, eps);

@@ -89,14 +89,13 @@ pub(crate) unsafe fn par_written(
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, c)| fill(i, c));
-    // SAFETY: the chunks cover 0..len, and `fill` writes every element of each.
-    unsafe { v.set_len(len) };
-    v
+    // SAFETY: passed on to the caller.
+    unsafe {
+        par_written_summed(len, chunk, 0, |i, c| {
+            fill(i, c);
+            Vec::new()
+        })
+    }
 }
 
 /// `[y | t]`: `y` (`len` floats) made as [`par_written`] makes it, where each chunk's `fill`
@@ -107,7 +106,7 @@ pub(crate) unsafe fn par_written(
 ///
 /// # Safety
 /// `fill` writes every element of the chunk it is given.
-pub(crate) unsafe fn par_filled_summed(
+pub(crate) unsafe fn par_written_summed(
     len: usize,
     chunk: usize,
     tail: usize,
@@ -129,6 +128,22 @@ pub(crate) unsafe fn par_filled_summed(
         }
     }
     v
+}
+
+/// The parts of a backward pass's packed output `[dx | t1 | t2 ...]` (`dx` then each tail, in
+/// the shapes given): `dx` a view, the tails (weight gradients) copies, since a view would keep
+/// the whole buffer, `dx`'s activation-sized part included, alive for as long as the stored
+/// gradient.
+pub(crate) fn unpack(packed: &Tensor, shapes: &[&Shape]) -> Result<Vec<Tensor>> {
+    let mut at = 0;
+    let mut parts = Vec::with_capacity(shapes.len());
+    for (i, s) in shapes.iter().enumerate() {
+        let part = packed.narrow(0, at, s.elem_count())?;
+        let part = if i == 0 { part } else { part.copy()? };
+        parts.push(part.reshape(*s)?);
+        at += s.elem_count();
+    }
+    Ok(parts)
 }
 
 /// `c` zeroed, as floats.

@@ -49,9 +49,12 @@ pub fn machine() -> Value {
 /// Whether two [`machine`] records (of results, so any JSON) name the same machine kind: the
 /// same CPU model, AVX-512 or not, and thread count, every one of them recorded.
 pub fn same_machine_kind(a: &Value, b: &Value) -> bool {
-    ["cpu", "avx512", "threads"]
-        .iter()
-        .all(|k| !a[k].is_null() && a[k] == b[k])
+    recorded_alike(a, b, &["cpu", "avx512", "threads"])
+}
+
+/// Whether `a` records every one of `keys` and `b` records the same values.
+fn recorded_alike(a: &Value, b: &Value, keys: &[&str]) -> bool {
+    keys.iter().all(|k| !a[k].is_null() && a[k] == b[k])
 }
 
 /// How near machine `b` is to machine `a`, for choosing a speed baseline: 2 for the same kind
@@ -61,10 +64,7 @@ pub fn same_machine_kind(a: &Value, b: &Value) -> bool {
 pub fn machine_likeness(a: &Value, b: &Value) -> u8 {
     if same_machine_kind(a, b) {
         2
-    } else if ["avx512", "threads"]
-        .iter()
-        .all(|k| !a[k].is_null() && a[k] == b[k])
-    {
+    } else if recorded_alike(a, b, &["avx512", "threads"]) {
         1
     } else {
         0
