@@ -131,15 +131,20 @@ pub(crate) unsafe fn par_written_summed(
 }
 
 /// The parts of a backward pass's packed output `[dx | t1 | t2 ...]` (`dx` then each tail, in
-/// the shapes given): `dx` a view, the tails (weight gradients) copies, since a view would keep
-/// the whole buffer, `dx`'s activation-sized part included, alive for as long as the stored
-/// gradient.
+/// the shapes given): `dx` a view, the tails (weight gradients) copies of their own elements
+/// only, since a view would keep the whole buffer, `dx`'s activation-sized part included,
+/// alive for as long as the stored gradient. (`Tensor::copy` would not do: it clones the whole
+/// storage under the view's layout, `dx` and all.)
 pub(crate) fn unpack(packed: &Tensor, shapes: &[&Shape]) -> Result<Vec<Tensor>> {
     let mut at = 0;
     let mut parts = Vec::with_capacity(shapes.len());
     for (i, s) in shapes.iter().enumerate() {
         let part = packed.narrow(0, at, s.elem_count())?;
-        let part = if i == 0 { part } else { part.copy()? };
+        let part = if i == 0 {
+            part
+        } else {
+            part.force_contiguous()?
+        };
         parts.push(part.reshape(*s)?);
         at += s.elem_count();
     }

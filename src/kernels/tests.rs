@@ -830,3 +830,38 @@ fn lpips_tap_distance_matches_the_direct_form() {
         }
     }
 }
+
+/// The weight gradients of the backward passes that write `[dx | weight gradients]` into one
+/// buffer hold storage of their own size: a gradient that is a view of that buffer (or a copy
+/// of all of it) keeps an activation-sized block alive for as long as the gradient is kept.
+#[test]
+fn weight_gradients_own_just_their_elements() {
+    let x = rand(&[4, 9, 24], 80);
+    let w = rand(&[24, 30], 81);
+    let scale = rand(&[30], 82);
+    let bias = rand(&[30], 83);
+    let taps = rand(&[9, 30], 84);
+    let h = dense(x.as_tensor(), w.as_tensor()).unwrap();
+    let h = layer_norm(&h, scale.as_tensor(), bias.as_tensor(), 1e-5).unwrap();
+    let h = depthwise3x3(&h, taps.as_tensor(), 3, || unreachable!()).unwrap();
+    let grads = h.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, v) in [
+        ("dense w", &w),
+        ("LN scale", &scale),
+        ("LN bias", &bias),
+        ("taps", &taps),
+    ] {
+        let g = grads.get(v.as_tensor()).unwrap();
+        let (s, _) = g.storage_and_layout();
+        let held = match &*s {
+            candle_core::Storage::Cpu(c) => c.as_slice::<f32>().unwrap().len(),
+            _ => unreachable!("CPU tensors"),
+        };
+        assert_eq!(
+            held,
+            g.elem_count(),
+            "{name}'s gradient holds {held} floats for its {}",
+            g.elem_count()
+        );
+    }
+}
