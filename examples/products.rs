@@ -12,6 +12,9 @@
 //! (`N` row-major as given, `T` transposed; default `NN`). Prints, per shape, the fastest of
 //! the repeats in GFLOP/s per thread: alone, and with all threads busy.
 //!
+//! A shape that the attention's products take (`blas::sgemm_small`: at most 64 x 64, on the
+//! gemm crate's path) is timed both ways, its own kernel and `sgemm`, alone, alternating.
+//!
 //! `products peak` prints the core's FMA peak instead (`lqae::bench::peak`: twelve independent
 //! chains of fused multiply-adds in the widest registers the CPU has), on one thread and on all.
 
@@ -47,28 +50,21 @@ fn parse(s: &str) -> Result<Shape> {
     })
 }
 
-/// One product of `s` on the calling thread, on operands of its own; seconds.
-fn once(s: &Shape, a: &[f32], b: &[f32], c: &mut [f32]) -> f64 {
+/// One product of `s` on the calling thread, on operands of its own (by
+/// `blas::sgemm_small` when `small`); seconds.
+fn once(s: &Shape, a: &[f32], b: &[f32], c: &mut [f32], small: bool) -> f64 {
     let ls = if s.ta { (1, s.m) } else { (s.k, 1) };
     let rs = if s.tb { (1, s.k) } else { (s.n, 1) };
+    let (m, n, k) = (s.m, s.n, s.k);
+    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     let t = std::time::Instant::now();
     // SAFETY: a is m x k, b is k x n and c is m x n, each laid out as its strides say.
     unsafe {
-        blas::sgemm(
-            s.m,
-            s.n,
-            s.k,
-            c.as_mut_ptr(),
-            s.n,
-            false,
-            a.as_ptr(),
-            ls,
-            b.as_ptr(),
-            rs,
-            0.0,
-            1.0,
-            Par::None,
-        )
+        if small {
+            blas::sgemm_small(m, n, k, c, n, a, ls, b, rs, 1.0)
+        } else {
+            blas::sgemm(m, n, k, c, n, false, a, ls, b, rs, 0.0, 1.0, Par::None)
+        }
     };
     t.elapsed().as_secs_f64()
 }
@@ -124,15 +120,31 @@ fn main() -> Result<()> {
         let reps = ((4e9 / flop) as usize).clamp(5, 2000);
         let (a, b, _) = &per[0];
         let mut c = vec![0.0; s.m * s.n];
+        let small = blas::small_taken(s.m, s.n, s.k);
+        if small {
+            let (mut ours, mut gemm) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..reps {
+                ours = ours.min(once(s, a, b, &mut c, true));
+                gemm = gemm.min(once(s, a, b, &mut c, false));
+            }
+            println!(
+                "{}x{}x{}  alone, alternating: attention's kernel {:6.1}, sgemm {:6.1} GFLOP/s",
+                s.m,
+                s.n,
+                s.k,
+                flop / ours / 1e9,
+                flop / gemm / 1e9
+            );
+        }
         let alone = (0..reps)
-            .map(|_| once(s, a, b, &mut c))
+            .map(|_| once(s, a, b, &mut c, small))
             .fold(f64::INFINITY, f64::min);
         let mut per = per;
         let busy = per
             .par_iter_mut()
             .map(|(a, b, c)| {
                 (0..reps)
-                    .map(|_| once(s, a, b, c))
+                    .map(|_| once(s, a, b, c, small))
                     .fold(f64::INFINITY, f64::min)
             })
             .reduce(|| 0.0, f64::max);

@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// `dst (m x n, row stride dst_rs) = [dst +] beta * lhs (m x k) @ rhs (k x n)`, any strides.
+/// `dst (m x n, row stride dst_rs) = beta * lhs (m x k) @ rhs (k x n)`, any strides (see
+/// `blas::sgemm_small`).
 ///
 /// # Safety
 /// Every pointer with its strides must address valid memory for the given sizes.
@@ -22,20 +23,17 @@ pub(crate) unsafe fn mm(
     rhs_cs: usize,
     beta: f32,
 ) {
-    super::blas::sgemm(
+    super::blas::sgemm_small(
         m,
         n,
         k,
         dst,
         dst_rs,
-        false,
         lhs,
         (lhs_rs, lhs_cs),
         rhs,
         (rhs_rs, rhs_cs),
-        0.0,
         beta,
-        super::blas::Par::None,
     )
 }
 

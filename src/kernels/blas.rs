@@ -297,13 +297,69 @@ pub unsafe fn sgemm(
     beta: f32,
     par: Par,
 ) {
+    timed(
+        (m, n, k, ls.1 != 1, rs.1 != 1, matches!(par, Par::Rayon)),
+        || {
+            sgemm_inner(
+                m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
+            )
+        },
+    );
+}
+
+/// `dst (m x n) = beta * lhs (m x k) @ rhs (k x n)` on the calling thread, `dst` not read:
+/// [`sgemm`] for the attention's small products. Where the gemm crate would take them and
+/// [`super::small_mm::fits`], the register-blocked kernel of `small_mm` computes them, with the
+/// gemm crate's bits; a vendor BLAS, when one is loaded, computes them as before.
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_small(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    ls: (usize, usize),
+    rhs: *const f32,
+    rs: (usize, usize),
+    beta: f32,
+) {
+    if !small_taken(m, n, k) {
+        return sgemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            false,
+            lhs,
+            ls,
+            rhs,
+            rs,
+            0.0,
+            beta,
+            Par::None,
+        );
+    }
+    timed((m, n, k, ls.1 != 1, rs.1 != 1, false), || {
+        super::small_mm::run(m, n, k, dst, dst_rs, lhs, ls, rhs, rs, beta)
+    });
+}
+
+/// Whether [`sgemm_small`] computes a product of these sizes in its own kernel.
+pub fn small_taken(m: usize, n: usize, k: usize) -> bool {
+    active().is_none() && super::small_mm::fits(m, n, k)
+}
+
+/// `f`, its time added to the profile's row `key` when profiling.
+fn timed(key: Shape, f: impl FnOnce()) {
     let p = profile();
     let t0 = p.on.then(std::time::Instant::now);
-    sgemm_inner(
-        m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
-    );
+    f();
     let Some(t0) = t0 else { return };
-    let key = (m, n, k, ls.1 != 1, rs.1 != 1, matches!(par, Par::Rayon));
     let mut calls = p.calls.lock().unwrap();
     let e = calls.entry(key).or_insert((0, 0.0));
     e.0 += 1;

@@ -38,6 +38,7 @@ mod geglu;
 mod gelu;
 mod layer_norm;
 mod pool;
+mod small_mm;
 mod softmax;
 mod tune;
 mod winograd;
