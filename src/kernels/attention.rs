@@ -3,39 +3,7 @@
 
 use super::*;
 
-/// `dst (m x n, row stride dst_rs) = beta * lhs (m x k) @ rhs (k x n)`, any strides (see
-/// `blas::sgemm_small`).
-///
-/// # Safety
-/// Every pointer with its strides must address valid memory for the given sizes.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
-    beta: f32,
-) {
-    super::blas::sgemm_small(
-        m,
-        n,
-        k,
-        dst,
-        dst_rs,
-        lhs,
-        (lhs_rs, lhs_cs),
-        rhs,
-        (rhs_rs, rhs_cs),
-        beta,
-    )
-}
+use super::blas::sgemm_small as mm;
 
 avx2_or_baseline! {
     /// Softmax of each `s`-wide row of `p`, in place.
@@ -97,10 +65,21 @@ impl CustomOp1 for Attention {
                         base.add(d + h * dh),
                         base.add(2 * d + h * dh),
                     );
-                    mm(s, s, dh, p.as_mut_ptr(), s, q, 3 * d, 1, k, 1, 3 * d, scale);
+                    mm(
+                        s,
+                        s,
+                        dh,
+                        p.as_mut_ptr(),
+                        s,
+                        q,
+                        (3 * d, 1),
+                        k,
+                        (1, 3 * d),
+                        scale,
+                    );
                     softmax_rows(p, s);
                     let o = op.get().add(bi * s * d + h * dh);
-                    mm(s, dh, s, o, d, p.as_ptr(), s, 1, v, 3 * d, 1, 1.0);
+                    mm(s, dh, s, o, d, p.as_ptr(), (s, 1), v, (3 * d, 1), 1.0);
                 }
             },
         );
@@ -156,11 +135,22 @@ impl CustomOp2 for AttentionBwd {
                         dbase.add(d + h * dh),
                         dbase.add(2 * d + h * dh),
                     );
-                    mm(s, s, dh, p.as_mut_ptr(), s, q, 3 * d, 1, k, 1, 3 * d, scale);
+                    mm(
+                        s,
+                        s,
+                        dh,
+                        p.as_mut_ptr(),
+                        s,
+                        q,
+                        (3 * d, 1),
+                        k,
+                        (1, 3 * d),
+                        scale,
+                    );
                     softmax_rows(p, s);
                     // dV = P^T dO; dP = dO V^T.
-                    mm(s, dh, s, dv, 3 * d, p.as_ptr(), 1, s, g, d, 1, 1.0);
-                    mm(s, s, dh, dp.as_mut_ptr(), s, g, d, 1, v, 1, 3 * d, 1.0);
+                    mm(s, dh, s, dv, 3 * d, p.as_ptr(), (1, s), g, (d, 1), 1.0);
+                    mm(s, s, dh, dp.as_mut_ptr(), s, g, (d, 1), v, (1, 3 * d), 1.0);
                     // dS = P * (dP - rowsum(dP * P)).
                     for (pr, dr) in p.chunks(s).zip(dp.chunks_mut(s)) {
                         let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
@@ -169,8 +159,30 @@ impl CustomOp2 for AttentionBwd {
                         }
                     }
                     // dQ = scale dS K; dK = scale dS^T Q.
-                    mm(s, dh, s, dq, 3 * d, dp.as_ptr(), s, 1, k, 3 * d, 1, scale);
-                    mm(s, dh, s, dk, 3 * d, dp.as_ptr(), 1, s, q, 3 * d, 1, scale);
+                    mm(
+                        s,
+                        dh,
+                        s,
+                        dq,
+                        3 * d,
+                        dp.as_ptr(),
+                        (s, 1),
+                        k,
+                        (3 * d, 1),
+                        scale,
+                    );
+                    mm(
+                        s,
+                        dh,
+                        s,
+                        dk,
+                        3 * d,
+                        dp.as_ptr(),
+                        (1, s),
+                        q,
+                        (3 * d, 1),
+                        scale,
+                    );
                 }
             },
         );

@@ -369,6 +369,53 @@ fn timed(key: Shape, f: impl FnOnce()) {
     e.1 += t0.elapsed().as_secs_f64();
 }
 
+/// [`sgemm`] on the gemm crate, whatever BLAS is loaded.
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_crate(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    read_dst: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    alpha: f32,
+    beta: f32,
+    par: Par,
+) {
+    let threads = match par {
+        Par::None => gemm::Parallelism::None,
+        Par::Rayon => gemm::Parallelism::Rayon(super::threads()),
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        read_dst,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        alpha,
+        beta,
+        false,
+        false,
+        false,
+        threads,
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_inner(
     m: usize,
@@ -391,32 +438,11 @@ unsafe fn sgemm_inner(
     let blas =
         active().filter(|_| (lhs_cs == 1 || lhs_rs == 1) && (rhs_cs == 1 || rhs_rs == 1) && k > 0);
     let Some(b) = blas else {
-        let threads = match par {
-            Par::None => gemm::Parallelism::None,
-            Par::Rayon => gemm::Parallelism::Rayon(super::threads()),
-        };
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            read_dst,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            alpha,
-            beta,
-            false,
-            false,
-            false,
-            threads,
+        let ls = (lhs_rs, lhs_cs);
+        let rs = (rhs_rs, rhs_cs);
+        return gemm_crate(
+            m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
         );
-        return;
     };
     // Row-major operands: a unit column stride is "no transpose" with its row stride as the
     // leading dimension; a unit row stride is the transpose of a row-major matrix.

@@ -221,44 +221,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The gemm crate's product of the same operands (as `blas::sgemm` calls it without a
-    /// vendor BLAS).
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_crate(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: *mut f32,
-        dst_rs: usize,
-        lhs: *const f32,
-        (lhs_rs, lhs_cs): (usize, usize),
-        rhs: *const f32,
-        (rhs_rs, rhs_cs): (usize, usize),
-        beta: f32,
-    ) {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    use crate::kernels::blas::{gemm_crate, Par};
 
     /// Every layout the attention uses (a packed `qkv` row of stride `3 d`, the `s x s` scores
     /// plain and transposed), at the ViT's and the LM's sizes and at odd ones: the same bits as
@@ -312,30 +275,10 @@ mod tests {
                 let mut ours = vec![f32::NAN; m * ldc];
                 let mut theirs = vec![f32::NAN; m * ldc];
                 unsafe {
-                    run(
-                        m,
-                        n,
-                        k,
-                        ours.as_mut_ptr(),
-                        ldc,
-                        a.as_ptr(),
-                        sa,
-                        b.as_ptr(),
-                        sb,
-                        beta,
-                    );
-                    gemm_crate(
-                        m,
-                        n,
-                        k,
-                        theirs.as_mut_ptr(),
-                        ldc,
-                        a.as_ptr(),
-                        sa,
-                        b.as_ptr(),
-                        sb,
-                        beta,
-                    );
+                    let (a, b) = (a.as_ptr(), b.as_ptr());
+                    run(m, n, k, ours.as_mut_ptr(), ldc, a, sa, b, sb, beta);
+                    let dst = theirs.as_mut_ptr();
+                    gemm_crate(m, n, k, dst, ldc, false, a, sa, b, sb, 0.0, beta, Par::None);
                 }
                 for i in 0..m {
                     for j in 0..n {
