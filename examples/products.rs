@@ -1,4 +1,5 @@
-//! Time the kernels' products (`kernels::blas::sgemm`) by shape, with nothing else in the
+//! Time the kernels' products (`kernels::blas::sgemm`, and `sgemm_small` for the shapes it
+//! takes) by shape, with nothing else in the
 //! process: which backend (`LQAE_BLAS=off` for the gemm crate, `mkl`, `openblas`) is faster on
 //! this CPU, on one thread and with every thread running its own product at once (as the ViT
 //! block's callers do).

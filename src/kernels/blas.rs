@@ -246,8 +246,13 @@ pub fn profile_report() -> Option<String> {
     rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
     let total: f64 = rows.iter().map(|r| r.1 .1).sum();
     let mut s = format!(
-        "products on {} ({:.1} ms in all)\n\n| m x n x k | lhs, rhs | threads | calls | ms per call | GFLOP/s | share |\n|---|---|---|---|---|---|---|\n",
+        "products on {}{} ({:.1} ms in all)\n\n| m x n x k | lhs, rhs | threads | calls | ms per call | GFLOP/s | share |\n|---|---|---|---|---|---|---|\n",
         backend_name(),
+        if active().is_none() && !cfg!(debug_assertions) {
+            " (the attention's small products by `small_mm`)"
+        } else {
+            ""
+        },
         total * 1e3
     );
     for ((m, n, k, ta, tb, par), (c, t)) in rows {

@@ -99,6 +99,7 @@ pub(crate) unsafe fn run(
 
 /// The left operand: element `(i, k)` at `p + i * rs + k * cs`.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Lhs {
     p: *const f32,
     rs: usize,
