@@ -21,6 +21,25 @@ avx2_or_baseline! {
     }
 }
 
+/// One batch row and head's probabilities, `softmax(scale q k^T)`, into `p` (`s x s`): the
+/// forward pass's and, recomputed, the backward pass's.
+///
+/// # Safety
+/// `q` and `k` address `s` rows of `dh` floats at row stride `3 d` (a packed `qkv`).
+unsafe fn probabilities(
+    p: &mut [f32],
+    q: *const f32,
+    k: *const f32,
+    s: usize,
+    dh: usize,
+    d: usize,
+    scale: f32,
+) {
+    let w3 = 3 * d;
+    mm(s, s, dh, p.as_mut_ptr(), s, q, (w3, 1), k, (1, w3), scale);
+    softmax_rows(p, s);
+}
+
 /// Self-attention over a packed `qkv` `(b, s, 3 * heads * dh)` (queries, keys, values side by
 /// side, heads contiguous within each) -> `(b, s, heads * dh)`, no mask. One task per batch
 /// row and head; the `s x s` scores live in a task-local buffer and are recomputed in the
@@ -65,19 +84,7 @@ impl CustomOp1 for Attention {
                         base.add(d + h * dh),
                         base.add(2 * d + h * dh),
                     );
-                    mm(
-                        s,
-                        s,
-                        dh,
-                        p.as_mut_ptr(),
-                        s,
-                        q,
-                        (3 * d, 1),
-                        k,
-                        (1, 3 * d),
-                        scale,
-                    );
-                    softmax_rows(p, s);
+                    probabilities(p, q, k, s, dh, d, scale);
                     let o = op.get().add(bi * s * d + h * dh);
                     mm(s, dh, s, o, d, p.as_ptr(), (s, 1), v, (3 * d, 1), 1.0);
                 }
@@ -135,19 +142,7 @@ impl CustomOp2 for AttentionBwd {
                         dbase.add(d + h * dh),
                         dbase.add(2 * d + h * dh),
                     );
-                    mm(
-                        s,
-                        s,
-                        dh,
-                        p.as_mut_ptr(),
-                        s,
-                        q,
-                        (3 * d, 1),
-                        k,
-                        (1, 3 * d),
-                        scale,
-                    );
-                    softmax_rows(p, s);
+                    probabilities(p, q, k, s, dh, d, scale);
                     // dV = P^T dO; dP = dO V^T.
                     mm(s, dh, s, dv, 3 * d, p.as_ptr(), (1, s), g, (d, 1), 1.0);
                     mm(s, s, dh, dp.as_mut_ptr(), s, g, (d, 1), v, (1, 3 * d), 1.0);

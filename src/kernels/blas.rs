@@ -248,7 +248,7 @@ pub fn profile_report() -> Option<String> {
     let mut s = format!(
         "products on {}{} ({:.1} ms in all)\n\n| m x n x k | lhs, rhs | threads | calls | ms per call | GFLOP/s | share |\n|---|---|---|---|---|---|---|\n",
         backend_name(),
-        if active().is_none() && !cfg!(debug_assertions) {
+        if small_path() {
             " (the attention's small products by `small_mm`)"
         } else {
             ""
@@ -359,7 +359,13 @@ pub unsafe fn sgemm_small(
 /// with it (Cargo.toml), and the kernel ran at 0.3 GFLOP/s against the gemm crate's 25; the
 /// two give the same bits, and `small_mm`'s test runs the kernel in every build.
 pub fn small_taken(m: usize, n: usize, k: usize) -> bool {
-    !cfg!(debug_assertions) && active().is_none() && super::small_mm::fits(m, n, k)
+    small_path() && super::small_mm::fits(m, n, k)
+}
+
+/// Whether [`sgemm_small`] takes its own kernel for the sizes that fit it (see
+/// [`small_taken`]).
+fn small_path() -> bool {
+    !cfg!(debug_assertions) && active().is_none()
 }
 
 /// `f`, its time added to the profile's row `key` when profiling.
