@@ -18,7 +18,7 @@ pub(crate) fn rows_gemm(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let rows = x.len() / inp.max(1);
-    let per = rows.div_ceil(super::threads()).max(1);
+    let per = rows_per_task(rows);
     let rhs = SendPtr(rhs as *mut f32);
     let mut y = Vec::<f32>::with_capacity(rows * out);
     let yp = SendPtr(y.as_mut_ptr());
@@ -42,6 +42,11 @@ pub(crate) fn rows_gemm(
     // SAFETY: the tasks cover rows 0..rows and wrote every element of each.
     unsafe { y.set_len(rows * out) };
     y
+}
+
+/// The rows of each of [`rows_gemm`]'s tasks (the last may have fewer).
+pub(crate) fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(super::threads()).max(1)
 }
 
 /// Rows `r0..r0 + m` of `y (rows x out) = [bias +] x (rows x inp) @ rhs` into `y` at `y`

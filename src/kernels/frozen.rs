@@ -65,6 +65,107 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// [`FrozenLinear`] with the product read from `wt = w^T` `(in, out)`, a contiguous copy the
+/// caller keeps beside `w` (the frozen LM, `crate::lm`): the gemm crate then reads the
+/// weight's columns in place instead of gathering `w`'s rows at a stride of `in` floats into
+/// its packing buffer on every call, which for BERT's output layer (`in` 1536, a 6 KiB stride)
+/// ran at 85 GFLOP/s against 100 (`examples/products 512x384x1536:NT` and `512x384x1536` on
+/// a Zen 4 EPYC). The same sums in the same order as [`FrozenLinear`], so the same bits (a test
+/// compares them). The backward pass reads `w` itself, in the layout its product wants.
+pub(crate) struct FrozenLinearT {
+    w: Tensor,
+}
+
+impl CustomOp3 for FrozenLinearT {
+    fn name(&self) -> &'static str {
+        "lqae-frozen-linear-t"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "linear")?;
+        let wt = slice(s2, l2, "linear weight (transposed)")?;
+        let b = slice(s3, l3, "linear bias")?;
+        let (_, inp) = as_rows(l1)?;
+        let (win, out) = l2.shape().dims2()?;
+        if win != inp || b.len() != out || self.w.dims2()? != (out, inp) {
+            candle_core::bail!(
+                "linear: input width {inp}, transposed weight ({win}, {out}), weight {:?}, bias {}",
+                self.w.dims(),
+                b.len()
+            );
+        }
+        // rhs = wt: element (k, j) is wt[k * out + j].
+        let y = rows_gemm(x, inp, wt.as_ptr(), (out, 1), out, Some(b));
+        Ok((storage(y), with_last(l1.shape(), out)))
+    }
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _wt: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            Some(
+                grad.contiguous()?
+                    .apply_op2_no_bwd(&self.w, &DenseDx { w_is_out_in: true })?,
+            ),
+            None,
+            None,
+        ))
+    }
+}
+
+/// [`frozen_linear`] given also `wt`, `w^T` `(in, out)` contiguous: the forward product reads
+/// `wt` (see [`FrozenLinearT`]), the backward `w`; the same values and bits. Other devices, a
+/// `wt` that is not contiguous, or products too small for [`same_sums_either_way`]:
+/// [`frozen_linear`].
+pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (inp, out) = (
+        x.dim(candle_core::D::Minus1)?,
+        wt.dim(candle_core::D::Minus1)?,
+    );
+    let ((win, wout), (wo, wi)) = (wt.dims2()?, w.dims2()?);
+    if (win, wout) != (inp, out) || (wo, wi) != (out, inp) {
+        candle_core::bail!(
+            "linear: input width {inp}, transposed weight ({win}, {wout}), weight ({wo}, {wi})"
+        );
+    }
+    if fused(x)
+        && fused(w)
+        && fused(wt)
+        && fused(b)
+        && wt.is_contiguous()
+        && same_sums_either_way(x.elem_count() / inp.max(1), inp, out)
+    {
+        x.contiguous()?
+            .apply_op3(wt, &b.contiguous()?, FrozenLinearT { w: w.contiguous()? })
+    } else {
+        frozen_linear(x, w, b)
+    }
+}
+
+/// Whether the gemm crate sums each output of [`rows_gemm`]'s products of `rows x inp` by
+/// `inp x out` the same way whichever way the weight is laid out: it takes its blocked path
+/// (one chain of fused multiply-adds per depth block, the blocks set by the sizes alone) for
+/// every task's product. Its other paths depend on the operands' strides: the horizontal
+/// kernels for at most 256 outputs, the matrix-vector loops for one row or column, the
+/// outer-product loop for a depth of at most 2.
+fn same_sums_either_way(rows: usize, inp: usize, out: usize) -> bool {
+    let per = super::dense::rows_per_task(rows);
+    let last = rows - per * (rows.div_ceil(per).max(1) - 1);
+    let fewest = per.min(last);
+    fewest >= 2 && out >= 2 && fewest * out > 256 && inp >= 3
+}
+
 /// `x @ w^T` for a frozen `w` `(out, in)`, no bias: the tied MLM head's logits over the word
 /// table. Backward: the gradient of `x` only (candle's matmul would also form the
 /// `(in, out)`-sized gradient of the table: 20 GFLOP a step at the paper's shapes, unused).

@@ -363,6 +363,52 @@ fn frozen_linear_matches_candle_and_gives_no_weight_gradient() {
     assert!(g.get(w.as_tensor()).is_none() && g.get(b.as_tensor()).is_none());
 }
 
+/// The transposed-weight form gives `frozen_linear`'s bits, forward and backward, at BERT's
+/// shapes (the gemm crate's depth blocks start at 512: 1536 is split, 384 is not) and at odd
+/// ones, and no weight gradient.
+#[test]
+fn frozen_linear_t_gives_frozen_linears_bits() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    for (i, (rows, inp, out)) in [(70, 384, 1536), (70, 1536, 384), (9, 7, 3), (33, 520, 24)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 60 + 3 * i as u64;
+        let x = rand(&[rows, inp], seed);
+        let w = rand(&[out, inp], seed + 1);
+        let b = rand(&[out], seed + 2);
+        let wt = w.as_tensor().t().unwrap().contiguous().unwrap().detach();
+        let run = |transposed: bool| {
+            let y = if transposed {
+                frozen_linear_t(x.as_tensor(), w.as_tensor(), &wt, b.as_tensor())
+            } else {
+                frozen_linear(x.as_tensor(), w.as_tensor(), b.as_tensor())
+            }
+            .unwrap();
+            // A gradient that is not all ones, so that dx's sums are exercised.
+            let g = (&y * &y).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(g.get(w.as_tensor()).is_none() && g.get(b.as_tensor()).is_none());
+            assert!(g.get(&wt).is_none());
+            (bits(&y), bits(g.get(x.as_tensor()).unwrap()))
+        };
+        let (want, got) = (run(false), run(true));
+        assert!(want.0 == got.0, "{rows} x {inp} -> {out}: outputs differ");
+        assert!(
+            want.1 == got.1,
+            "{rows} x {inp} -> {out}: input gradients differ"
+        );
+    }
+    // A transposed weight of the wrong shape is an error naming both.
+    let (x, w, b) = (rand(&[2, 7], 1), rand(&[3, 7], 2), rand(&[3], 3));
+    let e = frozen_linear_t(x.as_tensor(), w.as_tensor(), w.as_tensor(), b.as_tensor())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("transposed weight (3, 7)"), "{e}");
+}
+
 #[test]
 fn fused_attention_matches_split_heads_with_gradients() {
     for (b, s, heads, dh) in [(2, 5, 3, 4), (3, 16, 2, 8)] {

@@ -22,20 +22,40 @@ fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Tensor,
+    /// `weight^T` `(in, out)`, contiguous, on the CPU: the forward product's layout (see
+    /// `crate::kernels::frozen_linear_t`).
+    weight_t: Option<Tensor>,
     bias: Tensor,
+}
+
+impl Linear {
+    fn new(weight: Tensor, bias: Tensor) -> Result<Self> {
+        let weight_t = if weight.device().is_cpu() {
+            // Detached: no gradient ever reaches a frozen weight (and candle's backward
+            // needs one for every tracked intermediate).
+            Some(weight.t()?.contiguous()?.detach())
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            weight_t,
+            bias,
+        })
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::kernels::frozen_linear(x, &self.weight, &self.bias)
+        match &self.weight_t {
+            Some(wt) => crate::kernels::frozen_linear_t(x, &self.weight, wt, &self.bias),
+            None => crate::kernels::frozen_linear(x, &self.weight, &self.bias),
+        }
     }
 }
 
 fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        weight: vb.get((out, inp), "weight")?,
-        bias: vb.get(out, "bias")?,
-    })
+    Linear::new(vb.get((out, inp), "weight")?, vb.get(out, "bias")?)
 }
 
 #[derive(Debug, Clone)]
@@ -111,10 +131,10 @@ impl SelfAttention {
             linear(h, h, vb.pp("value"))?,
         ];
         Ok(Self {
-            qkv: Linear {
-                weight: Tensor::cat(&[&parts[0].weight, &parts[1].weight, &parts[2].weight], 0)?,
-                bias: Tensor::cat(&[&parts[0].bias, &parts[1].bias, &parts[2].bias], 0)?,
-            },
+            qkv: Linear::new(
+                Tensor::cat(&[&parts[0].weight, &parts[1].weight, &parts[2].weight], 0)?,
+                Tensor::cat(&[&parts[0].bias, &parts[1].bias, &parts[2].bias], 0)?,
+            )?,
             heads: cfg.num_attention_heads,
         })
     }
