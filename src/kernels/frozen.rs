@@ -126,8 +126,9 @@ impl CustomOp3 for FrozenLinearT {
 
 /// [`frozen_linear`] given also `wt`, `w^T` `(in, out)` contiguous: the forward product reads
 /// `wt` (see [`FrozenLinearT`]), the backward `w`; the same values and bits. Other devices, a
-/// `wt` that is not contiguous, or products too small for [`same_sums_either_way`]:
-/// [`frozen_linear`].
+/// `wt` that is not contiguous, a vendor BLAS loaded (its bits are its own, and the argument
+/// of [`same_sums_either_way`] is about the gemm crate), or products too small for
+/// [`same_sums_either_way`]: [`frozen_linear`].
 pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (inp, out) = (
         x.dim(candle_core::D::Minus1)?,
@@ -144,6 +145,7 @@ pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Resul
         && fused(wt)
         && fused(b)
         && wt.is_contiguous()
+        && super::blas::active().is_none()
         && same_sums_either_way(x.elem_count() / inp.max(1), inp, out)
     {
         x.contiguous()?
