@@ -5,7 +5,18 @@ use super::*;
 /// `x @ w^T + b` for a frozen `w` `(out, in)`: one `gemm` call into rows preset to `b`. Its
 /// backward returns the gradient of `x` only: candle's own matmul backward also computes
 /// the weight's gradient (as many FLOPs again), which a frozen language model never uses.
-pub(crate) struct FrozenLinear;
+///
+/// With `w` in `transposed_of`, the op's weight input is `w^T` `(in, out)`, a contiguous copy
+/// the caller keeps beside `w` (the frozen LM, `crate::lm`; [`frozen_linear_t`]): the gemm
+/// crate then reads the weight's columns in place instead of gathering `w`'s rows at a stride
+/// of `in` floats into its packing buffer on every call, which for BERT's output layer (`in`
+/// 1536, a 6 KiB stride) ran at 85 GFLOP/s against 100 (`examples/products 512x384x1536:NT`
+/// and `512x384x1536` on a Zen 4 EPYC). The same sums in the same order where
+/// [`same_sums_either_way`] holds, so the same bits (a test compares them). The backward pass
+/// reads `w` itself, in the layout its product wants.
+pub(crate) struct FrozenLinear {
+    transposed_of: Option<Tensor>,
+}
 
 impl CustomOp3 for FrozenLinear {
     fn name(&self) -> &'static str {
@@ -24,15 +35,27 @@ impl CustomOp3 for FrozenLinear {
         let w = slice(s2, l2, "linear weight")?;
         let b = slice(s3, l3, "linear bias")?;
         let (_, inp) = as_rows(l1)?;
-        let (out, win) = l2.shape().dims2()?;
-        if win != inp || b.len() != out {
+        let (d0, d1) = l2.shape().dims2()?;
+        // rhs = w^T: element (k, j) is w[j * inp + k], or wt[k * out + j] for the copy.
+        let (out, win, rhs_strides) = match &self.transposed_of {
+            None => (d0, d1, (1, inp)),
+            Some(_) => (d1, d0, (d1, 1)),
+        };
+        let original_ok = self
+            .transposed_of
+            .as_ref()
+            .is_none_or(|w| w.dims() == [out, inp]);
+        if win != inp || b.len() != out || !original_ok {
             candle_core::bail!(
-                "linear: input width {inp}, weight ({out}, {win}), bias {}",
+                "linear: input width {inp}, {} ({d0}, {d1}), bias {}",
+                match &self.transposed_of {
+                    None => "weight".to_string(),
+                    Some(w) => format!("transposed weight of {:?}", w.dims()),
+                },
                 b.len()
             );
         }
-        // rhs = w^T: element (k, j) is w[j * inp + k].
-        let y = rows_gemm(x, inp, w.as_ptr(), (1, inp), out, Some(b));
+        let y = rows_gemm(x, inp, w.as_ptr(), rhs_strides, out, Some(b));
         Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
@@ -43,6 +66,7 @@ impl CustomOp3 for FrozenLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let w = self.transposed_of.as_ref().unwrap_or(w);
         Ok((
             Some(
                 grad.contiguous()?
@@ -58,74 +82,20 @@ impl CustomOp3 for FrozenLinear {
 /// (a BERT linear layer); the gradient flows to `x` only. Other devices: candle ops.
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fused(x) && fused(w) && fused(b) {
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, FrozenLinear)
+        x.contiguous()?.apply_op3(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            FrozenLinear {
+                transposed_of: None,
+            },
+        )
     } else {
         x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
     }
 }
 
-/// [`FrozenLinear`] with the product read from `wt = w^T` `(in, out)`, a contiguous copy the
-/// caller keeps beside `w` (the frozen LM, `crate::lm`): the gemm crate then reads the
-/// weight's columns in place instead of gathering `w`'s rows at a stride of `in` floats into
-/// its packing buffer on every call, which for BERT's output layer (`in` 1536, a 6 KiB stride)
-/// ran at 85 GFLOP/s against 100 (`examples/products 512x384x1536:NT` and `512x384x1536` on
-/// a Zen 4 EPYC). The same sums in the same order as [`FrozenLinear`], so the same bits (a test
-/// compares them). The backward pass reads `w` itself, in the layout its product wants.
-pub(crate) struct FrozenLinearT {
-    w: Tensor,
-}
-
-impl CustomOp3 for FrozenLinearT {
-    fn name(&self) -> &'static str {
-        "lqae-frozen-linear-t"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "linear")?;
-        let wt = slice(s2, l2, "linear weight (transposed)")?;
-        let b = slice(s3, l3, "linear bias")?;
-        let (_, inp) = as_rows(l1)?;
-        let (win, out) = l2.shape().dims2()?;
-        if win != inp || b.len() != out || self.w.dims2()? != (out, inp) {
-            candle_core::bail!(
-                "linear: input width {inp}, transposed weight ({win}, {out}), weight {:?}, bias {}",
-                self.w.dims(),
-                b.len()
-            );
-        }
-        // rhs = wt: element (k, j) is wt[k * out + j].
-        let y = rows_gemm(x, inp, wt.as_ptr(), (out, 1), out, Some(b));
-        Ok((storage(y), with_last(l1.shape(), out)))
-    }
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _wt: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        Ok((
-            Some(
-                grad.contiguous()?
-                    .apply_op2_no_bwd(&self.w, &DenseDx { w_is_out_in: true })?,
-            ),
-            None,
-            None,
-        ))
-    }
-}
-
 /// [`frozen_linear`] given also `wt`, `w^T` `(in, out)` contiguous: the forward product reads
-/// `wt` (see [`FrozenLinearT`]), the backward `w`; the same values and bits. Other devices, a
+/// `wt` (see [`FrozenLinear`]), the backward `w`; the same values and bits. Other devices, a
 /// `wt` that is not contiguous, a vendor BLAS loaded (its bits are its own, and the argument
 /// of [`same_sums_either_way`] is about the gemm crate), or products too small for
 /// [`same_sums_either_way`]: [`frozen_linear`].
@@ -148,8 +118,13 @@ pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Resul
         && super::blas::active().is_none()
         && same_sums_either_way(x.elem_count() / inp.max(1), inp, out)
     {
-        x.contiguous()?
-            .apply_op3(wt, &b.contiguous()?, FrozenLinearT { w: w.contiguous()? })
+        x.contiguous()?.apply_op3(
+            wt,
+            &b.contiguous()?,
+            FrozenLinear {
+                transposed_of: Some(w.contiguous()?),
+            },
+        )
     } else {
         frozen_linear(x, w, b)
     }
