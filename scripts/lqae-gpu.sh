@@ -6,8 +6,9 @@
 # compressed), finds the CUDA 13 libraries the binary needs (libcudart.so.13, libcublas.so.13,
 # libcublasLt.so.13, libcurand.so.10; libcuda.so.1 is the driver's) in the machine's Python
 # packages (PyTorch's nvidia-* wheels), a CUDA toolkit under /usr/local, or, for cuRAND, the
-# copy the build carries in target-cuda/dist/cuda-libs, and puts their folders on
-# LD_LIBRARY_PATH. LQAE_CUDA_LIBS=dir1:dir2 adds folders to search first.
+# copy the build carries in target-cuda/dist/cuda-libs, or last anywhere under /opt, /usr/local
+# and /usr/lib, and puts their folders on LD_LIBRARY_PATH. LQAE_CUDA_LIBS=dir1:dir2 adds
+# folders to search first.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dist="$root/target-cuda/dist"
@@ -53,6 +54,10 @@ for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10; do
     if [ -f "$dist/cuda-libs/$lib.xz" ]; then
       [ -f "$dist/cuda-libs/$lib" ] || unxz_to "$dist/cuda-libs/$lib.xz" "$dist/cuda-libs/$lib"
       found="$dist/cuda-libs"
+    elif found="$( (timeout 20 find /opt /usr/local /usr/lib -name "$lib" -printf '%h\n' 2>/dev/null || true) | head -n 1)" \
+      && [ -n "$found" ]; then
+      # Last: anywhere under the usual prefixes (a toolkit or environment the searches above miss).
+      echo "lqae-gpu: $lib found only by searching: $found" >&2
     else
       missing+=("$lib"); continue
     fi

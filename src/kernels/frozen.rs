@@ -98,7 +98,9 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `wt` (see [`FrozenLinear`]), the backward `w`; the same values and bits. Other devices, a
 /// `wt` that is not contiguous, a vendor BLAS loaded (its bits are its own, and the argument
 /// of [`same_sums_either_way`] is about the gemm crate), or products too small for
-/// [`same_sums_either_way`]: [`frozen_linear`].
+/// [`same_sums_either_way`]: [`frozen_linear`]. `wt` must not carry a gradient (make it with
+/// `detach`): no gradient flows to it, and candle's backward pass needs one for every tracked
+/// tensor it meets.
 pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (inp, out) = (
         x.dim(candle_core::D::Minus1)?,
@@ -136,7 +138,7 @@ pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Resul
 /// every task's product. Its other paths depend on the operands' strides: the horizontal
 /// kernels for at most 256 outputs, the matrix-vector loops for one row or column, the
 /// outer-product loop for a depth of at most 2.
-fn same_sums_either_way(rows: usize, inp: usize, out: usize) -> bool {
+pub(crate) fn same_sums_either_way(rows: usize, inp: usize, out: usize) -> bool {
     let per = super::dense::rows_per_task(rows);
     let last = rows - per * (rows.div_ceil(per).max(1) - 1);
     let fewest = per.min(last);

@@ -30,7 +30,13 @@ struct Linear {
 
 impl Linear {
     fn new(weight: Tensor, bias: Tensor) -> Result<Self> {
-        let weight_t = if weight.device().is_cpu() {
+        // Only where `frozen_linear_t` can take it (it falls back to `frozen_linear` else):
+        // the copy is the linear weights' memory again.
+        let weight_t = if weight.device().is_cpu()
+            && weight.dtype() == candle_core::DType::F32
+            && crate::kernels::fused_enabled()
+            && crate::kernels::blas::active().is_none()
+        {
             // Detached: no gradient ever reaches a frozen weight (and candle's backward
             // needs one for every tracked intermediate).
             Some(weight.t()?.contiguous()?.detach())
