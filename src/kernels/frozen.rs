@@ -7,7 +7,7 @@ use super::*;
 /// the weight's gradient (as many FLOPs again), which a frozen language model never uses.
 ///
 /// With `w` in `transposed_of`, the op's weight input is `w^T` `(in, out)`, a contiguous copy
-/// the caller keeps beside `w` (the frozen LM, `crate::lm`; [`frozen_linear_t`]): the gemm
+/// the caller keeps beside `w` (the frozen language model; [`frozen_linear_t`]): the gemm
 /// crate then reads the weight's columns in place instead of gathering `w`'s rows at a stride
 /// of `in` floats into its packing buffer on every call, which for BERT's output layer (`in`
 /// 1536, a 6 KiB stride) ran at 85 GFLOP/s against 100 (`examples/products 512x384x1536:NT`
@@ -41,11 +41,8 @@ impl CustomOp3 for FrozenLinear {
             None => (d0, d1, (1, inp)),
             Some(_) => (d1, d0, (d1, 1)),
         };
-        let original_ok = self
-            .transposed_of
-            .as_ref()
-            .is_none_or(|w| w.dims() == [out, inp]);
-        if win != inp || b.len() != out || !original_ok {
+        // (With a copy, `frozen_linear_t` has checked the original's shape against it.)
+        if win != inp || b.len() != out {
             candle_core::bail!(
                 "linear: input width {inp}, {} ({d0}, {d1}), bias {}",
                 match &self.transposed_of {

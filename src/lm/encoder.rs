@@ -32,10 +32,7 @@ impl Linear {
     fn new(weight: Tensor, bias: Tensor) -> Result<Self> {
         // Only where `frozen_linear_t` can take it (it falls back to `frozen_linear` else):
         // the copy is the linear weights' memory again.
-        let weight_t = if weight.device().is_cpu()
-            && weight.dtype() == candle_core::DType::F32
-            && crate::kernels::fused_enabled()
-            && crate::kernels::blas::active().is_none()
+        let weight_t = if crate::kernels::fused(&weight) && crate::kernels::blas::active().is_none()
         {
             // Detached: no gradient ever reaches a frozen weight (and candle's backward
             // needs one for every tracked intermediate).
@@ -61,7 +58,13 @@ impl Module for Linear {
 }
 
 fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
-    Linear::new(vb.get((out, inp), "weight")?, vb.get(out, "bias")?)
+    let (weight, bias) = linear_tensors(inp, out, vb)?;
+    Linear::new(weight, bias)
+}
+
+/// A linear layer's weight `(out, in)` and bias `(out)`, as stored.
+fn linear_tensors(inp: usize, out: usize, vb: VarBuilder) -> Result<(Tensor, Tensor)> {
+    Ok((vb.get((out, inp), "weight")?, vb.get(out, "bias")?))
 }
 
 #[derive(Debug, Clone)]
@@ -131,15 +134,16 @@ struct SelfAttention {
 impl SelfAttention {
     fn new(cfg: &LmConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
-        let parts = [
-            linear(h, h, vb.pp("query"))?,
-            linear(h, h, vb.pp("key"))?,
-            linear(h, h, vb.pp("value"))?,
+        // The parts as stored (no transposed copies of their own): only the stack is used.
+        let [(wq, bq), (wk, bk), (wv, bv)] = [
+            linear_tensors(h, h, vb.pp("query"))?,
+            linear_tensors(h, h, vb.pp("key"))?,
+            linear_tensors(h, h, vb.pp("value"))?,
         ];
         Ok(Self {
             qkv: Linear::new(
-                Tensor::cat(&[&parts[0].weight, &parts[1].weight, &parts[2].weight], 0)?,
-                Tensor::cat(&[&parts[0].bias, &parts[1].bias, &parts[2].bias], 0)?,
+                Tensor::cat(&[&wq, &wk, &wv], 0)?,
+                Tensor::cat(&[&bq, &bk, &bv], 0)?,
             )?,
             heads: cfg.num_attention_heads,
         })
