@@ -21,13 +21,14 @@ avx2_or_baseline! {
     }
 }
 
-/// One batch row and head's probabilities, `softmax(scale q k^T)`, into `p` (`s x s`): the
-/// forward pass's and, recomputed, the backward pass's.
+/// One batch row and head's probabilities, `softmax(scale q k^T)`, into `p` (`s x s`, not
+/// read before it is written): the forward pass's and, where not kept, the backward pass's.
 ///
 /// # Safety
-/// `q` and `k` address `s` rows of `dh` floats at row stride `3 d` (a packed `qkv`).
+/// `q` and `k` address `s` rows of `dh` floats at row stride `3 d` (a packed `qkv`); `p`
+/// addresses `s * s` floats that no other thread touches.
 unsafe fn probabilities(
-    p: &mut [f32],
+    p: *mut f32,
     q: *const f32,
     k: *const f32,
     s: usize,
@@ -36,19 +37,38 @@ unsafe fn probabilities(
     scale: f32,
 ) {
     let w3 = 3 * d;
-    mm(s, s, dh, p.as_mut_ptr(), s, q, (w3, 1), k, (1, w3), scale);
-    softmax_rows(p, s);
+    mm(s, s, dh, p, s, q, (w3, 1), k, (1, w3), scale);
+    // SAFETY: the product wrote all s * s elements.
+    softmax_rows(std::slice::from_raw_parts_mut(p, s * s), s);
+}
+
+/// The most bytes of probabilities one attention op keeps for its backward pass (beyond, they
+/// are recomputed there): the ViT block's and the LM's at `lqae-small`'s sizes are 1.5 and 3
+/// MiB, the paper configuration's RoBERTa-base at batch 128 and 256 tokens 384 MiB per layer.
+const KEEP_BYTES: usize = 16 << 20;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: backward passes on this thread that found the forward pass's probabilities.
+    pub(crate) static KEPT_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Self-attention over a packed `qkv` `(b, s, 3 * heads * dh)` (queries, keys, values side by
 /// side, heads contiguous within each) -> `(b, s, heads * dh)`, no mask. One task per batch
-/// row and head; the `s x s` scores live in a task-local buffer and are recomputed in the
-/// backward pass, so neither the head split nor the probabilities are ever stored.
+/// row and head; the head split is never stored. The `s x s` probabilities are kept for the
+/// backward pass when the input tracks gradients and they fit in [`KEEP_BYTES`] (their product
+/// and softmax were a seventh of the attention's work there); otherwise they live in a
+/// task-local buffer and the backward pass recomputes them, with the same bits.
 pub(crate) struct Attention {
     heads: usize,
+    /// `Some` when the forward pass keeps its probabilities, `(b, heads, s, s)`, here; the
+    /// backward pass takes them (a second backward pass recomputes them).
+    kept: Option<std::sync::Mutex<Vec<f32>>>,
 }
 pub(crate) struct AttentionBwd {
     heads: usize,
+    /// The forward pass's probabilities, or empty: recompute them.
+    kept: Vec<f32>,
 }
 
 pub(crate) fn attn_dims(l: &Layout, heads: usize) -> Result<(usize, usize, usize, usize)> {
@@ -71,33 +91,58 @@ impl CustomOp1 for Attention {
         let mut out = Vec::<f32>::with_capacity(b * s * d);
         let op = SendPtr(out.as_mut_ptr());
         let heads = self.heads;
+        let keep = self.kept.is_some();
+        let mut kept = Vec::<f32>::with_capacity(if keep { b * heads * s * s } else { 0 });
+        let kp = SendPtr(kept.as_mut_ptr());
         (0..b * heads).into_par_iter().for_each_init(
-            || vec![0f32; s * s],
+            || vec![0f32; if keep { 0 } else { s * s }],
             |p, task| {
                 let (bi, h) = (task / heads, task % heads);
                 let base = qkv[bi * s * 3 * d..].as_ptr();
                 // SAFETY: q, k, v of head h are columns h*dh.. of the three thirds of batch
-                // row bi (row stride 3d); this task alone writes columns h*dh.. of its rows.
+                // row bi (row stride 3d); this task alone writes columns h*dh.. of its rows,
+                // and its own s x s block of the kept probabilities.
                 unsafe {
                     let (q, k, v) = (
                         base.add(h * dh),
                         base.add(d + h * dh),
                         base.add(2 * d + h * dh),
                     );
+                    let p = if keep {
+                        kp.get().add(task * s * s)
+                    } else {
+                        p.as_mut_ptr()
+                    };
                     probabilities(p, q, k, s, dh, d, scale);
                     let o = op.get().add(bi * s * d + h * dh);
-                    mm(s, dh, s, o, d, p.as_ptr(), (s, 1), v, (3 * d, 1), 1.0);
+                    mm(s, dh, s, o, d, p, (s, 1), v, (3 * d, 1), 1.0);
                 }
             },
         );
-        // SAFETY: the tasks cover every batch row and head: all rows and columns of `out`.
+        // SAFETY: the tasks cover every batch row and head: all rows and columns of `out`, and
+        // every block of the kept probabilities.
         unsafe { out.set_len(b * s * d) };
+        if let Some(slot) = &self.kept {
+            unsafe { kept.set_len(b * heads * s * s) };
+            *slot.lock().expect("attention's kept probabilities") = kept;
+        }
         Ok((storage(out), Shape::from((b, s, d))))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let kept = match &self.kept {
+            Some(slot) => {
+                std::mem::take(&mut *slot.lock().expect("attention's kept probabilities"))
+            }
+            None => Vec::new(),
+        };
+        #[cfg(test)]
+        KEPT_TAKEN.with(|n| n.set(n.get() + usize::from(!kept.is_empty())));
         Ok(Some(arg.apply_op2_no_bwd(
             &grad.contiguous()?,
-            &AttentionBwd { heads: self.heads },
+            &AttentionBwd {
+                heads: self.heads,
+                kept,
+            },
         )?))
     }
 }
@@ -122,9 +167,19 @@ impl CustomOp2 for AttentionBwd {
         let mut dqkv = Vec::<f32>::with_capacity(b * s * 3 * d);
         let dp_ptr = SendPtr(dqkv.as_mut_ptr());
         let heads = self.heads;
+        let kept = &self.kept;
+        if !kept.is_empty() && kept.len() != b * heads * s * s {
+            candle_core::bail!(
+                "attention backward: {} kept probabilities for {b} x {heads} heads of {s} x {s}",
+                kept.len()
+            );
+        }
         (0..b * heads).into_par_iter().for_each_init(
-            || (vec![0f32; s * s], vec![0f32; s * s]),
-            |(p, dp), task| {
+            || {
+                let own = if kept.is_empty() { s * s } else { 0 };
+                (vec![0f32; own], vec![0f32; s * s])
+            },
+            |(own, dp), task| {
                 let (bi, h) = (task / heads, task % heads);
                 let base = qkv[bi * s * 3 * d..].as_ptr();
                 let g = go[bi * s * d + h * dh..].as_ptr();
@@ -142,7 +197,12 @@ impl CustomOp2 for AttentionBwd {
                         dbase.add(d + h * dh),
                         dbase.add(2 * d + h * dh),
                     );
-                    probabilities(p, q, k, s, dh, d, scale);
+                    let p: &[f32] = if kept.is_empty() {
+                        probabilities(own.as_mut_ptr(), q, k, s, dh, d, scale);
+                        own
+                    } else {
+                        &kept[task * s * s..][..s * s]
+                    };
                     // dV = P^T dO; dP = dO V^T.
                     mm(s, dh, s, dv, 3 * d, p.as_ptr(), (1, s), g, (d, 1), 1.0);
                     mm(s, s, dh, dp.as_mut_ptr(), s, g, (d, 1), v, (1, 3 * d), 1.0);
@@ -192,7 +252,12 @@ impl CustomOp2 for AttentionBwd {
 /// otherwise the heads are split and `attention_ops` runs.
 pub fn attention_qkv(qkv: &Tensor, heads: usize, additive_mask: Option<&Tensor>) -> Result<Tensor> {
     if fused(qkv) && additive_mask.is_none() {
-        return qkv.contiguous()?.apply_op1(Attention { heads });
+        let (b, s, _) = qkv.dims3()?;
+        let keep = qkv.track_op() && b * heads * s * s * 4 <= KEEP_BYTES;
+        return qkv.contiguous()?.apply_op1(Attention {
+            heads,
+            kept: keep.then(|| std::sync::Mutex::new(Vec::new())),
+        });
     }
     let (b, s, w3) = qkv.dims3()?;
     let d = w3 / 3;

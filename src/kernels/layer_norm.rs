@@ -3,11 +3,25 @@
 
 use super::*;
 
+/// LayerNorm over the last axis. When its input tracks gradients, the forward pass keeps each
+/// row's mean and reciprocal standard deviation (two floats a row) for the backward pass,
+/// which otherwise recomputes them (two of its passes over the row), with the same bits.
 pub(crate) struct LayerNormOp {
     eps: f32,
+    /// `Some` when the forward pass keeps `[mean, rstd]` per row here; the backward pass takes
+    /// them (a second backward pass recomputes them).
+    kept: Option<std::sync::Mutex<Vec<f32>>>,
 }
 pub(crate) struct LayerNormBwd {
     eps: f32,
+    /// The forward pass's `[mean, rstd]` per row, or empty: recompute them.
+    stats: Vec<f32>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: backward passes on this thread that found the forward pass's row statistics.
+    pub(crate) static STATS_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Lanes of the row sums below: eight independent partial sums (then added pairwise), so that
@@ -74,11 +88,24 @@ pub(crate) fn row_stats(xr: &[f32], eps: f32) -> (f32, f32) {
 }
 
 avx2_or_baseline! {
-    /// LayerNorm of each `w.len()`-wide row of `x` into `y`.
-    fn layer_norm_rows(y: &mut [MaybeUninit<f32>], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    /// LayerNorm of each `w.len()`-wide row of `x` into `y`; each row's `[mean, rstd]` into
+    /// `stats` too when it is not empty (two floats a row).
+    fn layer_norm_rows(
+        y: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        eps: f32,
+        stats: &mut [MaybeUninit<f32>],
+    ) {
         let d = w.len();
-        for (yr, xr) in y.chunks_mut(d).zip(x.chunks(d)) {
+        let keep = !stats.is_empty();
+        for (r, (yr, xr)) in y.chunks_mut(d).zip(x.chunks(d)).enumerate() {
             let (mean, rstd) = row_stats(xr, eps);
+            if keep {
+                stats[2 * r].write(mean);
+                stats[2 * r + 1].write(rstd);
+            }
             let (yr, xr, b) = (&mut yr[..d], &xr[..d], &b[..d]);
             for k in 0..d {
                 yr[k].write((xr[k] - mean) * rstd * w[k] + b[k]);
@@ -110,13 +137,34 @@ impl CustomOp3 for LayerNormOp {
             candle_core::bail!("layer norm: input width does not match the weight ({d})");
         }
         let eps = self.eps;
-        let r = rows_per_task(d) * d;
-        // SAFETY: layer_norm_rows writes every element of its rows.
+        let rows = rows_per_task(d);
+        let r = rows * d;
+        let n_rows = x.len() / d;
+        let mut stats = Vec::<f32>::with_capacity(if self.kept.is_some() { 2 * n_rows } else { 0 });
+        let sp = SendPtr(stats.as_mut_ptr());
+        let keep = self.kept.is_some();
+        // SAFETY: layer_norm_rows writes every element of its rows, and (kept) the two
+        // statistics of each of its rows, a range no other task writes.
         let y = unsafe {
             par_written(x.len(), r, |i, yo| {
-                layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps)
+                let st = if keep {
+                    let first = i * rows;
+                    let n = yo.len() / d;
+                    std::slice::from_raw_parts_mut(
+                        sp.get().add(2 * first) as *mut MaybeUninit<f32>,
+                        2 * n,
+                    )
+                } else {
+                    &mut []
+                };
+                layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps, st)
             })
         };
+        if let Some(slot) = &self.kept {
+            // SAFETY: the tasks cover every row (see above).
+            unsafe { stats.set_len(2 * n_rows) };
+            *slot.lock().expect("layer norm's kept statistics") = stats;
+        }
         Ok((storage(y), l1.shape().clone()))
     }
     fn bwd(
@@ -128,7 +176,20 @@ impl CustomOp3 for LayerNormOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // One op computes all three: [dx (n) | dw (d) | db (d)].
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormBwd { eps: self.eps })?;
+        let stats = match &self.kept {
+            Some(slot) => std::mem::take(&mut *slot.lock().expect("layer norm's kept statistics")),
+            None => Vec::new(),
+        };
+        #[cfg(test)]
+        STATS_TAKEN.with(|n| n.set(n.get() + usize::from(!stats.is_empty())));
+        let packed = x.apply_op3_no_bwd(
+            w,
+            &grad.contiguous()?,
+            &LayerNormBwd {
+                eps: self.eps,
+                stats,
+            },
+        )?;
         let [dx, dw, db]: [Tensor; 3] = unpack(&packed, &[x.shape(), w.shape(), w.shape()])?
             .try_into()
             .expect("three parts");
@@ -136,9 +197,124 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+/// One row's `m1 = sum g w` and `m2 = sum g w xhat` in [`LANES`] interleaved partial sums
+/// (the order of [`lane_sum3`]: the same bits as two such passes), with the column sums of
+/// `g xhat` and `g` added into `aw` and `ab` in the same pass.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn grad_sums(
+    xr: &[f32],
+    gr: &[f32],
+    w: &[f32],
+    aw: &mut [f32],
+    ab: &mut [f32],
+    mean: f32,
+    rstd: f32,
+) -> (f32, f32) {
+    let d = w.len();
+    let (xr, gr, aw, ab) = (&xr[..d], &gr[..d], &mut aw[..d], &mut ab[..d]);
+    let (mut a1, mut a2) = ([0f32; LANES], [0f32; LANES]);
+    let body = d - d % LANES;
+    #[cfg(target_arch = "x86_64")]
+    if avx2_on() {
+        // SAFETY: AVX2 is present; every slice holds d floats.
+        unsafe { avx2::grad_sums(xr, gr, w, aw, ab, mean, rstd, &mut a1, &mut a2, body) };
+    } else {
+        grad_sums_lanes(xr, gr, w, aw, ab, mean, rstd, &mut a1, &mut a2, body);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    grad_sums_lanes(xr, gr, w, aw, ab, mean, rstd, &mut a1, &mut a2, body);
+    for k in body..d {
+        let gw = gr[k] * w[k];
+        let xh = (xr[k] - mean) * rstd;
+        a1[k - body] += gw;
+        a2[k - body] += gw * xh;
+        aw[k] += gr[k] * xh;
+        ab[k] += gr[k];
+    }
+    (lanes_total(a1), lanes_total(a2))
+}
+
+/// [`grad_sums`]' whole chunks of [`LANES`] elements, as plain loops.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn grad_sums_lanes(
+    xr: &[f32],
+    gr: &[f32],
+    w: &[f32],
+    aw: &mut [f32],
+    ab: &mut [f32],
+    mean: f32,
+    rstd: f32,
+    a1: &mut [f32; LANES],
+    a2: &mut [f32; LANES],
+    body: usize,
+) {
+    for k0 in (0..body).step_by(LANES) {
+        for l in 0..LANES {
+            let k = k0 + l;
+            let gw = gr[k] * w[k];
+            let xh = (xr[k] - mean) * rstd;
+            a1[l] += gw;
+            a2[l] += gw * xh;
+            aw[k] += gr[k] * xh;
+            ab[k] += gr[k];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::LANES;
+    use std::arch::x86_64::*;
+
+    /// [`super::grad_sums_lanes`] in AVX2 registers, one lane per partial sum (multiplies,
+    /// subtractions and adds as written there: the same bits).
+    ///
+    /// # Safety
+    /// AVX2; every slice holds at least `body` floats, `body` a multiple of [`LANES`] (8).
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_sums(
+        xr: &[f32],
+        gr: &[f32],
+        w: &[f32],
+        aw: &mut [f32],
+        ab: &mut [f32],
+        mean: f32,
+        rstd: f32,
+        a1: &mut [f32; LANES],
+        a2: &mut [f32; LANES],
+        body: usize,
+    ) {
+        let (mv, rv) = (_mm256_set1_ps(mean), _mm256_set1_ps(rstd));
+        let (mut s1, mut s2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (x, g, w, aw, ab) = (
+            xr.as_ptr(),
+            gr.as_ptr(),
+            w.as_ptr(),
+            aw.as_mut_ptr(),
+            ab.as_mut_ptr(),
+        );
+        for k in (0..body).step_by(LANES) {
+            let gv = _mm256_loadu_ps(g.add(k));
+            let gw = _mm256_mul_ps(gv, _mm256_loadu_ps(w.add(k)));
+            let xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x.add(k)), mv), rv);
+            s1 = _mm256_add_ps(s1, gw);
+            s2 = _mm256_add_ps(s2, _mm256_mul_ps(gw, xh));
+            let awk = _mm256_add_ps(_mm256_loadu_ps(aw.add(k)), _mm256_mul_ps(gv, xh));
+            _mm256_storeu_ps(aw.add(k), awk);
+            _mm256_storeu_ps(ab.add(k), _mm256_add_ps(_mm256_loadu_ps(ab.add(k)), gv));
+        }
+        _mm256_storeu_ps(a1.as_mut_ptr(), s1);
+        _mm256_storeu_ps(a2.as_mut_ptr(), s2);
+    }
+}
+
 avx2_or_baseline! {
     /// LayerNorm backward over rows: `dx` per row (every element written), and the column sums
     /// of `g xhat` (the weight's gradient) and `g` (the bias's) added into `acc` = `[dw | db]`.
+    /// `stats` holds the rows' `[mean, rstd]` from the forward pass, or is empty (recomputed).
     fn layer_norm_grad_rows(
         dx: &mut [MaybeUninit<f32>],
         x: &[f32],
@@ -146,22 +322,19 @@ avx2_or_baseline! {
         w: &[f32],
         acc: &mut [f32],
         eps: f32,
+        stats: &[f32],
     ) {
         let d = w.len();
         let (aw, ab) = acc.split_at_mut(d);
-        for ((or, xr), gr) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
-            let (mean, rstd) = row_stats(xr, eps);
-            // m1 = mean(g w), m2 = mean(g w xhat), each a vectorised pass over the row (one
-            // loop carrying both sums and the column sums below stayed scalar).
-            let m1 = lane_sum3(gr, w, gr, |g, w, _| g * w);
-            let m2 = lane_sum3(xr, gr, w, |x, g, w| g * w * ((x - mean) * rstd));
-            // The column sums of dw (g xhat) and db (g).
-            let (aw, ab) = (&mut aw[..d], &mut ab[..d]);
-            for k in 0..d {
-                let xh = (xr[k] - mean) * rstd;
-                aw[k] += gr[k] * xh;
-                ab[k] += gr[k];
-            }
+        for (r, ((or, xr), gr)) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)).enumerate() {
+            let (mean, rstd) = if stats.is_empty() {
+                row_stats(xr, eps)
+            } else {
+                (stats[2 * r], stats[2 * r + 1])
+            };
+            // m1 = mean(g w), m2 = mean(g w xhat), with the column sums of dw (g xhat) and db
+            // (g), in one pass.
+            let (m1, m2) = grad_sums(xr, gr, w, aw, ab, mean, rstd);
             let (m1, m2) = (m1 / d as f32, m2 / d as f32);
             let (or, xr, gr) = (&mut or[..d], &xr[..d], &gr[..d]);
             for k in 0..d {
@@ -197,14 +370,28 @@ impl CustomOp3 for LayerNormBwd {
             );
         }
         let eps = self.eps;
-        let r = rows_per_task(d) * d;
+        let rows = rows_per_task(d);
+        let r = rows * d;
+        let st = &self.stats;
+        if !st.is_empty() && st.len() != 2 * (n / d) {
+            candle_core::bail!(
+                "layer norm backward: {} kept statistics for {} rows",
+                st.len(),
+                n / d
+            );
+        }
         // dx per row; dw and db as per-task partial sums, added up after.
         // SAFETY: layer_norm_grad_rows writes every element of its rows of dx.
         let out = unsafe {
             par_written_summed(n, r, 2 * d, |i, o| {
                 let (xi, gi) = (&x[i * r..][..o.len()], &g[i * r..][..o.len()]);
+                let si = if st.is_empty() {
+                    &[][..]
+                } else {
+                    &st[2 * i * rows..][..2 * (o.len() / d)]
+                };
                 let mut acc = vec![0f32; 2 * d];
-                layer_norm_grad_rows(o, xi, gi, w, &mut acc, eps);
+                layer_norm_grad_rows(o, xi, gi, w, &mut acc, eps, si);
                 acc
             })
         };
@@ -215,10 +402,14 @@ impl CustomOp3 for LayerNormBwd {
 /// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if fused(x) && fused(weight) && fused(bias) {
+        let keep = x.track_op() || weight.track_op() || bias.track_op();
         x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
-            LayerNormOp { eps: eps as f32 },
+            LayerNormOp {
+                eps: eps as f32,
+                kept: keep.then(|| std::sync::Mutex::new(Vec::new())),
+            },
         )
     } else {
         layer_norm_ops(x, weight, bias, eps)

@@ -423,6 +423,78 @@ fn frozen_linear_t_gives_frozen_linears_bits() {
     assert!(e.contains("transposed weight (3, 7)"), "{e}");
 }
 
+/// The attention's backward pass gives the same bits with the forward pass's probabilities
+/// kept (the first backward pass over a graph takes them) and recomputed (a second backward
+/// pass over the same graph finds none), at the ViT's size (64 tokens, 6 heads of 32: the
+/// small products' kernel) and at odd ones.
+#[test]
+fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    for (b, s, heads, dh) in [(2, 64, 6, 32), (3, 9, 2, 5)] {
+        let qkv = rand(&[b, s, 3 * heads * dh], 40 + s as u64);
+        let y = attention_qkv(qkv.as_tensor(), heads, None).unwrap();
+        let loss = (&y * &y).unwrap().sum_all().unwrap();
+        let taken = || super::attention::KEPT_TAKEN.with(|n| n.get());
+        let before = taken();
+        let kept = bits(loss.backward().unwrap().get(qkv.as_tensor()).unwrap());
+        assert_eq!(
+            taken(),
+            before + 1,
+            "the first backward pass takes the probabilities"
+        );
+        let recomputed = bits(loss.backward().unwrap().get(qkv.as_tensor()).unwrap());
+        assert_eq!(taken(), before + 1, "the second finds none");
+        assert!(
+            kept == recomputed,
+            "{b} x {s} x {heads} heads of {dh}: gradients differ"
+        );
+        // The output is the untracked forward pass's too.
+        let plain = attention_qkv(&qkv.as_tensor().detach(), heads, None).unwrap();
+        assert!(bits(&plain) == bits(&y));
+    }
+}
+
+/// LayerNorm's backward pass gives the same bits with the forward pass's row statistics kept
+/// (the first backward pass over a graph takes them) and recomputed (a second one finds none),
+/// at the ViT's widths and at an odd one (a tail after the eight-lane chunks), over more rows
+/// than one task takes.
+#[test]
+fn layer_norm_backward_is_the_same_with_kept_or_recomputed_statistics() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    for (rows, d) in [(1024, 192), (300, 384), (97, 37)] {
+        let x = rand(&[rows, d], 50 + d as u64);
+        let (w, b) = (rand(&[d], 51), rand(&[d], 52));
+        let y = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let loss = (&y * &y).unwrap().sum_all().unwrap();
+        let taken = || super::layer_norm::STATS_TAKEN.with(|n| n.get());
+        let before = taken();
+        let g1 = loss.backward().unwrap();
+        assert_eq!(
+            taken(),
+            before + 1,
+            "the first backward pass takes the statistics"
+        );
+        let g2 = loss.backward().unwrap();
+        assert_eq!(taken(), before + 1, "the second finds none");
+        for (v, what) in [(&x, "input"), (&w, "weight"), (&b, "bias")] {
+            let (a, c) = (
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(
+                bits(a) == bits(c),
+                "{rows} x {d}: the {what}'s gradients differ"
+            );
+        }
+    }
+}
+
 #[test]
 fn fused_attention_matches_split_heads_with_gradients() {
     for (b, s, heads, dh) in [(2, 5, 3, 4), (3, 16, 2, 8)] {
