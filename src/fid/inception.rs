@@ -20,8 +20,16 @@ use std::path::Path;
 pub const SIDE: usize = 299;
 /// Feature width.
 pub const DIM: usize = 2048;
-/// Images per pass on the CPU (see [`Inception::forward`]).
+/// Images per pass on the CPU through the stem and the 35x35 blocks (see
+/// [`Inception::forward`]).
 const CPU_CHUNK: usize = 4;
+/// Images per pass on the CPU through the 17x17 and 8x8 blocks: their activations are a
+/// fifth of the stem's per image, and their Winograd products take their width from the
+/// tiles of every image in the pass (see [`Inception::forward`]).
+const CPU_CHUNK_LATE: usize = 16;
+/// Blocks before this one run in passes of [`CPU_CHUNK`] images, the rest in passes of
+/// [`CPU_CHUNK_LATE`]: the first of the 17x17 blocks.
+const LATE_BLOCKS: usize = 4;
 const BN_EPS: f64 = 1e-3;
 
 /// Convolution, folded batch norm and ReLU in one kernel (the BLAS path on the CPU).
@@ -406,21 +414,38 @@ impl Inception {
                 "FID Inception input must be (batch, 3, {SIDE}, {SIDE}), got ({b}, {c}, {h}, {w})"
             )));
         }
-        if x.device().is_cpu() && b > CPU_CHUNK {
-            // A few images per pass: the stem's activations of a whole batch are tens of MiB
-            // per layer, past glibc's largest mmap threshold (32 MiB), and every fresh mapping
-            // pays a page fault per 4 KiB; a few images' stay on the reused heap.
+        let early = |x: &Tensor| -> Result<Tensor> {
+            let mut y = max_pool_3x3_s2(&seq(&self.stem, x)?)?;
+            y = max_pool_3x3_s2(&seq(&self.stem_2, &y)?)?;
+            for blk in &self.blocks[..LATE_BLOCKS] {
+                y = blk.forward(&y)?;
+            }
+            Ok(y)
+        };
+        let late = |mut y: Tensor| -> Result<Tensor> {
+            for blk in &self.blocks[LATE_BLOCKS..] {
+                y = blk.forward(&y)?;
+            }
+            Ok(y)
+        };
+        // In passes of a few images on the CPU: the stem's activations of a whole batch are
+        // tens of MiB per layer, past glibc's largest mmap threshold (32 MiB), and every fresh
+        // mapping pays a page fault per 4 KiB; a few images' stay on the reused heap. The
+        // later blocks' passes are wider: at 8x8, 4 images are 16 tiles of F(4x4, 3x3), and
+        // each such product streamed its 688 KiB of transformed weights (448 to 384 channels)
+        // for them, at 47 GFLOP/s on the Xeon (oneMKL: 184 alone).
+        let in_passes = |x: &Tensor, n: usize, f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+            if !x.device().is_cpu() || b <= n {
+                return f(x);
+            }
             let parts = (0..b)
-                .step_by(CPU_CHUNK)
-                .map(|i| self.forward(&x.narrow(0, i, CPU_CHUNK.min(b - i))?))
+                .step_by(n)
+                .map(|i| f(&x.narrow(0, i, n.min(b - i))?))
                 .collect::<Result<Vec<_>>>()?;
-            return Ok(Tensor::cat(&parts, 0)?);
-        }
-        let mut y = max_pool_3x3_s2(&seq(&self.stem, x)?)?;
-        y = max_pool_3x3_s2(&seq(&self.stem_2, &y)?)?;
-        for blk in &self.blocks {
-            y = blk.forward(&y)?;
-        }
+            Ok::<_, Error>(Tensor::cat(&parts, 0)?)
+        };
+        let y = in_passes(x, CPU_CHUNK, &early)?;
+        let y = in_passes(&y, CPU_CHUNK_LATE, &|y| late(y.clone()))?;
         let (_, _, ph, pw) = y.dims4()?;
         if (ph, pw) != (8, 8) {
             return Err(Error::Msg(format!(
