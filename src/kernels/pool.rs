@@ -291,6 +291,168 @@ avx2_or_baseline! {
     }
 }
 
+/// The max, or the sum, of two values, by the pooling's kind.
+#[inline(always)]
+fn op(kind: PoolKind, a: f32, b: f32) -> f32 {
+    match kind {
+        PoolKind::Max => a.max(b),
+        PoolKind::Avg => a + b,
+    }
+}
+
+/// `op(a, b)`: the max, or the sum, of two values.
+#[inline(always)]
+fn op2<const MAX: bool>(a: f32, b: f32) -> f32 {
+    if MAX {
+        a.max(b)
+    } else {
+        a + b
+    }
+}
+
+/// A 3x3 window at stride 1 with padding 1 over whole planes `x` of `h x w` (`h, w >= 2`,
+/// any number of them back to back) into `o`, as long passes over all of them: each row's
+/// sums of three, left to right, over the flat run of planes (the two edge columns of every
+/// row, which took a neighbouring row's value, redone with their two in-image values), then
+/// each output the rows above, at and below, top to bottom, and for an average the division
+/// by `counts` (the in-image count of each position of a plane). The additions are
+/// [`pool_plane_of`]'s, in its order, so the sums are its; its passes ran over one row at a
+/// time, which at Inception's 17x17 and 8x8 planes was mostly loop overhead (2 GB/s).
+#[inline(always)]
+fn same3_of<const MAX: bool>(
+    (h, w): (usize, usize),
+    x: &[f32],
+    o: &mut [f32],
+    t: &mut [f32],
+    counts: &[f32],
+) {
+    let n = x.len().min(o.len()).min(t.len());
+    let (x, o, t) = (&x[..n], &mut o[..n], &mut t[..n]);
+    for (((v, &a), &b), &c) in t[1..n - 1].iter_mut().zip(x).zip(&x[1..]).zip(&x[2..]) {
+        *v = op2::<MAX>(op2::<MAX>(a, b), c);
+    }
+    for r in 0..n / w {
+        let (a, b) = (r * w, r * w + w - 1);
+        t[a] = op2::<MAX>(x[a], x[a + 1]);
+        t[b] = op2::<MAX>(x[b - 1], x[b]);
+    }
+    for (op, tp) in o.chunks_exact_mut(h * w).zip(t.chunks_exact(h * w)) {
+        for ((v, &a), &b) in op[..w].iter_mut().zip(tp).zip(&tp[w..]) {
+            *v = op2::<MAX>(a, b);
+        }
+        let mid = &mut op[w..(h - 1) * w];
+        for (((v, &a), &b), &c) in mid.iter_mut().zip(tp).zip(&tp[w..]).zip(&tp[2 * w..]) {
+            *v = op2::<MAX>(op2::<MAX>(a, b), c);
+        }
+        let last = (h - 1) * w;
+        for ((v, &a), &b) in op[last..].iter_mut().zip(&tp[last - w..]).zip(&tp[last..]) {
+            *v = op2::<MAX>(a, b);
+        }
+        if !MAX {
+            for (v, &c) in op.iter_mut().zip(counts) {
+                *v /= c;
+            }
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// [`same3_of`] for the pooling's kind.
+    fn same3(
+        kind: PoolKind,
+        h: usize,
+        w: usize,
+        x: &[f32],
+        o: &mut [f32],
+        t: &mut [f32],
+        counts: &[f32],
+    ) {
+        match kind {
+            PoolKind::Max => same3_of::<true>((h, w), x, o, t, counts),
+            PoolKind::Avg => same3_of::<false>((h, w), x, o, t, counts),
+        }
+    }
+}
+
+/// A `K x K` max (`K` 2 or 3) at stride 2 without padding over whole planes `x` of `h x w`
+/// (any number of them back to back) into `o` (`ho x wo` each): per output row the max of its
+/// `K` input rows over the whole width (into `v`), then the max of `K` neighbours in one pass
+/// over all of a plane's rows (into `t`), picked at every second column. Exact in any order.
+/// The row-at-a-time passes and window-by-window reads it replaced were mostly overhead at
+/// Inception's 17x17, AlexNet's 15x15 and 7x7 and VGG16's 8x8 planes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn max_s2_of<const K: usize>(
+    (h, w): (usize, usize),
+    (ho, wo): (usize, usize),
+    x: &[f32],
+    o: &mut [f32],
+    v: &mut [f32],
+    t: &mut [f32],
+) {
+    let (v, t) = (&mut v[..ho * w], &mut t[..ho * w]);
+    let max3 = |a: f32, b: f32, c: f32| if K == 3 { a.max(b).max(c) } else { a.max(b) };
+    for (xp, op) in x.chunks_exact(h * w).zip(o.chunks_exact_mut(ho * wo)) {
+        for (oh, vr) in v.chunks_exact_mut(w).enumerate() {
+            let r = &xp[2 * oh * w..][..K * w];
+            let (a, rest) = r.split_at(w);
+            let (b, c) = rest.split_at(w);
+            // For K = 2, `c` is empty: the third row is `b` again.
+            let c = if K == 3 { c } else { b };
+            for (((m, &a), &b), &c) in vr.iter_mut().zip(a).zip(b).zip(c) {
+                *m = max3(a, b, c);
+            }
+        }
+        let n = ho * w - (K - 1);
+        let third = &v[K - 1..];
+        for (((m, &a), &b), &c) in t[..n].iter_mut().zip(&v[..]).zip(&v[1..]).zip(third) {
+            *m = max3(a, b, c);
+        }
+        for (orow, tr) in op.chunks_exact_mut(wo).zip(t.chunks(w)) {
+            for (ow, m) in orow.iter_mut().enumerate() {
+                *m = tr[2 * ow];
+            }
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// [`max_s2_of`] for the window's side.
+    #[allow(clippy::too_many_arguments)]
+    fn max_s2(
+        k: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        x: &[f32],
+        o: &mut [f32],
+        vt: &mut [f32],
+    ) {
+        let (v, t) = vt.split_at_mut(ho * w);
+        if k == 3 {
+            max_s2_of::<3>((h, w), (ho, wo), x, o, v, t)
+        } else {
+            max_s2_of::<2>((h, w), (ho, wo), x, o, v, t)
+        }
+    }
+}
+
+/// Whether [`max_s2`] computes `p` over `h x w` planes.
+fn is_max_s2(p: Pool, h: usize, w: usize) -> bool {
+    p.kind == PoolKind::Max
+        && (p.k == 2 || p.k == 3)
+        && p.stride == 2
+        && p.pad == 0
+        && h >= p.k
+        && w >= p.k
+}
+
+/// Whether [`same3`] computes `p` over `h x w` planes.
+fn is_same3(p: Pool, h: usize, w: usize) -> bool {
+    p.k == 3 && p.stride == 1 && p.pad == 1 && h >= 2 && w >= 2
+}
+
 /// One pooling's sizes: the op the CPU path applies.
 struct PoolOp {
     p: Pool,
@@ -313,6 +475,50 @@ impl candle_core::CustomOp1 for PoolOp {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let xv = super::slice(s, l, "pool2d input")?;
         let (p, h, w, ho, wo) = (self.p, self.h, self.w, self.ho, self.wo);
+        if is_same3(p, h, w) {
+            // Whole planes, about 4,096 values a task.
+            let counts: Vec<f32> = (0..h * w)
+                .map(|i| {
+                    let ((r0, r1), (c0, c1)) = (window(p, i / w, h), window(p, i % w, w));
+                    ((r1 - r0) * (c1 - c0)) as f32
+                })
+                .collect();
+            let len = (4096 / (h * w)).max(1) * h * w;
+            let out = super::par_filled(self.n * self.c * h * w, len, |i, os| {
+                let planes = &xv[i * len..][..os.len()];
+                super::with_scratch(os.len(), |t| same3(p.kind, h, w, planes, os, t, &counts))
+            });
+            return Ok((super::storage(out), (self.n, self.c, ho, wo).into()));
+        }
+        if is_max_s2(p, h, w) {
+            let planes = (4096 / (h * w)).max(1);
+            let out = super::par_filled(self.n * self.c * ho * wo, planes * ho * wo, |i, os| {
+                let x = &xv[i * planes * h * w..][..os.len() / (ho * wo) * h * w];
+                super::with_scratch(2 * ho * w, |vt| max_s2(p.k, h, w, ho, wo, x, os, vt))
+            });
+            return Ok((super::storage(out), (self.n, self.c, ho, wo).into()));
+        }
+        if p.pad == 0 && p.k == h && p.k == w {
+            // One window per plane (Inception's last 8x8 average): each row's values left to
+            // right, the rows top to bottom, as `pool_plane_of` adds them; its row passes
+            // were one element long here.
+            const PLANES: usize = 256;
+            let out = super::par_filled(self.n * self.c, PLANES, |i, os| {
+                for (j, v) in os.iter_mut().enumerate() {
+                    let plane = &xv[(i * PLANES + j) * h * w..][..h * w];
+                    let mut m = 0f32;
+                    for (r, row) in plane.chunks_exact(w).enumerate() {
+                        let rm = row[1..].iter().fold(row[0], |a, &b| op(p.kind, a, b));
+                        m = if r == 0 { rm } else { op(p.kind, m, rm) };
+                    }
+                    *v = match p.kind {
+                        PoolKind::Max => m,
+                        PoolKind::Avg => m / (h * w) as f32,
+                    };
+                }
+            });
+            return Ok((super::storage(out), (self.n, self.c, ho, wo).into()));
+        }
         // Small planes go to the threads in groups of about 2,048 input values (one task each
         // was most of the time of AlexNet's 7x7 planes), each group's output zeroed by its
         // thread; the row buffers are the thread's scratch (written before they are read).
@@ -326,5 +532,96 @@ impl candle_core::CustomOp1 for PoolOp {
             })
         });
         Ok((super::storage(out), (self.n, self.c, ho, wo).into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The whole-plane paths ([`same3`], [`max_s2`], the one-window average) against the
+    /// plane-by-plane kernel they bypass ([`pool_plane`]), bit for bit: the same sums in the
+    /// same order, the same maxima, at the networks' plane sizes, odd ones and the smallest
+    /// each takes; values of both signs.
+    #[test]
+    fn whole_plane_paths_give_the_plane_kernels_bits() {
+        let pools = [
+            (PoolKind::Avg, 3, 1, 1),
+            (PoolKind::Max, 3, 1, 1),
+            (PoolKind::Max, 3, 2, 0),
+            (PoolKind::Max, 2, 2, 0),
+        ];
+        let sizes = [
+            (2, 2),
+            (3, 3),
+            (7, 7),
+            (8, 8),
+            (9, 8),
+            (13, 21),
+            (15, 15),
+            (17, 17),
+            (35, 35),
+            (71, 71),
+        ];
+        let mut cases: Vec<(Pool, usize, usize)> = Vec::new();
+        for &(kind, k, stride, pad) in &pools {
+            for &(h, w) in &sizes {
+                cases.push((
+                    Pool {
+                        kind,
+                        k,
+                        stride,
+                        pad,
+                    },
+                    h,
+                    w,
+                ));
+            }
+        }
+        for (h, w) in [(8, 8), (5, 7)] {
+            for kind in [PoolKind::Avg, PoolKind::Max] {
+                let p = Pool {
+                    kind,
+                    k: h,
+                    stride: h,
+                    pad: 0,
+                };
+                if w == h {
+                    cases.push((p, h, w));
+                }
+            }
+        }
+        let mut fast_paths = 0;
+        for (i, &(p, h, w)) in cases.iter().enumerate() {
+            let Ok((ho, wo)) = p.out(h, w) else { continue };
+            let (n, c) = (2, 37);
+            let x = crate::rng::uniform_tensor(&[n, c, h, w], 900 + i as u64, &Device::Cpu)
+                .unwrap()
+                .affine(2.0, -1.0)
+                .unwrap();
+            let got: Vec<f32> = pool2d(&x, p)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let mut want = vec![0f32; n * c * ho * wo];
+            let mut tmp = vec![0f32; (h * wo).max(2 * w)];
+            for (o, plane) in want.chunks_mut(ho * wo).zip(xs.chunks(h * w)) {
+                pool_plane(p, h, w, ho, wo, plane, o, &mut tmp);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(&got) == bits(&want),
+                "{p:?} over {h}x{w}: the whole-plane path differs from the plane kernel"
+            );
+            fast_paths += usize::from(is_same3(p, h, w) || is_max_s2(p, h, w) || p.k == h);
+        }
+        assert!(
+            fast_paths >= 25,
+            "only {fast_paths} cases took a whole-plane path"
+        );
     }
 }
