@@ -1,5 +1,5 @@
-//! Attention over packed QKV, per batch row and head (probabilities recomputed in backward),
-//! and its primitive-op reference form.
+//! Attention over packed QKV, per batch row and head (probabilities kept for the backward pass
+//! up to a bound, else recomputed there), and its primitive-op reference form.
 
 use super::*;
 

@@ -23,7 +23,7 @@ fn tap_source(y: usize, x: usize, dy: usize, dx: usize, g: usize, flip: bool) ->
     } else {
         ((y + dy).wrapping_sub(1), (x + dx).wrapping_sub(1))
     };
-    (sy < g && sx < g).then_some(sy * g + sx)
+    (sy < g && sx < g).then(|| sy * g + sx)
 }
 
 /// The outputs `y` (one axis) whose forward tap at offset `d` (0, 1, 2) reads inside the grid:

@@ -377,7 +377,8 @@ avx2_or_baseline! {
 /// A `K x K` max (`K` 2 or 3) at stride 2 without padding over whole planes `x` of `h x w`
 /// (any number of them back to back) into `o` (`ho x wo` each): per output row the max of its
 /// `K` input rows over the whole width (into `v`), then the max of `K` neighbours in one pass
-/// over all of a plane's rows (into `t`), picked at every second column. Exact in any order.
+/// over all of a plane's rows (into `t`), picked at every second column. Exact in any order (but for the sign of a zero,
+/// which `f32::max` may take from either side).
 /// The row-at-a-time passes and window-by-window reads it replaced were mostly overhead at
 /// Inception's 17x17, AlexNet's 15x15 and 7x7 and VGG16's 8x8 planes.
 #[inline(always)]
