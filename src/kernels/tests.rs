@@ -13,8 +13,8 @@ fn rand(shape: &[usize], seed: u64) -> Var {
     .unwrap()
 }
 
-/// The AVX2 copies of the element-wise loops give the same bits as the baseline copies
-/// (a no-op comparison on a CPU without AVX2, said so).
+/// The AVX2 and AVX-512 copies of the element-wise loops give the same bits as the baseline
+/// copies (a no-op comparison on a CPU without AVX2, said so; AVX-512 where the CPU has it).
 #[test]
 fn avx2_loops_match_the_baseline_bit_for_bit() {
     if !std::is_x86_feature_detected!("avx2") {
@@ -119,13 +119,36 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
         fwd.iter().for_each(&mut push);
         bits
     };
+    use std::sync::atomic::Ordering::SeqCst;
     let fast = run();
-    BASELINE_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut copies = vec![(
+        if super::simd::avx512_on() {
+            "AVX-512"
+        } else {
+            "AVX2"
+        },
+        fast,
+    )];
+    if super::simd::avx512_on() {
+        super::simd::AVX2_ONLY.store(true, SeqCst);
+        copies.push(("AVX2", run()));
+        super::simd::AVX2_ONLY.store(false, SeqCst);
+    } else {
+        println!("no AVX-512 on this CPU: its copies are not compared here");
+    }
+    BASELINE_ONLY.store(true, SeqCst);
     let base = run();
-    BASELINE_ONLY.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(fast.len(), base.len());
-    let differ = fast.iter().zip(&base).filter(|(a, b)| a != b).count();
-    assert_eq!(differ, 0, "{differ} of {} values differ", fast.len());
+    BASELINE_ONLY.store(false, SeqCst);
+    for (name, bits) in copies {
+        assert_eq!(bits.len(), base.len());
+        let differ = bits.iter().zip(&base).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differ,
+            0,
+            "{name}: {differ} of {} values differ",
+            bits.len()
+        );
+    }
 }
 
 pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
