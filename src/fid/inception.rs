@@ -422,7 +422,8 @@ impl Inception {
             }
             Ok(y)
         };
-        let late = |mut y: Tensor| -> Result<Tensor> {
+        let late = |x: &Tensor| -> Result<Tensor> {
+            let mut y = x.clone();
             for blk in &self.blocks[LATE_BLOCKS..] {
                 y = blk.forward(&y)?;
             }
@@ -445,7 +446,7 @@ impl Inception {
             Ok::<_, Error>(Tensor::cat(&parts, 0)?)
         };
         let y = in_passes(x, CPU_CHUNK, &early)?;
-        let y = in_passes(&y, CPU_CHUNK_LATE, &|y| late(y.clone()))?;
+        let y = in_passes(&y, CPU_CHUNK_LATE, &late)?;
         let (_, _, ph, pw) = y.dims4()?;
         if (ph, pw) != (8, 8) {
             return Err(Error::Msg(format!(

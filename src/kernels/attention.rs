@@ -61,9 +61,8 @@ thread_local! {
 /// task-local buffer and the backward pass recomputes them, with the same bits.
 pub(crate) struct Attention {
     heads: usize,
-    /// `Some` when the forward pass keeps its probabilities, `(b, heads, s, s)`, here; the
-    /// backward pass takes them (a second backward pass recomputes them).
-    kept: Option<std::sync::Mutex<Vec<f32>>>,
+    /// The probabilities `(b, heads, s, s)`, when the forward pass keeps them.
+    kept: Kept,
 }
 pub(crate) struct AttentionBwd {
     heads: usize,
@@ -91,7 +90,7 @@ impl CustomOp1 for Attention {
         let mut out = Vec::<f32>::with_capacity(b * s * d);
         let op = SendPtr(out.as_mut_ptr());
         let heads = self.heads;
-        let keep = self.kept.is_some();
+        let keep = self.kept.on();
         let mut kept = Vec::<f32>::with_capacity(if keep { b * heads * s * s } else { 0 });
         let kp = SendPtr(kept.as_mut_ptr());
         (0..b * heads).into_par_iter().for_each_init(
@@ -122,19 +121,14 @@ impl CustomOp1 for Attention {
         // SAFETY: the tasks cover every batch row and head: all rows and columns of `out`, and
         // every block of the kept probabilities.
         unsafe { out.set_len(b * s * d) };
-        if let Some(slot) = &self.kept {
+        if keep {
             unsafe { kept.set_len(b * heads * s * s) };
-            *slot.lock().expect("attention's kept probabilities") = kept;
+            self.kept.put(kept);
         }
         Ok((storage(out), Shape::from((b, s, d))))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let kept = match &self.kept {
-            Some(slot) => {
-                std::mem::take(&mut *slot.lock().expect("attention's kept probabilities"))
-            }
-            None => Vec::new(),
-        };
+        let kept = self.kept.take();
         #[cfg(test)]
         KEPT_TAKEN.with(|n| n.set(n.get() + usize::from(!kept.is_empty())));
         Ok(Some(arg.apply_op2_no_bwd(
@@ -256,7 +250,7 @@ pub fn attention_qkv(qkv: &Tensor, heads: usize, additive_mask: Option<&Tensor>)
         let keep = qkv.track_op() && b * heads * s * s * 4 <= KEEP_BYTES;
         return qkv.contiguous()?.apply_op1(Attention {
             heads,
-            kept: keep.then(|| std::sync::Mutex::new(Vec::new())),
+            kept: Kept::new(keep),
         });
     }
     let (b, s, w3) = qkv.dims3()?;

@@ -8,9 +8,8 @@ use super::*;
 /// which otherwise recomputes them (two of its passes over the row), with the same bits.
 pub(crate) struct LayerNormOp {
     eps: f32,
-    /// `Some` when the forward pass keeps `[mean, rstd]` per row here; the backward pass takes
-    /// them (a second backward pass recomputes them).
-    kept: Option<std::sync::Mutex<Vec<f32>>>,
+    /// `[mean, rstd]` per row, when the forward pass keeps them.
+    kept: Kept,
 }
 pub(crate) struct LayerNormBwd {
     eps: f32,
@@ -140,9 +139,9 @@ impl CustomOp3 for LayerNormOp {
         let rows = rows_per_task(d);
         let r = rows * d;
         let n_rows = x.len() / d;
-        let mut stats = Vec::<f32>::with_capacity(if self.kept.is_some() { 2 * n_rows } else { 0 });
+        let keep = self.kept.on();
+        let mut stats = Vec::<f32>::with_capacity(if keep { 2 * n_rows } else { 0 });
         let sp = SendPtr(stats.as_mut_ptr());
-        let keep = self.kept.is_some();
         // SAFETY: layer_norm_rows writes every element of its rows, and (kept) the two
         // statistics of each of its rows, a range no other task writes.
         let y = unsafe {
@@ -160,10 +159,10 @@ impl CustomOp3 for LayerNormOp {
                 layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps, st)
             })
         };
-        if let Some(slot) = &self.kept {
+        if keep {
             // SAFETY: the tasks cover every row (see above).
             unsafe { stats.set_len(2 * n_rows) };
-            *slot.lock().expect("layer norm's kept statistics") = stats;
+            self.kept.put(stats);
         }
         Ok((storage(y), l1.shape().clone()))
     }
@@ -176,10 +175,7 @@ impl CustomOp3 for LayerNormOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // One op computes all three: [dx (n) | dw (d) | db (d)].
-        let stats = match &self.kept {
-            Some(slot) => std::mem::take(&mut *slot.lock().expect("layer norm's kept statistics")),
-            None => Vec::new(),
-        };
+        let stats = self.kept.take();
         #[cfg(test)]
         STATS_TAKEN.with(|n| n.set(n.get() + usize::from(!stats.is_empty())));
         let packed = x.apply_op3_no_bwd(
@@ -408,7 +404,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
             &bias.contiguous()?,
             LayerNormOp {
                 eps: eps as f32,
-                kept: keep.then(|| std::sync::Mutex::new(Vec::new())),
+                kept: Kept::new(keep),
             },
         )
     } else {

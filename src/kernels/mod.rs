@@ -235,6 +235,33 @@ pub(crate) fn fused(x: &Tensor) -> bool {
         && x.dtype() == candle_core::DType::F32
 }
 
+/// What a forward op keeps for its backward pass (the attention's probabilities, LayerNorm's
+/// row statistics): nothing, or a slot the forward pass fills and the first backward pass
+/// takes; a second backward pass over the same graph finds it empty and recomputes.
+pub(crate) struct Kept(Option<std::sync::Mutex<Vec<f32>>>);
+
+impl Kept {
+    pub(crate) fn new(keep: bool) -> Self {
+        Self(keep.then(|| std::sync::Mutex::new(Vec::new())))
+    }
+    /// Whether the forward pass keeps anything.
+    pub(crate) fn on(&self) -> bool {
+        self.0.is_some()
+    }
+    /// The forward pass's values into the slot (nothing when off).
+    pub(crate) fn put(&self, v: Vec<f32>) {
+        if let Some(slot) = &self.0 {
+            *slot.lock().expect("an op's kept values") = v;
+        }
+    }
+    /// The kept values, leaving the slot empty; empty when none were kept (or already taken).
+    pub(crate) fn take(&self) -> Vec<f32> {
+        self.0.as_ref().map_or_else(Vec::new, |slot| {
+            std::mem::take(&mut *slot.lock().expect("an op's kept values"))
+        })
+    }
+}
+
 /// A raw pointer that may cross to the worker threads: each task writes a disjoint block.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);

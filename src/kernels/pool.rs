@@ -119,6 +119,16 @@ fn window(p: Pool, ow: usize, w: usize) -> (usize, usize) {
 /// an average are in the order of the direct form (a row's values left to right, then the rows
 /// top to bottom), so it gives the same sums; the windows that lie whole inside the row run as
 /// a pass per tap over all of them, which the compiler vectorises for stride 1.
+/// The max (`MAX`), or the sum, of two values.
+#[inline(always)]
+fn op2<const MAX: bool>(a: f32, b: f32) -> f32 {
+    if MAX {
+        a.max(b)
+    } else {
+        a + b
+    }
+}
+
 #[inline(always)]
 fn pool_plane_of<const MAX: bool>(
     p: Pool,
@@ -128,7 +138,7 @@ fn pool_plane_of<const MAX: bool>(
     o: &mut [f32],
     tmp: &mut [f32],
 ) {
-    let op = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    let op = op2::<MAX>;
     if MAX && p.stride > 1 {
         return max_strided(p, (h, w), (ho, wo), plane, o, tmp);
     }
@@ -291,25 +301,6 @@ avx2_or_baseline! {
     }
 }
 
-/// The max, or the sum, of two values, by the pooling's kind.
-#[inline(always)]
-fn op(kind: PoolKind, a: f32, b: f32) -> f32 {
-    match kind {
-        PoolKind::Max => a.max(b),
-        PoolKind::Avg => a + b,
-    }
-}
-
-/// `op(a, b)`: the max, or the sum, of two values.
-#[inline(always)]
-fn op2<const MAX: bool>(a: f32, b: f32) -> f32 {
-    if MAX {
-        a.max(b)
-    } else {
-        a + b
-    }
-}
-
 /// A 3x3 window at stride 1 with padding 1 over whole planes `x` of `h x w` (`h, w >= 2`,
 /// any number of them back to back) into `o`, as long passes over all of them: each row's
 /// sums of three, left to right, over the flat run of planes (the two edge columns of every
@@ -439,6 +430,17 @@ avx2_or_baseline! {
     }
 }
 
+/// The max, or the sum, of a whole plane with rows of `w` values: each row left to right,
+/// then the rows top to bottom ([`pool_plane_of`]'s order for a window that covers the plane).
+#[inline(always)]
+fn one_window<const MAX: bool>(plane: &[f32], w: usize) -> f32 {
+    let mut rows = plane
+        .chunks_exact(w)
+        .map(|row| row[1..].iter().fold(row[0], |a, &b| op2::<MAX>(a, b)));
+    let first = rows.next().expect("a plane has a row");
+    rows.fold(first, op2::<MAX>)
+}
+
 /// Whether [`max_s2`] computes `p` over `h x w` planes.
 fn is_max_s2(p: Pool, h: usize, w: usize) -> bool {
     p.kind == PoolKind::Max
@@ -507,14 +509,9 @@ impl candle_core::CustomOp1 for PoolOp {
             let out = super::par_filled(self.n * self.c, PLANES, |i, os| {
                 for (j, v) in os.iter_mut().enumerate() {
                     let plane = &xv[(i * PLANES + j) * h * w..][..h * w];
-                    let mut m = 0f32;
-                    for (r, row) in plane.chunks_exact(w).enumerate() {
-                        let rm = row[1..].iter().fold(row[0], |a, &b| op(p.kind, a, b));
-                        m = if r == 0 { rm } else { op(p.kind, m, rm) };
-                    }
                     *v = match p.kind {
-                        PoolKind::Max => m,
-                        PoolKind::Avg => m / (h * w) as f32,
+                        PoolKind::Max => one_window::<true>(plane, w),
+                        PoolKind::Avg => one_window::<false>(plane, w) / (h * w) as f32,
                     };
                 }
             });
