@@ -2,6 +2,7 @@
 //! gemm crate).
 
 use super::*;
+use std::sync::Arc;
 
 /// `y (rows x out) = [bias +] x (rows x inp) @ rhs`, rhs `inp x out` at `rhs` with row stride
 /// `rhs_rs` and column stride `rhs_cs`; returns `y`. Rows are split across the threads, one
@@ -12,41 +13,46 @@ use super::*;
 pub(crate) fn rows_gemm(
     x: &[f32],
     inp: usize,
-    rhs: *const f32,
-    rhs_strides: (usize, usize),
+    rhs: Rhs,
     out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let rows = x.len() / inp.max(1);
     let per = rows_per_task(rows);
-    let rhs = SendPtr(rhs as *mut f32);
     let mut y = Vec::<f32>::with_capacity(rows * out);
     let yp = SendPtr(y.as_mut_ptr());
     (0..rows.div_ceil(per)).into_par_iter().for_each(|task| {
         let r0 = task * per;
         // SAFETY: this task alone writes rows r0..r0+m of y, inside its capacity (rows * out);
         // the caller vouches for rhs and its strides.
-        unsafe {
-            rows_block(
-                yp.get(),
-                x,
-                inp,
-                (r0, per.min(rows - r0)),
-                rhs.get(),
-                rhs_strides,
-                out,
-                bias,
-            )
-        };
+        unsafe { rows_block(yp.get(), x, inp, (r0, per.min(rows - r0)), &rhs, out, bias) };
     });
     // SAFETY: the tasks cover rows 0..rows and wrote every element of each.
     unsafe { y.set_len(rows * out) };
     y
 }
 
+/// The right operand of [`rows_gemm`]: `inp x out` at a pointer with its row and column
+/// strides, or packed by the BLAS ([`blas::Packed`]).
+pub(crate) enum Rhs<'a> {
+    At(*const f32, (usize, usize)),
+    Packed(&'a blas::Packed),
+}
+
+// SAFETY: `At`'s matrix is only read, by the tasks of one `rows_gemm` call, while the caller
+// holds it (as `rows_gemm`'s callers vouch).
+unsafe impl Send for Rhs<'_> {}
+unsafe impl Sync for Rhs<'_> {}
+
 /// The rows of each of [`rows_gemm`]'s tasks (the last may have fewer).
 pub(crate) fn rows_per_task(rows: usize) -> usize {
     rows.div_ceil(super::threads()).max(1)
+}
+
+/// The fewest rows any of [`rows_gemm`]'s tasks has (the last one's, or the others').
+pub(crate) fn fewest_rows_per_task(rows: usize) -> usize {
+    let per = rows_per_task(rows);
+    per.min(rows - per * (rows.div_ceil(per).max(1) - 1))
 }
 
 /// Rows `r0..r0 + m` of `y (rows x out) = [bias +] x (rows x inp) @ rhs` into `y` at `y`
@@ -62,8 +68,7 @@ unsafe fn rows_block(
     x: &[f32],
     inp: usize,
     (r0, m): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
+    rhs: &Rhs,
     out: usize,
     bias: Option<&[f32]>,
 ) {
@@ -74,21 +79,34 @@ unsafe fn rows_block(
             std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(r * out), out);
         }
     }
-    blas::sgemm(
-        m,
-        out,
-        inp,
-        dst,
-        out,
-        bias.is_some(),
-        xc.as_ptr(),
-        (inp, 1),
-        rhs,
-        (rhs_rs, rhs_cs),
-        1.0,
-        1.0,
-        blas::Par::None,
-    );
+    match *rhs {
+        Rhs::At(rhs, strides) => blas::sgemm(
+            m,
+            out,
+            inp,
+            dst,
+            out,
+            bias.is_some(),
+            xc.as_ptr(),
+            (inp, 1),
+            rhs,
+            strides,
+            1.0,
+            1.0,
+            blas::Par::None,
+        ),
+        Rhs::Packed(p) => blas::sgemm_packed(
+            m,
+            out,
+            inp,
+            dst,
+            out,
+            bias.is_some(),
+            p,
+            xc.as_ptr(),
+            (inp, 1),
+        ),
+    }
 }
 
 /// Columns `c0..c0 + n` of `dw (inp x out) = x^T (inp x rows) @ g (rows x out)` into `dw`
@@ -150,6 +168,8 @@ pub(crate) struct Dense;
 /// `(out, in)`, `w_is_out_in`).
 pub(crate) struct DenseDx {
     pub(crate) w_is_out_in: bool,
+    /// A frozen `w` `(out, in)`'s packed forms ([`FrozenPacks`]), for its backward product.
+    pub(crate) packs: Option<Arc<FrozenPacks>>,
 }
 /// Both gradients of `Dense`, `g @ w^T` and `x^T @ g`, packed as `[dx | dw]`: the threads
 /// split between the two products (each whole on one thread when there are two), so that no
@@ -175,7 +195,7 @@ impl CustomOp2 for Dense {
         if win != inp {
             candle_core::bail!("dense: input width {inp}, weight ({win}, {out})");
         }
-        let y = rows_gemm(x, inp, w.as_ptr(), (out, 1), out, None);
+        let y = rows_gemm(x, inp, Rhs::At(w.as_ptr(), (out, 1)), out, None);
         Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
@@ -218,7 +238,20 @@ impl CustomOp2 for DenseDx {
         if (self.w_is_out_in && a != out) || (!self.w_is_out_in && b != out) {
             candle_core::bail!("dense backward: gradient width {out}, weight ({a}, {b})");
         }
-        let dx = rows_gemm(g, out, w.as_ptr(), (rs, cs), inp, None);
+        let rows = g.len() / out.max(1);
+        let packed = match &self.packs {
+            // rhs = w (out x inp) as stored.
+            Some(p) if self.w_is_out_in => p.bwd(rows, || {
+                // SAFETY: w is (out, inp) row-major, `out * inp` floats.
+                unsafe { blas::pack(blas::Side::Rhs, out, inp, w.as_ptr(), (inp, 1), rows) }
+            }),
+            _ => None,
+        };
+        let rhs = match packed {
+            Some(p) => Rhs::Packed(p),
+            None => Rhs::At(w.as_ptr(), (rs, cs)),
+        };
+        let dx = rows_gemm(g, out, rhs, inp, None);
         Ok((storage(dx), with_last(l1.shape(), inp)))
     }
 }
@@ -269,7 +302,8 @@ impl CustomOp3 for DenseBwd {
             unsafe {
                 if is_dx {
                     let m = per_row.min(rows - at);
-                    rows_block(dst.get(), g, out, (at, m), wp.get(), (1, out), inp, None);
+                    let rhs = Rhs::At(wp.get(), (1, out));
+                    rows_block(dst.get(), g, out, (at, m), &rhs, inp, None);
                 } else {
                     let n = per_col.min(out - at);
                     dw_columns(dst.get().add(nx), x, inp, g, out, at, n);

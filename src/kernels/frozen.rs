@@ -1,6 +1,64 @@
 //! Products with frozen weights: no weight gradient is ever formed.
 
 use super::*;
+use std::sync::{Arc, OnceLock};
+
+/// A frozen weight's forms packed by the vendor BLAS ([`blas::Packed`]; oneMKL), for the
+/// forward product (`w^T`) and the backward one (`w`), each made by the first product that
+/// takes it. oneMKL packs the weight on every call otherwise, on every thread: 8% of the
+/// frozen MiniLM forward's samples on the 2-core Xeon (`scopy` of the weights and of the
+/// activations). The packed products give `cblas_sgemm`'s bits where they are taken (at
+/// least [`PACKED_MIN_ROWS`] rows a task), so the trained models' bits do not move.
+#[derive(Default)]
+pub struct FrozenPacks {
+    fwd: OnceLock<Option<blas::Packed>>,
+    bwd: OnceLock<Option<blas::Packed>>,
+}
+
+impl std::fmt::Debug for FrozenPacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = |c: &OnceLock<Option<blas::Packed>>| c.get().is_some_and(|p| p.is_some());
+        f.debug_struct("FrozenPacks")
+            .field("fwd", &made(&self.fwd))
+            .field("bwd", &made(&self.bwd))
+            .finish()
+    }
+}
+
+/// The fewest rows a task of [`rows_gemm`] must have for the packed products: oneMKL's
+/// `cblas_sgemm` takes another path for products of fewer than 16 rows, whose sums differ
+/// from the packed products' (measured at BERT's and RoBERTa's shapes, 1 to 1,024 rows: the
+/// same bits from 16 rows up; `tests/blas.rs` checks the sizes used here).
+pub const PACKED_MIN_ROWS: usize = 32;
+
+impl FrozenPacks {
+    fn get(
+        cell: &OnceLock<Option<blas::Packed>>,
+        rows: usize,
+        make: impl FnOnce() -> Option<blas::Packed>,
+    ) -> Option<&blas::Packed> {
+        if !blas::packs() || fewest_rows_per_task(rows) < PACKED_MIN_ROWS {
+            return None;
+        }
+        cell.get_or_init(make).as_ref()
+    }
+    /// The forward product's packed `w^T`, for `rows` rows of input.
+    pub(crate) fn fwd(
+        &self,
+        rows: usize,
+        make: impl FnOnce() -> Option<blas::Packed>,
+    ) -> Option<&blas::Packed> {
+        Self::get(&self.fwd, rows, make)
+    }
+    /// The backward product's packed `w`, for `rows` rows of gradient.
+    pub(crate) fn bwd(
+        &self,
+        rows: usize,
+        make: impl FnOnce() -> Option<blas::Packed>,
+    ) -> Option<&blas::Packed> {
+        Self::get(&self.bwd, rows, make)
+    }
+}
 
 /// `x @ w^T + b` for a frozen `w` `(out, in)`: one `gemm` call into rows preset to `b`. Its
 /// backward returns the gradient of `x` only: candle's own matmul backward also computes
@@ -16,6 +74,7 @@ use super::*;
 /// reads `w` itself, in the layout its product wants.
 pub(crate) struct FrozenLinear {
     transposed_of: Option<Tensor>,
+    packs: Option<Arc<FrozenPacks>>,
 }
 
 impl CustomOp3 for FrozenLinear {
@@ -52,7 +111,19 @@ impl CustomOp3 for FrozenLinear {
                 b.len()
             );
         }
-        let y = rows_gemm(x, inp, w.as_ptr(), rhs_strides, out, Some(b));
+        let rows = x.len() / inp.max(1);
+        let packed = match (&self.packs, &self.transposed_of) {
+            (Some(p), None) => p.fwd(rows, || {
+                // SAFETY: w is (out, inp) row-major: rhs element (k, j) at w[j * inp + k].
+                unsafe { blas::pack(blas::Side::Rhs, inp, out, w.as_ptr(), (1, inp), rows) }
+            }),
+            _ => None,
+        };
+        let rhs = match packed {
+            Some(p) => Rhs::Packed(p),
+            None => Rhs::At(w.as_ptr(), rhs_strides),
+        };
+        let y = rows_gemm(x, inp, rhs, out, Some(b));
         Ok((storage(y), with_last(l1.shape(), out)))
     }
     fn bwd(
@@ -64,11 +135,12 @@ impl CustomOp3 for FrozenLinear {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let w = self.transposed_of.as_ref().unwrap_or(w);
+        let dx = DenseDx {
+            w_is_out_in: true,
+            packs: self.packs.clone(),
+        };
         Ok((
-            Some(
-                grad.contiguous()?
-                    .apply_op2_no_bwd(w, &DenseDx { w_is_out_in: true })?,
-            ),
+            Some(grad.contiguous()?.apply_op2_no_bwd(w, &dx)?),
             None,
             None,
         ))
@@ -78,12 +150,25 @@ impl CustomOp3 for FrozenLinear {
 /// `x @ w^T + b` for `x` `(..., in)`, a frozen weight `w` `(out, in)` and bias `b` `(out)`
 /// (a BERT linear layer); the gradient flows to `x` only. Other devices: candle ops.
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    frozen_linear_packed(x, w, b, None)
+}
+
+/// [`frozen_linear`] with the weight's packed forms kept in `packs` ([`FrozenPacks`]: made by
+/// the first products that take them, where a BLAS that packs is in use), which must belong to
+/// this `w` alone.
+pub fn frozen_linear_packed(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    packs: Option<&Arc<FrozenPacks>>,
+) -> Result<Tensor> {
     if fused(x) && fused(w) && fused(b) {
         x.contiguous()?.apply_op3(
             &w.contiguous()?,
             &b.contiguous()?,
             FrozenLinear {
                 transposed_of: None,
+                packs: packs.cloned(),
             },
         )
     } else {
@@ -122,6 +207,7 @@ pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Resul
             &b.contiguous()?,
             FrozenLinear {
                 transposed_of: Some(w.contiguous()?),
+                packs: None,
             },
         )
     } else {
@@ -136,9 +222,7 @@ pub fn frozen_linear_t(x: &Tensor, w: &Tensor, wt: &Tensor, b: &Tensor) -> Resul
 /// kernels for at most 256 outputs, the matrix-vector loops for one row or column, the
 /// outer-product loop for a depth of at most 2.
 pub(crate) fn same_sums_either_way(rows: usize, inp: usize, out: usize) -> bool {
-    let per = super::dense::rows_per_task(rows);
-    let last = rows - per * (rows.div_ceil(per).max(1) - 1);
-    let fewest = per.min(last);
+    let fewest = super::dense::fewest_rows_per_task(rows);
     fewest >= 2 && out >= 2 && fewest * out > 256 && inp >= 3
 }
 
@@ -159,7 +243,11 @@ impl CustomOp2 for FrozenMatmulT {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        DenseDx { w_is_out_in: false }.cpu_fwd(s1, l1, s2, l2)
+        DenseDx {
+            w_is_out_in: false,
+            packs: None,
+        }
+        .cpu_fwd(s1, l1, s2, l2)
     }
     fn bwd(
         &self,
@@ -169,10 +257,13 @@ impl CustomOp2 for FrozenMatmulT {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((
-            Some(
-                grad.contiguous()?
-                    .apply_op2_no_bwd(w, &DenseDx { w_is_out_in: true })?,
-            ),
+            Some(grad.contiguous()?.apply_op2_no_bwd(
+                w,
+                &DenseDx {
+                    w_is_out_in: true,
+                    packs: None,
+                },
+            )?),
             None,
         ))
     }

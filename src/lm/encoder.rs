@@ -26,6 +26,9 @@ struct Linear {
     /// `crate::kernels::frozen_linear_t`).
     weight_t: Option<Tensor>,
     bias: Tensor,
+    /// The weight packed by a vendor BLAS, where one that packs is in use (see
+    /// `crate::kernels::FrozenPacks`).
+    packs: std::sync::Arc<crate::kernels::FrozenPacks>,
 }
 
 impl Linear {
@@ -44,6 +47,7 @@ impl Linear {
             weight,
             weight_t,
             bias,
+            packs: Default::default(),
         })
     }
 }
@@ -52,7 +56,9 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight_t {
             Some(wt) => crate::kernels::frozen_linear_t(x, &self.weight, wt, &self.bias),
-            None => crate::kernels::frozen_linear(x, &self.weight, &self.bias),
+            None => {
+                crate::kernels::frozen_linear_packed(x, &self.weight, &self.bias, Some(&self.packs))
+            }
         }
     }
 }
