@@ -2,7 +2,8 @@
 //! bits at the sizes the kernels take them for: the frozen language model's weights packed as
 //! the right operand (forward `x @ w^T` and backward `g @ w`, BERT's and RoBERTa-base's
 //! shapes, 16 to 1,024 rows a task), reading the destination (the bias preset) or not; the
-//! values against an f64 reference; and the frozen linear layer with its packs against the
+//! feature networks' transformed Winograd weights packed as the left operand; the values
+//! against an f64 reference; and the frozen linear layer with its packs against the
 //! one without, forward and backward, bit for bit. Where no BLAS that packs is loaded (the gemm
 //! crate, OpenBLAS) there is nothing to compare, said so. One test per binary: the backend
 //! switch is process-wide.
@@ -128,6 +129,69 @@ fn packed_products_give_sgemms_bits() {
         }
     }
     assert_eq!(cases, layers.len() * 7 * 2 * 2);
+
+    // The Winograd position products: `U_xi` (co x c) packed as the left operand, `V_xi` (c x
+    // nt, a tile's channels contiguous: column stride c8) as stored; VGG16's, Inception's
+    // and AlexNet's weight-heavy shapes.
+    for (si, &(co, nt, c)) in [
+        (512usize, 16usize, 512usize),
+        (512, 32, 512),
+        (512, 32, 256),
+        (384, 64, 448),
+        (256, 40, 384),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c8 = c.div_ceil(8) * 8;
+        let u = fill(co * c, 80 + si as u64);
+        let v = fill(nt * c8, 90 + si as u64);
+        let packed =
+            unsafe { blas::pack(Side::Lhs, co, c, u.as_ptr(), (c, 1), 32) }.expect("pack U");
+        let (mut plain, mut got) = (vec![f32::NAN; co * nt], vec![f32::NAN; co * nt]);
+        unsafe {
+            blas::sgemm(
+                co,
+                nt,
+                c,
+                plain.as_mut_ptr(),
+                nt,
+                false,
+                u.as_ptr(),
+                (c, 1),
+                v.as_ptr(),
+                (1, c8),
+                0.0,
+                1.0,
+                Par::None,
+            );
+            blas::sgemm_packed(
+                co,
+                nt,
+                c,
+                got.as_mut_ptr(),
+                nt,
+                false,
+                &packed,
+                v.as_ptr(),
+                (1, c8),
+            );
+        }
+        assert!(
+            bits(&plain) == bits(&got),
+            "{who}: U packed, {co} x {nt} x {c}: the bits differ"
+        );
+        for (i, j) in [(0, 0), (co / 2, nt / 3), (co - 1, nt - 1)] {
+            let want: f64 = (0..c)
+                .map(|p| u[i * c + p] as f64 * v[j * c8 + p] as f64)
+                .sum();
+            let g = got[i * nt + j] as f64;
+            assert!(
+                (g - want).abs() <= 1e-5 * (c as f64).sqrt() * 4.0,
+                "{who}: U packed {co} x {nt} x {c}: ({i}, {j}) {g} vs {want}"
+            );
+        }
+    }
 
     // The frozen linear layer with its packs (the language model's) against the one without:
     // output and input gradient, bit for bit, at MiniLM's FFN shape and 16 x 64 tokens.

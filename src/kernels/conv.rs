@@ -28,6 +28,7 @@
 //! other.
 
 use super::blas::{sgemm, Par};
+use super::winograd::Transformed;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -150,7 +151,7 @@ pub(crate) enum WinoPath<'a> {
 /// A layer's Winograd transforms of its weights, one per [`super::winograd::Tile`] (the tile
 /// follows the map's size), each made by the first call that takes it.
 /// The last cell keeps the 1-D transform of a 1 x r or r x 1 layer ([`super::winograd::line`]).
-pub(crate) type TileCache = [std::sync::OnceLock<Arc<Vec<f32>>>; super::winograd::TILES + 1];
+pub(crate) type TileCache = [std::sync::OnceLock<Arc<Transformed>>; super::winograd::TILES + 1];
 
 /// A convolution layer of a frozen network: weights, bias, geometry, activation, and the
 /// weights' Winograd transforms once the first CPU calls have computed them.
@@ -264,9 +265,9 @@ fn s2d_weights(w: &[f32], [co, c, k]: [usize; 3], s: usize) -> Vec<f32> {
 
 /// The weights' transform in `cell`, made by `make` on the first call (an error is not kept).
 fn kept(
-    cell: &std::sync::OnceLock<Arc<Vec<f32>>>,
-    make: impl FnOnce() -> Result<Arc<Vec<f32>>>,
-) -> Result<Arc<Vec<f32>>> {
+    cell: &std::sync::OnceLock<Arc<Transformed>>,
+    make: impl FnOnce() -> Result<Arc<Transformed>>,
+) -> Result<Arc<Transformed>> {
     match cell.get() {
         Some(u) => Ok(u.clone()),
         None => {
@@ -321,9 +322,11 @@ fn conv_relu_below(
     let line = match super::winograd::line::kernel(kh, kw, g.stride, g.pad) {
         None => None,
         Some((r, _)) => {
-            let make = || -> Result<Arc<Vec<f32>>> {
+            let make = || -> Result<Arc<Transformed>> {
                 let w = weight.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Arc::new(super::winograd::line::weights(&w, co, c, r)))
+                Ok(Arc::new(Transformed::new(super::winograd::line::weights(
+                    &w, co, c, r,
+                ))))
             };
             let geometry = (kh, kw, g.stride, g.pad);
             match &wino {
@@ -341,19 +344,25 @@ fn conv_relu_below(
     let tile = super::winograd::tile_for(super::winograd::s2d_kernel(kh, g.stride), ho, wo);
     let wino = match (wino, tile) {
         (_, None) => None,
-        (WinoPath::Always, Some(t)) if super::winograd::fits(kh, kw, g.stride) => {
-            Some((t, Arc::new(transformed(weight, g.stride, t)?)))
-        }
+        (WinoPath::Always, Some(t)) if super::winograd::fits(kh, kw, g.stride) => Some((
+            t,
+            Arc::new(Transformed::new(transformed(weight, g.stride, t)?)),
+        )),
         // The transform's epilogue has one ReLU flag for all channels.
         _ if relu != 0 && relu < co => None,
         _ if !super::winograd::eligible(c, co, kh, kw, g.stride, [n, ho, wo]) => None,
         (WinoPath::Cached(cells), Some(t)) => Some((
             t,
             kept(&cells[t.index()], || {
-                Ok(Arc::new(transformed(weight, g.stride, t)?))
+                Ok(Arc::new(Transformed::new(transformed(
+                    weight, g.stride, t,
+                )?)))
             })?,
         )),
-        (WinoPath::Auto, Some(t)) => Some((t, Arc::new(transformed(weight, g.stride, t)?))),
+        (WinoPath::Auto, Some(t)) => Some((
+            t,
+            Arc::new(Transformed::new(transformed(weight, g.stride, t)?)),
+        )),
         (WinoPath::Off | WinoPath::Always, _) => None,
     };
     let plan = ConvPlan {
@@ -539,9 +548,9 @@ const GROUP_COLUMNS: usize = 1024;
 struct ConvPlan {
     /// The tile and the weights' Winograd transform for it, for a convolution that takes
     /// that path.
-    wino: Option<(super::winograd::Tile, Arc<Vec<f32>>)>,
+    wino: Option<(super::winograd::Tile, Arc<Transformed>)>,
     /// The 1-D transform of the weights of a 1 x r or r x 1 convolution that takes that path.
-    line: Option<Arc<Vec<f32>>>,
+    line: Option<Arc<Transformed>>,
     n: usize,
     c: usize,
     h: usize,

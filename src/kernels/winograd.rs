@@ -31,10 +31,11 @@
 //! against 2.0e-6 for F(4x4, 3x3)). The FID and LPIPS goldens against PyTorch and numpy hold at
 //! their tolerances.
 
-use super::blas::{sgemm, Par};
+use super::blas::{self, sgemm, Par};
 use super::simd::avx2_on;
 use super::{with_scratch, SendPtr};
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Tiles transformed together, one per vector lane.
 const L: usize = 8;
@@ -742,7 +743,7 @@ impl Wino {
     pub(crate) fn run(
         &self,
         x: &[f32],
-        u: &[f32],
+        u: &Transformed,
         bias: &[f32],
         out: &mut [std::mem::MaybeUninit<f32>],
     ) {
@@ -849,14 +850,66 @@ pub(super) fn padded_planes(
     })
 }
 
+/// A layer's transformed weights `U` (its positions' `co x c` matrices, one after another:
+/// [`winograd_weights`], [`line::weights`]), and those matrices packed by the BLAS
+/// ([`blas::Packed`]) once the first products have asked for them, where that pays
+/// ([`PACK_MIN`]).
+pub(crate) struct Transformed {
+    u: Vec<f32>,
+    packed: OnceLock<Option<Vec<blas::Packed>>>,
+}
+
+/// The smallest `U_xi` (`co * c` floats, 256 KiB) whose products take it packed, where the
+/// BLAS in use packs: the larger matrices come from memory in every product, where oneMKL's
+/// kernel for products this narrow reads them as stored (`nocopy`) and waits on them; packed,
+/// its copying kernels stream them (VGG16 at 64 px on the Xeon: `512 x 32 x 512` at 89 ->
+/// 107 GFLOP/s, `512 x 32 x 256` 80 -> 103, `512 x 16 x 512` 52 -> 59). Smaller ones stay
+/// in cache and ran slower packed (`64 x 64 x 64` 140 -> 97, `128 x 32 x 128` 142 -> 108).
+pub(crate) const PACK_MIN: usize = 64 * 1024;
+
+impl Transformed {
+    pub(crate) fn new(u: Vec<f32>) -> Self {
+        Self {
+            u,
+            packed: OnceLock::new(),
+        }
+    }
+
+    /// The positions' `U_xi` packed as left operands (made by the first call), or `None`
+    /// (no BLAS in use packs, `U_xi` smaller than [`PACK_MIN`], or the packing failed).
+    fn packed(&self, positions: usize, co: usize, c: usize, nt: usize) -> Option<&[blas::Packed]> {
+        if co * c < PACK_MIN || !blas::packs() {
+            return None;
+        }
+        let made = self.packed.get_or_init(|| {
+            (0..positions)
+                .map(|xi| {
+                    let u = &self.u[xi * co * c..(xi + 1) * co * c];
+                    // SAFETY: U_xi is co x c row-major, inside `u`.
+                    unsafe { blas::pack(blas::Side::Lhs, co, c, u.as_ptr(), (c, 1), nt) }
+                })
+                .collect()
+        });
+        made.as_deref()
+            .filter(|p| p.len() == positions && p[0].dims() == (co, c))
+    }
+}
+
+impl std::ops::Deref for Transformed {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.u
+    }
+}
+
 /// `M_xi = U_xi . V_xi` for the `positions` positions of a block: `U_xi` `co x c` row-major
-/// (`xi * co * c` into `u`), `V_xi` `c x nt` with a tile's channels contiguous (column stride
+/// (`xi * co * c` into `u`; packed where [`Transformed::packed`] has them), `V_xi` `c x nt` with a tile's channels contiguous (column stride
 /// `c8`, [`xi_stride`] apart in `v`), `M_xi` `co x nt` ([`xi_stride`] apart in `m`); on this
 /// thread, or the positions across the threads when `across`.
 pub(super) fn position_products(
     positions: usize,
     [co, nt, c, c8]: [usize; 4],
-    u: &[f32],
+    u: &Transformed,
     v: &[f32],
     m: &mut [f32],
     across: bool,
@@ -868,11 +921,25 @@ pub(super) fn position_products(
             && c <= c8
     );
     let mp = SendPtr(m.as_mut_ptr());
+    let packed = u.packed(positions, co, c, nt);
     let product = |xi: usize| {
         // SAFETY: U_xi is co x c row-major; V_xi is c x nt, a tile's channels contiguous (row
         // stride 1, column stride c8); M_xi is co x nt (row stride nt); all lie inside their
         // buffers (checked above), and each xi writes its own M_xi.
         unsafe {
+            if let Some(p) = packed {
+                return blas::sgemm_packed(
+                    co,
+                    nt,
+                    c,
+                    mp.get().add(xi * xi_stride(co * nt)),
+                    nt,
+                    false,
+                    &p[xi],
+                    v.as_ptr().add(xi * xi_stride(c8 * nt)),
+                    (1, c8),
+                );
+            }
             sgemm(
                 co,
                 nt,

@@ -135,7 +135,7 @@ impl Line {
     pub(crate) fn run(
         &self,
         x: &[f32],
-        u: &[f32],
+        u: &super::Transformed,
         bias: &[f32],
         out: &mut [std::mem::MaybeUninit<f32>],
     ) {
