@@ -5,19 +5,10 @@
 //! says it does on this CPU (oneMKL on an Intel CPU, the gemm crate elsewhere), never a silent
 //! fallback. One test per binary: the backend switch is process-wide.
 
-use lqae::kernels::blas::{self, Par};
+mod common;
 
-fn fill(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use common::fill;
+use lqae::kernels::blas::{self, Par};
 
 /// An `r x c` operand stored row-major (`trans` false: element (i, j) at i * ld + j) or as the
 /// transpose of a row-major `c x r` (element (i, j) at j * ld + i), with `pad` spare columns.

@@ -8,21 +8,12 @@
 //! crate, OpenBLAS) there is nothing to compare, said so. One test per binary: the backend
 //! switch is process-wide.
 
+mod common;
+
 use candle_core::{Device, Tensor, Var};
+use common::fill;
 use lqae::kernels::blas::{self, Par, Side};
 use std::sync::Arc;
-
-fn fill(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()

@@ -241,7 +241,7 @@ impl CustomOp2 for DenseDx {
         let rows = g.len() / out.max(1);
         let packed = match &self.packs {
             // rhs = w (out x inp) as stored.
-            Some(p) if self.w_is_out_in => p.bwd(rows, || {
+            Some(p) if self.w_is_out_in => p.get(true, rows, || {
                 // SAFETY: w is (out, inp) row-major, `out * inp` floats.
                 unsafe { blas::pack(blas::Side::Rhs, out, inp, w.as_ptr(), (inp, 1), rows) }
             }),

@@ -32,31 +32,20 @@ impl std::fmt::Debug for FrozenPacks {
 pub const PACKED_MIN_ROWS: usize = 32;
 
 impl FrozenPacks {
-    fn get(
-        cell: &OnceLock<Option<blas::Packed>>,
+    /// The packed `w` of the backward product (`backward`) or `w^T` of the forward one, for
+    /// products of `rows` rows: made by `make` on the first call that takes it; `None` where
+    /// no BLAS in use packs or a task would have fewer than [`PACKED_MIN_ROWS`] rows.
+    pub(crate) fn get(
+        &self,
+        backward: bool,
         rows: usize,
         make: impl FnOnce() -> Option<blas::Packed>,
     ) -> Option<&blas::Packed> {
         if !blas::packs() || fewest_rows_per_task(rows) < PACKED_MIN_ROWS {
             return None;
         }
+        let cell = if backward { &self.bwd } else { &self.fwd };
         cell.get_or_init(make).as_ref()
-    }
-    /// The forward product's packed `w^T`, for `rows` rows of input.
-    pub(crate) fn fwd(
-        &self,
-        rows: usize,
-        make: impl FnOnce() -> Option<blas::Packed>,
-    ) -> Option<&blas::Packed> {
-        Self::get(&self.fwd, rows, make)
-    }
-    /// The backward product's packed `w`, for `rows` rows of gradient.
-    pub(crate) fn bwd(
-        &self,
-        rows: usize,
-        make: impl FnOnce() -> Option<blas::Packed>,
-    ) -> Option<&blas::Packed> {
-        Self::get(&self.bwd, rows, make)
     }
 }
 
@@ -113,7 +102,7 @@ impl CustomOp3 for FrozenLinear {
         }
         let rows = x.len() / inp.max(1);
         let packed = match (&self.packs, &self.transposed_of) {
-            (Some(p), None) => p.fwd(rows, || {
+            (Some(p), None) => p.get(false, rows, || {
                 // SAFETY: w is (out, inp) row-major: rhs element (k, j) at w[j * inp + k].
                 unsafe { blas::pack(blas::Side::Rhs, inp, out, w.as_ptr(), (1, inp), rows) }
             }),
