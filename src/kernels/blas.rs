@@ -410,6 +410,17 @@ fn nt((_, cs): (usize, usize)) -> char {
     }
 }
 
+/// A `rows x cols` row-major operand at strides `(rs, cs)` as CBLAS reads it: a unit column
+/// stride is "no transpose" with its row stride as the leading dimension; a unit row stride is
+/// the transpose of a row-major matrix.
+fn cblas_op((rs, cs): (usize, usize), rows: usize, cols: usize) -> (i32, usize) {
+    if cs == 1 && (rs >= cols || rows == 1) {
+        (NO_TRANS, rs.max(cols).max(1))
+    } else {
+        (TRANS, cs.max(rows).max(1))
+    }
+}
+
 /// Which operand of a product a [`Packed`] matrix is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -498,11 +509,7 @@ pub unsafe fn pack(
     if ptr == libc::MAP_FAILED {
         return None;
     }
-    let (trans, ld) = if cs == 1 && (rs >= cols || rows == 1) {
-        (NO_TRANS, rs.max(cols).max(1))
-    } else {
-        (TRANS, cs.max(rows).max(1))
-    };
+    let (trans, ld) = cblas_op((rs, cs), rows, cols);
     (api.pack)(
         ROW_MAJOR,
         ident,
@@ -558,11 +565,7 @@ pub unsafe fn sgemm_packed(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let (trans, ld) = if cs == 1 && (rs >= o_dims.1 || o_dims.0 == 1) {
-        (NO_TRANS, rs.max(o_dims.1).max(1))
-    } else {
-        (TRANS, cs.max(o_dims.0).max(1))
-    };
+    let (trans, ld) = cblas_op((rs, cs), o_dims.0, o_dims.1);
     let c_beta = if read_dst { 1.0 } else { 0.0 };
     let mark = if trans == TRANS { 'T' } else { 'N' };
     let key = match packed.side {
@@ -692,17 +695,8 @@ unsafe fn sgemm_inner(
             m, n, k, dst, dst_rs, read_dst, lhs, ls, rhs, rs, alpha, beta, par,
         );
     };
-    // Row-major operands: a unit column stride is "no transpose" with its row stride as the
-    // leading dimension; a unit row stride is the transpose of a row-major matrix.
-    let op = |rs: usize, cs: usize, cols: usize, rows: usize| {
-        if cs == 1 && (rs >= cols || rows == 1) {
-            (NO_TRANS, rs.max(cols).max(1))
-        } else {
-            (TRANS, cs.max(rows).max(1))
-        }
-    };
-    let (ta, lda) = op(lhs_rs, lhs_cs, k, m);
-    let (tb, ldb) = op(rhs_rs, rhs_cs, n, k);
+    let (ta, lda) = cblas_op((lhs_rs, lhs_cs), m, k);
+    let (tb, ldb) = cblas_op((rhs_rs, rhs_cs), k, n);
     let c_beta = if read_dst { alpha } else { 0.0 };
     let (sg, lhs_a, rhs_a, dst_a) = (b.sgemm, lhs as usize, rhs as usize, dst as usize);
     // Rows r0..r0+rows of dst from the same rows of lhs (element (r0, 0) is at r0 * lhs_rs).
