@@ -35,7 +35,13 @@ fn main() -> Result<()> {
         )));
     }
     let k = &mut ks[0];
-    let times = k.time_for(0.0, calls.max(1), calls.max(1))?;
+    // Where the CLI runs its commands: on the kernels' pool (`kernels::on_pool`);
+    // `LQAE_OFF_POOL=1` keeps the calls on the main thread, for A/B runs.
+    let times = if std::env::var_os("LQAE_OFF_POOL").is_some() {
+        k.time_for(0.0, calls.max(1), calls.max(1))?
+    } else {
+        lqae::kernels::on_pool(|| k.time_for(0.0, calls.max(1), calls.max(1)))?
+    };
     if let Some(r) = lqae::kernels::blas::profile_report() {
         println!("{r}");
     }

@@ -145,6 +145,14 @@ fn reproduces(dir: &Path, m: &Manifest, steps: usize) {
 
 #[test]
 fn shipped_recipes_reproduce_their_first_20_logged_steps() {
+    // Where the CLI trains: on the kernels' thread pool (`kernels::on_pool`), which must not
+    // change the bits.
+    lqae::kernels::tune_threads();
+    lqae::kernels::on_pool(shipped_recipes_reproduce);
+}
+
+fn shipped_recipes_reproduce() {
+    assert!(rayon::current_thread_index().is_some(), "not on the pool");
     let models = shipped::models_dir();
     let mut names = Vec::new();
     for e in std::fs::read_dir(&models).unwrap() {

@@ -105,7 +105,8 @@ fn main() {
     lqae::kernels::tune_threads();
     lqae::kernels::tune_allocator();
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    // On the kernels' own thread pool (`kernels::on_pool`: fewer wake-ups per parallel op).
+    if let Err(e) = lqae::kernels::on_pool(|| run(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
