@@ -26,6 +26,11 @@ avx2_or_baseline! {
     }
 }
 
+/// `acc += g` element by element (the first `min` of the lengths), on this thread.
+pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
+    add_to(acc, g)
+}
+
 avx2_or_baseline! {
     /// `acc += g` element by element.
     fn add_to(acc: &mut [f32], g: &[f32]) {

@@ -17,15 +17,40 @@ pub(crate) fn rows_gemm(
     out: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    rows_gemm_plus(x, inp, rhs, out, bias, None)
+}
+
+/// [`rows_gemm`], then `y += residual` (`rows x out`, as long as `y`) by each task on its own
+/// rows straight after its product, while they are still in its cache: the same sums as a
+/// separate addition after the product (`(x @ rhs + bias) + residual`), one pass over `y`
+/// and one parallel op fewer.
+pub(crate) fn rows_gemm_plus(
+    x: &[f32],
+    inp: usize,
+    rhs: Rhs,
+    out: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
     let rows = x.len() / inp.max(1);
+    if let Some(r) = residual {
+        assert_eq!(r.len(), rows * out, "rows_gemm: the residual's size");
+    }
     let per = rows_per_task(rows);
     let mut y = Vec::<f32>::with_capacity(rows * out);
     let yp = SendPtr(y.as_mut_ptr());
     (0..rows.div_ceil(per)).into_par_iter().for_each(|task| {
         let r0 = task * per;
+        let m = per.min(rows - r0);
         // SAFETY: this task alone writes rows r0..r0+m of y, inside its capacity (rows * out);
-        // the caller vouches for rhs and its strides.
-        unsafe { rows_block(yp.get(), x, inp, (r0, per.min(rows - r0)), &rhs, out, bias) };
+        // the caller vouches for rhs and its strides. Those rows are then written whole.
+        unsafe {
+            rows_block(yp.get(), x, inp, (r0, m), &rhs, out, bias);
+            if let Some(r) = residual {
+                let mine = std::slice::from_raw_parts_mut(yp.get().add(r0 * out), m * out);
+                add_assign(mine, &r[r0 * out..(r0 + m) * out]);
+            }
+        }
     });
     // SAFETY: the tasks cover rows 0..rows and wrote every element of each.
     unsafe { y.set_len(rows * out) };

@@ -66,11 +66,10 @@ pub(crate) struct FrozenLinear {
     packs: Option<Arc<FrozenPacks>>,
 }
 
-impl CustomOp3 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "lqae-frozen-linear"
-    }
-    fn cpu_fwd(
+impl FrozenLinear {
+    /// `x @ w^T + b [+ residual]` (the op's inputs as [`FrozenLinear`] takes them).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -78,6 +77,7 @@ impl CustomOp3 for FrozenLinear {
         l2: &Layout,
         s3: &CpuStorage,
         l3: &Layout,
+        residual: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "linear")?;
         let w = slice(s2, l2, "linear weight")?;
@@ -101,6 +101,12 @@ impl CustomOp3 for FrozenLinear {
             );
         }
         let rows = x.len() / inp.max(1);
+        if let Some(r) = residual.filter(|r| r.len() != rows * out) {
+            candle_core::bail!(
+                "linear: a residual of {} values for {rows} x {out} outputs",
+                r.len()
+            );
+        }
         let packed = match (&self.packs, &self.transposed_of) {
             (Some(p), None) => p.get(false, rows, || {
                 // SAFETY: w is (out, inp) row-major: rhs element (k, j) at w[j * inp + k].
@@ -112,8 +118,35 @@ impl CustomOp3 for FrozenLinear {
             Some(p) => Rhs::Packed(p),
             None => Rhs::At(w.as_ptr(), rhs_strides),
         };
-        let y = rows_gemm(x, inp, rhs, out, Some(b));
+        let y = rows_gemm_plus(x, inp, rhs, out, Some(b), residual);
         Ok((storage(y), with_last(l1.shape(), out)))
+    }
+
+    /// The input gradient: `grad @ w` (`w` as stored, `(out, in)`).
+    fn dx(&self, w: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let w = self.transposed_of.as_ref().unwrap_or(w);
+        let dx = DenseDx {
+            w_is_out_in: true,
+            packs: self.packs.clone(),
+        };
+        grad.contiguous()?.apply_op2_no_bwd(w, &dx)
+    }
+}
+
+impl CustomOp3 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "lqae-frozen-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward(s1, l1, s2, l2, s3, l3, None)
     }
     fn bwd(
         &self,
@@ -123,16 +156,50 @@ impl CustomOp3 for FrozenLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let w = self.transposed_of.as_ref().unwrap_or(w);
-        let dx = DenseDx {
-            w_is_out_in: true,
-            packs: self.packs.clone(),
-        };
-        Ok((
-            Some(grad.contiguous()?.apply_op2_no_bwd(w, &dx)?),
-            None,
-            None,
-        ))
+        Ok((Some(self.dx(w, grad)?), None, None))
+    }
+}
+
+/// `x @ w^T + b + r` for a frozen `w` and `b` (kept in the op) and a residual `r` as large as
+/// the output (a BERT layer's `dense(x) + x` before its LayerNorm): [`FrozenLinear`] with
+/// the residual added by each task to its rows straight after their product
+/// ([`rows_gemm_plus`]), where candle's addition was one more parallel op and pass over the
+/// output. The same sums, so the same bits. Backward: `grad @ w` to `x`, `grad` to `r`.
+pub(crate) struct FrozenLinearPlus {
+    linear: FrozenLinear,
+    w: Tensor,
+    b: Tensor,
+}
+
+impl CustomOp2 for FrozenLinearPlus {
+    fn name(&self) -> &'static str {
+        "lqae-frozen-linear-plus"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let r = slice(s2, l2, "linear residual")?;
+        let (ws, wl) = self.w.storage_and_layout();
+        let (bs, bl) = self.b.storage_and_layout();
+        match (&*ws, &*bs) {
+            (candle_core::Storage::Cpu(w), candle_core::Storage::Cpu(b)) => {
+                self.linear.forward(s1, l1, w, wl, b, bl, Some(r))
+            }
+            _ => candle_core::bail!("linear: the weight and bias must be on the CPU"),
+        }
+    }
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(self.linear.dx(&self.w, grad)?), Some(grad.clone())))
     }
 }
 
@@ -162,6 +229,36 @@ pub fn frozen_linear_packed(
         )
     } else {
         x.broadcast_matmul(&w.t()?)?.broadcast_add(b)
+    }
+}
+
+/// `x @ w^T + b + r` ([`frozen_linear_packed`] plus a residual `r` of the output's shape),
+/// with the addition done by the product's tasks ([`FrozenLinearPlus`]); the gradient flows
+/// to `x` and `r`. Other devices, and a weight or bias that is not contiguous: the product,
+/// then candle's addition.
+pub fn frozen_linear_plus(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+    packs: Option<&Arc<FrozenPacks>>,
+) -> Result<Tensor> {
+    if fused(x) && fused(w) && fused(b) && fused(r) && w.is_contiguous() && b.is_contiguous() {
+        let op = FrozenLinearPlus {
+            linear: FrozenLinear {
+                transposed_of: None,
+                packs: packs.cloned(),
+            },
+            w: w.clone(),
+            b: b.clone(),
+        };
+        let y = x.contiguous()?.apply_op2(&r.contiguous()?, op)?;
+        if y.dims() != r.dims() {
+            candle_core::bail!("linear: output {:?}, residual {:?}", y.dims(), r.dims());
+        }
+        Ok(y)
+    } else {
+        frozen_linear_packed(x, w, b, packs)? + r
     }
 }
 
@@ -269,5 +366,60 @@ pub fn frozen_matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op2(&w.contiguous()?, FrozenMatmulT)
     } else {
         x.broadcast_matmul(&w.t()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// The residual added by the product's tasks gives the bits of the product then candle's
+    /// addition: output and both gradients, with and without the packed weight, at MiniLM's
+    /// output-layer shape (16 x 64 tokens, 1536 -> 384); a residual of another shape is an
+    /// error that says so.
+    #[test]
+    fn frozen_linear_plus_gives_the_sums_of_the_product_then_the_addition() {
+        let dev = Device::Cpu;
+        let (inp, out) = (1536, 384);
+        let u = |seed: u64, shape: &[usize]| {
+            let t = crate::rng::uniform_tensor(shape, seed, &dev).unwrap();
+            t.affine(2.0, -1.0).unwrap()
+        };
+        let w = u(1, &[out, inp]);
+        let b = u(2, &[out]);
+        let x = Var::from_tensor(&u(3, &[16, 64, inp])).unwrap();
+        let r = Var::from_tensor(&u(4, &[16, 64, out])).unwrap();
+        let run = |y: Tensor| {
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            [
+                bits(&y),
+                bits(g.get(x.as_tensor()).unwrap()),
+                bits(g.get(r.as_tensor()).unwrap()),
+            ]
+        };
+        let (xt, rt) = (x.as_tensor(), r.as_tensor());
+        let want = run((frozen_linear(xt, &w, &b).unwrap() + rt).unwrap());
+        let packs = Arc::new(FrozenPacks::default());
+        for p in [None, Some(&packs)] {
+            let got = run(frozen_linear_plus(xt, &w, &b, rt, p).unwrap());
+            for (what, (a, g)) in ["output", "x gradient", "residual gradient"]
+                .iter()
+                .zip(want.iter().zip(&got))
+            {
+                assert!(a == g, "the {what} differs (packs: {})", p.is_some());
+            }
+        }
+        let short = r.as_tensor().narrow(1, 0, 32).unwrap();
+        let Err(e) = frozen_linear_plus(xt, &w, &b, &short, None) else {
+            panic!("a residual of the wrong shape was taken");
+        };
+        let e = e.to_string();
+        assert!(e.contains("residual"), "{e}");
     }
 }

@@ -63,6 +63,23 @@ impl Module for Linear {
     }
 }
 
+impl Linear {
+    /// `self.forward(x) + r`, the addition done by the product's tasks where it can be
+    /// (`crate::kernels::frozen_linear_plus`; the same bits as adding afterwards).
+    fn forward_plus(&self, x: &Tensor, r: &Tensor) -> Result<Tensor> {
+        match &self.weight_t {
+            Some(_) => self.forward(x)? + r,
+            None => crate::kernels::frozen_linear_plus(
+                x,
+                &self.weight,
+                &self.bias,
+                r,
+                Some(&self.packs),
+            ),
+        }
+    }
+}
+
 fn linear(inp: usize, out: usize, vb: VarBuilder) -> Result<Linear> {
     let (weight, bias) = linear_tensors(inp, out, vb)?;
     Linear::new(weight, bias)
@@ -189,14 +206,14 @@ impl Layer {
         let a = self.attention.forward(x, additive_mask)?;
         let x = self
             .attention_norm
-            .forward(&(self.attention_output.forward(&a)? + x)?)?;
+            .forward(&self.attention_output.forward_plus(&a, x)?)?;
         let f = self.intermediate.forward(&x)?;
         let f = match self.act {
             HiddenAct::Gelu => crate::kernels::gelu_erf(&f)?,
             HiddenAct::GeluTanh => crate::kernels::gelu_tanh(&f)?,
             HiddenAct::Relu => f.relu()?,
         };
-        self.output_norm.forward(&(self.output.forward(&f)? + x)?)
+        self.output_norm.forward(&self.output.forward_plus(&f, &x)?)
     }
 }
 
