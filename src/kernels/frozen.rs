@@ -17,10 +17,10 @@ pub struct FrozenPacks {
 
 impl std::fmt::Debug for FrozenPacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let made = |c: &OnceLock<Option<blas::Packed>>| c.get().is_some_and(|p| p.is_some());
+        let (fwd, bwd) = self.made();
         f.debug_struct("FrozenPacks")
-            .field("fwd", &made(&self.fwd))
-            .field("bwd", &made(&self.bwd))
+            .field("fwd", &fwd)
+            .field("bwd", &bwd)
             .finish()
     }
 }
@@ -32,6 +32,12 @@ impl std::fmt::Debug for FrozenPacks {
 pub const PACKED_MIN_ROWS: usize = 32;
 
 impl FrozenPacks {
+    /// Whether the forward and the backward product's packed forms have been made.
+    pub fn made(&self) -> (bool, bool) {
+        let made = |c: &OnceLock<Option<blas::Packed>>| c.get().is_some_and(|p| p.is_some());
+        (made(&self.fwd), made(&self.bwd))
+    }
+
     /// The packed `w` of the backward product (`backward`) or `w^T` of the forward one, for
     /// products of `rows` rows: made by `make` on the first call that takes it; `None` where
     /// no BLAS in use packs or a task would have fewer than [`PACKED_MIN_ROWS`] rows.
@@ -415,6 +421,11 @@ mod tests {
                 assert!(a == g, "the {what} differs (packs: {})", p.is_some());
             }
         }
+        // Where the BLAS in use packs (oneMKL), the second pass took the packed path.
+        assert!(
+            !blas::packs() || packs.made() == (true, true),
+            "the packed forms were not made: {packs:?}"
+        );
         let short = r.as_tensor().narrow(1, 0, 32).unwrap();
         let Err(e) = frozen_linear_plus(xt, &w, &b, &short, None) else {
             panic!("a residual of the wrong shape was taken");
