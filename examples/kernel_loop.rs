@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Prints the median and the fastest call in ms (on a shared machine the fastest is the
-//! steadier figure to compare builds by).
+//! steadier figure to compare builds by). The calls run on the kernels' thread pool, as
+//! `lqae-eval` runs its commands (`kernels::on_pool`); `LQAE_OFF_POOL=1` runs them on the main
+//! thread instead.
 
 use candle_core::Device;
 use lqae::error::{Error, Result};
