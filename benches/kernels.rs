@@ -39,6 +39,11 @@ fn median_s(group: &str, id: &str) -> Option<f64> {
 
 fn main() {
     lqae::kernels::tune_threads();
+    // On the kernels' thread pool, as `lqae-eval` runs its commands (`kernels::on_pool`).
+    lqae::kernels::on_pool(run)
+}
+
+fn run() {
     let mut c = Criterion::default().configure_from_args();
     let dev = device();
     let mut kernels = lqae::bench::all(&dev, false).expect("building the kernels");

@@ -154,6 +154,11 @@ fn summary() {
 
 fn main() {
     lqae::kernels::tune_threads();
+    // On the kernels' thread pool, as `lqae-eval` runs its commands (`kernels::on_pool`).
+    lqae::kernels::on_pool(run)
+}
+
+fn run() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();
