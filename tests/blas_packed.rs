@@ -11,13 +11,9 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::fill;
+use common::{bits, fill};
 use lqae::kernels::blas::{self, Par, Side};
 use std::sync::Arc;
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 #[test]
 fn packed_products_give_sgemms_bits() {

@@ -3,6 +3,8 @@
 //! there and back, panics come back to the caller, a call from the pool stays where it is, and
 //! the kernels give the same bits on the pool as off it.
 
+mod common;
+
 use candle_core::{Device, Var};
 use std::rc::Rc;
 
@@ -18,10 +20,7 @@ fn block_bits() -> (Vec<u32>, Vec<u32>) {
     let x = Var::from_tensor(&x).unwrap();
     let (y, _) = tr.forward(x.as_tensor()).unwrap();
     let g = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
-    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
-        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        v.iter().map(|f| f.to_bits()).collect()
-    };
+    let bits = |t: &candle_core::Tensor| common::bits(&t.flatten_all().unwrap().to_vec1().unwrap());
     (bits(&y), bits(g.get(x.as_tensor()).unwrap()))
 }
 

@@ -73,8 +73,8 @@ static POOL_TUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// and sleeps until they are done, so each parallel op costs two futex wake-ups and two
 /// context switches more than one called from inside, where the calling thread takes a task
 /// itself. On the 2-core Xeon (`kernel_loop`, alternating pairs, the whole call on the pool
-/// against on the main thread): the ViT block 0.98x, the LM forward 0.98x, the training step
-/// 0.96x, Inception 0.97x, AlexNet at 64 px 0.93x. Only the threads change: every kernel
+/// against on the main thread): the ViT block 0.947x, the LM forward 0.971x, VGG16 at 64 px
+/// 0.961x; the training step 0.96x, Inception 0.97x, AlexNet at 64 px 0.93x. Only the threads change: every kernel
 /// splits its work by sizes and the thread count, never by which thread runs it, so the
 /// results are the same bits (`tests/shipped.rs` runs the recipes on the pool).
 pub fn on_pool<R>(f: impl FnOnce() -> R) -> R {

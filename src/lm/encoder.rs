@@ -50,20 +50,7 @@ impl Linear {
             packs: Default::default(),
         })
     }
-}
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.weight_t {
-            Some(wt) => crate::kernels::frozen_linear_t(x, &self.weight, wt, &self.bias),
-            None => {
-                crate::kernels::frozen_linear_packed(x, &self.weight, &self.bias, Some(&self.packs))
-            }
-        }
-    }
-}
-
-impl Linear {
     /// `self.forward(x) + r`, the addition done by the product's tasks where it can be
     /// (`crate::kernels::frozen_linear_plus`; the same bits as adding afterwards).
     fn forward_plus(&self, x: &Tensor, r: &Tensor) -> Result<Tensor> {
@@ -76,6 +63,17 @@ impl Linear {
                 r,
                 Some(&self.packs),
             ),
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight_t {
+            Some(wt) => crate::kernels::frozen_linear_t(x, &self.weight, wt, &self.bias),
+            None => {
+                crate::kernels::frozen_linear_packed(x, &self.weight, &self.bias, Some(&self.packs))
+            }
         }
     }
 }

@@ -340,6 +340,11 @@ pub fn result_file(
     }
 }
 
+/// Floats as their bits, for comparisons that must be exact.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// `n` floats in [-1, 1) from a xorshift stream of `seed` (the BLAS tests' operands).
 pub fn fill(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

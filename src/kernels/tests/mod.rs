@@ -5,6 +5,12 @@ use candle_core::{Device, Var};
 
 mod feature_nets;
 
+/// A tensor's values as their bits, for comparisons that must be exact.
+fn bits(t: &Tensor) -> Vec<u32> {
+    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 fn rand(shape: &[usize], seed: u64) -> Var {
     Var::from_tensor(
         &crate::rng::uniform_tensor(shape, seed, &Device::Cpu)
@@ -388,6 +394,50 @@ fn frozen_linear_matches_candle_and_gives_no_weight_gradient() {
     assert!(g.get(w.as_tensor()).is_none() && g.get(b.as_tensor()).is_none());
 }
 
+/// The residual added by the product's tasks gives the bits of the product then candle's
+/// addition: output and both gradients, with and without the packed weight, at MiniLM's
+/// output-layer shape (16 x 64 tokens, 1536 -> 384); a residual of another shape is an
+/// error that says so.
+#[test]
+fn frozen_linear_plus_gives_the_sums_of_the_product_then_the_addition() {
+    let (inp, out) = (1536, 384);
+    let w = rand(&[out, inp], 1).as_tensor().detach();
+    let b = rand(&[out], 2).as_tensor().detach();
+    let x = rand(&[16, 64, inp], 3);
+    let r = rand(&[16, 64, out], 4);
+    let run = |y: Tensor| {
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        [
+            bits(&y),
+            bits(g.get(x.as_tensor()).unwrap()),
+            bits(g.get(r.as_tensor()).unwrap()),
+        ]
+    };
+    let (xt, rt) = (x.as_tensor(), r.as_tensor());
+    let want = run((frozen_linear(xt, &w, &b).unwrap() + rt).unwrap());
+    let packs = std::sync::Arc::new(FrozenPacks::default());
+    for p in [None, Some(&packs)] {
+        let got = run(frozen_linear_plus(xt, &w, &b, rt, p).unwrap());
+        for (what, (a, g)) in ["output", "x gradient", "residual gradient"]
+            .iter()
+            .zip(want.iter().zip(&got))
+        {
+            assert!(a == g, "the {what} differs (packs: {})", p.is_some());
+        }
+    }
+    // Where the BLAS in use packs (oneMKL), the second pass took the packed path.
+    assert!(
+        !blas::packs() || packs.made() == (true, true),
+        "the packed forms were not made: {packs:?}"
+    );
+    let short = r.as_tensor().narrow(1, 0, 32).unwrap();
+    let Err(e) = frozen_linear_plus(xt, &w, &b, &short, None) else {
+        panic!("a residual of the wrong shape was taken");
+    };
+    let e = e.to_string();
+    assert!(e.contains("residual"), "{e}");
+}
+
 /// The transposed-weight form gives `frozen_linear`'s bits, forward and backward, at BERT's
 /// shapes (the gemm crate's depth blocks start at 512: 1536 is split, 384 is not) and at odd
 /// ones, and no weight gradient.
@@ -400,10 +450,6 @@ fn frozen_linear_t_gives_frozen_linears_bits() {
             b.name
         );
     }
-    let bits = |t: &Tensor| -> Vec<u32> {
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        v.iter().map(|x| x.to_bits()).collect()
-    };
     for (i, (rows, inp, out)) in [(700, 384, 1536), (700, 1536, 384), (9, 7, 3), (33, 520, 24)]
         .into_iter()
         .enumerate()
@@ -454,10 +500,6 @@ fn frozen_linear_t_gives_frozen_linears_bits() {
 /// small products' kernel) and at odd ones.
 #[test]
 fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
-    let bits = |t: &Tensor| -> Vec<u32> {
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        v.iter().map(|x| x.to_bits()).collect()
-    };
     for (b, s, heads, dh) in [(2, 64, 6, 32), (3, 9, 2, 5)] {
         let qkv = rand(&[b, s, 3 * heads * dh], 40 + s as u64);
         let y = attention_qkv(qkv.as_tensor(), heads, None).unwrap();
@@ -488,10 +530,6 @@ fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
 /// than one task takes.
 #[test]
 fn layer_norm_backward_is_the_same_with_kept_or_recomputed_statistics() {
-    let bits = |t: &Tensor| -> Vec<u32> {
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        v.iter().map(|x| x.to_bits()).collect()
-    };
     for (rows, d) in [(1024, 192), (300, 384), (97, 37)] {
         let x = rand(&[rows, d], 50 + d as u64);
         let (w, b) = (rand(&[d], 51), rand(&[d], 52));
