@@ -71,3 +71,57 @@ fn on_pool_runs_the_work_on_the_pool_with_the_same_bits() {
         "the block's input gradient differs on the pool"
     );
 }
+
+/// This thread's voluntary context switches so far (each time it blocked: slept on a lock,
+/// a condition variable or a timer).
+#[cfg(target_os = "linux")]
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The patched rayon-core (vendor/README.md) is the one built, and its idle workers keep
+/// looking for work for the pool's `idle_spin` before they sleep: two pools of two threads
+/// run the same 100 small joins, 5 ms apart (the caller sleeping between them). With
+/// rayon's own search (a few tens of microseconds) the workers block between the joins, about
+/// once per join each; with a spin longer than the whole run they never do. Counted by the
+/// kernel (`voluntary_ctxt_switches`), not timed.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_workers_keep_looking_for_the_spin_before_they_sleep() {
+    let rounds = 100u64;
+    let blocked = |spin: std::time::Duration| -> u64 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .idle_spin(spin)
+            .build()
+            .unwrap();
+        let count = || pool.broadcast(|_| voluntary_switches()).iter().sum::<u64>();
+        // Both workers start and run once before counting.
+        pool.install(|| rayon::join(|| deep(4), || deep(4)));
+        let before = count();
+        for _ in 0..rounds {
+            let (a, b) = pool.install(|| rayon::join(|| deep(4), || deep(4)));
+            assert_eq!(a, b);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The broadcast that counts wakes each worker once more.
+        count() - before
+    };
+    let upstream = blocked(std::time::Duration::ZERO);
+    let spinning = blocked(std::time::Duration::from_secs(30));
+    assert!(
+        upstream >= rounds,
+        "rayon's own idle workers blocked {upstream} times in {rounds} joins 5 ms apart"
+    );
+    assert!(
+        spinning <= 10,
+        "workers with a 30 s spin blocked {spinning} times in {rounds} joins (rayon's own: {upstream})"
+    );
+}

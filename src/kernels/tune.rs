@@ -41,7 +41,8 @@ pub const CANDLE_SPIN_LIMIT: &str = "50";
 ///
 /// Also builds rayon's global pool (rayon's own thread count) with [`POOL_STACK`] bytes of
 /// stack per thread, so that [`on_pool`] can run a whole command on one of its threads
-/// (candle's backward pass walks the graph recursively; a command's main thread has 8 MiB).
+/// (candle's backward pass walks the graph recursively; a command's main thread has 8 MiB),
+/// and with [`idle_spin`] of looking for work before an idle thread sleeps.
 pub fn tune_threads() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -52,11 +53,39 @@ pub fn tune_threads() {
         // its own stack size); `on_pool` then leaves the work where it is.
         let built = rayon::ThreadPoolBuilder::new()
             .stack_size(POOL_STACK)
+            .idle_spin(idle_spin())
             .build_global()
             .is_ok();
         POOL_TUNED.store(built, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// How long one of rayon's threads that ran out of work keeps looking for more before it
+/// sleeps, once [`tune_threads`] has built the pool: [`IDLE_SPIN_US`] microseconds, or
+/// `LQAE_IDLE_SPIN_US` (0: rayon's own few tens of microseconds).
+///
+/// Why: a parallel op whose tasks find the other thread asleep wakes it through the kernel
+/// (a futex wake-up, a context switch, tens of microseconds before it runs), and the ViT
+/// block's forward and backward pass has dozens of parallel ops with gaps between them
+/// (candle's own element-wise ops, the graph's bookkeeping) longer than rayon's own search.
+/// The patched rayon-core (vendor/README.md) keeps the thread looking, yielding its core
+/// between looks so that a runnable thread of another pool (candle's) still gets it, as
+/// OpenMP runtimes (PyTorch's threads among them) do before their threads block. On the
+/// 2-core Xeon (`kernel_loop vit-block 300`, alternating pairs against rayon's own
+/// behaviour): 300 us and 1 ms both about 0.95x, 3 ms no better. Only scheduling changes:
+/// the same bits.
+pub fn idle_spin() -> std::time::Duration {
+    let us = match std::env::var("LQAE_IDLE_SPIN_US") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            panic!("LQAE_IDLE_SPIN_US=`{v}`: give whole microseconds (0 for rayon's own search)")
+        }),
+        Err(_) => IDLE_SPIN_US,
+    };
+    std::time::Duration::from_micros(us)
+}
+
+/// The default of [`idle_spin`], in microseconds.
+pub const IDLE_SPIN_US: u64 = 500;
 
 /// The stack of each of rayon's threads once [`tune_threads`] has built its pool: 64 MiB of
 /// address space, of which only the pages a thread touches are ever backed.
