@@ -71,9 +71,9 @@ pub fn tune_threads() {
 /// The patched rayon-core (vendor/README.md) keeps the thread looking, yielding its core
 /// between looks so that a runnable thread of another pool (candle's) still gets it, as
 /// OpenMP runtimes (PyTorch's threads among them) do before their threads block. On the
-/// 2-core Xeon (`kernel_loop vit-block 300`, alternating pairs against rayon's own
-/// behaviour): 300 us and 1 ms both about 0.95x, 3 ms no better. Only scheduling changes:
-/// the same bits.
+/// 2-core Xeon (`kernel_loop vit-block 300`, alternating pairs against
+/// `LQAE_IDLE_SPIN_US=0`): 500 us 0.935x; in a first experiment 300 us and 1 ms gave the same,
+/// 3 ms no more. Only scheduling changes: the same bits.
 pub fn idle_spin() -> std::time::Duration {
     let us = match std::env::var("LQAE_IDLE_SPIN_US") {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| {
