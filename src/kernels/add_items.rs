@@ -26,14 +26,9 @@ avx2_or_baseline! {
     }
 }
 
-/// `acc += g` element by element (the first `min` of the lengths), on this thread.
-pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
-    add_to(acc, g)
-}
-
 avx2_or_baseline! {
-    /// `acc += g` element by element.
-    fn add_to(acc: &mut [f32], g: &[f32]) {
+    /// `acc += g` element by element (the first `min` of the lengths), on this thread.
+    pub(crate) fn add_to(acc: &mut [f32], g: &[f32]) {
         let n = acc.len().min(g.len());
         let (acc, g) = (&mut acc[..n], &g[..n]);
         for i in 0..n {

@@ -48,7 +48,7 @@ pub(crate) fn rows_gemm_plus(
             rows_block(yp.get(), x, inp, (r0, m), &rhs, out, bias);
             if let Some(r) = residual {
                 let mine = std::slice::from_raw_parts_mut(yp.get().add(r0 * out), m * out);
-                add_assign(mine, &r[r0 * out..(r0 + m) * out]);
+                add_to(mine, &r[r0 * out..(r0 + m) * out]);
             }
         }
     });

@@ -40,7 +40,7 @@ pub(crate) fn avx512_on() -> bool {
     }
 }
 
-/// Defines `fn $name(args) body` three times: as written (baseline x86-64, SSE2: 4 lanes),
+/// Defines `[vis] fn $name(args) body` three times: as written (baseline x86-64, SSE2: 4 lanes),
 /// compiled for AVX2 (8 lanes) and for AVX-512F (16), and calls the widest copy the CPU has (a
 /// runtime check, cached by std). For the element-wise loops below, which are written as plain
 /// index loops over slices and call only `#[inline(always)]` helpers, so that the whole loop is
@@ -51,9 +51,9 @@ pub(crate) fn avx512_on() -> bool {
 /// compares each copy the CPU has with the baseline). The AVX-512 copy: 1-2% off the ViT
 /// block, the LM forward, Inception and AlexNet in alternating runs on the 2-core Xeon.
 macro_rules! avx2_or_baseline {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
