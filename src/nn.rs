@@ -17,6 +17,14 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// `r + self.forward(x)`, the addition fused into the kernel on the CPU
+    /// ([`crate::kernels::layer_norm_plus`]).
+    pub fn forward_plus(&self, x: &Tensor, r: &Tensor) -> Result<Tensor> {
+        crate::kernels::layer_norm_plus(x, &self.weight, &self.bias, r, self.eps)
+    }
+}
+
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::kernels::layer_norm(x, &self.weight, &self.bias, self.eps)

@@ -202,6 +202,42 @@ pub(crate) struct DenseDx {
 /// operand once per thread, and one wait serves both.
 pub(crate) struct DenseBwd;
 
+/// `x @ w + r` for a residual `r` of the output's shape ([`dense_plus`]): [`Dense`] with the
+/// residual added by each task to its rows straight after their product.
+pub(crate) struct DensePlus;
+
+/// [`Dense`]'s forward, plus `residual` when there is one.
+fn dense_fwd(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    residual: Option<&[f32]>,
+) -> Result<(CpuStorage, Shape)> {
+    let x = slice(s1, l1, "dense")?;
+    let w = slice(s2, l2, "dense weight")?;
+    let (rows, inp) = as_rows(l1)?;
+    let (win, out) = l2.shape().dims2()?;
+    if win != inp {
+        candle_core::bail!("dense: input width {inp}, weight ({win}, {out})");
+    }
+    if residual.is_some_and(|r| r.len() != rows * out) {
+        candle_core::bail!("dense: a residual of {rows} x {out} expected");
+    }
+    let y = rows_gemm_plus(x, inp, Rhs::At(w.as_ptr(), (out, 1)), out, None, residual);
+    Ok((storage(y), with_last(l1.shape(), out)))
+}
+
+/// Both gradients of `x @ w` in one op ([`DenseBwd`]).
+fn dense_grads(x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    // One op forms both: [dx (x's size) | dw (w's size)].
+    let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DenseBwd)?;
+    let [dx, dw]: [Tensor; 2] = unpack(&packed, &[x.shape(), w.shape()])?
+        .try_into()
+        .expect("two parts");
+    Ok((dx, dw))
+}
+
 impl CustomOp2 for Dense {
     fn name(&self) -> &'static str {
         "lqae-dense"
@@ -213,15 +249,7 @@ impl CustomOp2 for Dense {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "dense")?;
-        let w = slice(s2, l2, "dense weight")?;
-        let (_, inp) = as_rows(l1)?;
-        let (win, out) = l2.shape().dims2()?;
-        if win != inp {
-            candle_core::bail!("dense: input width {inp}, weight ({win}, {out})");
-        }
-        let y = rows_gemm(x, inp, Rhs::At(w.as_ptr(), (out, 1)), out, None);
-        Ok((storage(y), with_last(l1.shape(), out)))
+        dense_fwd(s1, l1, s2, l2, None)
     }
     fn bwd(
         &self,
@@ -230,12 +258,36 @@ impl CustomOp2 for Dense {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // One op forms both: [dx (x's size) | dw (w's size)].
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &DenseBwd)?;
-        let [dx, dw]: [Tensor; 2] = unpack(&packed, &[x.shape(), w.shape()])?
-            .try_into()
-            .expect("two parts");
+        let (dx, dw) = dense_grads(x, w, grad)?;
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for DensePlus {
+    fn name(&self) -> &'static str {
+        "lqae-dense-plus"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dense_fwd(s1, l1, s2, l2, Some(slice(s3, l3, "dense residual")?))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = dense_grads(x, w, grad)?;
+        Ok((Some(dx), Some(dw), Some(grad.clone())))
     }
 }
 
@@ -339,6 +391,24 @@ impl CustomOp3 for DenseBwd {
         unsafe { packed.set_len(nx + nw) };
         Ok((storage(packed), Shape::from(nx + nw)))
     }
+}
+
+/// `r + x @ w` for a residual `r` of the output's shape (a block's `x + mlp(x)`): [`dense`]
+/// with the addition done by the product's tasks on their own rows ([`DensePlus`]), where
+/// candle's addition was one more parallel op and pass over the output. The same sums, so the
+/// same bits. The gradient flows to `x`, `w` and `r`. Other devices: the product, then
+/// candle's addition.
+pub fn dense_plus(x: &Tensor, w: &Tensor, r: &Tensor) -> Result<Tensor> {
+    let out_shape = with_last(x.shape(), w.dim(1)?);
+    if r.dims() != out_shape.dims() {
+        candle_core::bail!("dense: output {out_shape:?}, residual {:?}", r.dims());
+    }
+    if fused(x) && fused(w) && fused(r) {
+        return x
+            .contiguous()?
+            .apply_op3(&w.contiguous()?, &r.contiguous()?, DensePlus);
+    }
+    r + dense(x, w)?
 }
 
 /// `x @ w` for `x` `(..., in)` and a trainable `w` `(in, out)`. Other devices: candle's matmul

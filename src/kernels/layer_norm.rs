@@ -6,10 +6,13 @@ use super::*;
 /// LayerNorm over the last axis. When its input tracks gradients, the forward pass keeps each
 /// row's mean and reciprocal standard deviation (two floats a row) for the backward pass,
 /// which otherwise recomputes them (two of its passes over the row), with the same bits.
+/// Its inputs are `(x, weight, bias)`, or with `plus` `(x, [weight | bias], r)`: `r + LN(x)`
+/// for a residual `r` of `x`'s shape ([`layer_norm_plus`]).
 pub(crate) struct LayerNormOp {
     eps: f32,
     /// `[mean, rstd]` per row, when the forward pass keeps them.
     kept: Kept,
+    plus: bool,
 }
 pub(crate) struct LayerNormBwd {
     eps: f32,
@@ -87,8 +90,9 @@ pub(crate) fn row_stats(xr: &[f32], eps: f32) -> (f32, f32) {
 }
 
 avx2_or_baseline! {
-    /// LayerNorm of each `w.len()`-wide row of `x` into `y`; each row's `[mean, rstd]` into
-    /// `stats` too when it is not empty (two floats a row).
+    /// LayerNorm of each `w.len()`-wide row of `x` into `y`, plus the same row of `res` when
+    /// it is not empty (as long as `x`); each row's `[mean, rstd]` into `stats` too when it is
+    /// not empty (two floats a row).
     fn layer_norm_rows(
         y: &mut [MaybeUninit<f32>],
         x: &[f32],
@@ -96,6 +100,7 @@ avx2_or_baseline! {
         b: &[f32],
         eps: f32,
         stats: &mut [MaybeUninit<f32>],
+        res: &[f32],
     ) {
         let d = w.len();
         let keep = !stats.is_empty();
@@ -106,8 +111,15 @@ avx2_or_baseline! {
                 stats[2 * r + 1].write(rstd);
             }
             let (yr, xr, b) = (&mut yr[..d], &xr[..d], &b[..d]);
-            for k in 0..d {
-                yr[k].write((xr[k] - mean) * rstd * w[k] + b[k]);
+            if res.is_empty() {
+                for k in 0..d {
+                    yr[k].write((xr[k] - mean) * rstd * w[k] + b[k]);
+                }
+            } else {
+                let rr = &res[r * d..][..d];
+                for k in 0..d {
+                    yr[k].write(rr[k] + ((xr[k] - mean) * rstd * w[k] + b[k]));
+                }
             }
         }
     }
@@ -127,10 +139,21 @@ impl CustomOp3 for LayerNormOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "layer norm")?;
-        let (w, b) = (
-            slice(s2, l2, "layer norm weight")?,
-            slice(s3, l3, "layer norm bias")?,
-        );
+        let (w, b, res) = if self.plus {
+            let wb = slice(s2, l2, "layer norm weight and bias")?;
+            let (w, b) = wb.split_at(wb.len() / 2);
+            let res = slice(s3, l3, "layer norm residual")?;
+            if res.len() != x.len() {
+                candle_core::bail!("layer norm: a residual of {} floats expected", x.len());
+            }
+            (w, b, res)
+        } else {
+            (
+                slice(s2, l2, "layer norm weight")?,
+                slice(s3, l3, "layer norm bias")?,
+                &[][..],
+            )
+        };
         let d = w.len();
         if d == 0 || x.len() % d != 0 || b.len() != d {
             candle_core::bail!("layer norm: input width does not match the weight ({d})");
@@ -156,7 +179,12 @@ impl CustomOp3 for LayerNormOp {
                 } else {
                     &mut []
                 };
-                layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps, st)
+                let ro = if res.is_empty() {
+                    res
+                } else {
+                    &res[i * r..][..yo.len()]
+                };
+                layer_norm_rows(yo, &x[i * r..][..yo.len()], w, b, eps, st, ro)
             })
         };
         if keep {
@@ -178,14 +206,28 @@ impl CustomOp3 for LayerNormOp {
         let stats = self.kept.take();
         #[cfg(test)]
         STATS_TAKEN.with(|n| n.set(n.get() + usize::from(!stats.is_empty())));
+        let weight = if self.plus {
+            // [weight | bias]: the weight is its first half.
+            &w.narrow(0, 0, w.dim(0)? / 2)?
+        } else {
+            w
+        };
+        let grad = grad.contiguous()?;
         let packed = x.apply_op3_no_bwd(
-            w,
-            &grad.contiguous()?,
+            weight,
+            &grad,
             &LayerNormBwd {
                 eps: self.eps,
                 stats,
             },
         )?;
+        if self.plus {
+            // [dw | db] is the gradient of [weight | bias]; the residual's is `grad`.
+            let [dx, dwb]: [Tensor; 2] = unpack(&packed, &[x.shape(), w.shape()])?
+                .try_into()
+                .expect("two parts");
+            return Ok((Some(dx), Some(dwb), Some(grad)));
+        }
         let [dx, dw, db]: [Tensor; 3] = unpack(&packed, &[x.shape(), w.shape(), w.shape()])?
             .try_into()
             .expect("three parts");
@@ -405,10 +447,42 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
             LayerNormOp {
                 eps: eps as f32,
                 kept: Kept::new(keep),
+                plus: false,
             },
         )
     } else {
         layer_norm_ops(x, weight, bias, eps)
+    }
+}
+
+/// `r + layer_norm(x, weight, bias)` for a residual `r` of `x`'s shape (a block's
+/// `x + LN(attn(x))`): the addition done as each row is normalised, where candle's addition
+/// was one more parallel op and pass over the output. The same sums, so the same bits. The
+/// weight and bias (1-D, `d` each) go in as one tensor `[weight | bias]`, the op's middle
+/// input (candle's ops take at most three), a copy of `2 d` floats.
+pub fn layer_norm_plus(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    r: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if r.dims() != x.dims() {
+        candle_core::bail!("layer norm: input {:?}, residual {:?}", x.dims(), r.dims());
+    }
+    if fused(x) && fused(weight) && fused(bias) && fused(r) && weight.rank() == 1 {
+        let keep = x.track_op() || weight.track_op() || bias.track_op();
+        x.contiguous()?.apply_op3(
+            &Tensor::cat(&[weight, bias], 0)?,
+            &r.contiguous()?,
+            LayerNormOp {
+                eps: eps as f32,
+                kept: Kept::new(keep),
+                plus: true,
+            },
+        )
+    } else {
+        r + layer_norm(x, weight, bias, eps)?
     }
 }
 

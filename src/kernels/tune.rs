@@ -130,7 +130,7 @@ pub fn on_pool<R>(f: impl FnOnce() -> R) -> R {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{DType, Device, Tensor, Var};
 
     fn buffer(t: &Tensor) -> *const f32 {
         let (s, l) = t.storage_and_layout();
@@ -162,5 +162,46 @@ mod tests {
             buffer(gb),
             "the patched backward pass is not in use"
         );
+    }
+
+    /// The vendored candle-core fills a tensor made contiguous from one value broadcast to
+    /// every element (the gradient of a sum or a mean), where candle walked every element's
+    /// index: the value at the view's start, at any rank, and other views as before.
+    #[test]
+    fn broadcast_values_are_filled_from_the_views_start() {
+        let d = Device::Cpu;
+        let t = Tensor::arange(0f32, 10., &d).unwrap();
+        let one = t.narrow(0, 7, 1).unwrap();
+        for shape in [vec![5], vec![3, 4], vec![2, 3, 4]] {
+            let b = one
+                .reshape(vec![1; shape.len()])
+                .unwrap()
+                .broadcast_as(shape.clone())
+                .unwrap();
+            assert!(b.stride().iter().all(|&s| s == 0) && !b.is_contiguous());
+            let c = b.contiguous().unwrap().flatten_all().unwrap();
+            assert_eq!(
+                c.to_vec1::<f32>().unwrap(),
+                vec![7.0; shape.iter().product()]
+            );
+        }
+        // A broadcast along one axis only is not a fill.
+        let rows = t.narrow(0, 2, 3).unwrap().reshape((1, 3)).unwrap();
+        let c = rows.broadcast_as((2, 3)).unwrap().contiguous().unwrap();
+        assert_eq!(
+            c.to_vec2::<f32>().unwrap(),
+            vec![vec![2.0, 3.0, 4.0], vec![2.0, 3.0, 4.0]]
+        );
+        // The gradient of a mean.
+        let v = Var::from_tensor(&Tensor::ones((4, 8), DType::F32, &d).unwrap()).unwrap();
+        let g = v.as_tensor().mean_all().unwrap().backward().unwrap();
+        let gv = g
+            .get(&v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(gv, vec![1.0 / 32.0; 32]);
     }
 }

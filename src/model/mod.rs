@@ -8,7 +8,7 @@ pub mod vqvae;
 
 pub use config::{DataConfig, MlmMode, ModelConfig, ModelKind, RunConfig, TrainConfig};
 pub use lqae::Lqae;
-pub use params::Params;
+pub use params::{Params, Part};
 pub use vqvae::Vqvae;
 
 use crate::error::{Error, Result};

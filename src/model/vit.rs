@@ -50,9 +50,8 @@ pub struct VitShape {
 }
 
 struct Attention {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
+    /// `[query | key | value]`, one stacked parameter (`Params::stacked_normal`).
+    qkv: Tensor,
     o: Tensor,
     heads: usize,
 }
@@ -61,9 +60,7 @@ impl Attention {
     fn new(p: &Params, s: &VitShape) -> Result<Self> {
         let w = s.width;
         Ok(Self {
-            q: p.normal("query", (w, w), INIT_STD)?,
-            k: p.normal("key", (w, w), INIT_STD)?,
-            v: p.normal("value", (w, w), INIT_STD)?,
+            qkv: p.stacked_normal(&[("query", w), ("key", w), ("value", w)], w, INIT_STD)?,
             o: p.normal("out", (w, w), INIT_STD)?,
             heads: s.heads,
         })
@@ -71,7 +68,7 @@ impl Attention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // One product for queries, keys and values, then fused attention over the packed result.
-        let qkv = dense(x, &Tensor::cat(&[&self.q, &self.k, &self.v], 1)?)?;
+        let qkv = dense(x, &self.qkv)?;
         dense(
             &crate::kernels::attention_qkv(&qkv, self.heads, None)?,
             &self.o,
@@ -81,8 +78,8 @@ impl Attention {
 
 struct Glu {
     ln0: LayerNorm,
-    fc1: Tensor,
-    fc2: Tensor,
+    /// `[fc1 | fc2]`, one stacked parameter.
+    fc12: Tensor,
     /// Depthwise 3x3 kernel, `(9, mlp_dim)`: row `3 * dy + dx`.
     dwconv: Tensor,
     ln1: LayerNorm,
@@ -94,8 +91,7 @@ impl Glu {
     fn new(p: &Params, s: &VitShape) -> Result<Self> {
         Ok(Self {
             ln0: layer_norm(&p.pp("layernorm_0"), s.width)?,
-            fc1: p.normal("fc1", (s.width, s.mlp_dim), INIT_STD)?,
-            fc2: p.normal("fc2", (s.width, s.mlp_dim), INIT_STD)?,
+            fc12: p.stacked_normal(&[("fc1", s.mlp_dim), ("fc2", s.mlp_dim)], s.width, INIT_STD)?,
             dwconv: p.normal("mid_ffn_conv", (9, s.mlp_dim), INIT_STD)?,
             ln1: layer_norm(&p.pp("layernorm_1"), s.mlp_dim)?,
             fc_out: p.normal("fc_out", (s.mlp_dim, s.width), INIT_STD)?,
@@ -132,13 +128,14 @@ impl Glu {
         out.expect("nine taps").reshape((b, t, c))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x + glu(x)`: the residual added by the last product's tasks.
+    fn forward_plus(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.ln0.forward(x)?;
         // One product with [fc1 | fc2], then gelu(a) * b in one pass.
-        let ab = dense(&h, &Tensor::cat(&[&self.fc1, &self.fc2], 1)?)?;
+        let ab = dense(&h, &self.fc12)?;
         let gated = crate::kernels::gated_gelu(&ab)?;
         let h = self.ln1.forward(&self.depthwise(&gated)?)?;
-        dense(&h, &self.fc_out)
+        crate::kernels::dense_plus(&h, &self.fc_out, x)
     }
 }
 
@@ -160,10 +157,10 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self
+        let x = self
             .ln_post
-            .forward(&self.attn.forward(&self.ln_pre.forward(x)?)?)?)?;
-        &x + self.glu.forward(&x)?
+            .forward_plus(&self.attn.forward(&self.ln_pre.forward(x)?)?, x)?;
+        self.glu.forward_plus(&x)
     }
 }
 

@@ -60,10 +60,9 @@ pub(super) fn save_checkpoint(
         .tempdir_in(&dir)
         .map_err(|e| Error::file(&dir, e.to_string()))?;
     params
-        .varmap()
-        .save(tmp.path().join("model.safetensors"))
+        .save(&tmp.path().join("model.safetensors"))
         .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
-    candle_core::safetensors::save(&opt.tensors(), tmp.path().join("optimizer.safetensors"))
+    candle_core::safetensors::save(&opt.tensors()?, tmp.path().join("optimizer.safetensors"))
         .map_err(|e| Error::file(tmp.path(), e.to_string()))?;
     let json = serde_json::to_vec_pretty(state)?;
     std::fs::write(tmp.path().join("state.json"), json)
@@ -113,9 +112,9 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Autoencoder, Params, 
     )
     .map_err(|e| Error::file(&state_path, e.to_string()))?;
     let (model, params) = Autoencoder::build(&state.config.model, state.config.train.seed, device)?;
-    let mut vm = params.varmap().clone();
     let weights = ck.join("model.safetensors");
-    vm.load(&weights)
+    params
+        .load(&weights)
         .map_err(|e| Error::file(&weights, crate::error::strip_backtrace(e).to_string()))?;
     Ok((model, params, state))
 }

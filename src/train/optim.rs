@@ -2,7 +2,7 @@
 //! exposed for checkpoints, and the learning-rate schedule: linear warm-up, then cosine to 0.
 
 use crate::error::{Error, Result};
-use crate::model::{Params, TrainConfig};
+use crate::model::{Params, Part, TrainConfig};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
@@ -21,6 +21,12 @@ pub fn lr_at(step: usize, t: &TrainConfig) -> f64 {
 /// AdamW with its moments exposed for checkpoints.
 pub struct AdamW {
     vars: Vec<(String, Var, bool)>,
+    /// Each var's parts as files name them (`Params::parts_of`): the moments' names in
+    /// checkpoints.
+    parts: Vec<Vec<Part>>,
+    /// The trained parts sorted by name, each with its var's index: the order the gradient
+    /// norm sums in (the parameters' order before stacks, so the same bits).
+    norm_order: Vec<(usize, Part)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Number of updates done.
@@ -41,22 +47,46 @@ fn decays(name: &str) -> bool {
 impl AdamW {
     pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
         let named = params.named_vars();
+        let all_parts = params.parts();
+        let frozen = |n: &str| t.frozen.iter().any(|f| n.starts_with(f.as_str()));
         for f in &t.frozen {
-            if !named.iter().any(|(n, _)| n.starts_with(f.as_str())) {
+            if !all_parts.iter().any(|p| p.name.starts_with(f.as_str())) {
                 return Err(Error::setting(
                     "train.frozen",
                     format!("`{f}` names no parameter of this model"),
                 ));
             }
         }
-        let vars: Vec<(String, Var, bool)> = named
-            .into_iter()
-            .filter(|(n, _)| !t.frozen.iter().any(|f| n.starts_with(f.as_str())))
-            .map(|(n, v)| {
-                let d = decays(&n);
-                (n, v, d)
-            })
+        let mut vars: Vec<(String, Var, bool)> = Vec::new();
+        let mut parts = Vec::new();
+        for (n, v) in named {
+            let ps = params.parts_of(&n, &v);
+            let stopped = ps.iter().filter(|p| frozen(&p.name)).count();
+            if stopped == ps.len() {
+                continue;
+            }
+            if stopped > 0 {
+                return Err(Error::setting(
+                    "train.frozen",
+                    format!(
+                        "names some of {}, which are one parameter here: freeze all or none",
+                        ps.iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            let d = ps.iter().all(|p| decays(&p.name));
+            vars.push((n, v, d));
+            parts.push(ps);
+        }
+        let mut norm_order: Vec<(usize, Part)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ps)| ps.iter().map(move |p| (i, p.clone())))
             .collect();
+        norm_order.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         let m = vars
             .iter()
@@ -68,6 +98,8 @@ impl AdamW {
             .collect::<candle_core::Result<_>>()?;
         Ok(Self {
             vars,
+            parts,
+            norm_order,
             m,
             v: vv,
             t: 0,
@@ -79,12 +111,13 @@ impl AdamW {
         })
     }
 
-    /// Global L2 norm of the gradients.
+    /// Global L2 norm of the gradients: each part's sum of squares in f32, added up in f64
+    /// in the order of the parts' names.
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
         let mut s = 0f64;
-        for (_, var, _) in &self.vars {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                s += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        for (i, part) in &self.norm_order {
+            if let Some(g) = grads.get(self.vars[*i].1.as_tensor()) {
+                s += part.of(g)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
             }
         }
         Ok(s.sqrt())
@@ -151,42 +184,57 @@ impl AdamW {
         self.m.iter().chain(&self.v).all(|t| !t.track_op())
     }
 
-    pub(super) fn tensors(&self) -> HashMap<String, Tensor> {
+    /// The moments under `m.NAME` and `v.NAME` for each part's name in files.
+    pub(super) fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        for (i, (n, _, _)) in self.vars.iter().enumerate() {
-            out.insert(format!("m.{n}"), self.m[i].clone());
-            out.insert(format!("v.{n}"), self.v[i].clone());
+        for (i, parts) in self.parts.iter().enumerate() {
+            for p in parts {
+                out.insert(format!("m.{}", p.name), p.of(&self.m[i])?.contiguous()?);
+                out.insert(format!("v.{}", p.name), p.of(&self.v[i])?.contiguous()?);
+            }
         }
-        out
+        Ok(out)
     }
 
     pub(super) fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
         let mut t = candle_core::safetensors::load(path, device)
             .map_err(|e| Error::file(path, e.to_string()))?;
-        for (i, (n, var, _)) in self.vars.iter().enumerate() {
-            let take = |t: &mut HashMap<String, Tensor>, k: String| {
-                t.remove(&k)
-                    .ok_or_else(|| Error::file(path, format!("optimizer state lacks `{k}`")))
-            };
-            let (m, v) = (
-                take(&mut t, format!("m.{n}"))?,
-                take(&mut t, format!("v.{n}"))?,
-            );
-            if m.dims() != var.dims() || v.dims() != var.dims() {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "optimizer state for `{n}` has shape {:?}, the parameter {:?}",
-                        m.dims(),
-                        var.dims()
-                    ),
-                ));
+        for (i, parts) in self.parts.iter().enumerate() {
+            let (mut ms, mut vs) = (Vec::new(), Vec::new());
+            for p in parts {
+                let want = p.of(p.var.as_tensor())?;
+                let mut take = |k: String| {
+                    let x = t
+                        .remove(&k)
+                        .ok_or_else(|| Error::file(path, format!("optimizer state lacks `{k}`")))?;
+                    if x.dims() != want.dims() {
+                        return Err(Error::file(
+                            path,
+                            format!(
+                                "optimizer state `{k}` has shape {:?}, the parameter {:?}",
+                                x.dims(),
+                                want.dims()
+                            ),
+                        ));
+                    }
+                    Ok(x)
+                };
+                ms.push(take(format!("m.{}", p.name))?);
+                vs.push(take(format!("v.{}", p.name))?);
             }
-            self.m[i] = m;
-            self.v[i] = v;
+            self.m[i] = join_columns(ms)?;
+            self.v[i] = join_columns(vs)?;
         }
         Ok(())
     }
+}
+
+/// One part as it is, several (a stack's) side by side.
+fn join_columns(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    Ok(Tensor::cat(&parts, 1)?)
 }
 
 #[cfg(test)]
@@ -310,6 +358,91 @@ mod tests {
         let differ = fused.iter().zip(&ops).filter(|(a, b)| a != b).count();
         assert_eq!(differ, 0, "{differ} of {} values differ", fused.len());
         assert_ne!(&fused[..10], &run_untouched()[..10], "the parameters moved");
+    }
+
+    /// A stack (`Params::stacked_normal`) trains as its parts did as separate parameters: the
+    /// same initial values, gradient norms, updates and moments, bit for bit, with decay and a
+    /// clipping scale; the moments are saved under the parts' names and load either way; a
+    /// `train.frozen` prefix that names some of a stack's parts is refused, naming them.
+    #[test]
+    fn a_stack_trains_as_its_parts_did_as_separate_parameters() {
+        let dev = Device::Cpu;
+        let mut t = tc(10, 2);
+        t.lr = 1e-2;
+        t.weight_decay = 0.1;
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        let x = crate::rng::uniform_tensor(&[5, 4], 7, &dev).unwrap();
+        // Separate: a.query, a.key, a.out; stacked: a.[query|key], a.out. The same draws.
+        let sep = crate::model::Params::new(5, &dev);
+        let q = sep.normal("a.query", (4, 3), 1.0).unwrap();
+        let k = sep.normal("a.key", (4, 3), 1.0).unwrap();
+        let o = sep.normal("a.out", (6, 2), 1.0).unwrap();
+        let st = crate::model::Params::new(5, &dev);
+        let qk = st
+            .pp("a")
+            .stacked_normal(&[("query", 3), ("key", 3)], 4, 1.0)
+            .unwrap();
+        let o2 = st.normal("a.out", (6, 2), 1.0).unwrap();
+        let cat = || Tensor::cat(&[&q, &k], 1).unwrap();
+        assert_eq!(bits(&cat()), bits(&qk));
+        let names: Vec<String> = st.parts().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["a.key", "a.out", "a.query"]);
+        let (mut os, mut ot) = (AdamW::new(&sep, &t).unwrap(), AdamW::new(&st, &t).unwrap());
+        for step in 0..4 {
+            let loss = |w: &Tensor, o: &Tensor| {
+                let y = x.matmul(w).unwrap().matmul(o).unwrap();
+                y.sqr().unwrap().mean_all().unwrap().backward().unwrap()
+            };
+            let (gs, gt) = (loss(&cat(), &o), loss(&qk, &o2));
+            let (ns, nt) = (os.grad_norm(&gs).unwrap(), ot.grad_norm(&gt).unwrap());
+            assert_eq!(
+                ns.to_bits(),
+                nt.to_bits(),
+                "step {step}: norms {ns} and {nt}"
+            );
+            let scale = if step == 2 { 0.37 } else { 1.0 };
+            os.step(&gs, lr_at(step, &t), scale).unwrap();
+            ot.step(&gt, lr_at(step, &t), scale).unwrap();
+        }
+        assert_eq!(bits(&cat()), bits(&qk));
+        assert_eq!(bits(&o), bits(&o2));
+        let (ms, mt) = (os.tensors().unwrap(), ot.tensors().unwrap());
+        let mut keys: Vec<&String> = mt.keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "m.a.key",
+                "m.a.out",
+                "m.a.query",
+                "v.a.key",
+                "v.a.out",
+                "v.a.query"
+            ]
+        );
+        for (name, value) in &ms {
+            assert_eq!(bits(value), bits(&mt[name]), "{name}");
+        }
+        // The separate run's moments load into the stack (and give the same state back).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("optimizer.safetensors");
+        candle_core::safetensors::save(&ms, &file).unwrap();
+        let mut fresh = AdamW::new(&st, &t).unwrap();
+        fresh.load(&file, &dev).unwrap();
+        for (name, value) in fresh.tensors().unwrap() {
+            assert_eq!(bits(&value), bits(&ms[&name]), "{name}");
+        }
+        t.frozen = vec!["a.query".into()];
+        let e = AdamW::new(&st, &t).err().unwrap().to_string();
+        assert!(
+            e.contains("train.frozen") && e.contains("a.query, a.key"),
+            "{e}"
+        );
+        t.frozen = vec!["a.".into()];
+        assert_eq!(AdamW::new(&st, &t).unwrap().vars.len(), 0);
     }
 
     fn run_untouched() -> Vec<u32> {

@@ -204,8 +204,8 @@ fn resume(
             now.as_deref().unwrap_or("the GPU")
         );
     }
-    let mut vm = params.varmap().clone();
-    vm.load(ck.join("model.safetensors"))
+    params
+        .load(&ck.join("model.safetensors"))
         .map_err(|e| Error::file(ck.join("model.safetensors"), e.to_string()))?;
     opt.load(&ck.join("optimizer.safetensors"), device)?;
     opt.t = state.optimizer_t;

@@ -91,12 +91,7 @@ pub fn train_same_work(
     let mut ts = Step::new(cfg, device)?;
     let t = cfg.tokens_per_image();
     let images = crate::bench::images(cfg, b, 9, device)?;
-    let mut tensors: HashMap<String, candle_core::Tensor> = ts
-        .params
-        .named_vars()
-        .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().clone()))
-        .collect();
+    let mut tensors: HashMap<String, candle_core::Tensor> = ts.params.tensors()?;
     tensors.insert("images".into(), images.clone());
     const STEPS: usize = 2;
     for i in 0..STEPS {

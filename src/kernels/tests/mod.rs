@@ -42,6 +42,19 @@ fn avx2_loops_match_the_baseline_bit_for_bit() {
             gelu_tanh(x.as_tensor()).unwrap(),
             gated_gelu(x.as_tensor()).unwrap(),
             layer_norm(xs.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap(),
+            layer_norm_plus(
+                xs.as_tensor(),
+                w.as_tensor(),
+                b.as_tensor(),
+                pos.as_tensor()
+                    .broadcast_as((3, 5, 37))
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+                    .as_ref(),
+                1e-5,
+            )
+            .unwrap(),
             attention_qkv(qkv.as_tensor(), 4, None).unwrap(),
             depthwise3x3(img.as_tensor(), taps.as_tensor(), 3, || unreachable!()).unwrap(),
             add_items(xs.as_tensor(), pos.as_tensor()).unwrap(),
@@ -613,6 +626,55 @@ fn dense_matches_candle_matmul_with_gradients() {
             1e-5,
         );
     }
+}
+
+/// `dense_plus` and `layer_norm_plus` give the bits of the product or LayerNorm followed by
+/// candle's addition of the residual: the output, and the gradients of every input (the
+/// residual's is the output's), over enough rows for several tasks (LayerNorm: 682 rows of 24).
+#[test]
+fn residual_fusions_give_the_bits_of_the_separate_addition() {
+    let check = |vars: &[&Tensor], fused: &dyn Fn() -> Tensor, ops: &dyn Fn() -> Tensor| {
+        let (a, b) = (fused(), ops());
+        assert_eq!(a.dims(), b.dims());
+        assert_eq!(bits(&a), bits(&b), "values");
+        let r = rand(a.dims(), 98);
+        let grads = |t: Tensor| {
+            (t * r.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let (ga, gb) = (grads(a), grads(b));
+        for (i, v) in vars.iter().enumerate() {
+            let (x, y) = (ga.get(v).expect("fused grad"), gb.get(v).expect("ops grad"));
+            assert_eq!(bits(x), bits(y), "gradient {i}");
+        }
+    };
+    for &(rows, inp, out) in &[(1500, 24, 40), (5, 7, 3)] {
+        let x = rand(&[rows, inp], 60);
+        let w = rand(&[inp, out], 61);
+        let res = rand(&[rows, out], 62);
+        let (x, w, res) = (x.as_tensor(), w.as_tensor(), res.as_tensor());
+        check(&[x, w, res], &|| dense_plus(x, w, res).unwrap(), &|| {
+            (res + dense(x, w).unwrap()).unwrap()
+        });
+        let (wn, bn) = (rand(&[inp], 63), rand(&[inp], 64));
+        let (wn, bn) = (wn.as_tensor(), bn.as_tensor());
+        let res = rand(&[rows, inp], 65);
+        let res = res.as_tensor();
+        check(
+            &[x, wn, bn, res],
+            &|| layer_norm_plus(x, wn, bn, res, 1e-5).unwrap(),
+            &|| (res + layer_norm(x, wn, bn, 1e-5).unwrap()).unwrap(),
+        );
+    }
+    let (x, w) = (rand(&[4, 6], 66), rand(&[6, 5], 67));
+    let e = dense_plus(x.as_tensor(), w.as_tensor(), &rand(&[4, 6], 68))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("residual"), "{e}");
 }
 
 #[test]

@@ -973,6 +973,13 @@ fn copy2d_<T: Copy>(
 }
 
 fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
+    // lqae: one value broadcast to every element (all strides zero: the gradient of a sum or
+    // a mean, say) is a fill; the index walk below computed every element's source index.
+    if !src_l.dims().is_empty() && src_l.stride().iter().all(|&s| s == 0) {
+        let n = src_l.shape().elem_count();
+        dst[dst_offset..dst_offset + n].fill(src[src_l.start_offset()]);
+        return;
+    }
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
             [dst_offset..dst_offset + len]
