@@ -467,8 +467,14 @@ pub fn layer_norm_plus(
     r: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    if r.dims() != x.dims() {
-        candle_core::bail!("layer norm: input {:?}, residual {:?}", x.dims(), r.dims());
+    if r.dims() != x.dims() || weight.dims() != bias.dims() {
+        candle_core::bail!(
+            "layer norm: input {:?}, residual {:?}, weight {:?}, bias {:?}",
+            x.dims(),
+            r.dims(),
+            weight.dims(),
+            bias.dims()
+        );
     }
     if fused(x) && fused(weight) && fused(bias) && fused(r) && weight.rank() == 1 {
         let keep = x.track_op() || weight.track_op() || bias.track_op();

@@ -174,7 +174,9 @@ pub struct TrainConfig {
     pub diagnostics: bool,
     /// Parameters left as initialised: every parameter whose name starts with one of these
     /// (`encoder`, `proj_in`, ...) gets no update (the ablation of a random, untrained
-    /// tokenizer under a trained decoder). Each must name at least one parameter.
+    /// tokenizer under a trained decoder). Each must name at least one parameter, and either
+    /// all or none of the weights a block keeps as one parameter (`[query|key|value]`,
+    /// `[fc1|fc2]`: `Params::stacked_normal`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frozen: Vec<String>,
 }

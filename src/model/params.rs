@@ -79,6 +79,14 @@ impl Params {
         &self.device
     }
 
+    /// Whether `full` names a part of a stack.
+    fn is_part(&self, full: &str) -> bool {
+        self.stacks
+            .borrow()
+            .values()
+            .any(|ps| ps.iter().any(|(n, _)| n == full))
+    }
+
     fn full_name(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_string()
@@ -91,7 +99,7 @@ impl Params {
         let full = self.full_name(name);
         let var = Var::from_tensor(&t)?;
         let mut data = self.varmap.data().lock().expect("varmap lock");
-        if data.contains_key(&full) {
+        if data.contains_key(&full) || self.is_part(&full) {
             candle_core::bail!("parameter `{full}` is defined twice");
         }
         data.insert(full, var.clone());
@@ -102,21 +110,6 @@ impl Params {
         let shape = shape.into();
         let v = self.rng.borrow_mut().normal_vec(shape.elem_count(), std);
         self.insert(name, Tensor::from_vec(v, shape, &self.device)?)
-    }
-
-    pub fn stack_normal(
-        &self,
-        name: &str,
-        parts: &[(&str, usize)],
-        rows: usize,
-        std: f64,
-    ) -> Result<Tensor> {
-        let mut ts = Vec::new();
-        for (_, cols) in parts {
-            let v = self.rng.borrow_mut().normal_vec(rows * cols, std);
-            ts.push(Tensor::from_vec(v, (rows, *cols), &self.device)?);
-        }
-        self.insert(name, Tensor::cat(&ts, 1)?)
     }
 
     /// A stack of `rows`-row weights `parts` (name, columns), drawn one after the other as
@@ -130,8 +123,20 @@ impl Params {
         }
         let names: Vec<&str> = parts.iter().map(|(n, _)| *n).collect();
         let name = format!("[{}]", names.join("|"));
+        let full: Vec<(String, usize)> =
+            parts.iter().map(|(n, c)| (self.full_name(n), *c)).collect();
+        for (i, (n, _)) in full.iter().enumerate() {
+            let taken = self
+                .varmap
+                .data()
+                .lock()
+                .expect("varmap lock")
+                .contains_key(n);
+            if taken || self.is_part(n) || full[..i].iter().any(|(m, _)| m == n) {
+                candle_core::bail!("parameter `{n}` is defined twice");
+            }
+        }
         let t = self.insert(&name, Tensor::cat(&blocks, 1)?)?;
-        let full = parts.iter().map(|(n, c)| (self.full_name(n), *c)).collect();
         self.stacks.borrow_mut().insert(self.full_name(&name), full);
         Ok(t)
     }
@@ -193,7 +198,9 @@ impl Params {
         v
     }
 
-    /// Every weight's current value under its name in files (stacks split).
+    /// Every weight's current value under its name in files (stacks split): a plain
+    /// parameter's tensor shares its storage (a later update shows in it), a stack's parts
+    /// are copies.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         self.parts()
             .into_iter()
@@ -297,6 +304,20 @@ mod tests {
         sep.load(&ft).unwrap();
         assert_eq!((bits(&q), bits(&k)), (q0, k0));
         assert_eq!(bits(&z), vec![0; 3]);
+
+        // A part's name is a parameter's name: taken twice is refused.
+        let e = st
+            .pp("blk")
+            .normal("query", 1, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`blk.query`") && e.contains("twice"), "{e}");
+        let e = st
+            .pp("blk")
+            .stacked_normal(&[("bias", 1), ("other", 1)], 4, 0.5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`blk.bias`") && e.contains("twice"), "{e}");
 
         // A file without a part, and one with a part of another shape.
         let mut t = saved.clone();

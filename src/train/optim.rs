@@ -48,7 +48,7 @@ impl AdamW {
     pub fn new(params: &Params, t: &TrainConfig) -> Result<Self> {
         let named = params.named_vars();
         let all_parts = params.parts();
-        let frozen = |n: &str| t.frozen.iter().any(|f| n.starts_with(f.as_str()));
+        let frozen_by = |n: &str| t.frozen.iter().find(|f| n.starts_with(f.as_str()));
         for f in &t.frozen {
             if !all_parts.iter().any(|p| p.name.starts_with(f.as_str())) {
                 return Err(Error::setting(
@@ -61,23 +61,32 @@ impl AdamW {
         let mut parts = Vec::new();
         for (n, v) in named {
             let ps = params.parts_of(&n, &v);
-            let stopped = ps.iter().filter(|p| frozen(&p.name)).count();
-            if stopped == ps.len() {
+            let list = || {
+                ps.iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let by: Vec<&String> = ps.iter().filter_map(|p| frozen_by(&p.name)).collect();
+            if by.len() == ps.len() {
                 continue;
             }
-            if stopped > 0 {
+            if let Some(f) = by.first() {
                 return Err(Error::setting(
                     "train.frozen",
                     format!(
-                        "names some of {}, which are one parameter here: freeze all or none",
-                        ps.iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "`{f}` names some of {}, which are one parameter here (trained together): freeze all of them or none",
+                        list()
                     ),
                 ));
             }
-            let d = ps.iter().all(|p| decays(&p.name));
+            let d = decays(&ps[0].name);
+            if ps.iter().any(|p| decays(&p.name) != d) {
+                return Err(Error::Msg(format!(
+                    "the parts of one parameter ({}) differ in weight decay",
+                    list()
+                )));
+            }
             vars.push((n, v, d));
             parts.push(ps);
         }
@@ -438,7 +447,7 @@ mod tests {
         t.frozen = vec!["a.query".into()];
         let e = AdamW::new(&st, &t).err().unwrap().to_string();
         assert!(
-            e.contains("train.frozen") && e.contains("a.query, a.key"),
+            e.contains("train.frozen") && e.contains("`a.query`") && e.contains("a.query, a.key"),
             "{e}"
         );
         t.frozen = vec!["a.".into()];

@@ -675,6 +675,17 @@ fn residual_fusions_give_the_bits_of_the_separate_addition() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("residual"), "{e}");
+    let (x, w, b) = (rand(&[4, 6], 69), rand(&[6], 70), rand(&[5], 71));
+    let e = layer_norm_plus(
+        x.as_tensor(),
+        w.as_tensor(),
+        b.as_tensor(),
+        x.as_tensor(),
+        1e-5,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bias [5]"), "{e}");
 }
 
 #[test]

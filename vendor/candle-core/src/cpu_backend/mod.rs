@@ -975,8 +975,8 @@ fn copy2d_<T: Copy>(
 fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
     // lqae: one value broadcast to every element (all strides zero: the gradient of a sum or
     // a mean, say) is a fill; the index walk below computed every element's source index.
-    if !src_l.dims().is_empty() && src_l.stride().iter().all(|&s| s == 0) {
-        let n = src_l.shape().elem_count();
+    let n = src_l.shape().elem_count();
+    if n > 0 && !src_l.dims().is_empty() && src_l.stride().iter().all(|&s| s == 0) {
         dst[dst_offset..dst_offset + n].fill(src[src_l.start_offset()]);
         return;
     }
