@@ -15,9 +15,7 @@ impl LayerNorm {
     pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
         Self { weight, bias, eps }
     }
-}
 
-impl LayerNorm {
     /// `r + self.forward(x)`, the addition fused into the kernel on the CPU
     /// ([`crate::kernels::layer_norm_plus`]).
     pub fn forward_plus(&self, x: &Tensor, r: &Tensor) -> Result<Tensor> {

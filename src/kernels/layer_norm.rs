@@ -14,6 +14,18 @@ pub(crate) struct LayerNormOp {
     kept: Kept,
     plus: bool,
 }
+impl LayerNormOp {
+    /// The op for `x` with its weight and bias (or `[weight | bias]` with `plus`), keeping the
+    /// rows' statistics when any of them tracks gradients.
+    fn new(tracked: [&Tensor; 3], eps: f64, plus: bool) -> Self {
+        Self {
+            eps: eps as f32,
+            kept: Kept::new(tracked.iter().any(|t| t.track_op())),
+            plus,
+        }
+    }
+}
+
 pub(crate) struct LayerNormBwd {
     eps: f32,
     /// The forward pass's `[mean, rstd]` per row, or empty: recompute them.
@@ -440,15 +452,10 @@ impl CustomOp3 for LayerNormBwd {
 /// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if fused(x) && fused(weight) && fused(bias) {
-        let keep = x.track_op() || weight.track_op() || bias.track_op();
         x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
-            LayerNormOp {
-                eps: eps as f32,
-                kept: Kept::new(keep),
-                plus: false,
-            },
+            LayerNormOp::new([x, weight, bias], eps, false),
         )
     } else {
         layer_norm_ops(x, weight, bias, eps)
@@ -477,15 +484,10 @@ pub fn layer_norm_plus(
         );
     }
     if fused(x) && fused(weight) && fused(bias) && fused(r) && weight.rank() == 1 {
-        let keep = x.track_op() || weight.track_op() || bias.track_op();
         x.contiguous()?.apply_op3(
             &Tensor::cat(&[weight, bias], 0)?,
             &r.contiguous()?,
-            LayerNormOp {
-                eps: eps as f32,
-                kept: Kept::new(keep),
-                plus: true,
-            },
+            LayerNormOp::new([x, weight, bias], eps, true),
         )
     } else {
         r + layer_norm(x, weight, bias, eps)?

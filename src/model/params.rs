@@ -40,6 +40,15 @@ pub struct Part {
     pub cols: Option<(usize, usize)>,
 }
 
+/// A parameter's value from its parts' values in column order ([`Params::parts_of`]): one
+/// part as it is, a stack's side by side.
+pub fn join_parts(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    Tensor::cat(&parts, 1)
+}
+
 impl Part {
     /// This part of `t`, a tensor of its parameter's shape (the parameter, its gradient, a
     /// moment): `t` itself, or a view of its columns.
@@ -79,12 +88,15 @@ impl Params {
         &self.device
     }
 
-    /// Whether `full` names a part of a stack.
-    fn is_part(&self, full: &str) -> bool {
-        self.stacks
-            .borrow()
-            .values()
-            .any(|ps| ps.iter().any(|(n, _)| n == full))
+    /// Whether `full` names a parameter or a part of a stack already.
+    fn taken(&self, full: &str) -> bool {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        data.contains_key(full)
+            || self
+                .stacks
+                .borrow()
+                .values()
+                .any(|ps| ps.iter().any(|(n, _)| n == full))
     }
 
     fn full_name(&self, name: &str) -> String {
@@ -97,11 +109,11 @@ impl Params {
 
     fn insert(&self, name: &str, t: Tensor) -> Result<Tensor> {
         let full = self.full_name(name);
-        let var = Var::from_tensor(&t)?;
-        let mut data = self.varmap.data().lock().expect("varmap lock");
-        if data.contains_key(&full) || self.is_part(&full) {
+        if self.taken(&full) {
             candle_core::bail!("parameter `{full}` is defined twice");
         }
+        let var = Var::from_tensor(&t)?;
+        let mut data = self.varmap.data().lock().expect("varmap lock");
         data.insert(full, var.clone());
         Ok(var.as_tensor().clone())
     }
@@ -126,13 +138,7 @@ impl Params {
         let full: Vec<(String, usize)> =
             parts.iter().map(|(n, c)| (self.full_name(n), *c)).collect();
         for (i, (n, _)) in full.iter().enumerate() {
-            let taken = self
-                .varmap
-                .data()
-                .lock()
-                .expect("varmap lock")
-                .contains_key(n);
-            if taken || self.is_part(n) || full[..i].iter().any(|(m, _)| m == n) {
+            if self.taken(n) || full[..i].iter().any(|(m, _)| m == n) {
                 candle_core::bail!("parameter `{n}` is defined twice");
             }
         }
@@ -238,12 +244,7 @@ impl Params {
                 }
                 blocks.push(t);
             }
-            let value = if blocks.len() == 1 {
-                blocks.pop().expect("one")
-            } else {
-                Tensor::cat(&blocks, 1)?
-            };
-            var.set(&value)?;
+            var.set(&join_parts(blocks)?)?;
         }
         Ok(())
     }

@@ -231,19 +231,11 @@ impl AdamW {
                 ms.push(take(format!("m.{}", p.name))?);
                 vs.push(take(format!("v.{}", p.name))?);
             }
-            self.m[i] = join_columns(ms)?;
-            self.v[i] = join_columns(vs)?;
+            self.m[i] = crate::model::params::join_parts(ms)?;
+            self.v[i] = crate::model::params::join_parts(vs)?;
         }
         Ok(())
     }
-}
-
-/// One part as it is, several (a stack's) side by side.
-fn join_columns(mut parts: Vec<Tensor>) -> Result<Tensor> {
-    if parts.len() == 1 {
-        return Ok(parts.pop().expect("one part"));
-    }
-    Ok(Tensor::cat(&parts, 1)?)
 }
 
 #[cfg(test)]
